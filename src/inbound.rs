@@ -1,0 +1,413 @@
+//! The adapter from raw bytes (via mail-parser) to our own [`InboundMessage`].
+//!
+//! This is the only module that names `mail_parser`; nothing of it leaks out.
+//! Where mail-parser drops a malformed Message-ID, In-Reply-To or References,
+//! the raw header is read instead.
+
+use crate::config::Limits;
+use crate::model::Mailbox;
+use jiff::Timestamp;
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+/// A received mail, reduced to what postdesk decides on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// Message-ID without `<>`, if it had one.
+    pub message_id: Option<String>,
+    /// In-Reply-To ids, without `<>`.
+    pub in_reply_to: Vec<String>,
+    /// References ids, oldest first, without `<>`.
+    pub references: Vec<String>,
+    /// From.
+    pub from: Option<Mailbox>,
+    /// To.
+    pub to: Vec<Mailbox>,
+    /// Cc.
+    pub cc: Vec<Mailbox>,
+    /// Subject, decoded.
+    pub subject: String,
+    /// Date header.
+    pub date: Option<Timestamp>,
+    /// Every header as (lowercase name, unfolded raw value).
+    pub headers: Vec<(String, String)>,
+    /// Plain-text body (HTML converted when there is no text part).
+    pub text: String,
+    /// Attachment file names (or content types when unnamed).
+    pub attachments: Vec<String>,
+    /// Top-level content type, lowercase, like `multipart/report`.
+    pub content_type: String,
+    /// `report-type` parameter of a `multipart/report`.
+    pub report_type: Option<String>,
+    /// Delivery status notification contents, when the mail is one.
+    pub delivery_report: Option<DeliveryReport>,
+    /// SHA-256 over From, Date, Subject and body: dedupes mail without a Message-ID.
+    pub content_hash: String,
+    /// Size of the raw mail in bytes.
+    pub size: usize,
+}
+
+/// What a DSN (RFC 3464) says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Message-ID of the mail that bounced, from its returned headers.
+    pub original_message_id: Option<String>,
+    /// Each recipient with its action (`failed`, `delayed`, ...) and status (`5.1.1`).
+    pub recipients: Vec<(String, String, String)>,
+}
+
+impl InboundMessage {
+    /// The first value of a header, by lowercase name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every id this mail refers to, most recent first: In-Reply-To, then References newest to oldest.
+    pub fn referenced_ids(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for id in self.in_reply_to.iter().chain(self.references.iter().rev()) {
+            if !out.contains(&id.as_str()) {
+                out.push(id);
+            }
+        }
+        out
+    }
+}
+
+/// Why a mail could not be taken apart.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Bigger than `limits.max_message_bytes`.
+    #[error("mail is {size} bytes, over the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More header fields than `limits.max_headers`.
+    #[error("mail has {count} header fields, over the limit of {max}")]
+    TooManyHeaders {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More MIME parts than `limits.max_parts`.
+    #[error("mail has {count} MIME parts, over the limit of {max}")]
+    TooManyParts {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not an RFC 5322 message at all.
+    #[error("not a mail: {0}")]
+    Malformed(String),
+}
+
+/// Takes a raw mail apart within the limits.
+pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> {
+    if raw.len() > limits.max_message_bytes {
+        return Err(ParseError::TooLarge {
+            size: raw.len(),
+            max: limits.max_message_bytes,
+        });
+    }
+    let header_count = count_header_fields(raw);
+    if header_count > limits.max_headers {
+        return Err(ParseError::TooManyHeaders {
+            count: header_count,
+            max: limits.max_headers,
+        });
+    }
+    let message = MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| ParseError::Malformed("no header section".into()))?;
+    if message.parts.len() > limits.max_parts {
+        return Err(ParseError::TooManyParts {
+            count: message.parts.len(),
+            max: limits.max_parts,
+        });
+    }
+    let headers: Vec<(String, String)> = message
+        .headers_raw()
+        .map(|(n, v)| (n.to_ascii_lowercase(), unfold(v)))
+        .collect();
+    if headers.is_empty() {
+        return Err(ParseError::Malformed("no header fields".into()));
+    }
+    let from = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address().map(|e| Mailbox::new(a.name().map(String::from), e)))
+        .filter(|m| m.email.contains('@'));
+    if from.is_none() && !headers.iter().any(|(n, _)| n == "from") {
+        return Err(ParseError::Malformed("no From header".into()));
+    }
+    let raw_header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+
+    let message_id = raw_header("message-id").and_then(|v| extract_ids(v).into_iter().next());
+    let in_reply_to = raw_header("in-reply-to").map(extract_ids).unwrap_or_default();
+    let references = raw_header("references").map(extract_ids).unwrap_or_default();
+
+    let addresses = |a: Option<&mail_parser::Address<'_>>| -> Vec<Mailbox> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|x| x.address().map(|e| Mailbox::new(x.name().map(String::from), e)))
+                .filter(|m| m.email.contains('@'))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let to = addresses(message.to());
+    let cc = addresses(message.cc());
+    let subject = message.subject().unwrap_or("").replace(['\r', '\n'], " ");
+    let date = message
+        .date()
+        .and_then(|d| Timestamp::from_second(d.to_timestamp()).ok());
+    let text = message
+        .body_text(0)
+        .map(|t| t.into_owned())
+        .unwrap_or_default();
+    let attachments = message
+        .attachments()
+        .map(|p| {
+            p.attachment_name().map(String::from).unwrap_or_else(|| {
+                p.content_type()
+                    .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+                    .unwrap_or_else(|| "attachment".into())
+            })
+        })
+        .collect();
+    let (content_type, report_type) = match message.root_part().content_type() {
+        Some(c) => (
+            format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase(),
+            c.attribute("report-type").map(|r| r.to_ascii_lowercase()),
+        ),
+        None => ("text/plain".into(), None),
+    };
+    let delivery_report = if content_type == "multipart/report" {
+        Some(delivery_report(&message))
+    } else {
+        None
+    };
+    let content_hash = {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [
+            raw_header("from").unwrap_or(""),
+            raw_header("date").unwrap_or(""),
+            subject.as_str(),
+            text.as_str(),
+        ] {
+            ctx.update(part.as_bytes());
+            ctx.update(b"\0");
+        }
+        hex(ctx.finish().as_ref())
+    };
+    Ok(InboundMessage {
+        message_id,
+        in_reply_to,
+        references,
+        from,
+        to,
+        cc,
+        subject,
+        date,
+        headers,
+        text,
+        attachments,
+        content_type,
+        report_type,
+        delivery_report,
+        content_hash,
+        size: raw.len(),
+    })
+}
+
+fn delivery_report(message: &mail_parser::Message<'_>) -> DeliveryReport {
+    let mut report = DeliveryReport::default();
+    for part in &message.parts {
+        let Some(ct) = part.content_type() else { continue };
+        let ctype = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase();
+        match (ctype.as_str(), &part.body) {
+            ("message/delivery-status", body) => {
+                let text = match body {
+                    PartType::Text(t) => t.to_string(),
+                    PartType::Binary(b) | PartType::InlineBinary(b) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::from_utf8_lossy(part.contents()).into_owned(),
+                };
+                report.recipients = parse_delivery_status(&text);
+            }
+            ("message/rfc822", PartType::Message(inner)) | ("message/global", PartType::Message(inner)) => {
+                if report.original_message_id.is_none() {
+                    report.original_message_id = inner
+                        .header_raw("Message-ID")
+                        .and_then(|v| extract_ids(v).into_iter().next());
+                }
+            }
+            ("text/rfc822-headers", _) | ("message/rfc822-headers", _) => {
+                if report.original_message_id.is_none() {
+                    let text = String::from_utf8_lossy(part.contents()).into_owned();
+                    report.original_message_id = header_in_block(&text, "message-id")
+                        .and_then(|v| extract_ids(&v).into_iter().next());
+                }
+            }
+            _ => {}
+        }
+    }
+    report
+}
+
+/// Per-recipient `(address, action, status)` from a message/delivery-status body.
+fn parse_delivery_status(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n").map(|b| b.replace("\r\n", "\n")) {
+        let recipient = header_in_block(&block, "final-recipient")
+            .or_else(|| header_in_block(&block, "original-recipient"))
+            .map(|v| v.rsplit(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        if let Some(r) = recipient.filter(|r| !r.is_empty()) {
+            let action = header_in_block(&block, "action").unwrap_or_default().to_ascii_lowercase();
+            let status = header_in_block(&block, "status").unwrap_or_default();
+            out.push((r, action, status.split_whitespace().next().unwrap_or("").to_string()));
+        }
+    }
+    out
+}
+
+fn header_in_block(block: &str, name: &str) -> Option<String> {
+    let mut found: Option<String> = None;
+    for line in block.lines() {
+        if let Some(v) = found.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push(' ');
+                v.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            if n.trim().eq_ignore_ascii_case(name) {
+                found = Some(v.trim().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Message ids from a header value: each `<...>`, or bare tokens when there are no brackets.
+pub fn extract_ids(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        match after.find('>') {
+            Some(end) => {
+                let id = after[..end].trim();
+                if !id.is_empty() && !id.contains(char::is_whitespace) {
+                    out.push(id.to_string());
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                let id = after.trim();
+                if !id.is_empty() && !id.contains(char::is_whitespace) {
+                    out.push(id.to_string());
+                }
+                rest = "";
+            }
+        }
+    }
+    if out.is_empty() {
+        out = value
+            .split([' ', '\t', ','])
+            .map(|t| t.trim_matches(|c| c == '<' || c == '>' || c == '"'))
+            .filter(|t| t.len() > 2)
+            .map(String::from)
+            .collect();
+    }
+    out
+}
+
+fn unfold(v: &str) -> String {
+    v.replace("\r\n", "").replace('\n', "").trim().to_string()
+}
+
+fn count_header_fields(raw: &[u8]) -> usize {
+    let mut count = 0;
+    let mut line_start = true;
+    for (i, &b) in raw.iter().enumerate() {
+        if line_start {
+            if b == b'\n' || (b == b'\r' && raw.get(i + 1) == Some(&b'\n')) {
+                break;
+            }
+            if b != b' ' && b != b'\t' {
+                count += 1;
+            }
+        }
+        line_start = b == b'\n';
+    }
+    count
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_parts: 50,
+            max_headers: 100,
+        }
+    }
+
+    #[test]
+    fn extract_ids_table() {
+        let table: [(&str, &[&str]); 6] = [
+            ("<a@b>", &["a@b"]),
+            ("<a@b> <c@d>", &["a@b", "c@d"]),
+            ("<a@b>\t<c@d>,<e@f>", &["a@b", "c@d", "e@f"]),
+            ("<no-at-sign>", &["no-at-sign"]),
+            ("bare@id.example", &["bare@id.example"]),
+            ("<unterminated@x", &["unterminated@x"]),
+        ];
+        for (input, want) in table {
+            assert_eq!(extract_ids(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_ids_fall_back_to_raw() {
+        let raw = b"From: a@example.com\r\nMessage-ID: <no-at-sign>\r\nIn-Reply-To: <broken\r\nReferences: <x@y> <z>\r\nSubject: hi\r\n\r\nbody\r\n";
+        let m = parse(raw, &limits()).unwrap();
+        assert_eq!(m.message_id.as_deref(), Some("no-at-sign"));
+        assert_eq!(m.in_reply_to, vec!["broken"]);
+        assert_eq!(m.references, vec!["x@y", "z"]);
+    }
+
+    #[test]
+    fn limits_refuse_before_parsing() {
+        let raw = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+        let small = Limits {
+            max_message_bytes: 10,
+            ..limits()
+        };
+        assert!(matches!(parse(raw, &small), Err(ParseError::TooLarge { .. })));
+        let few = Limits {
+            max_headers: 1,
+            ..limits()
+        };
+        assert!(matches!(parse(raw, &few), Err(ParseError::TooManyHeaders { count: 2, max: 1 })));
+    }
+
+    #[test]
+    fn no_from_is_malformed() {
+        let raw = b"garbage without headers\r\n\r\n";
+        assert!(matches!(parse(raw, &limits()), Err(ParseError::Malformed(_))));
+    }
+}

@@ -1,0 +1,24 @@
+//! postdesk: an email-first shared-inbox helpdesk daemon.
+//!
+//! The crate is split into a functional core (`subject`, `token`, `classify`,
+//! `thread`, `ticket`, `outgoing`, `model`) that never performs I/O or reads
+//! the clock, and an imperative shell (`store`, `pipeline`, `source`,
+//! `sender`, `ingest`, `daemon`, `cli`) that does. See ARCHITECTURE.md.
+#![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod inbound;
+pub mod ingest;
+pub mod model;
+pub mod outgoing;
+pub mod pipeline;
+pub mod sender;
+pub mod source;
+pub mod store;
+pub mod subject;
+pub mod thread;
+pub mod ticket;
+pub mod token;

@@ -1,0 +1,262 @@
+//! Domain types shared by the core and the shell: tickets, messages, events.
+//!
+//! These are plain values. The JSON field names are part of the user-facing
+//! contract (`show --json`, `export`), so renaming a field is a breaking change.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A ticket number: small, increasing, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TicketId(pub u64);
+
+impl fmt::Display for TicketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a ticket is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// No agent reply yet.
+    New,
+    /// An agent is working on it.
+    Open,
+    /// Waiting on the customer: SLA clocks pause.
+    Pending,
+    /// An agent says it is done; a customer reply within the reopen window reopens it.
+    Resolved,
+    /// Final: a later reply opens a new, linked ticket.
+    Closed,
+}
+
+impl Status {
+    /// The lowercase name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Open => "open",
+            Status::Pending => "pending",
+            Status::Resolved => "resolved",
+            Status::Closed => "closed",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "new" => Status::New,
+            "open" => Status::Open,
+            "pending" => Status::Pending,
+            "resolved" => Status::Resolved,
+            "closed" => Status::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// How urgent a ticket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Can wait.
+    Low,
+    /// The default.
+    Normal,
+    /// Needs attention soon.
+    High,
+    /// Needs attention now.
+    Urgent,
+}
+
+impl Priority {
+    /// The lowercase name used in config and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+/// An email address with its optional display name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    /// Display name, if the mail gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The address, lowercased.
+    pub email: String,
+}
+
+impl Mailbox {
+    /// A mailbox with a lowercased address.
+    pub fn new(name: Option<String>, email: &str) -> Mailbox {
+        Mailbox {
+            name: name.filter(|n| !n.trim().is_empty()),
+            email: email.trim().to_ascii_lowercase(),
+        }
+    }
+}
+
+/// SLA deadlines of a ticket (filled by the SLA issue; empty until a policy applies).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sla {
+    /// Name of the policy in force.
+    pub policy: Option<String>,
+    /// When the first agent reply is due.
+    pub first_response_due: Option<Timestamp>,
+    /// When the next agent reply is due.
+    pub next_response_due: Option<Timestamp>,
+    /// When resolution is due.
+    pub resolution_due: Option<Timestamp>,
+    /// Whether the first-response deadline was missed.
+    pub first_response_breached: bool,
+    /// Whether the resolution deadline was missed.
+    pub resolution_breached: bool,
+}
+
+/// A ticket without its messages and events (those live in their own trees).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The ticket number.
+    pub id: TicketId,
+    /// Subject of the first mail, without `Re:` prefixes or our tag.
+    pub subject: String,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Priority.
+    pub priority: Priority,
+    /// Queue name.
+    pub queue: String,
+    /// Type or category, when a rule or an agent set one.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Free tags.
+    pub tags: Vec<String>,
+    /// Assigned agent (their name), if any.
+    pub assignee: Option<String>,
+    /// Who opened the ticket; replies go to them.
+    pub requester: Mailbox,
+    /// Other people who get replies (Cc of the customer's mail).
+    pub participants: Vec<Mailbox>,
+    /// How the ticket came in: `email`.
+    pub channel: String,
+    /// The support mailbox (by name) the ticket arrived through.
+    pub mailbox: String,
+    /// When the first mail arrived.
+    pub created_at: Timestamp,
+    /// When anything last changed.
+    pub updated_at: Timestamp,
+    /// When the first public agent reply went out.
+    pub first_response_at: Option<Timestamp>,
+    /// When it was last resolved.
+    pub resolved_at: Option<Timestamp>,
+    /// When it was closed.
+    pub closed_at: Option<Timestamp>,
+    /// Tickets this one is linked to (a reopen of a closed ticket, a stranger's mail).
+    pub linked: Vec<TicketId>,
+    /// SLA deadlines.
+    pub sla: Sla,
+    /// Satisfaction rating 1–5, once the customer gave one.
+    pub csat: Option<u8>,
+}
+
+impl Ticket {
+    /// Whether `email` is the requester or a participant.
+    pub fn is_participant(&self, email: &str) -> bool {
+        let email = email.to_ascii_lowercase();
+        self.requester.email == email || self.participants.iter().any(|p| p.email == email)
+    }
+}
+
+/// Which way a message went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received by postdesk.
+    Inbound,
+    /// Sent by postdesk.
+    Outbound,
+}
+
+/// Who or what a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// Mail from a customer (or anyone not recognised as an agent).
+    Customer,
+    /// Mail from an agent.
+    Agent,
+    /// An internal note.
+    Note,
+    /// Automatic mail: auto-replies, bulk, list mail, bounces.
+    Auto,
+    /// Mail postdesk generated (acknowledgements and the like).
+    System,
+}
+
+/// One message of a ticket, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// Message-ID without angle brackets (generated for mail that had none).
+    pub message_id: String,
+    /// Sender.
+    pub from: Mailbox,
+    /// Recipients (To and Cc).
+    pub to: Vec<Mailbox>,
+    /// Date of the mail (arrival for inbound, queueing for outbound).
+    pub date: Timestamp,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Customer, agent, note, auto, system.
+    pub kind: MessageKind,
+    /// Subject as sent.
+    pub subject: String,
+    /// Plain-text body (HTML converted), for display.
+    pub text: String,
+    /// Key of the raw mail in the raw tree, for inbound mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_key: Option<String>,
+    /// Why the message is kind `auto`, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_reason: Option<String>,
+    /// Attachment names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+}
+
+/// One entry of a ticket's append-only event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened: `created`, `message`, `status`, `ack_queued`, `mail_sent`, `mail_failed`, `bounce`, `linked`, ...
+    pub kind: String,
+    /// Who did it: an email address, an agent name, or `system`.
+    pub actor: String,
+    /// Details, varying by kind.
+    #[serde(flatten)]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    /// An event with the given details.
+    pub fn new(at: Timestamp, kind: &str, actor: &str, detail: &[(&str, serde_json::Value)]) -> Event {
+        Event {
+            at,
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            detail: detail
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+}

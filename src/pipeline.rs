@@ -1,0 +1,450 @@
+//! One mail through parse → classify → thread → apply → store, in one
+//! transaction. The caller flushes the store before the source marks mail
+//! processed. One bad mail is quarantined; it never stops the mailbox.
+
+use crate::classify::{Classification, Sender, classify};
+use crate::config::Config;
+use crate::inbound::{self, InboundMessage};
+use crate::model::{Direction, Event, MessageKind, MessageRecord, TicketId};
+use crate::store::{IdEntry, OutboxEntry, Position, QuarantineEntry, Store, StoreError, TreeName, WriteSet, key_u64};
+use crate::thread::{Decision, Outcome, ThreadContext, thread};
+use crate::ticket::{ApplyContext, apply_bounce, apply_inbound};
+use crate::token::Signer;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Where a mail came from.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// Mailbox name.
+    pub mailbox: String,
+    /// Unique key within sources (`imap:NAME:UIDVALIDITY:UID`, `file:...`), if any.
+    pub source_key: Option<String>,
+    /// IMAP position to record with this mail.
+    pub position: Option<Position>,
+}
+
+/// What happened to one mail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Processed {
+    /// A new ticket was opened.
+    NewTicket {
+        /// The ticket.
+        ticket: TicketId,
+        /// Whether the mail was automatic.
+        auto: bool,
+    },
+    /// Appended to an existing ticket.
+    Appended {
+        /// The ticket.
+        ticket: TicketId,
+        /// Whether the mail was automatic.
+        auto: bool,
+    },
+    /// Seen before (same source position, Message-ID or content hash).
+    Duplicate,
+    /// A delivery status notification, matched to a ticket when possible.
+    Bounce {
+        /// The ticket it reports on.
+        ticket: Option<TicketId>,
+    },
+    /// Our own mail: dropped.
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+    /// Kept raw with the reason.
+    Quarantined {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counts over a run of mails; the `ingest --json` summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Mails read.
+    pub read: u64,
+    /// New tickets opened.
+    pub new_tickets: u64,
+    /// Mails appended to existing tickets.
+    pub appended: u64,
+    /// Duplicates skipped.
+    pub duplicates: u64,
+    /// Automatic mails (stored, never answered).
+    pub auto: u64,
+    /// Bounces.
+    pub bounces: u64,
+    /// Quarantined mails.
+    pub quarantined: u64,
+    /// Our own mails, dropped.
+    pub dropped: u64,
+}
+
+impl Summary {
+    /// Counts one result.
+    pub fn add(&mut self, p: &Processed) {
+        self.read += 1;
+        match p {
+            Processed::NewTicket { auto, .. } => {
+                self.new_tickets += 1;
+                self.auto += u64::from(*auto);
+            }
+            Processed::Appended { auto, .. } => {
+                self.appended += 1;
+                self.auto += u64::from(*auto);
+            }
+            Processed::Duplicate => self.duplicates += 1,
+            Processed::Bounce { .. } => self.bounces += 1,
+            Processed::Dropped { .. } => self.dropped += 1,
+            Processed::Quarantined { .. } => self.quarantined += 1,
+        }
+    }
+}
+
+/// How a mail would be handled, for `explain`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    /// Parse result or error.
+    pub parsed: Result<String, String>,
+    /// Classification.
+    pub classification: Option<String>,
+    /// Whether an acknowledgement would be allowed by the classification.
+    pub may_auto_reply: Option<bool>,
+    /// Duplicate of a stored mail.
+    pub duplicate: Option<String>,
+    /// Threading rule and reason.
+    pub threading: Option<String>,
+}
+
+/// The pipeline: configuration, store and signer.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// Configuration in force.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Store,
+    /// Token signer.
+    pub signer: Signer,
+}
+
+impl Pipeline {
+    /// Processes one raw mail arriving at `now`, committing its effects in one transaction.
+    pub fn process(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
+        if let Some(key) = &origin.source_key {
+            if self.store.has_source(key)? {
+                return Ok(Processed::Duplicate);
+            }
+        }
+        let raw_key = raw_key(raw);
+        let mut w = WriteSet::default();
+        mark_source(&mut w, origin, &raw_key);
+
+        let msg = match inbound::parse(raw, &self.config.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = e.to_string();
+                self.quarantine(&mut w, raw, &raw_key, origin, &reason, now)?;
+                self.store.commit(&w)?;
+                tracing::warn!(mailbox = %origin.mailbox, reason = %reason, "mail quarantined");
+                return Ok(Processed::Quarantined { reason });
+            }
+        };
+        if self.is_duplicate(&msg)?.is_some() {
+            self.store.commit(&w)?;
+            return Ok(Processed::Duplicate);
+        }
+        let class = classify(&msg, &self.config);
+        if let Sender::Own(why) = &class.sender {
+            self.store.commit(&w)?;
+            tracing::info!(mailbox = %origin.mailbox, reason = %why, "own mail dropped");
+            return Ok(Processed::Dropped { reason: why.clone() });
+        }
+        if class.bounce {
+            return self.bounce(w, raw, &raw_key, &msg, origin, now);
+        }
+        let decision = self.decide(&msg, &class, now);
+        let existing = match decision.outcome {
+            Outcome::Existing(id) | Outcome::NewLinked(id) => self.store.ticket(id)?,
+            Outcome::New => None,
+        };
+        let new_id = self.store.next_ticket_id()?;
+        let from = msg.from.as_ref().map(|m| m.email.clone()).unwrap_or_default();
+        let hour_ago = Timestamp::from_second(now.as_second() - 3600).unwrap_or(now);
+        let cx = ApplyContext {
+            config: &self.config,
+            signer: &self.signer,
+            now,
+            mailbox: &origin.mailbox,
+            acks_last_hour: self.store.acks_since(&from, hour_ago)?,
+            sender_suppressed: self.store.suppressed(&from, now)?,
+            nonce: format!("{:x}", self.store.next_seq()?),
+        };
+        let applied = apply_inbound(existing, new_id, &msg, &class, &decision, &raw_key, &cx);
+        let id = applied.ticket.id;
+        if applied.created {
+            Store::set_next_ticket_id(&mut w, TicketId(new_id.0 + 1));
+        }
+        w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
+        self.index_message(&mut w, &msg, id)?;
+        Store::put_ticket(&mut w, &applied.ticket);
+        self.store.add_message(&mut w, id, &applied.message)?;
+        for e in &applied.events {
+            self.store.add_event(&mut w, id, e)?;
+        }
+        for mail in &applied.mails {
+            self.queue_mail(&mut w, mail, now)?;
+        }
+        self.store.commit(&w)?;
+        tracing::info!(
+            ticket = id.0,
+            mailbox = %origin.mailbox,
+            rule = decision.rule,
+            created = applied.created,
+            "mail stored"
+        );
+        let auto = class.auto.is_some();
+        Ok(if applied.created {
+            Processed::NewTicket { ticket: id, auto }
+        } else {
+            Processed::Appended { ticket: id, auto }
+        })
+    }
+
+    /// Queues an outgoing mail: outbox entry, Message-ID index and an outbound message record.
+    pub fn queue_mail(&self, w: &mut WriteSet, mail: &crate::outgoing::OutgoingMail, now: Timestamp) -> Result<(), StoreError> {
+        let seq = self.store.next_seq()?;
+        w.put(
+            TreeName::Outbox,
+            key_u64(seq).to_vec(),
+            &OutboxEntry {
+                mail: mail.clone(),
+                attempts: 0,
+                next_attempt: now,
+                last_error: None,
+            },
+        );
+        Store::put_message_id(
+            w,
+            &mail.message_id,
+            IdEntry {
+                ticket: mail.ticket,
+                stored: true,
+            },
+        );
+        if mail.purpose == "acknowledgement" {
+            for r in &mail.to {
+                Store::put_ack(w, &r.email, now, seq);
+            }
+        }
+        let record = MessageRecord {
+            message_id: mail.message_id.clone(),
+            from: mail.from.clone(),
+            to: mail.to.clone(),
+            date: now,
+            direction: Direction::Outbound,
+            kind: MessageKind::System,
+            subject: mail.subject.clone(),
+            text: mail.body.clone(),
+            raw_key: None,
+            auto_reason: None,
+            attachments: Vec::new(),
+        };
+        self.store.add_message(w, mail.ticket, &record)
+    }
+
+    fn decide(&self, msg: &InboundMessage, class: &Classification, now: Timestamp) -> Decision {
+        let cx = ThreadContext {
+            signer: &self.signer,
+            subject_tag: &self.config.instance.subject_tag,
+            now,
+            reopen_window: self.config.automation.reopen_window,
+            from_agent: matches!(class.sender, Sender::Agent(_)),
+        };
+        thread(msg, &self.store, &cx)
+    }
+
+    fn is_duplicate(&self, msg: &InboundMessage) -> Result<Option<String>, StoreError> {
+        match &msg.message_id {
+            Some(id) => Ok(self
+                .store
+                .message_id(id)?
+                .filter(|e| e.stored)
+                .map(|e| format!("Message-ID <{id}> is stored on ticket {}", e.ticket))),
+            None => Ok(self
+                .store
+                .has_hash(&msg.content_hash)?
+                .then(|| "the same content (no Message-ID) is stored".to_string())),
+        }
+    }
+
+    fn index_message(&self, w: &mut WriteSet, msg: &InboundMessage, id: TicketId) -> Result<(), StoreError> {
+        match &msg.message_id {
+            Some(mid) => Store::put_message_id(w, mid, IdEntry { ticket: id, stored: true }),
+            None => w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new()),
+        }
+        // Referenced ids too, so replies to a parent we never saw land together.
+        for r in msg.referenced_ids() {
+            if self.store.message_id(r)?.is_none() {
+                Store::put_message_id(w, r, IdEntry { ticket: id, stored: false });
+            }
+        }
+        Ok(())
+    }
+
+    fn quarantine(
+        &self,
+        w: &mut WriteSet,
+        raw: &[u8],
+        raw_key: &str,
+        origin: &Origin,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
+        w.put(
+            TreeName::Quarantine,
+            key_u64(self.store.next_seq()?).to_vec(),
+            &QuarantineEntry {
+                at: now,
+                mailbox: origin.mailbox.clone(),
+                source: origin.source_key.clone(),
+                reason: reason.to_string(),
+                raw_key: raw_key.to_string(),
+                size: raw.len(),
+            },
+        );
+        Ok(())
+    }
+
+    fn bounce(
+        &self,
+        mut w: WriteSet,
+        raw: &[u8],
+        raw_key: &str,
+        msg: &InboundMessage,
+        origin: &Origin,
+        now: Timestamp,
+    ) -> Result<Processed, StoreError> {
+        let report = msg.delivery_report.clone().unwrap_or_default();
+        let ticket = report
+            .original_message_id
+            .as_deref()
+            .and_then(|id| {
+                self.signer
+                    .parse_message_id(id)
+                    .or_else(|| self.store.message_id(id).ok().flatten().map(|e| e.ticket))
+            })
+            .and_then(|id| self.store.ticket(id).ok().flatten());
+        let Some(ticket) = ticket else {
+            self.quarantine(
+                &mut w,
+                raw,
+                raw_key,
+                origin,
+                "bounce that matches no ticket (its original Message-ID is unknown)",
+                now,
+            )?;
+            self.store.commit(&w)?;
+            return Ok(Processed::Bounce { ticket: None });
+        };
+        let applied = apply_bounce(ticket, msg, raw_key, now);
+        let id = applied.ticket.id;
+        w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
+        if let Some(mid) = &msg.message_id {
+            Store::put_message_id(&mut w, mid, IdEntry { ticket: id, stored: true });
+        } else {
+            w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new());
+        }
+        Store::put_ticket(&mut w, &applied.ticket);
+        self.store.add_message(&mut w, id, &applied.message)?;
+        for e in &applied.events {
+            self.store.add_event(&mut w, id, e)?;
+        }
+        // Hard bounces suppress automatic mail to that address for a week.
+        for (rcpt, action, status) in &report.recipients {
+            if action == "failed" || status.starts_with('5') {
+                let until = Timestamp::from_second(now.as_second() + 7 * 86_400).unwrap_or(now);
+                w.put(TreeName::Suppress, rcpt.as_bytes().to_vec(), &until);
+            }
+        }
+        self.store.commit(&w)?;
+        tracing::info!(ticket = id.0, "bounce recorded");
+        Ok(Processed::Bounce { ticket: Some(id) })
+    }
+
+    /// Records an event on a ticket in its own transaction.
+    pub fn record_event(&self, ticket: TicketId, event: &Event) -> Result<(), StoreError> {
+        let mut w = WriteSet::default();
+        self.store.add_event(&mut w, ticket, event)?;
+        self.store.commit(&w)
+    }
+
+    /// How a mail would be handled, without storing anything.
+    pub fn explain(&self, raw: &[u8], now: Timestamp) -> Result<Explanation, StoreError> {
+        let msg = match inbound::parse(raw, &self.config.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(Explanation {
+                    parsed: Err(format!("would be quarantined: {e}")),
+                    classification: None,
+                    may_auto_reply: None,
+                    duplicate: None,
+                    threading: None,
+                });
+            }
+        };
+        let class = classify(&msg, &self.config);
+        let decision = self.decide(&msg, &class, now);
+        let threading = match decision.outcome {
+            Outcome::Existing(id) => format!("rule {}: appended to ticket {id}: {}", decision.rule, decision.reason),
+            Outcome::New => format!("rule {}: new ticket: {}", decision.rule, decision.reason),
+            Outcome::NewLinked(id) => format!("rule {}: new ticket linked to {id}: {}", decision.rule, decision.reason),
+        };
+        Ok(Explanation {
+            parsed: Ok(format!(
+                "From {}, subject {:?}, Message-ID {}",
+                msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("(none)"),
+                msg.subject,
+                msg.message_id.as_deref().map(|m| format!("<{m}>")).unwrap_or_else(|| "(none)".into())
+            )),
+            classification: Some(class.describe()),
+            may_auto_reply: Some(class.may_auto_reply()),
+            duplicate: self.is_duplicate(&msg)?,
+            threading: Some(threading),
+        })
+    }
+
+    /// Records a mailbox position (UIDVALIDITY change, empty batches).
+    pub fn set_position(&self, mailbox: &str, position: Position) -> Result<(), StoreError> {
+        let mut w = WriteSet::default();
+        w.put(TreeName::Positions, mailbox.as_bytes().to_vec(), &position);
+        self.store.commit(&w)
+    }
+}
+
+fn mark_source(w: &mut WriteSet, origin: &Origin, raw_key: &str) {
+    if let Some(key) = &origin.source_key {
+        w.put_raw(TreeName::Sources, key.as_bytes().to_vec(), raw_key.as_bytes().to_vec());
+    }
+    if let Some(p) = origin.position {
+        w.put(TreeName::Positions, origin.mailbox.as_bytes().to_vec(), &p);
+    }
+}
+
+/// Key of a raw mail: SHA-256 of its bytes, hex.
+pub fn raw_key(raw: &[u8]) -> String {
+    inbound::hex(ring::digest::digest(&ring::digest::SHA256, raw).as_ref())
+}
+
+/// An event recording a sent or failed mail.
+pub fn mail_event(now: Timestamp, kind: &str, message_id: &str, to: &[String], error: Option<&str>) -> Event {
+    let mut detail = vec![("message_id", json!(message_id)), ("to", json!(to))];
+    if let Some(e) = error {
+        detail.push(("error", json!(e)));
+    }
+    Event::new(now, kind, "system", &detail)
+}

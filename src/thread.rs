@@ -1,0 +1,288 @@
+//! Threading: which ticket a mail belongs to. A pure function over the mail,
+//! a read-only view of the index and `now`; the first rule that hits wins.
+//!
+//! 1. In-Reply-To/References naming a Message-ID we generated (signed, works without the index);
+//! 2. In-Reply-To/References naming any Message-ID stored on, or referenced by, a ticket;
+//! 3. a signed plus-address in To/Cc;
+//! 4. a signed body token from our outgoing mail;
+//! 5. the subject tag, only from a participant or an agent (a stranger opens a new linked ticket);
+//! 6. otherwise a new ticket.
+//!
+//! A hit on a closed ticket, or a resolved one past the reopen window, opens a
+//! new ticket linked to it.
+
+use crate::inbound::InboundMessage;
+use crate::model::{Status, Ticket, TicketId};
+use crate::token::Signer;
+use jiff::Timestamp;
+use std::time::Duration;
+
+/// What threading can read of the store.
+pub trait ThreadIndex {
+    /// The ticket a Message-ID is stored on or referenced by.
+    fn ticket_of_message_id(&self, id: &str) -> Option<TicketId>;
+    /// A ticket by number.
+    fn ticket(&self, id: TicketId) -> Option<Ticket>;
+}
+
+/// Everything threading needs besides the mail and the index.
+#[derive(Clone, Debug)]
+pub struct ThreadContext<'a> {
+    /// Verifies our tokens.
+    pub signer: &'a Signer,
+    /// The subject tag word.
+    pub subject_tag: &'a str,
+    /// The time of arrival.
+    pub now: Timestamp,
+    /// How long after resolution a reply still reopens.
+    pub reopen_window: Duration,
+    /// Whether the sender is an agent (subject tags are accepted from agents).
+    pub from_agent: bool,
+}
+
+/// Where a mail goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Appended to this ticket.
+    Existing(TicketId),
+    /// A new ticket.
+    New,
+    /// A new ticket linked to this one.
+    NewLinked(TicketId),
+}
+
+/// The decision with the rule that made it and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Where the mail goes.
+    pub outcome: Outcome,
+    /// The rule number (1–6) that decided.
+    pub rule: u8,
+    /// A human-readable reason.
+    pub reason: String,
+}
+
+/// Decides where a mail belongs.
+pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<'_>) -> Decision {
+    let refs = msg.referenced_ids();
+
+    // Rule 1: our own signed Message-IDs.
+    for id in &refs {
+        if let Some(t) = cx.signer.parse_message_id(id) {
+            if let Some(ticket) = index.ticket(t) {
+                return reopen_check(ticket, cx, 1, format!("answers our Message-ID <{id}>"));
+            }
+        }
+    }
+    // Rule 2: any Message-ID known to the index.
+    for id in &refs {
+        if let Some(t) = index.ticket_of_message_id(id) {
+            if let Some(ticket) = index.ticket(t) {
+                return reopen_check(ticket, cx, 2, format!("refers to <{id}>, known on ticket {t}"));
+            }
+        }
+    }
+    // Rule 3: signed plus-address.
+    for rcpt in msg.to.iter().chain(msg.cc.iter()) {
+        if let Some(t) = cx.signer.parse_plus_address(&rcpt.email) {
+            if let Some(ticket) = index.ticket(t) {
+                return reopen_check(ticket, cx, 3, format!("sent to the ticket address {}", rcpt.email));
+            }
+        }
+    }
+    // Rule 4: signed body token.
+    if let Some(t) = cx.signer.find_body_token(&msg.text) {
+        if let Some(ticket) = index.ticket(t) {
+            return reopen_check(ticket, cx, 4, format!("body carries the reference token of ticket {t}"));
+        }
+    }
+    // Rule 5: subject tag, from participants and agents only.
+    if let Some(n) = crate::subject::find_tag(&msg.subject, cx.subject_tag) {
+        if let Some(ticket) = index.ticket(TicketId(n)) {
+            let from = msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("");
+            if cx.from_agent || ticket.is_participant(from) {
+                return reopen_check(ticket, cx, 5, format!("subject tag #{n} from a participant"));
+            }
+            return Decision {
+                outcome: Outcome::NewLinked(ticket.id),
+                rule: 5,
+                reason: format!("subject tag #{n} from {from}, who is not a participant: new ticket linked to it"),
+            };
+        }
+    }
+    Decision {
+        outcome: Outcome::New,
+        rule: 6,
+        reason: "no reference, address, token or tag matched".into(),
+    }
+}
+
+fn reopen_check(ticket: Ticket, cx: &ThreadContext<'_>, rule: u8, reason: String) -> Decision {
+    let id = ticket.id;
+    match ticket.status {
+        Status::Closed => Decision {
+            outcome: Outcome::NewLinked(id),
+            rule,
+            reason: format!("{reason}; ticket {id} is closed: new ticket linked to it"),
+        },
+        Status::Resolved
+            if ticket
+                .resolved_at
+                .is_some_and(|r| cx.now.as_second() - r.as_second() > cx.reopen_window.as_secs() as i64) =>
+        {
+            Decision {
+                outcome: Outcome::NewLinked(id),
+                rule,
+                reason: format!("{reason}; ticket {id} was resolved before the reopen window: new ticket linked to it"),
+            }
+        }
+        _ => Decision {
+            outcome: Outcome::Existing(id),
+            rule,
+            reason,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mailbox, Priority, Sla};
+    use std::collections::HashMap;
+
+    struct Index {
+        ids: HashMap<String, TicketId>,
+        tickets: HashMap<TicketId, Ticket>,
+    }
+
+    impl ThreadIndex for Index {
+        fn ticket_of_message_id(&self, id: &str) -> Option<TicketId> {
+            self.ids.get(id).copied()
+        }
+        fn ticket(&self, id: TicketId) -> Option<Ticket> {
+            self.tickets.get(&id).cloned()
+        }
+    }
+
+    fn ticket(id: u64, status: Status, resolved_days_ago: Option<i64>) -> Ticket {
+        let now = now();
+        Ticket {
+            id: TicketId(id),
+            subject: "Printer".into(),
+            status,
+            priority: Priority::Normal,
+            queue: "general".into(),
+            kind: None,
+            tags: vec![],
+            assignee: None,
+            requester: Mailbox::new(None, "bob@customer.test"),
+            participants: vec![Mailbox::new(None, "carol@customer.test")],
+            channel: "email".into(),
+            mailbox: "support".into(),
+            created_at: now,
+            updated_at: now,
+            first_response_at: None,
+            resolved_at: resolved_days_ago.map(|d| Timestamp::from_second(now.as_second() - d * 86400).unwrap()),
+            closed_at: None,
+            linked: vec![],
+            sla: Sla::default(),
+            csat: None,
+        }
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-23T12:00:00Z".parse().unwrap()
+    }
+
+    fn index() -> Index {
+        let mut tickets = HashMap::new();
+        tickets.insert(TicketId(1), ticket(1, Status::Open, None));
+        tickets.insert(TicketId(2), ticket(2, Status::Closed, None));
+        tickets.insert(TicketId(3), ticket(3, Status::Resolved, Some(2)));
+        tickets.insert(TicketId(4), ticket(4, Status::Resolved, Some(30)));
+        let mut ids = HashMap::new();
+        ids.insert("orig@customer.test".to_string(), TicketId(1));
+        ids.insert("ghost-parent@customer.test".to_string(), TicketId(1));
+        ids.insert("closed@customer.test".to_string(), TicketId(2));
+        Index { ids, tickets }
+    }
+
+    fn msg(from: &str, subject: &str, irt: &[&str], to: &[&str], body: &str) -> InboundMessage {
+        InboundMessage {
+            from: Some(Mailbox::new(None, from)),
+            subject: subject.into(),
+            in_reply_to: irt.iter().map(|s| s.to_string()).collect(),
+            to: to.iter().map(|a| Mailbox::new(None, a)).collect(),
+            text: body.into(),
+            ..Default::default()
+        }
+    }
+
+    fn check(m: InboundMessage, from_agent: bool, outcome: Outcome, rule: u8) {
+        let signer = Signer::new(b"k");
+        let cx = ThreadContext {
+            signer: &signer,
+            subject_tag: "Support",
+            now: now(),
+            reopen_window: Duration::from_secs(7 * 86400),
+            from_agent,
+        };
+        let d = thread(&m, &index(), &cx);
+        assert_eq!((d.outcome, d.rule), (outcome, rule), "{}", d.reason);
+    }
+
+    #[test]
+    fn rules_table() {
+        let s = Signer::new(b"k");
+        let ours = s.message_id(TicketId(1), "n1", "example.com");
+        let ours_closed = s.message_id(TicketId(2), "n2", "example.com");
+        let ours_unknown = s.message_id(TicketId(99), "n3", "example.com");
+        let forged = ours.replacen("pd.1.", "pd.3.", 1);
+        let plus = s.plus_address("support@example.com", TicketId(1));
+        let token = s.body_token(TicketId(1));
+        let stranger = "eve@elsewhere.test";
+        let bob = "bob@customer.test";
+
+        // 1: our signed id, even though the index does not know it.
+        check(msg(stranger, "x", &[&ours], &[], ""), false, Outcome::Existing(TicketId(1)), 1);
+        // 1 on a closed ticket: new linked.
+        check(msg(bob, "x", &[&ours_closed], &[], ""), false, Outcome::NewLinked(TicketId(2)), 1);
+        // 1 refused: ticket does not exist; forged signature.
+        check(msg(bob, "x", &[&ours_unknown], &[], ""), false, Outcome::New, 6);
+        check(msg(bob, "x", &[&forged], &[], ""), false, Outcome::New, 6);
+        // 2: stored id and a referenced ghost parent.
+        check(msg(stranger, "x", &["orig@customer.test"], &[], ""), false, Outcome::Existing(TicketId(1)), 2);
+        check(msg(stranger, "x", &["ghost-parent@customer.test"], &[], ""), false, Outcome::Existing(TicketId(1)), 2);
+        check(msg(bob, "x", &["closed@customer.test"], &[], ""), false, Outcome::NewLinked(TicketId(2)), 2);
+        check(msg(bob, "x", &["unknown@x"], &[], ""), false, Outcome::New, 6);
+        // 3: plus-address; a forged one is ignored.
+        check(msg(stranger, "x", &[], &[&plus], ""), false, Outcome::Existing(TicketId(1)), 3);
+        check(msg(stranger, "x", &[], &["support+1.aaaaaaaaaa@example.com"], ""), false, Outcome::New, 6);
+        // 4: body token, quoted.
+        check(msg(stranger, "x", &[], &[], &format!("> {token}")), false, Outcome::Existing(TicketId(1)), 4);
+        // 5: subject tag from requester, participant, agent; from a stranger: new linked.
+        check(msg(bob, "Re: [Support #1] x", &[], &[], ""), false, Outcome::Existing(TicketId(1)), 5);
+        check(msg("carol@customer.test", "AW: [Support #1]", &[], &[], ""), false, Outcome::Existing(TicketId(1)), 5);
+        check(msg("alice@example.com", "[Support #1]", &[], &[], ""), true, Outcome::Existing(TicketId(1)), 5);
+        check(msg(stranger, "Re: [Support #1] x", &[], &[], ""), false, Outcome::NewLinked(TicketId(1)), 5);
+        // 5: tag of a ticket that does not exist.
+        check(msg(bob, "[Support #77] x", &[], &[], ""), false, Outcome::New, 6);
+        // Reopen window: resolved 2 days ago reopens; 30 days ago opens a linked ticket.
+        check(msg(bob, "[Support #3] x", &[], &[], ""), false, Outcome::Existing(TicketId(3)), 5);
+        check(msg(bob, "[Support #4] x", &[], &[], ""), false, Outcome::NewLinked(TicketId(4)), 5);
+        // 6
+        check(msg(bob, "Printer", &[], &[], ""), false, Outcome::New, 6);
+    }
+
+    #[test]
+    fn first_hit_wins() {
+        let s = Signer::new(b"k");
+        let plus = s.plus_address("support@example.com", TicketId(3));
+        // Headers point at 1, the plus-address at 3: rule 2 wins.
+        check(msg(stranger(), "x", &["orig@customer.test"], &[&plus], ""), false, Outcome::Existing(TicketId(1)), 2);
+    }
+
+    fn stranger() -> &'static str {
+        "eve@elsewhere.test"
+    }
+}

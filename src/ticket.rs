@@ -1,0 +1,348 @@
+//! The ticket state machine: takes the current ticket (if any), an inbound
+//! mail with its classification and threading decision, and `now`; returns the
+//! new ticket and the effects (message to store, events to log, mails to
+//! queue). No I/O and no clock inside.
+
+use crate::classify::{Classification, Sender};
+use crate::config::Config;
+use crate::inbound::InboundMessage;
+use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Priority, Sla, Status, Ticket, TicketId};
+use crate::outgoing::{OutgoingMail, TemplateValues, fill};
+use crate::thread::{Decision, Outcome};
+use crate::token::Signer;
+use jiff::Timestamp;
+use serde_json::json;
+
+/// What the shell knows that the state machine needs.
+#[derive(Clone, Debug)]
+pub struct ApplyContext<'a> {
+    /// The configuration in force.
+    pub config: &'a Config,
+    /// Signs our Message-IDs.
+    pub signer: &'a Signer,
+    /// Arrival time.
+    pub now: Timestamp,
+    /// The mailbox (by name) the mail came through.
+    pub mailbox: &'a str,
+    /// Acknowledgements sent to this sender within the last hour.
+    pub acks_last_hour: u32,
+    /// Whether the sender is suppressed after hard bounces.
+    pub sender_suppressed: bool,
+    /// A unique value for generated Message-IDs.
+    pub nonce: String,
+}
+
+/// The result of applying a mail.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The ticket after the change.
+    pub ticket: Ticket,
+    /// Whether the ticket was created by this mail.
+    pub created: bool,
+    /// The stored message.
+    pub message: MessageRecord,
+    /// Events to append to the ticket's log.
+    pub events: Vec<Event>,
+    /// Mails to queue.
+    pub mails: Vec<OutgoingMail>,
+}
+
+/// Applies an inbound mail. `existing` is the ticket the decision names
+/// (for `Existing`), `new_id` the number to use when a ticket is created.
+pub fn apply_inbound(
+    existing: Option<Ticket>,
+    new_id: TicketId,
+    msg: &InboundMessage,
+    class: &Classification,
+    decision: &Decision,
+    message_key: &str,
+    cx: &ApplyContext<'_>,
+) -> Applied {
+    let now = cx.now;
+    let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, "unknown@invalid"));
+    let actor = from.email.clone();
+    let kind = match (&class.sender, &class.auto, class.bounce) {
+        (_, _, true) | (_, Some(_), _) => MessageKind::Auto,
+        (Sender::Agent(_), _, _) => MessageKind::Agent,
+        _ => MessageKind::Customer,
+    };
+    let message = MessageRecord {
+        message_id: msg.message_id.clone().unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        from: from.clone(),
+        to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
+        date: now,
+        direction: Direction::Inbound,
+        kind,
+        subject: msg.subject.clone(),
+        text: msg.text.clone(),
+        raw_key: Some(message_key.to_string()),
+        auto_reason: class.auto.clone().or_else(|| class.bounce.then(|| "bounce".to_string())),
+        attachments: msg.attachments.clone(),
+    };
+    let mut events = Vec::new();
+    let mut mails = Vec::new();
+
+    let (mut ticket, created) = match (decision.outcome, existing) {
+        (Outcome::Existing(_), Some(t)) => (t, false),
+        (outcome, old) => {
+            let mut t = new_ticket(new_id, msg, &from, cx);
+            events.push(Event::new(
+                now,
+                "created",
+                &actor,
+                &[("queue", json!(t.queue)), ("mailbox", json!(cx.mailbox))],
+            ));
+            if let (Outcome::NewLinked(old_id), _) = (outcome, old) {
+                t.linked.push(old_id);
+                events.push(Event::new(
+                    now,
+                    "linked",
+                    "system",
+                    &[("ticket", json!(old_id.0)), ("reason", json!(decision.reason))],
+                ));
+            }
+            (t, true)
+        }
+    };
+
+    events.push(Event::new(
+        now,
+        "message",
+        &actor,
+        &[
+            ("direction", json!("inbound")),
+            ("message_id", json!(message.message_id)),
+            ("kind", json!(message.kind)),
+            ("thread_rule", json!(decision.rule)),
+        ],
+    ));
+
+    if !created {
+        // A customer answer brings the ticket back to work.
+        let sender_is_customer = matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce;
+        if sender_is_customer && matches!(ticket.status, Status::Resolved | Status::Pending) {
+            let from_status = ticket.status;
+            ticket.status = Status::Open;
+            events.push(Event::new(
+                now,
+                "status",
+                &actor,
+                &[
+                    ("from", json!(from_status.as_str())),
+                    ("to", json!("open")),
+                    ("reason", json!("customer replied")),
+                ],
+            ));
+        }
+        // A participant may bring others in by Cc; a stranger may not.
+        if ticket.is_participant(&from.email) {
+            for m in participants_of(msg, cx.config) {
+                if m.email != ticket.requester.email && !ticket.participants.iter().any(|p| p.email == m.email) {
+                    events.push(Event::new(now, "participant_added", &actor, &[("email", json!(m.email))]));
+                    ticket.participants.push(m);
+                }
+            }
+        }
+    }
+    ticket.updated_at = now;
+
+    if created && cx.config.automation.acknowledge {
+        match ack_refusal(class, cx) {
+            Some(why) => events.push(Event::new(now, "ack_suppressed", "system", &[("reason", json!(why))])),
+            None => {
+                let mail = acknowledgement(&ticket, msg, cx);
+                events.push(Event::new(
+                    now,
+                    "ack_queued",
+                    "system",
+                    &[("message_id", json!(mail.message_id)), ("to", json!(mail.recipients()))],
+                ));
+                mails.push(mail);
+            }
+        }
+    }
+
+    Applied {
+        ticket,
+        created,
+        message,
+        events,
+        mails,
+    }
+}
+
+/// Records a bounce on the ticket of the mail it reports on.
+pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str, now: Timestamp) -> Applied {
+    let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, "mailer-daemon@invalid"));
+    let report = msg.delivery_report.clone().unwrap_or_default();
+    let mut events = Vec::new();
+    events.push(Event::new(
+        now,
+        "message",
+        &from.email,
+        &[
+            ("direction", json!("inbound")),
+            ("message_id", json!(msg.message_id)),
+            ("kind", json!("auto")),
+        ],
+    ));
+    for (rcpt, action, status) in &report.recipients {
+        events.push(Event::new(
+            now,
+            "bounce",
+            &from.email,
+            &[
+                ("recipient", json!(rcpt)),
+                ("action", json!(action)),
+                ("status", json!(status)),
+                ("original_message_id", json!(report.original_message_id)),
+            ],
+        ));
+    }
+    ticket.updated_at = now;
+    let message = MessageRecord {
+        message_id: msg
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        from,
+        to: msg.to.clone(),
+        date: now,
+        direction: Direction::Inbound,
+        kind: MessageKind::Auto,
+        subject: msg.subject.clone(),
+        text: msg.text.clone(),
+        raw_key: Some(message_key.to_string()),
+        auto_reason: Some("bounce".into()),
+        attachments: msg.attachments.clone(),
+    };
+    Applied {
+        ticket,
+        created: false,
+        message,
+        events,
+        mails: Vec::new(),
+    }
+}
+
+fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyContext<'_>) -> Ticket {
+    let queue = cx
+        .config
+        .mailbox(cx.mailbox)
+        .map(|m| m.queue.clone())
+        .unwrap_or_else(|| "general".into());
+    let participants = participants_of(msg, cx.config)
+        .into_iter()
+        .filter(|m| m.email != from.email)
+        .collect();
+    let subject = crate::subject::normalize(&msg.subject);
+    Ticket {
+        id,
+        subject: if subject.is_empty() { "(no subject)".into() } else { subject },
+        status: Status::New,
+        priority: Priority::Normal,
+        queue,
+        kind: None,
+        tags: Vec::new(),
+        assignee: None,
+        requester: from.clone(),
+        participants,
+        channel: "email".into(),
+        mailbox: cx.mailbox.to_string(),
+        created_at: cx.now,
+        updated_at: cx.now,
+        first_response_at: None,
+        resolved_at: None,
+        closed_at: None,
+        linked: Vec::new(),
+        sla: Sla::default(),
+        csat: None,
+    }
+}
+
+/// The people in To and Cc who become participants: not us, not agents, no duplicates.
+fn participants_of(msg: &InboundMessage, config: &Config) -> Vec<Mailbox> {
+    let mut out: Vec<Mailbox> = Vec::new();
+    for m in msg.to.iter().chain(msg.cc.iter()) {
+        if config.is_own_address(&m.email) || config.agent_by_email(&m.email).is_some() {
+            continue;
+        }
+        if !out.iter().any(|o| o.email == m.email) {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
+fn ack_refusal(class: &Classification, cx: &ApplyContext<'_>) -> Option<String> {
+    if class.bounce {
+        return Some("sender is a bounce".into());
+    }
+    if let Some(a) = &class.auto {
+        return Some(format!("sender is automatic ({a})"));
+    }
+    match &class.sender {
+        Sender::Own(why) => return Some(format!("our own mail ({why})")),
+        Sender::Agent(name) => return Some(format!("sender is agent {name}")),
+        Sender::Customer => {}
+    }
+    if cx.sender_suppressed {
+        return Some("sender address hard-bounced recently".into());
+    }
+    let limit = cx.config.automation.ack_limit_per_hour;
+    if cx.acks_last_hour >= limit {
+        return Some(format!("rate limit: {limit} acknowledgements per hour to this address reached"));
+    }
+    None
+}
+
+fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>) -> OutgoingMail {
+    let config = cx.config;
+    let values = TemplateValues::default()
+        .set("ticket.id", ticket.id.to_string())
+        .set("ticket.subject", ticket.subject.clone())
+        .set("ticket.queue", ticket.queue.clone())
+        .set("ticket.status", ticket.status.as_str())
+        .set("ticket.priority", ticket.priority.as_str())
+        .set(
+            "requester.name",
+            ticket.requester.name.clone().unwrap_or_else(|| ticket.requester.email.clone()),
+        )
+        .set("requester.email", ticket.requester.email.clone())
+        .set("instance.name", config.instance.name.clone());
+    let template = &config.templates.acknowledgement;
+    let subject_text = fill(&template.subject, &values);
+    let subject = if crate::subject::find_tag(&subject_text, &config.instance.subject_tag) == Some(ticket.id.0) {
+        subject_text
+    } else {
+        crate::subject::tagged(&subject_text, &config.instance.subject_tag, ticket.id.0)
+    };
+    let mut body = fill(&template.body, &values);
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    body.push_str(&format!("\n{}\n", cx.signer.body_token(ticket.id)));
+    let mut references = msg.references.clone();
+    if let Some(id) = &msg.message_id {
+        if !references.contains(id) {
+            references.push(id.clone());
+        }
+    }
+    OutgoingMail {
+        ticket: ticket.id,
+        purpose: "acknowledgement".into(),
+        from: config.from_for(&ticket.mailbox),
+        to: vec![ticket.requester.clone()],
+        reply_to: None,
+        subject,
+        body,
+        message_id: cx
+            .signer
+            .message_id(ticket.id, &cx.nonce, &config.instance.message_id_domain),
+        in_reply_to: msg.message_id.clone(),
+        references,
+        auto_submitted: true,
+        date: cx.now,
+        loop_value: crate::classify::loop_header_value(config),
+    }
+}

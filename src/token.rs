@@ -1,0 +1,175 @@
+//! Signed tokens that tie mail to a ticket without the index: our Message-IDs,
+//! the plus-address of a ticket, and the reference line in our mail bodies.
+//!
+//! Each carries the ticket number and a truncated HMAC-SHA256 over it with the
+//! instance secret, so a reply threads even if the Message-ID index is lost,
+//! and nobody can forge a token for a ticket they have not seen.
+
+use crate::model::TicketId;
+use ring::hmac;
+
+/// Signs and verifies tokens with the instance secret.
+#[derive(Clone)]
+pub struct Signer {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(***)")
+    }
+}
+
+/// Length of the signature part of a token, in base32 characters (50 bits).
+const SIG_LEN: usize = 10;
+
+impl Signer {
+    /// A signer for the given secret bytes.
+    pub fn new(secret: &[u8]) -> Signer {
+        Signer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    fn sign(&self, purpose: &str, payload: &str) -> String {
+        let tag = hmac::sign(&self.key, format!("{purpose}|{payload}").as_bytes());
+        let mut s = base32(tag.as_ref());
+        s.truncate(SIG_LEN);
+        s
+    }
+
+    fn verify(&self, purpose: &str, payload: &str, sig: &str) -> bool {
+        let want = self.sign(purpose, payload);
+        let sig = sig.to_ascii_lowercase();
+        want.len() == sig.len() && want.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    /// A Message-ID (without `<>`) that encodes `ticket`; `nonce` makes it unique.
+    pub fn message_id(&self, ticket: TicketId, nonce: &str, domain: &str) -> String {
+        let payload = format!("{}.{}", ticket.0, nonce);
+        format!("pd.{payload}.{}@{domain}", self.sign("mid", &payload))
+    }
+
+    /// The ticket of one of our Message-IDs, if the signature holds.
+    pub fn parse_message_id(&self, id: &str) -> Option<TicketId> {
+        let id = id.trim().trim_start_matches('<').trim_end_matches('>');
+        let (local, _) = id.rsplit_once('@')?;
+        let rest = local.strip_prefix("pd.")?;
+        let (payload, sig) = rest.rsplit_once('.')?;
+        let (ticket, _nonce) = payload.split_once('.')?;
+        let ticket: u64 = ticket.parse().ok()?;
+        self.verify("mid", payload, sig).then_some(TicketId(ticket))
+    }
+
+    /// The signed plus-address of a ticket on a support address: `support+1042.k3j9...@example.com`.
+    pub fn plus_address(&self, support: &str, ticket: TicketId) -> String {
+        let (local, domain) = crate::config::split_address(support);
+        let local = local.split('+').next().unwrap_or(local);
+        format!("{local}+{}.{}@{domain}", ticket.0, self.sign("plus", &ticket.0.to_string()))
+    }
+
+    /// The ticket of a signed plus-address, if the signature holds.
+    pub fn parse_plus_address(&self, address: &str) -> Option<TicketId> {
+        let (local, _) = address.rsplit_once('@')?;
+        let (_, tag) = local.split_once('+')?;
+        let (ticket, sig) = tag.split_once('.')?;
+        let n: u64 = ticket.parse().ok()?;
+        self.verify("plus", ticket, sig).then_some(TicketId(n))
+    }
+
+    /// The reference line we put in the bodies of our mail: `[ref:1042.k3j9...]`.
+    pub fn body_token(&self, ticket: TicketId) -> String {
+        format!("[ref:{}.{}]", ticket.0, self.sign("body", &ticket.0.to_string()))
+    }
+
+    /// The ticket of the first valid body token in `text` (quoted or not).
+    pub fn find_body_token(&self, text: &str) -> Option<TicketId> {
+        let mut rest = text;
+        while let Some(start) = rest.find("[ref:") {
+            let after = &rest[start + 5..];
+            if let Some(end) = after.find(']') {
+                let inner = &after[..end];
+                if let Some((ticket, sig)) = inner.split_once('.') {
+                    if let Ok(n) = ticket.parse::<u64>() {
+                        if self.verify("body", ticket, sig) {
+                            return Some(TicketId(n));
+                        }
+                    }
+                }
+            }
+            rest = after;
+        }
+        None
+    }
+}
+
+/// Lowercase RFC 4648 base32 without padding: safe in local parts and Message-IDs.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::new();
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for &b in bytes {
+        buffer = (buffer << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer::new(b"test secret")
+    }
+
+    #[test]
+    fn message_id_round_trip_and_refusals() {
+        let s = signer();
+        let id = s.message_id(TicketId(1042), "abc123", "example.com");
+        assert_eq!(s.parse_message_id(&id), Some(TicketId(1042)));
+        assert_eq!(s.parse_message_id(&format!("<{id}>")), Some(TicketId(1042)));
+        // Another ticket number with the same signature is refused.
+        let forged = id.replacen("1042", "1043", 1);
+        assert_eq!(s.parse_message_id(&forged), None);
+        // Another secret does not verify.
+        assert_eq!(Signer::new(b"other").parse_message_id(&id), None);
+        assert_eq!(s.parse_message_id("CAF123@mail.gmail.com"), None);
+    }
+
+    #[test]
+    fn plus_address_round_trip_and_refusals() {
+        let s = signer();
+        let a = s.plus_address("support@example.com", TicketId(7));
+        assert!(a.starts_with("support+7."), "{a}");
+        assert_eq!(s.parse_plus_address(&a), Some(TicketId(7)));
+        assert_eq!(s.parse_plus_address(&a.to_uppercase()), Some(TicketId(7)));
+        assert_eq!(s.parse_plus_address("support+7.aaaaaaaaaa@example.com"), None);
+        assert_eq!(s.parse_plus_address("support@example.com"), None);
+    }
+
+    #[test]
+    fn body_token_found_in_quotes() {
+        let s = signer();
+        let t = s.body_token(TicketId(99));
+        let body = format!("Thanks!\n\n> Hello\n> {t}\n");
+        assert_eq!(s.find_body_token(&body), Some(TicketId(99)));
+        assert_eq!(s.find_body_token("[ref:99.aaaaaaaaaa]"), None);
+        assert_eq!(s.find_body_token("[ref:broken"), None);
+    }
+
+    #[test]
+    fn base32_known_answers() {
+        assert_eq!(base32(b""), "");
+        assert_eq!(base32(b"f"), "my");
+        assert_eq!(base32(b"foobar"), "mzxw6ytboi");
+    }
+}
