@@ -1,1 +1,536 @@
-//! cli
+//! The command line: parses arguments, sets up logging, loads the config,
+//! calls the library, and maps errors to exit codes in one place.
+
+use crate::config::{self, Config, EXIT_CONFIG, SecretSource};
+use crate::ingest;
+use crate::model::{Status, Ticket, TicketId};
+use crate::pipeline::{Origin, Pipeline, Summary};
+use crate::sender::{Mailer, drain};
+use crate::store::{Store, StoreError};
+use crate::token::Signer;
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Exit code when the store cannot take mail now (EX_TEMPFAIL): an MTA retries.
+pub const EXIT_TEMPFAIL: i32 = 75;
+/// Exit code for unreadable input (EX_NOINPUT).
+pub const EXIT_NOINPUT: i32 = 66;
+/// Exit code for other failures (EX_SOFTWARE).
+pub const EXIT_SOFTWARE: i32 = 70;
+
+#[derive(Parser, Debug)]
+#[command(name = "postdesk", version, about = "Email-first shared-inbox helpdesk")]
+struct Cli {
+    /// Config file (else $POSTDESK_CONFIG, ./postdesk.toml, /etc/postdesk/postdesk.toml).
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: sources, sender.
+    Run,
+    /// Validate the config; errors as file:line:col; exit 78 when bad.
+    Check,
+    /// Run .eml files, folders, mbox files or Maildirs (- for stdin) through the pipeline once.
+    Ingest {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Keep what was queued instead of sending it.
+        #[arg(long)]
+        no_send: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Mailbox (by name) the mail counts as arriving in; default the first.
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
+    /// Run due timers once, then send what is queued.
+    Tick {
+        /// The time to act as (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        now: Option<Timestamp>,
+        /// Keep what was queued instead of sending it.
+        #[arg(long)]
+        no_send: bool,
+    },
+    /// List tickets.
+    Tickets {
+        /// Only this status (new, open, pending, resolved, closed).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<Status>,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this assignee.
+        #[arg(long)]
+        assignee: Option<String>,
+        /// JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One ticket with its messages and events.
+    Show {
+        /// Ticket number.
+        id: u64,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every ticket with its messages and events, one JSON object per line.
+    Export,
+    /// Mails kept raw because they could not be processed.
+    Quarantine {
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// How a mail would be classified and threaded, without storing it.
+    Explain {
+        /// The mail.
+        file: PathBuf,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    s.parse::<Timestamp>()
+        .map_err(|e| format!("expected an RFC 3339 time like 2026-11-23T09:00:00Z: {e}"))
+}
+
+fn parse_status(s: &str) -> Result<Status, String> {
+    Status::parse(s).ok_or_else(|| format!("expected one of new, open, pending, resolved, closed; got {s:?}"))
+}
+
+/// An error with its exit code.
+#[derive(Debug)]
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: i32, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::new(EXIT_TEMPFAIL, e.to_string())
+    }
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("postdesk: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!under_systemd && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if under_systemd {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Where the config comes from: `-c`, `$POSTDESK_CONFIG`, `./postdesk.toml`, `/etc/postdesk/postdesk.toml`.
+pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = flag {
+        return p;
+    }
+    if let Some(p) = std::env::var_os("POSTDESK_CONFIG") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from("postdesk.toml");
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from("/etc/postdesk/postdesk.toml")
+}
+
+fn load_config(flag: Option<PathBuf>) -> Result<Config, Failure> {
+    config::load(&config_path(flag)).map_err(|e| Failure::new(EXIT_CONFIG, e.to_string()))
+}
+
+/// Loads the instance secret, creating it when `generate_secret` allows.
+pub fn load_signer(config: &Config) -> Result<Signer, String> {
+    let source = &config.instance.secret;
+    match source.load() {
+        Ok(s) if !s.expose().is_empty() => Ok(Signer::new(s.expose().as_bytes())),
+        Ok(_) => Err("the instance secret is empty".into()),
+        Err(e) => match source {
+            SecretSource::File(path) if config.instance.generate_secret && !path.exists() => {
+                create_secret(path)?;
+                tracing::info!(path = %path.display(), "generated a new instance secret");
+                let s = source.load()?;
+                Ok(Signer::new(s.expose().as_bytes()))
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+fn create_secret(path: &Path) -> Result<(), String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no system randomness for the secret".to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot create secret file {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("{}\n", crate::inbound::hex(&bytes)).as_bytes())
+        .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))
+}
+
+/// Opens the store and builds the pipeline.
+fn open_pipeline(config: Config) -> Result<Pipeline, Failure> {
+    let signer = load_signer(&config).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
+    let store = Store::open(&config.instance.data_dir)?;
+    Ok(Pipeline {
+        config: Arc::new(config),
+        store,
+        signer,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("cannot start the runtime: {e}")))
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Check => {
+            let config = load_config(cli.config)?;
+            for warning in check_secrets(&config) {
+                eprintln!("{}: warning: {warning}", config.path.display());
+            }
+            println!(
+                "{}: ok ({} mailbox(es), {} agent(s), {} queue(s))",
+                config.path.display(),
+                config.mailboxes.len(),
+                config.agents.len(),
+                config.queues.len()
+            );
+            Ok(())
+        }
+        Command::Run => {
+            let config = load_config(cli.config.clone())?;
+            let path = config_path(cli.config);
+            let pipeline = open_pipeline(config)?;
+            runtime()?
+                .block_on(crate::daemon::run(pipeline, path, crate::daemon::shutdown_signal()))
+                .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("{e:#}")))
+        }
+        Command::Ingest {
+            paths,
+            no_send,
+            json,
+            mailbox,
+        } => {
+            let config = load_config(cli.config)?;
+            let mailbox = match mailbox {
+                Some(m) if config.mailbox(&m).is_none() => {
+                    return Err(Failure::new(2, format!("--mailbox: no mailbox named {m:?} in the config")));
+                }
+                Some(m) => m,
+                None => config.mailboxes[0].name.clone(),
+            };
+            let mails = ingest::collect(&paths).map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
+            let pipeline = open_pipeline(config)?;
+            let now = Timestamp::now();
+            let mut summary = Summary::default();
+            for m in &mails {
+                let at = m.date.filter(|d| *d < now).unwrap_or(now);
+                let origin = Origin {
+                    mailbox: mailbox.clone(),
+                    source_key: None,
+                    position: None,
+                };
+                let processed = pipeline.process(&m.raw, &origin, at)?;
+                tracing::debug!(file = %m.label, ?processed, "ingested");
+                summary.add(&processed);
+            }
+            pipeline.store.flush()?;
+            let sent = if no_send { None } else { Some(send_all(&pipeline)?) };
+            if json {
+                let mut v = serde_json::to_value(&summary).expect("summary serialises");
+                if let Some(s) = sent {
+                    v["sent"] = serde_json::to_value(s).expect("serialises");
+                }
+                println!("{v}");
+            } else {
+                println!(
+                    "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {}",
+                    summary.read,
+                    summary.new_tickets,
+                    summary.appended,
+                    summary.duplicates,
+                    summary.auto,
+                    summary.bounces,
+                    summary.quarantined,
+                    summary.dropped
+                );
+                if let Some(s) = sent {
+                    println!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
+                }
+            }
+            Ok(())
+        }
+        Command::Tick { now, no_send } => {
+            let config = load_config(cli.config)?;
+            let pipeline = open_pipeline(config)?;
+            let now = now.unwrap_or_else(Timestamp::now);
+            if !no_send {
+                let mailer = Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
+                let s = runtime()?.block_on(drain(&pipeline, &mailer, now))?;
+                println!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
+            }
+            Ok(())
+        }
+        Command::Tickets {
+            status,
+            queue,
+            assignee,
+            json,
+        } => {
+            let config = load_config(cli.config)?;
+            let store = Store::open(&config.instance.data_dir)?;
+            let mut list = Vec::new();
+            for t in store.tickets() {
+                let t = t?;
+                if status.is_some_and(|s| s != t.status)
+                    || queue.as_ref().is_some_and(|q| *q != t.queue)
+                    || assignee.as_ref().is_some_and(|a| Some(a) != t.assignee.as_ref())
+                {
+                    continue;
+                }
+                list.push(t);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
+            } else {
+                print_ticket_table(&list);
+            }
+            Ok(())
+        }
+        Command::Show { id, json } => {
+            let config = load_config(cli.config)?;
+            let store = Store::open(&config.instance.data_dir)?;
+            let view = ticket_view(&store, TicketId(id))?.ok_or_else(|| Failure::new(1, format!("no ticket {id}")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view).expect("serialises"));
+            } else {
+                print_ticket(&view);
+            }
+            Ok(())
+        }
+        Command::Export => {
+            let config = load_config(cli.config)?;
+            let store = Store::open(&config.instance.data_dir)?;
+            let ids: Vec<TicketId> = store.tickets().map(|t| t.map(|t| t.id)).collect::<Result<_, _>>()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for id in ids {
+                if let Some(v) = ticket_view(&store, id)? {
+                    serde_json::to_writer(&mut out, &v).expect("serialises");
+                    std::io::Write::write_all(&mut out, b"\n").map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
+                }
+            }
+            Ok(())
+        }
+        Command::Quarantine { json } => {
+            let config = load_config(cli.config)?;
+            let store = Store::open(&config.instance.data_dir)?;
+            let entries = store.quarantine()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries).expect("serialises"));
+            } else if entries.is_empty() {
+                println!("quarantine is empty");
+            } else {
+                for e in entries {
+                    println!(
+                        "{}  {}  {} bytes  raw {}  {}",
+                        e.at,
+                        e.mailbox,
+                        e.size,
+                        &e.raw_key[..16],
+                        e.reason
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Explain { file, json } => {
+            let config = load_config(cli.config)?;
+            let raw = std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
+            let pipeline = open_pipeline(config)?;
+            let now = ingest::collect(std::slice::from_ref(&file))
+                .ok()
+                .and_then(|v| v.first().and_then(|m| m.date))
+                .filter(|d| *d < Timestamp::now())
+                .unwrap_or_else(Timestamp::now);
+            let e = pipeline.explain(&raw, now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
+            } else {
+                match &e.parsed {
+                    Ok(p) => println!("parsed:         {p}"),
+                    Err(q) => println!("parsed:         {q}"),
+                }
+                if let Some(c) = &e.classification {
+                    println!("classification: {c}");
+                }
+                if let Some(a) = e.may_auto_reply {
+                    println!("acknowledge:    {}", if a { "allowed" } else { "never (automatic, bounce, agent or own mail)" });
+                }
+                if let Some(d) = &e.duplicate {
+                    println!("duplicate:      {d}");
+                }
+                if let Some(t) = &e.threading {
+                    println!("threading:      {t}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn send_all(pipeline: &Pipeline) -> Result<crate::sender::SendSummary, Failure> {
+    let mailer = Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
+    Ok(runtime()?.block_on(drain(pipeline, &mailer, Timestamp::now()))?)
+}
+
+fn check_secrets(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |what: &str, s: &SecretSource| {
+        if let Err(e) = s.load() {
+            let creatable = matches!(s, SecretSource::File(p) if config.instance.generate_secret && !p.exists());
+            if !(what == "instance secret" && creatable) {
+                out.push(format!("{what}: {e}"));
+            }
+        }
+    };
+    check("instance secret", &config.instance.secret);
+    for m in &config.mailboxes {
+        if let config::SourceConfig::Imap(i) = &m.source {
+            check(&format!("mailbox {} imap password", m.name), &i.password);
+        }
+    }
+    if let config::Transport::Smtp(s) = &config.outgoing.transport {
+        if let Some(p) = &s.password {
+            check("smtp password", p);
+        }
+    }
+    out
+}
+
+/// A ticket with its messages and events: the `show --json` and `export` shape.
+#[derive(serde::Serialize)]
+pub struct TicketView {
+    /// The ticket's fields.
+    #[serde(flatten)]
+    pub ticket: Ticket,
+    /// Its messages.
+    pub messages: Vec<crate::model::MessageRecord>,
+    /// Its events.
+    pub events: Vec<crate::model::Event>,
+}
+
+/// Reads one ticket with its messages and events.
+pub fn ticket_view(store: &Store, id: TicketId) -> Result<Option<TicketView>, StoreError> {
+    let Some(ticket) = store.ticket(id)? else { return Ok(None) };
+    Ok(Some(TicketView {
+        messages: store.messages(id)?,
+        events: store.events(id)?,
+        ticket,
+    }))
+}
+
+fn print_ticket_table(list: &[Ticket]) {
+    println!(
+        "{:>6}  {:<8}  {:<8}  {:<10}  {:<12}  {:<28}  SUBJECT",
+        "ID", "STATUS", "PRIORITY", "QUEUE", "ASSIGNEE", "REQUESTER"
+    );
+    for t in list {
+        println!(
+            "{:>6}  {:<8}  {:<8}  {:<10}  {:<12}  {:<28}  {}",
+            t.id.0,
+            t.status.as_str(),
+            t.priority.as_str(),
+            t.queue,
+            t.assignee.as_deref().unwrap_or("-"),
+            t.requester.email,
+            t.subject
+        );
+    }
+}
+
+fn print_ticket(v: &TicketView) {
+    let t = &v.ticket;
+    println!("Ticket #{}: {}", t.id, t.subject);
+    println!("  status {}  priority {}  queue {}  channel {}", t.status.as_str(), t.priority.as_str(), t.queue, t.channel);
+    println!("  requester {}", crate::outgoing::format_mailbox(&t.requester));
+    if !t.participants.is_empty() {
+        let p: Vec<String> = t.participants.iter().map(|m| m.email.clone()).collect();
+        println!("  participants {}", p.join(", "));
+    }
+    println!("  assignee {}", t.assignee.as_deref().unwrap_or("-"));
+    if !t.linked.is_empty() {
+        let l: Vec<String> = t.linked.iter().map(|i| format!("#{i}")).collect();
+        println!("  linked {}", l.join(", "));
+    }
+    println!("  created {}  updated {}", t.created_at, t.updated_at);
+    println!();
+    for m in &v.messages {
+        println!(
+            "--- {} {:?} {:?} from {} <{}>",
+            m.date, m.direction, m.kind, m.from.email, m.message_id
+        );
+        println!("    Subject: {}", m.subject);
+        for line in m.text.lines().take(20) {
+            println!("    {line}");
+        }
+    }
+    println!();
+    for e in &v.events {
+        let detail = serde_json::to_string(&e.detail).unwrap_or_default();
+        println!("{}  {:<16} {:<24} {}", e.at, e.kind, e.actor, detail);
+    }
+}

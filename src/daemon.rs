@@ -1,1 +1,94 @@
-//! daemon
+//! `postdesk run`: one task per mailbox, the outbox sender, and shutdown on
+//! SIGTERM/SIGINT at safe points (after the current mail), flushing last.
+
+use crate::config::SourceConfig;
+use crate::pipeline::Pipeline;
+use crate::sender::{Mailer, drain};
+use crate::source::Sink;
+use jiff::Timestamp;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = pipeline.config.clone();
+    let mailer = Mailer::from_config(&config.outgoing).map_err(anyhow::Error::msg)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sink = Sink {
+        pipeline: pipeline.clone(),
+        writer: Arc::new(Mutex::new(())),
+        wake_sender: Arc::new(Notify::new()),
+    };
+    tracing::info!(config = %config_path.display(), mailboxes = config.mailboxes.len(), "postdesk running");
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in &config.mailboxes {
+        let sink = sink.clone();
+        let stop = stop_rx.clone();
+        let name = m.name.clone();
+        match &m.source {
+            SourceConfig::Imap(imap) => {
+                tasks.spawn(crate::source::imap::run(sink, name, imap.clone(), stop));
+            }
+            SourceConfig::Maildir { path } => {
+                tasks.spawn(crate::source::maildir::run(sink, name, path.clone(), stop));
+            }
+        }
+    }
+    {
+        let sink = sink.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                match drain(&sink.pipeline, &mailer, Timestamp::now()).await {
+                    Ok(s) if s.sent + s.failed > 0 => tracing::debug!(?s, "outbox pass"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "outbox pass failed"),
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    _ = sink.wake_sender.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        });
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                tracing::warn!("tasks did not stop within 20 s; aborting them");
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    pipeline.store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}

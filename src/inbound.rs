@@ -354,6 +354,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The Date header of a raw mail, parsing headers only.
+pub fn date_of(raw: &[u8]) -> Option<Timestamp> {
+    MessageParser::new()
+        .parse_headers(raw)
+        .and_then(|m| m.date().map(|d| d.to_timestamp()))
+        .and_then(|s| Timestamp::from_second(s).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,3 +419,4 @@ mod tests {
         assert!(matches!(parse(raw, &limits()), Err(ParseError::Malformed(_))));
     }
 }
+

@@ -1,1 +1,138 @@
-//! ingest
+//! Reading mail from files for `postdesk ingest`: `.eml` files, folders of
+//! them, mbox files, Maildir folders and standard input, put in `Date` order.
+
+use jiff::Timestamp;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One mail read from a file.
+#[derive(Clone, Debug)]
+pub struct FileMail {
+    /// Where it came from (for logs and quarantine entries).
+    pub label: String,
+    /// The raw bytes.
+    pub raw: Vec<u8>,
+    /// Its Date header, if it parses.
+    pub date: Option<Timestamp>,
+}
+
+/// Reads every mail under `paths` (`-` is standard input), sorted by Date
+/// (mail without a Date keeps its place at the end, in reading order).
+pub fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<FileMail>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut raw = Vec::new();
+            std::io::stdin().read_to_end(&mut raw)?;
+            push_file(&mut out, "stdin", raw);
+        } else {
+            read_path(&mut out, p)?;
+        }
+    }
+    out.sort_by_key(|m| (m.date.is_none(), m.date));
+    Ok(out)
+}
+
+fn read_path(out: &mut Vec<FileMail>, path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if meta.is_dir() {
+        if path.join("cur").is_dir() && path.join("new").is_dir() {
+            for sub in ["cur", "new"] {
+                for f in sorted_files(&path.join(sub))? {
+                    push_file(out, &f.display().to_string(), std::fs::read(&f)?);
+                }
+            }
+        } else {
+            for f in sorted_files(path)? {
+                if f.is_dir() {
+                    read_path(out, &f)?;
+                } else {
+                    push_file(out, &f.display().to_string(), std::fs::read(&f)?);
+                }
+            }
+        }
+    } else {
+        push_file(out, &path.display().to_string(), std::fs::read(path)?);
+    }
+    Ok(())
+}
+
+fn sorted_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn push_file(out: &mut Vec<FileMail>, label: &str, raw: Vec<u8>) {
+    if raw.starts_with(b"From ") {
+        for (i, m) in split_mbox(&raw).into_iter().enumerate() {
+            out.push(FileMail {
+                label: format!("{label}#{}", i + 1),
+                date: crate::inbound::date_of(&m),
+                raw: m,
+            });
+        }
+    } else {
+        out.push(FileMail {
+            label: label.to_string(),
+            date: crate::inbound::date_of(&raw),
+            raw,
+        });
+    }
+}
+
+/// Splits an mbox (mboxo or mboxrd) into mails, undoing `>From ` quoting.
+pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut mails = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    let mut prev_blank = true;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") && prev_blank {
+            if let Some(mut m) = current.take() {
+                trim_separator(&mut m);
+                mails.push(m);
+            }
+            current = Some(Vec::new());
+            prev_blank = false;
+            continue;
+        }
+        let Some(m) = current.as_mut() else { continue };
+        let gts = line.iter().take_while(|&&b| b == b'>').count();
+        if gts > 0 && line[gts..].starts_with(b"From ") {
+            m.extend_from_slice(&line[1..]);
+        } else {
+            m.extend_from_slice(line);
+        }
+        prev_blank = line == b"\n" || line == b"\r\n";
+    }
+    if let Some(mut m) = current {
+        trim_separator(&mut m);
+        mails.push(m);
+    }
+    mails
+}
+
+fn trim_separator(m: &mut Vec<u8>) {
+    if m.ends_with(b"\r\n\r\n") {
+        m.truncate(m.len() - 2);
+    } else if m.ends_with(b"\n\n") {
+        m.truncate(m.len() - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbox_split_and_unquote() {
+        let mbox = b"From a@x Mon Jan  1 00:00:00 2024\nSubject: one\n\n>From the start\nbody\n\nFrom b@x Mon Jan  1 00:00:00 2024\nSubject: two\n\nx\n";
+        let mails = split_mbox(mbox);
+        assert_eq!(mails.len(), 2);
+        assert_eq!(mails[0], b"Subject: one\n\nFrom the start\nbody\n");
+        assert_eq!(mails[1], b"Subject: two\n\nx\n");
+    }
+}

@@ -1,1 +1,177 @@
-//! sender
+//! The outbox sender: every queued mail is sent over SMTP (lettre) or written
+//! as an `.eml` file; temporary failures retry with exponential backoff,
+//! permanent ones are recorded on the ticket.
+
+use crate::config::{Outgoing, TlsMode, Transport};
+use crate::pipeline::{Pipeline, mail_event};
+use crate::store::{OutboxEntry, StoreError, TreeName, WriteSet};
+use jiff::Timestamp;
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Where mail goes.
+#[derive(Clone)]
+pub enum Mailer {
+    /// An SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// A folder of `.eml` files.
+    File(PathBuf),
+}
+
+/// A failed send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// Whether retrying cannot help (5xx).
+    pub permanent: bool,
+    /// What the server or the system said.
+    pub message: String,
+}
+
+/// What one pass over the outbox did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SendSummary {
+    /// Mails delivered.
+    pub sent: u64,
+    /// Mails that failed for good.
+    pub failed: u64,
+    /// Mails waiting for a retry.
+    pub deferred: u64,
+}
+
+impl Mailer {
+    /// Builds the transport from `[outgoing]`; reads the SMTP password.
+    pub fn from_config(outgoing: &Outgoing) -> Result<Mailer, String> {
+        match &outgoing.transport {
+            Transport::File { path } => {
+                std::fs::create_dir_all(path).map_err(|e| format!("cannot create outbox folder {}: {e}", path.display()))?;
+                Ok(Mailer::File(path.clone()))
+            }
+            Transport::Smtp(s) => {
+                let tls_params = || -> Result<TlsParameters, String> {
+                    let mut b = TlsParameters::builder(s.host.clone());
+                    if let Some(ca) = &s.ca_file {
+                        let pem = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+                        let cert = Certificate::from_pem(&pem).map_err(|e| format!("bad ca_file {}: {e}", ca.display()))?;
+                        b = b.add_root_certificate(cert);
+                    }
+                    b.build_rustls().map_err(|e| format!("TLS setup for {}: {e}", s.host))
+                };
+                let tls = match s.tls {
+                    TlsMode::Implicit => Tls::Wrapper(tls_params()?),
+                    TlsMode::Starttls => Tls::Required(tls_params()?),
+                    TlsMode::Plain => Tls::None,
+                };
+                let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+                    .port(s.port)
+                    .tls(tls)
+                    .timeout(Some(s.timeout));
+                if let (Some(user), Some(pass)) = (&s.username, &s.password) {
+                    let pass = pass.load()?;
+                    b = b.credentials(Credentials::new(user.clone(), pass.expose().to_string()));
+                }
+                Ok(Mailer::Smtp(b.build()))
+            }
+        }
+    }
+
+    /// Sends one rendered mail.
+    pub async fn send(&self, from: &str, to: &[String], bytes: &[u8], name: &str) -> Result<(), SendError> {
+        match self {
+            Mailer::File(dir) => {
+                let safe: String = name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+                    .collect();
+                let tmp = dir.join(format!(".{safe}.tmp"));
+                let path = dir.join(format!("{safe}.eml"));
+                let write = async {
+                    tokio::fs::write(&tmp, bytes).await?;
+                    tokio::fs::rename(&tmp, &path).await
+                };
+                write.await.map_err(|e| SendError {
+                    permanent: false,
+                    message: format!("cannot write {}: {e}", path.display()),
+                })
+            }
+            Mailer::Smtp(transport) => {
+                let parse = |a: &str| {
+                    a.parse::<lettre::Address>().map_err(|e| SendError {
+                        permanent: true,
+                        message: format!("bad address {a:?}: {e}"),
+                    })
+                };
+                let rcpts = to.iter().map(|a| parse(a)).collect::<Result<Vec<_>, _>>()?;
+                let envelope = Envelope::new(Some(parse(from)?), rcpts).map_err(|e| SendError {
+                    permanent: true,
+                    message: e.to_string(),
+                })?;
+                transport.send_raw(&envelope, bytes).await.map(|_| ()).map_err(|e| SendError {
+                    permanent: e.is_permanent(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Sends every outbox entry that is due at `now`.
+pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Result<SendSummary, StoreError> {
+    let mut summary = SendSummary::default();
+    let outgoing = &pipeline.config.outgoing;
+    for (key, entry) in pipeline.store.outbox()? {
+        if entry.next_attempt > now {
+            summary.deferred += 1;
+            continue;
+        }
+        let mail = &entry.mail;
+        let bytes = mail.render();
+        let rcpts = mail.recipients();
+        let result = mailer.send(&mail.from.email, &rcpts, &bytes, &mail.message_id).await;
+        let mut w = WriteSet::default();
+        match result {
+            Ok(()) => {
+                w.remove(TreeName::Outbox, key);
+                pipeline
+                    .store
+                    .add_event(&mut w, mail.ticket, &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None))?;
+                summary.sent += 1;
+                tracing::info!(ticket = mail.ticket.0, purpose = %mail.purpose, "mail sent");
+            }
+            Err(e) if !e.permanent && entry.attempts + 1 < outgoing.max_attempts => {
+                let attempts = entry.attempts + 1;
+                let delay = outgoing.retry_base.as_secs().saturating_mul(1 << (attempts - 1).min(16)).min(6 * 3600);
+                let next = Timestamp::from_second(now.as_second() + delay as i64).unwrap_or(now);
+                w.put(
+                    TreeName::Outbox,
+                    key,
+                    &OutboxEntry {
+                        attempts,
+                        next_attempt: next,
+                        last_error: Some(e.message.clone()),
+                        ..entry.clone()
+                    },
+                );
+                summary.deferred += 1;
+                tracing::warn!(ticket = mail.ticket.0, attempts, error = %e, "send deferred");
+            }
+            Err(e) => {
+                w.remove(TreeName::Outbox, key);
+                pipeline.store.add_event(
+                    &mut w,
+                    mail.ticket,
+                    &mail_event(now, "mail_failed", &mail.message_id, &rcpts, Some(&e.message)),
+                )?;
+                summary.failed += 1;
+                tracing::warn!(ticket = mail.ticket.0, error = %e, "send failed for good");
+            }
+        }
+        pipeline.store.commit(&w)?;
+    }
+    pipeline.store.flush()?;
+    Ok(summary)
+}

@@ -112,7 +112,7 @@ pub fn apply_inbound(
         &[
             ("direction", json!("inbound")),
             ("message_id", json!(message.message_id)),
-            ("kind", json!(message.kind)),
+            ("message_kind", json!(message.kind)),
             ("thread_rule", json!(decision.rule)),
         ],
     ));
@@ -183,7 +183,7 @@ pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str,
         &[
             ("direction", json!("inbound")),
             ("message_id", json!(msg.message_id)),
-            ("kind", json!("auto")),
+            ("message_kind", json!("auto")),
         ],
     ));
     for (rcpt, action, status) in &report.recipients {

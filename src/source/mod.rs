@@ -1,1 +1,37 @@
-//! Mail sources.
+//! Mail sources: IMAP folders and Maildirs. Sources only move bytes and
+//! positions; they hand each mail to the pipeline, flush the store, and only
+//! then mark the mail processed on the server or on disk.
+
+pub mod imap;
+pub mod maildir;
+
+use crate::pipeline::{Origin, Pipeline, Processed};
+use crate::store::StoreError;
+use jiff::Timestamp;
+use std::sync::{Arc, Mutex};
+
+/// The shared handle sources use to store mail: one writer at a time.
+#[derive(Clone, Debug)]
+pub struct Sink {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Serialises writers so ticket numbers and dedupe checks cannot race.
+    pub writer: Arc<Mutex<()>>,
+    /// Wakes the sender after mail was queued.
+    pub wake_sender: Arc<tokio::sync::Notify>,
+}
+
+impl Sink {
+    /// Processes one mail under the writer lock.
+    pub fn process(&self, raw: &[u8], origin: &Origin) -> Result<Processed, StoreError> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.pipeline.process(raw, origin, Timestamp::now())
+    }
+
+    /// Flushes the store and wakes the sender; call before marking mail processed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.pipeline.store.flush()?;
+        self.wake_sender.notify_one();
+        Ok(())
+    }
+}
