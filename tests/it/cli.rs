@@ -1,0 +1,84 @@
+//! The command line: config checks, explain, argument errors.
+
+use crate::support::{BIN, DeskConfig, mail};
+use std::process::Command;
+
+#[test]
+fn shipped_configs_pass_check() {
+    for file in ["config/postdesk.example.toml", "config/quickstart.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = Command::new(BIN).arg("-c").arg(&path).arg("check").output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+    }
+}
+
+#[test]
+fn bad_config_names_file_line_column_and_exits_78() {
+    let dir = crate::servers::temp_dir("badcfg");
+    let path = dir.join("postdesk.toml");
+    std::fs::write(
+        &path,
+        "[instance]\nname = \"x\"\ndata_dir = \"d\"\nsecret_env = \"S\"\n\n[[mailbox]]\nname = \"a\"\naddress = \"nope\"\nmaildir = { path = \"m\" }\n\n[outgoing]\nfile = { path = \"o\" }\n\n[automation]\nreopen_window = \"soon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("-c").arg(&path).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    assert!(err.contains(&format!("{p}:8:11: mailbox address \"nope\" is not an email address")), "{err}");
+    assert!(err.contains(&format!("{p}:15:17: bad duration \"soon\"")), "{err}");
+    // `run` refuses the same config the same way.
+    let out = Command::new(BIN).arg("-c").arg(&path).arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    std::fs::write(&path, "[instance]\nname = \"x\"\nbogus = 1\n").unwrap();
+    let out = Command::new(BIN).arg("-c").arg(&path).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":3:1: unknown field `bogus`"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_arguments_say_what_was_expected() {
+    let desk = DeskConfig::new().build();
+    let out = desk.run(&["tick", "--now", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected an RFC 3339 time"));
+    let out = desk.run(&["tickets", "--status", "done"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of new, open, pending, resolved, closed"));
+}
+
+#[test]
+fn explain_tells_classification_and_threading_without_storing() {
+    let desk = DeskConfig::new().build();
+    desk.ingest(&[&mail("bob@customer.test", "support@example.com", "Hi", "e1@customer.test", "", "x")]);
+    let path = desk.dir.join("reply.eml");
+    std::fs::write(
+        &path,
+        mail("bob@customer.test", "support@example.com", "Re: Hi", "e2@customer.test", "In-Reply-To: <e1@customer.test>\nAuto-Submitted: auto-replied", "x"),
+    )
+    .unwrap();
+    let out = desk.ok(&["explain", path.to_str().unwrap()]);
+    assert!(out.contains("classification: customer, automatic: Auto-Submitted: auto-replied"), "{out}");
+    assert!(out.contains("threading:      rule 2: appended to ticket 1"), "{out}");
+    assert_eq!(desk.tickets().len(), 1);
+    let show = desk.show(1);
+    assert_eq!(show["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "inbound").count(), 1);
+}
+
+#[test]
+fn quickstart_daemon_turns_a_maildir_mail_into_a_ticket_and_an_eml_ack() {
+    let desk = DeskConfig::new().build();
+    let daemon = desk.start();
+    let new = desk.dir.join("inbox/new");
+    crate::support::wait_until(20, "the maildir to be created", || new.is_dir());
+    std::fs::write(new.join("1.eml"), mail("bob@customer.test", "support@example.com", "Quick", "qs@customer.test", "", "x")).unwrap();
+    let outbox = desk.dir.join("outbox");
+    crate::support::wait_until(20, "the .eml acknowledgement", || {
+        std::fs::read_dir(&outbox).map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "eml"))).unwrap_or(false)
+    });
+    daemon.stop();
+    assert!(std::fs::read_dir(desk.dir.join("inbox/cur")).unwrap().count() == 1);
+    assert_eq!(desk.tickets().len(), 1);
+}

@@ -1,0 +1,280 @@
+//! The daemon against a real Dovecot and a real SMTP server.
+
+use crate::servers::{Dovecot, Smtp};
+use crate::support::{DeskConfig, Imap, event_kinds, header, mail, wait_until};
+use std::time::Instant;
+
+#[test]
+fn new_mail_gets_ticket_and_ack_and_reply_by_in_reply_to_joins_it() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .build();
+    let daemon = desk.start();
+    let mut imap = Imap::login(dovecot.port, "support");
+    imap.append(
+        "INBOX",
+        &mail(
+            "Bob Customer <bob@customer.test>",
+            "support@example.com",
+            "Printer on fire",
+            "m1@customer.test",
+            "Cc: carol@customer.test",
+            "Hello, my printer is on fire.",
+        ),
+    );
+    wait_until(20, "the acknowledgement", || smtp.received().len() == 1);
+    let ack = &smtp.received()[0];
+    assert_eq!(header(ack, "To"), Some("\"Bob Customer\" <bob@customer.test>"));
+    assert_eq!(header(ack, "From"), Some("\"Example Support\" <support@example.com>"));
+    assert_eq!(header(ack, "Subject"), Some("[Support #1] Printer on fire"));
+    assert_eq!(header(ack, "In-Reply-To"), Some("<m1@customer.test>"));
+    assert_eq!(header(ack, "Auto-Submitted"), Some("auto-replied"));
+    assert_eq!(header(ack, "X-Auto-Response-Suppress"), Some("All"));
+    assert_eq!(header(ack, "X-Postdesk-Loop"), Some("example.com"));
+    let ack_id = header(ack, "Message-ID").unwrap().to_string();
+    assert!(ack_id.starts_with("<pd.1."), "{ack_id}");
+    assert!(ack.contains("[ref:1."), "body token missing:\n{ack}");
+    let env = &smtp.envelopes()[0];
+    assert_eq!(env["mail_from"], "support@example.com");
+    assert_eq!(env["rcpt_tos"], serde_json::json!(["bob@customer.test"]));
+
+    // The customer answers the ack; their client sets In-Reply-To only and changes the subject.
+    imap.append(
+        "INBOX",
+        &mail(
+            "bob@customer.test",
+            "support@example.com",
+            "more details",
+            "m2@customer.test",
+            &format!("In-Reply-To: {ack_id}"),
+            "It is still burning.",
+        ),
+    );
+    wait_until(20, "both mails moved to Processed", || {
+        imap.count("INBOX") == 0 && imap.count("Processed") == 2
+    });
+    daemon.stop();
+    let tickets = desk.tickets();
+    assert_eq!(tickets.len(), 1);
+    let t = desk.show(1);
+    let inbound: Vec<_> = t["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "inbound")
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(inbound, vec!["m1@customer.test", "m2@customer.test"]);
+    assert_eq!(t["participants"][0]["email"], "carol@customer.test");
+    assert_eq!(smtp.received().len(), 1, "a reply must not be acknowledged again");
+    assert_eq!(event_kinds(&t).iter().filter(|k| *k == "mail_sent").count(), 1);
+}
+
+#[test]
+fn idle_picks_up_new_mail_without_waiting_for_a_poll() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    // poll_interval is an hour: only IDLE can make this fast.
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .build();
+    let daemon = desk.start();
+    let mut imap = Imap::login(dovecot.port, "support");
+    wait_until(20, "the daemon to log in and idle", || daemon.log().contains("imap connected"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = Instant::now();
+    imap.append("INBOX", &mail("x@customer.test", "support@example.com", "idle", "idle@customer.test", "", "hi"));
+    wait_until(30, "the mail appended during IDLE to be acknowledged", || smtp.received().len() == 1);
+    let elapsed = start.elapsed();
+    daemon.stop();
+    // Not a timing target: only proof that no hour-long poll was waited for.
+    assert!(elapsed.as_secs() < 30, "took {elapsed:?}");
+}
+
+#[test]
+fn same_mail_twice_and_in_two_mailboxes_is_stored_once() {
+    let dovecot = Dovecot::start(&["support", "billing"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .imap("billing", "billing@example.com", dovecot.port, "billing", "")
+        .smtp(smtp.port)
+        .build();
+    let m = mail(
+        "bob@customer.test",
+        "support@example.com, billing@example.com",
+        "Invoice wrong",
+        "dup@customer.test",
+        "",
+        "Please fix.",
+    );
+    let mut support = Imap::login(dovecot.port, "support");
+    let mut billing = Imap::login(dovecot.port, "billing");
+    support.append("INBOX", &m);
+    support.append("INBOX", &m);
+    billing.append("INBOX", &m);
+    let daemon = desk.start();
+    wait_until(20, "all three copies processed", || {
+        support.count("INBOX") == 0 && billing.count("INBOX") == 0
+    });
+    wait_until(20, "the acknowledgement", || !smtp.received().is_empty());
+    daemon.stop();
+    assert_eq!(desk.tickets().len(), 1);
+    let t = desk.show(1);
+    let inbound = t["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "inbound").count();
+    assert_eq!(inbound, 1);
+    assert_eq!(smtp.received().len(), 1);
+    assert_eq!(support.count("Processed"), 2);
+    assert_eq!(billing.count("Processed"), 1);
+}
+
+#[test]
+fn restart_in_the_middle_of_a_batch_loses_and_duplicates_nothing() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", ", batch_size = 3")
+        .smtp(smtp.port)
+        .build();
+    let mut imap = Imap::login(dovecot.port, "support");
+    for i in 0..40 {
+        imap.append(
+            "INBOX",
+            &mail(
+                &format!("c{i}@customer.test"),
+                "support@example.com",
+                &format!("Question {i}"),
+                &format!("q{i}@customer.test"),
+                "",
+                "?",
+            ),
+        );
+    }
+    // A crash (SIGKILL) as soon as the first mails are in, then a clean stop mid-run.
+    let daemon = desk.start();
+    wait_until(20, "the first acknowledgement", || !smtp.received().is_empty());
+    daemon.kill();
+    let daemon = desk.start();
+    wait_until(20, "the restarted daemon to connect", || daemon.log().contains("imap connected"));
+    wait_until(20, "more mail processed after the crash", || imap.count("Processed") >= 10);
+    daemon.stop();
+    let daemon = desk.start();
+    wait_until(30, "the folder to be empty", || imap.count("INBOX") == 0);
+    wait_until(30, "every acknowledgement", || {
+        let mut tickets: Vec<String> = smtp
+            .received()
+            .iter()
+            .filter_map(|m| header(m, "Subject").map(String::from))
+            .collect();
+        tickets.sort();
+        tickets.dedup();
+        tickets.len() == 40
+    });
+    daemon.stop();
+    let tickets = desk.tickets();
+    assert_eq!(tickets.len(), 40, "every mail is one ticket");
+    let mut subjects: Vec<String> = tickets.iter().map(|t| t["subject"].as_str().unwrap().to_string()).collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 40, "no mail stored twice");
+    for t in &tickets {
+        let full = desk.show(t["id"].as_u64().unwrap());
+        let inbound = full["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "inbound").count();
+        assert_eq!(inbound, 1);
+    }
+    // A SIGKILL between the SMTP server's 250 and our commit could resend one ack; nothing more.
+    let acks = smtp.received().len();
+    assert!((40..=41).contains(&acks), "{acks} acknowledgements");
+    assert_eq!(imap.count("Processed"), 40);
+}
+
+#[test]
+fn smtp_451_twice_then_accepts_delivers_exactly_once_and_550_is_recorded() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .build();
+    smtp.fail_next("data", &["451 4.3.0 try again later", "451 4.3.0 try again later"]);
+    let daemon = desk.start();
+    let mut imap = Imap::login(dovecot.port, "support");
+    imap.append("INBOX", &mail("bob@customer.test", "support@example.com", "Retry me", "r1@customer.test", "", "x"));
+    wait_until(30, "the acknowledgement after two 451s", || smtp.received().len() == 1);
+    smtp.fail_next("rcpt", &["550 5.1.1 no such user"]);
+    imap.append("INBOX", &mail("gone@customer.test", "support@example.com", "Bounce me", "r2@customer.test", "", "x"));
+    wait_until(20, "the second mail processed", || imap.count("Processed") == 2);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    daemon.stop();
+    assert_eq!(smtp.received().len(), 1, "exactly one delivery");
+    let first = desk.show(1);
+    let kinds = event_kinds(&first);
+    assert_eq!(kinds.iter().filter(|k| *k == "mail_sent").count(), 1, "{kinds:?}");
+    let second = desk.show(2);
+    let failed: Vec<_> = second["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "mail_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{second}");
+    assert!(failed[0]["error"].as_str().unwrap().contains("550"), "{}", failed[0]);
+}
+
+#[test]
+fn malformed_and_oversized_mail_is_quarantined_and_the_rest_goes_on() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .extra("[limits]\nmax_message_bytes = 100000")
+        .build();
+    let mut imap = Imap::login(dovecot.port, "support");
+    imap.append("INBOX", "Subject: no sender at all\r\nX-Junk: 1\r\n\r\nthis mail has no From\r\n");
+    let big = format!("From: big@customer.test\r\nSubject: huge\r\n\r\n{}\r\n", "x".repeat(150_000));
+    imap.append("INBOX", &big);
+    imap.append("INBOX", &mail("ok@customer.test", "support@example.com", "Fine", "ok@customer.test", "", "x"));
+    let daemon = desk.start();
+    wait_until(20, "all processed", || imap.count("INBOX") == 0);
+    daemon.stop();
+    let q: serde_json::Value = serde_json::from_str(&desk.ok(&["quarantine", "--json"])).unwrap();
+    let reasons: Vec<&str> = q.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("no From header")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("over the limit of 100000")), "{reasons:?}");
+    assert_eq!(desk.tickets().len(), 1);
+    assert_eq!(smtp.received().len(), 1);
+}
+
+#[test]
+fn imaps_and_starttls_with_a_private_ca() {
+    let dovecot = Dovecot::start_with(&["support"], true);
+    let smtp = Smtp::start();
+    let ca = dovecot.cert.clone().unwrap();
+    let imaps = dovecot.imaps_port.unwrap();
+    let desk = DeskConfig::new()
+        .raw_mailbox(&format!(
+            "[[mailbox]]\nname = \"tls\"\naddress = \"support@example.com\"\nimap = {{ host = \"localhost\", port = {imaps}, tls = \"implicit\", ca_file = \"{}\", username = \"support\", password_env = \"POSTDESK_TEST_IMAP_PASSWORD\", processed = \"Processed\" }}\n",
+            ca.display()
+        ))
+        .raw_mailbox(&format!(
+            "[[mailbox]]\nname = \"starttls\"\naddress = \"help@example.com\"\nimap = {{ host = \"localhost\", port = {}, tls = \"starttls\", ca_file = \"{}\", username = \"support\", password_env = \"POSTDESK_TEST_IMAP_PASSWORD\", folder = \"Second\", processed = \"Processed\" }}\n",
+            dovecot.port,
+            ca.display()
+        ))
+        .smtp(smtp.port)
+        .build();
+    let mut imap = Imap::login(dovecot.port, "support");
+    imap.cmd("CREATE Second");
+    imap.append("INBOX", &mail("a@customer.test", "support@example.com", "over tls", "tls1@customer.test", "", "x"));
+    imap.append("Second", &mail("b@customer.test", "help@example.com", "over starttls", "tls2@customer.test", "", "x"));
+    let daemon = desk.start();
+    wait_until(20, "both mails over TLS", || imap.count("Processed") == 2);
+    daemon.stop();
+    assert_eq!(desk.tickets().len(), 2);
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary: real Dovecot and aiosmtpd servers on
+//! loopback, the real `postdesk` binary. `tests/run` installs the servers.
+
+mod cli;
+mod imap;
+mod mail;
+mod servers;
+mod support;

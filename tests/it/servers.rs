@@ -1,0 +1,295 @@
+//! Real servers for the integration tests: Dovecot (IMAP) and aiosmtpd (SMTP),
+//! each started in a temporary directory on a loopback port and stopped by PID.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory every server user (nobody) can enter.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!(
+        "postdesk-it-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        tag
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o755);
+    dir
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_greeting(port: u16, prefix: &str, what: &str, log: &Path) {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            if BufReader::new(&mut s).read_line(&mut line).is_ok() && line.starts_with(prefix) {
+                let _ = s.write_all(b"a LOGOUT\r\n");
+                return;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let log = fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} did not greet on port {port}; log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running Dovecot.
+pub struct Dovecot {
+    pub dir: PathBuf,
+    pub port: u16,
+    /// Implicit-TLS port, when started with TLS.
+    pub imaps_port: Option<u16>,
+    /// The certificate (PEM) to trust, when started with TLS.
+    pub cert: Option<PathBuf>,
+    master_pid: i32,
+}
+
+/// The password every test user has.
+pub const PASSWORD: &str = "secret";
+
+impl Dovecot {
+    /// Starts Dovecot with the given users (plain IMAP on loopback).
+    pub fn start(users: &[&str]) -> Dovecot {
+        Self::start_with(users, false)
+    }
+
+    /// Starts Dovecot; with `tls`, also an IMAPS listener and STARTTLS.
+    pub fn start_with(users: &[&str], tls: bool) -> Dovecot {
+        let dir = temp_dir("dovecot");
+        for sub in ["run", "state", "home"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        set_mode(&dir.join("home"), 0o777);
+        let mut passwd = String::new();
+        for u in users {
+            passwd.push_str(&format!("{u}:{{PLAIN}}{PASSWORD}::::::\n"));
+        }
+        fs::write(dir.join("passwd"), passwd).unwrap();
+        let port = free_port();
+        let (imaps_port, cert, ssl) = if tls {
+            let (cert, key) = make_cert(&dir);
+            let p = free_port();
+            (
+                Some(p),
+                Some(cert.clone()),
+                format!("ssl = yes\nssl_cert = <{}\nssl_key = <{}\n", cert.display(), key.display()),
+            )
+        } else {
+            (None, None, "ssl = no\n".to_string())
+        };
+        let d = dir.display();
+        let conf = format!(
+            r#"instance_name = postdesk-it-{port}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+info_log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+{ssl}disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+default_internal_user = nobody
+default_internal_group = nogroup
+default_login_user = nobody
+first_valid_uid = 1
+first_valid_gid = 1
+mail_uid = nobody
+mail_gid = nogroup
+mail_location = maildir:~/Maildir
+mail_fsync = never
+passdb {{
+  driver = passwd-file
+  args = {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={d}/home/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps}
+  }}
+}}
+service anvil {{
+  chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service stats {{
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"#,
+            imaps = imaps_port.unwrap_or(0),
+        );
+        let conf_path = dir.join("dovecot.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let status = Command::new("dovecot")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(fs::File::create(dir.join("stderr")).unwrap())
+            .status()
+            .expect("dovecot is installed (tests/run installs it)");
+        assert!(
+            status.success(),
+            "dovecot failed to start: {}",
+            fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+        );
+        wait_for_greeting(port, "* OK", "dovecot", &dir.join("dovecot.log"));
+        let master_pid: i32 = fs::read_to_string(dir.join("run/master.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Dovecot {
+            dir,
+            port,
+            imaps_port,
+            cert,
+            master_pid,
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.master_pid)])
+            .status();
+        let _ = Command::new("kill").args(["-KILL", &self.master_pid.to_string()]).status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A self-signed end-entity certificate for 127.0.0.1 and localhost.
+fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .output()
+        .expect("openssl is installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    set_mode(&key, 0o644);
+    (cert, key)
+}
+
+/// A running aiosmtpd sink.
+pub struct Smtp {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Smtp {
+    pub fn start() -> Smtp {
+        let dir = temp_dir("smtp");
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .expect("python3 with aiosmtpd is installed (tests/run installs it)");
+        let mut first = [0u8; 5];
+        let ok = child.stdout.as_mut().unwrap().read_exact(&mut first).is_ok() && &first == b"READY";
+        assert!(ok, "smtp sink failed: {}", fs::read_to_string(dir.join("stderr")).unwrap_or_default());
+        wait_for_greeting(port, "220", "smtp sink", &dir.join("stderr"));
+        Smtp { port, dir, child }
+    }
+
+    /// Scripts failures: `stage` is mail, rcpt or data.
+    pub fn fail_next(&self, stage: &str, answers: &[&str]) {
+        let v = serde_json::json!({ stage: answers });
+        fs::write(self.dir.join("control.json"), v.to_string()).unwrap();
+    }
+
+    /// Messages received so far, in order, as text.
+    pub fn received(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| String::from_utf8_lossy(&fs::read(f).unwrap()).into_owned())
+            .collect()
+    }
+
+    /// Envelopes received so far: (mail_from, rcpt_tos).
+    pub fn envelopes(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.ends_with("control.json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| serde_json::from_str(&fs::read_to_string(f).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,325 @@
+//! Helpers: a postdesk instance in a temp dir, the binary, a tiny IMAP client, mail builders.
+
+use crate::servers::{PASSWORD, temp_dir};
+use serde_json::Value;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
+
+/// A postdesk instance: a config file and its data under a temp dir.
+pub struct Desk {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+/// Builds the config text of a desk.
+pub struct DeskConfig {
+    pub mailboxes: Vec<String>,
+    pub outgoing: String,
+    pub extra: String,
+}
+
+impl DeskConfig {
+    pub fn new() -> DeskConfig {
+        DeskConfig {
+            mailboxes: Vec::new(),
+            outgoing: String::new(),
+            extra: String::new(),
+        }
+    }
+
+    /// An IMAP mailbox on a local Dovecot (plain on loopback).
+    pub fn imap(mut self, name: &str, address: &str, port: u16, user: &str, extra: &str) -> Self {
+        self.mailboxes.push(format!(
+            "[[mailbox]]\nname = \"{name}\"\naddress = \"{address}\"\nimap = {{ host = \"127.0.0.1\", port = {port}, tls = \"plain\", username = \"{user}\", password_env = \"POSTDESK_TEST_IMAP_PASSWORD\", processed = \"Processed\", poll_interval = \"1h\"{extra} }}\n"
+        ));
+        self
+    }
+
+    pub fn raw_mailbox(mut self, text: &str) -> Self {
+        self.mailboxes.push(text.to_string());
+        self
+    }
+
+    pub fn smtp(mut self, port: u16) -> Self {
+        self.outgoing = format!(
+            "[outgoing]\nsmtp = {{ host = \"127.0.0.1\", port = {port}, tls = \"plain\", timeout = \"10s\" }}\nretry_base = \"1s\"\nmax_attempts = 5\n"
+        );
+        self
+    }
+
+    pub fn extra(mut self, text: &str) -> Self {
+        self.extra.push_str(text);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn build(self) -> Desk {
+        let dir = temp_dir("desk");
+        let mailboxes = if self.mailboxes.is_empty() {
+            format!("[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{}/inbox\" }}\n", dir.display())
+        } else {
+            self.mailboxes.join("\n")
+        };
+        let outgoing = if self.outgoing.is_empty() {
+            format!("[outgoing]\nfile = {{ path = \"{}/outbox\" }}\n", dir.display())
+        } else {
+            self.outgoing
+        };
+        let text = format!(
+            "[instance]\nname = \"Example Support\"\nsubject_tag = \"Support\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n{mailboxes}\n{outgoing}\n[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n\n{extra}",
+            d = dir.display(),
+            extra = self.extra
+        );
+        let config = dir.join("postdesk.toml");
+        fs::write(&config, text).unwrap();
+        Desk { dir, config }
+    }
+}
+
+impl Desk {
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("-c")
+            .arg(&self.config)
+            .env("POSTDESK_TEST_IMAP_PASSWORD", PASSWORD)
+            .env("POSTDESK_LOG", "info")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "postdesk {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Writes mails as files and ingests them; returns the JSON summary.
+    pub fn ingest(&self, mails: &[&str]) -> Value {
+        let dir = self.dir.join(format!("in-{}", rand_u64()));
+        fs::create_dir_all(&dir).unwrap();
+        for (i, m) in mails.iter().enumerate() {
+            fs::write(dir.join(format!("{i:04}.eml")), m).unwrap();
+        }
+        let out = self.ok(&["ingest", "--json", dir.to_str().unwrap()]);
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    }
+
+    pub fn show(&self, id: u64) -> Value {
+        serde_json::from_str(&self.ok(&["show", &id.to_string(), "--json"])).unwrap()
+    }
+
+    pub fn tickets(&self) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["tickets", "--json"])).unwrap()
+    }
+
+    /// Starts the daemon.
+    pub fn start(&self) -> Daemon {
+        let log = self.dir.join(format!("daemon-{}.log", rand_u64()));
+        let child = self
+            .command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+}
+
+impl Drop for Desk {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst) * 7919 + std::process::id() as u64
+}
+
+/// A running `postdesk run`.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// SIGTERM, then wait; asserts a clean exit.
+    pub fn stop(mut self) -> String {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = fs::read_to_string(&self.log).unwrap_or_default();
+                assert!(status.success(), "daemon exited with {status}:\n{log}");
+                return log;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` holds, or panics with `what` after `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal blocking IMAP client for putting mail in and counting it.
+pub struct Imap {
+    reader: BufReader<TcpStream>,
+    tag: u32,
+}
+
+impl Imap {
+    pub fn login(port: u16, user: &str) -> Imap {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Imap {
+            reader: BufReader::new(s),
+            tag: 0,
+        };
+        let mut greeting = String::new();
+        c.reader.read_line(&mut greeting).unwrap();
+        c.cmd(&format!("LOGIN {user} {PASSWORD}"));
+        c
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Runs a command; returns the untagged lines; panics unless OK.
+    pub fn cmd(&mut self, command: &str) -> Vec<String> {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        self.write(format!("{tag} {command}\r\n").as_bytes());
+        self.read_until_tagged(&tag)
+    }
+
+    fn read_until_tagged(&mut self, tag: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "imap connection closed");
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                assert!(rest.starts_with("OK"), "imap command failed: {line}");
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    pub fn append(&mut self, folder: &str, mail: &str) {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        let bytes = mail.replace("\r\n", "\n").replace('\n', "\r\n");
+        self.write(format!("{tag} APPEND {folder} {{{}}}\r\n", bytes.len()).as_bytes());
+        let mut cont = String::new();
+        self.reader.read_line(&mut cont).unwrap();
+        assert!(cont.starts_with('+'), "no continuation: {cont}");
+        self.write(bytes.as_bytes());
+        self.write(b"\r\n");
+        self.read_until_tagged(&tag);
+    }
+
+    /// Number of messages in a folder (0 when it does not exist).
+    pub fn count(&mut self, folder: &str) -> u32 {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        self.write(format!("{tag} STATUS {folder} (MESSAGES)\r\n").as_bytes());
+        let mut n = 0;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            if line.starts_with("* STATUS") {
+                n = line
+                    .rsplit("MESSAGES ")
+                    .next()
+                    .and_then(|r| r.trim_end().trim_end_matches(')').parse().ok())
+                    .unwrap();
+            }
+            if line.starts_with(&format!("{tag} ")) {
+                return if line.contains(" OK") { n } else { 0 };
+            }
+        }
+    }
+}
+
+/// A plain mail with CRLF line ends.
+pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
+    let mut m = format!("From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\n");
+    if !message_id.is_empty() {
+        m.push_str(&format!("Message-ID: <{message_id}>\r\n"));
+    }
+    for h in headers.lines().filter(|l| !l.is_empty()) {
+        m.push_str(h);
+        m.push_str("\r\n");
+    }
+    m.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n");
+    m.push_str(&body.replace('\n', "\r\n"));
+    m.push_str("\r\n");
+    m
+}
+
+/// The value of a header in a received mail.
+pub fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
+    let head = mail.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+/// Event kinds of a ticket's log.
+pub fn event_kinds(ticket: &Value) -> Vec<String> {
+    ticket["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/python3
+"""A test SMTP server (aiosmtpd) that writes each message it accepts to a folder.
+
+Usage: smtp_sink.py PORT OUTDIR
+
+Each accepted message becomes OUTDIR/NNNNNN.eml, with OUTDIR/NNNNNN.json holding
+the envelope. To make it fail, write OUTDIR/control.json, e.g.
+{"data": ["451 4.3.0 try later", "451 4.3.0 try later"]} : the next two DATA
+commands get those answers, then it accepts again. Keys: "mail", "rcpt", "data".
+Prints "READY" once it listens.
+"""
+import asyncio
+import json
+import os
+import sys
+
+from aiosmtpd.controller import Controller
+
+
+class Sink:
+    def __init__(self, outdir):
+        self.outdir = outdir
+        self.count = 0
+
+    def _scripted(self, stage):
+        path = os.path.join(self.outdir, "control.json")
+        try:
+            with open(path) as f:
+                control = json.load(f)
+        except (OSError, ValueError):
+            return None
+        answers = control.get(stage) or []
+        if not answers:
+            return None
+        answer = answers.pop(0)
+        control[stage] = answers
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(control, f)
+        os.replace(tmp, path)
+        return answer
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        answer = self._scripted("mail")
+        if answer:
+            return answer
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        answer = self._scripted("rcpt")
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        answer = self._scripted("data")
+        if answer:
+            return answer
+        self.count += 1
+        base = os.path.join(self.outdir, "%06d" % self.count)
+        with open(base + ".tmp", "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        with open(base + ".json", "w") as f:
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+        os.replace(base + ".tmp", base + ".eml")
+        return "250 OK queued"
+
+
+def main():
+    port = int(sys.argv[1])
+    outdir = sys.argv[2]
+    os.makedirs(outdir, exist_ok=True)
+    controller = Controller(Sink(outdir), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("READY", flush=True)
+    try:
+        asyncio.get_event_loop().run_until_complete(asyncio.Event().wait())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
