@@ -90,8 +90,12 @@ fn auto_reason(msg: &InboundMessage, from: &str) -> Option<String> {
         let v = value.trim().to_ascii_lowercase();
         let reason = match name.as_str() {
             "auto-submitted" if v != "no" && !v.is_empty() => format!("Auto-Submitted: {v}"),
-            "precedence" if matches!(v.as_str(), "bulk" | "junk" | "list" | "auto_reply") => format!("Precedence: {v}"),
-            "x-auto-response-suppress" if !v.is_empty() && v != "none" => format!("X-Auto-Response-Suppress: {v}"),
+            "precedence" if matches!(v.as_str(), "bulk" | "junk" | "list" | "auto_reply") => {
+                format!("Precedence: {v}")
+            }
+            "x-auto-response-suppress" if !v.is_empty() && v != "none" => {
+                format!("X-Auto-Response-Suppress: {v}")
+            }
             "list-id" => "List-Id present".into(),
             "list-unsubscribe" => "List-Unsubscribe present".into(),
             "x-autoreply" | "x-autorespond" => format!("{name} present"),
@@ -154,26 +158,74 @@ email = "alice@example.com"
         check("From: Bob <bob@customer.test>", "customer");
         check("From: alice@example.com", "agent Alice");
         check("From: Alice <ALICE@Example.com>", "agent Alice");
-        check("From: support@example.com", "our own mail (from our address support@example.com)");
-        check("From: support+12.abc@example.com", "our own mail (from our address support+12.abc@example.com)");
-        check("From: x@y.test\r\nX-Postdesk-Loop: example.com", "our own mail (carries our X-Postdesk-Loop header)");
+        check(
+            "From: support@example.com",
+            "our own mail (from our address support@example.com)",
+        );
+        check(
+            "From: support+12.abc@example.com",
+            "our own mail (from our address support+12.abc@example.com)",
+        );
+        check(
+            "From: x@y.test\r\nX-Postdesk-Loop: example.com",
+            "our own mail (carries our X-Postdesk-Loop header)",
+        );
         check("From: x@y.test\r\nX-Postdesk-Loop: other.test", "customer");
         // Real out-of-office headers (Exchange, Gmail vacation, Zimbra).
-        check("From: bob@customer.test\r\nAuto-Submitted: auto-replied", "customer, automatic: Auto-Submitted: auto-replied");
-        check("From: bob@customer.test\r\nAuto-Submitted: auto-generated", "customer, automatic: Auto-Submitted: auto-generated");
+        check(
+            "From: bob@customer.test\r\nAuto-Submitted: auto-replied",
+            "customer, automatic: Auto-Submitted: auto-replied",
+        );
+        check(
+            "From: bob@customer.test\r\nAuto-Submitted: auto-generated",
+            "customer, automatic: Auto-Submitted: auto-generated",
+        );
         check("From: bob@customer.test\r\nAuto-Submitted: no", "customer");
-        check("From: bob@customer.test\r\nX-Auto-Response-Suppress: All", "customer, automatic: X-Auto-Response-Suppress: all");
-        check("From: bob@customer.test\r\nPrecedence: bulk", "customer, automatic: Precedence: bulk");
-        check("From: bob@customer.test\r\nPrecedence: junk", "customer, automatic: Precedence: junk");
-        check("From: bob@customer.test\r\nPrecedence: list", "customer, automatic: Precedence: list");
-        check("From: bob@customer.test\r\nPrecedence: auto_reply", "customer, automatic: Precedence: auto_reply");
+        check(
+            "From: bob@customer.test\r\nX-Auto-Response-Suppress: All",
+            "customer, automatic: X-Auto-Response-Suppress: all",
+        );
+        check(
+            "From: bob@customer.test\r\nPrecedence: bulk",
+            "customer, automatic: Precedence: bulk",
+        );
+        check(
+            "From: bob@customer.test\r\nPrecedence: junk",
+            "customer, automatic: Precedence: junk",
+        );
+        check(
+            "From: bob@customer.test\r\nPrecedence: list",
+            "customer, automatic: Precedence: list",
+        );
+        check(
+            "From: bob@customer.test\r\nPrecedence: auto_reply",
+            "customer, automatic: Precedence: auto_reply",
+        );
         check("From: bob@customer.test\r\nPrecedence: first-class", "customer");
-        check("From: news@shop.test\r\nList-Unsubscribe: <mailto:u@shop.test>", "customer, automatic: List-Unsubscribe present");
-        check("From: l@lists.test\r\nList-Id: Users <users.lists.test>", "customer, automatic: List-Id present");
-        check("From: bob@customer.test\r\nX-Autoreply: yes", "customer, automatic: x-autoreply present");
-        check("From: bob@customer.test\r\nX-Autorespond: yes", "customer, automatic: x-autorespond present");
-        check("Return-Path: <>\r\nFrom: bob@customer.test", "customer, automatic: empty Return-Path");
-        check("From: MAILER-DAEMON@mx.test", "customer, automatic: sent by mailer-daemon");
+        check(
+            "From: news@shop.test\r\nList-Unsubscribe: <mailto:u@shop.test>",
+            "customer, automatic: List-Unsubscribe present",
+        );
+        check(
+            "From: l@lists.test\r\nList-Id: Users <users.lists.test>",
+            "customer, automatic: List-Id present",
+        );
+        check(
+            "From: bob@customer.test\r\nX-Autoreply: yes",
+            "customer, automatic: x-autoreply present",
+        );
+        check(
+            "From: bob@customer.test\r\nX-Autorespond: yes",
+            "customer, automatic: x-autorespond present",
+        );
+        check(
+            "Return-Path: <>\r\nFrom: bob@customer.test",
+            "customer, automatic: empty Return-Path",
+        );
+        check(
+            "From: MAILER-DAEMON@mx.test",
+            "customer, automatic: sent by mailer-daemon",
+        );
         check("From: postmaster@mx.test", "customer, automatic: sent by postmaster");
     }
 
@@ -193,7 +245,11 @@ email = "alice@example.com"
         assert_eq!(report.original_message_id.as_deref(), Some("pd.1.x.y@example.com"));
         assert_eq!(
             report.recipients,
-            vec![("gone@customer.test".to_string(), "failed".to_string(), "5.1.1".to_string())]
+            vec![(
+                "gone@customer.test".to_string(),
+                "failed".to_string(),
+                "5.1.1".to_string()
+            )]
         );
     }
 }

@@ -256,7 +256,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let path = config_path(cli.config);
             let pipeline = open_pipeline(config)?;
             runtime()?
-                .block_on(crate::daemon::run(pipeline, path, crate::daemon::shutdown_signal()))
+                .block_on(async { crate::daemon::run(pipeline, path, crate::daemon::shutdown_signal()).await })
                 .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("{e:#}")))
         }
         Command::Ingest {
@@ -268,7 +268,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = load_config(cli.config)?;
             let mailbox = match mailbox {
                 Some(m) if config.mailbox(&m).is_none() => {
-                    return Err(Failure::new(2, format!("--mailbox: no mailbox named {m:?} in the config")));
+                    return Err(Failure::new(
+                        2,
+                        format!("--mailbox: no mailbox named {m:?} in the config"),
+                    ));
                 }
                 Some(m) => m,
                 None => config.mailboxes[0].name.clone(),
@@ -319,7 +322,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let pipeline = open_pipeline(config)?;
             let now = now.unwrap_or_else(Timestamp::now);
             if !no_send {
-                let mailer = Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
+                let mailer =
+                    Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
                 let s = runtime()?.block_on(drain(&pipeline, &mailer, now))?;
                 println!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
             }
@@ -370,7 +374,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             for id in ids {
                 if let Some(v) = ticket_view(&store, id)? {
                     serde_json::to_writer(&mut out, &v).expect("serialises");
-                    std::io::Write::write_all(&mut out, b"\n").map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
+                    std::io::Write::write_all(&mut out, b"\n")
+                        .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
                 }
             }
             Ok(())
@@ -399,7 +404,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Explain { file, json } => {
             let config = load_config(cli.config)?;
-            let raw = std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
+            let raw =
+                std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
             let pipeline = open_pipeline(config)?;
             let now = ingest::collect(std::slice::from_ref(&file))
                 .ok()
@@ -418,7 +424,14 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     println!("classification: {c}");
                 }
                 if let Some(a) = e.may_auto_reply {
-                    println!("acknowledge:    {}", if a { "allowed" } else { "never (automatic, bounce, agent or own mail)" });
+                    println!(
+                        "acknowledge:    {}",
+                        if a {
+                            "allowed"
+                        } else {
+                            "never (automatic, bounce, agent or own mail)"
+                        }
+                    );
                 }
                 if let Some(d) = &e.duplicate {
                     println!("duplicate:      {d}");
@@ -453,10 +466,10 @@ fn check_secrets(config: &Config) -> Vec<String> {
             check(&format!("mailbox {} imap password", m.name), &i.password);
         }
     }
-    if let config::Transport::Smtp(s) = &config.outgoing.transport {
-        if let Some(p) = &s.password {
-            check("smtp password", p);
-        }
+    if let config::Transport::Smtp(s) = &config.outgoing.transport
+        && let Some(p) = &s.password
+    {
+        check("smtp password", p);
     }
     out
 }
@@ -475,7 +488,9 @@ pub struct TicketView {
 
 /// Reads one ticket with its messages and events.
 pub fn ticket_view(store: &Store, id: TicketId) -> Result<Option<TicketView>, StoreError> {
-    let Some(ticket) = store.ticket(id)? else { return Ok(None) };
+    let Some(ticket) = store.ticket(id)? else {
+        return Ok(None);
+    };
     Ok(Some(TicketView {
         messages: store.messages(id)?,
         events: store.events(id)?,
@@ -505,7 +520,13 @@ fn print_ticket_table(list: &[Ticket]) {
 fn print_ticket(v: &TicketView) {
     let t = &v.ticket;
     println!("Ticket #{}: {}", t.id, t.subject);
-    println!("  status {}  priority {}  queue {}  channel {}", t.status.as_str(), t.priority.as_str(), t.queue, t.channel);
+    println!(
+        "  status {}  priority {}  queue {}  channel {}",
+        t.status.as_str(),
+        t.priority.as_str(),
+        t.queue,
+        t.channel
+    );
     println!("  requester {}", crate::outgoing::format_mailbox(&t.requester));
     if !t.participants.is_empty() {
         let p: Vec<String> = t.participants.iter().map(|m| m.email.clone()).collect();

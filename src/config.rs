@@ -316,11 +316,7 @@ impl Config {
 
     /// The From of mail we send for a mailbox.
     pub fn from_for(&self, mailbox: &str) -> Mailbox {
-        let address = self
-            .mailbox(mailbox)
-            .unwrap_or(&self.mailboxes[0])
-            .address
-            .clone();
+        let address = self.mailbox(mailbox).unwrap_or(&self.mailboxes[0]).address.clone();
         Mailbox::new(Some(self.instance.name.clone()), &address)
     }
 }
@@ -423,7 +419,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             'h' => 3600,
             'd' => 86_400,
             'w' => 604_800,
-            _ => return Err(format!("bad duration {s:?}: unknown unit {c:?} (use s, m, h, d, w)")),
+            _ => {
+                return Err(format!("bad duration {s:?}: unknown unit {c:?} (use s, m, h, d, w)"));
+            }
         };
         let n: u64 = num
             .parse()
@@ -433,7 +431,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         saw_unit = true;
     }
     if !saw_unit || !num.is_empty() {
-        return Err(format!("bad duration {s:?}: expected a number and a unit, like \"2h\" or \"7d\""));
+        return Err(format!(
+            "bad duration {s:?}: expected a number and a unit, like \"2h\" or \"7d\""
+        ));
     }
     Ok(Duration::from_secs(total))
 }
@@ -684,7 +684,10 @@ impl Validator<'_> {
         if local.is_empty() || domain.is_empty() || a.contains(char::is_whitespace) || a.contains(['<', '>', ',']) {
             self.problem(
                 raw.span().start,
-                format!("{what} {:?} is not an email address (expected local@domain)", raw.get_ref()),
+                format!(
+                    "{what} {:?} is not an email address (expected local@domain)",
+                    raw.get_ref()
+                ),
             );
         }
         a
@@ -718,7 +721,10 @@ impl Validator<'_> {
         if ri.timezone.get_ref() != "UTC" && jiff::tz::TimeZone::get(ri.timezone.get_ref()).is_err() {
             self.problem(
                 ri.timezone.span().start,
-                format!("unknown time zone {:?} (expected an IANA name like \"Europe/Berlin\")", ri.timezone.get_ref()),
+                format!(
+                    "unknown time zone {:?} (expected an IANA name like \"Europe/Berlin\")",
+                    ri.timezone.get_ref()
+                ),
             );
         }
         let tag = ri.subject_tag.get_ref().trim().to_string();
@@ -738,7 +744,10 @@ impl Validator<'_> {
                 Err(_) => {
                     self.problem(
                         h.listen.span().start,
-                        format!("listen {:?} is not an address:port like \"127.0.0.1:8025\"", h.listen.get_ref()),
+                        format!(
+                            "listen {:?} is not an address:port like \"127.0.0.1:8025\"",
+                            h.listen.get_ref()
+                        ),
                     );
                     Http {
                         listen: "127.0.0.1:8025".parse().expect("static address"),
@@ -772,7 +781,10 @@ impl Validator<'_> {
                     if i.tls == TlsMode::Plain && !is_loopback(&i.host) {
                         self.problem(
                             ispan.start,
-                            format!("imap tls = \"plain\" is only allowed to a loopback host, not {:?}", i.host),
+                            format!(
+                                "imap tls = \"plain\" is only allowed to a loopback host, not {:?}",
+                                i.host
+                            ),
                         );
                     }
                     let poll_interval = self.duration(&i.poll_interval, Duration::from_secs(60));
@@ -797,7 +809,10 @@ impl Validator<'_> {
                     path: PathBuf::from(md.path),
                 },
                 _ => {
-                    self.problem(span.start, format!("mailbox {name:?} needs exactly one of imap or maildir"));
+                    self.problem(
+                        span.start,
+                        format!("mailbox {name:?} needs exactly one of imap or maildir"),
+                    );
                     continue;
                 }
             };
@@ -817,12 +832,18 @@ impl Validator<'_> {
                 let s = smtp.into_inner();
                 let password = self.secret(sspan.start, &s.password_file, &s.password_env, "smtp password");
                 if s.username.is_some() != password.is_some() {
-                    self.problem(sspan.start, "smtp username and password_file/password_env go together".into());
+                    self.problem(
+                        sspan.start,
+                        "smtp username and password_file/password_env go together".into(),
+                    );
                 }
                 if s.tls == TlsMode::Plain && !is_loopback(&s.host) {
                     self.problem(
                         sspan.start,
-                        format!("smtp tls = \"plain\" is only allowed to a loopback host, not {:?}", s.host),
+                        format!(
+                            "smtp tls = \"plain\" is only allowed to a loopback host, not {:?}",
+                            s.host
+                        ),
                     );
                 }
                 let timeout = self.duration(&s.timeout, Duration::from_secs(30));
@@ -1048,7 +1069,14 @@ file = { path = "var/outbox" }
 
     #[test]
     fn durations() {
-        let table = [("30s", 30), ("15m", 900), ("2h", 7200), ("7d", 604_800), ("1h30m", 5400), ("1w", 604_800)];
+        let table = [
+            ("30s", 30),
+            ("15m", 900),
+            ("2h", 7200),
+            ("7d", 604_800),
+            ("1h30m", 5400),
+            ("1w", 604_800),
+        ];
         for (text, secs) in table {
             assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
         }

@@ -165,10 +165,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
     let date = message
         .date()
         .and_then(|d| Timestamp::from_second(d.to_timestamp()).ok());
-    let text = message
-        .body_text(0)
-        .map(|t| t.into_owned())
-        .unwrap_or_default();
+    let text = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
     let attachments = message
         .attachments()
         .map(|p| {
@@ -227,7 +224,9 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
 fn delivery_report(message: &mail_parser::Message<'_>) -> DeliveryReport {
     let mut report = DeliveryReport::default();
     for part in &message.parts {
-        let Some(ct) = part.content_type() else { continue };
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
         let ctype = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase();
         match (ctype.as_str(), &part.body) {
             ("message/delivery-status", body) => {
@@ -238,19 +237,17 @@ fn delivery_report(message: &mail_parser::Message<'_>) -> DeliveryReport {
                 };
                 report.recipients = parse_delivery_status(&text);
             }
-            ("message/rfc822", PartType::Message(inner)) | ("message/global", PartType::Message(inner)) => {
-                if report.original_message_id.is_none() {
-                    report.original_message_id = inner
-                        .header_raw("Message-ID")
-                        .and_then(|v| extract_ids(v).into_iter().next());
-                }
+            ("message/rfc822", PartType::Message(inner)) | ("message/global", PartType::Message(inner))
+                if report.original_message_id.is_none() =>
+            {
+                report.original_message_id = inner
+                    .header_raw("Message-ID")
+                    .and_then(|v| extract_ids(v).into_iter().next());
             }
-            ("text/rfc822-headers", _) | ("message/rfc822-headers", _) => {
-                if report.original_message_id.is_none() {
-                    let text = String::from_utf8_lossy(part.contents()).into_owned();
-                    report.original_message_id = header_in_block(&text, "message-id")
-                        .and_then(|v| extract_ids(&v).into_iter().next());
-                }
+            ("text/rfc822-headers", _) | ("message/rfc822-headers", _) if report.original_message_id.is_none() => {
+                let text = String::from_utf8_lossy(part.contents()).into_owned();
+                report.original_message_id =
+                    header_in_block(&text, "message-id").and_then(|v| extract_ids(&v).into_iter().next());
             }
             _ => {}
         }
@@ -266,7 +263,9 @@ fn parse_delivery_status(text: &str) -> Vec<(String, String, String)> {
             .or_else(|| header_in_block(&block, "original-recipient"))
             .map(|v| v.rsplit(';').next().unwrap_or("").trim().to_ascii_lowercase());
         if let Some(r) = recipient.filter(|r| !r.is_empty()) {
-            let action = header_in_block(&block, "action").unwrap_or_default().to_ascii_lowercase();
+            let action = header_in_block(&block, "action")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let status = header_in_block(&block, "status").unwrap_or_default();
             out.push((r, action, status.split_whitespace().next().unwrap_or("").to_string()));
         }
@@ -285,10 +284,10 @@ fn header_in_block(block: &str, name: &str) -> Option<String> {
             }
             break;
         }
-        if let Some((n, v)) = line.split_once(':') {
-            if n.trim().eq_ignore_ascii_case(name) {
-                found = Some(v.trim().to_string());
-            }
+        if let Some((n, v)) = line.split_once(':')
+            && n.trim().eq_ignore_ascii_case(name)
+        {
+            found = Some(v.trim().to_string());
         }
     }
     found
@@ -410,7 +409,10 @@ mod tests {
             max_headers: 1,
             ..limits()
         };
-        assert!(matches!(parse(raw, &few), Err(ParseError::TooManyHeaders { count: 2, max: 1 })));
+        assert!(matches!(
+            parse(raw, &few),
+            Err(ParseError::TooManyHeaders { count: 2, max: 1 })
+        ));
     }
 
     #[test]
@@ -419,4 +421,3 @@ mod tests {
         assert!(matches!(parse(raw, &limits()), Err(ParseError::Malformed(_))));
     }
 }
-

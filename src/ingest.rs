@@ -34,7 +34,8 @@ pub fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<FileMail>> {
 }
 
 fn read_path(out: &mut Vec<FileMail>, path: &Path) -> std::io::Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     if meta.is_dir() {
         if path.join("cur").is_dir() && path.join("new").is_dir() {
             for sub in ["cur", "new"] {

@@ -253,10 +253,7 @@ impl Event {
             at,
             kind: kind.to_string(),
             actor: actor.to_string(),
-            detail: detail
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            detail: detail.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         }
     }
 }

@@ -148,8 +148,16 @@ pub fn base64(bytes: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -245,7 +253,10 @@ mod tests {
         };
         let text = String::from_utf8(mail.render()).unwrap();
         assert!(!text.contains("\r\nBcc:"), "{text}");
-        assert!(text.contains("Subject: [Support #5] Hello  Bcc: evil@x.test\r\n"), "{text}");
+        assert!(
+            text.contains("Subject: [Support #5] Hello  Bcc: evil@x.test\r\n"),
+            "{text}"
+        );
         assert!(text.contains("To: =?UTF-8?B?"), "{text}");
         assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
         assert!(text.contains("X-Postdesk-Loop: example.com\r\n"));
@@ -255,7 +266,13 @@ mod tests {
 
     #[test]
     fn base64_known_answers() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }
@@ -272,6 +289,9 @@ mod tests {
     #[test]
     fn fill_templates() {
         let v = TemplateValues::default().set("ticket.id", "7").set("name", "Bob");
-        assert_eq!(fill("#{{ticket.id}} for {{ name }} {{unknown}} {{", &v), "#7 for Bob {{unknown}} {{");
+        assert_eq!(
+            fill("#{{ticket.id}} for {{ name }} {{unknown}} {{", &v),
+            "#7 for Bob {{unknown}} {{"
+        );
     }
 }

@@ -134,10 +134,10 @@ pub struct Pipeline {
 impl Pipeline {
     /// Processes one raw mail arriving at `now`, committing its effects in one transaction.
     pub fn process(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
-        if let Some(key) = &origin.source_key {
-            if self.store.has_source(key)? {
-                return Ok(Processed::Duplicate);
-            }
+        if let Some(key) = &origin.source_key
+            && self.store.has_source(key)?
+        {
+            return Ok(Processed::Duplicate);
         }
         let raw_key = raw_key(raw);
         let mut w = WriteSet::default();
@@ -215,7 +215,12 @@ impl Pipeline {
     }
 
     /// Queues an outgoing mail: outbox entry, Message-ID index and an outbound message record.
-    pub fn queue_mail(&self, w: &mut WriteSet, mail: &crate::outgoing::OutgoingMail, now: Timestamp) -> Result<(), StoreError> {
+    pub fn queue_mail(
+        &self,
+        w: &mut WriteSet,
+        mail: &crate::outgoing::OutgoingMail,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let seq = self.store.next_seq()?;
         w.put(
             TreeName::Outbox,
@@ -283,13 +288,27 @@ impl Pipeline {
 
     fn index_message(&self, w: &mut WriteSet, msg: &InboundMessage, id: TicketId) -> Result<(), StoreError> {
         match &msg.message_id {
-            Some(mid) => Store::put_message_id(w, mid, IdEntry { ticket: id, stored: true }),
+            Some(mid) => Store::put_message_id(
+                w,
+                mid,
+                IdEntry {
+                    ticket: id,
+                    stored: true,
+                },
+            ),
             None => w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new()),
         }
         // Referenced ids too, so replies to a parent we never saw land together.
         for r in msg.referenced_ids() {
             if self.store.message_id(r)?.is_none() {
-                Store::put_message_id(w, r, IdEntry { ticket: id, stored: false });
+                Store::put_message_id(
+                    w,
+                    r,
+                    IdEntry {
+                        ticket: id,
+                        stored: false,
+                    },
+                );
             }
         }
         Ok(())
@@ -355,7 +374,14 @@ impl Pipeline {
         let id = applied.ticket.id;
         w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
         if let Some(mid) = &msg.message_id {
-            Store::put_message_id(&mut w, mid, IdEntry { ticket: id, stored: true });
+            Store::put_message_id(
+                &mut w,
+                mid,
+                IdEntry {
+                    ticket: id,
+                    stored: true,
+                },
+            );
         } else {
             w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new());
         }
@@ -409,7 +435,10 @@ impl Pipeline {
                 "From {}, subject {:?}, Message-ID {}",
                 msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("(none)"),
                 msg.subject,
-                msg.message_id.as_deref().map(|m| format!("<{m}>")).unwrap_or_else(|| "(none)".into())
+                msg.message_id
+                    .as_deref()
+                    .map(|m| format!("<{m}>"))
+                    .unwrap_or_else(|| "(none)".into())
             )),
             classification: Some(class.describe()),
             may_auto_reply: Some(class.may_auto_reply()),

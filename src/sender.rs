@@ -48,15 +48,18 @@ impl Mailer {
     pub fn from_config(outgoing: &Outgoing) -> Result<Mailer, String> {
         match &outgoing.transport {
             Transport::File { path } => {
-                std::fs::create_dir_all(path).map_err(|e| format!("cannot create outbox folder {}: {e}", path.display()))?;
+                std::fs::create_dir_all(path)
+                    .map_err(|e| format!("cannot create outbox folder {}: {e}", path.display()))?;
                 Ok(Mailer::File(path.clone()))
             }
             Transport::Smtp(s) => {
                 let tls_params = || -> Result<TlsParameters, String> {
                     let mut b = TlsParameters::builder(s.host.clone());
                     if let Some(ca) = &s.ca_file {
-                        let pem = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
-                        let cert = Certificate::from_pem(&pem).map_err(|e| format!("bad ca_file {}: {e}", ca.display()))?;
+                        let pem =
+                            std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+                        let cert =
+                            Certificate::from_pem(&pem).map_err(|e| format!("bad ca_file {}: {e}", ca.display()))?;
                         b = b.add_root_certificate(cert);
                     }
                     b.build_rustls().map_err(|e| format!("TLS setup for {}: {e}", s.host))
@@ -85,7 +88,13 @@ impl Mailer {
             Mailer::File(dir) => {
                 let safe: String = name
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
                     .collect();
                 let tmp = dir.join(format!(".{safe}.tmp"));
                 let path = dir.join(format!("{safe}.eml"));
@@ -110,10 +119,14 @@ impl Mailer {
                     permanent: true,
                     message: e.to_string(),
                 })?;
-                transport.send_raw(&envelope, bytes).await.map(|_| ()).map_err(|e| SendError {
-                    permanent: e.is_permanent(),
-                    message: e.to_string(),
-                })
+                transport
+                    .send_raw(&envelope, bytes)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SendError {
+                        permanent: e.is_permanent(),
+                        message: e.to_string(),
+                    })
             }
         }
     }
@@ -136,15 +149,21 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
         match result {
             Ok(()) => {
                 w.remove(TreeName::Outbox, key);
-                pipeline
-                    .store
-                    .add_event(&mut w, mail.ticket, &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None))?;
+                pipeline.store.add_event(
+                    &mut w,
+                    mail.ticket,
+                    &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None),
+                )?;
                 summary.sent += 1;
                 tracing::info!(ticket = mail.ticket.0, purpose = %mail.purpose, "mail sent");
             }
             Err(e) if !e.permanent && entry.attempts + 1 < outgoing.max_attempts => {
                 let attempts = entry.attempts + 1;
-                let delay = outgoing.retry_base.as_secs().saturating_mul(1 << (attempts - 1).min(16)).min(6 * 3600);
+                let delay = outgoing
+                    .retry_base
+                    .as_secs()
+                    .saturating_mul(1 << (attempts - 1).min(16))
+                    .min(6 * 3600);
                 let next = Timestamp::from_second(now.as_second() + delay as i64).unwrap_or(now);
                 w.put(
                     TreeName::Outbox,

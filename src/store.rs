@@ -37,7 +37,7 @@ pub enum StoreError {
     },
 }
 
-/// The trees, by index into [`Store::trees`].
+/// The trees of the store, by position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum TreeName {
@@ -312,7 +312,12 @@ impl Store {
         self.children(TreeName::Events, "events", id)
     }
 
-    fn children<T: DeserializeOwned>(&self, tree: TreeName, name: &'static str, id: TicketId) -> Result<Vec<T>, StoreError> {
+    fn children<T: DeserializeOwned>(
+        &self,
+        tree: TreeName,
+        name: &'static str,
+        id: TicketId,
+    ) -> Result<Vec<T>, StoreError> {
         self.tree(tree)
             .scan_prefix(key_u64(id.0))
             .map(|r| r.map_err(StoreError::from).and_then(|(_, v)| decode(name, &v)))

@@ -3,8 +3,8 @@
 
 /// Reply and forward prefixes, lowercase, without the colon.
 const PREFIXES: &[&str] = &[
-    "re", "aw", "sv", "vs", "wg", "rif", "r", "fw", "fwd", "tr", "antw", "antwort", "odp", "ynt", "res", "enc", "doorst",
-    "atb", "vb", "rv", "réf", "ref", "回复", "答复", "转发", "回覆", "轉寄",
+    "re", "aw", "sv", "vs", "wg", "rif", "r", "fw", "fwd", "tr", "antw", "antwort", "odp", "ynt", "res", "enc",
+    "doorst", "atb", "vb", "rv", "réf", "ref", "回复", "答复", "转发", "回覆", "轉寄",
 ];
 
 /// Strips reply/forward prefixes (`Re:`, `AW:`, `Fwd[2]:`, `回复：`), mailing-list
@@ -28,10 +28,10 @@ fn collapse(s: &str) -> String {
 
 fn strip_bracket_tag(s: &str) -> &str {
     let t = s.trim_start();
-    if let Some(rest) = t.strip_prefix('[') {
-        if let Some(end) = rest.find(']') {
-            return rest[end + 1..].trim_start();
-        }
+    if let Some(rest) = t.strip_prefix('[')
+        && let Some(end) = rest.find(']')
+    {
+        return rest[end + 1..].trim_start();
     }
     t
 }
@@ -70,7 +70,9 @@ pub fn find_tag(subject: &str, tag: &str) -> Option<u64> {
             continue;
         }
         let after = lower[from..].trim_start();
-        let Some(after) = after.strip_prefix('#') else { continue };
+        let Some(after) = after.strip_prefix('#') else {
+            continue;
+        };
         let after = after.trim_start();
         let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
         if digits.is_empty() {

@@ -68,47 +68,47 @@ pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<
 
     // Rule 1: our own signed Message-IDs.
     for id in &refs {
-        if let Some(t) = cx.signer.parse_message_id(id) {
-            if let Some(ticket) = index.ticket(t) {
-                return reopen_check(ticket, cx, 1, format!("answers our Message-ID <{id}>"));
-            }
+        if let Some(t) = cx.signer.parse_message_id(id)
+            && let Some(ticket) = index.ticket(t)
+        {
+            return reopen_check(ticket, cx, 1, format!("answers our Message-ID <{id}>"));
         }
     }
     // Rule 2: any Message-ID known to the index.
     for id in &refs {
-        if let Some(t) = index.ticket_of_message_id(id) {
-            if let Some(ticket) = index.ticket(t) {
-                return reopen_check(ticket, cx, 2, format!("refers to <{id}>, known on ticket {t}"));
-            }
+        if let Some(t) = index.ticket_of_message_id(id)
+            && let Some(ticket) = index.ticket(t)
+        {
+            return reopen_check(ticket, cx, 2, format!("refers to <{id}>, known on ticket {t}"));
         }
     }
     // Rule 3: signed plus-address.
     for rcpt in msg.to.iter().chain(msg.cc.iter()) {
-        if let Some(t) = cx.signer.parse_plus_address(&rcpt.email) {
-            if let Some(ticket) = index.ticket(t) {
-                return reopen_check(ticket, cx, 3, format!("sent to the ticket address {}", rcpt.email));
-            }
+        if let Some(t) = cx.signer.parse_plus_address(&rcpt.email)
+            && let Some(ticket) = index.ticket(t)
+        {
+            return reopen_check(ticket, cx, 3, format!("sent to the ticket address {}", rcpt.email));
         }
     }
     // Rule 4: signed body token.
-    if let Some(t) = cx.signer.find_body_token(&msg.text) {
-        if let Some(ticket) = index.ticket(t) {
-            return reopen_check(ticket, cx, 4, format!("body carries the reference token of ticket {t}"));
-        }
+    if let Some(t) = cx.signer.find_body_token(&msg.text)
+        && let Some(ticket) = index.ticket(t)
+    {
+        return reopen_check(ticket, cx, 4, format!("body carries the reference token of ticket {t}"));
     }
     // Rule 5: subject tag, from participants and agents only.
-    if let Some(n) = crate::subject::find_tag(&msg.subject, cx.subject_tag) {
-        if let Some(ticket) = index.ticket(TicketId(n)) {
-            let from = msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("");
-            if cx.from_agent || ticket.is_participant(from) {
-                return reopen_check(ticket, cx, 5, format!("subject tag #{n} from a participant"));
-            }
-            return Decision {
-                outcome: Outcome::NewLinked(ticket.id),
-                rule: 5,
-                reason: format!("subject tag #{n} from {from}, who is not a participant: new ticket linked to it"),
-            };
+    if let Some(n) = crate::subject::find_tag(&msg.subject, cx.subject_tag)
+        && let Some(ticket) = index.ticket(TicketId(n))
+    {
+        let from = msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("");
+        if cx.from_agent || ticket.is_participant(from) {
+            return reopen_check(ticket, cx, 5, format!("subject tag #{n} from a participant"));
         }
+        return Decision {
+            outcome: Outcome::NewLinked(ticket.id),
+            rule: 5,
+            reason: format!("subject tag #{n} from {from}, who is not a participant: new ticket linked to it"),
+        };
     }
     Decision {
         outcome: Outcome::New,
@@ -244,32 +244,102 @@ mod tests {
         let bob = "bob@customer.test";
 
         // 1: our signed id, even though the index does not know it.
-        check(msg(stranger, "x", &[&ours], &[], ""), false, Outcome::Existing(TicketId(1)), 1);
+        check(
+            msg(stranger, "x", &[&ours], &[], ""),
+            false,
+            Outcome::Existing(TicketId(1)),
+            1,
+        );
         // 1 on a closed ticket: new linked.
-        check(msg(bob, "x", &[&ours_closed], &[], ""), false, Outcome::NewLinked(TicketId(2)), 1);
+        check(
+            msg(bob, "x", &[&ours_closed], &[], ""),
+            false,
+            Outcome::NewLinked(TicketId(2)),
+            1,
+        );
         // 1 refused: ticket does not exist; forged signature.
         check(msg(bob, "x", &[&ours_unknown], &[], ""), false, Outcome::New, 6);
         check(msg(bob, "x", &[&forged], &[], ""), false, Outcome::New, 6);
         // 2: stored id and a referenced ghost parent.
-        check(msg(stranger, "x", &["orig@customer.test"], &[], ""), false, Outcome::Existing(TicketId(1)), 2);
-        check(msg(stranger, "x", &["ghost-parent@customer.test"], &[], ""), false, Outcome::Existing(TicketId(1)), 2);
-        check(msg(bob, "x", &["closed@customer.test"], &[], ""), false, Outcome::NewLinked(TicketId(2)), 2);
+        check(
+            msg(stranger, "x", &["orig@customer.test"], &[], ""),
+            false,
+            Outcome::Existing(TicketId(1)),
+            2,
+        );
+        check(
+            msg(stranger, "x", &["ghost-parent@customer.test"], &[], ""),
+            false,
+            Outcome::Existing(TicketId(1)),
+            2,
+        );
+        check(
+            msg(bob, "x", &["closed@customer.test"], &[], ""),
+            false,
+            Outcome::NewLinked(TicketId(2)),
+            2,
+        );
         check(msg(bob, "x", &["unknown@x"], &[], ""), false, Outcome::New, 6);
         // 3: plus-address; a forged one is ignored.
-        check(msg(stranger, "x", &[], &[&plus], ""), false, Outcome::Existing(TicketId(1)), 3);
-        check(msg(stranger, "x", &[], &["support+1.aaaaaaaaaa@example.com"], ""), false, Outcome::New, 6);
+        check(
+            msg(stranger, "x", &[], &[&plus], ""),
+            false,
+            Outcome::Existing(TicketId(1)),
+            3,
+        );
+        check(
+            msg(stranger, "x", &[], &["support+1.aaaaaaaaaa@example.com"], ""),
+            false,
+            Outcome::New,
+            6,
+        );
         // 4: body token, quoted.
-        check(msg(stranger, "x", &[], &[], &format!("> {token}")), false, Outcome::Existing(TicketId(1)), 4);
+        check(
+            msg(stranger, "x", &[], &[], &format!("> {token}")),
+            false,
+            Outcome::Existing(TicketId(1)),
+            4,
+        );
         // 5: subject tag from requester, participant, agent; from a stranger: new linked.
-        check(msg(bob, "Re: [Support #1] x", &[], &[], ""), false, Outcome::Existing(TicketId(1)), 5);
-        check(msg("carol@customer.test", "AW: [Support #1]", &[], &[], ""), false, Outcome::Existing(TicketId(1)), 5);
-        check(msg("alice@example.com", "[Support #1]", &[], &[], ""), true, Outcome::Existing(TicketId(1)), 5);
-        check(msg(stranger, "Re: [Support #1] x", &[], &[], ""), false, Outcome::NewLinked(TicketId(1)), 5);
+        check(
+            msg(bob, "Re: [Support #1] x", &[], &[], ""),
+            false,
+            Outcome::Existing(TicketId(1)),
+            5,
+        );
+        check(
+            msg("carol@customer.test", "AW: [Support #1]", &[], &[], ""),
+            false,
+            Outcome::Existing(TicketId(1)),
+            5,
+        );
+        check(
+            msg("alice@example.com", "[Support #1]", &[], &[], ""),
+            true,
+            Outcome::Existing(TicketId(1)),
+            5,
+        );
+        check(
+            msg(stranger, "Re: [Support #1] x", &[], &[], ""),
+            false,
+            Outcome::NewLinked(TicketId(1)),
+            5,
+        );
         // 5: tag of a ticket that does not exist.
         check(msg(bob, "[Support #77] x", &[], &[], ""), false, Outcome::New, 6);
         // Reopen window: resolved 2 days ago reopens; 30 days ago opens a linked ticket.
-        check(msg(bob, "[Support #3] x", &[], &[], ""), false, Outcome::Existing(TicketId(3)), 5);
-        check(msg(bob, "[Support #4] x", &[], &[], ""), false, Outcome::NewLinked(TicketId(4)), 5);
+        check(
+            msg(bob, "[Support #3] x", &[], &[], ""),
+            false,
+            Outcome::Existing(TicketId(3)),
+            5,
+        );
+        check(
+            msg(bob, "[Support #4] x", &[], &[], ""),
+            false,
+            Outcome::NewLinked(TicketId(4)),
+            5,
+        );
         // 6
         check(msg(bob, "Printer", &[], &[], ""), false, Outcome::New, 6);
     }
@@ -279,7 +349,12 @@ mod tests {
         let s = Signer::new(b"k");
         let plus = s.plus_address("support@example.com", TicketId(3));
         // Headers point at 1, the plus-address at 3: rule 2 wins.
-        check(msg(stranger(), "x", &["orig@customer.test"], &[&plus], ""), false, Outcome::Existing(TicketId(1)), 2);
+        check(
+            msg(stranger(), "x", &["orig@customer.test"], &[&plus], ""),
+            false,
+            Outcome::Existing(TicketId(1)),
+            2,
+        );
     }
 
     fn stranger() -> &'static str {

@@ -59,7 +59,10 @@ pub fn apply_inbound(
     cx: &ApplyContext<'_>,
 ) -> Applied {
     let now = cx.now;
-    let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, "unknown@invalid"));
+    let from = msg
+        .from
+        .clone()
+        .unwrap_or_else(|| Mailbox::new(None, "unknown@invalid"));
     let actor = from.email.clone();
     let kind = match (&class.sender, &class.auto, class.bounce) {
         (_, _, true) | (_, Some(_), _) => MessageKind::Auto,
@@ -67,7 +70,10 @@ pub fn apply_inbound(
         _ => MessageKind::Customer,
     };
     let message = MessageRecord {
-        message_id: msg.message_id.clone().unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        message_id: msg
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
         from: from.clone(),
         to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
         date: now,
@@ -76,7 +82,10 @@ pub fn apply_inbound(
         subject: msg.subject.clone(),
         text: msg.text.clone(),
         raw_key: Some(message_key.to_string()),
-        auto_reason: class.auto.clone().or_else(|| class.bounce.then(|| "bounce".to_string())),
+        auto_reason: class
+            .auto
+            .clone()
+            .or_else(|| class.bounce.then(|| "bounce".to_string())),
         attachments: msg.attachments.clone(),
     };
     let mut events = Vec::new();
@@ -138,7 +147,12 @@ pub fn apply_inbound(
         if ticket.is_participant(&from.email) {
             for m in participants_of(msg, cx.config) {
                 if m.email != ticket.requester.email && !ticket.participants.iter().any(|p| p.email == m.email) {
-                    events.push(Event::new(now, "participant_added", &actor, &[("email", json!(m.email))]));
+                    events.push(Event::new(
+                        now,
+                        "participant_added",
+                        &actor,
+                        &[("email", json!(m.email))],
+                    ));
                     ticket.participants.push(m);
                 }
             }
@@ -173,7 +187,10 @@ pub fn apply_inbound(
 
 /// Records a bounce on the ticket of the mail it reports on.
 pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str, now: Timestamp) -> Applied {
-    let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, "mailer-daemon@invalid"));
+    let from = msg
+        .from
+        .clone()
+        .unwrap_or_else(|| Mailbox::new(None, "mailer-daemon@invalid"));
     let report = msg.delivery_report.clone().unwrap_or_default();
     let mut events = Vec::new();
     events.push(Event::new(
@@ -238,7 +255,11 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
     let subject = crate::subject::normalize(&msg.subject);
     Ticket {
         id,
-        subject: if subject.is_empty() { "(no subject)".into() } else { subject },
+        subject: if subject.is_empty() {
+            "(no subject)".into()
+        } else {
+            subject
+        },
         status: Status::New,
         priority: Priority::Normal,
         queue,
@@ -291,7 +312,9 @@ fn ack_refusal(class: &Classification, cx: &ApplyContext<'_>) -> Option<String> 
     }
     let limit = cx.config.automation.ack_limit_per_hour;
     if cx.acks_last_hour >= limit {
-        return Some(format!("rate limit: {limit} acknowledgements per hour to this address reached"));
+        return Some(format!(
+            "rate limit: {limit} acknowledgements per hour to this address reached"
+        ));
     }
     None
 }
@@ -306,7 +329,11 @@ fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>)
         .set("ticket.priority", ticket.priority.as_str())
         .set(
             "requester.name",
-            ticket.requester.name.clone().unwrap_or_else(|| ticket.requester.email.clone()),
+            ticket
+                .requester
+                .name
+                .clone()
+                .unwrap_or_else(|| ticket.requester.email.clone()),
         )
         .set("requester.email", ticket.requester.email.clone())
         .set("instance.name", config.instance.name.clone());
@@ -323,10 +350,10 @@ fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>)
     }
     body.push_str(&format!("\n{}\n", cx.signer.body_token(ticket.id)));
     let mut references = msg.references.clone();
-    if let Some(id) = &msg.message_id {
-        if !references.contains(id) {
-            references.push(id.clone());
-        }
+    if let Some(id) = &msg.message_id
+        && !references.contains(id)
+    {
+        references.push(id.clone());
     }
     OutgoingMail {
         ticket: ticket.id,

@@ -65,7 +65,11 @@ impl Signer {
     pub fn plus_address(&self, support: &str, ticket: TicketId) -> String {
         let (local, domain) = crate::config::split_address(support);
         let local = local.split('+').next().unwrap_or(local);
-        format!("{local}+{}.{}@{domain}", ticket.0, self.sign("plus", &ticket.0.to_string()))
+        format!(
+            "{local}+{}.{}@{domain}",
+            ticket.0,
+            self.sign("plus", &ticket.0.to_string())
+        )
     }
 
     /// The ticket of a signed plus-address, if the signature holds.
@@ -89,12 +93,11 @@ impl Signer {
             let after = &rest[start + 5..];
             if let Some(end) = after.find(']') {
                 let inner = &after[..end];
-                if let Some((ticket, sig)) = inner.split_once('.') {
-                    if let Ok(n) = ticket.parse::<u64>() {
-                        if self.verify("body", ticket, sig) {
-                            return Some(TicketId(n));
-                        }
-                    }
+                if let Some((ticket, sig)) = inner.split_once('.')
+                    && let Ok(n) = ticket.parse::<u64>()
+                    && self.verify("body", ticket, sig)
+                {
+                    return Some(TicketId(n));
                 }
             }
             rest = after;

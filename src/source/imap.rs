@@ -160,7 +160,10 @@ async fn greeting(c: &mut async_imap::Client<Conn>) -> Result<(), ImapError> {
     }
 }
 
-async fn tls_connect(config: &ImapConfig, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
+async fn tls_connect(
+    config: &ImapConfig,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
     let connector = tls_connector(config.ca_file.as_deref())?;
     let name = ServerName::try_from(config.host.clone()).map_err(|e| ImapError::Tls(format!("bad host name: {e}")))?;
     Ok(connector.connect(name, tcp).await?)
@@ -171,10 +174,13 @@ pub fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
+        let certs =
+            CertificateDer::pem_file_iter(path).map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
         for c in certs {
             let c = c.map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
-            roots.add(c).map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| ImapError::Tls(format!("{}: {e}", path.display())))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -209,7 +215,12 @@ async fn session_loop(
     let mut last_uid = match sink.pipeline.store.position(mailbox)? {
         Some(p) if p.uid_validity == uid_validity => p.last_uid,
         Some(p) => {
-            tracing::warn!(mailbox, old = p.uid_validity, new = uid_validity, "UIDVALIDITY changed: re-reading the folder, duplicates are skipped");
+            tracing::warn!(
+                mailbox,
+                old = p.uid_validity,
+                new = uid_validity,
+                "UIDVALIDITY changed: re-reading the folder, duplicates are skipped"
+            );
             0
         }
         None => 0,
@@ -263,7 +274,8 @@ async fn session_loop(
             let max = uids.iter().copied().max().unwrap_or(last_uid);
             if max > last_uid {
                 last_uid = max;
-                sink.pipeline.set_position(mailbox, Position { uid_validity, last_uid })?;
+                sink.pipeline
+                    .set_position(mailbox, Position { uid_validity, last_uid })?;
             }
             if *shutdown.borrow() {
                 break;
@@ -291,7 +303,9 @@ async fn session_loop(
                 }
             };
             match result? {
-                IdleResponse::NewData(_) => tracing::debug!(mailbox, "idle: server reports changes"),
+                IdleResponse::NewData(_) => {
+                    tracing::debug!(mailbox, "idle: server reports changes")
+                }
                 IdleResponse::Timeout => tracing::debug!(mailbox, "idle: re-issuing"),
                 IdleResponse::ManualInterrupt => {}
             }

@@ -40,7 +40,10 @@ pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, Strin
     files.sort();
     let mut done = Vec::new();
     for f in &files {
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let raw = match std::fs::read(f) {
             Ok(r) => r,
             Err(e) => {

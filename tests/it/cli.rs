@@ -26,7 +26,10 @@ fn bad_config_names_file_line_column_and_exits_78() {
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     let p = path.display();
-    assert!(err.contains(&format!("{p}:8:11: mailbox address \"nope\" is not an email address")), "{err}");
+    assert!(
+        err.contains(&format!("{p}:8:11: mailbox address \"nope\" is not an email address")),
+        "{err}"
+    );
     assert!(err.contains(&format!("{p}:15:17: bad duration \"soon\"")), "{err}");
     // `run` refuses the same config the same way.
     let out = Command::new(BIN).arg("-c").arg(&path).arg("run").output().unwrap();
@@ -52,19 +55,44 @@ fn bad_arguments_say_what_was_expected() {
 #[test]
 fn explain_tells_classification_and_threading_without_storing() {
     let desk = DeskConfig::new().build();
-    desk.ingest(&[&mail("bob@customer.test", "support@example.com", "Hi", "e1@customer.test", "", "x")]);
+    desk.ingest(&[&mail(
+        "bob@customer.test",
+        "support@example.com",
+        "Hi",
+        "e1@customer.test",
+        "",
+        "x",
+    )]);
     let path = desk.dir.join("reply.eml");
     std::fs::write(
         &path,
-        mail("bob@customer.test", "support@example.com", "Re: Hi", "e2@customer.test", "In-Reply-To: <e1@customer.test>\nAuto-Submitted: auto-replied", "x"),
+        mail(
+            "bob@customer.test",
+            "support@example.com",
+            "Re: Hi",
+            "e2@customer.test",
+            "In-Reply-To: <e1@customer.test>\nAuto-Submitted: auto-replied",
+            "x",
+        ),
     )
     .unwrap();
     let out = desk.ok(&["explain", path.to_str().unwrap()]);
-    assert!(out.contains("classification: customer, automatic: Auto-Submitted: auto-replied"), "{out}");
+    assert!(
+        out.contains("classification: customer, automatic: Auto-Submitted: auto-replied"),
+        "{out}"
+    );
     assert!(out.contains("threading:      rule 2: appended to ticket 1"), "{out}");
     assert_eq!(desk.tickets().len(), 1);
     let show = desk.show(1);
-    assert_eq!(show["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "inbound").count(), 1);
+    assert_eq!(
+        show["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["direction"] == "inbound")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -73,10 +101,26 @@ fn quickstart_daemon_turns_a_maildir_mail_into_a_ticket_and_an_eml_ack() {
     let daemon = desk.start();
     let new = desk.dir.join("inbox/new");
     crate::support::wait_until(20, "the maildir to be created", || new.is_dir());
-    std::fs::write(new.join("1.eml"), mail("bob@customer.test", "support@example.com", "Quick", "qs@customer.test", "", "x")).unwrap();
+    std::fs::write(
+        new.join("1.eml"),
+        mail(
+            "bob@customer.test",
+            "support@example.com",
+            "Quick",
+            "qs@customer.test",
+            "",
+            "x",
+        ),
+    )
+    .unwrap();
     let outbox = desk.dir.join("outbox");
     crate::support::wait_until(20, "the .eml acknowledgement", || {
-        std::fs::read_dir(&outbox).map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "eml"))).unwrap_or(false)
+        std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .unwrap_or(false)
     });
     daemon.stop();
     assert!(std::fs::read_dir(desk.dir.join("inbox/cur")).unwrap().count() == 1);

@@ -84,11 +84,25 @@ fn idle_picks_up_new_mail_without_waiting_for_a_poll() {
         .build();
     let daemon = desk.start();
     let mut imap = Imap::login(dovecot.port, "support");
-    wait_until(20, "the daemon to log in and idle", || daemon.log().contains("imap connected"));
+    wait_until(20, "the daemon to log in and idle", || {
+        daemon.log().contains("imap connected")
+    });
     std::thread::sleep(std::time::Duration::from_millis(300));
     let start = Instant::now();
-    imap.append("INBOX", &mail("x@customer.test", "support@example.com", "idle", "idle@customer.test", "", "hi"));
-    wait_until(30, "the mail appended during IDLE to be acknowledged", || smtp.received().len() == 1);
+    imap.append(
+        "INBOX",
+        &mail(
+            "x@customer.test",
+            "support@example.com",
+            "idle",
+            "idle@customer.test",
+            "",
+            "hi",
+        ),
+    );
+    wait_until(30, "the mail appended during IDLE to be acknowledged", || {
+        smtp.received().len() == 1
+    });
     let elapsed = start.elapsed();
     daemon.stop();
     // Not a timing target: only proof that no hour-long poll was waited for.
@@ -125,7 +139,12 @@ fn same_mail_twice_and_in_two_mailboxes_is_stored_once() {
     daemon.stop();
     assert_eq!(desk.tickets().len(), 1);
     let t = desk.show(1);
-    let inbound = t["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "inbound").count();
+    let inbound = t["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "inbound")
+        .count();
     assert_eq!(inbound, 1);
     assert_eq!(smtp.received().len(), 1);
     assert_eq!(support.count("Processed"), 2);
@@ -137,7 +156,13 @@ fn restart_in_the_middle_of_a_batch_loses_and_duplicates_nothing() {
     let dovecot = Dovecot::start(&["support"]);
     let smtp = Smtp::start();
     let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", ", batch_size = 3")
+        .imap(
+            "support",
+            "support@example.com",
+            dovecot.port,
+            "support",
+            ", batch_size = 3",
+        )
         .smtp(smtp.port)
         .build();
     let mut imap = Imap::login(dovecot.port, "support");
@@ -159,8 +184,12 @@ fn restart_in_the_middle_of_a_batch_loses_and_duplicates_nothing() {
     wait_until(20, "the first acknowledgement", || !smtp.received().is_empty());
     daemon.kill();
     let daemon = desk.start();
-    wait_until(20, "the restarted daemon to connect", || daemon.log().contains("imap connected"));
-    wait_until(20, "more mail processed after the crash", || imap.count("Processed") >= 10);
+    wait_until(20, "the restarted daemon to connect", || {
+        daemon.log().contains("imap connected")
+    });
+    wait_until(20, "more mail processed after the crash", || {
+        imap.count("Processed") >= 10
+    });
     daemon.stop();
     let daemon = desk.start();
     wait_until(30, "the folder to be empty", || imap.count("INBOX") == 0);
@@ -177,13 +206,21 @@ fn restart_in_the_middle_of_a_batch_loses_and_duplicates_nothing() {
     daemon.stop();
     let tickets = desk.tickets();
     assert_eq!(tickets.len(), 40, "every mail is one ticket");
-    let mut subjects: Vec<String> = tickets.iter().map(|t| t["subject"].as_str().unwrap().to_string()).collect();
+    let mut subjects: Vec<String> = tickets
+        .iter()
+        .map(|t| t["subject"].as_str().unwrap().to_string())
+        .collect();
     subjects.sort();
     subjects.dedup();
     assert_eq!(subjects.len(), 40, "no mail stored twice");
     for t in &tickets {
         let full = desk.show(t["id"].as_u64().unwrap());
-        let inbound = full["messages"].as_array().unwrap().iter().filter(|m| m["direction"] == "inbound").count();
+        let inbound = full["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["direction"] == "inbound")
+            .count();
         assert_eq!(inbound, 1);
     }
     // A SIGKILL between the SMTP server's 250 and our commit could resend one ack; nothing more.
@@ -203,10 +240,30 @@ fn smtp_451_twice_then_accepts_delivers_exactly_once_and_550_is_recorded() {
     smtp.fail_next("data", &["451 4.3.0 try again later", "451 4.3.0 try again later"]);
     let daemon = desk.start();
     let mut imap = Imap::login(dovecot.port, "support");
-    imap.append("INBOX", &mail("bob@customer.test", "support@example.com", "Retry me", "r1@customer.test", "", "x"));
+    imap.append(
+        "INBOX",
+        &mail(
+            "bob@customer.test",
+            "support@example.com",
+            "Retry me",
+            "r1@customer.test",
+            "",
+            "x",
+        ),
+    );
     wait_until(30, "the acknowledgement after two 451s", || smtp.received().len() == 1);
     smtp.fail_next("rcpt", &["550 5.1.1 no such user"]);
-    imap.append("INBOX", &mail("gone@customer.test", "support@example.com", "Bounce me", "r2@customer.test", "", "x"));
+    imap.append(
+        "INBOX",
+        &mail(
+            "gone@customer.test",
+            "support@example.com",
+            "Bounce me",
+            "r2@customer.test",
+            "",
+            "x",
+        ),
+    );
     wait_until(20, "the second mail processed", || imap.count("Processed") == 2);
     std::thread::sleep(std::time::Duration::from_secs(3));
     daemon.stop();
@@ -235,18 +292,42 @@ fn malformed_and_oversized_mail_is_quarantined_and_the_rest_goes_on() {
         .extra("[limits]\nmax_message_bytes = 100000")
         .build();
     let mut imap = Imap::login(dovecot.port, "support");
-    imap.append("INBOX", "Subject: no sender at all\r\nX-Junk: 1\r\n\r\nthis mail has no From\r\n");
-    let big = format!("From: big@customer.test\r\nSubject: huge\r\n\r\n{}\r\n", "x".repeat(150_000));
+    imap.append(
+        "INBOX",
+        "Subject: no sender at all\r\nX-Junk: 1\r\n\r\nthis mail has no From\r\n",
+    );
+    let big = format!(
+        "From: big@customer.test\r\nSubject: huge\r\n\r\n{}\r\n",
+        "x".repeat(150_000)
+    );
     imap.append("INBOX", &big);
-    imap.append("INBOX", &mail("ok@customer.test", "support@example.com", "Fine", "ok@customer.test", "", "x"));
+    imap.append(
+        "INBOX",
+        &mail(
+            "ok@customer.test",
+            "support@example.com",
+            "Fine",
+            "ok@customer.test",
+            "",
+            "x",
+        ),
+    );
     let daemon = desk.start();
     wait_until(20, "all processed", || imap.count("INBOX") == 0);
     daemon.stop();
     let q: serde_json::Value = serde_json::from_str(&desk.ok(&["quarantine", "--json"])).unwrap();
-    let reasons: Vec<&str> = q.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("no From header")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("over the limit of 100000")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("over the limit of 100000")),
+        "{reasons:?}"
+    );
     assert_eq!(desk.tickets().len(), 1);
     assert_eq!(smtp.received().len(), 1);
 }
@@ -271,8 +352,28 @@ fn imaps_and_starttls_with_a_private_ca() {
         .build();
     let mut imap = Imap::login(dovecot.port, "support");
     imap.cmd("CREATE Second");
-    imap.append("INBOX", &mail("a@customer.test", "support@example.com", "over tls", "tls1@customer.test", "", "x"));
-    imap.append("Second", &mail("b@customer.test", "help@example.com", "over starttls", "tls2@customer.test", "", "x"));
+    imap.append(
+        "INBOX",
+        &mail(
+            "a@customer.test",
+            "support@example.com",
+            "over tls",
+            "tls1@customer.test",
+            "",
+            "x",
+        ),
+    );
+    imap.append(
+        "Second",
+        &mail(
+            "b@customer.test",
+            "help@example.com",
+            "over starttls",
+            "tls2@customer.test",
+            "",
+            "x",
+        ),
+    );
     let daemon = desk.start();
     wait_until(20, "both mails over TLS", || imap.count("Processed") == 2);
     daemon.stop();

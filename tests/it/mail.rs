@@ -7,7 +7,14 @@ use crate::support::{DeskConfig, event_kinds, header, mail};
 fn subject_tag_from_requester_joins_and_from_a_stranger_opens_a_linked_ticket() {
     let smtp = Smtp::start();
     let desk = DeskConfig::new().smtp(smtp.port).build();
-    let s = desk.ingest(&[&mail("bob@customer.test", "support@example.com", "VPN down", "v1@customer.test", "", "help")]);
+    let s = desk.ingest(&[&mail(
+        "bob@customer.test",
+        "support@example.com",
+        "VPN down",
+        "v1@customer.test",
+        "",
+        "help",
+    )]);
     assert_eq!(s["new_tickets"], 1);
     // No headers point at the ticket: only the tag in the subject.
     let s = desk.ingest(&[&mail(
@@ -33,7 +40,11 @@ fn subject_tag_from_requester_joins_and_from_a_stranger_opens_a_linked_ticket() 
     assert_eq!(t2["requester"]["email"], "eve@elsewhere.test");
     let t1 = desk.show(1);
     assert!(
-        !t1["participants"].as_array().unwrap().iter().any(|p| p["email"] == "eve@elsewhere.test"),
+        !t1["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["email"] == "eve@elsewhere.test"),
         "a stranger never becomes a participant by themselves"
     );
     // Two tickets, two acks; the stranger's ack carries the new ticket's tag.
@@ -54,8 +65,22 @@ fn automatic_mail_is_stored_but_never_answered() {
         "Auto-Submitted: auto-replied\nX-Auto-Response-Suppress: All",
         "I am away until Monday.",
     );
-    let bulk = mail("news@shop.test", "support@example.com", "Our newsletter", "news@shop.test", "Precedence: bulk\nList-Unsubscribe: <mailto:u@shop.test>", "Sale!");
-    let exchange = mail("carol@customer.test", "support@example.com", "Out of Office", "oof@customer.test", "X-Autoreply: yes", "Away.");
+    let bulk = mail(
+        "news@shop.test",
+        "support@example.com",
+        "Our newsletter",
+        "news@shop.test",
+        "Precedence: bulk\nList-Unsubscribe: <mailto:u@shop.test>",
+        "Sale!",
+    );
+    let exchange = mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Out of Office",
+        "oof@customer.test",
+        "X-Autoreply: yes",
+        "Away.",
+    );
     let s = desk.ingest(&[&ooo, &bulk, &exchange]);
     assert_eq!(s["new_tickets"], 3);
     assert_eq!(s["auto"], 3);
@@ -71,7 +96,14 @@ fn automatic_mail_is_stored_but_never_answered() {
 fn a_bounce_is_matched_to_its_ticket_and_never_answered() {
     let smtp = Smtp::start();
     let desk = DeskConfig::new().smtp(smtp.port).build();
-    desk.ingest(&[&mail("gone@customer.test", "support@example.com", "Hello", "h1@customer.test", "", "hi")]);
+    desk.ingest(&[&mail(
+        "gone@customer.test",
+        "support@example.com",
+        "Hello",
+        "h1@customer.test",
+        "",
+        "hi",
+    )]);
     let ack = smtp.received().pop().unwrap();
     let ack_id = header(&ack, "Message-ID").unwrap().to_string();
     let dsn = format!(
@@ -82,13 +114,25 @@ fn a_bounce_is_matched_to_its_ticket_and_never_answered() {
     assert_eq!(s["new_tickets"], 0);
     assert_eq!(desk.tickets().len(), 1);
     let t = desk.show(1);
-    let bounce: Vec<_> = t["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "bounce").collect();
+    let bounce: Vec<_> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "bounce")
+        .collect();
     assert_eq!(bounce.len(), 1);
     assert_eq!(bounce[0]["recipient"], "gone@customer.test");
     assert_eq!(bounce[0]["status"], "5.1.1");
     assert_eq!(smtp.received().len(), 1, "the bounce is not acknowledged");
     // The address hard-bounced: a new mail from it gets no acknowledgement for a while.
-    desk.ingest(&[&mail("gone@customer.test", "support@example.com", "Again", "h2@customer.test", "", "hi")]);
+    desk.ingest(&[&mail(
+        "gone@customer.test",
+        "support@example.com",
+        "Again",
+        "h2@customer.test",
+        "",
+        "hi",
+    )]);
     assert_eq!(smtp.received().len(), 1);
 }
 
@@ -99,18 +143,45 @@ fn own_mail_is_dropped_and_acks_are_rate_limited() {
         .smtp(smtp.port)
         .extra("[automation]\nack_limit_per_hour = 2")
         .build();
-    let own = mail("support@example.com", "support@example.com", "loop", "own@example.com", "", "x");
-    let looped = mail("someone@relay.test", "support@example.com", "loop", "own2@relay.test", "X-Postdesk-Loop: example.com", "x");
+    let own = mail(
+        "support@example.com",
+        "support@example.com",
+        "loop",
+        "own@example.com",
+        "",
+        "x",
+    );
+    let looped = mail(
+        "someone@relay.test",
+        "support@example.com",
+        "loop",
+        "own2@relay.test",
+        "X-Postdesk-Loop: example.com",
+        "x",
+    );
     let s = desk.ingest(&[&own, &looped]);
     assert_eq!(s["dropped"], 2);
     assert_eq!(s["new_tickets"], 0);
     let flood: Vec<String> = (0..4)
-        .map(|i| mail("flood@customer.test", "support@example.com", &format!("n{i}"), &format!("f{i}@customer.test"), "", "x"))
+        .map(|i| {
+            mail(
+                "flood@customer.test",
+                "support@example.com",
+                &format!("n{i}"),
+                &format!("f{i}@customer.test"),
+                "",
+                "x",
+            )
+        })
         .collect();
     let refs: Vec<&str> = flood.iter().map(|s| s.as_str()).collect();
     let s = desk.ingest(&refs);
     assert_eq!(s["new_tickets"], 4);
-    assert_eq!(smtp.received().len(), 2, "at most 2 acknowledgements per hour to one address");
+    assert_eq!(
+        smtp.received().len(),
+        2,
+        "at most 2 acknowledgements per hour to one address"
+    );
 }
 
 #[test]
@@ -118,15 +189,36 @@ fn mbox_and_maildir_are_ingested_in_date_order_and_dedupe_without_message_id() {
     let smtp = Smtp::start();
     let desk = DeskConfig::new().smtp(smtp.port).build();
     // The reply comes first in the file but is dated later.
-    let first = mail("bob@customer.test", "support@example.com", "Order 66", "o1@customer.test", "", "where is it");
-    let reply = mail("bob@customer.test", "support@example.com", "Re: Order 66", "o2@customer.test", "In-Reply-To: <o1@customer.test>", "hello?")
-        .replace("09:00:00", "11:00:00");
-    let mbox = format!("From bob@customer.test Mon Nov 23 11:00:00 2026\n{}\nFrom bob@customer.test Mon Nov 23 09:00:00 2026\n{}\n", reply.replace("\r\n", "\n"), first.replace("\r\n", "\n"));
+    let first = mail(
+        "bob@customer.test",
+        "support@example.com",
+        "Order 66",
+        "o1@customer.test",
+        "",
+        "where is it",
+    );
+    let reply = mail(
+        "bob@customer.test",
+        "support@example.com",
+        "Re: Order 66",
+        "o2@customer.test",
+        "In-Reply-To: <o1@customer.test>",
+        "hello?",
+    )
+    .replace("09:00:00", "11:00:00");
+    let mbox = format!(
+        "From bob@customer.test Mon Nov 23 11:00:00 2026\n{}\nFrom bob@customer.test Mon Nov 23 09:00:00 2026\n{}\n",
+        reply.replace("\r\n", "\n"),
+        first.replace("\r\n", "\n")
+    );
     let path = desk.dir.join("mail.mbox");
     std::fs::write(&path, mbox).unwrap();
     let out = desk.ok(&["ingest", "--json", path.to_str().unwrap()]);
     let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!((s["read"].as_u64(), s["new_tickets"].as_u64(), s["appended"].as_u64()), (Some(2), Some(1), Some(1)));
+    assert_eq!(
+        (s["read"].as_u64(), s["new_tickets"].as_u64(), s["appended"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
     assert_eq!(desk.show(1)["created_at"], "2026-11-23T09:00:00Z");
     // A Maildir with a mail without Message-ID, twice.
     let md = desk.dir.join("md");
@@ -138,14 +230,24 @@ fn mbox_and_maildir_are_ingested_in_date_order_and_dedupe_without_message_id() {
     std::fs::write(md.join("cur/2:2,S"), &no_id).unwrap();
     let out = desk.ok(&["ingest", "--json", md.to_str().unwrap()]);
     let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!((s["new_tickets"].as_u64(), s["duplicates"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (s["new_tickets"].as_u64(), s["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
 }
 
 #[test]
 fn ingest_from_stdin_and_exit_75_while_the_store_is_held() {
     let smtp = Smtp::start();
     let desk = DeskConfig::new().smtp(smtp.port).build();
-    let m = mail("bob@customer.test", "support@example.com", "piped", "p1@customer.test", "", "x");
+    let m = mail(
+        "bob@customer.test",
+        "support@example.com",
+        "piped",
+        "p1@customer.test",
+        "",
+        "x",
+    );
     let mut child = desk
         .command()
         .args(["ingest", "--json", "-"])

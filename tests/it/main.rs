@@ -6,3 +6,4 @@ mod imap;
 mod mail;
 mod servers;
 mod support;
+mod tidy;

@@ -98,7 +98,11 @@ impl Dovecot {
             (
                 Some(p),
                 Some(cert.clone()),
-                format!("ssl = yes\nssl_cert = <{}\nssl_key = <{}\n", cert.display(), key.display()),
+                format!(
+                    "ssl = yes\nssl_cert = <{}\nssl_key = <{}\n",
+                    cert.display(),
+                    key.display()
+                ),
             )
         } else {
             (None, None, "ssl = no\n".to_string())
@@ -193,7 +197,9 @@ impl Drop for Dovecot {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.master_pid)])
             .status();
-        let _ = Command::new("kill").args(["-KILL", &self.master_pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.master_pid.to_string()])
+            .status();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -203,7 +209,17 @@ fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -246,7 +262,11 @@ impl Smtp {
             .expect("python3 with aiosmtpd is installed (tests/run installs it)");
         let mut first = [0u8; 5];
         let ok = child.stdout.as_mut().unwrap().read_exact(&mut first).is_ok() && &first == b"READY";
-        assert!(ok, "smtp sink failed: {}", fs::read_to_string(dir.join("stderr")).unwrap_or_default());
+        assert!(
+            ok,
+            "smtp sink failed: {}",
+            fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+        );
         wait_for_greeting(port, "220", "smtp sink", &dir.join("stderr"));
         Smtp { port, dir, child }
     }

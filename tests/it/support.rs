@@ -62,7 +62,10 @@ impl DeskConfig {
     pub fn build(self) -> Desk {
         let dir = temp_dir("desk");
         let mailboxes = if self.mailboxes.is_empty() {
-            format!("[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{}/inbox\" }}\n", dir.display())
+            format!(
+                "[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{}/inbox\" }}\n",
+                dir.display()
+            )
         } else {
             self.mailboxes.join("\n")
         };
@@ -140,7 +143,10 @@ impl Desk {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Daemon { child, log }
+        let daemon = Daemon { child, log };
+        // Signals are handled from here on.
+        wait_until(20, "the daemon to start", || daemon.log().contains("postdesk running"));
+        daemon
     }
 }
 
@@ -176,7 +182,10 @@ impl Daemon {
                 assert!(status.success(), "daemon exited with {status}:\n{log}");
                 return log;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "daemon did not stop on SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -203,7 +212,10 @@ impl Drop for Daemon {
 pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -310,7 +322,10 @@ pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, headers: &str
 pub fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
     let head = mail.split("\r\n\r\n").next().unwrap_or("");
     head.lines()
-        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
         .map(|l| l[name.len() + 1..].trim())
 }
 
