@@ -436,6 +436,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(d) = &e.duplicate {
                     println!("duplicate:      {d}");
                 }
+                if !e.references.is_empty() {
+                    let refs: Vec<String> = e.references.iter().map(|r| format!("<{r}>")).collect();
+                    println!("refers to:      {}", refs.join(" "));
+                }
                 if let Some(t) = &e.threading {
                     println!("threading:      {t}");
                 }

@@ -308,8 +308,9 @@ pub fn extract_ids(value: &str) -> Vec<String> {
                 rest = &after[end + 1..];
             }
             None => {
-                let id = after.trim();
-                if !id.is_empty() && !id.contains(char::is_whitespace) {
+                // Unterminated: the run up to white space, when it looks like an id.
+                let id = after.split_whitespace().next().unwrap_or("");
+                if id.contains('@') || id.len() >= 8 {
                     out.push(id.to_string());
                 }
                 rest = "";
@@ -320,7 +321,7 @@ pub fn extract_ids(value: &str) -> Vec<String> {
         out = value
             .split([' ', '\t', ','])
             .map(|t| t.trim_matches(|c| c == '<' || c == '>' || c == '"'))
-            .filter(|t| t.len() > 2)
+            .filter(|t| t.contains('@') && t.len() > 2)
             .map(String::from)
             .collect();
     }
@@ -328,7 +329,14 @@ pub fn extract_ids(value: &str) -> Vec<String> {
 }
 
 fn unfold(v: &str) -> String {
-    v.replace("\r\n", "").replace('\n', "").trim().to_string()
+    if !v.contains(['\r', '\n']) {
+        return v.trim().to_string();
+    }
+    let mut out = String::with_capacity(v.len());
+    for part in v.split('\n') {
+        out.push_str(part.strip_suffix('\r').unwrap_or(part));
+    }
+    out.trim().to_string()
 }
 
 fn count_header_fields(raw: &[u8]) -> usize {
@@ -353,10 +361,38 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The Date header of a raw mail, parsing headers only.
+/// The Date header of a raw mail: finds the field in the header section and
+/// parses only that line.
 pub fn date_of(raw: &[u8]) -> Option<Timestamp> {
+    let mut field: Option<Vec<u8>> = None;
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < raw.len() {
+        if at_line_start {
+            let rest = &raw[i..];
+            if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+                break;
+            }
+            if rest.len() > 5 && rest[..5].eq_ignore_ascii_case(b"date:") {
+                let mut end = i;
+                // The field runs to the first line end not followed by folding white space.
+                while end < raw.len() {
+                    if raw[end] == b'\n' && !matches!(raw.get(end + 1), Some(b' ') | Some(b'\t')) {
+                        break;
+                    }
+                    end += 1;
+                }
+                field = Some(raw[i..end].to_vec());
+                break;
+            }
+        }
+        at_line_start = raw[i] == b'\n';
+        i += 1;
+    }
+    let mut line = field?;
+    line.extend_from_slice(b"\r\n\r\n");
     MessageParser::new()
-        .parse_headers(raw)
+        .parse_headers(&line)
         .and_then(|m| m.date().map(|d| d.to_timestamp()))
         .and_then(|s| Timestamp::from_second(s).ok())
 }
@@ -375,7 +411,10 @@ mod tests {
 
     #[test]
     fn extract_ids_table() {
-        let table: [(&str, &[&str]); 6] = [
+        let table: [(&str, &[&str]); 9] = [
+            ("<also broken", &[]),
+            ("Your message of Monday", &[]),
+            ("Your message <x@y> of Monday", &["x@y"]),
             ("<a@b>", &["a@b"]),
             ("<a@b> <c@d>", &["a@b", "c@d"]),
             ("<a@b>\t<c@d>,<e@f>", &["a@b", "c@d", "e@f"]),
@@ -393,7 +432,7 @@ mod tests {
         let raw = b"From: a@example.com\r\nMessage-ID: <no-at-sign>\r\nIn-Reply-To: <broken\r\nReferences: <x@y> <z>\r\nSubject: hi\r\n\r\nbody\r\n";
         let m = parse(raw, &limits()).unwrap();
         assert_eq!(m.message_id.as_deref(), Some("no-at-sign"));
-        assert_eq!(m.in_reply_to, vec!["broken"]);
+        assert!(m.in_reply_to.is_empty(), "a lone short word is no id");
         assert_eq!(m.references, vec!["x@y", "z"]);
     }
 
@@ -413,6 +452,16 @@ mod tests {
             parse(raw, &few),
             Err(ParseError::TooManyHeaders { count: 2, max: 1 })
         ));
+    }
+
+    #[test]
+    fn date_of_reads_only_the_date_field() {
+        let raw = b"Received: from x\r\n\tby y; Mon, 1 Jan 2024 00:00:00 +0000\r\nDATE: Tue, 2 Jan 2024\r\n 10:00:00 +0100\r\nSubject: s\r\n\r\nDate: not this\r\n";
+        assert_eq!(date_of(raw), Some("2024-01-02T09:00:00Z".parse().unwrap()));
+        assert_eq!(
+            date_of(b"Subject: s\r\n\r\nDate: Tue, 2 Jan 2024 10:00:00 +0000\r\n"),
+            None
+        );
     }
 
     #[test]

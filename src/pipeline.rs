@@ -116,7 +116,9 @@ pub struct Explanation {
     pub may_auto_reply: Option<bool>,
     /// Duplicate of a stored mail.
     pub duplicate: Option<String>,
-    /// Threading rule and reason.
+    /// The ids it refers to (In-Reply-To, then References newest first).
+    pub references: Vec<String>,
+    /// Threading rule and reason, or what happens instead (dropped, bounce).
     pub threading: Option<String>,
 }
 
@@ -419,16 +421,49 @@ impl Pipeline {
                     classification: None,
                     may_auto_reply: None,
                     duplicate: None,
+                    references: Vec::new(),
                     threading: None,
                 });
             }
         };
         let class = classify(&msg, &self.config);
-        let decision = self.decide(&msg, &class, now);
-        let threading = match decision.outcome {
-            Outcome::Existing(id) => format!("rule {}: appended to ticket {id}: {}", decision.rule, decision.reason),
-            Outcome::New => format!("rule {}: new ticket: {}", decision.rule, decision.reason),
-            Outcome::NewLinked(id) => format!("rule {}: new ticket linked to {id}: {}", decision.rule, decision.reason),
+        let threading = if let Sender::Own(why) = &class.sender {
+            format!("dropped: our own mail ({why})")
+        } else if class.bounce {
+            let report = msg.delivery_report.clone().unwrap_or_default();
+            let ticket = report.original_message_id.as_deref().and_then(|id| {
+                self.signer
+                    .parse_message_id(id)
+                    .or_else(|| self.store.message_id(id).ok().flatten().map(|e| e.ticket))
+            });
+            let rcpts: Vec<String> = report
+                .recipients
+                .iter()
+                .map(|(r, a, s)| format!("{r} {a} {s}"))
+                .collect();
+            match ticket.filter(|t| self.store.ticket(*t).ok().flatten().is_some()) {
+                Some(t) => format!("bounce recorded on ticket {t} ({})", rcpts.join(", ")),
+                None => format!(
+                    "bounce of {} matches no stored ticket: kept in quarantine ({})",
+                    report
+                        .original_message_id
+                        .as_deref()
+                        .map(|m| format!("<{m}>"))
+                        .unwrap_or_else(|| "an unknown mail".into()),
+                    rcpts.join(", ")
+                ),
+            }
+        } else {
+            let decision = self.decide(&msg, &class, now);
+            match decision.outcome {
+                Outcome::Existing(id) => {
+                    format!("rule {}: appended to ticket {id}: {}", decision.rule, decision.reason)
+                }
+                Outcome::New => format!("rule {}: new ticket: {}", decision.rule, decision.reason),
+                Outcome::NewLinked(id) => {
+                    format!("rule {}: new ticket linked to {id}: {}", decision.rule, decision.reason)
+                }
+            }
         };
         Ok(Explanation {
             parsed: Ok(format!(
@@ -443,6 +478,7 @@ impl Pipeline {
             classification: Some(class.describe()),
             may_auto_reply: Some(class.may_auto_reply()),
             duplicate: self.is_duplicate(&msg)?,
+            references: msg.referenced_ids().into_iter().map(String::from).collect(),
             threading: Some(threading),
         })
     }

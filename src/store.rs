@@ -211,7 +211,12 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         let path = data_dir.join("store");
-        let db = match sled::Config::new().path(&path).open() {
+        let db = match sled::Config::new()
+            .path(&path)
+            .flush_every_ms(None)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+        {
             Ok(db) => db,
             Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
                 return Err(StoreError::Locked(path.display().to_string()));
@@ -234,10 +239,17 @@ impl Store {
         if writes.is_empty() {
             return Ok(());
         }
-        let refs: Vec<&sled::Tree> = self.trees.iter().collect();
+        // Only the trees this write touches take part in the transaction.
+        let mut used: Vec<usize> = writes.ops.iter().map(|(t, _, _)| *t as usize).collect();
+        used.sort_unstable();
+        used.dedup();
+        let refs: Vec<&sled::Tree> = used.iter().map(|&i| &self.trees[i]).collect();
         let result: Result<(), TransactionError<()>> = refs.as_slice().transaction(|trees| {
             for (tree, key, value) in &writes.ops {
-                let t = &trees[*tree as usize];
+                let pos = used
+                    .binary_search(&(*tree as usize))
+                    .expect("tree is in the transaction");
+                let t = &trees[pos];
                 match value {
                     Some(v) => {
                         t.insert(key.as_slice(), v.as_slice())?;

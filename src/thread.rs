@@ -82,6 +82,18 @@ pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<
             return reopen_check(ticket, cx, 2, format!("refers to <{id}>, known on ticket {t}"));
         }
     }
+    // Rule 2, the other way round: a parent that arrives after a reply already named it.
+    if let Some(id) = &msg.message_id
+        && let Some(t) = index.ticket_of_message_id(id)
+        && let Some(ticket) = index.ticket(t)
+    {
+        return reopen_check(
+            ticket,
+            cx,
+            2,
+            format!("its Message-ID <{id}> is referenced on ticket {t}"),
+        );
+    }
     // Rule 3: signed plus-address.
     for rcpt in msg.to.iter().chain(msg.cc.iter()) {
         if let Some(t) = cx.signer.parse_plus_address(&rcpt.email)
@@ -280,6 +292,10 @@ mod tests {
             2,
         );
         check(msg(bob, "x", &["unknown@x"], &[], ""), false, Outcome::New, 6);
+        // A parent arriving after its reply: its own id is referenced on ticket 1.
+        let mut parent = msg(stranger, "x", &[], &[], "");
+        parent.message_id = Some("ghost-parent@customer.test".into());
+        check(parent, false, Outcome::Existing(TicketId(1)), 2);
         // 3: plus-address; a forged one is ignored.
         check(
             msg(stranger, "x", &[], &[&plus], ""),

@@ -181,19 +181,19 @@ fn restart_in_the_middle_of_a_batch_loses_and_duplicates_nothing() {
     }
     // A crash (SIGKILL) as soon as the first mails are in, then a clean stop mid-run.
     let daemon = desk.start();
-    wait_until(20, "the first acknowledgement", || !smtp.received().is_empty());
+    daemon.wait(60, "the first acknowledgement", || !smtp.received().is_empty());
     daemon.kill();
     let daemon = desk.start();
-    wait_until(20, "the restarted daemon to connect", || {
+    daemon.wait(60, "the restarted daemon to connect", || {
         daemon.log().contains("imap connected")
     });
-    wait_until(20, "more mail processed after the crash", || {
+    daemon.wait(60, "more mail processed after the crash", || {
         imap.count("Processed") >= 10
     });
     daemon.stop();
     let daemon = desk.start();
-    wait_until(30, "the folder to be empty", || imap.count("INBOX") == 0);
-    wait_until(30, "every acknowledgement", || {
+    daemon.wait(60, "the folder to be empty", || imap.count("INBOX") == 0);
+    daemon.wait(60, "every acknowledgement", || {
         let mut tickets: Vec<String> = smtp
             .received()
             .iter()

@@ -2,6 +2,7 @@
 //! loopback, the real `postdesk` binary. `tests/run` installs the servers.
 
 mod cli;
+mod golden;
 mod imap;
 mod mail;
 mod servers;

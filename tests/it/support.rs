@@ -196,6 +196,17 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// Waits until `f` holds; on time-out the panic shows the daemon's log.
+    pub fn wait(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            if start.elapsed() > Duration::from_secs(secs) {
+                panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

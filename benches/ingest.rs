@@ -1,0 +1,298 @@
+//! Throughput and latency figures (not a timed test): `cargo bench --bench ingest`.
+//!
+//! 1. `ingest` pipeline throughput on real mail (`../shared/corpora/usb-storage/messages`
+//!    when present, else a generated set) beside bare mail-parser parsing of the same
+//!    mails in the same run, as mails/s and as a ratio;
+//! 2. IMAP backfill throughput of the daemon from a local Dovecot;
+//! 3. arrival → acknowledgement latency with IDLE, through a real SMTP server.
+//!
+//! Under `cargo test` (no `--bench` argument) it runs a small smoke pass only.
+
+#[allow(dead_code)]
+#[path = "../tests/it/servers.rs"]
+mod servers;
+
+use postdesk::pipeline::{Origin, Pipeline};
+use postdesk::store::Store;
+use postdesk::token::Signer;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let mails = load_mails(if full { usize::MAX } else { 50 });
+    println!(
+        "mails: {} ({})",
+        mails.len(),
+        if full { "full run" } else { "smoke run" }
+    );
+    let rounds = if full { 5 } else { 1 };
+
+    let parse = median((0..rounds).map(|_| bare_parse(&mails)).collect());
+    let ingest = median((0..rounds).map(|_| pipeline_ingest(&mails)).collect());
+    println!(
+        "bare mail-parser parse: {:>10.0} mails/s (median of {rounds})",
+        mails.len() as f64 / parse
+    );
+    println!(
+        "pipeline ingest:        {:>10.0} mails/s (median of {rounds})",
+        mails.len() as f64 / ingest
+    );
+    println!("ratio ingest/parse:     {:>10.2}", parse / ingest);
+    if !full {
+        return;
+    }
+    imap_backfill(&mails[..mails.len().min(2000)]);
+    ack_latency(40);
+}
+
+fn load_mails(limit: usize) -> Vec<Vec<u8>> {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora/usb-storage/messages");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    if !files.is_empty() {
+        println!("corpus: {}", corpus.display());
+        return files.iter().take(limit).map(|f| std::fs::read(f).unwrap()).collect();
+    }
+    println!("corpus: generated (no ../shared/corpora)");
+    (0..limit.min(2000))
+        .map(|i| {
+            let parent = if i % 4 == 0 { String::new() } else { format!("In-Reply-To: <g{}@gen.test>\r\n", i - 1) };
+            format!(
+                "From: User {i} <u{}@gen.test>\r\nTo: support@example.com\r\nSubject: Question {}\r\nMessage-ID: <g{i}@gen.test>\r\n{parent}Date: Mon, 23 Nov 2026 09:{:02}:00 +0000\r\n\r\n{}\r\n",
+                i % 97,
+                i / 4,
+                i % 60,
+                "Some words of a question.\r\n".repeat(20)
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn bare_parse(mails: &[Vec<u8>]) -> f64 {
+    let start = Instant::now();
+    let mut n = 0usize;
+    for m in mails {
+        if let Some(p) = mail_parser::MessageParser::default().parse(m) {
+            n += p.parts.len();
+        }
+    }
+    std::hint::black_box(n);
+    start.elapsed().as_secs_f64()
+}
+
+fn config_text(dir: &Path, mailbox: &str, outgoing: &str) -> String {
+    format!(
+        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n{mailbox}\n{outgoing}\n",
+        d = dir.display()
+    )
+}
+
+/// The same work as `postdesk ingest --no-send`: Date order, one transaction per mail, one flush.
+fn pipeline_ingest(mails: &[Vec<u8>]) -> f64 {
+    let dir = servers::temp_dir("bench-ingest");
+    let text = config_text(
+        &dir,
+        &format!(
+            "[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{}/in\" }}\n",
+            dir.display()
+        ),
+        &format!("[outgoing]\nfile = {{ path = \"{}/out\" }}\n", dir.display()),
+    );
+    let config = postdesk::config::parse(&text, Path::new("bench.toml")).unwrap();
+    let pipeline = Pipeline {
+        store: Store::open(&config.instance.data_dir).unwrap(),
+        config: Arc::new(config),
+        signer: Signer::new(b"bench secret"),
+    };
+    let origin = Origin {
+        mailbox: "support".into(),
+        source_key: None,
+        position: None,
+    };
+    let now = jiff::Timestamp::now();
+    let start = Instant::now();
+    let mut dated: Vec<(Option<jiff::Timestamp>, &Vec<u8>)> =
+        mails.iter().map(|m| (postdesk::inbound::date_of(m), m)).collect();
+    dated.sort_by_key(|(d, _)| (d.is_none(), *d));
+    for (d, m) in dated {
+        pipeline
+            .process(m, &origin, d.filter(|d| *d < now).unwrap_or(now))
+            .unwrap();
+    }
+    pipeline.store.flush().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    drop(pipeline);
+    let _ = std::fs::remove_dir_all(dir);
+    secs
+}
+
+fn imap_backfill(mails: &[Vec<u8>]) {
+    let dovecot = servers::Dovecot::start(&["support"]);
+    let mut imap = Client::login(dovecot.port);
+    for m in mails {
+        imap.append(m);
+    }
+    let dir = servers::temp_dir("bench-imap");
+    let text = config_text(
+        &dir,
+        &format!(
+            "[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nimap = {{ host = \"127.0.0.1\", port = {}, tls = \"plain\", username = \"support\", password_env = \"BENCH_PW\", processed = \"Processed\", batch_size = 500 }}\n",
+            dovecot.port
+        ),
+        &format!("[outgoing]\nfile = {{ path = \"{}/out\" }}\n", dir.display()),
+    );
+    let cfg = dir.join("postdesk.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let start = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("run")
+        .env("BENCH_PW", servers::PASSWORD)
+        .env("POSTDESK_LOG", "warn")
+        .spawn()
+        .unwrap();
+    while imap.count("Processed") < mails.len() as u32 {
+        assert!(start.elapsed() < Duration::from_secs(300), "backfill did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "imap backfill:          {:>10.0} mails/s ({} mails in {:.2} s, daemon start to last mail moved)",
+        mails.len() as f64 / secs,
+        mails.len(),
+        secs
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn ack_latency(samples: usize) {
+    let dovecot = servers::Dovecot::start(&["support"]);
+    let smtp = servers::Smtp::start();
+    let dir = servers::temp_dir("bench-latency");
+    let text = config_text(
+        &dir,
+        &format!(
+            "[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nimap = {{ host = \"127.0.0.1\", port = {}, tls = \"plain\", username = \"support\", password_env = \"BENCH_PW\", processed = \"Processed\", poll_interval = \"1h\" }}\n",
+            dovecot.port
+        ),
+        &format!(
+            "[outgoing]\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"plain\" }}\n",
+            smtp.port
+        ),
+    );
+    let cfg = dir.join("postdesk.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("run")
+        .env("BENCH_PW", servers::PASSWORD)
+        .env("POSTDESK_LOG", "warn")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut imap = Client::login(dovecot.port);
+    let mut lat = Vec::new();
+    for i in 0..samples {
+        let m = format!(
+            "From: c{i}@customer.test\r\nTo: support@example.com\r\nSubject: latency {i}\r\nMessage-ID: <lat{i}@customer.test>\r\n\r\nx\r\n"
+        );
+        let start = Instant::now();
+        imap.append(m.as_bytes());
+        while smtp.received().len() < i + 1 {
+            assert!(start.elapsed() < Duration::from_secs(30), "no acknowledgement");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        lat.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "arrival → ack (IDLE):   p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} samples, APPEND done → ack at the SMTP server)",
+        p(0.5),
+        p(0.99),
+        lat[lat.len() - 1],
+        lat.len()
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A tiny blocking IMAP client for APPEND and STATUS.
+struct Client {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    tag: u32,
+}
+
+impl Client {
+    fn login(port: u16) -> Client {
+        use std::io::BufRead;
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut c = Client {
+            reader: std::io::BufReader::new(s),
+            tag: 0,
+        };
+        let mut greeting = String::new();
+        c.reader.read_line(&mut greeting).unwrap();
+        c.send(format!("LOGIN support {}", servers::PASSWORD).as_bytes(), None);
+        c
+    }
+
+    fn send(&mut self, cmd: &[u8], literal: Option<&[u8]>) -> Vec<String> {
+        use std::io::{BufRead, Write};
+        self.tag += 1;
+        let tag = format!("b{}", self.tag);
+        let mut line = format!("{tag} ").into_bytes();
+        line.extend_from_slice(cmd);
+        line.extend_from_slice(b"\r\n");
+        self.reader.get_mut().write_all(&line).unwrap();
+        if let Some(lit) = literal {
+            let mut cont = String::new();
+            self.reader.read_line(&mut cont).unwrap();
+            self.reader.get_mut().write_all(lit).unwrap();
+            self.reader.get_mut().write_all(b"\r\n").unwrap();
+        }
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.reader.read_line(&mut l).unwrap();
+            if l.starts_with(&format!("{tag} ")) {
+                return lines;
+            }
+            lines.push(l);
+        }
+    }
+
+    fn append(&mut self, mail: &[u8]) {
+        let cmd = format!("APPEND INBOX {{{}}}", mail.len());
+        self.send(cmd.as_bytes(), Some(mail));
+    }
+
+    fn count(&mut self, folder: &str) -> u32 {
+        let lines = self.send(format!("STATUS {folder} (MESSAGES)").as_bytes(), None);
+        lines
+            .iter()
+            .find(|l| l.starts_with("* STATUS"))
+            .and_then(|l| l.rsplit("MESSAGES ").next())
+            .and_then(|r| r.trim_end().trim_end_matches(')').parse().ok())
+            .unwrap_or(0)
+    }
+}
