@@ -29,8 +29,13 @@ fn main() {
     );
     let rounds = if full { 5 } else { 1 };
 
-    let parse = median((0..rounds).map(|_| bare_parse(&mails)).collect());
-    let ingest = median((0..rounds).map(|_| pipeline_ingest(&mails)).collect());
+    // Interleaved rounds, so drift in machine load hits both sides alike.
+    let (mut parses, mut ingests) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        parses.push(bare_parse(&mails));
+        ingests.push(pipeline_ingest(&mails));
+    }
+    let (parse, ingest) = (median(parses), median(ingests));
     println!(
         "bare mail-parser parse: {:>10.0} mails/s (median of {rounds})",
         mails.len() as f64 / parse

@@ -7,7 +7,7 @@ use crate::pipeline::{Pipeline, mail_event};
 use crate::store::{OutboxEntry, StoreError, TreeName, WriteSet};
 use jiff::Timestamp;
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Serialize;
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Mailer {
-    /// An SMTP server.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// An SMTP server, with the longest time one delivery may take.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, std::time::Duration),
     /// A folder of `.eml` files.
     File(PathBuf),
 }
@@ -75,9 +75,12 @@ impl Mailer {
                     .timeout(Some(s.timeout));
                 if let (Some(user), Some(pass)) = (&s.username, &s.password) {
                     let pass = pass.load()?;
-                    b = b.credentials(Credentials::new(user.clone(), pass.expose().to_string()));
+                    b = b
+                        .credentials(Credentials::new(user.clone(), pass.expose().to_string()))
+                        .authentication(vec![Mechanism::Plain, Mechanism::Login]);
                 }
-                Ok(Mailer::Smtp(b.build()))
+                // One delivery is a handful of commands; past this it is stuck, not slow.
+                Ok(Mailer::Smtp(b.build(), s.timeout * 4))
             }
         }
     }
@@ -107,7 +110,7 @@ impl Mailer {
                     message: format!("cannot write {}: {e}", path.display()),
                 })
             }
-            Mailer::Smtp(transport) => {
+            Mailer::Smtp(transport, limit) => {
                 let parse = |a: &str| {
                     a.parse::<lettre::Address>().map_err(|e| SendError {
                         permanent: true,
@@ -119,14 +122,16 @@ impl Mailer {
                     permanent: true,
                     message: e.to_string(),
                 })?;
-                transport
-                    .send_raw(&envelope, bytes)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| SendError {
+                match tokio::time::timeout(*limit, transport.send_raw(&envelope, bytes)).await {
+                    Ok(result) => result.map(|_| ()).map_err(|e| SendError {
                         permanent: e.is_permanent(),
                         message: e.to_string(),
-                    })
+                    }),
+                    Err(_) => Err(SendError {
+                        permanent: false,
+                        message: format!("SMTP delivery did not finish within {} s", limit.as_secs()),
+                    }),
+                }
             }
         }
     }

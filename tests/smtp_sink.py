@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A test SMTP server (aiosmtpd) that writes each message it accepts to a folder.
 
-Usage: smtp_sink.py PORT OUTDIR
+Usage: smtp_sink.py PORT OUTDIR [--starttls CERT KEY | --implicit CERT KEY] [--auth USER:PASS]
 
 Each accepted message becomes OUTDIR/NNNNNN.eml, with OUTDIR/NNNNNN.json holding
 the envelope. To make it fail, write OUTDIR/control.json, e.g.
@@ -15,6 +15,7 @@ import os
 import sys
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Sink:
@@ -72,8 +73,38 @@ class Sink:
 def main():
     port = int(sys.argv[1])
     outdir = sys.argv[2]
+    args = sys.argv[3:]
     os.makedirs(outdir, exist_ok=True)
-    controller = Controller(Sink(outdir), hostname="127.0.0.1", port=port)
+    kwargs = {}
+    while args:
+        opt = args.pop(0)
+        if opt in ("--starttls", "--implicit"):
+            import ssl
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(args.pop(0), args.pop(0))
+            if opt == "--starttls":
+                kwargs["tls_context"] = ctx
+                kwargs["require_starttls"] = True
+            else:
+                kwargs["ssl_context"] = ctx
+                # aiosmtpd does not see implicit TLS as TLS when deciding to offer AUTH.
+                kwargs["auth_require_tls"] = False
+        elif opt == "--auth":
+            user, password = args.pop(0).split(":", 1)
+
+            def authenticator(server, session, envelope, mechanism, auth_data):
+                ok = (
+                    isinstance(auth_data, LoginPassword)
+                    and auth_data.login.decode() == user
+                    and auth_data.password.decode() == password
+                )
+                return AuthResult(success=ok, handled=False)
+
+            kwargs["authenticator"] = authenticator
+            kwargs["auth_required"] = True
+        else:
+            sys.exit("unknown option " + opt)
+    controller = Controller(Sink(outdir), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     print("READY", flush=True)
     try:

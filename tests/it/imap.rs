@@ -379,3 +379,54 @@ fn imaps_and_starttls_with_a_private_ca() {
     daemon.stop();
     assert_eq!(desk.tickets().len(), 2);
 }
+
+#[test]
+fn uidvalidity_change_rereads_the_folder_and_dedupe_keeps_one_copy() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap(
+            "support",
+            "support@example.com",
+            dovecot.port,
+            "support",
+            ", folder = \"Support\"",
+        )
+        .smtp(smtp.port)
+        .build();
+    let mut imap = Imap::login(dovecot.port, "support");
+    imap.cmd("CREATE Support");
+    let first = mail(
+        "bob@customer.test",
+        "support@example.com",
+        "First",
+        "uv1@customer.test",
+        "",
+        "x",
+    );
+    imap.append("Support", &first);
+    let daemon = desk.start();
+    daemon.wait(30, "the first mail", || imap.count("Processed") == 1);
+    daemon.stop();
+    // The folder is recreated: new UIDVALIDITY, UIDs start again, and an old mail comes back.
+    imap.cmd("DELETE Support");
+    imap.cmd("CREATE Support");
+    imap.append("Support", &first);
+    imap.append(
+        "Support",
+        &mail(
+            "carol@customer.test",
+            "support@example.com",
+            "Second",
+            "uv2@customer.test",
+            "",
+            "x",
+        ),
+    );
+    let daemon = desk.start();
+    daemon.wait(30, "the recreated folder to be read", || imap.count("Support") == 0);
+    let log = daemon.stop();
+    assert!(log.contains("UIDVALIDITY changed"), "{log}");
+    assert_eq!(desk.tickets().len(), 2);
+    assert_eq!(smtp.received().len(), 2);
+}

@@ -269,3 +269,57 @@ fn ingest_from_stdin_and_exit_75_while_the_store_is_held() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     daemon.stop();
 }
+
+#[test]
+fn smtp_starttls_and_implicit_tls_with_auth_and_a_private_ca() {
+    let dir = crate::servers::temp_dir("smtp-cert");
+    let (cert, key) = crate::servers::make_cert(&dir);
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    for mode in ["starttls", "implicit"] {
+        let smtp = Smtp::start_with(&[&format!("--{mode}"), c, k, "--auth", "desk:s3cret"]);
+        std::fs::write(dir.join("smtp.pass"), "s3cret\n").unwrap();
+        let desk = DeskConfig::new()
+            .extra(&format!(
+                "[outgoing]\nsmtp = {{ host = \"localhost\", port = {}, tls = \"{mode}\", ca_file = \"{c}\", username = \"desk\", password_file = \"{}\" }}\n",
+                smtp.port,
+                dir.join("smtp.pass").display()
+            ))
+            .no_outgoing()
+            .build();
+        let s = desk.ingest(&[&mail(
+            "bob@customer.test",
+            "support@example.com",
+            "secure",
+            "sec@customer.test",
+            "",
+            "x",
+        )]);
+        let log = std::fs::read_to_string(desk.dir.join("last-ingest.log")).unwrap_or_default();
+        assert_eq!(s["sent"]["sent"], 1, "{mode}: {s}\n{log}");
+        assert_eq!(smtp.received().len(), 1, "{mode}");
+    }
+    // A wrong password is a failure recorded on the ticket, not a crash.
+    let smtp = Smtp::start_with(&["--starttls", c, k, "--auth", "desk:s3cret"]);
+    std::fs::write(dir.join("bad.pass"), "wrong\n").unwrap();
+    let desk = DeskConfig::new()
+        .extra(&format!(
+            "[outgoing]\nsmtp = {{ host = \"localhost\", port = {}, tls = \"starttls\", ca_file = \"{c}\", username = \"desk\", password_file = \"{}\" }}\nmax_attempts = 1\n",
+            smtp.port,
+            dir.join("bad.pass").display()
+        ))
+        .no_outgoing()
+        .build();
+    let s = desk.ingest(&[&mail(
+        "bob@customer.test",
+        "support@example.com",
+        "secure",
+        "sec2@customer.test",
+        "",
+        "x",
+    )]);
+    assert_eq!(s["sent"]["failed"], 1, "{s}");
+    let log = std::fs::read_to_string(desk.dir.join("last-ingest.log")).unwrap_or_default();
+    assert!(log.contains("535"), "the server's refusal is reported: {log}");
+    assert!(event_kinds(&desk.show(1)).contains(&"mail_failed".to_string()));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -205,7 +205,7 @@ impl Drop for Dovecot {
 }
 
 /// A self-signed end-entity certificate for 127.0.0.1 and localhost.
-fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let out = Command::new("openssl")
@@ -248,6 +248,11 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn start() -> Smtp {
+        Self::start_with(&[])
+    }
+
+    /// Starts the sink with extra options (`--starttls CERT KEY`, `--implicit CERT KEY`, `--auth USER:PASS`).
+    pub fn start_with(options: &[&str]) -> Smtp {
         let dir = temp_dir("smtp");
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py");
@@ -255,6 +260,7 @@ impl Smtp {
             .arg(script)
             .arg(port.to_string())
             .arg(&dir)
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(dir.join("stderr")).unwrap())
@@ -267,7 +273,9 @@ impl Smtp {
             "smtp sink failed: {}",
             fs::read_to_string(dir.join("stderr")).unwrap_or_default()
         );
-        wait_for_greeting(port, "220", "smtp sink", &dir.join("stderr"));
+        if !options.contains(&"--implicit") {
+            wait_for_greeting(port, "220", "smtp sink", &dir.join("stderr"));
+        }
         Smtp { port, dir, child }
     }
 

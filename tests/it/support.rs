@@ -53,6 +53,12 @@ impl DeskConfig {
         self
     }
 
+    /// Leaves `[outgoing]` to `extra`.
+    pub fn no_outgoing(mut self) -> Self {
+        self.outgoing = "\n".into();
+        self
+    }
+
     pub fn extra(mut self, text: &str) -> Self {
         self.extra.push_str(text);
         self.extra.push('\n');
@@ -116,13 +122,27 @@ impl Desk {
 
     /// Writes mails as files and ingests them; returns the JSON summary.
     pub fn ingest(&self, mails: &[&str]) -> Value {
+        self.ingest_args(mails, &[])
+    }
+
+    /// `ingest` with extra arguments.
+    pub fn ingest_args(&self, mails: &[&str], extra: &[&str]) -> Value {
         let dir = self.dir.join(format!("in-{}", rand_u64()));
         fs::create_dir_all(&dir).unwrap();
         for (i, m) in mails.iter().enumerate() {
             fs::write(dir.join(format!("{i:04}.eml")), m).unwrap();
         }
-        let out = self.ok(&["ingest", "--json", dir.to_str().unwrap()]);
-        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+        let mut args = vec!["ingest", "--json", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "ingest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::write(self.dir.join("last-ingest.log"), &out.stderr);
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
     }
 
     pub fn show(&self, id: u64) -> Value {
