@@ -32,6 +32,8 @@ pub struct Config {
     pub automation: Automation,
     /// `[templates]`.
     pub templates: Templates,
+    /// `[security]`.
+    pub security: Security,
     /// `[limits]`.
     pub limits: Limits,
     /// `[[agent]]`.
@@ -181,6 +183,17 @@ pub struct Automation {
     pub reopen_window: Duration,
     /// At most this many acknowledgements per recipient per hour.
     pub ack_limit_per_hour: u32,
+    /// Notifications carry the ticket's signed plus-address as Reply-To (off for providers without subaddressing).
+    pub plus_addressing: bool,
+    /// A second agent replying within this time of another is told a reply already went out.
+    pub collision_window: Duration,
+}
+
+/// `[security]`.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// authserv-ids whose `Authentication-Results` (DKIM/DMARC pass) vouch for an agent's From.
+    pub trusted_authserv_ids: Vec<String>,
 }
 
 /// `[templates]`.
@@ -188,6 +201,8 @@ pub struct Automation {
 pub struct Templates {
     /// The acknowledgement of a new ticket.
     pub acknowledgement: Template,
+    /// Canned responses for `#template NAME`, with `{{placeholders}}`.
+    pub canned: std::collections::BTreeMap<String, String>,
 }
 
 /// A mail template with `{{placeholders}}`.
@@ -290,7 +305,43 @@ impl SecretSource {
     }
 }
 
+impl Agent {
+    /// The agent's name reduced to lowercase letters and digits: used in signed tokens.
+    pub fn slug(&self) -> String {
+        slug(&self.name)
+    }
+}
+
+/// Lowercase ASCII letters and digits of a name.
+pub fn slug(name: &str) -> String {
+    name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase()
+}
+
 impl Config {
+    /// The agent by slug.
+    pub fn agent_by_slug(&self, slug: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.slug() == slug)
+    }
+
+    /// The agent by name (case-insensitive) or address.
+    pub fn agent_by_name_or_email(&self, who: &str) -> Option<&Agent> {
+        let who = who.trim();
+        self.agents
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(who) || a.slug() == slug(who))
+            .or_else(|| self.agent_by_email(who))
+    }
+
+    /// The agents who work a queue.
+    pub fn queue_agents(&self, queue: &str) -> Vec<&Agent> {
+        self.agents.iter().filter(|a| a.queues.iter().any(|q| q == queue)).collect()
+    }
+
+    /// The queue configuration by name.
+    pub fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+
     /// The agent that writes from `email`, if any.
     pub fn agent_by_email(&self, email: &str) -> Option<&Agent> {
         let email = email.to_ascii_lowercase();
@@ -457,6 +508,8 @@ struct RawConfig {
     #[serde(default)]
     limits: Option<RawLimits>,
     #[serde(default)]
+    security: Option<RawSecurity>,
+    #[serde(default)]
     agent: Vec<Spanned<RawAgent>>,
     #[serde(default)]
     queue: Vec<Spanned<RawQueue>>,
@@ -581,12 +634,23 @@ struct RawAutomation {
     acknowledge: Option<bool>,
     reopen_window: Option<Spanned<String>>,
     ack_limit_per_hour: Option<u32>,
+    plus_addressing: Option<bool>,
+    collision_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTemplates {
     acknowledgement: Option<Spanned<RawTemplate>>,
+    #[serde(default)]
+    canned: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    #[serde(default)]
+    trusted_authserv_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -879,18 +943,26 @@ impl Validator<'_> {
             acknowledge: None,
             reopen_window: None,
             ack_limit_per_hour: None,
+            plus_addressing: None,
+            collision_window: None,
         });
         let automation = Automation {
             acknowledge: ra.acknowledge.unwrap_or(true),
             reopen_window: self.duration(&ra.reopen_window, Duration::from_secs(7 * 86_400)),
             ack_limit_per_hour: ra.ack_limit_per_hour.unwrap_or(5),
+            plus_addressing: ra.plus_addressing.unwrap_or(true),
+            collision_window: self.duration(&ra.collision_window, Duration::from_secs(10 * 60)),
         };
 
         let mut acknowledgement = Template {
             subject: DEFAULT_ACK_SUBJECT.into(),
             body: DEFAULT_ACK_BODY.into(),
         };
-        if let Some(t) = raw.templates.and_then(|t| t.acknowledgement) {
+        let (raw_ack, canned) = match raw.templates {
+            Some(t) => (t.acknowledgement, t.canned),
+            None => (None, Default::default()),
+        };
+        if let Some(t) = raw_ack {
             let tspan = t.span();
             let t = t.into_inner();
             if let Some(s) = t.subject {
@@ -938,8 +1010,11 @@ impl Validator<'_> {
             let aspan = a.span();
             let a = a.into_inner();
             let name = a.name.get_ref().clone();
-            if agents.iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
+            if agents.iter().any(|o| o.name.eq_ignore_ascii_case(&name) || slug(&o.name) == slug(&name)) {
                 self.problem(a.name.span().start, format!("agent {name:?} is defined twice"));
+            }
+            if slug(&name).is_empty() {
+                self.problem(a.name.span().start, format!("agent name {name:?} needs at least one letter or digit"));
             }
             let mut emails = Vec::new();
             for e in a.email.iter().chain(a.emails.iter()) {
@@ -981,7 +1056,13 @@ impl Validator<'_> {
             mailboxes,
             outgoing,
             automation,
-            templates: Templates { acknowledgement },
+            templates: Templates { acknowledgement, canned },
+            security: Security {
+                trusted_authserv_ids: raw
+                    .security
+                    .map(|s| s.trusted_authserv_ids.into_iter().map(|i| i.to_ascii_lowercase()).collect())
+                    .unwrap_or_default(),
+            },
             limits,
             agents,
             queues,

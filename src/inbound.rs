@@ -34,6 +34,8 @@ pub struct InboundMessage {
     pub text: String,
     /// Attachment file names (or content types when unnamed).
     pub attachments: Vec<String>,
+    /// Attachments with their bytes, for relaying.
+    pub attachment_parts: Vec<crate::outgoing::Attachment>,
     /// Top-level content type, lowercase, like `multipart/report`.
     pub content_type: String,
     /// `report-type` parameter of a `multipart/report`.
@@ -176,6 +178,18 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
             })
         })
         .collect();
+    let attachment_parts = message
+        .attachments()
+        .map(|p| crate::outgoing::Attachment {
+            name: p.attachment_name().unwrap_or("attachment").to_string(),
+            content_type: p
+                .content_type()
+                .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("octet-stream")))
+                .unwrap_or_else(|| "application/octet-stream".into())
+                .to_ascii_lowercase(),
+            data: p.contents().to_vec(),
+        })
+        .collect();
     let (content_type, report_type) = match message.root_part().content_type() {
         Some(c) => (
             format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase(),
@@ -213,6 +227,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         headers,
         text,
         attachments,
+        attachment_parts,
         content_type,
         report_type,
         delivery_report,

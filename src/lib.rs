@@ -6,6 +6,7 @@
 //! `sender`, `ingest`, `daemon`, `cli`) that does. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod classify;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod ingest;
 pub mod model;
 pub mod outgoing;
 pub mod pipeline;
+pub mod reply;
 pub mod sender;
 pub mod source;
 pub mod store;

@@ -166,9 +166,23 @@ pub struct Ticket {
     pub sla: Sla,
     /// Satisfaction rating 1–5, once the customer gave one.
     pub csat: Option<u8>,
+    /// Agents (by name) who replied or wrote notes: internal notes go to them.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// The last public agent reply: who and when (collision warnings).
+    #[serde(default)]
+    pub last_agent_reply: Option<(String, Timestamp)>,
+    /// The Message-ID of the latest mail in the customer-facing thread (our relays answer it).
+    #[serde(default)]
+    pub last_public_message_id: Option<String>,
 }
 
 impl Ticket {
+    /// Whether the ticket counts towards its assignee's open load.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, Status::New | Status::Open | Status::Pending)
+    }
+
     /// Whether `email` is the requester or a participant.
     pub fn is_participant(&self, email: &str) -> bool {
         let email = email.to_ascii_lowercase();
@@ -230,6 +244,9 @@ pub struct MessageRecord {
     /// Attachment names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<String>,
+    /// Why the message is flagged (a forged agent From), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<String>,
 }
 
 /// One entry of a ticket's append-only event log.

@@ -38,6 +38,34 @@ pub struct OutgoingMail {
     pub date: Timestamp,
     /// Value of our loop header.
     pub loop_value: String,
+    /// Files to attach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to a mail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name.
+    pub name: String,
+    /// MIME type, like `application/pdf`.
+    pub content_type: String,
+    /// The bytes (base64 in the outbox record).
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+mod base64_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::base64(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::base64_decode(&text).ok_or_else(|| serde::de::Error::custom("bad base64"))
+    }
 }
 
 impl OutgoingMail {
@@ -70,10 +98,34 @@ impl OutgoingMail {
         push(&mut h, LOOP_HEADER, &sanitize(&self.loop_value));
         push(&mut h, "X-Postdesk-Ticket", &self.ticket.to_string());
         push(&mut h, "MIME-Version", "1.0");
-        push(&mut h, "Content-Type", "text/plain; charset=utf-8");
-        push(&mut h, "Content-Transfer-Encoding", "quoted-printable");
+        if self.attachments.is_empty() {
+            push(&mut h, "Content-Type", "text/plain; charset=utf-8");
+            push(&mut h, "Content-Transfer-Encoding", "quoted-printable");
+            h.push_str("\r\n");
+            h.push_str(&quoted_printable(&self.body));
+            return h.into_bytes();
+        }
+        let boundary = format!("=_pd_{}", sanitize(&self.message_id).replace(['@', '<', '>', ' '], "_"));
+        push(&mut h, "Content-Type", &format!("multipart/mixed; boundary=\"{boundary}\""));
         h.push_str("\r\n");
+        h.push_str(&format!("--{boundary}\r\n"));
+        h.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n");
         h.push_str(&quoted_printable(&self.body));
+        for a in &self.attachments {
+            let name = sanitize(&a.name).replace(['"', '\\'], "_");
+            let name = if name.is_ascii() { format!("\"{name}\"") } else { format!("\"{}\"", encode_word(&name)) };
+            h.push_str(&format!("--{boundary}\r\n"));
+            h.push_str(&format!(
+                "Content-Type: {}; name={name}\r\nContent-Disposition: attachment; filename={name}\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+                sanitize(&a.content_type)
+            ));
+            let encoded = base64(&a.data);
+            for chunk in encoded.as_bytes().chunks(76) {
+                h.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+                h.push_str("\r\n");
+            }
+        }
+        h.push_str(&format!("--{boundary}--\r\n"));
         h.into_bytes()
     }
 
@@ -160,6 +212,31 @@ pub fn base64(bytes: &[u8]) -> String {
         });
     }
     out
+}
+
+/// Decodes standard base64 (padding optional, white space ignored).
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\r' | b'\n' | b' ' => continue,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
 }
 
 /// Quoted-printable (RFC 2045) with CRLF line ends and soft breaks at 76.
@@ -250,6 +327,7 @@ mod tests {
             auto_submitted: true,
             date: "2026-11-23T12:00:00Z".parse().unwrap(),
             loop_value: "example.com".into(),
+            attachments: Vec::new(),
         };
         let text = String::from_utf8(mail.render()).unwrap();
         assert!(!text.contains("\r\nBcc:"), "{text}");

@@ -168,6 +168,22 @@ impl Pipeline {
         if class.bounce {
             return self.bounce(w, raw, &raw_key, &msg, origin, now);
         }
+        // An agent's address alone proves nothing: without a token of ours or a
+        // trusted DKIM/DMARC pass the mail is a customer's, flagged.
+        let mut class = class;
+        let mut agent_proof: Option<(crate::config::Agent, String)> = None;
+        let mut forged_agent = None;
+        if let Sender::Agent(name) = &class.sender {
+            let agent = self.config.agent_by_name_or_email(name).cloned().expect("classified agents exist");
+            match crate::agent::authenticate(&msg, &agent, &self.signer, &self.config) {
+                Ok(proof) => agent_proof = Some((agent, proof)),
+                Err(why) => {
+                    tracing::warn!(agent = %agent.name, reason = %why, "mail from an agent address without proof");
+                    forged_agent = Some((agent.name.clone(), why));
+                    class.sender = Sender::Customer;
+                }
+            }
+        }
         let decision = self.decide(&msg, &class, now);
         let existing = match decision.outcome {
             Outcome::Existing(id) | Outcome::NewLinked(id) => self.store.ticket(id)?,
@@ -184,12 +200,37 @@ impl Pipeline {
             acks_last_hour: self.store.acks_since(&from, hour_ago)?,
             sender_suppressed: self.store.suppressed(&from, now)?,
             nonce: format!("{:x}", self.store.next_seq()?),
+            loads: self.store.loads()?,
+            last_round_robin: None,
+            forged_agent,
         };
-        let applied = apply_inbound(existing, new_id, &msg, &class, &decision, &raw_key, &cx);
+        let before = existing.clone();
+        let applied = match (&agent_proof, decision.outcome, existing) {
+            (Some((agent, proof)), Outcome::Existing(_), Some(ticket)) => {
+                crate::ticket::apply_agent_reply(ticket, &msg, agent, proof, &raw_key, &cx)
+            }
+            (_, _, existing) => {
+                let queue = self
+                    .config
+                    .mailbox(&origin.mailbox)
+                    .map(|m| m.queue.clone())
+                    .unwrap_or_else(|| "general".into());
+                let cx = ApplyContext {
+                    last_round_robin: self.store.round_robin(&queue)?,
+                    ..cx.clone()
+                };
+                apply_inbound(existing, new_id, &msg, &class, &decision, &raw_key, &cx)
+            }
+        };
+        let before = if applied.created { None } else { before };
         let id = applied.ticket.id;
         if applied.created {
             Store::set_next_ticket_id(&mut w, TicketId(new_id.0 + 1));
         }
+        if let Some((queue, agent)) = &applied.round_robin {
+            Store::set_round_robin(&mut w, queue, agent);
+        }
+        self.store.update_load(&mut w, before.as_ref(), &applied.ticket)?;
         w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
         self.index_message(&mut w, &msg, id)?;
         Store::put_ticket(&mut w, &applied.ticket);
@@ -242,23 +283,29 @@ impl Pipeline {
                 stored: true,
             },
         );
-        if mail.purpose == "acknowledgement" {
+        if mail.auto_submitted {
             for r in &mail.to {
                 Store::put_ack(w, &r.email, now, seq);
             }
         }
+        let kind = match mail.purpose.as_str() {
+            "relay" => MessageKind::Agent,
+            "note" => MessageKind::Note,
+            _ => MessageKind::System,
+        };
         let record = MessageRecord {
             message_id: mail.message_id.clone(),
             from: mail.from.clone(),
             to: mail.to.clone(),
             date: now,
             direction: Direction::Outbound,
-            kind: MessageKind::System,
+            kind,
             subject: mail.subject.clone(),
             text: mail.body.clone(),
             raw_key: None,
             auto_reason: None,
-            attachments: Vec::new(),
+            attachments: mail.attachments.iter().map(|a| a.name.clone()).collect(),
+            flagged: None,
         };
         self.store.add_message(w, mail.ticket, &record)
     }

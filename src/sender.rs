@@ -195,7 +195,8 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
             }
         }
         pipeline.store.commit(&w)?;
+        // Durable before the next send: a crash now resends nothing already delivered.
+        pipeline.store.flush()?;
     }
-    pipeline.store.flush()?;
     Ok(summary)
 }

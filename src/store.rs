@@ -67,9 +67,11 @@ pub enum TreeName {
     Acks,
     /// Address → suppressed until (hard bounces).
     Suppress,
+    /// Agent name → open tickets assigned.
+    Loads,
 }
 
-const TREE_NAMES: [&str; 13] = [
+const TREE_NAMES: [&str; 14] = [
     "meta",
     "tickets",
     "messages",
@@ -83,6 +85,7 @@ const TREE_NAMES: [&str; 13] = [
     "quarantine",
     "acks",
     "suppress",
+    "loads",
 ];
 
 /// An outgoing mail waiting in the outbox.
@@ -438,6 +441,52 @@ impl Store {
     /// Counts of each tree, for `status` and tests.
     pub fn tree_len(&self, name: TreeName) -> usize {
         self.tree(name).len()
+    }
+}
+
+impl Store {
+    /// Open tickets per agent.
+    pub fn loads(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        self.tree(TreeName::Loads)
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                let n = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]));
+                Ok((String::from_utf8_lossy(&k).into_owned(), n))
+            })
+            .collect()
+    }
+
+    /// Adjusts agent loads for a ticket that changed from `before` to `after`.
+    pub fn update_load(&self, w: &mut WriteSet, before: Option<&Ticket>, after: &Ticket) -> Result<(), StoreError> {
+        let counted = |t: &Ticket| t.assignee.clone().filter(|_| t.is_active());
+        let (old, new) = (before.and_then(counted), counted(after));
+        if old == new {
+            return Ok(());
+        }
+        let loads = self.loads()?;
+        if let Some(o) = &old {
+            let n = loads.get(o).copied().unwrap_or(0).saturating_sub(1);
+            w.put_raw(TreeName::Loads, o.as_bytes().to_vec(), n.to_be_bytes().to_vec());
+        }
+        if let Some(n) = &new {
+            let c = loads.get(n).copied().unwrap_or(0) + 1;
+            w.put_raw(TreeName::Loads, n.as_bytes().to_vec(), c.to_be_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    /// The agent a queue's round robin picked last.
+    pub fn round_robin(&self, queue: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree(TreeName::Meta)
+            .get(format!("rr:{queue}").as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Remembers the agent a queue's round robin picked.
+    pub fn set_round_robin(w: &mut WriteSet, queue: &str, agent: &str) {
+        w.put_raw(TreeName::Meta, format!("rr:{queue}").into_bytes(), agent.as_bytes().to_vec());
     }
 }
 

@@ -199,6 +199,9 @@ mod tests {
             linked: vec![],
             sla: Sla::default(),
             csat: None,
+            agents: vec![],
+            last_agent_reply: None,
+            last_public_message_id: None,
         }
     }
 

@@ -3,8 +3,12 @@
 //! new ticket and the effects (message to store, events to log, mails to
 //! queue). No I/O and no clock inside.
 
+use crate::agent::{
+    MailContext, agent_mail, apply_commands, assign, canned, choose_assignee, may_tell, notifications,
+};
 use crate::classify::{Classification, Sender};
-use crate::config::Config;
+use crate::config::{Agent, AssignStrategy, Config};
+use crate::reply::{Command, parse_reply, strip_quotes};
 use crate::inbound::InboundMessage;
 use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Priority, Sla, Status, Ticket, TicketId};
 use crate::outgoing::{OutgoingMail, TemplateValues, fill};
@@ -30,6 +34,12 @@ pub struct ApplyContext<'a> {
     pub sender_suppressed: bool,
     /// A unique value for generated Message-IDs.
     pub nonce: String,
+    /// Open tickets per agent (for assignment).
+    pub loads: std::collections::HashMap<String, u32>,
+    /// The agent the new ticket's queue assigned last (round robin).
+    pub last_round_robin: Option<String>,
+    /// Set when the From is an agent's address without proof: (agent name, why not).
+    pub forged_agent: Option<(String, String)>,
 }
 
 /// The result of applying a mail.
@@ -45,6 +55,8 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// Mails to queue.
     pub mails: Vec<OutgoingMail>,
+    /// The agent a queue's round robin picked, to remember for the next ticket.
+    pub round_robin: Option<(String, String)>,
 }
 
 /// Applies an inbound mail. `existing` is the ticket the decision names
@@ -87,6 +99,10 @@ pub fn apply_inbound(
             .clone()
             .or_else(|| class.bounce.then(|| "bounce".to_string())),
         attachments: msg.attachments.clone(),
+        flagged: cx
+            .forged_agent
+            .as_ref()
+            .map(|(name, why)| format!("From is agent {name}'s address but unproven: {why}")),
     };
     let mut events = Vec::new();
     let mut mails = Vec::new();
@@ -159,9 +175,17 @@ pub fn apply_inbound(
         }
     }
     ticket.updated_at = now;
+    let customer_mail = matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce;
+    if customer_mail && let Some(id) = &msg.message_id {
+        ticket.last_public_message_id = Some(id.clone());
+    }
 
     if created && cx.config.automation.acknowledge {
-        match ack_refusal(class, cx) {
+        let refusal = match &cx.forged_agent {
+            Some((name, _)) => Some(format!("sender uses agent {name}'s address")),
+            None => ack_refusal(class, cx),
+        };
+        match refusal {
             Some(why) => events.push(Event::new(now, "ack_suppressed", "system", &[("reason", json!(why))])),
             None => {
                 let mail = acknowledgement(&ticket, msg, cx);
@@ -176,12 +200,287 @@ pub fn apply_inbound(
         }
     }
 
+    let mail_cx = MailContext {
+        config: cx.config,
+        signer: cx.signer,
+        now,
+        nonce: &cx.nonce,
+    };
+    let mut round_robin = None;
+    if created && ticket.assignee.is_none() && cx.forged_agent.is_none() {
+        if let Some(agent) = choose_assignee(&ticket.queue, cx.config, &cx.loads, cx.last_round_robin.as_deref()) {
+            let how = match cx.config.queue(&ticket.queue).map(|q| q.assign) {
+                Some(AssignStrategy::RoundRobin) => {
+                    round_robin = Some((ticket.queue.clone(), agent.name.clone()));
+                    "round_robin"
+                }
+                _ => "least_open",
+            };
+            assign(&mut ticket, &agent.name, "system", how, now, &mut events);
+        } else if cx.config.queue(&ticket.queue).is_some_and(|q| q.assign != AssignStrategy::None) {
+            events.push(Event::new(
+                now,
+                "unassigned",
+                "system",
+                &[("reason", json!("every agent of the queue is at max_open"))],
+            ));
+        }
+    }
+    if customer_mail {
+        for n in notifications(&ticket, msg, created, &mail_cx) {
+            events.push(Event::new(
+                now,
+                "notified",
+                "system",
+                &[("to", json!(n.recipients())), ("message_id", json!(n.message_id))],
+            ));
+            mails.push(n);
+        }
+    }
+    if let Some((name, why)) = &cx.forged_agent {
+        events.push(Event::new(
+            now,
+            "forged_agent",
+            &actor,
+            &[("agent", json!(name)), ("reason", json!(why))],
+        ));
+        if let Some(agent) = cx.config.agent_by_name_or_email(name) {
+            let body = format!(
+                "A mail with your address in From reached ticket #{} without proof that you sent it
+({why}).
+It was stored as customer mail; no command was run and nothing was relayed.
+
+Subject: {}
+Message-ID: <{}>
+
+If you sent it, answer the notification mail of the ticket instead of writing a new mail.",
+                ticket.id, msg.subject, message.message_id
+            );
+            mails.push(agent_mail(
+                &ticket,
+                agent,
+                &cx.config.instance.name,
+                &format!("Security warning: mail sent as you ({})", ticket.subject),
+                &body,
+                "security_warning",
+                true,
+                1009,
+                None,
+                &mail_cx,
+            ));
+        }
+    }
+
     Applied {
         ticket,
         created,
         message,
         events,
         mails,
+        round_robin,
+    }
+}
+
+/// Applies an authenticated agent's reply: quotes stripped, commands run, the
+/// rest relayed to the requester and participants (or, with `#note`, kept
+/// internal and sent to the other agents on the ticket).
+pub fn apply_agent_reply(
+    mut ticket: Ticket,
+    msg: &InboundMessage,
+    agent: &Agent,
+    proof: &str,
+    message_key: &str,
+    cx: &ApplyContext<'_>,
+) -> Applied {
+    let now = cx.now;
+    let config = cx.config;
+    let mail_cx = MailContext {
+        config,
+        signer: cx.signer,
+        now,
+        nonce: &cx.nonce,
+    };
+    let stripped = strip_quotes(&msg.text);
+    let snapshot = ticket.clone();
+    let parsed = parse_reply(&stripped, &|name| canned(name, &snapshot, config, agent));
+    let note = parsed.commands.contains(&Command::Note);
+    let public = !note && !parsed.body.is_empty();
+    let kind = if note { MessageKind::Note } else { MessageKind::Agent };
+    let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, &agent.emails[0]));
+    let message = MessageRecord {
+        message_id: msg.message_id.clone().unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        from,
+        to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
+        date: now,
+        direction: Direction::Inbound,
+        kind,
+        subject: msg.subject.clone(),
+        text: parsed.body.clone(),
+        raw_key: Some(message_key.to_string()),
+        auto_reason: None,
+        attachments: msg.attachments.clone(),
+        flagged: None,
+    };
+    let mut events = vec![Event::new(
+        now,
+        "message",
+        &agent.name,
+        &[
+            ("direction", json!("inbound")),
+            ("message_id", json!(message.message_id)),
+            ("message_kind", json!(kind)),
+            ("verified_by", json!(proof)),
+        ],
+    )];
+    let mut mails = Vec::new();
+    if !ticket.agents.contains(&agent.name) {
+        ticket.agents.push(agent.name.clone());
+    }
+    if public {
+        if let Some((other, at)) = ticket.last_agent_reply.clone()
+            && other != agent.name
+            && now.as_second() - at.as_second() < config.automation.collision_window.as_secs() as i64
+        {
+            let minutes = (now.as_second() - at.as_second()) / 60;
+            events.push(Event::new(now, "collision", &agent.name, &[("other", json!(other))]));
+            mails.push(agent_mail(
+                &ticket,
+                agent,
+                &config.instance.name,
+                &format!("Another reply went out ({})", ticket.subject),
+                &format!(
+                    "{other} replied to the customer on ticket #{} {minutes} minute(s) before you.
+Your reply was sent as well.",
+                    ticket.id
+                ),
+                "collision",
+                true,
+                1007,
+                None,
+                &mail_cx,
+            ));
+        }
+        let mut recipients = vec![ticket.requester.clone()];
+        recipients.extend(ticket.participants.iter().cloned());
+        let support = config.from_for(&ticket.mailbox).email;
+        let mut body = parsed.body.clone();
+        body.push_str(&format!("
+
+{}
+", cx.signer.body_token(ticket.id)));
+        let relay = OutgoingMail {
+            ticket: ticket.id,
+            purpose: "relay".into(),
+            from: Mailbox::new(Some(format!("{} via {}", agent.name, config.instance.name)), &support),
+            to: recipients,
+            reply_to: config
+                .automation
+                .plus_addressing
+                .then(|| cx.signer.plus_address(&support, ticket.id)),
+            subject: crate::subject::tagged(&ticket.subject, &config.instance.subject_tag, ticket.id.0),
+            body,
+            message_id: cx.signer.message_id(
+                ticket.id,
+                &format!("{}r", cx.nonce),
+                &config.instance.message_id_domain,
+            ),
+            in_reply_to: ticket.last_public_message_id.clone(),
+            references: ticket.last_public_message_id.iter().cloned().collect(),
+            auto_submitted: false,
+            date: now,
+            loop_value: crate::classify::loop_header_value(config),
+            attachments: msg.attachment_parts.clone(),
+        };
+        events.push(Event::new(
+            now,
+            "relayed",
+            &agent.name,
+            &[("message_id", json!(relay.message_id)), ("to", json!(relay.recipients()))],
+        ));
+        if ticket.first_response_at.is_none() {
+            ticket.first_response_at = Some(now);
+            events.push(Event::new(now, "first_response", &agent.name, &[]));
+        }
+        if ticket.status == Status::New {
+            ticket.status = Status::Open;
+            events.push(Event::new(
+                now,
+                "status",
+                &agent.name,
+                &[("from", json!("new")), ("to", json!("open")), ("reason", json!("agent replied"))],
+            ));
+        }
+        if ticket.assignee.is_none() {
+            assign(&mut ticket, &agent.name, &agent.name, "first reply", now, &mut events);
+        }
+        ticket.last_agent_reply = Some((agent.name.clone(), now));
+        ticket.last_public_message_id = Some(relay.message_id.clone());
+        mails.push(relay);
+    } else if note {
+        let mut others: Vec<&Agent> = Vec::new();
+        for name in ticket.agents.iter().chain(ticket.assignee.iter()) {
+            if let Some(a) = config.agent_by_name_or_email(name)
+                && a.name != agent.name
+                && !others.iter().any(|o| o.name == a.name)
+            {
+                others.push(a);
+            }
+        }
+        events.push(Event::new(now, "note", &agent.name, &[("to", json!(others.iter().map(|a| &a.name).collect::<Vec<_>>()))]));
+        for (i, other) in others.into_iter().enumerate() {
+            mails.push(agent_mail(
+                &ticket,
+                other,
+                &format!("{} (internal note) via {}", agent.name, config.instance.name),
+                &format!("Note: {}", ticket.subject),
+                &parsed.body,
+                "note",
+                false,
+                500 + i,
+                None,
+                &mail_cx,
+            ));
+        }
+    }
+    let (command_events, mut errors) = apply_commands(&mut ticket, &parsed.commands, agent, config, now);
+    events.extend(command_events);
+    errors.extend(parsed.errors.iter().cloned());
+    if !errors.is_empty() {
+        events.push(Event::new(now, "command_refused", &agent.name, &[("errors", json!(errors))]));
+        if may_tell(cx.acks_last_hour, config) {
+            let done = if public { "was relayed to the customer" } else { "was not relayed" };
+            let body = format!(
+                "Your reply to ticket #{} {done}, but these lines were not understood:
+
+{}
+
+Nothing of this message reached the customer.",
+                ticket.id,
+                errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("
+")
+            );
+            mails.push(agent_mail(
+                &ticket,
+                agent,
+                &config.instance.name,
+                &format!("Commands not understood ({})", ticket.subject),
+                &body,
+                "command_error",
+                true,
+                1008,
+                msg.message_id.as_deref(),
+                &mail_cx,
+            ));
+        }
+    }
+    ticket.updated_at = now;
+    Applied {
+        ticket,
+        created: false,
+        message,
+        events,
+        mails,
+        round_robin: None,
     }
 }
 
@@ -232,6 +531,7 @@ pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str,
         raw_key: Some(message_key.to_string()),
         auto_reason: Some("bounce".into()),
         attachments: msg.attachments.clone(),
+        flagged: None,
     };
     Applied {
         ticket,
@@ -239,6 +539,7 @@ pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str,
         message,
         events,
         mails: Vec::new(),
+        round_robin: None,
     }
 }
 
@@ -278,6 +579,9 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
         linked: Vec::new(),
         sla: Sla::default(),
         csat: None,
+        agents: Vec::new(),
+        last_agent_reply: None,
+        last_public_message_id: msg.message_id.clone(),
     }
 }
 
@@ -371,5 +675,6 @@ fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>)
         auto_submitted: true,
         date: cx.now,
         loop_value: crate::classify::loop_header_value(config),
+        attachments: Vec::new(),
     }
 }

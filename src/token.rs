@@ -50,35 +50,66 @@ impl Signer {
         format!("pd.{payload}.{}@{domain}", self.sign("mid", &payload))
     }
 
+    /// A Message-ID signed for one agent (`agent` is the agent's slug): an agent's
+    /// reply to it proves the reply answers mail we sent that agent.
+    pub fn agent_message_id(&self, ticket: TicketId, agent: &str, nonce: &str, domain: &str) -> String {
+        let payload = format!("{}.{}.{}", ticket.0, nonce, agent);
+        format!("pd.{payload}.{}@{domain}", self.sign("mid", &payload))
+    }
+
     /// The ticket of one of our Message-IDs, if the signature holds.
     pub fn parse_message_id(&self, id: &str) -> Option<TicketId> {
+        self.parse_message_id_full(id).map(|(t, _)| t)
+    }
+
+    /// The ticket and, for agent-signed ids, the agent slug of one of our Message-IDs.
+    pub fn parse_message_id_full(&self, id: &str) -> Option<(TicketId, Option<String>)> {
         let id = id.trim().trim_start_matches('<').trim_end_matches('>');
         let (local, _) = id.rsplit_once('@')?;
         let rest = local.strip_prefix("pd.")?;
         let (payload, sig) = rest.rsplit_once('.')?;
-        let (ticket, _nonce) = payload.split_once('.')?;
-        let ticket: u64 = ticket.parse().ok()?;
-        self.verify("mid", payload, sig).then_some(TicketId(ticket))
+        let parts: Vec<&str> = payload.split('.').collect();
+        let ticket: u64 = parts.first()?.parse().ok()?;
+        let agent = match parts.len() {
+            2 => None,
+            3 => Some(parts[2].to_string()),
+            _ => return None,
+        };
+        self.verify("mid", payload, sig).then_some((TicketId(ticket), agent))
     }
 
     /// The signed plus-address of a ticket on a support address: `support+1042.k3j9...@example.com`.
     pub fn plus_address(&self, support: &str, ticket: TicketId) -> String {
         let (local, domain) = crate::config::split_address(support);
         let local = local.split('+').next().unwrap_or(local);
-        format!(
-            "{local}+{}.{}@{domain}",
-            ticket.0,
-            self.sign("plus", &ticket.0.to_string())
-        )
+        format!("{local}+{}.{}@{domain}", ticket.0, self.sign("plus", &ticket.0.to_string()))
+    }
+
+    /// The plus-address of a ticket signed for one agent: `support+1042.alice.k3j9...@example.com`.
+    pub fn agent_plus_address(&self, support: &str, ticket: TicketId, agent: &str) -> String {
+        let (local, domain) = crate::config::split_address(support);
+        let local = local.split('+').next().unwrap_or(local);
+        let payload = format!("{}.{agent}", ticket.0);
+        format!("{local}+{payload}.{}@{domain}", self.sign("plus", &payload))
     }
 
     /// The ticket of a signed plus-address, if the signature holds.
     pub fn parse_plus_address(&self, address: &str) -> Option<TicketId> {
+        self.parse_plus_address_full(address).map(|(t, _)| t)
+    }
+
+    /// The ticket and, for agent addresses, the agent slug of a signed plus-address.
+    pub fn parse_plus_address_full(&self, address: &str) -> Option<(TicketId, Option<String>)> {
         let (local, _) = address.rsplit_once('@')?;
         let (_, tag) = local.split_once('+')?;
-        let (ticket, sig) = tag.split_once('.')?;
+        let tag = tag.to_ascii_lowercase();
+        let (payload, sig) = tag.rsplit_once('.')?;
+        let (ticket, agent) = match payload.split_once('.') {
+            Some((t, a)) => (t, Some(a.to_string())),
+            None => (payload, None),
+        };
         let n: u64 = ticket.parse().ok()?;
-        self.verify("plus", ticket, sig).then_some(TicketId(n))
+        self.verify("plus", payload, sig).then_some((TicketId(n), agent))
     }
 
     /// The reference line we put in the bodies of our mail: `[ref:1042.k3j9...]`.
@@ -157,6 +188,22 @@ mod tests {
         assert_eq!(s.parse_plus_address(&a.to_uppercase()), Some(TicketId(7)));
         assert_eq!(s.parse_plus_address("support+7.aaaaaaaaaa@example.com"), None);
         assert_eq!(s.parse_plus_address("support@example.com"), None);
+    }
+
+    #[test]
+    fn agent_tokens_round_trip_and_refusals() {
+        let s = signer();
+        let id = s.agent_message_id(TicketId(5), "alice", "n9", "example.com");
+        assert_eq!(s.parse_message_id_full(&id), Some((TicketId(5), Some("alice".to_string()))));
+        assert_eq!(s.parse_message_id(&id), Some(TicketId(5)));
+        // Swapping the agent breaks the signature.
+        assert_eq!(s.parse_message_id_full(&id.replace(".alice.", ".mallory.")), None);
+        let plus = s.agent_plus_address("support@example.com", TicketId(5), "alice");
+        assert_eq!(s.parse_plus_address_full(&plus), Some((TicketId(5), Some("alice".to_string()))));
+        assert_eq!(s.parse_plus_address_full(&plus.replace(".alice.", ".bob.")), None);
+        // The customer-facing forms carry no agent.
+        let customer = s.plus_address("support@example.com", TicketId(5));
+        assert_eq!(s.parse_plus_address_full(&customer), Some((TicketId(5), None)));
     }
 
     #[test]

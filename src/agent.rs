@@ -1,0 +1,373 @@
+//! The agent side of a ticket, all pure: who may act as an agent, who gets a
+//! new ticket, the mail agents receive, and what an agent's reply does.
+
+use crate::config::{AssignStrategy, Agent, Config};
+use crate::inbound::InboundMessage;
+use crate::model::{Event, Mailbox, Status, Ticket, TicketId};
+use crate::outgoing::{OutgoingMail, TemplateValues, fill};
+use crate::reply::{Command, REPLY_MARKER};
+use crate::token::Signer;
+use jiff::Timestamp;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// Decides whether mail from an agent's address really comes from that agent:
+/// a token of ours signed for this agent (the Message-ID it answers, or the
+/// reply address), or a trusted `Authentication-Results` with DKIM or DMARC
+/// pass aligned with the From domain. `Ok` carries the proof, `Err` why not.
+pub fn authenticate(msg: &InboundMessage, agent: &Agent, signer: &Signer, config: &Config) -> Result<String, String> {
+    let slug = agent.slug();
+    for id in msg.referenced_ids() {
+        if let Some((_, Some(a))) = signer.parse_message_id_full(id)
+            && a == slug
+        {
+            return Ok(format!("answers <{id}>, signed for {}", agent.name));
+        }
+    }
+    for rcpt in msg.to.iter().chain(msg.cc.iter()) {
+        if let Some((_, Some(a))) = signer.parse_plus_address_full(&rcpt.email)
+            && a == slug
+        {
+            return Ok(format!("sent to {}, signed for {}", rcpt.email, agent.name));
+        }
+    }
+    let from_domain = msg
+        .from
+        .as_ref()
+        .and_then(|m| m.email.rsplit_once('@').map(|(_, d)| d.to_string()))
+        .unwrap_or_default();
+    // Only the topmost Authentication-Results: the one our receiving MTA prepended.
+    if let Some(ar) = msg.header("authentication-results") {
+        let authserv = ar.split(';').next().unwrap_or("").split_whitespace().next().unwrap_or("");
+        let authserv = authserv.to_ascii_lowercase();
+        if !config.security.trusted_authserv_ids.contains(&authserv) {
+            return Err(format!(
+                "no token of ours for {}; Authentication-Results from untrusted authserv-id {authserv:?} ignored",
+                agent.name
+            ));
+        }
+        if let Some(how) = aligned_pass(ar, &from_domain) {
+            return Ok(format!("{how} for {from_domain}, per {authserv}"));
+        }
+        return Err(format!("no token of ours for {}; {authserv} reports no aligned DKIM or DMARC pass", agent.name));
+    }
+    Err(format!("no token of ours for {} and no trusted Authentication-Results", agent.name))
+}
+
+fn aligned_pass(ar: &str, from_domain: &str) -> Option<&'static str> {
+    let lower = ar.to_ascii_lowercase();
+    for clause in lower.split(';').skip(1) {
+        let clause = clause.trim();
+        let value_of = |key: &str| {
+            clause
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|v| v.trim_matches(|c| c == '"' || c == '@' || c == ')' || c == '(').to_string())
+        };
+        let aligned = |d: &str| !d.is_empty() && (from_domain == d || from_domain.ends_with(&format!(".{d}")));
+        if clause.starts_with("dkim=pass") && value_of("header.d=").or_else(|| value_of("header.i=")).is_some_and(|d| {
+            let d = d.rsplit('@').next().unwrap_or(&d).to_string();
+            aligned(&d)
+        }) {
+            return Some("DKIM pass");
+        }
+        if clause.starts_with("dmarc=pass") && value_of("header.from=").is_some_and(|d| d == from_domain) {
+            return Some("DMARC pass");
+        }
+    }
+    None
+}
+
+/// Picks the assignee of a new ticket in `queue` by the queue's strategy,
+/// skipping agents at their `max_open`. `loads` are open tickets per agent,
+/// `last` the agent the queue's round robin gave the previous ticket.
+pub fn choose_assignee<'a>(
+    queue: &str,
+    config: &'a Config,
+    loads: &HashMap<String, u32>,
+    last: Option<&str>,
+) -> Option<&'a Agent> {
+    let strategy = config.queue(queue).map(|q| q.assign).unwrap_or(AssignStrategy::None);
+    let agents = config.queue_agents(queue);
+    let load = |a: &Agent| loads.get(&a.name).copied().unwrap_or(0);
+    let free = |a: &&Agent| a.max_open.is_none_or(|m| load(a) < m);
+    match strategy {
+        AssignStrategy::None => None,
+        AssignStrategy::LeastOpen => agents.into_iter().filter(free).min_by_key(|a| load(a)),
+        AssignStrategy::RoundRobin => {
+            let start = last
+                .and_then(|l| agents.iter().position(|a| a.name == l))
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            let n = agents.len();
+            (0..n).map(|k| agents[(start + k) % n]).find(|a| free(a))
+        }
+    }
+}
+
+/// What the agent mail builder needs.
+#[derive(Clone, Debug)]
+pub struct MailContext<'a> {
+    /// Configuration.
+    pub config: &'a Config,
+    /// Signer.
+    pub signer: &'a Signer,
+    /// Now.
+    pub now: Timestamp,
+    /// A unique prefix for Message-IDs of this mail's effects.
+    pub nonce: &'a str,
+}
+
+/// A mail to one agent about a ticket: From the support address under
+/// `from_name`, Reply-To the ticket's plus-address signed for that agent,
+/// Message-ID signed for that agent, the reply marker on top.
+#[allow(clippy::too_many_arguments)]
+pub fn agent_mail(
+    ticket: &Ticket,
+    agent: &Agent,
+    from_name: &str,
+    subject: &str,
+    body: &str,
+    purpose: &str,
+    automatic: bool,
+    seq: usize,
+    in_reply_to: Option<&str>,
+    cx: &MailContext<'_>,
+) -> OutgoingMail {
+    let support = cx.config.from_for(&ticket.mailbox).email;
+    let slug = agent.slug();
+    let reply_to = if cx.config.automation.plus_addressing {
+        cx.signer.agent_plus_address(&support, ticket.id, &slug)
+    } else {
+        support.clone()
+    };
+    let mut full = format!("{REPLY_MARKER}\n\n{}", body.trim_end());
+    full.push_str(&format!("\n\n{}\n", cx.signer.body_token(ticket.id)));
+    OutgoingMail {
+        ticket: ticket.id,
+        purpose: purpose.to_string(),
+        from: Mailbox::new(Some(from_name.to_string()), &support),
+        to: vec![Mailbox::new(Some(agent.name.clone()), &agent.emails[0])],
+        reply_to: Some(reply_to),
+        subject: crate::subject::tagged(subject, &cx.config.instance.subject_tag, ticket.id.0),
+        body: full,
+        message_id: cx.signer.agent_message_id(
+            ticket.id,
+            &slug,
+            &format!("{}{seq}", cx.nonce),
+            &cx.config.instance.message_id_domain,
+        ),
+        in_reply_to: in_reply_to.map(String::from),
+        references: in_reply_to.map(|r| vec![r.to_string()]).unwrap_or_default(),
+        auto_submitted: automatic,
+        date: cx.now,
+        loop_value: crate::classify::loop_header_value(cx.config),
+        attachments: Vec::new(),
+    }
+}
+
+/// The agents a customer's mail on `ticket` goes to: the assignee, else the queue's agents.
+pub fn notify_targets<'a>(ticket: &Ticket, config: &'a Config) -> Vec<&'a Agent> {
+    match ticket.assignee.as_deref().and_then(|a| config.agent_by_name_or_email(a)) {
+        Some(a) => vec![a],
+        None => config.queue_agents(&ticket.queue),
+    }
+}
+
+/// The notification of a customer's mail, to each target agent.
+pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &MailContext<'_>) -> Vec<OutgoingMail> {
+    let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, "unknown@invalid"));
+    let who = from.name.clone().unwrap_or_else(|| from.email.clone());
+    let from_name = format!("{who} via {}", cx.config.instance.name);
+    let participants: Vec<String> = ticket.participants.iter().map(|p| p.email.clone()).collect();
+    let mut facts = format!(
+        "{} ticket #{} · queue {} · priority {} · status {}\nFrom: {}\n",
+        if created { "New" } else { "Customer reply on" },
+        ticket.id,
+        ticket.queue,
+        ticket.priority.as_str(),
+        ticket.status.as_str(),
+        crate::outgoing::format_mailbox(&from),
+    );
+    if !participants.is_empty() {
+        facts.push_str(&format!("Cc: {}\n", participants.join(", ")));
+    }
+    facts.push_str(&format!(
+        "Assigned to: {}\n",
+        ticket.assignee.as_deref().unwrap_or("nobody (reply to take it)")
+    ));
+    if !msg.attachments.is_empty() {
+        facts.push_str(&format!("Attachments: {}\n", msg.attachments.join(", ")));
+    }
+    let body = format!(
+        "{facts}\n{}\n\n--\nReply to this mail to answer the customer; your address stays hidden.\nCommands on the first lines of a reply: #note #status open|pending|resolved|closed #priority low|normal|high|urgent #assign NAME #take #queue NAME #tag a b #untag a #type NAME #cc add|remove ADDRESS #template NAME",
+        msg.text.trim_end()
+    );
+    notify_targets(ticket, cx.config)
+        .into_iter()
+        .enumerate()
+        .map(|(i, agent)| {
+            agent_mail(
+                ticket,
+                agent,
+                &from_name,
+                &msg.subject,
+                &body,
+                "notification",
+                false,
+                i,
+                msg.message_id.as_deref(),
+                cx,
+            )
+        })
+        .collect()
+}
+
+/// Applies an agent's commands to the ticket; returns events and the lines refused.
+pub fn apply_commands(
+    ticket: &mut Ticket,
+    commands: &[Command],
+    agent: &Agent,
+    config: &Config,
+    now: Timestamp,
+) -> (Vec<Event>, Vec<String>) {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    let actor = agent.name.as_str();
+    for c in commands {
+        match c {
+            Command::Note => {}
+            Command::Status(s) => {
+                let from = ticket.status;
+                if from != *s {
+                    ticket.status = *s;
+                    match s {
+                        Status::Resolved => ticket.resolved_at = Some(now),
+                        Status::Closed => ticket.closed_at = Some(now),
+                        _ => {}
+                    }
+                    events.push(Event::new(
+                        now,
+                        "status",
+                        actor,
+                        &[("from", json!(from.as_str())), ("to", json!(s.as_str()))],
+                    ));
+                }
+            }
+            Command::Priority(p) => {
+                if ticket.priority != *p {
+                    events.push(Event::new(
+                        now,
+                        "priority",
+                        actor,
+                        &[("from", json!(ticket.priority.as_str())), ("to", json!(p.as_str()))],
+                    ));
+                    ticket.priority = *p;
+                }
+            }
+            Command::Assign(who) => match config.agent_by_name_or_email(who) {
+                Some(a) => assign(ticket, &a.name, actor, "command", now, &mut events),
+                None => errors.push(format!("#assign {who}: no agent of that name or address")),
+            },
+            Command::Take => assign(ticket, &agent.name, actor, "command", now, &mut events),
+            Command::Queue(q) => {
+                if !config.queues.is_empty() && config.queue(q).is_none() {
+                    errors.push(format!("#queue {q}: no such queue"));
+                } else if ticket.queue != *q {
+                    events.push(Event::new(now, "queue", actor, &[("from", json!(ticket.queue)), ("to", json!(q))]));
+                    ticket.queue = q.clone();
+                }
+            }
+            Command::Tag(tags) => {
+                for t in tags {
+                    if !ticket.tags.contains(t) {
+                        ticket.tags.push(t.clone());
+                        events.push(Event::new(now, "tag", actor, &[("tag", json!(t))]));
+                    }
+                }
+            }
+            Command::Untag(tags) => {
+                for t in tags {
+                    if ticket.tags.contains(t) {
+                        ticket.tags.retain(|x| x != t);
+                        events.push(Event::new(now, "untag", actor, &[("tag", json!(t))]));
+                    }
+                }
+            }
+            Command::Type(t) => {
+                if t.is_empty() {
+                    errors.push("#type: expected a type name".into());
+                } else {
+                    events.push(Event::new(now, "type", actor, &[("from", json!(ticket.kind)), ("to", json!(t))]));
+                    ticket.kind = Some(t.clone());
+                }
+            }
+            Command::CcAdd(addr) => {
+                if config.is_own_address(addr) || config.agent_by_email(addr).is_some() {
+                    errors.push(format!("#cc add {addr}: our own and agents' addresses cannot be participants"));
+                } else if !ticket.is_participant(addr) {
+                    ticket.participants.push(Mailbox::new(None, addr));
+                    events.push(Event::new(now, "participant_added", actor, &[("email", json!(addr))]));
+                }
+            }
+            Command::CcRemove(addr) => {
+                if ticket.participants.iter().any(|p| p.email == *addr) {
+                    ticket.participants.retain(|p| p.email != *addr);
+                    events.push(Event::new(now, "participant_removed", actor, &[("email", json!(addr))]));
+                } else {
+                    errors.push(format!("#cc remove {addr}: not a participant"));
+                }
+            }
+        }
+    }
+    (events, errors)
+}
+
+/// Sets the assignee with an event, when it changes.
+pub fn assign(ticket: &mut Ticket, to: &str, actor: &str, how: &str, now: Timestamp, events: &mut Vec<Event>) {
+    if ticket.assignee.as_deref() != Some(to) {
+        events.push(Event::new(
+            now,
+            "assigned",
+            actor,
+            &[("from", json!(ticket.assignee)), ("to", json!(to)), ("how", json!(how))],
+        ));
+        ticket.assignee = Some(to.to_string());
+    }
+}
+
+/// Values for `#template` and other templates, from the ticket.
+pub fn template_values(ticket: &Ticket, config: &Config, agent: Option<&Agent>) -> TemplateValues {
+    TemplateValues::default()
+        .set("ticket.id", ticket.id.to_string())
+        .set("ticket.subject", ticket.subject.clone())
+        .set("ticket.queue", ticket.queue.clone())
+        .set("ticket.status", ticket.status.as_str())
+        .set("ticket.priority", ticket.priority.as_str())
+        .set(
+            "requester.name",
+            ticket.requester.name.clone().unwrap_or_else(|| ticket.requester.email.clone()),
+        )
+        .set("requester.email", ticket.requester.email.clone())
+        .set("instance.name", config.instance.name.clone())
+        .set("agent.name", agent.map(|a| a.name.clone()).unwrap_or_default())
+}
+
+/// The filled canned response `name`, if configured.
+pub fn canned(name: &str, ticket: &Ticket, config: &Config, agent: &Agent) -> Option<String> {
+    config
+        .templates
+        .canned
+        .get(name)
+        .map(|t| fill(t, &template_values(ticket, config, Some(agent))))
+}
+
+/// Whether `agent` may be told something again (rate limit on automatic mail to one address).
+pub fn may_tell(sent_last_hour: u32, config: &Config) -> bool {
+    sent_last_hour < config.automation.ack_limit_per_hour.max(1) * 4
+}
+
+/// The ticket id an agent mail is about (for the subject of warnings).
+pub fn ticket_label(id: TicketId, config: &Config) -> String {
+    format!("[{} #{}]", config.instance.subject_tag, id.0)
+}
