@@ -1,7 +1,7 @@
 //! The agent side of a ticket, all pure: who may act as an agent, who gets a
 //! new ticket, the mail agents receive, and what an agent's reply does.
 
-use crate::config::{AssignStrategy, Agent, Config};
+use crate::config::{Agent, AssignStrategy, Config};
 use crate::inbound::InboundMessage;
 use crate::model::{Event, Mailbox, Status, Ticket, TicketId};
 use crate::outgoing::{OutgoingMail, TemplateValues, fill};
@@ -38,7 +38,13 @@ pub fn authenticate(msg: &InboundMessage, agent: &Agent, signer: &Signer, config
         .unwrap_or_default();
     // Only the topmost Authentication-Results: the one our receiving MTA prepended.
     if let Some(ar) = msg.header("authentication-results") {
-        let authserv = ar.split(';').next().unwrap_or("").split_whitespace().next().unwrap_or("");
+        let authserv = ar
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
         let authserv = authserv.to_ascii_lowercase();
         if !config.security.trusted_authserv_ids.contains(&authserv) {
             return Err(format!(
@@ -49,9 +55,15 @@ pub fn authenticate(msg: &InboundMessage, agent: &Agent, signer: &Signer, config
         if let Some(how) = aligned_pass(ar, &from_domain) {
             return Ok(format!("{how} for {from_domain}, per {authserv}"));
         }
-        return Err(format!("no token of ours for {}; {authserv} reports no aligned DKIM or DMARC pass", agent.name));
+        return Err(format!(
+            "no token of ours for {}; {authserv} reports no aligned DKIM or DMARC pass",
+            agent.name
+        ));
     }
-    Err(format!("no token of ours for {} and no trusted Authentication-Results", agent.name))
+    Err(format!(
+        "no token of ours for {} and no trusted Authentication-Results",
+        agent.name
+    ))
 }
 
 fn aligned_pass(ar: &str, from_domain: &str) -> Option<&'static str> {
@@ -59,16 +71,20 @@ fn aligned_pass(ar: &str, from_domain: &str) -> Option<&'static str> {
     for clause in lower.split(';').skip(1) {
         let clause = clause.trim();
         let value_of = |key: &str| {
-            clause
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .map(|v| v.trim_matches(|c| c == '"' || c == '@' || c == ')' || c == '(').to_string())
+            clause.split_whitespace().find_map(|w| w.strip_prefix(key)).map(|v| {
+                v.trim_matches(|c| c == '"' || c == '@' || c == ')' || c == '(')
+                    .to_string()
+            })
         };
         let aligned = |d: &str| !d.is_empty() && (from_domain == d || from_domain.ends_with(&format!(".{d}")));
-        if clause.starts_with("dkim=pass") && value_of("header.d=").or_else(|| value_of("header.i=")).is_some_and(|d| {
-            let d = d.rsplit('@').next().unwrap_or(&d).to_string();
-            aligned(&d)
-        }) {
+        if clause.starts_with("dkim=pass")
+            && value_of("header.d=")
+                .or_else(|| value_of("header.i="))
+                .is_some_and(|d| {
+                    let d = d.rsplit('@').next().unwrap_or(&d).to_string();
+                    aligned(&d)
+                })
+        {
             return Some("DKIM pass");
         }
         if clause.starts_with("dmarc=pass") && value_of("header.from=").is_some_and(|d| d == from_domain) {
@@ -168,7 +184,11 @@ pub fn agent_mail(
 
 /// The agents a customer's mail on `ticket` goes to: the assignee, else the queue's agents.
 pub fn notify_targets<'a>(ticket: &Ticket, config: &'a Config) -> Vec<&'a Agent> {
-    match ticket.assignee.as_deref().and_then(|a| config.agent_by_name_or_email(a)) {
+    match ticket
+        .assignee
+        .as_deref()
+        .and_then(|a| config.agent_by_name_or_email(a))
+    {
         Some(a) => vec![a],
         None => config.queue_agents(&ticket.queue),
     }
@@ -176,7 +196,10 @@ pub fn notify_targets<'a>(ticket: &Ticket, config: &'a Config) -> Vec<&'a Agent>
 
 /// The notification of a customer's mail, to each target agent.
 pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &MailContext<'_>) -> Vec<OutgoingMail> {
-    let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, "unknown@invalid"));
+    let from = msg
+        .from
+        .clone()
+        .unwrap_or_else(|| Mailbox::new(None, "unknown@invalid"));
     let who = from.name.clone().unwrap_or_else(|| from.email.clone());
     let from_name = format!("{who} via {}", cx.config.instance.name);
     let participants: Vec<String> = ticket.participants.iter().map(|p| p.email.clone()).collect();
@@ -274,7 +297,12 @@ pub fn apply_commands(
                 if !config.queues.is_empty() && config.queue(q).is_none() {
                     errors.push(format!("#queue {q}: no such queue"));
                 } else if ticket.queue != *q {
-                    events.push(Event::new(now, "queue", actor, &[("from", json!(ticket.queue)), ("to", json!(q))]));
+                    events.push(Event::new(
+                        now,
+                        "queue",
+                        actor,
+                        &[("from", json!(ticket.queue)), ("to", json!(q))],
+                    ));
                     ticket.queue = q.clone();
                 }
             }
@@ -298,13 +326,20 @@ pub fn apply_commands(
                 if t.is_empty() {
                     errors.push("#type: expected a type name".into());
                 } else {
-                    events.push(Event::new(now, "type", actor, &[("from", json!(ticket.kind)), ("to", json!(t))]));
+                    events.push(Event::new(
+                        now,
+                        "type",
+                        actor,
+                        &[("from", json!(ticket.kind)), ("to", json!(t))],
+                    ));
                     ticket.kind = Some(t.clone());
                 }
             }
             Command::CcAdd(addr) => {
                 if config.is_own_address(addr) || config.agent_by_email(addr).is_some() {
-                    errors.push(format!("#cc add {addr}: our own and agents' addresses cannot be participants"));
+                    errors.push(format!(
+                        "#cc add {addr}: our own and agents' addresses cannot be participants"
+                    ));
                 } else if !ticket.is_participant(addr) {
                     ticket.participants.push(Mailbox::new(None, addr));
                     events.push(Event::new(now, "participant_added", actor, &[("email", json!(addr))]));
@@ -346,7 +381,11 @@ pub fn template_values(ticket: &Ticket, config: &Config, agent: Option<&Agent>) 
         .set("ticket.priority", ticket.priority.as_str())
         .set(
             "requester.name",
-            ticket.requester.name.clone().unwrap_or_else(|| ticket.requester.email.clone()),
+            ticket
+                .requester
+                .name
+                .clone()
+                .unwrap_or_else(|| ticket.requester.email.clone()),
         )
         .set("requester.email", ticket.requester.email.clone())
         .set("instance.name", config.instance.name.clone())

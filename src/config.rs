@@ -314,7 +314,10 @@ impl Agent {
 
 /// Lowercase ASCII letters and digits of a name.
 pub fn slug(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase()
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 impl Config {
@@ -334,7 +337,10 @@ impl Config {
 
     /// The agents who work a queue.
     pub fn queue_agents(&self, queue: &str) -> Vec<&Agent> {
-        self.agents.iter().filter(|a| a.queues.iter().any(|q| q == queue)).collect()
+        self.agents
+            .iter()
+            .filter(|a| a.queues.iter().any(|q| q == queue))
+            .collect()
     }
 
     /// The queue configuration by name.
@@ -1010,11 +1016,17 @@ impl Validator<'_> {
             let aspan = a.span();
             let a = a.into_inner();
             let name = a.name.get_ref().clone();
-            if agents.iter().any(|o| o.name.eq_ignore_ascii_case(&name) || slug(&o.name) == slug(&name)) {
+            if agents
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case(&name) || slug(&o.name) == slug(&name))
+            {
                 self.problem(a.name.span().start, format!("agent {name:?} is defined twice"));
             }
             if slug(&name).is_empty() {
-                self.problem(a.name.span().start, format!("agent name {name:?} needs at least one letter or digit"));
+                self.problem(
+                    a.name.span().start,
+                    format!("agent name {name:?} needs at least one letter or digit"),
+                );
             }
             let mut emails = Vec::new();
             for e in a.email.iter().chain(a.emails.iter()) {
@@ -1056,11 +1068,19 @@ impl Validator<'_> {
             mailboxes,
             outgoing,
             automation,
-            templates: Templates { acknowledgement, canned },
+            templates: Templates {
+                acknowledgement,
+                canned,
+            },
             security: Security {
                 trusted_authserv_ids: raw
                     .security
-                    .map(|s| s.trusted_authserv_ids.into_iter().map(|i| i.to_ascii_lowercase()).collect())
+                    .map(|s| {
+                        s.trusted_authserv_ids
+                            .into_iter()
+                            .map(|i| i.to_ascii_lowercase())
+                            .collect()
+                    })
                     .unwrap_or_default(),
             },
             limits,

@@ -106,14 +106,22 @@ impl OutgoingMail {
             return h.into_bytes();
         }
         let boundary = format!("=_pd_{}", sanitize(&self.message_id).replace(['@', '<', '>', ' '], "_"));
-        push(&mut h, "Content-Type", &format!("multipart/mixed; boundary=\"{boundary}\""));
+        push(
+            &mut h,
+            "Content-Type",
+            &format!("multipart/mixed; boundary=\"{boundary}\""),
+        );
         h.push_str("\r\n");
         h.push_str(&format!("--{boundary}\r\n"));
         h.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n");
         h.push_str(&quoted_printable(&self.body));
         for a in &self.attachments {
             let name = sanitize(&a.name).replace(['"', '\\'], "_");
-            let name = if name.is_ascii() { format!("\"{name}\"") } else { format!("\"{}\"", encode_word(&name)) };
+            let name = if name.is_ascii() {
+                format!("\"{name}\"")
+            } else {
+                format!("\"{}\"", encode_word(&name))
+            };
             h.push_str(&format!("--{boundary}\r\n"));
             h.push_str(&format!(
                 "Content-Type: {}; name={name}\r\nContent-Disposition: attachment; filename={name}\r\nContent-Transfer-Encoding: base64\r\n\r\n",

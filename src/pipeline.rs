@@ -174,7 +174,11 @@ impl Pipeline {
         let mut agent_proof: Option<(crate::config::Agent, String)> = None;
         let mut forged_agent = None;
         if let Sender::Agent(name) = &class.sender {
-            let agent = self.config.agent_by_name_or_email(name).cloned().expect("classified agents exist");
+            let agent = self
+                .config
+                .agent_by_name_or_email(name)
+                .cloned()
+                .expect("classified agents exist");
             match crate::agent::authenticate(&msg, &agent, &self.signer, &self.config) {
                 Ok(proof) => agent_proof = Some((agent, proof)),
                 Err(why) => {

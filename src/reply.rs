@@ -61,7 +61,11 @@ pub fn strip_quotes(text: &str) -> String {
             break;
         }
     }
-    let kept: Vec<&str> = lines[..end].iter().copied().filter(|l| !l.trim_start().starts_with('>')).collect();
+    let kept: Vec<&str> = lines[..end]
+        .iter()
+        .copied()
+        .filter(|l| !l.trim_start().starts_with('>'))
+        .collect();
     let mut out = kept.join("\n");
     // An attribution split over two lines leaves its first half behind.
     while let Some(last) = out.lines().last() {
@@ -114,12 +118,19 @@ fn is_outlook_header(lines: &[&str]) -> bool {
     if t.starts_with("-----Original Message-----") || t.starts_with("----- Original Message -----") {
         return true;
     }
-    let from = |s: &str| s.starts_with("From:") || s.starts_with("Von:") || s.starts_with("De :") || s.starts_with("De:");
+    let from =
+        |s: &str| s.starts_with("From:") || s.starts_with("Von:") || s.starts_with("De :") || s.starts_with("De:");
     let sent = |s: &str| {
         s.starts_with("Sent:") || s.starts_with("Gesendet:") || s.starts_with("Envoyé :") || s.starts_with("Date:")
     };
-    let start = if t.chars().all(|c| c == '_') && t.len() >= 10 { 1 } else { 0 };
-    let Some(first) = lines.get(start).map(|l| l.trim()) else { return false };
+    let start = if t.chars().all(|c| c == '_') && t.len() >= 10 {
+        1
+    } else {
+        0
+    };
+    let Some(first) = lines.get(start).map(|l| l.trim()) else {
+        return false;
+    };
     from(first) && lines.iter().skip(start + 1).take(4).any(|l| sent(l.trim()))
 }
 
@@ -155,6 +166,16 @@ pub fn parse_reply(text: &str, template: &dyn Fn(&str) -> Option<String>) -> Par
         body_lines.push(line.to_string());
     }
     out.body = body_lines.join("\n").trim().to_string();
+    // A reply of commands and the client's automatic signature says nothing to the customer.
+    let before_signature = out
+        .body
+        .split('\n')
+        .take_while(|l| l.trim_end() != "--")
+        .collect::<Vec<_>>()
+        .join("\n");
+    if before_signature.trim().is_empty() {
+        out.body.clear();
+    }
     out
 }
 
@@ -203,7 +224,11 @@ fn parse_command(line: &str) -> Result<Command, String> {
                 return Err(format!("#{name}: expected one or more tags"));
             }
             let tags = args.iter().map(|t| t.trim_matches(',').to_ascii_lowercase()).collect();
-            if name == "tag" { Command::Tag(tags) } else { Command::Untag(tags) }
+            if name == "tag" {
+                Command::Tag(tags)
+            } else {
+                Command::Untag(tags)
+            }
         }
         "cc" => match args.as_slice() {
             [op, addr] if op == "add" && addr.contains('@') => Command::CcAdd(addr.to_ascii_lowercase()),
@@ -243,9 +268,15 @@ mod tests {
             "Sure thing.\n\n> On 23 Nov 2026, at 10:00, Example Support <support@example.com> wrote:\n> \n> hi\n",
             "Sure thing.",
         );
-        check("Sure thing.\n\nOn 23 Nov 2026, at 10:00, Example Support <support@example.com> wrote:\n\n> hi\n", "Sure thing.");
+        check(
+            "Sure thing.\n\nOn 23 Nov 2026, at 10:00, Example Support <support@example.com> wrote:\n\n> hi\n",
+            "Sure thing.",
+        );
         // Thunderbird.
-        check("Reset it.\n\nOn 11/23/26 10:00 AM, Example Support wrote:\n> text\n", "Reset it.");
+        check(
+            "Reset it.\n\nOn 11/23/26 10:00 AM, Example Support wrote:\n> text\n",
+            "Reset it.",
+        );
         // Outlook desktop (separator line, From/Sent/To/Subject block, no > quoting).
         check(
             "Please restart.\n\nRegards,\nAlice\n\n________________________________\nFrom: Example Support <support@example.com>\nSent: Monday, November 23, 2026 10:00 AM\nTo: Alice Jones <alice@example.com>\nSubject: [Support #1] Printer\n\n##- Please type your reply above this line -##\n",
@@ -258,13 +289,25 @@ mod tests {
         );
         check("Ok.\n\n-----Original Message-----\nFrom: x\n", "Ok.");
         // German clients.
-        check("Passt.\n\nAm 23.11.2026 um 10:00 schrieb Example Support <support@example.com>:\n> x\n", "Passt.");
+        check(
+            "Passt.\n\nAm 23.11.2026 um 10:00 schrieb Example Support <support@example.com>:\n> x\n",
+            "Passt.",
+        );
         // The marker alone, unquoted (some clients do not quote).
-        check("Yes.\n##- Please type your reply above this line -##\nTicket #1", "Yes.");
+        check(
+            "Yes.\n##- Please type your reply above this line -##\nTicket #1",
+            "Yes.",
+        );
         // Interleaved > lines are removed, the agent's words kept.
-        check("> question one\nanswer one\n> question two\nanswer two", "answer one\nanswer two");
+        check(
+            "> question one\nanswer one\n> question two\nanswer two",
+            "answer one\nanswer two",
+        );
         // Nothing to strip.
-        check("Just text.\nOn reflection, this stays.", "Just text.\nOn reflection, this stays.");
+        check(
+            "Just text.\nOn reflection, this stays.",
+            "Just text.\nOn reflection, this stays.",
+        );
     }
 
     fn no_templates(_: &str) -> Option<String> {
@@ -273,7 +316,10 @@ mod tests {
 
     #[test]
     fn commands_at_the_top() {
-        let r = parse_reply("#status pending\n#priority HIGH\n#tag vip, billing\n\nHello there.\n#not a command here", &no_templates);
+        let r = parse_reply(
+            "#status pending\n#priority HIGH\n#tag vip, billing\n\nHello there.\n#not a command here",
+            &no_templates,
+        );
         assert_eq!(
             r.commands,
             vec![
@@ -302,6 +348,15 @@ mod tests {
         assert_eq!(r.commands, vec![Command::Note]);
         assert_eq!(r.body, "Hi,\nThank you for your patience.\nBye");
         assert_eq!(r.errors, vec!["#template nope: no template of that name".to_string()]);
+    }
+
+    #[test]
+    fn commands_and_a_signature_relay_nothing() {
+        let r = parse_reply("#status resolved\n\n-- \nAlice Jones\nExample Ltd", &no_templates);
+        assert_eq!(r.commands, vec![Command::Status(Status::Resolved)]);
+        assert_eq!(r.body, "");
+        let r = parse_reply("Thanks!\n-- \nAlice", &no_templates);
+        assert_eq!(r.body, "Thanks!\n-- \nAlice");
     }
 
     #[test]

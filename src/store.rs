@@ -486,7 +486,11 @@ impl Store {
 
     /// Remembers the agent a queue's round robin picked.
     pub fn set_round_robin(w: &mut WriteSet, queue: &str, agent: &str) {
-        w.put_raw(TreeName::Meta, format!("rr:{queue}").into_bytes(), agent.as_bytes().to_vec());
+        w.put_raw(
+            TreeName::Meta,
+            format!("rr:{queue}").into_bytes(),
+            agent.as_bytes().to_vec(),
+        );
     }
 }
 

@@ -3,15 +3,13 @@
 //! new ticket and the effects (message to store, events to log, mails to
 //! queue). No I/O and no clock inside.
 
-use crate::agent::{
-    MailContext, agent_mail, apply_commands, assign, canned, choose_assignee, may_tell, notifications,
-};
+use crate::agent::{MailContext, agent_mail, apply_commands, assign, canned, choose_assignee, may_tell, notifications};
 use crate::classify::{Classification, Sender};
 use crate::config::{Agent, AssignStrategy, Config};
-use crate::reply::{Command, parse_reply, strip_quotes};
 use crate::inbound::InboundMessage;
 use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Priority, Sla, Status, Ticket, TicketId};
 use crate::outgoing::{OutgoingMail, TemplateValues, fill};
+use crate::reply::{Command, parse_reply, strip_quotes};
 use crate::thread::{Decision, Outcome};
 use crate::token::Signer;
 use jiff::Timestamp;
@@ -217,7 +215,11 @@ pub fn apply_inbound(
                 _ => "least_open",
             };
             assign(&mut ticket, &agent.name, "system", how, now, &mut events);
-        } else if cx.config.queue(&ticket.queue).is_some_and(|q| q.assign != AssignStrategy::None) {
+        } else if cx
+            .config
+            .queue(&ticket.queue)
+            .is_some_and(|q| q.assign != AssignStrategy::None)
+        {
             events.push(Event::new(
                 now,
                 "unassigned",
@@ -308,7 +310,10 @@ pub fn apply_agent_reply(
     let kind = if note { MessageKind::Note } else { MessageKind::Agent };
     let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, &agent.emails[0]));
     let message = MessageRecord {
-        message_id: msg.message_id.clone().unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        message_id: msg
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
         from,
         to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
         date: now,
@@ -336,6 +341,10 @@ pub fn apply_agent_reply(
     if !ticket.agents.contains(&agent.name) {
         ticket.agents.push(agent.name.clone());
     }
+    // Commands first: `#cc add` reaches this reply's recipients, `#status` wins over "replied means open".
+    let (command_events, mut errors) = apply_commands(&mut ticket, &parsed.commands, agent, config, now);
+    events.extend(command_events);
+    errors.extend(parsed.errors.iter().cloned());
     if public {
         if let Some((other, at)) = ticket.last_agent_reply.clone()
             && other != agent.name
@@ -364,10 +373,13 @@ Your reply was sent as well.",
         recipients.extend(ticket.participants.iter().cloned());
         let support = config.from_for(&ticket.mailbox).email;
         let mut body = parsed.body.clone();
-        body.push_str(&format!("
+        body.push_str(&format!(
+            "
 
 {}
-", cx.signer.body_token(ticket.id)));
+",
+            cx.signer.body_token(ticket.id)
+        ));
         let relay = OutgoingMail {
             ticket: ticket.id,
             purpose: "relay".into(),
@@ -379,11 +391,9 @@ Your reply was sent as well.",
                 .then(|| cx.signer.plus_address(&support, ticket.id)),
             subject: crate::subject::tagged(&ticket.subject, &config.instance.subject_tag, ticket.id.0),
             body,
-            message_id: cx.signer.message_id(
-                ticket.id,
-                &format!("{}r", cx.nonce),
-                &config.instance.message_id_domain,
-            ),
+            message_id: cx
+                .signer
+                .message_id(ticket.id, &format!("{}r", cx.nonce), &config.instance.message_id_domain),
             in_reply_to: ticket.last_public_message_id.clone(),
             references: ticket.last_public_message_id.iter().cloned().collect(),
             auto_submitted: false,
@@ -395,7 +405,10 @@ Your reply was sent as well.",
             now,
             "relayed",
             &agent.name,
-            &[("message_id", json!(relay.message_id)), ("to", json!(relay.recipients()))],
+            &[
+                ("message_id", json!(relay.message_id)),
+                ("to", json!(relay.recipients())),
+            ],
         ));
         if ticket.first_response_at.is_none() {
             ticket.first_response_at = Some(now);
@@ -407,7 +420,11 @@ Your reply was sent as well.",
                 now,
                 "status",
                 &agent.name,
-                &[("from", json!("new")), ("to", json!("open")), ("reason", json!("agent replied"))],
+                &[
+                    ("from", json!("new")),
+                    ("to", json!("open")),
+                    ("reason", json!("agent replied")),
+                ],
             ));
         }
         if ticket.assignee.is_none() {
@@ -418,7 +435,11 @@ Your reply was sent as well.",
         mails.push(relay);
     } else if note {
         let mut others: Vec<&Agent> = Vec::new();
-        for name in ticket.agents.iter().chain(ticket.assignee.iter()) {
+        let mut names: Vec<String> = ticket.agents.iter().chain(ticket.assignee.iter()).cloned().collect();
+        if ticket.assignee.is_none() {
+            names.extend(config.queue_agents(&ticket.queue).iter().map(|a| a.name.clone()));
+        }
+        for name in &names {
             if let Some(a) = config.agent_by_name_or_email(name)
                 && a.name != agent.name
                 && !others.iter().any(|o| o.name == a.name)
@@ -426,7 +447,12 @@ Your reply was sent as well.",
                 others.push(a);
             }
         }
-        events.push(Event::new(now, "note", &agent.name, &[("to", json!(others.iter().map(|a| &a.name).collect::<Vec<_>>()))]));
+        events.push(Event::new(
+            now,
+            "note",
+            &agent.name,
+            &[("to", json!(others.iter().map(|a| &a.name).collect::<Vec<_>>()))],
+        ));
         for (i, other) in others.into_iter().enumerate() {
             mails.push(agent_mail(
                 &ticket,
@@ -442,13 +468,19 @@ Your reply was sent as well.",
             ));
         }
     }
-    let (command_events, mut errors) = apply_commands(&mut ticket, &parsed.commands, agent, config, now);
-    events.extend(command_events);
-    errors.extend(parsed.errors.iter().cloned());
     if !errors.is_empty() {
-        events.push(Event::new(now, "command_refused", &agent.name, &[("errors", json!(errors))]));
+        events.push(Event::new(
+            now,
+            "command_refused",
+            &agent.name,
+            &[("errors", json!(errors))],
+        ));
         if may_tell(cx.acks_last_hour, config) {
-            let done = if public { "was relayed to the customer" } else { "was not relayed" };
+            let done = if public {
+                "was relayed to the customer"
+            } else {
+                "was not relayed"
+            };
             let body = format!(
                 "Your reply to ticket #{} {done}, but these lines were not understood:
 
@@ -456,8 +488,10 @@ Your reply was sent as well.",
 
 Nothing of this message reached the customer.",
                 ticket.id,
-                errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("
-")
+                errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join(
+                    "
+"
+                )
             );
             mails.push(agent_mail(
                 &ticket,

@@ -82,7 +82,11 @@ impl Signer {
     pub fn plus_address(&self, support: &str, ticket: TicketId) -> String {
         let (local, domain) = crate::config::split_address(support);
         let local = local.split('+').next().unwrap_or(local);
-        format!("{local}+{}.{}@{domain}", ticket.0, self.sign("plus", &ticket.0.to_string()))
+        format!(
+            "{local}+{}.{}@{domain}",
+            ticket.0,
+            self.sign("plus", &ticket.0.to_string())
+        )
     }
 
     /// The plus-address of a ticket signed for one agent: `support+1042.alice.k3j9...@example.com`.
@@ -194,12 +198,18 @@ mod tests {
     fn agent_tokens_round_trip_and_refusals() {
         let s = signer();
         let id = s.agent_message_id(TicketId(5), "alice", "n9", "example.com");
-        assert_eq!(s.parse_message_id_full(&id), Some((TicketId(5), Some("alice".to_string()))));
+        assert_eq!(
+            s.parse_message_id_full(&id),
+            Some((TicketId(5), Some("alice".to_string())))
+        );
         assert_eq!(s.parse_message_id(&id), Some(TicketId(5)));
         // Swapping the agent breaks the signature.
         assert_eq!(s.parse_message_id_full(&id.replace(".alice.", ".mallory.")), None);
         let plus = s.agent_plus_address("support@example.com", TicketId(5), "alice");
-        assert_eq!(s.parse_plus_address_full(&plus), Some((TicketId(5), Some("alice".to_string()))));
+        assert_eq!(
+            s.parse_plus_address_full(&plus),
+            Some((TicketId(5), Some("alice".to_string())))
+        );
         assert_eq!(s.parse_plus_address_full(&plus.replace(".alice.", ".bob.")), None);
         // The customer-facing forms carry no agent.
         let customer = s.plus_address("support@example.com", TicketId(5));

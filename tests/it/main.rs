@@ -1,6 +1,7 @@
 //! The one integration-test binary: real Dovecot and aiosmtpd servers on
 //! loopback, the real `postdesk` binary. `tests/run` installs the servers.
 
+mod agents;
 mod cli;
 mod golden;
 mod imap;

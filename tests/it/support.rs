@@ -19,6 +19,7 @@ pub struct Desk {
 
 /// Builds the config text of a desk.
 pub struct DeskConfig {
+    pub agents: Option<String>,
     pub mailboxes: Vec<String>,
     pub outgoing: String,
     pub extra: String,
@@ -27,6 +28,7 @@ pub struct DeskConfig {
 impl DeskConfig {
     pub fn new() -> DeskConfig {
         DeskConfig {
+            agents: None,
             mailboxes: Vec::new(),
             outgoing: String::new(),
             extra: String::new(),
@@ -38,6 +40,12 @@ impl DeskConfig {
         self.mailboxes.push(format!(
             "[[mailbox]]\nname = \"{name}\"\naddress = \"{address}\"\nimap = {{ host = \"127.0.0.1\", port = {port}, tls = \"plain\", username = \"{user}\", password_env = \"POSTDESK_TEST_IMAP_PASSWORD\", processed = \"Processed\", poll_interval = \"1h\"{extra} }}\n"
         ));
+        self
+    }
+
+    /// Replaces the default agent (Alice, in no queue) with these `[[agent]]`/`[[queue]]` tables.
+    pub fn agents(mut self, text: &str) -> Self {
+        self.agents = Some(text.to_string());
         self
     }
 
@@ -81,8 +89,11 @@ impl DeskConfig {
             self.outgoing
         };
         let text = format!(
-            "[instance]\nname = \"Example Support\"\nsubject_tag = \"Support\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n{mailboxes}\n{outgoing}\n[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n\n{extra}",
+            "[instance]\nname = \"Example Support\"\nsubject_tag = \"Support\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n{mailboxes}\n{outgoing}\n{agents}\n\n{extra}",
             d = dir.display(),
+            agents = self
+                .agents
+                .unwrap_or_else(|| "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n".into()),
             extra = self.extra
         );
         let config = dir.join("postdesk.toml");
@@ -368,4 +379,26 @@ pub fn event_kinds(ticket: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// The body of a received mail with quoted-printable undone (text parts only).
+pub fn body_text(mail: &str) -> String {
+    let body = mail.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let joined = body.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
