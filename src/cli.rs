@@ -423,6 +423,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(c) = &e.classification {
                     println!("classification: {c}");
                 }
+                if let Some(a) = &e.agent_check {
+                    println!("agent:          {a}");
+                }
                 if let Some(a) = e.may_auto_reply {
                     println!(
                         "acknowledge:    {}",

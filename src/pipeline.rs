@@ -116,6 +116,8 @@ pub struct Explanation {
     pub may_auto_reply: Option<bool>,
     /// Duplicate of a stored mail.
     pub duplicate: Option<String>,
+    /// For mail from an agent's address: the proof, or why it would count as customer mail.
+    pub agent_check: Option<String>,
     /// The ids it refers to (In-Reply-To, then References newest first).
     pub references: Vec<String>,
     /// Threading rule and reason, or what happens instead (dropped, bounce).
@@ -472,12 +474,23 @@ impl Pipeline {
                     classification: None,
                     may_auto_reply: None,
                     duplicate: None,
+                    agent_check: None,
                     references: Vec::new(),
                     threading: None,
                 });
             }
         };
         let class = classify(&msg, &self.config);
+        let agent_check =
+            match &class.sender {
+                Sender::Agent(name) => self.config.agent_by_name_or_email(name).map(|agent| {
+                    match crate::agent::authenticate(&msg, agent, &self.signer, &self.config) {
+                        Ok(proof) => format!("verified: {proof}"),
+                        Err(why) => format!("unproven, would be stored as flagged customer mail: {why}"),
+                    }
+                }),
+                _ => None,
+            };
         let threading = if let Sender::Own(why) = &class.sender {
             format!("dropped: our own mail ({why})")
         } else if class.bounce {
@@ -529,6 +542,7 @@ impl Pipeline {
             classification: Some(class.describe()),
             may_auto_reply: Some(class.may_auto_reply()),
             duplicate: self.is_duplicate(&msg)?,
+            agent_check,
             references: msg.referenced_ids().into_iter().map(String::from).collect(),
             threading: Some(threading),
         })

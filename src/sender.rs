@@ -192,6 +192,7 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
                 )?;
                 summary.failed += 1;
                 tracing::warn!(ticket = mail.ticket.0, error = %e, "send failed for good");
+                tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
             }
         }
         pipeline.store.commit(&w)?;
@@ -199,4 +200,56 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
         pipeline.store.flush()?;
     }
     Ok(summary)
+}
+
+/// A mail to a customer failed for good: the ticket's assignee hears of it
+/// (never for mail to agents, so failures cannot loop).
+fn tell_assignee_of_failure(
+    pipeline: &Pipeline,
+    w: &mut WriteSet,
+    entry: &OutboxEntry,
+    error: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let config = &pipeline.config;
+    let mail = &entry.mail;
+    if mail.to.iter().any(|r| config.agent_by_email(&r.email).is_some()) {
+        return Ok(());
+    }
+    let Some(ticket) = pipeline.store.ticket(mail.ticket)? else {
+        return Ok(());
+    };
+    let Some(agent) = ticket
+        .assignee
+        .as_deref()
+        .and_then(|a| config.agent_by_name_or_email(a))
+    else {
+        return Ok(());
+    };
+    let nonce = format!("{:x}f", pipeline.store.next_seq()?);
+    let cx = crate::agent::MailContext {
+        config,
+        signer: &pipeline.signer,
+        now,
+        nonce: &nonce,
+    };
+    let body = format!(
+        "Our {} to {} on ticket #{} could not be delivered:\n\n  {error}\n\nThe customer has not received it.",
+        mail.purpose,
+        mail.recipients().join(", "),
+        ticket.id
+    );
+    let notice = crate::agent::agent_mail(
+        &ticket,
+        agent,
+        &config.instance.name,
+        &format!("Delivery failed ({})", ticket.subject),
+        &body,
+        "delivery_failure",
+        true,
+        0,
+        None,
+        &cx,
+    );
+    pipeline.queue_mail(w, &notice, now)
 }

@@ -547,3 +547,39 @@ fn html_only_reply_collision_warning_and_later_customer_mail_notifies_the_assign
     assert!(body_text(&n).contains("That worked, thanks!"));
     assert!(body_text(&n).contains("Customer reply on ticket #1"));
 }
+
+#[test]
+fn a_relay_that_bounces_at_the_smtp_server_is_reported_to_the_assignee() {
+    let smtp = Smtp::start();
+    let desk = ingest_desk(&smtp, "");
+    desk.ingest(&[&mail(
+        "gone@customer.test",
+        "support@example.com",
+        "Hello",
+        "g1@customer.test",
+        "",
+        "hi",
+    )]);
+    let n = mails_to(&smtp, "alice@example.com").pop().unwrap();
+    smtp.fail_next("rcpt", &["550 5.1.1 mailbox unavailable"]);
+    let s = desk.ingest(&[&gmail_reply(
+        "alice@example.com",
+        &n,
+        "#take\r\nHere is your answer.",
+        None,
+    )]);
+    assert_eq!(s["sent"]["failed"], 1, "{s}");
+    desk.ok(&["tick"]);
+    let notice = mails_to(&smtp, "alice@example.com").pop().unwrap();
+    assert!(
+        header(&notice, "Subject").unwrap().contains("Delivery failed"),
+        "{notice}"
+    );
+    assert!(
+        body_text(&notice).contains("mailbox unavailable"),
+        "{}",
+        body_text(&notice)
+    );
+    let t = desk.show(1);
+    assert!(event_kinds(&t).contains(&"mail_failed".to_string()));
+}
