@@ -91,10 +91,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// How a mail would be classified and threaded, without storing it.
+    /// How a mail would be classified, threaded and routed, without storing it.
     Explain {
         /// The mail.
         file: PathBuf,
+        /// Mailbox (by name) it counts as arriving in; default the first.
+        #[arg(long)]
+        mailbox: Option<String>,
         /// JSON.
         #[arg(long)]
         json: bool,
@@ -402,8 +405,18 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Explain { file, json } => {
+        Command::Explain { file, json, mailbox } => {
             let config = load_config(cli.config)?;
+            let mailbox = match mailbox {
+                Some(m) if config.mailbox(&m).is_none() => {
+                    return Err(Failure::new(
+                        2,
+                        format!("--mailbox: no mailbox named {m:?} in the config"),
+                    ));
+                }
+                Some(m) => m,
+                None => config.mailboxes[0].name.clone(),
+            };
             let raw =
                 std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
             let pipeline = open_pipeline(config)?;
@@ -412,7 +425,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .and_then(|v| v.first().and_then(|m| m.date))
                 .filter(|d| *d < Timestamp::now())
                 .unwrap_or_else(Timestamp::now);
-            let e = pipeline.explain(&raw, now)?;
+            let e = pipeline.explain(&raw, &mailbox, now)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
             } else {
@@ -445,6 +458,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
                 if let Some(t) = &e.threading {
                     println!("threading:      {t}");
+                }
+                for r in &e.rules {
+                    let verdict = if r.matched { "matched" } else { "no" };
+                    println!("rule {:?}: {verdict} ({})", r.name, r.detail);
                 }
             }
             Ok(())

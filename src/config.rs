@@ -40,6 +40,73 @@ pub struct Config {
     pub agents: Vec<Agent>,
     /// `[[queue]]`.
     pub queues: Vec<Queue>,
+    /// `[[rule]]`, in order.
+    pub rules: Vec<Rule>,
+}
+
+/// One routing rule: every condition must hold; then its actions apply.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Name, shown by `explain` and in events.
+    pub name: String,
+    /// Conditions; all must hold (none: always).
+    pub when: Vec<Condition>,
+    /// Actions.
+    pub set: RuleActions,
+    /// Let later rules add more.
+    pub cont: bool,
+}
+
+/// What a condition looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// The subject.
+    Subject,
+    /// The plain-text body.
+    Body,
+    /// The sender's address.
+    From,
+    /// Any To address.
+    To,
+    /// Any Cc address.
+    Cc,
+    /// The mailbox name the mail came through.
+    Mailbox,
+    /// A header, by lowercase name.
+    Header(String),
+}
+
+/// One condition of a rule.
+#[derive(Clone, Debug)]
+pub enum Condition {
+    /// Some pattern matches the field (a list means any); `negate` for `not_` keys.
+    Matches {
+        /// The field.
+        field: Field,
+        /// The key as written, for explanations.
+        key: String,
+        /// Compiled patterns.
+        patterns: Vec<regex::Regex>,
+        /// `not_`-prefixed: no pattern may match.
+        negate: bool,
+    },
+    /// Whether the mail has attachments.
+    HasAttachment(bool),
+}
+
+/// The actions of a rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleActions {
+    /// Queue.
+    pub queue: Option<String>,
+    /// Priority.
+    pub priority: Option<crate::model::Priority>,
+    /// Type.
+    pub kind: Option<String>,
+    /// Tags to add.
+    pub tags: Vec<String>,
+    /// Assignee (agent name).
+    pub assignee: Option<String>,
 }
 
 /// `[instance]`: who we are and where we keep data.
@@ -519,6 +586,32 @@ struct RawConfig {
     agent: Vec<Spanned<RawAgent>>,
     #[serde(default)]
     queue: Vec<Spanned<RawQueue>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    #[serde(default)]
+    when: std::collections::BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    set: Option<Spanned<RawRuleSet>>,
+    #[serde(default, rename = "continue")]
+    cont: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleSet {
+    queue: Option<Spanned<String>>,
+    priority: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    assignee: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -728,7 +821,8 @@ impl Validator<'_> {
         self.problems.push(Problem { line, column, message });
     }
 
-    fn into_error(self, path: &Path) -> ConfigError {
+    fn into_error(mut self, path: &Path) -> ConfigError {
+        self.problems.sort_by_key(|p| (p.line, p.column));
         ConfigError {
             file: path.to_path_buf(),
             problems: self.problems,
@@ -1047,6 +1141,116 @@ impl Validator<'_> {
             });
         }
 
+        let mut rules = Vec::new();
+        for r in raw.rule {
+            let r = r.into_inner();
+            let mut when = Vec::new();
+            for (key, value) in &r.when {
+                let at = value.span().start;
+                let (negate, base) = match key.strip_prefix("not_") {
+                    Some(b) => (true, b),
+                    None => (false, key.as_str()),
+                };
+                if base == "has_attachment" {
+                    match value.get_ref().as_bool() {
+                        Some(b) => when.push(Condition::HasAttachment(b != negate)),
+                        None => self.problem(at, format!("when.{key} must be true or false")),
+                    }
+                    continue;
+                }
+                let field = match base {
+                    "subject" => Field::Subject,
+                    "body" => Field::Body,
+                    "from" => Field::From,
+                    "to" => Field::To,
+                    "cc" => Field::Cc,
+                    "mailbox" => Field::Mailbox,
+                    h if h.starts_with("header.") && h.len() > 7 => Field::Header(h[7..].to_ascii_lowercase()),
+                    _ => {
+                        self.problem(
+                            at,
+                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, each optionally with not_)"),
+                        );
+                        continue;
+                    }
+                };
+                let texts: Vec<String> = match value.get_ref() {
+                    toml::Value::String(s) => vec![s.clone()],
+                    toml::Value::Array(a) if a.iter().all(|v| v.is_str()) && !a.is_empty() => {
+                        a.iter().filter_map(|v| v.as_str().map(String::from)).collect()
+                    }
+                    _ => {
+                        self.problem(at, format!("when.{key} must be a regex string or a list of them"));
+                        continue;
+                    }
+                };
+                let mut patterns = Vec::new();
+                for t in texts {
+                    match regex::RegexBuilder::new(&t).size_limit(1 << 20).build() {
+                        Ok(re) => patterns.push(re),
+                        Err(e) => {
+                            let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
+                            self.problem(at, format!("when.{key}: bad regex {t:?}: {first}"));
+                        }
+                    }
+                }
+                when.push(Condition::Matches {
+                    field,
+                    key: key.clone(),
+                    patterns,
+                    negate,
+                });
+            }
+            let mut set = RuleActions::default();
+            if let Some(rs) = r.set {
+                let rs = rs.into_inner();
+                if let Some(q) = rs.queue {
+                    if !queues.is_empty() && !queues.iter().any(|x| &x.name == q.get_ref()) {
+                        self.problem(
+                            q.span().start,
+                            format!("set.queue {:?} is not a [[queue]]", q.get_ref()),
+                        );
+                    }
+                    set.queue = Some(q.into_inner());
+                }
+                if let Some(p) = rs.priority {
+                    use crate::model::Priority;
+                    set.priority = match p.get_ref().as_str() {
+                        "low" => Some(Priority::Low),
+                        "normal" => Some(Priority::Normal),
+                        "high" => Some(Priority::High),
+                        "urgent" => Some(Priority::Urgent),
+                        other => {
+                            self.problem(
+                                p.span().start,
+                                format!("set.priority {other:?}: expected low, normal, high or urgent"),
+                            );
+                            None
+                        }
+                    };
+                }
+                set.kind = rs.kind;
+                set.tags = rs.tags;
+                if let Some(a) = rs.assignee {
+                    match agents.iter().find(|x| {
+                        x.name.eq_ignore_ascii_case(a.get_ref()) || x.emails.contains(&a.get_ref().to_ascii_lowercase())
+                    }) {
+                        Some(agent) => set.assignee = Some(agent.name.clone()),
+                        None => self.problem(
+                            a.span().start,
+                            format!("set.assignee {:?} is not an [[agent]]", a.get_ref()),
+                        ),
+                    }
+                }
+            }
+            rules.push(Rule {
+                name: r.name.into_inner(),
+                when,
+                set,
+                cont: r.cont,
+            });
+        }
+
         let domain = ri
             .message_id_domain
             .clone()
@@ -1086,6 +1290,7 @@ impl Validator<'_> {
             limits,
             agents,
             queues,
+            rules,
         })
     }
 }
@@ -1166,6 +1371,25 @@ file = { path = "var/outbox" }
             &text,
             &["t.toml:10:8: imap tls = \"plain\" is only allowed to a loopback host, not \"imap.example.com\""],
         );
+    }
+
+    #[test]
+    fn bad_rules_are_reported_at_their_position() {
+        let text = format!(
+            "{GOOD}\n[[rule]]\nname = \"r\"\nwhen.subject = \"(unclosed\"\nwhen.colour = \"x\"\nset.priority = \"asap\"\n"
+        );
+        let e = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 3, "{e}");
+        assert!(
+            lines[0].starts_with("t.toml:17:16: when.subject: bad regex \"(unclosed\""),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("t.toml:18:15: unknown condition when.colour"),
+            "{e}"
+        );
+        assert!(lines[2].starts_with("t.toml:19:16: set.priority \"asap\""), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod model;
 pub mod outgoing;
 pub mod pipeline;
 pub mod reply;
+pub mod route;
 pub mod sender;
 pub mod source;
 pub mod store;

@@ -122,6 +122,8 @@ pub struct Explanation {
     pub references: Vec<String>,
     /// Threading rule and reason, or what happens instead (dropped, bounce).
     pub threading: Option<String>,
+    /// Every routing rule, whether it matched, and where it failed (for a new ticket).
+    pub rules: Vec<crate::route::RuleTrace>,
 }
 
 /// The pipeline: configuration, store and signer.
@@ -465,7 +467,7 @@ impl Pipeline {
     }
 
     /// How a mail would be handled, without storing anything.
-    pub fn explain(&self, raw: &[u8], now: Timestamp) -> Result<Explanation, StoreError> {
+    pub fn explain(&self, raw: &[u8], mailbox: &str, now: Timestamp) -> Result<Explanation, StoreError> {
         let msg = match inbound::parse(raw, &self.config.limits) {
             Ok(m) => m,
             Err(e) => {
@@ -477,6 +479,7 @@ impl Pipeline {
                     agent_check: None,
                     references: Vec::new(),
                     threading: None,
+                    rules: Vec::new(),
                 });
             }
         };
@@ -545,6 +548,7 @@ impl Pipeline {
             agent_check,
             references: msg.referenced_ids().into_iter().map(String::from).collect(),
             threading: Some(threading),
+            rules: crate::route::route(&msg, mailbox, &self.config.rules).trace,
         })
     }
 

@@ -128,6 +128,44 @@ pub fn apply_inbound(
         }
     };
 
+    if created {
+        let routing = crate::route::route(msg, cx.mailbox, &cx.config.rules);
+        let matched = routing.matched();
+        if !matched.is_empty() {
+            let a = &routing.actions;
+            if let Some(q) = &a.queue {
+                ticket.queue = q.clone();
+            }
+            if let Some(p) = a.priority {
+                ticket.priority = p;
+            }
+            if a.kind.is_some() {
+                ticket.kind = a.kind.clone();
+            }
+            for t in &a.tags {
+                if !ticket.tags.contains(t) {
+                    ticket.tags.push(t.clone());
+                }
+            }
+            events.push(Event::new(
+                now,
+                "routed",
+                "system",
+                &[
+                    ("rules", json!(matched)),
+                    ("queue", json!(ticket.queue)),
+                    ("priority", json!(ticket.priority.as_str())),
+                    ("type", json!(ticket.kind)),
+                    ("tags", json!(ticket.tags)),
+                ],
+            ));
+            if let Some(agent) = &a.assignee
+                && cx.forged_agent.is_none()
+            {
+                assign(&mut ticket, agent, "system", "rule", now, &mut events);
+            }
+        }
+    }
     events.push(Event::new(
         now,
         "message",

@@ -6,6 +6,7 @@ mod cli;
 mod golden;
 mod imap;
 mod mail;
+mod rules;
 mod servers;
 mod support;
 mod tidy;
