@@ -62,11 +62,14 @@ class Sink:
             return answer
         self.count += 1
         base = os.path.join(self.outdir, "%06d" % self.count)
-        with open(base + ".tmp", "wb") as f:
-            f.write(envelope.original_content or envelope.content)
-        with open(base + ".json", "w") as f:
+        # Envelope first, then the message, each renamed into place whole:
+        # a reader never sees half a file, nor a message without its envelope.
+        with open(base + ".json.tmp", "w") as f:
             json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
-        os.replace(base + ".tmp", base + ".eml")
+        os.replace(base + ".json.tmp", base + ".json")
+        with open(base + ".eml.tmp", "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        os.replace(base + ".eml.tmp", base + ".eml")
         return "250 OK queued"
 
 

@@ -225,6 +225,12 @@ async fn session_loop(
         }
         None => 0,
     };
+    // With a processed folder, whatever is still in the folder is unprocessed or
+    // processed-but-not-moved (a crash between flush and MOVE): read it all once;
+    // the source keys make the second kind cheap duplicates that are moved now.
+    if config.processed.is_some() {
+        last_uid = 0;
+    }
     *failures = 0;
     tracing::info!(mailbox, folder = %config.folder, uid_validity, last_uid, idle = can_idle && config.idle, "imap connected");
     loop {

@@ -299,12 +299,13 @@ impl Smtp {
             .collect()
     }
 
-    /// Envelopes received so far: (mail_from, rcpt_tos).
+    /// Envelopes of the messages received so far (same order as `received`).
     pub fn envelopes(&self) -> Vec<serde_json::Value> {
         let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.ends_with("control.json"))
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .map(|p| p.with_extension("json"))
             .collect();
         files.sort();
         files
