@@ -42,6 +42,61 @@ pub struct Config {
     pub queues: Vec<Queue>,
     /// `[[rule]]`, in order.
     pub rules: Vec<Rule>,
+    /// `[calendar.NAME]`, plus the built-in `24x7`.
+    pub calendars: std::collections::BTreeMap<String, crate::calendar::Calendar>,
+    /// `[sla.NAME]` policies.
+    pub sla: Vec<SlaPolicy>,
+}
+
+/// One SLA policy.
+#[derive(Clone, Debug)]
+pub struct SlaPolicy {
+    /// Name (the table key).
+    pub name: String,
+    /// The priority it applies to.
+    pub priority: crate::model::Priority,
+    /// Only tickets in this queue (a queue-specific policy wins over a general one).
+    pub queue: Option<String>,
+    /// The calendar its targets count in.
+    pub calendar: String,
+    /// First agent reply.
+    pub first_response: Option<Duration>,
+    /// Agent reply after each customer message that follows an agent reply.
+    pub next_response: Option<Duration>,
+    /// Resolution.
+    pub resolution: Option<Duration>,
+    /// Warn when this percentage of a target has passed.
+    pub warn_at: u32,
+    /// What a breach does.
+    pub on_breach: OnBreach,
+}
+
+/// Escalation on a breach.
+#[derive(Clone, Debug, Default)]
+pub struct OnBreach {
+    /// Addresses told (besides the queue lead and the assignee).
+    pub notify: Vec<String>,
+    /// Raise the priority one step.
+    pub raise_priority: bool,
+    /// Reassign to this agent.
+    pub reassign: Option<String>,
+    /// Move to this queue.
+    pub queue: Option<String>,
+}
+
+impl Config {
+    /// The SLA policy for a ticket: queue-specific first, then by priority.
+    pub fn sla_policy(&self, priority: crate::model::Priority, queue: &str) -> Option<&SlaPolicy> {
+        self.sla
+            .iter()
+            .find(|p| p.priority == priority && p.queue.as_deref() == Some(queue))
+            .or_else(|| self.sla.iter().find(|p| p.priority == priority && p.queue.is_none()))
+    }
+
+    /// A calendar by name (`24x7` is built in).
+    pub fn calendar(&self, name: &str) -> &crate::calendar::Calendar {
+        self.calendars.get(name).unwrap_or(&crate::calendar::Calendar::TwentyFourSeven)
+    }
 }
 
 /// One routing rule: every condition must hold; then its actions apply.
@@ -133,6 +188,8 @@ pub struct Instance {
 pub struct Http {
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
+    /// The public base URL of the HTTP API, for signed survey links.
+    pub public_url: Option<String>,
 }
 
 /// One `[[mailbox]]`: a support address and where its mail comes from.
@@ -254,6 +311,14 @@ pub struct Automation {
     pub plus_addressing: bool,
     /// A second agent replying within this time of another is told a reply already went out.
     pub collision_window: Duration,
+    /// Resolved tickets close after this long without customer mail.
+    pub auto_close_resolved_after: Option<Duration>,
+    /// Pending tickets get a reminder to the customer after this long.
+    pub pending_reminder_after: Option<Duration>,
+    /// Pending tickets close after this long without an answer.
+    pub pending_close_after: Option<Duration>,
+    /// Send a satisfaction survey when a ticket is resolved.
+    pub csat: bool,
 }
 
 /// `[security]`.
@@ -268,6 +333,16 @@ pub struct Security {
 pub struct Templates {
     /// The acknowledgement of a new ticket.
     pub acknowledgement: Template,
+    /// Reminder to a customer whose ticket waits on them.
+    pub pending_reminder: Template,
+    /// A pending ticket closed for want of an answer.
+    pub pending_closed: Template,
+    /// A resolved ticket closed.
+    pub closed: Template,
+    /// The satisfaction survey (`{{survey.link}}` is the signed link, when `[http] public_url` is set).
+    pub survey: Template,
+    /// The answer to a customer's `status` mail (`{{ticket.latest_update}}`).
+    pub status_reply: Template,
     /// Canned responses for `#template NAME`, with `{{placeholders}}`.
     pub canned: std::collections::BTreeMap<String, String>,
 }
@@ -588,6 +663,51 @@ struct RawConfig {
     queue: Vec<Spanned<RawQueue>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    calendar: std::collections::BTreeMap<String, Spanned<RawCalendar>>,
+    #[serde(default)]
+    sla: std::collections::BTreeMap<String, Spanned<RawSla>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalendar {
+    #[serde(default = "default_tz")]
+    timezone: Spanned<String>,
+    #[serde(default)]
+    hours: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    holidays: Vec<Spanned<String>>,
+    holidays_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    priority: Option<Spanned<String>>,
+    queue: Option<String>,
+    #[serde(default = "default_calendar")]
+    calendar: Spanned<String>,
+    first_response: Option<Spanned<String>>,
+    next_response: Option<Spanned<String>>,
+    resolution: Option<Spanned<String>>,
+    warn_at: Option<Spanned<String>>,
+    on_breach: Option<Spanned<RawOnBreach>>,
+}
+
+fn default_calendar() -> Spanned<String> {
+    Spanned::new(0..0, "24x7".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOnBreach {
+    #[serde(default)]
+    notify: Vec<Spanned<String>>,
+    #[serde(default)]
+    raise_priority: bool,
+    reassign: Option<Spanned<String>>,
+    queue: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -640,7 +760,13 @@ fn default_tz() -> Spanned<String> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHttp {
+    #[serde(default = "default_listen")]
     listen: Spanned<String>,
+    public_url: Option<String>,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8025".to_string())
 }
 
 #[derive(Deserialize)]
@@ -735,12 +861,21 @@ struct RawAutomation {
     ack_limit_per_hour: Option<u32>,
     plus_addressing: Option<bool>,
     collision_window: Option<Spanned<String>>,
+    auto_close_resolved_after: Option<Spanned<String>>,
+    pending_reminder_after: Option<Spanned<String>>,
+    pending_close_after: Option<Spanned<String>>,
+    csat: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTemplates {
     acknowledgement: Option<Spanned<RawTemplate>>,
+    pending_reminder: Option<Spanned<RawTemplate>>,
+    pending_closed: Option<Spanned<RawTemplate>>,
+    closed: Option<Spanned<RawTemplate>>,
+    survey: Option<Spanned<RawTemplate>>,
+    status_reply: Option<Spanned<RawTemplate>>,
     #[serde(default)]
     canned: std::collections::BTreeMap<String, String>,
 }
@@ -807,6 +942,54 @@ To add anything, just reply to this mail.
 {{instance.name}}
 ";
 
+/// The default pending reminder body.
+pub const DEFAULT_REMINDER_BODY: &str = "Hello {{requester.name}},
+
+we are waiting for your answer on ticket #{{ticket.id}} (\"{{ticket.subject}}\").
+Just reply to this mail when you can.
+
+-- 
+{{instance.name}}
+";
+/// The default body when a pending ticket is closed.
+pub const DEFAULT_PENDING_CLOSED_BODY: &str = "Hello {{requester.name}},
+
+we have not heard back about ticket #{{ticket.id}} (\"{{ticket.subject}}\"), so we closed it.
+If you still need help, reply to this mail and we will open a new ticket.
+
+-- 
+{{instance.name}}
+";
+/// The default body when a resolved ticket is closed.
+pub const DEFAULT_CLOSED_BODY: &str = "Hello {{requester.name}},
+
+ticket #{{ticket.id}} (\"{{ticket.subject}}\") is now closed. If you need anything
+else, reply to this mail and we will open a new ticket.
+
+-- 
+{{instance.name}}
+";
+/// The default satisfaction survey body.
+pub const DEFAULT_SURVEY_BODY: &str = "Hello {{requester.name}},
+
+ticket #{{ticket.id}} (\"{{ticket.subject}}\") is resolved. How did we do?
+Reply with a single number from 1 (poor) to 5 (excellent), and a comment if you like.
+{{survey.link}}
+-- 
+{{instance.name}}
+";
+/// The default answer to a `status` mail.
+pub const DEFAULT_STATUS_BODY: &str = "Hello {{requester.name}},
+
+ticket #{{ticket.id}} (\"{{ticket.subject}}\") is {{ticket.status}}.
+
+Latest update:
+{{ticket.latest_update}}
+
+-- 
+{{instance.name}}
+";
+
 struct Validator<'a> {
     text: &'a str,
     problems: Vec<Problem>,
@@ -827,6 +1010,30 @@ impl Validator<'_> {
             file: path.to_path_buf(),
             problems: self.problems,
         }
+    }
+
+    fn template(&mut self, raw: Option<Spanned<RawTemplate>>, subject: &str, body: &str) -> Template {
+        let mut out = Template {
+            subject: subject.into(),
+            body: body.into(),
+        };
+        if let Some(t) = raw {
+            let tspan = t.span();
+            let t = t.into_inner();
+            if let Some(s) = t.subject {
+                out.subject = s;
+            }
+            match (t.body, t.body_file) {
+                (Some(b), None) => out.body = b,
+                (None, Some(f)) => match std::fs::read_to_string(&f) {
+                    Ok(b) => out.body = b,
+                    Err(e) => self.problem(tspan.start, format!("cannot read template body_file {f:?}: {e}")),
+                },
+                (Some(_), Some(_)) => self.problem(tspan.start, "template: give body or body_file, not both".into()),
+                (None, None) => {}
+            }
+        }
+        out
     }
 
     fn duration(&mut self, raw: &Option<Spanned<String>>, default: Duration) -> Duration {
@@ -902,9 +1109,13 @@ impl Validator<'_> {
         let http = match raw.http {
             None => Http {
                 listen: "127.0.0.1:8025".parse().expect("static address"),
+                public_url: None,
             },
             Some(h) => match h.listen.get_ref().parse::<SocketAddr>() {
-                Ok(listen) => Http { listen },
+                Ok(listen) => Http {
+                    listen,
+                    public_url: h.public_url.map(|u| u.trim_end_matches('/').to_string()),
+                },
                 Err(_) => {
                     self.problem(
                         h.listen.span().start,
@@ -915,6 +1126,7 @@ impl Validator<'_> {
                     );
                     Http {
                         listen: "127.0.0.1:8025".parse().expect("static address"),
+                        public_url: None,
                     }
                 }
             },
@@ -1045,6 +1257,10 @@ impl Validator<'_> {
             ack_limit_per_hour: None,
             plus_addressing: None,
             collision_window: None,
+            auto_close_resolved_after: None,
+            pending_reminder_after: None,
+            pending_close_after: None,
+            csat: None,
         });
         let automation = Automation {
             acknowledge: ra.acknowledge.unwrap_or(true),
@@ -1052,32 +1268,37 @@ impl Validator<'_> {
             ack_limit_per_hour: ra.ack_limit_per_hour.unwrap_or(5),
             plus_addressing: ra.plus_addressing.unwrap_or(true),
             collision_window: self.duration(&ra.collision_window, Duration::from_secs(10 * 60)),
+            auto_close_resolved_after: ra
+                .auto_close_resolved_after
+                .as_ref()
+                .map(|d| self.duration(&Some(d.clone()), Duration::ZERO)),
+            pending_reminder_after: ra
+                .pending_reminder_after
+                .as_ref()
+                .map(|d| self.duration(&Some(d.clone()), Duration::ZERO)),
+            pending_close_after: ra
+                .pending_close_after
+                .as_ref()
+                .map(|d| self.duration(&Some(d.clone()), Duration::ZERO)),
+            csat: ra.csat.unwrap_or(false),
         };
 
-        let mut acknowledgement = Template {
-            subject: DEFAULT_ACK_SUBJECT.into(),
-            body: DEFAULT_ACK_BODY.into(),
-        };
-        let (raw_ack, canned) = match raw.templates {
-            Some(t) => (t.acknowledgement, t.canned),
-            None => (None, Default::default()),
-        };
-        if let Some(t) = raw_ack {
-            let tspan = t.span();
-            let t = t.into_inner();
-            if let Some(s) = t.subject {
-                acknowledgement.subject = s;
-            }
-            match (t.body, t.body_file) {
-                (Some(b), None) => acknowledgement.body = b,
-                (None, Some(f)) => match std::fs::read_to_string(&f) {
-                    Ok(b) => acknowledgement.body = b,
-                    Err(e) => self.problem(tspan.start, format!("cannot read template body_file {f:?}: {e}")),
-                },
-                (Some(_), Some(_)) => self.problem(tspan.start, "template: give body or body_file, not both".into()),
-                (None, None) => {}
-            }
-        }
+        let mut rt = raw.templates.unwrap_or(RawTemplates {
+            acknowledgement: None,
+            pending_reminder: None,
+            pending_closed: None,
+            closed: None,
+            survey: None,
+            status_reply: None,
+            canned: Default::default(),
+        });
+        let canned = std::mem::take(&mut rt.canned);
+        let acknowledgement = self.template(rt.acknowledgement, DEFAULT_ACK_SUBJECT, DEFAULT_ACK_BODY);
+        let pending_reminder = self.template(rt.pending_reminder, "{{ticket.subject}}", DEFAULT_REMINDER_BODY);
+        let pending_closed = self.template(rt.pending_closed, "{{ticket.subject}}", DEFAULT_PENDING_CLOSED_BODY);
+        let closed = self.template(rt.closed, "{{ticket.subject}}", DEFAULT_CLOSED_BODY);
+        let survey = self.template(rt.survey, "How did we do? {{ticket.subject}}", DEFAULT_SURVEY_BODY);
+        let status_reply = self.template(rt.status_reply, "Status: {{ticket.subject}}", DEFAULT_STATUS_BODY);
 
         let rl = raw.limits.unwrap_or(RawLimits {
             max_message_bytes: None,
@@ -1251,6 +1472,114 @@ impl Validator<'_> {
             });
         }
 
+        let mut calendars = std::collections::BTreeMap::new();
+        calendars.insert("24x7".to_string(), crate::calendar::Calendar::TwentyFourSeven);
+        for (name, c) in raw.calendar {
+            let cspan = c.span();
+            let c = c.into_inner();
+            let tz = match jiff::tz::TimeZone::get(c.timezone.get_ref()) {
+                Ok(tz) => tz,
+                Err(_) => {
+                    self.problem(c.timezone.span().start, format!("unknown time zone {:?}", c.timezone.get_ref()));
+                    jiff::tz::TimeZone::UTC
+                }
+            };
+            let mut week: [Vec<(jiff::civil::Time, jiff::civil::Time)>; 7] = Default::default();
+            const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+            for (day, ranges) in &c.hours {
+                match DAYS.iter().position(|d| d == day) {
+                    None => self.problem(ranges.span().start, format!("hours.{day}: expected mon, tue, wed, thu, fri, sat or sun")),
+                    Some(i) => match crate::calendar::parse_ranges(ranges.get_ref()) {
+                        Ok(r) => week[i] = r,
+                        Err(e) => self.problem(ranges.span().start, format!("hours.{day}: {e}")),
+                    },
+                }
+            }
+            if week.iter().all(|d| d.is_empty()) {
+                self.problem(cspan.start, format!("calendar {name:?} has no working hours"));
+            }
+            let mut holidays = std::collections::BTreeSet::new();
+            for h in &c.holidays {
+                match h.get_ref().parse::<jiff::civil::Date>() {
+                    Ok(d) => {
+                        holidays.insert(d);
+                    }
+                    Err(_) => self.problem(h.span().start, format!("holiday {:?} is not a date like 2026-12-24", h.get_ref())),
+                }
+            }
+            if let Some(f) = &c.holidays_file {
+                match std::fs::read_to_string(f.get_ref()).map_err(|e| e.to_string()).and_then(|t| crate::calendar::parse_ics_dates(&t)) {
+                    Ok(dates) => holidays.extend(dates),
+                    Err(e) => self.problem(f.span().start, format!("holidays_file {:?}: {e}", f.get_ref())),
+                }
+            }
+            calendars.insert(name, crate::calendar::Calendar::Hours { tz, week, holidays });
+        }
+        let mut sla = Vec::new();
+        for (name, p) in raw.sla {
+            let pspan = p.span();
+            let p = p.into_inner();
+            use crate::model::Priority;
+            let prio_text = p.priority.as_ref().map(|s| s.get_ref().clone()).unwrap_or_else(|| name.clone());
+            let priority = match prio_text.as_str() {
+                "low" => Priority::Low,
+                "normal" => Priority::Normal,
+                "high" => Priority::High,
+                "urgent" => Priority::Urgent,
+                other => {
+                    let at = p.priority.as_ref().map(|s| s.span().start).unwrap_or(pspan.start);
+                    self.problem(at, format!("sla.{name}: priority {other:?} is not low, normal, high or urgent (name the policy after a priority or set priority = ...)"));
+                    continue;
+                }
+            };
+            if !calendars.contains_key(p.calendar.get_ref()) {
+                self.problem(p.calendar.span().start, format!("sla.{name}: no calendar {:?}", p.calendar.get_ref()));
+            }
+            let target = |v: &mut Self, d: &Option<Spanned<String>>| d.as_ref().map(|d| v.duration(&Some(d.clone()), Duration::ZERO));
+            let first_response = target(self, &p.first_response);
+            let next_response = target(self, &p.next_response);
+            let resolution = target(self, &p.resolution);
+            let warn_at = match &p.warn_at {
+                None => 75,
+                Some(w) => match w.get_ref().trim_end_matches('%').trim().parse::<u32>() {
+                    Ok(n) if (1..=99).contains(&n) => n,
+                    _ => {
+                        self.problem(w.span().start, format!("warn_at {:?}: expected a percentage like \"75%\"", w.get_ref()));
+                        75
+                    }
+                },
+            };
+            let mut on_breach = OnBreach::default();
+            if let Some(b) = p.on_breach {
+                let b = b.into_inner();
+                on_breach.notify = b.notify.iter().map(|a| self.address(a, "on_breach.notify")).collect();
+                on_breach.raise_priority = b.raise_priority;
+                if let Some(r) = b.reassign {
+                    match agents.iter().find(|a| a.name.eq_ignore_ascii_case(r.get_ref()) || a.emails.contains(&r.get_ref().to_ascii_lowercase())) {
+                        Some(a) => on_breach.reassign = Some(a.name.clone()),
+                        None => self.problem(r.span().start, format!("on_breach.reassign {:?} is not an [[agent]]", r.get_ref())),
+                    }
+                }
+                if let Some(q) = b.queue {
+                    if !queues.is_empty() && !queues.iter().any(|x| &x.name == q.get_ref()) {
+                        self.problem(q.span().start, format!("on_breach.queue {:?} is not a [[queue]]", q.get_ref()));
+                    }
+                    on_breach.queue = Some(q.into_inner());
+                }
+            }
+            sla.push(SlaPolicy {
+                name,
+                priority,
+                queue: p.queue,
+                calendar: p.calendar.into_inner(),
+                first_response,
+                next_response,
+                resolution,
+                warn_at,
+                on_breach,
+            });
+        }
+
         let domain = ri
             .message_id_domain
             .clone()
@@ -1274,6 +1603,11 @@ impl Validator<'_> {
             automation,
             templates: Templates {
                 acknowledgement,
+                pending_reminder,
+                pending_closed,
+                closed,
+                survey,
+                status_reply,
                 canned,
             },
             security: Security {
@@ -1291,6 +1625,8 @@ impl Validator<'_> {
             agents,
             queues,
             rules,
+            calendars,
+            sla,
         })
     }
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod calendar;
 pub mod classify;
 pub mod cli;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod pipeline;
 pub mod reply;
 pub mod route;
 pub mod sender;
+pub mod sla;
 pub mod source;
 pub mod store;
 pub mod subject;

@@ -120,6 +120,24 @@ pub struct Sla {
     pub first_response_breached: bool,
     /// Whether the resolution deadline was missed.
     pub resolution_breached: bool,
+    /// Whether the current next-response deadline was missed.
+    #[serde(default)]
+    pub next_response_breached: bool,
+    /// When the first-response warning is due.
+    #[serde(default)]
+    pub first_response_warn: Option<Timestamp>,
+    /// When the next-response warning is due.
+    #[serde(default)]
+    pub next_response_warn: Option<Timestamp>,
+    /// When the resolution warning is due.
+    #[serde(default)]
+    pub resolution_warn: Option<Timestamp>,
+    /// Targets already warned about: `first_response`, `next_response`, `resolution`.
+    #[serde(default)]
+    pub warned: Vec<String>,
+    /// Since when the clocks are paused (status pending).
+    #[serde(default)]
+    pub paused_at: Option<Timestamp>,
 }
 
 /// A ticket without its messages and events (those live in their own trees).
@@ -175,6 +193,15 @@ pub struct Ticket {
     /// The Message-ID of the latest mail in the customer-facing thread (our relays answer it).
     #[serde(default)]
     pub last_public_message_id: Option<String>,
+    /// Since when the ticket waits on the customer.
+    #[serde(default)]
+    pub pending_since: Option<Timestamp>,
+    /// Whether the pending reminder went out.
+    #[serde(default)]
+    pub pending_reminded: bool,
+    /// Whether a satisfaction survey went out.
+    #[serde(default)]
+    pub survey_sent: bool,
 }
 
 impl Ticket {

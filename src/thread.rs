@@ -202,6 +202,9 @@ mod tests {
             agents: vec![],
             last_agent_reply: None,
             last_public_message_id: None,
+            pending_since: None,
+            pending_reminded: false,
+            survey_sent: false,
         }
     }
 

@@ -654,6 +654,9 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
         agents: Vec::new(),
         last_agent_reply: None,
         last_public_message_id: msg.message_id.clone(),
+        pending_since: None,
+        pending_reminded: false,
+        survey_sent: false,
     }
 }
 
