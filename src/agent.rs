@@ -392,6 +392,21 @@ pub fn template_values(ticket: &Ticket, config: &Config, agent: Option<&Agent>) 
         .set("agent.name", agent.map(|a| a.name.clone()).unwrap_or_default())
 }
 
+/// The survey links block, or nothing without `[http] public_url`.
+pub fn survey_links(ticket: &Ticket, config: &Config, signer: &Signer) -> String {
+    match &config.http.public_url {
+        None => String::new(),
+        Some(base) => {
+            let token = signer.survey_token(ticket.id);
+            let mut s = String::from("\nOr rate with one click:\n");
+            for (n, word) in [(5, "excellent"), (4, "good"), (3, "okay"), (2, "poor"), (1, "bad")] {
+                s.push_str(&format!("  {n} {word}: {base}/csat/{}/{token}/{n}\n", ticket.id));
+            }
+            s
+        }
+    }
+}
+
 /// The filled canned response `name`, if configured.
 pub fn canned(name: &str, ticket: &Ticket, config: &Config, agent: &Agent) -> Option<String> {
     config

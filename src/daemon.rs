@@ -60,6 +60,36 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
         }
     }
     {
+        // Timers: wake at the next due time, at most a minute apart (new timers
+        // appear as mail arrives), and fire what is due under the writer lock.
+        let sink = sink.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                let fired = {
+                    let _guard = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
+                    sink.pipeline.tick(Timestamp::now())
+                };
+                match fired {
+                    Ok(t) if t.fired > 0 => sink.wake_sender.notify_one(),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "timer pass failed"),
+                }
+                let wait = match sink.pipeline.store.next_due() {
+                    Ok(Some(at)) => Duration::from_secs((at.as_second() - Timestamp::now().as_second()).clamp(0, 60) as u64),
+                    _ => Duration::from_secs(60),
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    return;
+                }
+            }
+        });
+    }
+    {
         let sink = sink.clone();
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {

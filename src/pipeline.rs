@@ -105,6 +105,15 @@ impl Summary {
     }
 }
 
+/// What one `tick` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TickSummary {
+    /// Timers fired.
+    pub fired: u64,
+    /// Timers found stale (the ticket moved on) and dropped.
+    pub stale: u64,
+}
+
 /// How a mail would be handled, for `explain`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Explanation {
@@ -192,7 +201,18 @@ impl Pipeline {
                 }
             }
         }
-        let decision = self.decide(&msg, &class, now);
+        let mut decision = self.decide(&msg, &class, now);
+        // A rating for a survey of a ticket that closed meanwhile still belongs to it.
+        if let Outcome::NewLinked(t) = decision.outcome
+            && let Some(old) = self.store.ticket(t)?
+            && old.survey_sent
+            && old.csat.is_none()
+            && crate::sla::rating(&msg.text).is_some()
+            && msg.from.as_ref().is_some_and(|f| old.is_participant(&f.email))
+        {
+            decision.outcome = Outcome::Existing(t);
+            decision.reason.push_str("; a rating for its survey");
+        }
         let existing = match decision.outcome {
             Outcome::Existing(id) | Outcome::NewLinked(id) => self.store.ticket(id)?,
             Outcome::New => None,
@@ -211,9 +231,26 @@ impl Pipeline {
             loads: self.store.loads()?,
             last_round_robin: None,
             forged_agent,
+            latest_update: None,
         };
         let before = existing.clone();
-        let applied = match (&agent_proof, decision.outcome, existing) {
+        let latest_update = match (&existing, crate::sla::is_status_request(&msg.text)) {
+            (Some(t), true) => self
+                .store
+                .messages(t.id)?
+                .into_iter()
+                .rev()
+                .find(|m| m.direction == Direction::Outbound && m.kind == MessageKind::Agent)
+                .map(|m| m.text),
+            _ => None,
+        };
+        let cx = ApplyContext { latest_update, ..cx };
+        let self_served = match (&agent_proof, decision.outcome, &existing) {
+            (None, Outcome::Existing(_), Some(t)) => crate::ticket::self_service(t, &msg, &class, &raw_key, &cx),
+            _ => None,
+        };
+        let mut applied = match (&agent_proof, decision.outcome, existing) {
+            _ if self_served.is_some() => self_served.expect("checked"),
             (Some((agent, proof)), Outcome::Existing(_), Some(ticket)) => {
                 crate::ticket::apply_agent_reply(ticket, &msg, agent, proof, &raw_key, &cx)
             }
@@ -231,6 +268,11 @@ impl Pipeline {
             }
         };
         let before = if applied.created { None } else { before };
+        let served = applied.events.iter().any(|e| e.kind == "csat" || e.kind == "status_request");
+        let customer_wrote = applied.message.kind == MessageKind::Customer && !served;
+        let agent_replied = applied.mails.iter().any(|m| m.purpose == "relay");
+        let sla_events = crate::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
+        applied.events.extend(sla_events);
         let id = applied.ticket.id;
         if applied.created {
             Store::set_next_ticket_id(&mut w, TicketId(new_id.0 + 1));
@@ -239,6 +281,7 @@ impl Pipeline {
             Store::set_round_robin(&mut w, queue, agent);
         }
         self.store.update_load(&mut w, before.as_ref(), &applied.ticket)?;
+        self.update_due(&mut w, before.as_ref(), &applied.ticket);
         w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
         self.index_message(&mut w, &msg, id)?;
         Store::put_ticket(&mut w, &applied.ticket);
@@ -263,6 +306,86 @@ impl Pipeline {
         } else {
             Processed::Appended { ticket: id, auto }
         })
+    }
+
+    /// Keeps the timer index in step with a ticket that changed from `before` to `after`.
+    fn update_due(&self, w: &mut WriteSet, before: Option<&crate::model::Ticket>, after: &crate::model::Ticket) {
+        let old = before.map(|b| crate::sla::due_items(b, &self.config)).unwrap_or_default();
+        let new = crate::sla::due_items(after, &self.config);
+        for (at, kind) in &old {
+            if !new.contains(&(*at, *kind)) {
+                w.remove(TreeName::Due, crate::store::due_key(*at, after.id, *kind as u8));
+            }
+        }
+        for (at, kind) in &new {
+            if !old.contains(&(*at, *kind)) {
+                w.put_raw(TreeName::Due, crate::store::due_key(*at, after.id, *kind as u8), Vec::new());
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`, each in its own transaction; the cost is
+    /// the number of due timers, whatever the number of tickets.
+    pub fn tick(&self, now: Timestamp) -> Result<TickSummary, StoreError> {
+        let mut summary = TickSummary::default();
+        loop {
+            let due = self.store.due_until(now, 500)?;
+            if due.is_empty() {
+                break;
+            }
+            for (at, id, kind_byte) in due {
+                let mut w = WriteSet::default();
+                w.remove(TreeName::Due, crate::store::due_key(at, id, kind_byte));
+                let kind = crate::sla::TimerKind::from_u8(kind_byte);
+                let ticket = self.store.ticket(id)?;
+                let (Some(kind), Some(before)) = (kind, ticket) else {
+                    summary.stale += 1;
+                    self.store.commit(&w)?;
+                    continue;
+                };
+                // A timer the ticket no longer has (it was answered, paused, closed) is stale.
+                if !crate::sla::due_items(&before, &self.config).contains(&(at, kind)) {
+                    summary.stale += 1;
+                    self.store.commit(&w)?;
+                    continue;
+                }
+                let mut ticket = before.clone();
+                let nonce = format!("{:x}t", self.store.next_seq()?);
+                let cx = crate::agent::MailContext {
+                    config: &self.config,
+                    signer: &self.signer,
+                    now,
+                    nonce: &nonce,
+                };
+                let recent = self.store.messages(id)?;
+                let fired = crate::sla::fire(&mut ticket, kind, at, &recent, &cx);
+                let mut events = fired.events;
+                events.extend(crate::sla::refresh(&mut ticket, &self.config, now, false, false));
+                ticket.updated_at = now;
+                for e in &events {
+                    self.store.add_event(&mut w, id, e)?;
+                }
+                for m in &fired.mails {
+                    self.queue_mail(&mut w, m, now)?;
+                }
+                self.store.update_load(&mut w, Some(&before), &ticket)?;
+                // The fired timer is removed above; the rest follow the ticket's new state.
+                let mut old_items = crate::sla::due_items(&before, &self.config);
+                old_items.retain(|x| *x != (at, kind));
+                for (t, k) in &old_items {
+                    w.remove(TreeName::Due, crate::store::due_key(*t, id, *k as u8));
+                }
+                for (t, k) in crate::sla::due_items(&ticket, &self.config) {
+                    w.put_raw(TreeName::Due, crate::store::due_key(t, id, k as u8), Vec::new());
+                }
+                Store::put_ticket(&mut w, &ticket);
+                self.store.commit(&w)?;
+                summary.fired += 1;
+                tracing::info!(ticket = id.0, ?kind, "timer fired");
+            }
+        }
+        self.store.flush()?;
+        Ok(summary)
     }
 
     /// Queues an outgoing mail: outbox entry, Message-ID index and an outbound message record.

@@ -385,8 +385,22 @@ pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[Mess
 
 /// An automatic mail to the requester from a template.
 pub fn customer_mail(ticket: &Ticket, t: &crate::config::Template, purpose: &str, cx: &MailContext<'_>) -> OutgoingMail {
+    customer_mail_with(ticket, t, purpose, cx, &[])
+}
+
+/// [`customer_mail`] with extra template values.
+pub fn customer_mail_with(
+    ticket: &Ticket,
+    t: &crate::config::Template,
+    purpose: &str,
+    cx: &MailContext<'_>,
+    extra: &[(&str, String)],
+) -> OutgoingMail {
     let config = cx.config;
-    let values = crate::agent::template_values(ticket, config, None);
+    let mut values = crate::agent::template_values(ticket, config, None);
+    for (k, v) in extra {
+        values = values.set(k, v.clone());
+    }
     let mut body = fill(&t.body, &values);
     if !body.ends_with('\n') {
         body.push('\n');

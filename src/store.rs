@@ -69,9 +69,11 @@ pub enum TreeName {
     Suppress,
     /// Agent name → open tickets assigned.
     Loads,
+    /// Due time + ticket + timer kind → (): timers, in time order.
+    Due,
 }
 
-const TREE_NAMES: [&str; 14] = [
+const TREE_NAMES: [&str; 15] = [
     "meta",
     "tickets",
     "messages",
@@ -86,6 +88,7 @@ const TREE_NAMES: [&str; 14] = [
     "acks",
     "suppress",
     "loads",
+    "due",
 ];
 
 /// An outgoing mail waiting in the outbox.
@@ -491,6 +494,49 @@ impl Store {
             format!("rr:{queue}").into_bytes(),
             agent.as_bytes().to_vec(),
         );
+    }
+}
+
+/// Key of a timer: the time first, so a range scan finds what is due.
+pub fn due_key(at: Timestamp, ticket: TicketId, kind: u8) -> Vec<u8> {
+    let mut k = ((at.as_second() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    k.extend_from_slice(&ticket.0.to_be_bytes());
+    k.push(kind);
+    k
+}
+
+fn parse_due_key(k: &[u8]) -> Option<(Timestamp, TicketId, u8)> {
+    if k.len() != 17 {
+        return None;
+    }
+    let secs = (u64::from_be_bytes(k[..8].try_into().ok()?) ^ (1 << 63)) as i64;
+    Some((
+        Timestamp::from_second(secs).ok()?,
+        TicketId(u64::from_be_bytes(k[8..16].try_into().ok()?)),
+        k[16],
+    ))
+}
+
+impl Store {
+    /// Timers due at or before `now`, in time order, at most `limit`.
+    pub fn due_until(&self, now: Timestamp, limit: usize) -> Result<Vec<(Timestamp, TicketId, u8)>, StoreError> {
+        let end = due_key(Timestamp::from_second(now.as_second() + 1).unwrap_or(now), TicketId(0), 0);
+        let mut out = Vec::new();
+        for r in self.tree(TreeName::Due).range(..end) {
+            let (k, _) = r?;
+            if let Some(item) = parse_due_key(&k) {
+                out.push(item);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the next timer is due.
+    pub fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.tree(TreeName::Due).first()?.and_then(|(k, _)| parse_due_key(&k)).map(|(t, _, _)| t))
     }
 }
 

@@ -38,6 +38,8 @@ pub struct ApplyContext<'a> {
     pub last_round_robin: Option<String>,
     /// Set when the From is an agent's address without proof: (agent name, why not).
     pub forged_agent: Option<(String, String)>,
+    /// The latest public update of the ticket, for `status` requests.
+    pub latest_update: Option<String>,
 }
 
 /// The result of applying a mail.
@@ -380,9 +382,25 @@ pub fn apply_agent_reply(
         ticket.agents.push(agent.name.clone());
     }
     // Commands first: `#cc add` reaches this reply's recipients, `#status` wins over "replied means open".
+    let status_before = ticket.status;
     let (command_events, mut errors) = apply_commands(&mut ticket, &parsed.commands, agent, config, now);
     events.extend(command_events);
     errors.extend(parsed.errors.iter().cloned());
+    let survey = (status_before != Status::Resolved
+        && ticket.status == Status::Resolved
+        && config.automation.csat
+        && !ticket.survey_sent
+        && ticket.csat.is_none())
+    .then(|| {
+        ticket.survey_sent = true;
+        crate::sla::customer_mail_with(
+            &ticket,
+            &config.templates.survey,
+            "survey",
+            &mail_cx,
+            &[("survey.link", crate::agent::survey_links(&ticket, config, cx.signer))],
+        )
+    });
     if public {
         if let Some((other, at)) = ticket.last_agent_reply.clone()
             && other != agent.name
@@ -545,6 +563,13 @@ Nothing of this message reached the customer.",
             ));
         }
     }
+    if let Some(mut survey) = survey {
+        // The survey follows the relay in the customer's thread.
+        survey.in_reply_to = ticket.last_public_message_id.clone();
+        survey.references = ticket.last_public_message_id.iter().cloned().collect();
+        events.push(Event::new(now, "survey_sent", "system", &[("message_id", json!(survey.message_id))]));
+        mails.push(survey);
+    }
     ticket.updated_at = now;
     Applied {
         ticket,
@@ -554,6 +579,91 @@ Nothing of this message reached the customer.",
         mails,
         round_robin: None,
     }
+}
+
+/// A customer's rating reply to a survey, or a `status` request: answered
+/// without reopening the ticket or touching its clocks. `None` for anything else.
+pub fn self_service(
+    ticket: &Ticket,
+    msg: &InboundMessage,
+    class: &Classification,
+    message_key: &str,
+    cx: &ApplyContext<'_>,
+) -> Option<Applied> {
+    if !(matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce && cx.forged_agent.is_none()) {
+        return None;
+    }
+    let now = cx.now;
+    let from = msg.from.clone()?;
+    if !ticket.is_participant(&from.email) {
+        return None;
+    }
+    let mut t = ticket.clone();
+    let mut events = Vec::new();
+    let mut mails = Vec::new();
+    let mail_cx = MailContext {
+        config: cx.config,
+        signer: cx.signer,
+        now,
+        nonce: &cx.nonce,
+    };
+    if t.survey_sent
+        && t.csat.is_none()
+        && matches!(t.status, Status::Resolved | Status::Closed)
+        && let Some((n, comment)) = crate::sla::rating(&msg.text)
+    {
+        t.csat = Some(n);
+        events.push(Event::new(now, "csat", &from.email, &[("rating", json!(n)), ("comment", json!(comment))]));
+    } else if crate::sla::is_status_request(&msg.text) {
+        let update = cx.latest_update.clone().unwrap_or_else(|| "(no reply from us yet)".into());
+        let mail = crate::sla::customer_mail_with(
+            &t,
+            &cx.config.templates.status_reply,
+            "status_reply",
+            &mail_cx,
+            &[("ticket.latest_update", update)],
+        );
+        events.push(Event::new(now, "status_request", &from.email, &[("message_id", json!(mail.message_id))]));
+        mails.push(mail);
+    } else {
+        return None;
+    }
+    let message = MessageRecord {
+        message_id: msg.message_id.clone().unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        from: from.clone(),
+        to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
+        date: now,
+        direction: Direction::Inbound,
+        kind: MessageKind::Customer,
+        subject: msg.subject.clone(),
+        text: msg.text.clone(),
+        raw_key: Some(message_key.to_string()),
+        auto_reason: None,
+        attachments: msg.attachments.clone(),
+        flagged: None,
+    };
+    events.insert(
+        0,
+        Event::new(
+            now,
+            "message",
+            &from.email,
+            &[
+                ("direction", json!("inbound")),
+                ("message_id", json!(message.message_id)),
+                ("message_kind", json!("customer")),
+            ],
+        ),
+    );
+    t.updated_at = now;
+    Some(Applied {
+        ticket: t,
+        created: false,
+        message,
+        events,
+        mails,
+        round_robin: None,
+    })
 }
 
 /// Records a bounce on the ticket of the mail it reports on.

@@ -116,6 +116,16 @@ impl Signer {
         self.verify("plus", payload, sig).then_some((TicketId(n), agent))
     }
 
+    /// The token of a ticket's signed survey links.
+    pub fn survey_token(&self, ticket: TicketId) -> String {
+        self.sign("csat", &ticket.0.to_string())
+    }
+
+    /// Whether `token` is the survey token of `ticket`.
+    pub fn verify_survey_token(&self, ticket: TicketId, token: &str) -> bool {
+        self.verify("csat", &ticket.0.to_string(), token)
+    }
+
     /// The reference line we put in the bodies of our mail: `[ref:1042.k3j9...]`.
     pub fn body_token(&self, ticket: TicketId) -> String {
         format!("[ref:{}.{}]", ticket.0, self.sign("body", &ticket.0.to_string()))
