@@ -178,16 +178,16 @@ pub fn parse_ics_dates(text: &str) -> Result<Vec<Date>, String> {
             }
         } else if line.starts_with("DTEND") {
             end = date_of(line);
-        } else if line == "END:VEVENT" {
-            if let Some(s) = start {
-                let mut d = s;
-                let stop = end.unwrap_or(s.tomorrow().unwrap_or(s));
-                loop {
-                    out.push(d);
-                    d = d.tomorrow().unwrap_or(stop);
-                    if d >= stop {
-                        break;
-                    }
+        } else if line == "END:VEVENT"
+            && let Some(s) = start
+        {
+            let mut d = s;
+            let stop = end.unwrap_or(s.tomorrow().unwrap_or(s));
+            loop {
+                out.push(d);
+                d = d.tomorrow().unwrap_or(stop);
+                if d >= stop {
+                    break;
                 }
             }
         }
@@ -201,14 +201,17 @@ mod tests {
 
     fn office() -> Calendar {
         let mut week: [Vec<(Time, Time)>; 7] = Default::default();
-        for d in 0..4 {
-            week[d] = parse_ranges("09:00-12:00,13:00-17:00").unwrap();
+        for day in week.iter_mut().take(4) {
+            *day = parse_ranges("09:00-12:00,13:00-17:00").unwrap();
         }
         week[4] = parse_ranges("09:00-16:00").unwrap();
         Calendar::Hours {
             tz: TimeZone::get("Europe/Berlin").unwrap(),
             week,
-            holidays: ["2026-12-24", "2026-12-25", "2026-12-26"].iter().map(|d| d.parse().unwrap()).collect(),
+            holidays: ["2026-12-24", "2026-12-25", "2026-12-26"]
+                .iter()
+                .map(|d| d.parse().unwrap())
+                .collect(),
         }
     }
 
@@ -251,7 +254,10 @@ mod tests {
         for (start, hours, want) in table {
             assert_eq!(c.add(ts(start), h(hours)), ts(want), "{start} + {hours}h");
         }
-        assert_eq!(Calendar::TwentyFourSeven.add(ts("2026-11-28T12:00:00Z"), h(25.0)), ts("2026-11-29T13:00:00Z"));
+        assert_eq!(
+            Calendar::TwentyFourSeven.add(ts("2026-11-28T12:00:00Z"), h(25.0)),
+            ts("2026-11-29T13:00:00Z")
+        );
     }
 
     #[test]

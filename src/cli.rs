@@ -327,7 +327,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let t = pipeline.tick(now)?;
             println!("timers fired {}, stale {}", t.fired, t.stale);
             if !no_send {
-                let mailer = Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
+                let mailer =
+                    Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
                 let s = runtime()?.block_on(drain(&pipeline, &mailer, now))?;
                 println!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
             }

@@ -95,7 +95,9 @@ impl Config {
 
     /// A calendar by name (`24x7` is built in).
     pub fn calendar(&self, name: &str) -> &crate::calendar::Calendar {
-        self.calendars.get(name).unwrap_or(&crate::calendar::Calendar::TwentyFourSeven)
+        self.calendars
+            .get(name)
+            .unwrap_or(&crate::calendar::Calendar::TwentyFourSeven)
     }
 }
 
@@ -1480,7 +1482,10 @@ impl Validator<'_> {
             let tz = match jiff::tz::TimeZone::get(c.timezone.get_ref()) {
                 Ok(tz) => tz,
                 Err(_) => {
-                    self.problem(c.timezone.span().start, format!("unknown time zone {:?}", c.timezone.get_ref()));
+                    self.problem(
+                        c.timezone.span().start,
+                        format!("unknown time zone {:?}", c.timezone.get_ref()),
+                    );
                     jiff::tz::TimeZone::UTC
                 }
             };
@@ -1488,7 +1493,10 @@ impl Validator<'_> {
             const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
             for (day, ranges) in &c.hours {
                 match DAYS.iter().position(|d| d == day) {
-                    None => self.problem(ranges.span().start, format!("hours.{day}: expected mon, tue, wed, thu, fri, sat or sun")),
+                    None => self.problem(
+                        ranges.span().start,
+                        format!("hours.{day}: expected mon, tue, wed, thu, fri, sat or sun"),
+                    ),
                     Some(i) => match crate::calendar::parse_ranges(ranges.get_ref()) {
                         Ok(r) => week[i] = r,
                         Err(e) => self.problem(ranges.span().start, format!("hours.{day}: {e}")),
@@ -1504,11 +1512,17 @@ impl Validator<'_> {
                     Ok(d) => {
                         holidays.insert(d);
                     }
-                    Err(_) => self.problem(h.span().start, format!("holiday {:?} is not a date like 2026-12-24", h.get_ref())),
+                    Err(_) => self.problem(
+                        h.span().start,
+                        format!("holiday {:?} is not a date like 2026-12-24", h.get_ref()),
+                    ),
                 }
             }
             if let Some(f) = &c.holidays_file {
-                match std::fs::read_to_string(f.get_ref()).map_err(|e| e.to_string()).and_then(|t| crate::calendar::parse_ics_dates(&t)) {
+                match std::fs::read_to_string(f.get_ref())
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| crate::calendar::parse_ics_dates(&t))
+                {
                     Ok(dates) => holidays.extend(dates),
                     Err(e) => self.problem(f.span().start, format!("holidays_file {:?}: {e}", f.get_ref())),
                 }
@@ -1520,7 +1534,11 @@ impl Validator<'_> {
             let pspan = p.span();
             let p = p.into_inner();
             use crate::model::Priority;
-            let prio_text = p.priority.as_ref().map(|s| s.get_ref().clone()).unwrap_or_else(|| name.clone());
+            let prio_text = p
+                .priority
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_else(|| name.clone());
             let priority = match prio_text.as_str() {
                 "low" => Priority::Low,
                 "normal" => Priority::Normal,
@@ -1533,9 +1551,14 @@ impl Validator<'_> {
                 }
             };
             if !calendars.contains_key(p.calendar.get_ref()) {
-                self.problem(p.calendar.span().start, format!("sla.{name}: no calendar {:?}", p.calendar.get_ref()));
+                self.problem(
+                    p.calendar.span().start,
+                    format!("sla.{name}: no calendar {:?}", p.calendar.get_ref()),
+                );
             }
-            let target = |v: &mut Self, d: &Option<Spanned<String>>| d.as_ref().map(|d| v.duration(&Some(d.clone()), Duration::ZERO));
+            let target = |v: &mut Self, d: &Option<Spanned<String>>| {
+                d.as_ref().map(|d| v.duration(&Some(d.clone()), Duration::ZERO))
+            };
             let first_response = target(self, &p.first_response);
             let next_response = target(self, &p.next_response);
             let resolution = target(self, &p.resolution);
@@ -1544,7 +1567,10 @@ impl Validator<'_> {
                 Some(w) => match w.get_ref().trim_end_matches('%').trim().parse::<u32>() {
                     Ok(n) if (1..=99).contains(&n) => n,
                     _ => {
-                        self.problem(w.span().start, format!("warn_at {:?}: expected a percentage like \"75%\"", w.get_ref()));
+                        self.problem(
+                            w.span().start,
+                            format!("warn_at {:?}: expected a percentage like \"75%\"", w.get_ref()),
+                        );
                         75
                     }
                 },
@@ -1555,14 +1581,22 @@ impl Validator<'_> {
                 on_breach.notify = b.notify.iter().map(|a| self.address(a, "on_breach.notify")).collect();
                 on_breach.raise_priority = b.raise_priority;
                 if let Some(r) = b.reassign {
-                    match agents.iter().find(|a| a.name.eq_ignore_ascii_case(r.get_ref()) || a.emails.contains(&r.get_ref().to_ascii_lowercase())) {
+                    match agents.iter().find(|a| {
+                        a.name.eq_ignore_ascii_case(r.get_ref()) || a.emails.contains(&r.get_ref().to_ascii_lowercase())
+                    }) {
                         Some(a) => on_breach.reassign = Some(a.name.clone()),
-                        None => self.problem(r.span().start, format!("on_breach.reassign {:?} is not an [[agent]]", r.get_ref())),
+                        None => self.problem(
+                            r.span().start,
+                            format!("on_breach.reassign {:?} is not an [[agent]]", r.get_ref()),
+                        ),
                     }
                 }
                 if let Some(q) = b.queue {
                     if !queues.is_empty() && !queues.iter().any(|x| &x.name == q.get_ref()) {
-                        self.problem(q.span().start, format!("on_breach.queue {:?} is not a [[queue]]", q.get_ref()));
+                        self.problem(
+                            q.span().start,
+                            format!("on_breach.queue {:?} is not a [[queue]]", q.get_ref()),
+                        );
                     }
                     on_breach.queue = Some(q.into_inner());
                 }

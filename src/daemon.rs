@@ -76,7 +76,9 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
                     Err(e) => tracing::error!(error = %e, "timer pass failed"),
                 }
                 let wait = match sink.pipeline.store.next_due() {
-                    Ok(Some(at)) => Duration::from_secs((at.as_second() - Timestamp::now().as_second()).clamp(0, 60) as u64),
+                    Ok(Some(at)) => {
+                        Duration::from_secs((at.as_second() - Timestamp::now().as_second()).clamp(0, 60) as u64)
+                    }
                     _ => Duration::from_secs(60),
                 };
                 tokio::select! {

@@ -268,7 +268,10 @@ impl Pipeline {
             }
         };
         let before = if applied.created { None } else { before };
-        let served = applied.events.iter().any(|e| e.kind == "csat" || e.kind == "status_request");
+        let served = applied
+            .events
+            .iter()
+            .any(|e| e.kind == "csat" || e.kind == "status_request");
         let customer_wrote = applied.message.kind == MessageKind::Customer && !served;
         let agent_replied = applied.mails.iter().any(|m| m.purpose == "relay");
         let sla_events = crate::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
@@ -310,7 +313,9 @@ impl Pipeline {
 
     /// Keeps the timer index in step with a ticket that changed from `before` to `after`.
     fn update_due(&self, w: &mut WriteSet, before: Option<&crate::model::Ticket>, after: &crate::model::Ticket) {
-        let old = before.map(|b| crate::sla::due_items(b, &self.config)).unwrap_or_default();
+        let old = before
+            .map(|b| crate::sla::due_items(b, &self.config))
+            .unwrap_or_default();
         let new = crate::sla::due_items(after, &self.config);
         for (at, kind) in &old {
             if !new.contains(&(*at, *kind)) {
@@ -319,7 +324,11 @@ impl Pipeline {
         }
         for (at, kind) in &new {
             if !old.contains(&(*at, *kind)) {
-                w.put_raw(TreeName::Due, crate::store::due_key(*at, after.id, *kind as u8), Vec::new());
+                w.put_raw(
+                    TreeName::Due,
+                    crate::store::due_key(*at, after.id, *kind as u8),
+                    Vec::new(),
+                );
             }
         }
     }

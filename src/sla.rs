@@ -79,7 +79,13 @@ fn scaled(d: Duration, percent: u32) -> Duration {
 
 /// Brings the SLA state and the lifecycle bookkeeping up to date after a change.
 /// `customer_wrote`: a customer message arrived now; `agent_replied`: a public agent reply went out now.
-pub fn refresh(ticket: &mut Ticket, config: &Config, now: Timestamp, customer_wrote: bool, agent_replied: bool) -> Vec<Event> {
+pub fn refresh(
+    ticket: &mut Ticket,
+    config: &Config,
+    now: Timestamp,
+    customer_wrote: bool,
+    agent_replied: bool,
+) -> Vec<Event> {
     let mut events = Vec::new();
     // Lifecycle: when did it start waiting on the customer?
     if ticket.status == Status::Pending {
@@ -90,11 +96,14 @@ pub fn refresh(ticket: &mut Ticket, config: &Config, now: Timestamp, customer_wr
     } else {
         ticket.pending_since = None;
     }
-    let Some(policy) = config.sla_policy(ticket.priority, &ticket.queue) else {
-        if ticket.sla.policy.is_some() {
-            events.push(Event::new(now, "sla_policy", "system", &[("from", json!(ticket.sla.policy)), ("to", json!(null))]));
-            ticket.sla = Sla::default();
-        }
+    // No policy for a new priority or queue keeps the one in force (an escalated
+    // ticket must not lose its clocks).
+    let current = ticket
+        .sla
+        .policy
+        .as_deref()
+        .and_then(|p| config.sla.iter().find(|x| x.name == p));
+    let Some(policy) = config.sla_policy(ticket.priority, &ticket.queue).or(current) else {
         return events;
     };
     let cal = config.calendar(&policy.calendar);
@@ -181,20 +190,29 @@ pub fn due_items(ticket: &Ticket, config: &Config) -> Vec<(Timestamp, TimerKind)
     if active && s.paused_at.is_none() {
         let warned = |t: &str| s.warned.iter().any(|w| w == t);
         if ticket.first_response_at.is_none() {
-            if let Some(w) = s.first_response_warn.filter(|_| !warned("first_response") && !s.first_response_breached) {
+            if let Some(w) = s
+                .first_response_warn
+                .filter(|_| !warned("first_response") && !s.first_response_breached)
+            {
                 out.push((w, FirstResponseWarn));
             }
             if let Some(d) = s.first_response_due.filter(|_| !s.first_response_breached) {
                 out.push((d, FirstResponseBreach));
             }
         }
-        if let Some(w) = s.next_response_warn.filter(|_| !warned("next_response") && !s.next_response_breached) {
+        if let Some(w) = s
+            .next_response_warn
+            .filter(|_| !warned("next_response") && !s.next_response_breached)
+        {
             out.push((w, NextResponseWarn));
         }
         if let Some(d) = s.next_response_due.filter(|_| !s.next_response_breached) {
             out.push((d, NextResponseBreach));
         }
-        if let Some(w) = s.resolution_warn.filter(|_| !warned("resolution") && !s.resolution_breached) {
+        if let Some(w) = s
+            .resolution_warn
+            .filter(|_| !warned("resolution") && !s.resolution_breached)
+        {
             out.push((w, ResolutionWarn));
         }
         if let Some(d) = s.resolution_due.filter(|_| !s.resolution_breached) {
@@ -236,7 +254,11 @@ pub struct Fired {
 fn human(secs: i64) -> String {
     let secs = secs.max(0);
     let (h, m) = (secs / 3600, (secs % 3600) / 60);
-    if h > 0 { format!("{h} h {m} min") } else { format!("{m} min") }
+    if h > 0 {
+        format!("{h} h {m} min")
+    } else {
+        format!("{m} min")
+    }
 }
 
 fn raise(p: Priority) -> Priority {
@@ -248,7 +270,13 @@ fn raise(p: Priority) -> Priority {
 }
 
 /// Fires one timer on a ticket. `recent` are the ticket's latest messages (for escalation mail).
-pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[MessageRecord], cx: &MailContext<'_>) -> Fired {
+pub fn fire(
+    ticket: &mut Ticket,
+    kind: TimerKind,
+    due: Timestamp,
+    recent: &[MessageRecord],
+    cx: &MailContext<'_>,
+) -> Fired {
     use TimerKind::*;
     let config = cx.config;
     let now = cx.now;
@@ -262,7 +290,12 @@ pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[Mess
                 NextResponseWarn => ticket.sla.next_response_due,
                 _ => ticket.sla.resolution_due,
             };
-            out.events.push(Event::new(now, "sla_warning", "system", &[("target", json!(target)), ("due", json!(deadline))]));
+            out.events.push(Event::new(
+                now,
+                "sla_warning",
+                "system",
+                &[("target", json!(target)), ("due", json!(deadline))],
+            ));
             let body = format!(
                 "The {} target of ticket #{} is due at {} (UTC).\nPriority {}, queue {}, status {}.",
                 target.replace('_', " "),
@@ -298,9 +331,18 @@ pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[Mess
                 now,
                 "sla_breach",
                 "system",
-                &[("target", json!(target)), ("due", json!(due)), ("overdue_seconds", json!(overdue))],
+                &[
+                    ("target", json!(target)),
+                    ("due", json!(due)),
+                    ("overdue_seconds", json!(overdue)),
+                ],
             ));
-            let policy = ticket.sla.policy.as_deref().and_then(|p| config.sla.iter().find(|x| x.name == p)).cloned();
+            let policy = ticket
+                .sla
+                .policy
+                .as_deref()
+                .and_then(|p| config.sla.iter().find(|x| x.name == p))
+                .cloned();
             let on_breach = policy.as_ref().map(|p| p.on_breach.clone()).unwrap_or_default();
             if on_breach.raise_priority && ticket.priority != Priority::Urgent {
                 let to = raise(ticket.priority);
@@ -308,14 +350,23 @@ pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[Mess
                     now,
                     "priority",
                     "system",
-                    &[("from", json!(ticket.priority.as_str())), ("to", json!(to.as_str())), ("reason", json!("sla breach"))],
+                    &[
+                        ("from", json!(ticket.priority.as_str())),
+                        ("to", json!(to.as_str())),
+                        ("reason", json!("sla breach")),
+                    ],
                 ));
                 ticket.priority = to;
             }
             if let Some(q) = &on_breach.queue
                 && ticket.queue != *q
             {
-                out.events.push(Event::new(now, "queue", "system", &[("from", json!(ticket.queue)), ("to", json!(q))]));
+                out.events.push(Event::new(
+                    now,
+                    "queue",
+                    "system",
+                    &[("from", json!(ticket.queue)), ("to", json!(q))],
+                ));
                 ticket.queue = q.clone();
             }
             if let Some(a) = &on_breach.reassign {
@@ -347,7 +398,18 @@ pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[Mess
             // The assignee (or the queue's agents) as agents, with tokens to reply with.
             for (i, agent) in notify_targets(ticket, config).into_iter().enumerate() {
                 told.push(agent.emails[0].clone());
-                out.mails.push(agent_mail(ticket, agent, &config.instance.name, &subject, &body, "escalation", true, 100 + i, None, cx));
+                out.mails.push(agent_mail(
+                    ticket,
+                    agent,
+                    &config.instance.name,
+                    &subject,
+                    &body,
+                    "escalation",
+                    true,
+                    100 + i,
+                    None,
+                    cx,
+                ));
             }
             let lead = config.queue(&ticket.queue).and_then(|q| q.lead.clone());
             for (i, addr) in on_breach.notify.iter().chain(lead.iter()).enumerate() {
@@ -355,9 +417,11 @@ pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[Mess
                     continue;
                 }
                 told.push(addr.clone());
-                out.mails.push(plain_mail(ticket, addr, &subject, &body, "escalation", 200 + i, cx));
+                out.mails
+                    .push(plain_mail(ticket, addr, &subject, &body, "escalation", 200 + i, cx));
             }
-            out.events.push(Event::new(now, "escalated", "system", &[("to", json!(told))]));
+            out.events
+                .push(Event::new(now, "escalated", "system", &[("to", json!(told))]));
         }
         PendingReminder => {
             ticket.pending_reminded = true;
@@ -369,22 +433,48 @@ pub fn fire(ticket: &mut Ticket, kind: TimerKind, due: Timestamp, recent: &[Mess
             let from = ticket.status;
             ticket.status = Status::Closed;
             ticket.closed_at = Some(now);
-            let reason = if kind == PendingClose { "no answer from the customer" } else { "resolved and quiet" };
+            let reason = if kind == PendingClose {
+                "no answer from the customer"
+            } else {
+                "resolved and quiet"
+            };
             out.events.push(Event::new(
                 now,
                 "status",
                 "system",
-                &[("from", json!(from.as_str())), ("to", json!("closed")), ("reason", json!(reason))],
+                &[
+                    ("from", json!(from.as_str())),
+                    ("to", json!("closed")),
+                    ("reason", json!(reason)),
+                ],
             ));
-            let t = if kind == PendingClose { &config.templates.pending_closed } else { &config.templates.closed };
-            out.mails.push(customer_mail(ticket, t, if kind == PendingClose { "pending_closed" } else { "closed" }, cx));
+            let t = if kind == PendingClose {
+                &config.templates.pending_closed
+            } else {
+                &config.templates.closed
+            };
+            out.mails.push(customer_mail(
+                ticket,
+                t,
+                if kind == PendingClose {
+                    "pending_closed"
+                } else {
+                    "closed"
+                },
+                cx,
+            ));
         }
     }
     out
 }
 
 /// An automatic mail to the requester from a template.
-pub fn customer_mail(ticket: &Ticket, t: &crate::config::Template, purpose: &str, cx: &MailContext<'_>) -> OutgoingMail {
+pub fn customer_mail(
+    ticket: &Ticket,
+    t: &crate::config::Template,
+    purpose: &str,
+    cx: &MailContext<'_>,
+) -> OutgoingMail {
     customer_mail_with(ticket, t, purpose, cx, &[])
 }
 
@@ -414,7 +504,11 @@ pub fn customer_mail_with(
         reply_to: None,
         subject: crate::subject::tagged(&fill(&t.subject, &values), &config.instance.subject_tag, ticket.id.0),
         body,
-        message_id: cx.signer.message_id(ticket.id, &format!("{}{purpose}", cx.nonce).replace('_', ""), &config.instance.message_id_domain),
+        message_id: cx.signer.message_id(
+            ticket.id,
+            &format!("{}{purpose}", cx.nonce).replace('_', ""),
+            &config.instance.message_id_domain,
+        ),
         in_reply_to: ticket.last_public_message_id.clone(),
         references: ticket.last_public_message_id.iter().cloned().collect(),
         auto_submitted: true,
@@ -424,7 +518,15 @@ pub fn customer_mail_with(
     }
 }
 
-fn plain_mail(ticket: &Ticket, to: &str, subject: &str, body: &str, purpose: &str, seq: usize, cx: &MailContext<'_>) -> OutgoingMail {
+fn plain_mail(
+    ticket: &Ticket,
+    to: &str,
+    subject: &str,
+    body: &str,
+    purpose: &str,
+    seq: usize,
+    cx: &MailContext<'_>,
+) -> OutgoingMail {
     let config = cx.config;
     OutgoingMail {
         ticket: ticket.id,
@@ -434,7 +536,11 @@ fn plain_mail(ticket: &Ticket, to: &str, subject: &str, body: &str, purpose: &st
         reply_to: None,
         subject: crate::subject::tagged(subject, &config.instance.subject_tag, ticket.id.0),
         body: body.to_string(),
-        message_id: cx.signer.message_id(ticket.id, &format!("{}x{seq}", cx.nonce), &config.instance.message_id_domain),
+        message_id: cx.signer.message_id(
+            ticket.id,
+            &format!("{}x{seq}", cx.nonce),
+            &config.instance.message_id_domain,
+        ),
         in_reply_to: None,
         references: Vec::new(),
         auto_submitted: true,
@@ -450,7 +556,9 @@ pub fn rating(text: &str) -> Option<(u8, String)> {
     let mut lines = stripped.lines().map(str::trim).skip_while(|l| l.is_empty());
     let first = lines.next()?;
     let digits: String = first.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let rest = first[digits.len()..].trim_start_matches(['/', ' ', '.', ':', '-']).trim();
+    let rest = first[digits.len()..]
+        .trim_start_matches(['/', ' ', '.', ':', '-'])
+        .trim();
     let n: u8 = digits.parse().ok()?;
     // "5/5" is a rating out of five, not a comment.
     let rest = if rest == "5" { "" } else { rest };
@@ -483,7 +591,10 @@ mod tests {
             ("4\nQuick and friendly.", Some((4, "Quick and friendly."))),
             ("3 - ok I guess", Some((3, "ok I guess"))),
             ("5/5", Some((5, ""))),
-            ("1\n\nOn Mon, 23 Nov 2026 Example Support <support@example.com> wrote:\n> Rate us 1-5", Some((1, ""))),
+            (
+                "1\n\nOn Mon, 23 Nov 2026 Example Support <support@example.com> wrote:\n> Rate us 1-5",
+                Some((1, "")),
+            ),
             ("6", None),
             ("0", None),
             ("My printer model is 4000", None),

@@ -520,7 +520,11 @@ fn parse_due_key(k: &[u8]) -> Option<(Timestamp, TicketId, u8)> {
 impl Store {
     /// Timers due at or before `now`, in time order, at most `limit`.
     pub fn due_until(&self, now: Timestamp, limit: usize) -> Result<Vec<(Timestamp, TicketId, u8)>, StoreError> {
-        let end = due_key(Timestamp::from_second(now.as_second() + 1).unwrap_or(now), TicketId(0), 0);
+        let end = due_key(
+            Timestamp::from_second(now.as_second() + 1).unwrap_or(now),
+            TicketId(0),
+            0,
+        );
         let mut out = Vec::new();
         for r in self.tree(TreeName::Due).range(..end) {
             let (k, _) = r?;
@@ -536,7 +540,11 @@ impl Store {
 
     /// When the next timer is due.
     pub fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self.tree(TreeName::Due).first()?.and_then(|(k, _)| parse_due_key(&k)).map(|(t, _, _)| t))
+        Ok(self
+            .tree(TreeName::Due)
+            .first()?
+            .and_then(|(k, _)| parse_due_key(&k))
+            .map(|(t, _, _)| t))
     }
 }
 

@@ -567,7 +567,12 @@ Nothing of this message reached the customer.",
         // The survey follows the relay in the customer's thread.
         survey.in_reply_to = ticket.last_public_message_id.clone();
         survey.references = ticket.last_public_message_id.iter().cloned().collect();
-        events.push(Event::new(now, "survey_sent", "system", &[("message_id", json!(survey.message_id))]));
+        events.push(Event::new(
+            now,
+            "survey_sent",
+            "system",
+            &[("message_id", json!(survey.message_id))],
+        ));
         mails.push(survey);
     }
     ticket.updated_at = now;
@@ -590,7 +595,8 @@ pub fn self_service(
     message_key: &str,
     cx: &ApplyContext<'_>,
 ) -> Option<Applied> {
-    if !(matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce && cx.forged_agent.is_none()) {
+    if !(matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce && cx.forged_agent.is_none())
+    {
         return None;
     }
     let now = cx.now;
@@ -613,9 +619,17 @@ pub fn self_service(
         && let Some((n, comment)) = crate::sla::rating(&msg.text)
     {
         t.csat = Some(n);
-        events.push(Event::new(now, "csat", &from.email, &[("rating", json!(n)), ("comment", json!(comment))]));
+        events.push(Event::new(
+            now,
+            "csat",
+            &from.email,
+            &[("rating", json!(n)), ("comment", json!(comment))],
+        ));
     } else if crate::sla::is_status_request(&msg.text) {
-        let update = cx.latest_update.clone().unwrap_or_else(|| "(no reply from us yet)".into());
+        let update = cx
+            .latest_update
+            .clone()
+            .unwrap_or_else(|| "(no reply from us yet)".into());
         let mail = crate::sla::customer_mail_with(
             &t,
             &cx.config.templates.status_reply,
@@ -623,13 +637,21 @@ pub fn self_service(
             &mail_cx,
             &[("ticket.latest_update", update)],
         );
-        events.push(Event::new(now, "status_request", &from.email, &[("message_id", json!(mail.message_id))]));
+        events.push(Event::new(
+            now,
+            "status_request",
+            &from.email,
+            &[("message_id", json!(mail.message_id))],
+        ));
         mails.push(mail);
     } else {
         return None;
     }
     let message = MessageRecord {
-        message_id: msg.message_id.clone().unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        message_id: msg
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
         from: from.clone(),
         to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
         date: now,

@@ -8,5 +8,6 @@ mod imap;
 mod mail;
 mod rules;
 mod servers;
+mod sla;
 mod support;
 mod tidy;

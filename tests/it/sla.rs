@@ -1,0 +1,323 @@
+//! SLA clocks, escalation and the timed lifecycle, end to end with `ingest`
+//! and `tick --now` against a real SMTP server.
+
+use crate::servers::Smtp;
+use crate::support::{DeskConfig, body_text, event_kinds, header, mail};
+
+const SETUP: &str = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[[queue]]
+name = "general"
+assign = "round_robin"
+lead = "lead@example.com"
+
+[[rule]]
+name = "urgent words"
+when.subject = "(?i)down|outage"
+set.priority = "high"
+
+[calendar.office]
+timezone = "Europe/Berlin"
+hours = { mon = "09:00-17:00", tue = "09:00-17:00", wed = "09:00-17:00", thu = "09:00-17:00", fri = "09:00-17:00" }
+holidays = ["2026-12-24"]
+
+[sla.high]
+calendar = "office"
+first_response = "2h"
+resolution = "4h"
+next_response = "1h"
+warn_at = "75%"
+on_breach = { notify = ["boss@example.com"], raise_priority = true }
+
+[automation]
+pending_reminder_after = "2d"
+pending_close_after = "5d"
+auto_close_resolved_after = "3d"
+csat = true
+"#;
+
+fn desk(smtp: &Smtp) -> crate::support::Desk {
+    DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(SETUP)
+        .extra("[http]\npublic_url = \"https://help.example.com\"")
+        .build()
+}
+
+fn to(smtp: &Smtp, rcpt: &str) -> Vec<String> {
+    smtp.received()
+        .into_iter()
+        .zip(smtp.envelopes())
+        .filter(|(_, e)| e["rcpt_tos"].as_array().unwrap().iter().any(|r| r == rcpt))
+        .map(|(m, _)| m)
+        .collect()
+}
+
+fn tick(desk: &crate::support::Desk, now: &str) -> String {
+    desk.ok(&["tick", "--now", now])
+}
+
+/// A mail dated at `date` (RFC 2822).
+fn dated(from: &str, subject: &str, id: &str, headers: &str, body: &str, date: &str) -> String {
+    mail(from, "support@example.com", subject, id, headers, body).replace("Mon, 23 Nov 2026 09:00:00 +0000", date)
+}
+
+#[test]
+fn first_response_warning_then_breach_escalates_and_raises_priority() {
+    let smtp = Smtp::start();
+    let desk = desk(&smtp);
+    // Monday 23 Nov 09:00 UTC = 10:00 in Berlin: due 12:00 Berlin (11:00Z), warned at 11:30 Berlin (10:30Z).
+    desk.ingest(&[&mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Shop is down",
+        "d1@customer.test",
+        "",
+        "Nothing loads.",
+    )]);
+    let t = desk.show(1);
+    assert_eq!(t["priority"], "high");
+    assert_eq!(t["sla"]["policy"], "high");
+    assert_eq!(t["sla"]["first_response_due"], "2026-11-23T11:00:00Z");
+    assert_eq!(t["sla"]["resolution_due"], "2026-11-23T13:00:00Z");
+    let alice_before = to(&smtp, "alice@example.com").len();
+    assert!(tick(&desk, "2026-11-23T10:29:00Z").contains("timers fired 0"));
+    assert!(tick(&desk, "2026-11-23T10:31:00Z").contains("timers fired 1"));
+    let warning = to(&smtp, "alice@example.com").pop().unwrap();
+    assert_eq!(to(&smtp, "alice@example.com").len(), alice_before + 1);
+    assert!(
+        header(&warning, "Subject").unwrap().contains("SLA warning"),
+        "{warning}"
+    );
+    // Ticks are idempotent: nothing fires twice.
+    assert!(tick(&desk, "2026-11-23T10:40:00Z").contains("timers fired 0"));
+    // 11:20Z: the first response is 20 minutes late.
+    assert!(tick(&desk, "2026-11-23T11:20:00Z").contains("timers fired 1"));
+    let boss = to(&smtp, "boss@example.com");
+    assert_eq!(boss.len(), 1);
+    let text = body_text(&boss[0]);
+    assert!(text.contains("missed its first response target by 20 min"), "{text}");
+    assert!(
+        text.contains("Nothing loads."),
+        "the escalation shows the latest messages"
+    );
+    assert_eq!(to(&smtp, "lead@example.com").len(), 1, "the queue lead is told");
+    assert!(
+        to(&smtp, "alice@example.com").pop().unwrap().contains("SLA breach"),
+        "the assignee is told"
+    );
+    let t = desk.show(1);
+    assert_eq!(t["priority"], "urgent");
+    assert_eq!(t["sla"]["first_response_breached"], true);
+    let kinds = event_kinds(&t);
+    for k in ["sla_warning", "sla_breach", "escalated", "priority"] {
+        assert!(kinds.contains(&k.to_string()), "{k}: {kinds:?}");
+    }
+}
+
+#[test]
+fn pending_pauses_the_clock_and_the_customer_resumes_it() {
+    let smtp = Smtp::start();
+    let desk = desk(&smtp);
+    // A week back, so no date lies after the real clock (arrival is never later than now).
+    desk.ingest(&[&dated(
+        "carol@customer.test",
+        "Outage",
+        "o1@customer.test",
+        "",
+        "Down again.",
+        "Mon, 16 Nov 2026 09:00:00 +0000",
+    )]);
+    let n = to(&smtp, "alice@example.com").pop().unwrap();
+    // Alice answers at 10:00Z (11:00 Berlin: 1 of 4 resolution hours used) and waits on the customer.
+    let reply = format!(
+        "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 16 Nov 2026 10:00:00 +0000\r\nMessage-ID: <a1@example.com>\r\nIn-Reply-To: {}\r\n\r\n#status pending\r\nWhich browser do you use?\r\n",
+        header(&n, "Reply-To").unwrap(),
+        header(&n, "Message-ID").unwrap()
+    );
+    desk.ingest(&[&reply]);
+    let t = desk.show(1);
+    assert_eq!(t["status"], "pending");
+    assert_eq!(t["sla"]["paused_at"], "2026-11-16T10:00:00Z");
+    // Paused: the resolution deadline of 13:00Z passes without a breach.
+    assert!(tick(&desk, "2026-11-16T16:00:00Z").contains("timers fired 0"));
+    // The customer answers Tuesday 09:00Z (10:00 Berlin): 3 hours left, due 13:00 Berlin = 12:00Z;
+    // the next response is due within 1 business hour.
+    desk.ingest(&[&dated(
+        "carol@customer.test",
+        "Re: [Support #1] Outage",
+        "o2@customer.test",
+        "",
+        "Firefox.",
+        "Tue, 17 Nov 2026 09:00:00 +0000",
+    )]);
+    let t = desk.show(1);
+    assert_eq!(t["status"], "open");
+    assert!(t["sla"]["paused_at"].is_null());
+    assert_eq!(
+        t["sla"]["resolution_due"],
+        "2026-11-17T12:00:00Z",
+        "{}",
+        serde_json::to_string_pretty(&t["events"]).unwrap()
+    );
+    assert_eq!(t["sla"]["next_response_due"], "2026-11-17T10:00:00Z");
+    assert!(event_kinds(&t).contains(&"sla_resumed".to_string()));
+}
+
+#[test]
+fn pending_reminder_then_close_and_resolved_tickets_auto_close() {
+    let smtp = Smtp::start();
+    let desk = desk(&smtp);
+    desk.ingest(&[
+        &mail(
+            "carol@customer.test",
+            "support@example.com",
+            "Question A",
+            "qa@customer.test",
+            "",
+            "a",
+        ),
+        &mail(
+            "dave@customer.test",
+            "support@example.com",
+            "Question B",
+            "qb@customer.test",
+            "",
+            "b",
+        ),
+    ]);
+    let notes = to(&smtp, "alice@example.com");
+    let reply = |n: &str, cmd: &str, id: &str| {
+        format!(
+            "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}@example.com>\r\nIn-Reply-To: {}\r\n\r\n{cmd}\r\nSee above.\r\n",
+            header(n, "Reply-To").unwrap(),
+            header(n, "Message-ID").unwrap()
+        )
+    };
+    let for_ticket = |t: u64| {
+        notes
+            .iter()
+            .find(|m| header(m, "Subject").unwrap().starts_with(&format!("[Support #{t}]")))
+            .unwrap()
+            .clone()
+    };
+    desk.ingest(&[
+        &reply(&for_ticket(1), "#status pending", "p1"),
+        &reply(&for_ticket(2), "#status resolved", "r2"),
+    ]);
+    let carol_before = to(&smtp, "carol@customer.test").len();
+    // Two days later Carol is reminded; five days later ticket 1 closes; three days after resolving ticket 2 closes.
+    tick(&desk, "2026-11-25T10:01:00Z");
+    let reminder = to(&smtp, "carol@customer.test").pop().unwrap();
+    assert_eq!(to(&smtp, "carol@customer.test").len(), carol_before + 1);
+    assert!(
+        body_text(&reminder).contains("we are waiting for your answer"),
+        "{reminder}"
+    );
+    assert_eq!(header(&reminder, "Auto-Submitted"), Some("auto-replied"));
+    assert_eq!(desk.show(2)["status"], "resolved");
+    tick(&desk, "2026-11-26T10:01:00Z");
+    assert_eq!(desk.show(2)["status"], "closed");
+    assert_eq!(desk.show(1)["status"], "pending");
+    tick(&desk, "2026-11-28T10:01:00Z");
+    let t1 = desk.show(1);
+    assert_eq!(t1["status"], "closed");
+    assert!(body_text(&to(&smtp, "carol@customer.test").pop().unwrap()).contains("so we closed it"));
+    let kinds = event_kinds(&t1);
+    assert!(kinds.contains(&"pending_reminder".to_string()) && kinds.contains(&"status".to_string()));
+}
+
+#[test]
+fn survey_on_resolve_records_the_rating_without_reopening() {
+    let smtp = Smtp::start();
+    let desk = desk(&smtp);
+    desk.ingest(&[&mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Invoice copy",
+        "s1@customer.test",
+        "",
+        "Please resend.",
+    )]);
+    let n = to(&smtp, "alice@example.com").pop().unwrap();
+    let reply = format!(
+        "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <s2@example.com>\r\nIn-Reply-To: {}\r\n\r\n#status resolved\r\nAttached again.\r\n",
+        header(&n, "Reply-To").unwrap(),
+        header(&n, "Message-ID").unwrap()
+    );
+    desk.ingest(&[&reply]);
+    let survey = to(&smtp, "carol@customer.test").pop().unwrap();
+    let text = body_text(&survey);
+    assert!(
+        text.contains("Reply with a single number from 1 (poor) to 5 (excellent)"),
+        "{text}"
+    );
+    assert!(text.contains("https://help.example.com/csat/1/"), "signed link: {text}");
+    assert_eq!(desk.show(1)["status"], "resolved");
+    let rating = format!(
+        "From: carol@customer.test\r\nTo: support@example.com\r\nSubject: Re: {}\r\nDate: Mon, 23 Nov 2026 11:00:00 +0000\r\nMessage-ID: <s3@customer.test>\r\nIn-Reply-To: {}\r\n\r\n5\r\nVery quick, thanks!\r\n\r\nOn Mon, Alice wrote:\r\n> How did we do?\r\n",
+        header(&survey, "Subject").unwrap(),
+        header(&survey, "Message-ID").unwrap()
+    );
+    let alice_before = to(&smtp, "alice@example.com").len();
+    desk.ingest(&[&rating]);
+    let t = desk.show(1);
+    assert_eq!(t["csat"], 5);
+    assert_eq!(t["status"], "resolved", "a rating does not reopen");
+    assert_eq!(
+        to(&smtp, "alice@example.com").len(),
+        alice_before,
+        "nor does it page the agent"
+    );
+    let csat = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "csat")
+        .unwrap()
+        .clone();
+    assert_eq!(csat["comment"], "Very quick, thanks!");
+}
+
+#[test]
+fn status_request_gets_the_latest_update_without_touching_the_ticket() {
+    let smtp = Smtp::start();
+    let desk = desk(&smtp);
+    desk.ingest(&[&mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Outage at night",
+        "n1@customer.test",
+        "",
+        "Down.",
+    )]);
+    let n = to(&smtp, "alice@example.com").pop().unwrap();
+    let reply = format!(
+        "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 23 Nov 2026 09:30:00 +0000\r\nMessage-ID: <n2@example.com>\r\nIn-Reply-To: {}\r\n\r\nWe are restoring the database now.\r\n",
+        header(&n, "Reply-To").unwrap(),
+        header(&n, "Message-ID").unwrap()
+    );
+    desk.ingest(&[&reply]);
+    let before = desk.show(1);
+    let alice_before = to(&smtp, "alice@example.com").len();
+    desk.ingest(&[&dated(
+        "carol@customer.test",
+        "Re: [Support #1] Outage at night",
+        "n3@customer.test",
+        "",
+        "status",
+        "Mon, 23 Nov 2026 09:45:00 +0000",
+    )]);
+    let answer = to(&smtp, "carol@customer.test").pop().unwrap();
+    let text = body_text(&answer);
+    assert!(text.contains("is open."), "{text}");
+    assert!(text.contains("We are restoring the database now."), "{text}");
+    let after = desk.show(1);
+    assert_eq!(after["sla"], before["sla"], "clocks untouched");
+    assert_eq!(after["status"], "open");
+    assert_eq!(to(&smtp, "alice@example.com").len(), alice_before, "no notification");
+}
