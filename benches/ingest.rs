@@ -45,6 +45,13 @@ fn main() {
         mails.len() as f64 / ingest
     );
     println!("ratio ingest/parse:     {:>10.2}", parse / ingest);
+    // One tick over a store of N tickets with 100 due, beside the same over a small store.
+    let (small, large) = if full { (1_000, 1_000_000) } else { (200, 2_000) };
+    let t_small = tick_cost(small, 100);
+    let t_large = tick_cost(large, 100);
+    println!("tick, 100 due of {small:>9} tickets: {:>8.2} ms", t_small * 1000.0);
+    println!("tick, 100 due of {large:>9} tickets: {:>8.2} ms", t_large * 1000.0);
+    println!("ratio large/small:      {:>10.2}", t_large / t_small);
     if !full {
         return;
     }
@@ -300,4 +307,76 @@ impl Client {
             .and_then(|r| r.trim_end().trim_end_matches(')').parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// Builds a store of `n` tickets, each with SLA timers; `due` of them are due now.
+/// Returns the seconds one `tick` takes (median of three stores' first tick is
+/// not possible without rebuilding, so: one tick, after a warm-up read).
+fn tick_cost(n: usize, due: usize) -> f64 {
+    use postdesk::model::{Mailbox, Priority, Sla, Status, Ticket, TicketId};
+    use postdesk::store::{TreeName, WriteSet, due_key};
+    let dir = servers::temp_dir("bench-tick");
+    let text = config_text(
+        &dir,
+        &format!("[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{}/in\" }}\n", dir.display()),
+        &format!("[outgoing]\nfile = {{ path = \"{}/out\" }}\n[sla.normal]\nfirst_response = \"1h\"\nresolution = \"30d\"\n", dir.display()),
+    );
+    let config = postdesk::config::parse(&text, Path::new("bench.toml")).unwrap();
+    let pipeline = Pipeline {
+        store: Store::open(&config.instance.data_dir).unwrap(),
+        config: Arc::new(config),
+        signer: Signer::new(b"bench secret"),
+    };
+    let now: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+    let mut w = WriteSet::default();
+    for i in 0..n {
+        // The first `due` tickets are two hours old: their first response is overdue.
+        let created = if i < due { now.as_second() - 7200 } else { now.as_second() + 86_400 };
+        let created = jiff::Timestamp::from_second(created).unwrap();
+        let mut t = Ticket {
+            id: TicketId(i as u64 + 1),
+            subject: format!("Question {i}"),
+            status: Status::New,
+            priority: Priority::Normal,
+            queue: "general".into(),
+            kind: None,
+            tags: vec![],
+            assignee: None,
+            requester: Mailbox::new(None, &format!("c{i}@customer.test")),
+            participants: vec![],
+            channel: "email".into(),
+            mailbox: "support".into(),
+            created_at: created,
+            updated_at: created,
+            first_response_at: None,
+            resolved_at: None,
+            closed_at: None,
+            linked: vec![],
+            sla: Sla::default(),
+            csat: None,
+            agents: vec![],
+            last_agent_reply: None,
+            last_public_message_id: None,
+            pending_since: None,
+            pending_reminded: false,
+            survey_sent: false,
+        };
+        postdesk::sla::refresh(&mut t, &pipeline.config, created, true, false);
+        for (at, kind) in postdesk::sla::due_items(&t, &pipeline.config) {
+            w.put_raw(TreeName::Due, due_key(at, t.id, kind as u8), Vec::new());
+        }
+        Store::put_ticket(&mut w, &t);
+        if i % 20_000 == 19_999 {
+            pipeline.store.commit(&std::mem::take(&mut w)).unwrap();
+        }
+    }
+    pipeline.store.commit(&w).unwrap();
+    pipeline.store.flush().unwrap();
+    let start = Instant::now();
+    let summary = pipeline.tick(now).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(summary.fired as usize, due * 2, "a warning and a breach per due ticket");
+    drop(pipeline);
+    let _ = std::fs::remove_dir_all(dir);
+    secs
 }
