@@ -318,8 +318,14 @@ fn tick_cost(n: usize, due: usize) -> f64 {
     let dir = servers::temp_dir("bench-tick");
     let text = config_text(
         &dir,
-        &format!("[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{}/in\" }}\n", dir.display()),
-        &format!("[outgoing]\nfile = {{ path = \"{}/out\" }}\n[sla.normal]\nfirst_response = \"1h\"\nresolution = \"30d\"\n", dir.display()),
+        &format!(
+            "[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{}/in\" }}\n",
+            dir.display()
+        ),
+        &format!(
+            "[outgoing]\nfile = {{ path = \"{}/out\" }}\n[sla.normal]\nfirst_response = \"1h\"\nresolution = \"30d\"\n",
+            dir.display()
+        ),
     );
     let config = postdesk::config::parse(&text, Path::new("bench.toml")).unwrap();
     let pipeline = Pipeline {
@@ -331,7 +337,11 @@ fn tick_cost(n: usize, due: usize) -> f64 {
     let mut w = WriteSet::default();
     for i in 0..n {
         // The first `due` tickets are two hours old: their first response is overdue.
-        let created = if i < due { now.as_second() - 7200 } else { now.as_second() + 86_400 };
+        let created = if i < due {
+            now.as_second() - 7200
+        } else {
+            now.as_second() + 86_400
+        };
         let created = jiff::Timestamp::from_second(created).unwrap();
         let mut t = Ticket {
             id: TicketId(i as u64 + 1),
