@@ -606,6 +606,59 @@ mod tests {
     }
 
     #[test]
+    fn pause_and_resume_table() {
+        use jiff::civil::Time;
+        let mut week: [Vec<(Time, Time)>; 7] = Default::default();
+        for day in week.iter_mut().take(5) {
+            *day = crate::calendar::parse_ranges("09:00-17:00").unwrap();
+        }
+        let cal = Calendar::Hours {
+            tz: jiff::tz::TimeZone::UTC,
+            week,
+            holidays: Default::default(),
+        };
+        let ts = |s: &str| s.parse::<Timestamp>().unwrap();
+        // (due, paused, resumed, new due)
+        let table = [
+            // Paused 2 working hours before the deadline, resumed next morning: 2 hours from then.
+            (
+                "2026-11-23T15:00:00Z",
+                "2026-11-23T13:00:00Z",
+                "2026-11-24T09:00:00Z",
+                "2026-11-24T11:00:00Z",
+            ),
+            // Paused over the weekend: Friday 16:00 → Monday 10:00, 1 hour left.
+            (
+                "2026-11-27T17:00:00Z",
+                "2026-11-27T16:00:00Z",
+                "2026-11-30T09:00:00Z",
+                "2026-11-30T10:00:00Z",
+            ),
+            // Paused and resumed outside working hours: nothing moves.
+            (
+                "2026-11-24T10:00:00Z",
+                "2026-11-23T18:00:00Z",
+                "2026-11-23T20:00:00Z",
+                "2026-11-24T10:00:00Z",
+            ),
+            // Already overdue when paused: stays.
+            (
+                "2026-11-23T10:00:00Z",
+                "2026-11-23T12:00:00Z",
+                "2026-11-24T12:00:00Z",
+                "2026-11-23T10:00:00Z",
+            ),
+        ];
+        for (due, paused, resumed, want) in table {
+            assert_eq!(
+                shift_for_pause(&cal, ts(due), ts(paused), ts(resumed)),
+                ts(want),
+                "{due} {paused} {resumed}"
+            );
+        }
+    }
+
+    #[test]
     fn status_requests() {
         assert!(is_status_request("status\n\n> quoted"));
         assert!(is_status_request("  Status?  "));
