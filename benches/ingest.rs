@@ -6,7 +6,10 @@
 //! 2. IMAP backfill throughput of the daemon from a local Dovecot;
 //! 3. arrival → acknowledgement latency with IDLE, through a real SMTP server.
 //!
+//! 4. one `tick` with 100 tickets due over a store of 1,000 and of 1,000,000 tickets.
+//!
 //! Under `cargo test` (no `--bench` argument) it runs a small smoke pass only.
+//! `POSTDESK_BENCH_TICK_ONLY=N` runs only the tick comparison, 1,000 against N tickets.
 
 #[allow(dead_code)]
 #[path = "../tests/it/servers.rs"]
@@ -21,6 +24,17 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    if let Ok(n) = std::env::var("POSTDESK_BENCH_TICK_ONLY") {
+        let n: usize = n.parse().expect("a number of tickets");
+        let (a, b) = (tick_cost(1_000, 100), tick_cost(n, 100));
+        println!(
+            "tick 1000: {:.2} ms, tick {n}: {:.2} ms, ratio {:.2}",
+            a * 1e3,
+            b * 1e3,
+            b / a
+        );
+        return;
+    }
     let mails = load_mails(if full { usize::MAX } else { 50 });
     println!(
         "mails: {} ({})",
@@ -385,6 +399,15 @@ fn tick_cost(n: usize, due: usize) -> f64 {
     let start = Instant::now();
     let summary = pipeline.tick(now).unwrap();
     let secs = start.elapsed().as_secs_f64();
+    if std::env::var_os("POSTDESK_BENCH_TICK_ONLY").is_some() {
+        let again = Instant::now();
+        pipeline.tick(now).unwrap();
+        println!(
+            "  n={n}: first tick {:.2} ms, an empty second tick {:.2} ms",
+            secs * 1e3,
+            again.elapsed().as_secs_f64() * 1e3
+        );
+    }
     assert_eq!(summary.fired as usize, due * 2, "a warning and a breach per due ticket");
     drop(pipeline);
     let _ = std::fs::remove_dir_all(dir);

@@ -333,8 +333,9 @@ impl Pipeline {
         }
     }
 
-    /// Fires every timer due at `now`, each in its own transaction; the cost is
-    /// the number of due timers, whatever the number of tickets.
+    /// Fires every timer due at `now`. Timers are read from the due index in
+    /// batches, grouped by ticket, and each batch is one transaction: the cost
+    /// is the number of due timers, whatever the number of tickets.
     pub fn tick(&self, now: Timestamp) -> Result<TickSummary, StoreError> {
         let mut summary = TickSummary::default();
         loop {
@@ -342,56 +343,77 @@ impl Pipeline {
             if due.is_empty() {
                 break;
             }
-            for (at, id, kind_byte) in due {
-                let mut w = WriteSet::default();
-                w.remove(TreeName::Due, crate::store::due_key(at, id, kind_byte));
-                let kind = crate::sla::TimerKind::from_u8(kind_byte);
-                let ticket = self.store.ticket(id)?;
-                let (Some(kind), Some(before)) = (kind, ticket) else {
-                    summary.stale += 1;
-                    self.store.commit(&w)?;
+            let mut w = WriteSet::default();
+            let mut by_ticket: Vec<(crate::model::TicketId, Vec<(Timestamp, u8)>)> = Vec::new();
+            for (at, id, kind) in due {
+                // Every entry read is consumed: fired, or dropped as stale.
+                w.remove(TreeName::Due, crate::store::due_key(at, id, kind));
+                match by_ticket.iter_mut().find(|(t, _)| *t == id) {
+                    Some((_, items)) => items.push((at, kind)),
+                    None => by_ticket.push((id, vec![(at, kind)])),
+                }
+            }
+            for (id, items) in by_ticket {
+                let Some(before) = self.store.ticket(id)? else {
+                    summary.stale += items.len() as u64;
                     continue;
                 };
-                // A timer the ticket no longer has (it was answered, paused, closed) is stale.
-                if !crate::sla::due_items(&before, &self.config).contains(&(at, kind)) {
-                    summary.stale += 1;
-                    self.store.commit(&w)?;
+                let mut ticket = before.clone();
+                let mut events = Vec::new();
+                let mut mails = Vec::new();
+                let mut recent: Option<Vec<MessageRecord>> = None;
+                for (at, kind_byte) in items {
+                    let Some(kind) = crate::sla::TimerKind::from_u8(kind_byte) else {
+                        summary.stale += 1;
+                        continue;
+                    };
+                    // A timer the ticket no longer implies (answered, paused, closed) is stale.
+                    if !crate::sla::due_items(&ticket, &self.config).contains(&(at, kind)) {
+                        summary.stale += 1;
+                        continue;
+                    }
+                    let nonce = format!("{:x}t", self.store.next_seq()?);
+                    let cx = crate::agent::MailContext {
+                        config: &self.config,
+                        signer: &self.signer,
+                        now,
+                        nonce: &nonce,
+                    };
+                    let recent = match &recent {
+                        Some(r) => r,
+                        None => recent.insert(self.store.messages(id)?),
+                    };
+                    let fired = crate::sla::fire(&mut ticket, kind, at, recent, &cx);
+                    events.extend(fired.events);
+                    mails.extend(fired.mails);
+                    events.extend(crate::sla::refresh(&mut ticket, &self.config, now, false, false));
+                    summary.fired += 1;
+                    tracing::info!(ticket = id.0, ?kind, "timer fired");
+                }
+                if ticket == before {
                     continue;
                 }
-                let mut ticket = before.clone();
-                let nonce = format!("{:x}t", self.store.next_seq()?);
-                let cx = crate::agent::MailContext {
-                    config: &self.config,
-                    signer: &self.signer,
-                    now,
-                    nonce: &nonce,
-                };
-                let recent = self.store.messages(id)?;
-                let fired = crate::sla::fire(&mut ticket, kind, at, &recent, &cx);
-                let mut events = fired.events;
-                events.extend(crate::sla::refresh(&mut ticket, &self.config, now, false, false));
                 ticket.updated_at = now;
                 for e in &events {
                     self.store.add_event(&mut w, id, e)?;
                 }
-                for m in &fired.mails {
+                for m in &mails {
                     self.queue_mail(&mut w, m, now)?;
                 }
                 self.store.update_load(&mut w, Some(&before), &ticket)?;
-                // The fired timer is removed above; the rest follow the ticket's new state.
-                let mut old_items = crate::sla::due_items(&before, &self.config);
-                old_items.retain(|x| *x != (at, kind));
-                for (t, k) in &old_items {
-                    w.remove(TreeName::Due, crate::store::due_key(*t, id, *k as u8));
+                // The consumed entries are removed above; the rest follow the new state.
+                let after_items = crate::sla::due_items(&ticket, &self.config);
+                for (t, k) in crate::sla::due_items(&before, &self.config) {
+                    if !after_items.contains(&(t, k)) {
+                        w.remove(TreeName::Due, crate::store::due_key(t, id, k as u8));
+                    }
                 }
-                for (t, k) in crate::sla::due_items(&ticket, &self.config) {
+                for (t, k) in after_items {
                     w.put_raw(TreeName::Due, crate::store::due_key(t, id, k as u8), Vec::new());
                 }
                 Store::put_ticket(&mut w, &ticket);
-                self.store.commit(&w)?;
-                summary.fired += 1;
-                tracing::info!(ticket = id.0, ?kind, "timer fired");
             }
+            self.store.commit(&w)?;
         }
         self.store.flush()?;
         Ok(summary)
