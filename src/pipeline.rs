@@ -234,8 +234,8 @@ impl Pipeline {
             latest_update: None,
         };
         let before = existing.clone();
-        let latest_update = match (&existing, crate::sla::is_status_request(&msg.text)) {
-            (Some(t), true) => self
+        let latest_update = match &existing {
+            Some(t) if crate::sla::is_status_request(&msg.text) => self
                 .store
                 .messages(t.id)?
                 .into_iter()

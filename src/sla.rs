@@ -552,6 +552,11 @@ fn plain_mail(
 
 /// A satisfaction rating in a customer's reply: a lone 1–5 on the first line, an optional comment after.
 pub fn rating(text: &str) -> Option<(u8, String)> {
+    // Cheap refusal first: most mail does not open with a digit from 1 to 5.
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    if !first.starts_with(['1', '2', '3', '4', '5']) {
+        return None;
+    }
     let stripped = crate::reply::strip_quotes(text);
     let mut lines = stripped.lines().map(str::trim).skip_while(|l| l.is_empty());
     let first = lines.next()?;
@@ -575,6 +580,10 @@ pub fn rating(text: &str) -> Option<(u8, String)> {
 
 /// Whether a customer's reply is the self-service word `status`.
 pub fn is_status_request(text: &str) -> bool {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    if !first.to_ascii_lowercase().starts_with("status") {
+        return false;
+    }
     let stripped = crate::reply::strip_quotes(text);
     let first: Vec<&str> = stripped.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     matches!(first.as_slice(), [w] if w.eq_ignore_ascii_case("status") || w.eq_ignore_ascii_case("status?"))
