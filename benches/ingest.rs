@@ -118,8 +118,9 @@ fn bare_parse(mails: &[Vec<u8>]) -> f64 {
 
 fn config_text(dir: &Path, mailbox: &str, outgoing: &str) -> String {
     format!(
-        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n{mailbox}\n{outgoing}\n",
-        d = dir.display()
+        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n{mailbox}\n{outgoing}\n",
+        d = dir.display(),
+        port = servers::free_port()
     )
 }
 
@@ -139,6 +140,7 @@ fn pipeline_ingest(mails: &[Vec<u8>]) -> f64 {
         store: Store::open(&config.instance.data_dir).unwrap(),
         config: Arc::new(config),
         signer: Signer::new(b"bench secret"),
+        metrics: Default::default(),
     };
     let origin = Origin {
         mailbox: "support".into(),
@@ -346,6 +348,7 @@ fn tick_cost(n: usize, due: usize) -> f64 {
         store: Store::open(&config.instance.data_dir).unwrap(),
         config: Arc::new(config),
         signer: Signer::new(b"bench secret"),
+        metrics: Default::default(),
     };
     let now: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     let mut w = WriteSet::default();

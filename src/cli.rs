@@ -228,6 +228,7 @@ fn open_pipeline(config: Config) -> Result<Pipeline, Failure> {
         config: Arc::new(config),
         store,
         signer,
+        metrics: Default::default(),
     })
 }
 
@@ -341,18 +342,38 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             json,
         } => {
             let config = load_config(cli.config)?;
-            let store = Store::open(&config.instance.data_dir)?;
-            let mut list = Vec::new();
-            for t in store.tickets() {
-                let t = t?;
-                if status.is_some_and(|s| s != t.status)
-                    || queue.as_ref().is_some_and(|q| *q != t.queue)
-                    || assignee.as_ref().is_some_and(|a| Some(a) != t.assignee.as_ref())
-                {
-                    continue;
+            let list: Vec<Ticket> = match Store::open(&config.instance.data_dir) {
+                Ok(store) => {
+                    let mut list = Vec::new();
+                    for t in store.tickets() {
+                        let t = t?;
+                        if status.is_some_and(|s| s != t.status)
+                            || queue.as_ref().is_some_and(|q| *q != t.queue)
+                            || assignee.as_ref().is_some_and(|a| Some(a) != t.assignee.as_ref())
+                        {
+                            continue;
+                        }
+                        list.push(t);
+                    }
+                    list
                 }
-                list.push(t);
-            }
+                Err(StoreError::Locked(_)) => {
+                    let mut q = Vec::new();
+                    if let Some(s) = status {
+                        q.push(format!("status={}", s.as_str()));
+                    }
+                    if let Some(v) = &queue {
+                        q.push(format!("queue={}", encode(v)));
+                    }
+                    if let Some(v) = &assignee {
+                        q.push(format!("assignee={}", encode(v)));
+                    }
+                    let body = api_get(&config, &format!("/api/tickets?{}", q.join("&")))?;
+                    serde_json::from_str(&body)
+                        .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
             } else {
@@ -362,8 +383,18 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Show { id, json } => {
             let config = load_config(cli.config)?;
-            let store = Store::open(&config.instance.data_dir)?;
-            let view = ticket_view(&store, TicketId(id))?.ok_or_else(|| Failure::new(1, format!("no ticket {id}")))?;
+            let view = match Store::open(&config.instance.data_dir) {
+                Ok(store) => ticket_view(&store, TicketId(id))?,
+                Err(StoreError::Locked(_)) => match api_get_status(&config, &format!("/api/tickets/{id}"))? {
+                    (404, _) => None,
+                    (_, body) => Some(
+                        serde_json::from_str(&body)
+                            .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
+                    ),
+                },
+                Err(e) => return Err(e.into()),
+            };
+            let view = view.ok_or_else(|| Failure::new(1, format!("no ticket {id}")))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&view).expect("serialises"));
             } else {
@@ -373,7 +404,14 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Export => {
             let config = load_config(cli.config)?;
-            let store = Store::open(&config.instance.data_dir)?;
+            let store = match Store::open(&config.instance.data_dir) {
+                Ok(store) => store,
+                Err(StoreError::Locked(_)) => {
+                    print!("{}", api_get(&config, "/api/export")?);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
             let ids: Vec<TicketId> = store.tickets().map(|t| t.map(|t| t.id)).collect::<Result<_, _>>()?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for id in ids {
@@ -387,8 +425,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Quarantine { json } => {
             let config = load_config(cli.config)?;
-            let store = Store::open(&config.instance.data_dir)?;
-            let entries = store.quarantine()?;
+            let entries: Vec<crate::store::QuarantineEntry> = match Store::open(&config.instance.data_dir) {
+                Ok(store) => store.quarantine()?,
+                Err(StoreError::Locked(_)) => serde_json::from_str(&api_get(&config, "/api/quarantine")?)
+                    .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries).expect("serialises"));
             } else if entries.is_empty() {
@@ -500,8 +542,40 @@ fn check_secrets(config: &Config) -> Vec<String> {
     out
 }
 
+/// GET from the running daemon's API; the body of a 200.
+fn api_get(config: &Config, path: &str) -> Result<String, Failure> {
+    match api_get_status(config, path)? {
+        (200, body) => Ok(body),
+        (status, body) => Err(Failure::new(
+            EXIT_SOFTWARE,
+            format!("the daemon's API answered {status}: {}", body.trim()),
+        )),
+    }
+}
+
+fn api_get_status(config: &Config, path: &str) -> Result<(u16, String), Failure> {
+    let token = match &config.http.token {
+        Some(s) => Some(s.load().map_err(|e| Failure::new(EXIT_CONFIG, e))?),
+        None => None,
+    };
+    crate::http::get(config.http.listen, path, token.as_ref().map(|t| t.expose()))
+        .map_err(|e| Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}")))
+}
+
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A ticket with its messages and events: the `show --json` and `export` shape.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TicketView {
     /// The ticket's fields.
     #[serde(flatten)]

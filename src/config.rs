@@ -192,6 +192,8 @@ pub struct Http {
     pub listen: SocketAddr,
     /// The public base URL of the HTTP API, for signed survey links.
     pub public_url: Option<String>,
+    /// Bearer token source; required when `listen` is not a loopback address.
+    pub token: Option<SecretSource>,
 }
 
 /// One `[[mailbox]]`: a support address and where its mail comes from.
@@ -765,6 +767,8 @@ struct RawHttp {
     #[serde(default = "default_listen")]
     listen: Spanned<String>,
     public_url: Option<String>,
+    token_file: Option<String>,
+    token_env: Option<String>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -1108,30 +1112,40 @@ impl Validator<'_> {
             );
         }
 
+        let default_listen: SocketAddr = "127.0.0.1:8025".parse().expect("static address");
         let http = match raw.http {
             None => Http {
-                listen: "127.0.0.1:8025".parse().expect("static address"),
+                listen: default_listen,
                 public_url: None,
+                token: None,
             },
-            Some(h) => match h.listen.get_ref().parse::<SocketAddr>() {
-                Ok(listen) => Http {
-                    listen,
-                    public_url: h.public_url.map(|u| u.trim_end_matches('/').to_string()),
-                },
-                Err(_) => {
+            Some(h) => {
+                let listen = match h.listen.get_ref().parse::<SocketAddr>() {
+                    Ok(l) => l,
+                    Err(_) => {
+                        self.problem(
+                            h.listen.span().start,
+                            format!(
+                                "listen {:?} is not an address:port like \"127.0.0.1:8025\"",
+                                h.listen.get_ref()
+                            ),
+                        );
+                        default_listen
+                    }
+                };
+                let token = self.secret(h.listen.span().start, &h.token_file, &h.token_env, "http token");
+                if !listen.ip().is_loopback() && token.is_none() {
                     self.problem(
                         h.listen.span().start,
-                        format!(
-                            "listen {:?} is not an address:port like \"127.0.0.1:8025\"",
-                            h.listen.get_ref()
-                        ),
+                        format!("listen {listen} is beyond loopback: set token_file or token_env for a bearer token"),
                     );
-                    Http {
-                        listen: "127.0.0.1:8025".parse().expect("static address"),
-                        public_url: None,
-                    }
                 }
-            },
+                Http {
+                    listen,
+                    public_url: h.public_url.map(|u| u.trim_end_matches('/').to_string()),
+                    token,
+                }
+            }
         };
 
         let mut mailboxes: Vec<MailboxConfig> = Vec::new();

@@ -44,8 +44,23 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
         writer: Arc::new(Mutex::new(())),
         wake_sender: Arc::new(Notify::new()),
     };
-    tracing::info!(config = %config_path.display(), mailboxes = config.mailboxes.len(), "postdesk running");
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for the HTTP API: {e}", config.http.listen))?;
+    let token = match &config.http.token {
+        Some(source) => Some(source.load().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    tracing::info!(config = %config_path.display(), mailboxes = config.mailboxes.len(), http = %config.http.listen, "postdesk running");
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::http::serve(
+        listener,
+        Arc::new(crate::http::Api {
+            pipeline: pipeline.clone(),
+            token,
+        }),
+        stop_rx.clone(),
+    ));
     for m in &config.mailboxes {
         let sink = sink.clone();
         let stop = stop_rx.clone();

@@ -144,11 +144,35 @@ pub struct Pipeline {
     pub store: Store,
     /// Token signer.
     pub signer: Signer,
+    /// Live counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Pipeline {
     /// Processes one raw mail arriving at `now`, committing its effects in one transaction.
     pub fn process(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = std::time::Instant::now();
+        let result = self.process_inner(raw, origin, now)?;
+        let m = &self.metrics;
+        m.mails_read.fetch_add(1, Relaxed);
+        match &result {
+            Processed::NewTicket { .. } | Processed::Appended { .. } | Processed::Bounce { ticket: Some(_) } => {
+                m.mails_stored.fetch_add(1, Relaxed);
+            }
+            Processed::Duplicate => {
+                m.duplicates.fetch_add(1, Relaxed);
+            }
+            Processed::Quarantined { .. } | Processed::Bounce { ticket: None } => {
+                m.quarantined.fetch_add(1, Relaxed);
+            }
+            Processed::Dropped { .. } => {}
+        }
+        m.observe_latency(started.elapsed().as_secs_f64());
+        Ok(result)
+    }
+
+    fn process_inner(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
         if let Some(key) = &origin.source_key
             && self.store.has_source(key)?
         {
@@ -384,6 +408,19 @@ impl Pipeline {
                         None => recent.insert(self.store.messages(id)?),
                     };
                     let fired = crate::sla::fire(&mut ticket, kind, at, recent, &cx);
+                    {
+                        use crate::sla::TimerKind::*;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        match kind {
+                            FirstResponseWarn | NextResponseWarn | ResolutionWarn => {
+                                self.metrics.sla_warnings.fetch_add(1, Relaxed);
+                            }
+                            FirstResponseBreach | NextResponseBreach | ResolutionBreach => {
+                                self.metrics.sla_breaches.fetch_add(1, Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
                     events.extend(fired.events);
                     mails.extend(fired.mails);
                     events.extend(crate::sla::refresh(&mut ticket, &self.config, now, false, false));

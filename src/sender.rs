@@ -160,6 +160,7 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
                     &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None),
                 )?;
                 summary.sent += 1;
+                pipeline.metrics.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(ticket = mail.ticket.0, purpose = %mail.purpose, "mail sent");
             }
             Err(e) if !e.permanent && entry.attempts + 1 < outgoing.max_attempts => {
@@ -191,6 +192,10 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
                     &mail_event(now, "mail_failed", &mail.message_id, &rcpts, Some(&e.message)),
                 )?;
                 summary.failed += 1;
+                pipeline
+                    .metrics
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(ticket = mail.ticket.0, error = %e, "send failed for good");
                 tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
             }

@@ -92,6 +92,7 @@ pub async fn run(sink: Sink, mailbox: String, config: ImapConfig, mut shutdown: 
         match session_loop(&sink, &mailbox, &config, &mut shutdown, &mut failures).await {
             Ok(()) => return,
             Err(e) => {
+                sink.pipeline.metrics.mailbox_up(&mailbox, false);
                 failures += 1;
                 let base = Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
                 let delay = base + jitter(base / 2);
@@ -232,6 +233,9 @@ async fn session_loop(
         last_uid = 0;
     }
     *failures = 0;
+    sink.pipeline
+        .metrics
+        .mailbox_fetched(mailbox, jiff::Timestamp::now().as_second());
     tracing::info!(mailbox, folder = %config.folder, uid_validity, last_uid, idle = can_idle && config.idle, "imap connected");
     loop {
         // Fetch everything above the position, in batches.
@@ -287,6 +291,9 @@ async fn session_loop(
                 break;
             }
         }
+        sink.pipeline
+            .metrics
+            .mailbox_fetched(mailbox, jiff::Timestamp::now().as_second());
         while session.unsolicited_responses.try_recv().is_ok() {}
         if *shutdown.borrow() {
             let _ = session.logout().await;

@@ -16,8 +16,15 @@ pub async fn run(sink: Sink, mailbox: String, path: PathBuf, mut shutdown: watch
     }
     tracing::info!(mailbox = %mailbox, path = %path.display(), "watching maildir");
     loop {
-        if let Err(e) = scan_once(&sink, &mailbox, &path) {
-            tracing::error!(mailbox = %mailbox, error = %e, "maildir scan failed; will retry");
+        match scan_once(&sink, &mailbox, &path) {
+            Ok(_) => sink
+                .pipeline
+                .metrics
+                .mailbox_fetched(&mailbox, jiff::Timestamp::now().as_second()),
+            Err(e) => {
+                sink.pipeline.metrics.mailbox_up(&mailbox, false);
+                tracing::error!(mailbox = %mailbox, error = %e, "maildir scan failed; will retry");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

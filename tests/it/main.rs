@@ -2,6 +2,7 @@
 //! loopback, the real `postdesk` binary. `tests/run` installs the servers.
 
 mod agents;
+mod api;
 mod cli;
 mod golden;
 mod imap;

@@ -44,7 +44,7 @@ fn desk(smtp: &Smtp) -> crate::support::Desk {
     DeskConfig::new()
         .smtp(smtp.port)
         .agents(SETUP)
-        .extra("[http]\npublic_url = \"https://help.example.com\"")
+        .http("public_url = \"https://help.example.com\"")
         .build()
 }
 

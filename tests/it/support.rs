@@ -15,11 +15,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
 pub struct Desk {
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// The HTTP API's port.
+    pub http_port: u16,
 }
 
 /// Builds the config text of a desk.
 pub struct DeskConfig {
     pub agents: Option<String>,
+    pub http: String,
     pub mailboxes: Vec<String>,
     pub outgoing: String,
     pub extra: String,
@@ -29,6 +32,7 @@ impl DeskConfig {
     pub fn new() -> DeskConfig {
         DeskConfig {
             agents: None,
+            http: String::new(),
             mailboxes: Vec::new(),
             outgoing: String::new(),
             extra: String::new(),
@@ -58,6 +62,13 @@ impl DeskConfig {
         self.outgoing = format!(
             "[outgoing]\nsmtp = {{ host = \"127.0.0.1\", port = {port}, tls = \"plain\", timeout = \"10s\" }}\nretry_base = \"1s\"\nmax_attempts = 5\n"
         );
+        self
+    }
+
+    /// Extra keys for `[http]` (which always listens on a free loopback port).
+    pub fn http(mut self, keys: &str) -> Self {
+        self.http.push_str(keys);
+        self.http.push('\n');
         self
     }
 
@@ -96,9 +107,15 @@ impl DeskConfig {
                 .unwrap_or_else(|| "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n".into()),
             extra = self.extra
         );
+        let port = crate::servers::free_port();
+        let text = format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{}", self.http);
         let config = dir.join("postdesk.toml");
         fs::write(&config, text).unwrap();
-        Desk { dir, config }
+        Desk {
+            dir,
+            config,
+            http_port: port,
+        }
     }
 }
 

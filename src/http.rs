@@ -1,0 +1,269 @@
+//! The small HTTP API (hyper, HTTP/1.1, GET only): `/healthz`, `/readyz`,
+//! `/api/tickets`, `/api/tickets/{id}`, `/api/export`, `/api/quarantine`,
+//! `/metrics`. It reads the store the daemon holds, so the CLI's read
+//! commands work while the daemon runs ([`get`] is their client).
+
+use crate::cli::ticket_view;
+use crate::metrics::Gauges;
+use crate::model::{Status, TicketId};
+use crate::pipeline::Pipeline;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the API serves from.
+#[derive(Debug)]
+pub struct Api {
+    /// The daemon's pipeline (store, config, metrics).
+    pub pipeline: Pipeline,
+    /// Bearer token required on every path but `/healthz`, when set.
+    pub token: Option<crate::config::Secret>,
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "http accept failed");
+                continue;
+            }
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(handle(&api, &req)) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+        });
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts")
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_string_pretty(v).expect("serialises"),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if req.method() != hyper::Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+    }
+    if path == "/healthz" {
+        return respond(StatusCode::OK, "text/plain", "ok\n".into());
+    }
+    if let Some(token) = &api.token {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let want = token.expose().as_bytes();
+        let ok = given.len() == want.len() && given.bytes().zip(want.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+        if !ok {
+            return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        }
+    }
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let store = &api.pipeline.store;
+    let result: Result<Response<Full<Bytes>>, crate::store::StoreError> = (|| {
+        Ok(match path {
+            "/readyz" => {
+                let boxes = api.pipeline.metrics.mailboxes();
+                let down: Vec<&String> = api
+                    .pipeline
+                    .config
+                    .mailboxes
+                    .iter()
+                    .map(|m| &m.name)
+                    .filter(|n| !boxes.get(*n).is_some_and(|s| s.up))
+                    .collect();
+                if down.is_empty() {
+                    respond(StatusCode::OK, "text/plain", "ready\n".into())
+                } else {
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &serde_json::json!({ "not_ready": down }),
+                    )
+                }
+            }
+            "/metrics" => {
+                let mut g = Gauges::default();
+                for t in store.tickets() {
+                    let t = t?;
+                    *g.tickets
+                        .entry((t.status.as_str().to_string(), t.queue.clone()))
+                        .or_insert(0) += 1;
+                }
+                let outbox = store.outbox()?;
+                g.outbox_depth = outbox.len() as u64;
+                let now = jiff::Timestamp::now().as_second();
+                g.outbox_oldest_age = outbox
+                    .iter()
+                    .map(|(_, e)| now - e.mail.date.as_second())
+                    .max()
+                    .unwrap_or(0)
+                    .max(0);
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    api.pipeline.metrics.render(&g),
+                )
+            }
+            "/api/tickets" => {
+                let status = match query.get("status").map(|s| Status::parse(s)) {
+                    Some(None) => {
+                        return Ok(error(
+                            StatusCode::BAD_REQUEST,
+                            "status: expected new, open, pending, resolved or closed",
+                        ));
+                    }
+                    Some(s) => s,
+                    None => None,
+                };
+                let mut list = Vec::new();
+                for t in store.tickets() {
+                    let t = t?;
+                    if status.is_some_and(|s| s != t.status)
+                        || query.get("queue").is_some_and(|q| *q != t.queue)
+                        || query.get("assignee").is_some_and(|a| Some(a) != t.assignee.as_ref())
+                    {
+                        continue;
+                    }
+                    list.push(t);
+                }
+                json(StatusCode::OK, &list)
+            }
+            "/api/export" => {
+                let mut out = String::new();
+                let ids: Vec<TicketId> = store.tickets().map(|t| t.map(|t| t.id)).collect::<Result<_, _>>()?;
+                for id in ids {
+                    if let Some(v) = ticket_view(store, id)? {
+                        out.push_str(&serde_json::to_string(&v).expect("serialises"));
+                        out.push('\n');
+                    }
+                }
+                respond(StatusCode::OK, "application/x-ndjson", out)
+            }
+            "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
+            p if p.starts_with("/api/tickets/") => match p["/api/tickets/".len()..].parse::<u64>() {
+                Ok(id) => match ticket_view(store, TicketId(id))? {
+                    Some(v) => json(StatusCode::OK, &v),
+                    None => error(StatusCode::NOT_FOUND, &format!("no ticket {id}")),
+                },
+                Err(_) => error(StatusCode::BAD_REQUEST, "expected a ticket number"),
+            },
+            _ => error(StatusCode::NOT_FOUND, "no such path"),
+        })
+    })();
+    result.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
+}
+
+fn parse_query(q: &str) -> std::collections::HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A blocking GET against the daemon's API: `(status, body)`.
+pub fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("cannot reach the daemon's API at {addr}: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).ok();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("malformed status line")?;
+    Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_decoding() {
+        let q = super::parse_query("status=open&assignee=Alice%20Jones&queue=a+b&x");
+        assert_eq!(q["assignee"], "Alice Jones");
+        assert_eq!(q["queue"], "a b");
+        assert_eq!(q["x"], "");
+        assert_eq!(super::percent_decode("100%"), "100%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+        assert_eq!(super::percent_decode("%é1"), "%é1");
+    }
+}
