@@ -1,16 +1,21 @@
-//! `postdesk run`: one task per mailbox, the outbox sender, and shutdown on
-//! SIGTERM/SIGINT at safe points (after the current mail), flushing last.
+//! `postdesk run`: one task per mailbox, the timers, the outbox sender and the
+//! HTTP API; SIGHUP reloads the config (fully validated, else the running one
+//! stays); SIGTERM/SIGINT stop at safe points (after the current mail), flush
+//! last. sd_notify tells systemd READY, RELOADING, STOPPING and feeds its watchdog.
 
-use crate::config::SourceConfig;
+use crate::config::{Config, SourceConfig};
+use crate::notify::notify;
 use crate::pipeline::Pipeline;
 use crate::sender::{Mailer, drain};
 use crate::source::Sink;
 use jiff::Timestamp;
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 /// Installs SIGTERM and SIGINT handlers now (inside a runtime) and returns a
 /// future that resolves when either arrives.
@@ -34,16 +39,56 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
+/// The running mailbox tasks, by name, with their stop switch and the config they run.
+struct Mailboxes {
+    running: HashMap<String, (watch::Sender<bool>, String)>,
+}
+
+impl Mailboxes {
+    fn start(&mut self, tasks: &mut JoinSet<()>, sink: &Sink, config: &Config) {
+        for m in &config.mailboxes {
+            let fingerprint = format!("{m:?}");
+            if let Some((stop, old)) = self.running.get(&m.name) {
+                if *old == fingerprint {
+                    continue;
+                }
+                tracing::info!(mailbox = %m.name, "mailbox changed: restarting it");
+                let _ = stop.send(true);
+            }
+            let (tx, rx) = watch::channel(false);
+            let sink = sink.clone();
+            let name = m.name.clone();
+            match &m.source {
+                SourceConfig::Imap(imap) => {
+                    tasks.spawn(crate::source::imap::run(sink, name, imap.clone(), rx));
+                }
+                SourceConfig::Maildir { path } => {
+                    tasks.spawn(crate::source::maildir::run(sink, name, path.clone(), rx));
+                }
+            }
+            self.running.insert(m.name.clone(), (tx, fingerprint));
+        }
+        let wanted: Vec<&String> = config.mailboxes.iter().map(|m| &m.name).collect();
+        self.running.retain(|name, (stop, _)| {
+            let keep = wanted.contains(&name);
+            if !keep {
+                tracing::info!(mailbox = %name, "mailbox removed: stopping it");
+                let _ = stop.send(true);
+            }
+            keep
+        });
+    }
+
+    fn stop_all(&self) {
+        for (stop, _) in self.running.values() {
+            let _ = stop.send(true);
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = pipeline.config.clone();
-    let mailer = Mailer::from_config(&config.outgoing).map_err(anyhow::Error::msg)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let sink = Sink {
-        pipeline: pipeline.clone(),
-        writer: Arc::new(Mutex::new(())),
-        wake_sender: Arc::new(Notify::new()),
-    };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for the HTTP API: {e}", config.http.listen))?;
@@ -51,84 +96,55 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
         Some(source) => Some(source.load().map_err(anyhow::Error::msg)?),
         None => None,
     };
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let current = Arc::new(RwLock::new(pipeline.clone()));
+    let sink = Sink {
+        current: current.clone(),
+        writer: Arc::new(Mutex::new(())),
+        wake_sender: Arc::new(Notify::new()),
+    };
     tracing::info!(config = %config_path.display(), mailboxes = config.mailboxes.len(), http = %config.http.listen, "postdesk running");
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = JoinSet::new();
     tasks.spawn(crate::http::serve(
         listener,
         Arc::new(crate::http::Api {
-            pipeline: pipeline.clone(),
+            current: current.clone(),
             token,
         }),
         stop_rx.clone(),
     ));
-    for m in &config.mailboxes {
-        let sink = sink.clone();
-        let stop = stop_rx.clone();
-        let name = m.name.clone();
-        match &m.source {
-            SourceConfig::Imap(imap) => {
-                tasks.spawn(crate::source::imap::run(sink, name, imap.clone(), stop));
-            }
-            SourceConfig::Maildir { path } => {
-                tasks.spawn(crate::source::maildir::run(sink, name, path.clone(), stop));
+    let mut mailboxes = Mailboxes {
+        running: HashMap::new(),
+    };
+    mailboxes.start(&mut tasks, &sink, &config);
+    tasks.spawn(timers(sink.clone(), stop_rx.clone()));
+    tasks.spawn(sender(sink.clone(), stop_rx.clone()));
+    tasks.spawn(readiness(sink.clone(), stop_rx.clone()));
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                notify("RELOADING=1\nSTATUS=reloading the config");
+                match reload(&config_path, &sink) {
+                    Ok(new) => {
+                        mailboxes.start(&mut tasks, &sink, &new);
+                        tracing::info!(config = %config_path.display(), rules = new.rules.len(), mailboxes = new.mailboxes.len(), "config reloaded");
+                        notify("READY=1\nSTATUS=config reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "config reload failed; keeping the running config");
+                        notify("READY=1\nSTATUS=config reload failed; running the previous config");
+                    }
+                }
             }
         }
     }
-    {
-        // Timers: wake at the next due time, at most a minute apart (new timers
-        // appear as mail arrives), and fire what is due under the writer lock.
-        let sink = sink.clone();
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            loop {
-                let fired = {
-                    let _guard = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
-                    sink.pipeline.tick(Timestamp::now())
-                };
-                match fired {
-                    Ok(t) if t.fired > 0 => sink.wake_sender.notify_one(),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "timer pass failed"),
-                }
-                let wait = match sink.pipeline.store.next_due() {
-                    Ok(Some(at)) => {
-                        Duration::from_secs((at.as_second() - Timestamp::now().as_second()).clamp(0, 60) as u64)
-                    }
-                    _ => Duration::from_secs(60),
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
-                    _ = stop.changed() => {}
-                }
-                if *stop.borrow() {
-                    return;
-                }
-            }
-        });
-    }
-    {
-        let sink = sink.clone();
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            loop {
-                match drain(&sink.pipeline, &mailer, Timestamp::now()).await {
-                    Ok(s) if s.sent + s.failed > 0 => tracing::debug!(?s, "outbox pass"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "outbox pass failed"),
-                }
-                if *stop.borrow() {
-                    return;
-                }
-                tokio::select! {
-                    _ = sink.wake_sender.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        });
-    }
-    shutdown.await;
+    notify("STOPPING=1\nSTATUS=stopping");
     let _ = stop_tx.send(true);
+    mailboxes.stop_all();
     let deadline = tokio::time::sleep(Duration::from_secs(20));
     tokio::pin!(deadline);
     loop {
@@ -141,7 +157,125 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
             }
         }
     }
-    pipeline.store.flush()?;
+    sink.pipeline().store.flush()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Parses and validates the config file, then swaps it in. The store, the
+/// signer (the instance secret is not reloaded) and the counters stay.
+fn reload(path: &Path, sink: &Sink) -> Result<Arc<Config>, String> {
+    let config = crate::config::load(path).map_err(|e| e.to_string())?;
+    // The outgoing transport must still build (passwords readable, CA files valid).
+    Mailer::from_config(&config.outgoing)?;
+    let config = Arc::new(config);
+    let mut slot = sink.current.write().unwrap_or_else(|p| p.into_inner());
+    let next = Pipeline {
+        config: config.clone(),
+        ..slot.clone()
+    };
+    *slot = next;
+    Ok(config)
+}
+
+/// Timers: wake at the next due time, at most a minute apart (new timers
+/// appear as mail arrives), and fire what is due under the writer lock.
+async fn timers(sink: Sink, mut stop: watch::Receiver<bool>) {
+    loop {
+        let pipeline = sink.pipeline();
+        let fired = {
+            let _guard = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
+            pipeline.tick(Timestamp::now())
+        };
+        match fired {
+            Ok(t) if t.fired > 0 => sink.wake_sender.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "timer pass failed"),
+        }
+        let wait = match pipeline.store.next_due() {
+            Ok(Some(at)) => Duration::from_secs((at.as_second() - Timestamp::now().as_second()).clamp(0, 60) as u64),
+            _ => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// The outbox sender: after every store change and every second.
+async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
+    let mut mailer: Option<(String, Mailer)> = None;
+    loop {
+        let pipeline = sink.pipeline();
+        // Rebuild the transport when a reload changed [outgoing].
+        let key = format!("{:?}", pipeline.config.outgoing);
+        if mailer.as_ref().is_none_or(|(k, _)| *k != key) {
+            match Mailer::from_config(&pipeline.config.outgoing) {
+                Ok(m) => mailer = Some((key, m)),
+                Err(e) => tracing::error!(error = %e, "cannot set up the outgoing transport"),
+            }
+        }
+        if let Some((_, m)) = &mailer {
+            match drain(&pipeline, m, Timestamp::now()).await {
+                Ok(s) if s.sent + s.failed > 0 => tracing::debug!(?s, "outbox pass"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "outbox pass failed"),
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = sink.wake_sender.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// READY=1 once every mailbox has logged in (or is being watched); then
+/// STATUS lines and the watchdog, fed from this loop.
+async fn readiness(sink: Sink, mut stop: watch::Receiver<bool>) {
+    let watchdog = crate::notify::watchdog_interval().map(|d| d / 2);
+    let mut ready = false;
+    let mut last_status = String::new();
+    loop {
+        let pipeline = sink.pipeline();
+        let boxes = pipeline.metrics.mailboxes();
+        let up = pipeline
+            .config
+            .mailboxes
+            .iter()
+            .filter(|m| boxes.get(&m.name).is_some_and(|s| s.up))
+            .count();
+        let total = pipeline.config.mailboxes.len();
+        if !ready && up == total {
+            ready = true;
+            notify(&format!("READY=1\nSTATUS={up} of {total} mailboxes connected"));
+            tracing::info!("ready");
+        }
+        let status = format!(
+            "STATUS={up} of {total} mailboxes connected, outbox {}",
+            pipeline.store.tree_len(crate::store::TreeName::Outbox)
+        );
+        if ready && status != last_status {
+            notify(&status);
+            last_status = status;
+        }
+        if watchdog.is_some() {
+            notify("WATCHDOG=1");
+        }
+        let tick = watchdog.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 /// What the API serves from.
 #[derive(Debug)]
 pub struct Api {
-    /// The daemon's pipeline (store, config, metrics).
-    pub pipeline: Pipeline,
+    /// The daemon's pipeline in force (store, config, metrics).
+    pub current: Arc<std::sync::RwLock<Pipeline>>,
     /// Bearer token required on every path but `/healthz`, when set.
     pub token: Option<crate::config::Secret>,
 }
@@ -78,6 +78,7 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 }
 
 fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
     let path = req.uri().path();
     if req.method() != hyper::Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET");
@@ -99,13 +100,12 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
     }
     let query = parse_query(req.uri().query().unwrap_or(""));
-    let store = &api.pipeline.store;
+    let store = &pipeline.store;
     let result: Result<Response<Full<Bytes>>, crate::store::StoreError> = (|| {
         Ok(match path {
             "/readyz" => {
-                let boxes = api.pipeline.metrics.mailboxes();
-                let down: Vec<&String> = api
-                    .pipeline
+                let boxes = pipeline.metrics.mailboxes();
+                let down: Vec<&String> = pipeline
                     .config
                     .mailboxes
                     .iter()
@@ -138,11 +138,7 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     .max()
                     .unwrap_or(0)
                     .max(0);
-                respond(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    api.pipeline.metrics.render(&g),
-                )
+                respond(StatusCode::OK, "text/plain; version=0.0.4", pipeline.metrics.render(&g))
             }
             "/api/tickets" => {
                 let status = match query.get("status").map(|s| Status::parse(s)) {

@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod outgoing;
 pub mod pipeline;
 pub mod reply;

@@ -92,7 +92,7 @@ pub async fn run(sink: Sink, mailbox: String, config: ImapConfig, mut shutdown: 
         match session_loop(&sink, &mailbox, &config, &mut shutdown, &mut failures).await {
             Ok(()) => return,
             Err(e) => {
-                sink.pipeline.metrics.mailbox_up(&mailbox, false);
+                sink.pipeline().metrics.mailbox_up(&mailbox, false);
                 failures += 1;
                 let base = Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
                 let delay = base + jitter(base / 2);
@@ -213,7 +213,7 @@ async fn session_loop(
     let uid_validity = selected
         .uid_validity
         .ok_or_else(|| ImapError::NoUidValidity(config.folder.clone()))?;
-    let mut last_uid = match sink.pipeline.store.position(mailbox)? {
+    let mut last_uid = match sink.pipeline().store.position(mailbox)? {
         Some(p) if p.uid_validity == uid_validity => p.last_uid,
         Some(p) => {
             tracing::warn!(
@@ -233,7 +233,7 @@ async fn session_loop(
         last_uid = 0;
     }
     *failures = 0;
-    sink.pipeline
+    sink.pipeline()
         .metrics
         .mailbox_fetched(mailbox, jiff::Timestamp::now().as_second());
     tracing::info!(mailbox, folder = %config.folder, uid_validity, last_uid, idle = can_idle && config.idle, "imap connected");
@@ -284,14 +284,14 @@ async fn session_loop(
             let max = uids.iter().copied().max().unwrap_or(last_uid);
             if max > last_uid {
                 last_uid = max;
-                sink.pipeline
+                sink.pipeline()
                     .set_position(mailbox, Position { uid_validity, last_uid })?;
             }
             if *shutdown.borrow() {
                 break;
             }
         }
-        sink.pipeline
+        sink.pipeline()
             .metrics
             .mailbox_fetched(mailbox, jiff::Timestamp::now().as_second());
         while session.unsolicited_responses.try_recv().is_ok() {}

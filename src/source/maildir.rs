@@ -18,11 +18,11 @@ pub async fn run(sink: Sink, mailbox: String, path: PathBuf, mut shutdown: watch
     loop {
         match scan_once(&sink, &mailbox, &path) {
             Ok(_) => sink
-                .pipeline
+                .pipeline()
                 .metrics
                 .mailbox_fetched(&mailbox, jiff::Timestamp::now().as_second()),
             Err(e) => {
-                sink.pipeline.metrics.mailbox_up(&mailbox, false);
+                sink.pipeline().metrics.mailbox_up(&mailbox, false);
                 tracing::error!(mailbox = %mailbox, error = %e, "maildir scan failed; will retry");
             }
         }

@@ -8,13 +8,13 @@ pub mod maildir;
 use crate::pipeline::{Origin, Pipeline, Processed};
 use crate::store::StoreError;
 use jiff::Timestamp;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The shared handle sources use to store mail: one writer at a time.
 #[derive(Clone, Debug)]
 pub struct Sink {
-    /// The pipeline.
-    pub pipeline: Pipeline,
+    /// The pipeline in force; SIGHUP swaps in one with the new config.
+    pub current: Arc<RwLock<Pipeline>>,
     /// Serialises writers so ticket numbers and dedupe checks cannot race.
     pub writer: Arc<Mutex<()>>,
     /// Wakes the sender after mail was queued.
@@ -22,15 +22,20 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// The pipeline in force now (cheap: shared handles).
+    pub fn pipeline(&self) -> Pipeline {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Processes one mail under the writer lock.
     pub fn process(&self, raw: &[u8], origin: &Origin) -> Result<Processed, StoreError> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.pipeline.process(raw, origin, Timestamp::now())
+        self.pipeline().process(raw, origin, Timestamp::now())
     }
 
     /// Flushes the store and wakes the sender; call before marking mail processed.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.pipeline.store.flush()?;
+        self.pipeline().store.flush()?;
         self.wake_sender.notify_one();
         Ok(())
     }

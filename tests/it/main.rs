@@ -11,4 +11,5 @@ mod rules;
 mod servers;
 mod sla;
 mod support;
+mod systemd;
 mod tidy;

@@ -1,0 +1,147 @@
+//! Running under systemd: the unit file, sd_notify messages, SIGHUP reloads.
+
+use crate::support::{BIN, DeskConfig, mail, wait_until};
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+#[test]
+fn unit_file_passes_systemd_analyze_verify() {
+    let dir = crate::servers::temp_dir("unit");
+    let unit =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/postdesk.service"))
+            .unwrap();
+    for want in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=",
+        "ExecStartPre=",
+        "RestartPreventExitStatus=78",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit.contains(want), "unit lacks {want:?}");
+    }
+    // verify wants the binaries to exist: point it at the one cargo built.
+    let path = dir.join("postdesk.service");
+    std::fs::write(&path, unit.replace("/usr/bin/postdesk", BIN)).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (tests/run installs systemd)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("postdesk.service:"),
+        "warnings about the unit: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+struct Listener {
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Listener {
+    fn wait_for(&mut self, want: &str) {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        while !self.seen.iter().any(|m| m.lines().any(|l| l == want)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no {want:?}; got {:?}",
+                self.seen
+            );
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn sd_notify_ready_reload_watchdog_stopping_and_sighup_keeps_a_bad_config_out() {
+    let desk = DeskConfig::new().build();
+    let sock_path = desk.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&sock_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut notes = Listener {
+        socket,
+        seen: Vec::new(),
+    };
+    let log = desk.dir.join("notify-daemon.log");
+    let mut child = desk
+        .command()
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .arg("run")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    notes.wait_for("READY=1");
+    notes.wait_for("WATCHDOG=1");
+    let pid = child.id().to_string();
+    let new_mail = |n: u32| {
+        std::fs::write(
+            desk.dir.join(format!("inbox/new/{n}.eml")),
+            mail(
+                "bob@customer.test",
+                "support@example.com",
+                &format!("please reload {n}"),
+                &format!("rl{n}@customer.test"),
+                "",
+                "x",
+            ),
+        )
+        .unwrap();
+    };
+    // A good config with a new rule: it takes effect.
+    let good = std::fs::read_to_string(&desk.config).unwrap()
+        + "\n[[rule]]\nname = \"reloaded\"\nwhen.subject = \"reload\"\nset.priority = \"urgent\"\n";
+    std::fs::write(&desk.config, &good).unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    notes.wait_for("RELOADING=1");
+    notes.wait_for("STATUS=config reloaded");
+    new_mail(1);
+    wait_until(20, "ticket 1", || desk.run(&["show", "1", "--json"]).status.success());
+    let t: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "1", "--json"])).unwrap();
+    assert_eq!(t["priority"], "urgent", "the reloaded rule applies");
+    // A broken config: the old one keeps running.
+    std::fs::write(
+        &desk.config,
+        good.replace("set.priority = \"urgent\"", "set.priority = \"asap\""),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    notes.wait_for("STATUS=config reload failed; running the previous config");
+    new_mail(2);
+    // The CLI needs a readable config to find the API: put the good one back, without a reload.
+    std::fs::write(&desk.config, &good).unwrap();
+    wait_until(20, "ticket 2", || desk.run(&["show", "2", "--json"]).status.success());
+    let t: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "2", "--json"])).unwrap();
+    assert_eq!(t["priority"], "urgent", "the previous config still runs");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("config reload failed; keeping the running config"),
+        "{text}"
+    );
+    assert!(
+        text.contains("set.priority \\\"asap\\\"") || text.contains("set.priority \"asap\""),
+        "the log names the problem: {text}"
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    notes.wait_for("STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
