@@ -83,6 +83,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Helpdesk metrics over a period, from the tickets' event logs.
+    Report {
+        /// Start (RFC 3339 time or YYYY-MM-DD, UTC); default: the beginning.
+        #[arg(long, value_parser = parse_day_or_time)]
+        since: Option<Timestamp>,
+        /// End, exclusive (RFC 3339 time or YYYY-MM-DD, UTC); default: now.
+        #[arg(long, value_parser = parse_day_or_time)]
+        until: Option<Timestamp>,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every ticket with its messages and events, one JSON object per line.
     Export,
     /// Mails kept raw because they could not be processed.
@@ -107,6 +119,18 @@ enum Command {
 fn parse_time(s: &str) -> Result<Timestamp, String> {
     s.parse::<Timestamp>()
         .map_err(|e| format!("expected an RFC 3339 time like 2026-11-23T09:00:00Z: {e}"))
+}
+
+/// An RFC 3339 time, or a date meaning its midnight UTC.
+pub fn parse_day_or_time(s: &str) -> Result<Timestamp, String> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    s.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| format!("expected a date like 2026-11-01 or an RFC 3339 time, got {s:?}"))
 }
 
 fn parse_status(s: &str) -> Result<Status, String> {
@@ -402,6 +426,35 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Report { since, until, json } => {
+            let config = load_config(cli.config)?;
+            let until = until.unwrap_or_else(Timestamp::now);
+            let report = match Store::open(&config.instance.data_dir) {
+                Ok(store) => crate::report::report(&histories(&store)?, &config, since, until),
+                Err(StoreError::Locked(_)) => {
+                    let mut q = format!("/api/report?until={until}");
+                    if let Some(s) = since {
+                        q.push_str(&format!("&since={s}"));
+                    }
+                    let body = api_get(&config, &q)?;
+                    if json {
+                        println!("{body}");
+                        return Ok(());
+                    }
+                    let v: serde_json::Value = serde_json::from_str(&body)
+                        .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?;
+                    println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+            } else {
+                print!("{}", crate::report::render_text(&report));
+            }
+            Ok(())
+        }
         Command::Export => {
             let config = load_config(cli.config)?;
             let store = match Store::open(&config.instance.data_dir) {
@@ -540,6 +593,17 @@ fn check_secrets(config: &Config) -> Vec<String> {
         check("smtp password", p);
     }
     out
+}
+
+/// Every ticket with its event log, for reports.
+pub fn histories(store: &Store) -> Result<Vec<crate::report::History>, StoreError> {
+    let mut out = Vec::new();
+    for t in store.tickets() {
+        let ticket = t?;
+        let events = store.events(ticket.id)?;
+        out.push(crate::report::History { ticket, events });
+    }
+    Ok(out)
 }
 
 /// GET from the running daemon's API; the body of a 200.

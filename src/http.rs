@@ -176,6 +176,17 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 respond(StatusCode::OK, "application/x-ndjson", out)
             }
             "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
+            "/api/report" => {
+                let parse = |k: &str| query.get(k).map(|v| crate::cli::parse_day_or_time(v)).transpose();
+                match (parse("since"), parse("until")) {
+                    (Ok(since), Ok(until)) => {
+                        let until = until.unwrap_or_else(jiff::Timestamp::now);
+                        let r = crate::report::report(&crate::cli::histories(store)?, &pipeline.config, since, until);
+                        json(StatusCode::OK, &r)
+                    }
+                    (Err(e), _) | (_, Err(e)) => error(StatusCode::BAD_REQUEST, &e),
+                }
+            }
             p if p.starts_with("/api/tickets/") => match p["/api/tickets/".len()..].parse::<u64>() {
                 Ok(id) => match ticket_view(store, TicketId(id))? {
                     Some(v) => json(StatusCode::OK, &v),

@@ -21,6 +21,7 @@ pub mod notify;
 pub mod outgoing;
 pub mod pipeline;
 pub mod reply;
+pub mod report;
 pub mod route;
 pub mod sender;
 pub mod sla;

@@ -90,6 +90,9 @@ fn api_metrics_and_cli_reads_while_the_daemon_runs() {
     let q: serde_json::Value = serde_json::from_str(&desk.ok(&["quarantine", "--json"])).unwrap();
     assert_eq!(q.as_array().unwrap().len(), 1);
     assert!(desk.ok(&["tickets"]).contains("API test"));
+    let report: serde_json::Value = serde_json::from_str(&desk.ok(&["report", "--json"])).unwrap();
+    assert_eq!(report["overall"]["volume"], 1, "report through the API");
+    assert_eq!(get(port, "/api/report?since=bogus", None).0, 400);
     let (status, body) = get(port, "/api/tickets?status=closed", None);
     assert_eq!((status, body.trim()), (200, "[]"));
     assert_eq!(get(port, "/api/tickets?status=bogus", None).0, 400);

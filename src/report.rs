@@ -1,0 +1,393 @@
+//! `postdesk report`: helpdesk metrics over a period, computed from each
+//! ticket's event log (so a metric added later covers old tickets too). Pure.
+
+use crate::config::Config;
+use crate::model::{Event, Status, Ticket};
+use jiff::Timestamp;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A ticket with its event log.
+#[derive(Clone, Debug)]
+pub struct History {
+    /// The ticket as it is now.
+    pub ticket: Ticket,
+    /// Its events, in order.
+    pub events: Vec<Event>,
+}
+
+/// Median and 90th percentile of durations, elapsed and in business time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Durations {
+    /// How many durations.
+    pub count: usize,
+    /// Median, minutes of wall time.
+    pub median_minutes: Option<f64>,
+    /// 90th percentile, minutes of wall time.
+    pub p90_minutes: Option<f64>,
+    /// Median, minutes of business time (the ticket's SLA calendar, else 24x7).
+    pub median_business_minutes: Option<f64>,
+    /// 90th percentile, minutes of business time.
+    pub p90_business_minutes: Option<f64>,
+}
+
+/// The metrics of one group of tickets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Tickets created in the period.
+    pub volume: usize,
+    /// Tickets open (new, open, pending) at the end of the period.
+    pub backlog: usize,
+    /// Median age in hours of the backlog at the end of the period.
+    pub backlog_median_age_hours: Option<f64>,
+    /// First response times of first responses in the period.
+    pub first_response: Durations,
+    /// Creation to first resolution, for tickets first resolved in the period.
+    pub resolution: Durations,
+    /// Share of tickets resolved in the period with exactly one agent reply.
+    pub first_contact_resolution_rate: Option<f64>,
+    /// Share of tickets resolved in the period that were reopened afterwards.
+    pub reopen_rate: Option<f64>,
+    /// Share of first responses in the period that met their SLA target.
+    pub sla_first_response_compliance: Option<f64>,
+    /// Share of resolutions in the period that met their SLA target.
+    pub sla_resolution_compliance: Option<f64>,
+    /// Average satisfaction rating given in the period.
+    pub csat_average: Option<f64>,
+    /// Ratings given in the period.
+    pub csat_responses: usize,
+    /// Ratings per survey sent in the period.
+    pub csat_response_rate: Option<f64>,
+    /// Average hours a ticket of the group spent in each status within the period.
+    pub hours_in_status: BTreeMap<String, f64>,
+}
+
+/// One agent's load and output.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AgentStats {
+    /// Tickets assigned and open at the end of the period.
+    pub open_assigned: usize,
+    /// Public replies in the period.
+    pub replies: usize,
+    /// Tickets the agent resolved in the period.
+    pub resolved: usize,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// Start of the period (inclusive).
+    pub since: Option<Timestamp>,
+    /// End of the period (exclusive).
+    pub until: Timestamp,
+    /// Every ticket.
+    pub overall: Stats,
+    /// By queue.
+    pub by_queue: BTreeMap<String, Stats>,
+    /// By type (`-` for none).
+    pub by_type: BTreeMap<String, Stats>,
+    /// By tag.
+    pub by_tag: BTreeMap<String, Stats>,
+    /// By channel.
+    pub by_channel: BTreeMap<String, Stats>,
+    /// By assignee (`-` for unassigned).
+    pub by_assignee: BTreeMap<String, Stats>,
+    /// Per agent.
+    pub agents: BTreeMap<String, AgentStats>,
+}
+
+fn in_period(t: Timestamp, since: Option<Timestamp>, until: Timestamp) -> bool {
+    since.is_none_or(|s| t >= s) && t < until
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * (sorted.len() - 1) as f64).round() as usize;
+    Some(sorted[rank.min(sorted.len() - 1)])
+}
+
+fn durations(pairs: Vec<(f64, f64)>) -> Durations {
+    let mut wall: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let mut business: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    wall.sort_by(|a, b| a.total_cmp(b));
+    business.sort_by(|a, b| a.total_cmp(b));
+    Durations {
+        count: wall.len(),
+        median_minutes: percentile(&wall, 0.5),
+        p90_minutes: percentile(&wall, 0.9),
+        median_business_minutes: percentile(&business, 0.5),
+        p90_business_minutes: percentile(&business, 0.9),
+    }
+}
+
+fn ratio(n: usize, d: usize) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+/// The status a ticket had at each change: `(from, status)` pairs, from creation.
+fn status_timeline(h: &History) -> Vec<(Timestamp, Status)> {
+    let mut out = vec![(h.ticket.created_at, Status::New)];
+    for e in &h.events {
+        if e.kind == "status"
+            && let Some(to) = e.detail.get("to").and_then(|v| v.as_str()).and_then(Status::parse)
+        {
+            out.push((e.at, to));
+        }
+    }
+    out
+}
+
+fn status_at(h: &History, t: Timestamp) -> Option<Status> {
+    if h.ticket.created_at >= t {
+        return None;
+    }
+    status_timeline(h)
+        .into_iter()
+        .take_while(|(at, _)| *at < t)
+        .last()
+        .map(|(_, s)| s)
+}
+
+fn first_event<'a>(h: &'a History, kind: &str) -> Option<&'a Event> {
+    h.events.iter().find(|e| e.kind == kind)
+}
+
+fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: Timestamp) -> Stats {
+    let mut s = Stats::default();
+    let minutes = |a: Timestamp, b: Timestamp| (b.as_second() - a.as_second()) as f64 / 60.0;
+    let business = |h: &History, a: Timestamp, b: Timestamp| {
+        let cal = h
+            .ticket
+            .sla
+            .policy
+            .as_deref()
+            .and_then(|p| config.sla.iter().find(|x| x.name == p))
+            .map(|p| config.calendar(&p.calendar))
+            .unwrap_or(&crate::calendar::Calendar::TwentyFourSeven);
+        cal.between(a, b).as_secs() as f64 / 60.0
+    };
+    let mut first = Vec::new();
+    let mut resolution = Vec::new();
+    let mut resolved = 0;
+    let mut fcr = 0;
+    let mut reopened = 0;
+    let (mut fr_total, mut fr_met, mut res_total, mut res_met) = (0, 0, 0, 0);
+    let (mut surveys, mut ratings, mut rating_sum) = (0usize, 0usize, 0u64);
+    let mut ages = Vec::new();
+    let mut in_status: BTreeMap<String, f64> = BTreeMap::new();
+    for h in group {
+        let t = &h.ticket;
+        if in_period(t.created_at, since, until) {
+            s.volume += 1;
+        }
+        if matches!(status_at(h, until), Some(Status::New | Status::Open | Status::Pending)) {
+            s.backlog += 1;
+            ages.push((until.as_second() - t.created_at.as_second()) as f64 / 3600.0);
+        }
+        if let Some(e) = first_event(h, "first_response")
+            && in_period(e.at, since, until)
+        {
+            first.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
+            if let Some(due) = t.sla.first_response_due {
+                fr_total += 1;
+                fr_met += usize::from(e.at <= due);
+            }
+        }
+        let first_resolved = h.events.iter().find(|e| {
+            e.kind == "status" && matches!(e.detail.get("to").and_then(|v| v.as_str()), Some("resolved" | "closed"))
+        });
+        if let Some(e) = first_resolved
+            && in_period(e.at, since, until)
+        {
+            resolved += 1;
+            resolution.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
+            let replies_before = h.events.iter().filter(|x| x.kind == "relayed" && x.at <= e.at).count();
+            fcr += usize::from(replies_before == 1);
+            let reopen = h.events.iter().any(|x| {
+                x.at > e.at
+                    && x.kind == "status"
+                    && matches!(x.detail.get("from").and_then(|v| v.as_str()), Some("resolved"))
+                    && matches!(
+                        x.detail.get("to").and_then(|v| v.as_str()),
+                        Some("open" | "new" | "pending")
+                    )
+            });
+            reopened += usize::from(reopen);
+            if let Some(due) = t.sla.resolution_due {
+                res_total += 1;
+                res_met += usize::from(e.at <= due);
+            }
+        }
+        for e in &h.events {
+            if !in_period(e.at, since, until) {
+                continue;
+            }
+            if e.kind == "survey_sent" {
+                surveys += 1;
+            }
+            if e.kind == "csat"
+                && let Some(n) = e.detail.get("rating").and_then(|v| v.as_u64())
+            {
+                ratings += 1;
+                rating_sum += n;
+            }
+        }
+        // Time in each status, clipped to the period.
+        let timeline = status_timeline(h);
+        for (i, (from, status)) in timeline.iter().enumerate() {
+            let to = timeline.get(i + 1).map(|x| x.0).unwrap_or(until).min(until);
+            let from = since.map_or(*from, |s| (*from).max(s));
+            if to > from {
+                *in_status.entry(status.as_str().to_string()).or_insert(0.0) +=
+                    (to.as_second() - from.as_second()) as f64 / 3600.0;
+            }
+        }
+    }
+    ages.sort_by(|a, b| a.total_cmp(b));
+    s.backlog_median_age_hours = percentile(&ages, 0.5);
+    s.first_response = durations(first);
+    s.resolution = durations(resolution);
+    s.first_contact_resolution_rate = ratio(fcr, resolved);
+    s.reopen_rate = ratio(reopened, resolved);
+    s.sla_first_response_compliance = ratio(fr_met, fr_total);
+    s.sla_resolution_compliance = ratio(res_met, res_total);
+    s.csat_responses = ratings;
+    s.csat_average = (ratings > 0).then(|| rating_sum as f64 / ratings as f64);
+    s.csat_response_rate = ratio(ratings, surveys);
+    let n = group.len().max(1) as f64;
+    s.hours_in_status = in_status
+        .into_iter()
+        .map(|(k, v)| (k, (v / n * 100.0).round() / 100.0))
+        .collect();
+    s
+}
+
+/// Computes the report over `[since, until)`.
+pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, until: Timestamp) -> Report {
+    let all: Vec<&History> = histories.iter().filter(|h| h.ticket.created_at < until).collect();
+    let group = |key: &dyn Fn(&History) -> Vec<String>| -> BTreeMap<String, Stats> {
+        let mut groups: BTreeMap<String, Vec<&History>> = BTreeMap::new();
+        for h in &all {
+            for k in key(h) {
+                groups.entry(k).or_default().push(h);
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(k, g)| (k, stats(&g, config, since, until)))
+            .collect()
+    };
+    let mut agents: BTreeMap<String, AgentStats> = config
+        .agents
+        .iter()
+        .map(|a| (a.name.clone(), AgentStats::default()))
+        .collect();
+    for h in &all {
+        if let Some(a) = &h.ticket.assignee
+            && matches!(status_at(h, until), Some(Status::New | Status::Open | Status::Pending))
+        {
+            agents.entry(a.clone()).or_default().open_assigned += 1;
+        }
+        for e in h.events.iter().filter(|e| in_period(e.at, since, until)) {
+            if e.kind == "relayed" {
+                agents.entry(e.actor.clone()).or_default().replies += 1;
+            }
+            if e.kind == "status"
+                && e.detail.get("to").and_then(|v| v.as_str()) == Some("resolved")
+                && config.agent_by_name_or_email(&e.actor).is_some()
+            {
+                agents.entry(e.actor.clone()).or_default().resolved += 1;
+            }
+        }
+    }
+    Report {
+        since,
+        until,
+        overall: stats(&all, config, since, until),
+        by_queue: group(&|h| vec![h.ticket.queue.clone()]),
+        by_type: group(&|h| vec![h.ticket.kind.clone().unwrap_or_else(|| "-".into())]),
+        by_tag: group(&|h| h.ticket.tags.clone()),
+        by_channel: group(&|h| vec![h.ticket.channel.clone()]),
+        by_assignee: group(&|h| vec![h.ticket.assignee.clone().unwrap_or_else(|| "-".into())]),
+        agents,
+    }
+}
+
+/// The report as text tables for people.
+pub fn render_text(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+    let pct = |v: Option<f64>| v.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "Period: {} .. {}\n",
+        r.since.map(|s| s.to_string()).unwrap_or_else(|| "beginning".into()),
+        r.until
+    );
+    let header = format!(
+        "{:<16} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>5} {:>6} {:>6} {:>6} {:>5}",
+        "GROUP",
+        "VOLUME",
+        "BACKLOG",
+        "FRT MED",
+        "FRT P90",
+        "RES MED",
+        "RES P90",
+        "FCR",
+        "REOPEN",
+        "SLA FR",
+        "SLA RS",
+        "CSAT"
+    );
+    let row = |name: &str, s: &Stats| {
+        format!(
+            "{:<16} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>5} {:>6} {:>6} {:>6} {:>5}",
+            name,
+            s.volume,
+            s.backlog,
+            f(s.first_response.median_minutes),
+            f(s.first_response.p90_minutes),
+            f(s.resolution.median_minutes),
+            f(s.resolution.p90_minutes),
+            pct(s.first_contact_resolution_rate),
+            pct(s.reopen_rate),
+            pct(s.sla_first_response_compliance),
+            pct(s.sla_resolution_compliance),
+            f(s.csat_average)
+        )
+    };
+    let _ = writeln!(out, "{header}   (times in minutes)");
+    let _ = writeln!(out, "{}", row("all", &r.overall));
+    for (title, map) in [
+        ("queue", &r.by_queue),
+        ("type", &r.by_type),
+        ("tag", &r.by_tag),
+        ("channel", &r.by_channel),
+        ("assignee", &r.by_assignee),
+    ] {
+        for (k, s) in map {
+            let _ = writeln!(out, "{}", row(&format!("{title}:{k}"), s));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>13} {:>8} {:>9}",
+        "AGENT", "OPEN ASSIGNED", "REPLIES", "RESOLVED"
+    );
+    for (name, a) in &r.agents {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>13} {:>8} {:>9}",
+            name, a.open_assigned, a.replies, a.resolved
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nHours in each status (average per ticket): {:?}",
+        r.overall.hours_in_status
+    );
+    out
+}

@@ -1,0 +1,190 @@
+//! `postdesk report` on a store built by `ingest`, with hand-computed figures.
+
+use crate::servers::Smtp;
+use crate::support::{DeskConfig, header, mail};
+
+const SETUP: &str = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[[rule]]
+name = "urgent"
+when.subject = "(?i)urgent"
+set.priority = "high"
+set.tags = ["vip"]
+
+[calendar.office]
+timezone = "UTC"
+hours = { mon = "09:00-17:00", tue = "09:00-17:00", wed = "09:00-17:00", thu = "09:00-17:00", fri = "09:00-17:00" }
+
+[sla.high]
+calendar = "office"
+first_response = "2h"
+resolution = "8h"
+
+[automation]
+csat = true
+"#;
+
+fn customer(from: &str, subject: &str, id: &str, date: &str, headers: &str, body: &str) -> String {
+    mail(from, "support@example.com", subject, id, headers, body).replace("Mon, 23 Nov 2026 09:00:00 +0000", date)
+}
+
+#[test]
+fn report_figures_match_hand_computed_values() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new().smtp(smtp.port).agents(SETUP).build();
+    let notification = |ticket: u64| {
+        smtp.received()
+            .into_iter()
+            .zip(smtp.envelopes())
+            .filter(|(m, e)| {
+                e["rcpt_tos"][0] == "alice@example.com"
+                    && header(m, "Subject")
+                        .unwrap()
+                        .starts_with(&format!("[Support #{ticket}]"))
+            })
+            .map(|(m, _)| m)
+            .next()
+            .unwrap()
+    };
+    let reply = |ticket: u64, date: &str, id: &str, text: &str| {
+        let n = notification(ticket);
+        format!(
+            "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: {date}\r\nMessage-ID: <{id}@example.com>\r\nIn-Reply-To: {}\r\n\r\n{text}\r\n",
+            header(&n, "Reply-To").unwrap(),
+            header(&n, "Message-ID").unwrap()
+        )
+    };
+    // T1: urgent, answered and resolved after 30 minutes, rated 4.
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Urgent: A",
+        "t1@c",
+        "Mon, 16 Nov 2026 09:00:00 +0000",
+        "",
+        "a",
+    )]);
+    desk.ingest(&[&reply(
+        1,
+        "Mon, 16 Nov 2026 09:30:00 +0000",
+        "r1",
+        "#status resolved\r\nFixed.",
+    )]);
+    let survey = smtp
+        .received()
+        .into_iter()
+        .find(|m| header(m, "Subject").unwrap().contains("How did we do"))
+        .unwrap();
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Re: survey",
+        "t1r@c",
+        "Mon, 16 Nov 2026 10:00:00 +0000",
+        &format!("In-Reply-To: {}", header(&survey, "Message-ID").unwrap()),
+        "4",
+    )]);
+    // T2: normal; pending, customer answers, resolved, customer reopens.
+    desk.ingest(&[&customer(
+        "b@customer.test",
+        "Normal B",
+        "t2@c",
+        "Mon, 16 Nov 2026 10:00:00 +0000",
+        "",
+        "b",
+    )]);
+    desk.ingest(&[&reply(
+        2,
+        "Mon, 16 Nov 2026 11:00:00 +0000",
+        "r2",
+        "#status pending\r\nWhich version?",
+    )]);
+    desk.ingest(&[&customer(
+        "b@customer.test",
+        "Re: [Support #2] Normal B",
+        "t2b@c",
+        "Mon, 16 Nov 2026 12:00:00 +0000",
+        "",
+        "2.1",
+    )]);
+    desk.ingest(&[&reply(
+        2,
+        "Mon, 16 Nov 2026 13:00:00 +0000",
+        "r3",
+        "#status resolved\r\nUpgrade to 2.2.",
+    )]);
+    desk.ingest(&[&customer(
+        "b@customer.test",
+        "Re: [Support #2] Normal B",
+        "t2c@c",
+        "Mon, 16 Nov 2026 14:00:00 +0000",
+        "",
+        "Still broken.",
+    )]);
+    // T3: urgent, Friday afternoon, unanswered.
+    desk.ingest(&[&customer(
+        "c@customer.test",
+        "URGENT C",
+        "t3@c",
+        "Fri, 20 Nov 2026 16:00:00 +0000",
+        "",
+        "c",
+    )]);
+    assert_eq!(
+        desk.show(3)["sla"]["first_response_due"],
+        "2026-11-23T10:00:00Z",
+        "Friday 16:00 + 2 business hours"
+    );
+
+    let r: serde_json::Value =
+        serde_json::from_str(&desk.ok(&["report", "--since", "2026-11-16", "--until", "2026-11-21", "--json"]))
+            .unwrap();
+    let o = &r["overall"];
+    assert_eq!(o["volume"], 3);
+    assert_eq!(o["backlog"], 2, "T2 reopened, T3 new");
+    assert_eq!(o["backlog_median_age_hours"], 110.0);
+    assert_eq!(o["first_response"]["count"], 2);
+    assert_eq!(o["first_response"]["median_minutes"], 60.0);
+    assert_eq!(o["first_response"]["median_business_minutes"], 60.0);
+    assert_eq!(o["resolution"]["count"], 2);
+    assert_eq!(o["resolution"]["median_minutes"], 180.0);
+    assert_eq!(o["first_contact_resolution_rate"], 0.5);
+    assert_eq!(o["reopen_rate"], 0.5);
+    assert_eq!(o["sla_first_response_compliance"], 1.0);
+    assert_eq!(o["sla_resolution_compliance"], 1.0);
+    assert_eq!(o["csat_average"], 4.0);
+    assert_eq!(o["csat_responses"], 1);
+    assert_eq!(o["csat_response_rate"], 0.5, "two surveys, one rating");
+    let vip = &r["by_tag"]["vip"];
+    assert_eq!((vip["volume"].as_u64(), vip["backlog"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(vip["first_response"]["median_minutes"], 30.0);
+    assert_eq!(r["by_queue"]["general"]["volume"], 3);
+    assert_eq!(r["by_channel"]["email"]["volume"], 3);
+    let alice = &r["agents"]["Alice Jones"];
+    assert_eq!(
+        (
+            alice["open_assigned"].as_u64(),
+            alice["replies"].as_u64(),
+            alice["resolved"].as_u64()
+        ),
+        (Some(1), Some(3), Some(2))
+    );
+    // T1 was new 30 minutes, then resolved: its share of "new" time is in the averages.
+    assert!(o["hours_in_status"]["new"].as_f64().unwrap() > 0.0);
+    // The text form has the same figures for people.
+    let text = desk.ok(&["report", "--since", "2026-11-16", "--until", "2026-11-21"]);
+    assert!(
+        text.contains(
+            "all                   3       2      60.0      60.0     180.0     180.0   50%    50%   100%   100%   4.0"
+        ),
+        "{text}"
+    );
+    // A period before anything happened.
+    let empty: serde_json::Value =
+        serde_json::from_str(&desk.ok(&["report", "--until", "2026-11-01", "--json"])).unwrap();
+    assert_eq!(empty["overall"]["volume"], 0);
+    assert!(empty["overall"]["first_response"]["median_minutes"].is_null());
+    assert_eq!(desk.run(&["report", "--since", "last week"]).status.code(), Some(2));
+}
