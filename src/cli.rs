@@ -26,8 +26,18 @@ struct Cli {
     /// Config file (else $POSTDESK_CONFIG, ./postdesk.toml, /etc/postdesk/postdesk.toml).
     #[arg(short, long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log format: text (journald-friendly under systemd: no colours or
+    /// timestamps, syslog level prefixes) or json (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,7 +172,7 @@ impl From<StoreError> for Failure {
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     match dispatch(cli) {
         Ok(()) => 0,
         Err(f) => {
@@ -172,18 +182,44 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(!under_systemd && std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if under_systemd {
-        builder.without_time().init();
-    } else {
-        builder.init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text if under_systemd => builder.with_ansi(false).event_format(Journald).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Lines for journald: `<N>` syslog priority, target, message and fields; no
+/// timestamp (journald adds its own) and no colours.
+struct Journald;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Journald
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>{}: ", event.metadata().target())?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
 
