@@ -131,15 +131,49 @@ fn quickstart_daemon_turns_a_maildir_mail_into_a_ticket_and_an_eml_ack() {
 fn logs_for_journald_and_for_log_shippers() {
     let desk = DeskConfig::new().build();
     let path = desk.dir.join("m.eml");
-    std::fs::write(&path, mail("bob@customer.test", "support@example.com", "Logs", "log1@customer.test", "", "secret body words")).unwrap();
-    let out = desk.command().env("JOURNAL_STREAM", "8:1234").args(["ingest", "--no-send", path.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &path,
+        mail(
+            "bob@customer.test",
+            "support@example.com",
+            "Logs",
+            "log1@customer.test",
+            "",
+            "secret body words",
+        ),
+    )
+    .unwrap();
+    let out = desk
+        .command()
+        .env("JOURNAL_STREAM", "8:1234")
+        .args(["ingest", "--no-send", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err.lines().find(|l| l.contains("mail stored")).expect("a log line");
-    assert!(line.starts_with("<6>postdesk::pipeline: mail stored ticket=1"), "{line}");
+    assert!(
+        line.starts_with("<6>postdesk::pipeline: mail stored ticket=1"),
+        "{line}"
+    );
     assert!(!line.contains('\u{1b}'), "no colours");
     assert!(!err.contains("secret body words"), "no bodies at info level");
-    std::fs::write(&path, mail("bob@customer.test", "support@example.com", "Logs 2", "log2@customer.test", "", "x")).unwrap();
-    let out = desk.command().args(["--log-format", "json", "ingest", "--no-send", path.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &path,
+        mail(
+            "bob@customer.test",
+            "support@example.com",
+            "Logs 2",
+            "log2@customer.test",
+            "",
+            "x",
+        ),
+    )
+    .unwrap();
+    let out = desk
+        .command()
+        .args(["--log-format", "json", "ingest", "--no-send", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let v: serde_json::Value = serde_json::from_str(err.lines().find(|l| l.contains("mail stored")).unwrap()).unwrap();
     assert_eq!((v["level"].as_str(), v["ticket"].as_u64()), (Some("INFO"), Some(2)));
