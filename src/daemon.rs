@@ -111,6 +111,7 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
         Arc::new(crate::http::Api {
             current: current.clone(),
             token,
+            writer: sink.writer.clone(),
         }),
         stop_rx.clone(),
     ));

@@ -23,8 +23,10 @@ use tokio::sync::watch;
 pub struct Api {
     /// The daemon's pipeline in force (store, config, metrics).
     pub current: Arc<std::sync::RwLock<Pipeline>>,
-    /// Bearer token required on every path but `/healthz`, when set.
+    /// Bearer token required on every path but `/healthz` and `/csat/`, when set.
     pub token: Option<crate::config::Secret>,
+    /// The daemon's writer lock: the survey links write a rating.
+    pub writer: Arc<std::sync::Mutex<()>>,
 }
 
 /// Serves until `shutdown` turns true.
@@ -85,6 +87,10 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     if path == "/healthz" {
         return respond(StatusCode::OK, "text/plain", "ok\n".into());
+    }
+    // Survey links carry their own signature: customers click them without a token.
+    if let Some(rest) = path.strip_prefix("/csat/") {
+        return survey_click(api, &pipeline, rest);
     }
     if let Some(token) = &api.token {
         let given = req
@@ -198,6 +204,71 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         })
     })();
     result.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
+}
+
+/// `/csat/{ticket}/{token}/{rating}`: records a rating from a survey link.
+fn survey_click(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
+    let page = |status: StatusCode, text: &str| {
+        respond(
+            status,
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><meta charset=utf-8><title>{0}</title><p>{0}</p>\n",
+                text
+            ),
+        )
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (Some(id), Some(token), Some(rating)) = (
+        parts.first().and_then(|p| p.parse::<u64>().ok()),
+        parts.get(1),
+        parts
+            .get(2)
+            .and_then(|p| p.parse::<u8>().ok())
+            .filter(|r| (1..=5).contains(r)),
+    ) else {
+        return page(StatusCode::BAD_REQUEST, "This link is not complete.");
+    };
+    if parts.len() != 3 || !pipeline.signer.verify_survey_token(TicketId(id), token) {
+        return page(StatusCode::FORBIDDEN, "This link is not valid.");
+    }
+    let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
+    let result = (|| -> Result<Response<Full<Bytes>>, crate::store::StoreError> {
+        let Some(mut ticket) = pipeline.store.ticket(TicketId(id))? else {
+            return Ok(page(StatusCode::NOT_FOUND, "This ticket does not exist."));
+        };
+        if ticket.csat.is_some() {
+            return Ok(page(StatusCode::OK, "Your rating was already recorded. Thank you!"));
+        }
+        let now = jiff::Timestamp::now();
+        ticket.csat = Some(rating);
+        ticket.updated_at = now;
+        let mut w = crate::store::WriteSet::default();
+        let actor = ticket.requester.email.clone();
+        pipeline.store.add_event(
+            &mut w,
+            ticket.id,
+            &crate::model::Event::new(
+                now,
+                "csat",
+                &actor,
+                &[
+                    ("rating", serde_json::json!(rating)),
+                    ("via", serde_json::json!("link")),
+                ],
+            ),
+        )?;
+        crate::store::Store::put_ticket(&mut w, &ticket);
+        pipeline.store.commit(&w)?;
+        pipeline.store.flush()?;
+        Ok(page(StatusCode::OK, "Thank you for your rating!"))
+    })();
+    result.unwrap_or_else(|e| {
+        page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("Please try again later ({e})."),
+        )
+    })
 }
 
 fn parse_query(q: &str) -> std::collections::HashMap<String, String> {

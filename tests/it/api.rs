@@ -93,6 +93,21 @@ fn api_metrics_and_cli_reads_while_the_daemon_runs() {
     let report: serde_json::Value = serde_json::from_str(&desk.ok(&["report", "--json"])).unwrap();
     assert_eq!(report["overall"]["volume"], 1, "report through the API");
     assert_eq!(get(port, "/api/report?since=bogus", None).0, 400);
+    // The signed one-click survey link records a rating, once.
+    let secret = std::fs::read_to_string(desk.dir.join("secret")).unwrap();
+    let token = postdesk::token::Signer::new(secret.trim_end().as_bytes()).survey_token(postdesk::model::TicketId(1));
+    assert_eq!(get(port, "/csat/1/aaaaaaaaaa/5", None).0, 403);
+    assert_eq!(get(port, &format!("/csat/1/{token}/9"), None).0, 400);
+    let (status, page) = get(port, &format!("/csat/1/{token}/5"), None);
+    assert_eq!(status, 200);
+    assert!(page.contains("Thank you for your rating"), "{page}");
+    assert!(
+        get(port, &format!("/csat/1/{token}/1"), None)
+            .1
+            .contains("already recorded")
+    );
+    let show: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "1", "--json"])).unwrap();
+    assert_eq!(show["csat"], 5);
     let (status, body) = get(port, "/api/tickets?status=closed", None);
     assert_eq!((status, body.trim()), (200, "[]"));
     assert_eq!(get(port, "/api/tickets?status=bogus", None).0, 400);
