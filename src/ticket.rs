@@ -8,7 +8,7 @@ use crate::classify::{Classification, Sender};
 use crate::config::{Agent, AssignStrategy, Config};
 use crate::inbound::InboundMessage;
 use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Priority, Sla, Status, Ticket, TicketId};
-use crate::outgoing::{OutgoingMail, TemplateValues, fill};
+use crate::outgoing::{OutgoingMail, fill};
 use crate::reply::{Command, parse_reply, strip_quotes};
 use crate::thread::{Decision, Outcome};
 use crate::token::Signer;
@@ -59,6 +59,33 @@ pub struct Applied {
     pub round_robin: Option<(String, String)>,
 }
 
+/// The stored record of an inbound mail.
+fn inbound_record(
+    msg: &InboundMessage,
+    from: &Mailbox,
+    message_key: &str,
+    now: Timestamp,
+    kind: MessageKind,
+) -> MessageRecord {
+    MessageRecord {
+        message_id: msg
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
+        from: from.clone(),
+        to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
+        date: now,
+        direction: Direction::Inbound,
+        kind,
+        subject: msg.subject.clone(),
+        text: msg.text.clone(),
+        raw_key: Some(message_key.to_string()),
+        auto_reason: None,
+        attachments: msg.attachments.clone(),
+        flagged: None,
+    }
+}
+
 /// Applies an inbound mail. `existing` is the ticket the decision names
 /// (for `Existing`), `new_id` the number to use when a ticket is created.
 pub fn apply_inbound(
@@ -82,27 +109,15 @@ pub fn apply_inbound(
         _ => MessageKind::Customer,
     };
     let message = MessageRecord {
-        message_id: msg
-            .message_id
-            .clone()
-            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
-        from: from.clone(),
-        to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
-        date: now,
-        direction: Direction::Inbound,
-        kind,
-        subject: msg.subject.clone(),
-        text: msg.text.clone(),
-        raw_key: Some(message_key.to_string()),
         auto_reason: class
             .auto
             .clone()
             .or_else(|| class.bounce.then(|| "bounce".to_string())),
-        attachments: msg.attachments.clone(),
         flagged: cx
             .forged_agent
             .as_ref()
             .map(|(name, why)| format!("From is agent {name}'s address but unproven: {why}")),
+        ..inbound_record(msg, &from, message_key, now, kind)
     };
     let mut events = Vec::new();
     let mut mails = Vec::new();
@@ -350,21 +365,8 @@ pub fn apply_agent_reply(
     let kind = if note { MessageKind::Note } else { MessageKind::Agent };
     let from = msg.from.clone().unwrap_or_else(|| Mailbox::new(None, &agent.emails[0]));
     let message = MessageRecord {
-        message_id: msg
-            .message_id
-            .clone()
-            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
-        from,
-        to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
-        date: now,
-        direction: Direction::Inbound,
-        kind,
-        subject: msg.subject.clone(),
         text: parsed.body.clone(),
-        raw_key: Some(message_key.to_string()),
-        auto_reason: None,
-        attachments: msg.attachments.clone(),
-        flagged: None,
+        ..inbound_record(msg, &from, message_key, now, kind)
     };
     let mut events = vec![Event::new(
         now,
@@ -647,23 +649,7 @@ pub fn self_service(
     } else {
         return None;
     }
-    let message = MessageRecord {
-        message_id: msg
-            .message_id
-            .clone()
-            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
-        from: from.clone(),
-        to: msg.to.iter().chain(msg.cc.iter()).cloned().collect(),
-        date: now,
-        direction: Direction::Inbound,
-        kind: MessageKind::Customer,
-        subject: msg.subject.clone(),
-        text: msg.text.clone(),
-        raw_key: Some(message_key.to_string()),
-        auto_reason: None,
-        attachments: msg.attachments.clone(),
-        flagged: None,
-    };
+    let message = inbound_record(msg, &from, message_key, now, MessageKind::Customer);
     events.insert(
         0,
         Event::new(
@@ -721,21 +707,9 @@ pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str,
     }
     ticket.updated_at = now;
     let message = MessageRecord {
-        message_id: msg
-            .message_id
-            .clone()
-            .unwrap_or_else(|| format!("{message_key}@postdesk.invalid")),
-        from,
         to: msg.to.clone(),
-        date: now,
-        direction: Direction::Inbound,
-        kind: MessageKind::Auto,
-        subject: msg.subject.clone(),
-        text: msg.text.clone(),
-        raw_key: Some(message_key.to_string()),
         auto_reason: Some("bounce".into()),
-        attachments: msg.attachments.clone(),
-        flagged: None,
+        ..inbound_record(msg, &from, message_key, now, MessageKind::Auto)
     };
     Applied {
         ticket,
@@ -832,22 +806,7 @@ fn ack_refusal(class: &Classification, cx: &ApplyContext<'_>) -> Option<String> 
 
 fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>) -> OutgoingMail {
     let config = cx.config;
-    let values = TemplateValues::default()
-        .set("ticket.id", ticket.id.to_string())
-        .set("ticket.subject", ticket.subject.clone())
-        .set("ticket.queue", ticket.queue.clone())
-        .set("ticket.status", ticket.status.as_str())
-        .set("ticket.priority", ticket.priority.as_str())
-        .set(
-            "requester.name",
-            ticket
-                .requester
-                .name
-                .clone()
-                .unwrap_or_else(|| ticket.requester.email.clone()),
-        )
-        .set("requester.email", ticket.requester.email.clone())
-        .set("instance.name", config.instance.name.clone());
+    let values = crate::agent::template_values(ticket, config, None);
     let template = &config.templates.acknowledgement;
     let subject_text = fill(&template.subject, &values);
     let subject = if crate::subject::find_tag(&subject_text, &config.instance.subject_tag) == Some(ticket.id.0) {
