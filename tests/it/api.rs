@@ -117,6 +117,28 @@ fn api_metrics_and_cli_reads_while_the_daemon_runs() {
     let (status, metrics) = get(port, "/metrics", None);
     assert_eq!(status, 200);
     let samples = parse_prometheus(&metrics);
+    // And the reference parser, from the Prometheus Python client.
+    let mut py = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as parse\nfams = list(parse(sys.stdin.read()))\nprint(len(fams), sum(len(f.samples) for f in fams))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (tests/run installs it)");
+    std::io::Write::write_all(py.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    drop(py.stdin.take());
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejects /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = String::from_utf8_lossy(&out.stdout);
+    let families: usize = counts.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(families >= 13, "{counts}");
     let value = |series: &str| samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v);
     assert_eq!(value("postdesk_tickets{status=\"new\",queue=\"general\"}"), Some(1.0));
     assert_eq!(value("postdesk_mails_ingested_total"), Some(1.0));
@@ -135,7 +157,8 @@ fn a_token_guards_the_api_and_is_required_beyond_loopback() {
     let mut cmd = desk.command();
     cmd.env("POSTDESK_TEST_TOKEN", "s3cret-token").arg("run");
     let log = desk.dir.join("token-daemon.log");
-    cmd.stderr(std::fs::File::create(&log).unwrap());
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
     let mut child = cmd.spawn().unwrap();
     crate::support::wait_until(20, "the daemon", || {
         std::fs::read_to_string(&log)

@@ -73,17 +73,19 @@ fn sd_notify_ready_reload_watchdog_stopping_and_sighup_keeps_a_bad_config_out() 
         seen: Vec::new(),
     };
     let log = desk.dir.join("notify-daemon.log");
-    let mut child = desk
-        .command()
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "1000000")
-        .arg("run")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Guard(
+        desk.command()
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "1000000")
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     notes.wait_for("READY=1");
     notes.wait_for("WATCHDOG=1");
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let new_mail = |n: u32| {
         std::fs::write(
             desk.dir.join(format!("inbox/new/{n}.eml")),
@@ -99,8 +101,13 @@ fn sd_notify_ready_reload_watchdog_stopping_and_sighup_keeps_a_bad_config_out() 
         .unwrap();
     };
     // A good config with a new rule: it takes effect.
+    // ...and a second mailbox, whose task starts on the reload.
     let good = std::fs::read_to_string(&desk.config).unwrap()
-        + "\n[[rule]]\nname = \"reloaded\"\nwhen.subject = \"reload\"\nset.priority = \"urgent\"\n";
+        + "\n[[rule]]\nname = \"reloaded\"\nwhen.subject = \"reload\"\nset.priority = \"urgent\"\n"
+        + &format!(
+            "\n[[mailbox]]\nname = \"second\"\naddress = \"second@example.com\"\nmaildir = {{ path = \"{}/inbox2\" }}\n",
+            desk.dir.display()
+        );
     std::fs::write(&desk.config, &good).unwrap();
     std::process::Command::new("kill")
         .args(["-HUP", &pid])
@@ -112,6 +119,32 @@ fn sd_notify_ready_reload_watchdog_stopping_and_sighup_keeps_a_bad_config_out() 
     wait_until(20, "ticket 1", || desk.run(&["show", "1", "--json"]).status.success());
     let t: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "1", "--json"])).unwrap();
     assert_eq!(t["priority"], "urgent", "the reloaded rule applies");
+    let start = std::time::Instant::now();
+    while !desk.dir.join("inbox2/new").is_dir() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no task for the added mailbox: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(
+        desk.dir.join("inbox2/new/x.eml"),
+        mail(
+            "dora@customer.test",
+            "second@example.com",
+            "to the new mailbox",
+            "nb1@customer.test",
+            "",
+            "x",
+        ),
+    )
+    .unwrap();
+    wait_until(20, "ticket 2 from the added mailbox", || {
+        desk.run(&["show", "2", "--json"]).status.success()
+    });
+    let t: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "2", "--json"])).unwrap();
+    assert_eq!(t["mailbox"], "second");
     // A broken config: the old one keeps running.
     std::fs::write(
         &desk.config,
@@ -123,11 +156,11 @@ fn sd_notify_ready_reload_watchdog_stopping_and_sighup_keeps_a_bad_config_out() 
         .status()
         .unwrap();
     notes.wait_for("STATUS=config reload failed; running the previous config");
-    new_mail(2);
+    new_mail(3);
     // The CLI needs a readable config to find the API: put the good one back, without a reload.
     std::fs::write(&desk.config, &good).unwrap();
-    wait_until(20, "ticket 2", || desk.run(&["show", "2", "--json"]).status.success());
-    let t: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "2", "--json"])).unwrap();
+    wait_until(20, "ticket 3", || desk.run(&["show", "3", "--json"]).status.success());
+    let t: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "3", "--json"])).unwrap();
     assert_eq!(t["priority"], "urgent", "the previous config still runs");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -143,5 +176,15 @@ fn sd_notify_ready_reload_watchdog_stopping_and_sighup_keeps_a_bad_config_out() 
         .status()
         .unwrap();
     notes.wait_for("STOPPING=1");
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// Kills the daemon if the test fails half-way.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
