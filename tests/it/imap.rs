@@ -430,3 +430,49 @@ fn uidvalidity_change_rereads_the_folder_and_dedupe_keeps_one_copy() {
     assert_eq!(desk.tickets().len(), 2);
     assert_eq!(smtp.received().len(), 2);
 }
+
+#[test]
+fn a_dropped_imap_connection_is_reestablished_and_mail_keeps_flowing() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .build();
+    let daemon = desk.start();
+    daemon.wait(20, "the first login", || daemon.log().contains("imap connected"));
+    // The server drops every connection of the user (as on a restart or a network cut).
+    let out = std::process::Command::new("doveadm")
+        .arg("-c")
+        .arg(dovecot.dir.join("dovecot.conf"))
+        .args(["kick", "support"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "doveadm kick: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.wait(20, "the failure to be noticed", || {
+        daemon.log().contains("imap connection failed")
+    });
+    daemon.wait(30, "a second login", || {
+        daemon.log().matches("imap connected").count() >= 2
+    });
+    let mut imap = Imap::login(dovecot.port, "support");
+    imap.append(
+        "INBOX",
+        &mail(
+            "bob@customer.test",
+            "support@example.com",
+            "after the cut",
+            "cut1@customer.test",
+            "",
+            "x",
+        ),
+    );
+    daemon.wait(30, "the acknowledgement after reconnecting", || {
+        smtp.received().len() == 1
+    });
+    daemon.stop();
+}
