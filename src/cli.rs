@@ -171,6 +171,20 @@ impl From<StoreError> for Failure {
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
+    // `postdesk show 1 | head`: a closed pipe ends the output quietly, like other Unix tools.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match dispatch(cli) {
