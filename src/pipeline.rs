@@ -153,7 +153,27 @@ impl Pipeline {
     pub fn process(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let started = std::time::Instant::now();
-        let result = self.process_inner(raw, origin, now)?;
+        // One mail must never take the mailbox down: a bug that panics on it
+        // quarantines the mail (nothing of it was committed) and the loop goes on.
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.process_inner(raw, origin, now)
+        })) {
+            Ok(r) => r?,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                let reason = format!("internal error while processing: {what}");
+                tracing::error!(mailbox = %origin.mailbox, reason = %reason, "mail quarantined after an internal error");
+                let mut w = WriteSet::default();
+                mark_source(&mut w, origin, &raw_key(raw));
+                self.quarantine(&mut w, raw, &raw_key(raw), origin, &reason, now)?;
+                self.store.commit(&w)?;
+                Processed::Quarantined { reason }
+            }
+        };
         let m = &self.metrics;
         m.mails_read.fetch_add(1, Relaxed);
         match &result {
@@ -183,7 +203,16 @@ impl Pipeline {
         mark_source(&mut w, origin, &raw_key);
 
         let msg = match inbound::parse(raw, &self.config.limits) {
-            Ok(m) => m,
+            Ok(m) => {
+                // A failpoint for the tests of the panic guard above; not in release builds.
+                #[cfg(debug_assertions)]
+                if let Ok(word) = std::env::var("POSTDESK_FAILPOINT_PANIC_ON_SUBJECT")
+                    && m.subject.contains(&word)
+                {
+                    panic!("failpoint: subject contains {word:?}");
+                }
+                m
+            }
             Err(e) => {
                 let reason = e.to_string();
                 self.quarantine(&mut w, raw, &raw_key, origin, &reason, now)?;

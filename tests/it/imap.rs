@@ -476,3 +476,58 @@ fn a_dropped_imap_connection_is_reestablished_and_mail_keeps_flowing() {
     });
     daemon.stop();
 }
+
+#[test]
+fn a_mail_that_makes_postdesk_panic_is_quarantined_and_the_mailbox_goes_on() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .build();
+    // A debug-build failpoint stands in for a bug that panics on one mail.
+    let daemon = desk.start_with_env(&[("POSTDESK_FAILPOINT_PANIC_ON_SUBJECT", "kaboom")]);
+    let mut imap = Imap::login(dovecot.port, "support");
+    imap.append(
+        "INBOX",
+        &mail(
+            "x@customer.test",
+            "support@example.com",
+            "kaboom",
+            "boom1@customer.test",
+            "",
+            "x",
+        ),
+    );
+    imap.append(
+        "INBOX",
+        &mail(
+            "y@customer.test",
+            "support@example.com",
+            "fine",
+            "fine1@customer.test",
+            "",
+            "y",
+        ),
+    );
+    daemon.wait(30, "both mails handled", || {
+        imap.count("INBOX") == 0 && smtp.received().len() == 1
+    });
+    daemon.stop();
+    let q: serde_json::Value = serde_json::from_str(&desk.ok(&["quarantine", "--json"])).unwrap();
+    let q = q.as_array().unwrap();
+    assert_eq!(q.len(), 1);
+    assert!(
+        q[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("internal error while processing: failpoint"),
+        "{q:?}"
+    );
+    assert_eq!(desk.tickets().len(), 1);
+    assert_eq!(
+        imap.count("Processed"),
+        2,
+        "the bad mail is kept in quarantine and moved like the rest"
+    );
+}

@@ -183,9 +183,15 @@ impl Desk {
 
     /// Starts the daemon.
     pub fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let log = self.dir.join(format!("daemon-{}.log", rand_u64()));
         let child = self
             .command()
+            .envs(env.iter().copied())
             .arg("run")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
