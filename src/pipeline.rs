@@ -255,6 +255,14 @@ impl Pipeline {
             }
         }
         let mut decision = self.decide(&msg, &class, now);
+        // An agent answering a closed ticket's mail acts on that ticket; only customers open linked ones.
+        if agent_proof.is_some()
+            && let Outcome::NewLinked(t) = decision.outcome
+            && self.store.ticket(t)?.is_some()
+        {
+            decision.outcome = Outcome::Existing(t);
+            decision.reason.push_str("; an agent may act on a closed ticket");
+        }
         // A rating for a survey of a ticket that closed meanwhile still belongs to it.
         if let Outcome::NewLinked(t) = decision.outcome
             && let Some(old) = self.store.ticket(t)?

@@ -583,3 +583,53 @@ fn a_relay_that_bounces_at_the_smtp_server_is_reported_to_the_assignee() {
     let t = desk.show(1);
     assert!(event_kinds(&t).contains(&"mail_failed".to_string()));
 }
+
+#[test]
+fn an_agent_replying_to_a_closed_ticket_acts_on_it_instead_of_opening_a_new_one() {
+    let smtp = Smtp::start();
+    let desk = ingest_desk(&smtp, "");
+    desk.ingest(&[&mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Closing time",
+        "ct1@customer.test",
+        "",
+        "Bye.",
+    )]);
+    let n = mails_to(&smtp, "alice@example.com").pop().unwrap();
+    desk.ingest(&[&gmail_reply(
+        "alice@example.com",
+        &n,
+        "#status closed\r\nClosing this.",
+        None,
+    )]);
+    assert_eq!(desk.show(1)["status"], "closed");
+    let before = mails_to(&smtp, "carol@customer.test").len();
+    desk.ingest(&[&gmail_reply(
+        "alice@example.com",
+        &n,
+        "One more thing: your refund is on its way.",
+        None,
+    )]);
+    assert_eq!(desk.tickets().len(), 1, "no ticket with the agent as requester");
+    assert_eq!(
+        mails_to(&smtp, "carol@customer.test").len(),
+        before + 1,
+        "relayed to the customer"
+    );
+    assert_eq!(
+        desk.show(1)["status"],
+        "closed",
+        "a reply without #status leaves it closed"
+    );
+    // The customer, though, opens a new ticket linked to the closed one.
+    desk.ingest(&[&mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Re: [Support #1] Closing time",
+        "ct2@customer.test",
+        "",
+        "Thanks!",
+    )]);
+    assert_eq!(desk.show(2)["linked"], serde_json::json!([1]));
+}
