@@ -298,8 +298,14 @@ fn create_secret(path: &Path) -> Result<(), String> {
 
 /// Opens the store and builds the pipeline.
 fn open_pipeline(config: Config) -> Result<Pipeline, Failure> {
-    let signer = load_signer(&config).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
     let store = Store::open(&config.instance.data_dir)?;
+    pipeline_with(config, store)
+}
+
+/// The pipeline over an already open store (open it once: a second open in the
+/// same process races with the first one's lock).
+fn pipeline_with(config: Config, store: Store) -> Result<Pipeline, Failure> {
+    let signer = load_signer(&config).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
     Ok(Pipeline {
         config: Arc::new(config),
         store,
@@ -357,7 +363,32 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 None => config.mailboxes[0].name.clone(),
             };
             let mails = ingest::collect(&paths).map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
-            let pipeline = open_pipeline(config)?;
+            // The daemon holds the store: hand each mail to it over the API.
+            let store = match Store::open(&config.instance.data_dir) {
+                Ok(store) => Some(store),
+                Err(StoreError::Locked(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if store.is_none() {
+                let summary = ingest_through_api(&config, &mailbox, &mails)?;
+                if json {
+                    println!("{}", serde_json::to_string(&summary).expect("serialises"));
+                } else {
+                    println!(
+                        "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {} (through the running daemon, which sends)",
+                        summary.read,
+                        summary.new_tickets,
+                        summary.appended,
+                        summary.duplicates,
+                        summary.auto,
+                        summary.bounces,
+                        summary.quarantined,
+                        summary.dropped
+                    );
+                }
+                return Ok(());
+            }
+            let pipeline = pipeline_with(config, store.expect("checked above"))?;
             let now = Timestamp::now();
             let mut summary = Summary::default();
             for m in &mails {
@@ -645,6 +676,35 @@ fn check_secrets(config: &Config) -> Vec<String> {
         check("smtp password", p);
     }
     out
+}
+
+/// `ingest` while the daemon runs: each mail is POSTed to its API. Exit 75 when
+/// the daemon cannot take one (the MTA retries), like the store itself.
+fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::FileMail]) -> Result<Summary, Failure> {
+    let token = match &config.http.token {
+        Some(s) => Some(s.load().map_err(|e| Failure::new(EXIT_CONFIG, e))?),
+        None => None,
+    };
+    let mut summary = Summary::default();
+    for m in mails {
+        let mut path = format!("/api/ingest?mailbox={}", encode(mailbox));
+        if let Some(d) = m.date {
+            path.push_str(&format!("&at={}", encode(&d.to_string())));
+        }
+        let (status, body) =
+            crate::http::post(config.http.listen, &path, token.as_ref().map(|t| t.expose()), &m.raw)
+                .map_err(|e| Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}")))?;
+        if status != 200 {
+            return Err(Failure::new(
+                EXIT_TEMPFAIL,
+                format!("the daemon did not take {}: {status} {}", m.label, body.trim()),
+            ));
+        }
+        let processed: crate::pipeline::Processed = serde_json::from_str(&body)
+            .map_err(|e| Failure::new(EXIT_TEMPFAIL, format!("bad answer from the daemon: {e}")))?;
+        summary.add(&processed);
+    }
+    Ok(summary)
 }
 
 /// Every ticket with its event log, for reports.

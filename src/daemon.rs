@@ -112,6 +112,7 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
             current: current.clone(),
             token,
             writer: sink.writer.clone(),
+            wake_sender: sink.wake_sender.clone(),
         }),
         stop_rx.clone(),
     ));

@@ -25,8 +25,10 @@ pub struct Api {
     pub current: Arc<std::sync::RwLock<Pipeline>>,
     /// Bearer token required on every path but `/healthz` and `/csat/`, when set.
     pub token: Option<crate::config::Secret>,
-    /// The daemon's writer lock: the survey links write a rating.
+    /// The daemon's writer lock: the survey links and `/api/ingest` write.
     pub writer: Arc<std::sync::Mutex<()>>,
+    /// Wakes the sender after `/api/ingest` queued mail.
+    pub wake_sender: Arc<tokio::sync::Notify>,
 }
 
 /// Serves until `shutdown` turns true.
@@ -47,7 +49,12 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let api = api.clone();
-                async move { Ok::<_, Infallible>(handle(&api, &req)) }
+                async move {
+                    if req.method() == hyper::Method::POST && req.uri().path() == "/api/ingest" {
+                        return Ok::<_, Infallible>(ingest(&api, req).await);
+                    }
+                    Ok::<_, Infallible>(handle(&api, &req))
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -79,11 +86,72 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
+    let Some(token) = &api.token else { return true };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let want = token.expose().as_bytes();
+    given.len() == want.len() && given.bytes().zip(want.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+}
+
+/// `POST /api/ingest?mailbox=NAME&at=RFC3339`: one raw mail through the
+/// pipeline under the daemon's writer lock, so `postdesk ingest` (an MTA's
+/// pipe) works while the daemon holds the store.
+async fn ingest(api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::{BodyExt, Limited};
+    if !authorized(api, &req) {
+        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let mailbox = query
+        .get("mailbox")
+        .cloned()
+        .unwrap_or_else(|| pipeline.config.mailboxes[0].name.clone());
+    if pipeline.config.mailbox(&mailbox).is_none() {
+        return error(StatusCode::BAD_REQUEST, &format!("no mailbox named {mailbox:?}"));
+    }
+    let now = jiff::Timestamp::now();
+    let at = match query.get("at").map(|a| a.parse::<jiff::Timestamp>()) {
+        Some(Ok(t)) => t.min(now),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "at: expected an RFC 3339 time"),
+        None => now,
+    };
+    // A little over the limit, so an oversized mail is quarantined rather than refused.
+    let limit = pipeline.config.limits.max_message_bytes.saturating_add(1 << 20);
+    let raw = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+    };
+    let origin = crate::pipeline::Origin {
+        mailbox,
+        source_key: None,
+        position: None,
+    };
+    let result = {
+        let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
+        pipeline
+            .process(&raw, &origin, at)
+            .and_then(|p| pipeline.store.flush().map(|_| p))
+    };
+    match result {
+        Ok(processed) => {
+            api.wake_sender.notify_one();
+            json(StatusCode::OK, &processed)
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
 fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
     let path = req.uri().path();
     if req.method() != hyper::Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET (and POST /api/ingest)");
     }
     if path == "/healthz" {
         return respond(StatusCode::OK, "text/plain", "ok\n".into());
@@ -92,18 +160,8 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(rest) = path.strip_prefix("/csat/") {
         return survey_click(api, &pipeline, rest);
     }
-    if let Some(token) = &api.token {
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let want = token.expose().as_bytes();
-        let ok = given.len() == want.len() && given.bytes().zip(want.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-        if !ok {
-            return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
-        }
+    if !authorized(api, req) {
+        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
     }
     let query = parse_query(req.uri().query().unwrap_or(""));
     let store = &pipeline.store;
@@ -320,6 +378,34 @@ pub fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Resul
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
     )
     .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("malformed status line")?;
+    Ok((status, body.to_string()))
+}
+
+/// A blocking POST of a raw mail to the daemon's `/api/ingest`: `(status, body)`.
+pub fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &[u8]) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("cannot reach the daemon's API at {addr}: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120))).ok();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: message/rfc822\r\nContent-Length: {}\r\n{auth}\r\n",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&raw);

@@ -27,7 +27,7 @@ pub struct Origin {
 }
 
 /// What happened to one mail.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum Processed {
     /// A new ticket was opened.

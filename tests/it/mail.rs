@@ -237,37 +237,75 @@ fn mbox_and_maildir_are_ingested_in_date_order_and_dedupe_without_message_id() {
 }
 
 #[test]
-fn ingest_from_stdin_and_exit_75_while_the_store_is_held() {
+fn ingest_from_stdin_goes_through_the_daemon_and_exits_75_when_it_cannot() {
     let smtp = Smtp::start();
-    let desk = DeskConfig::new().smtp(smtp.port).build();
-    let m = mail(
-        "bob@customer.test",
-        "support@example.com",
-        "piped",
-        "p1@customer.test",
-        "",
-        "x",
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .http("token_env = \"POSTDESK_TEST_TOKEN\"")
+        .build();
+    let pipe = |m: &str, token: &str| {
+        let mut child = desk
+            .command()
+            .env("POSTDESK_TEST_TOKEN", token)
+            .args(["ingest", "--json", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), m.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let out = pipe(
+        &mail(
+            "bob@customer.test",
+            "support@example.com",
+            "piped",
+            "p1@customer.test",
+            "",
+            "x",
+        ),
+        "t0ken",
     );
-    let mut child = desk
-        .command()
-        .args(["ingest", "--json", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), m.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["new_tickets"], 1);
-    // The daemon holds the store: an MTA piping into ingest must retry later.
-    let daemon = desk.start();
-    crate::support::wait_until(20, "the daemon to start", || daemon.log().contains("postdesk running"));
-    let out = desk.run(&["ingest", desk.config.to_str().unwrap()]);
+    // With the daemon holding the store, an MTA's pipe hands the mail to the daemon.
+    let daemon = desk.start_with_env(&[("POSTDESK_TEST_TOKEN", "t0ken")]);
+    let out = pipe(
+        &mail(
+            "carol@customer.test",
+            "support@example.com",
+            "piped too",
+            "p2@customer.test",
+            "",
+            "y",
+        ),
+        "t0ken",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["new_tickets"], 1);
+    daemon.wait(20, "the daemon to send the acknowledgement", || {
+        smtp.received().len() == 2
+    });
+    // When the daemon refuses (here: a wrong token), the MTA is told to retry later.
+    let out = pipe(
+        &mail(
+            "dan@customer.test",
+            "support@example.com",
+            "refused",
+            "p3@customer.test",
+            "",
+            "z",
+        ),
+        "wrong",
+    );
     assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     daemon.stop();
+    assert_eq!(desk.tickets().len(), 2);
 }
 
 #[test]
