@@ -599,13 +599,38 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             let raw =
                 std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
-            let pipeline = open_pipeline(config)?;
-            let now = ingest::collect(std::slice::from_ref(&file))
-                .ok()
-                .and_then(|v| v.first().and_then(|m| m.date))
+            let now = crate::inbound::date_of(&raw)
                 .filter(|d| *d < Timestamp::now())
                 .unwrap_or_else(Timestamp::now);
-            let e = pipeline.explain(&raw, &mailbox, now)?;
+            let e: crate::pipeline::Explanation = match Store::open(&config.instance.data_dir) {
+                Ok(store) => pipeline_with(config, store)?.explain(&raw, &mailbox, now)?,
+                // The daemon holds the store: it explains (nothing is stored either way).
+                Err(StoreError::Locked(_)) => {
+                    let token = match &config.http.token {
+                        Some(s) => Some(s.load().map_err(|e| Failure::new(EXIT_CONFIG, e))?),
+                        None => None,
+                    };
+                    let path = format!(
+                        "/api/explain?mailbox={}&at={}",
+                        encode(&mailbox),
+                        encode(&now.to_string())
+                    );
+                    let (status, body) =
+                        crate::http::post(config.http.listen, &path, token.as_ref().map(|t| t.expose()), &raw)
+                            .map_err(|e| {
+                                Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}"))
+                            })?;
+                    if status != 200 {
+                        return Err(Failure::new(
+                            EXIT_TEMPFAIL,
+                            format!("the daemon's API answered {status}: {}", body.trim()),
+                        ));
+                    }
+                    serde_json::from_str(&body)
+                        .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
             } else {

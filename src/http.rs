@@ -51,7 +51,10 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
                 let api = api.clone();
                 async move {
                     if req.method() == hyper::Method::POST && req.uri().path() == "/api/ingest" {
-                        return Ok::<_, Infallible>(ingest(&api, req).await);
+                        return Ok::<_, Infallible>(ingest(&api, req, false).await);
+                    }
+                    if req.method() == hyper::Method::POST && req.uri().path() == "/api/explain" {
+                        return Ok::<_, Infallible>(ingest(&api, req, true).await);
                     }
                     Ok::<_, Infallible>(handle(&api, &req))
                 }
@@ -100,8 +103,9 @@ fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
 
 /// `POST /api/ingest?mailbox=NAME&at=RFC3339`: one raw mail through the
 /// pipeline under the daemon's writer lock, so `postdesk ingest` (an MTA's
-/// pipe) works while the daemon holds the store.
-async fn ingest(api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// pipe) works while the daemon holds the store. With `explain`
+/// (`POST /api/explain`), how it would be handled, storing nothing.
+async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Full<Bytes>> {
     use http_body_util::{BodyExt, Limited};
     if !authorized(api, &req) {
         return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
@@ -127,6 +131,12 @@ async fn ingest(api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
     };
+    if explain {
+        return match pipeline.explain(&raw, &mailbox, at) {
+            Ok(e) => json(StatusCode::OK, &e),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
+    }
     let origin = crate::pipeline::Origin {
         mailbox,
         source_key: None,

@@ -115,7 +115,7 @@ pub struct TickSummary {
 }
 
 /// How a mail would be handled, for `explain`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Explanation {
     /// Parse result or error.
     pub parsed: Result<String, String>,

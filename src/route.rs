@@ -5,7 +5,7 @@ use crate::config::{Condition, Field, Rule, RuleActions};
 use crate::inbound::InboundMessage;
 
 /// What one rule did, for `explain` and the event log.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuleTrace {
     /// The rule's name.
     pub name: String,

@@ -90,6 +90,25 @@ fn api_metrics_and_cli_reads_while_the_daemon_runs() {
     let q: serde_json::Value = serde_json::from_str(&desk.ok(&["quarantine", "--json"])).unwrap();
     assert_eq!(q.as_array().unwrap().len(), 1);
     assert!(desk.ok(&["tickets"]).contains("API test"));
+    // explain too: the daemon answers, nothing is stored.
+    let eml = desk.dir.join("again.eml");
+    std::fs::write(
+        &eml,
+        mail(
+            "bob@customer.test",
+            "support@example.com",
+            "API test",
+            "api1@customer.test",
+            "",
+            "x",
+        ),
+    )
+    .unwrap();
+    let out = desk.ok(&["explain", eml.to_str().unwrap()]);
+    assert!(
+        out.contains("duplicate:      Message-ID <api1@customer.test> is stored on ticket 1"),
+        "{out}"
+    );
     let report: serde_json::Value = serde_json::from_str(&desk.ok(&["report", "--json"])).unwrap();
     assert_eq!(report["overall"]["volume"], 1, "report through the API");
     assert_eq!(get(port, "/api/report?since=bogus", None).0, 400);
