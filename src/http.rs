@@ -1,7 +1,9 @@
-//! The small HTTP API (hyper, HTTP/1.1, GET only): `/healthz`, `/readyz`,
+//! The small HTTP API (hyper, HTTP/1.1): `GET /healthz`, `/readyz`,
 //! `/api/tickets`, `/api/tickets/{id}`, `/api/export`, `/api/quarantine`,
-//! `/metrics`. It reads the store the daemon holds, so the CLI's read
-//! commands work while the daemon runs ([`get`] is their client).
+//! `/api/report`, `/metrics`, the signed survey links `/csat/…`, and
+//! `POST /api/ingest` and `/api/explain` for one raw mail. It works on the
+//! store the daemon holds, so the CLI works while the daemon runs ([`get`]
+//! and [`post`] are its client).
 
 use crate::cli::ticket_view;
 use crate::metrics::Gauges;
