@@ -329,7 +329,7 @@ impl Client {
 /// Returns the seconds one `tick` takes (median of three stores' first tick is
 /// not possible without rebuilding, so: one tick, after a warm-up read).
 fn tick_cost(n: usize, due: usize) -> f64 {
-    use postdesk::model::{Mailbox, Priority, Sla, Status, Ticket, TicketId};
+    use postdesk::model::{Mailbox, Ticket, TicketId};
     use postdesk::store::{TreeName, WriteSet, due_key};
     let dir = servers::temp_dir("bench-tick");
     let text = config_text(
@@ -360,34 +360,14 @@ fn tick_cost(n: usize, due: usize) -> f64 {
             now.as_second() + 86_400
         };
         let created = jiff::Timestamp::from_second(created).unwrap();
-        let mut t = Ticket {
-            id: TicketId(i as u64 + 1),
-            subject: format!("Question {i}"),
-            status: Status::New,
-            priority: Priority::Normal,
-            queue: "general".into(),
-            kind: None,
-            tags: vec![],
-            assignee: None,
-            requester: Mailbox::new(None, &format!("c{i}@customer.test")),
-            participants: vec![],
-            channel: "email".into(),
-            mailbox: "support".into(),
-            created_at: created,
-            updated_at: created,
-            first_response_at: None,
-            resolved_at: None,
-            closed_at: None,
-            linked: vec![],
-            sla: Sla::default(),
-            csat: None,
-            agents: vec![],
-            last_agent_reply: None,
-            last_public_message_id: None,
-            pending_since: None,
-            pending_reminded: false,
-            survey_sent: false,
-        };
+        let mut t = Ticket::new(
+            TicketId(i as u64 + 1),
+            &format!("Question {i}"),
+            Mailbox::new(None, &format!("c{i}@customer.test")),
+            "support",
+            "general",
+            created,
+        );
         postdesk::sla::refresh(&mut t, &pipeline.config, created, true, false);
         for (at, kind) in postdesk::sla::due_items(&t, &pipeline.config) {
             w.put_raw(TreeName::Due, due_key(at, t.id, kind as u8), Vec::new());

@@ -352,16 +352,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             mailbox,
         } => {
             let config = load_config(cli.config)?;
-            let mailbox = match mailbox {
-                Some(m) if config.mailbox(&m).is_none() => {
-                    return Err(Failure::new(
-                        2,
-                        format!("--mailbox: no mailbox named {m:?} in the config"),
-                    ));
-                }
-                Some(m) => m,
-                None => config.mailboxes[0].name.clone(),
-            };
+            let mailbox = chosen_mailbox(&config, mailbox)?;
             let mails = ingest::collect(&paths).map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
             // The daemon holds the store: hand each mail to it over the API.
             let store = match Store::open(&config.instance.data_dir) {
@@ -374,17 +365,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if json {
                     println!("{}", serde_json::to_string(&summary).expect("serialises"));
                 } else {
-                    println!(
-                        "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {} (through the running daemon, which sends)",
-                        summary.read,
-                        summary.new_tickets,
-                        summary.appended,
-                        summary.duplicates,
-                        summary.auto,
-                        summary.bounces,
-                        summary.quarantined,
-                        summary.dropped
-                    );
+                    println!("{} (through the running daemon, which sends)", summary_line(&summary));
                 }
                 return Ok(());
             }
@@ -411,17 +392,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
                 println!("{v}");
             } else {
-                println!(
-                    "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {}",
-                    summary.read,
-                    summary.new_tickets,
-                    summary.appended,
-                    summary.duplicates,
-                    summary.auto,
-                    summary.bounces,
-                    summary.quarantined,
-                    summary.dropped
-                );
+                println!("{}", summary_line(&summary));
                 if let Some(s) = sent {
                     println!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
                 }
@@ -587,16 +558,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Explain { file, json, mailbox } => {
             let config = load_config(cli.config)?;
-            let mailbox = match mailbox {
-                Some(m) if config.mailbox(&m).is_none() => {
-                    return Err(Failure::new(
-                        2,
-                        format!("--mailbox: no mailbox named {m:?} in the config"),
-                    ));
-                }
-                Some(m) => m,
-                None => config.mailboxes[0].name.clone(),
-            };
+            let mailbox = chosen_mailbox(&config, mailbox)?;
             let raw =
                 std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
             let now = crate::inbound::date_of(&raw)
@@ -606,20 +568,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Ok(store) => pipeline_with(config, store)?.explain(&raw, &mailbox, now)?,
                 // The daemon holds the store: it explains (nothing is stored either way).
                 Err(StoreError::Locked(_)) => {
-                    let token = match &config.http.token {
-                        Some(s) => Some(s.load().map_err(|e| Failure::new(EXIT_CONFIG, e))?),
-                        None => None,
-                    };
                     let path = format!(
                         "/api/explain?mailbox={}&at={}",
                         encode(&mailbox),
                         encode(&now.to_string())
                     );
-                    let (status, body) =
-                        crate::http::post(config.http.listen, &path, token.as_ref().map(|t| t.expose()), &raw)
-                            .map_err(|e| {
-                                Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}"))
-                            })?;
+                    let (status, body) = api_post(&config, &path, &raw)?;
                     if status != 200 {
                         return Err(Failure::new(
                             EXIT_TEMPFAIL,
@@ -706,19 +660,13 @@ fn check_secrets(config: &Config) -> Vec<String> {
 /// `ingest` while the daemon runs: each mail is POSTed to its API. Exit 75 when
 /// the daemon cannot take one (the MTA retries), like the store itself.
 fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::FileMail]) -> Result<Summary, Failure> {
-    let token = match &config.http.token {
-        Some(s) => Some(s.load().map_err(|e| Failure::new(EXIT_CONFIG, e))?),
-        None => None,
-    };
     let mut summary = Summary::default();
     for m in mails {
         let mut path = format!("/api/ingest?mailbox={}", encode(mailbox));
         if let Some(d) = m.date {
             path.push_str(&format!("&at={}", encode(&d.to_string())));
         }
-        let (status, body) =
-            crate::http::post(config.http.listen, &path, token.as_ref().map(|t| t.expose()), &m.raw)
-                .map_err(|e| Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}")))?;
+        let (status, body) = api_post(config, &path, &m.raw)?;
         if status != 200 {
             return Err(Failure::new(
                 EXIT_TEMPFAIL,
@@ -755,12 +703,48 @@ fn api_get(config: &Config, path: &str) -> Result<String, Failure> {
 }
 
 fn api_get_status(config: &Config, path: &str) -> Result<(u16, String), Failure> {
-    let token = match &config.http.token {
-        Some(s) => Some(s.load().map_err(|e| Failure::new(EXIT_CONFIG, e))?),
-        None => None,
-    };
-    crate::http::get(config.http.listen, path, token.as_ref().map(|t| t.expose()))
-        .map_err(|e| Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}")))
+    let token = api_token(config)?;
+    crate::http::get(config.http.listen, path, token.as_ref().map(|t| t.expose())).map_err(daemon_unreachable)
+}
+
+/// POST a raw mail to the running daemon's API.
+fn api_post(config: &Config, path: &str, raw: &[u8]) -> Result<(u16, String), Failure> {
+    let token = api_token(config)?;
+    crate::http::post(config.http.listen, path, token.as_ref().map(|t| t.expose()), raw).map_err(daemon_unreachable)
+}
+
+fn daemon_unreachable(e: String) -> Failure {
+    Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}"))
+}
+
+/// The API's bearer token, when the config sets one.
+fn api_token(config: &Config) -> Result<Option<config::Secret>, Failure> {
+    config
+        .http
+        .token
+        .as_ref()
+        .map(|s| s.load().map_err(|e| Failure::new(EXIT_CONFIG, e)))
+        .transpose()
+}
+
+/// `--mailbox NAME`, checked against the config; the first mailbox without it.
+fn chosen_mailbox(config: &Config, flag: Option<String>) -> Result<String, Failure> {
+    match flag {
+        Some(m) if config.mailbox(&m).is_none() => Err(Failure::new(
+            2,
+            format!("--mailbox: no mailbox named {m:?} in the config"),
+        )),
+        Some(m) => Ok(m),
+        None => Ok(config.mailboxes[0].name.clone()),
+    }
+}
+
+/// The `ingest` summary for people.
+fn summary_line(s: &Summary) -> String {
+    format!(
+        "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {}",
+        s.read, s.new_tickets, s.appended, s.duplicates, s.auto, s.bounces, s.quarantined, s.dropped
+    )
 }
 
 fn encode(v: &str) -> String {

@@ -99,8 +99,7 @@ fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let want = token.expose().as_bytes();
-    given.len() == want.len() && given.bytes().zip(want.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    crate::token::constant_time_eq(given.as_bytes(), token.expose().as_bytes())
 }
 
 /// `POST /api/ingest?mailbox=NAME&at=RFC3339`: one raw mail through the
@@ -378,46 +377,42 @@ fn percent_decode(s: &str) -> String {
 
 /// A blocking GET against the daemon's API: `(status, body)`.
 pub fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
-        .map_err(|e| format!("cannot reach the daemon's API at {addr}: {e}"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).ok();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("malformed status line")?;
-    Ok((status, body.to_string()))
+    request(addr, "GET", path, token, None, 60)
 }
 
-/// A blocking POST of a raw mail to the daemon's `/api/ingest`: `(status, body)`.
+/// A blocking POST of a raw mail to the daemon's `/api/ingest` or `/api/explain`: `(status, body)`.
 pub fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &[u8]) -> Result<(u16, String), String> {
+    request(addr, "POST", path, token, Some(body), 120)
+}
+
+fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    timeout_secs: u64,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .map_err(|e| format!("cannot reach the daemon's API at {addr}: {e}"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(120))).ok();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: message/rfc822\r\nContent-Length: {}\r\n{auth}\r\n",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    s.write_all(body).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(timeout_secs)))
+        .ok();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        head.push_str(&format!(
+            "Content-Type: message/rfc822\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    if let Some(b) = body {
+        s.write_all(b).map_err(|e| e.to_string())?;
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&raw);

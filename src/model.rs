@@ -205,6 +205,38 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// A new email ticket: status new, priority normal, nothing else set yet.
+    pub fn new(id: TicketId, subject: &str, requester: Mailbox, mailbox: &str, queue: &str, now: Timestamp) -> Ticket {
+        Ticket {
+            id,
+            subject: subject.to_string(),
+            status: Status::New,
+            priority: Priority::Normal,
+            queue: queue.to_string(),
+            kind: None,
+            tags: Vec::new(),
+            assignee: None,
+            requester,
+            participants: Vec::new(),
+            channel: "email".into(),
+            mailbox: mailbox.to_string(),
+            created_at: now,
+            updated_at: now,
+            first_response_at: None,
+            resolved_at: None,
+            closed_at: None,
+            linked: Vec::new(),
+            sla: Sla::default(),
+            csat: None,
+            agents: Vec::new(),
+            last_agent_reply: None,
+            last_public_message_id: None,
+            pending_since: None,
+            pending_reminded: false,
+            survey_sent: false,
+        }
+    }
+
     /// Whether the ticket counts towards its assignee's open load.
     pub fn is_active(&self) -> bool {
         matches!(self.status, Status::New | Status::Open | Status::Pending)

@@ -255,14 +255,6 @@ impl Pipeline {
             }
         }
         let mut decision = self.decide(&msg, &class, now);
-        // An agent answering a closed ticket's mail acts on that ticket; only customers open linked ones.
-        if agent_proof.is_some()
-            && let Outcome::NewLinked(t) = decision.outcome
-            && self.store.ticket(t)?.is_some()
-        {
-            decision.outcome = Outcome::Existing(t);
-            decision.reason.push_str("; an agent may act on a closed ticket");
-        }
         // A rating for a survey of a ticket that closed meanwhile still belongs to it.
         if let Outcome::NewLinked(t) = decision.outcome
             && let Some(old) = self.store.ticket(t)?
@@ -289,7 +281,11 @@ impl Pipeline {
             acks_last_hour: self.store.acks_since(&from, hour_ago)?,
             sender_suppressed: self.store.suppressed(&from, now)?,
             nonce: format!("{:x}", self.store.next_seq()?),
-            loads: self.store.loads()?,
+            loads: match decision.outcome {
+                // Only assignment of a new ticket reads the loads.
+                Outcome::Existing(_) => Default::default(),
+                _ => self.store.loads()?,
+            },
             last_round_robin: None,
             forged_agent,
             latest_update: None,
@@ -624,6 +620,22 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The stored ticket of the mail a DSN reports on: our signed Message-ID, else the index.
+    fn bounced_ticket(&self, msg: &InboundMessage) -> Result<Option<crate::model::Ticket>, StoreError> {
+        let Some(id) = msg
+            .delivery_report
+            .as_ref()
+            .and_then(|r| r.original_message_id.as_deref())
+        else {
+            return Ok(None);
+        };
+        let ticket = match self.signer.parse_message_id(id) {
+            Some(t) => Some(t),
+            None => self.store.message_id(id)?.map(|e| e.ticket),
+        };
+        ticket.map(|t| self.store.ticket(t)).transpose().map(Option::flatten)
+    }
+
     fn bounce(
         &self,
         mut w: WriteSet,
@@ -634,15 +646,7 @@ impl Pipeline {
         now: Timestamp,
     ) -> Result<Processed, StoreError> {
         let report = msg.delivery_report.clone().unwrap_or_default();
-        let ticket = report
-            .original_message_id
-            .as_deref()
-            .and_then(|id| {
-                self.signer
-                    .parse_message_id(id)
-                    .or_else(|| self.store.message_id(id).ok().flatten().map(|e| e.ticket))
-            })
-            .and_then(|id| self.store.ticket(id).ok().flatten());
+        let ticket = self.bounced_ticket(msg)?;
         let Some(ticket) = ticket else {
             self.quarantine(
                 &mut w,
@@ -687,13 +691,6 @@ impl Pipeline {
         Ok(Processed::Bounce { ticket: Some(id) })
     }
 
-    /// Records an event on a ticket in its own transaction.
-    pub fn record_event(&self, ticket: TicketId, event: &Event) -> Result<(), StoreError> {
-        let mut w = WriteSet::default();
-        self.store.add_event(&mut w, ticket, event)?;
-        self.store.commit(&w)
-    }
-
     /// How a mail would be handled, without storing anything.
     pub fn explain(&self, raw: &[u8], mailbox: &str, now: Timestamp) -> Result<Explanation, StoreError> {
         let msg = match inbound::parse(raw, &self.config.limits) {
@@ -722,21 +719,22 @@ impl Pipeline {
                 }),
                 _ => None,
             };
+        // Threads as `process` would: an unproven agent address is a customer's.
+        let mut thread_class = class.clone();
+        if agent_check.as_deref().is_some_and(|c| c.starts_with("unproven")) {
+            thread_class.sender = Sender::Customer;
+        }
         let threading = if let Sender::Own(why) = &class.sender {
             format!("dropped: our own mail ({why})")
         } else if class.bounce {
             let report = msg.delivery_report.clone().unwrap_or_default();
-            let ticket = report.original_message_id.as_deref().and_then(|id| {
-                self.signer
-                    .parse_message_id(id)
-                    .or_else(|| self.store.message_id(id).ok().flatten().map(|e| e.ticket))
-            });
+            let ticket = self.bounced_ticket(&msg)?.map(|t| t.id);
             let rcpts: Vec<String> = report
                 .recipients
                 .iter()
                 .map(|(r, a, s)| format!("{r} {a} {s}"))
                 .collect();
-            match ticket.filter(|t| self.store.ticket(*t).ok().flatten().is_some()) {
+            match ticket {
                 Some(t) => format!("bounce recorded on ticket {t} ({})", rcpts.join(", ")),
                 None => format!(
                     "bounce of {} matches no stored ticket: kept in quarantine ({})",
@@ -749,7 +747,7 @@ impl Pipeline {
                 ),
             }
         } else {
-            let decision = self.decide(&msg, &class, now);
+            let decision = self.decide(&msg, &thread_class, now);
             match decision.outcome {
                 Outcome::Existing(id) => {
                     format!("rule {}: appended to ticket {id}: {}", decision.rule, decision.reason)

@@ -36,7 +36,8 @@ pub struct ThreadContext<'a> {
     pub now: Timestamp,
     /// How long after resolution a reply still reopens.
     pub reopen_window: Duration,
-    /// Whether the sender is an agent (subject tags are accepted from agents).
+    /// Whether the sender is a verified agent: subject tags are accepted from
+    /// agents, and an agent acts on a closed ticket instead of opening a linked one.
     pub from_agent: bool,
 }
 
@@ -131,6 +132,13 @@ pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<
 
 fn reopen_check(ticket: Ticket, cx: &ThreadContext<'_>, rule: u8, reason: String) -> Decision {
     let id = ticket.id;
+    if cx.from_agent {
+        return Decision {
+            outcome: Outcome::Existing(id),
+            rule,
+            reason,
+        };
+    }
     match ticket.status {
         Status::Closed => Decision {
             outcome: Outcome::NewLinked(id),
@@ -159,7 +167,7 @@ fn reopen_check(ticket: Ticket, cx: &ThreadContext<'_>, rule: u8, reason: String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Mailbox, Priority, Sla};
+    use crate::model::Mailbox;
     use std::collections::HashMap;
 
     struct Index {
@@ -179,32 +187,17 @@ mod tests {
     fn ticket(id: u64, status: Status, resolved_days_ago: Option<i64>) -> Ticket {
         let now = now();
         Ticket {
-            id: TicketId(id),
-            subject: "Printer".into(),
             status,
-            priority: Priority::Normal,
-            queue: "general".into(),
-            kind: None,
-            tags: vec![],
-            assignee: None,
-            requester: Mailbox::new(None, "bob@customer.test"),
             participants: vec![Mailbox::new(None, "carol@customer.test")],
-            channel: "email".into(),
-            mailbox: "support".into(),
-            created_at: now,
-            updated_at: now,
-            first_response_at: None,
             resolved_at: resolved_days_ago.map(|d| Timestamp::from_second(now.as_second() - d * 86400).unwrap()),
-            closed_at: None,
-            linked: vec![],
-            sla: Sla::default(),
-            csat: None,
-            agents: vec![],
-            last_agent_reply: None,
-            last_public_message_id: None,
-            pending_since: None,
-            pending_reminded: false,
-            survey_sent: false,
+            ..Ticket::new(
+                TicketId(id),
+                "Printer",
+                Mailbox::new(None, "bob@customer.test"),
+                "support",
+                "general",
+                now,
+            )
         }
     }
 
@@ -349,6 +342,13 @@ mod tests {
         );
         // 5: tag of a ticket that does not exist.
         check(msg(bob, "[Support #77] x", &[], &[], ""), false, Outcome::New, 6);
+        // Agents act on closed tickets; only customers open linked ones.
+        check(
+            msg("alice@example.com", "x", &[&ours_closed], &[], ""),
+            true,
+            Outcome::Existing(TicketId(2)),
+            1,
+        );
         // Reopen window: resolved 2 days ago reopens; 30 days ago opens a linked ticket.
         check(
             msg(bob, "[Support #3] x", &[], &[], ""),

@@ -7,7 +7,7 @@ use crate::agent::{MailContext, agent_mail, apply_commands, assign, canned, choo
 use crate::classify::{Classification, Sender};
 use crate::config::{Agent, AssignStrategy, Config};
 use crate::inbound::InboundMessage;
-use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Priority, Sla, Status, Ticket, TicketId};
+use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Status, Ticket, TicketId};
 use crate::outgoing::{OutgoingMail, fill};
 use crate::reply::{Command, parse_reply, strip_quotes};
 use crate::thread::{Decision, Outcome};
@@ -83,6 +83,32 @@ fn inbound_record(
         auto_reason: None,
         attachments: msg.attachments.clone(),
         flagged: None,
+    }
+}
+
+/// The `message` event of an inbound message record.
+fn message_event(message: &MessageRecord, actor: &str) -> Event {
+    Event::new(
+        message.date,
+        "message",
+        actor,
+        &[
+            ("direction", json!("inbound")),
+            ("message_id", json!(message.message_id)),
+            ("message_kind", json!(message.kind)),
+        ],
+    )
+}
+
+impl ApplyContext<'_> {
+    /// The part of the context the mail builders need.
+    pub fn mail(&self) -> MailContext<'_> {
+        MailContext {
+            config: self.config,
+            signer: self.signer,
+            now: self.now,
+            nonce: &self.nonce,
+        }
     }
 }
 
@@ -183,17 +209,9 @@ pub fn apply_inbound(
             }
         }
     }
-    events.push(Event::new(
-        now,
-        "message",
-        &actor,
-        &[
-            ("direction", json!("inbound")),
-            ("message_id", json!(message.message_id)),
-            ("message_kind", json!(message.kind)),
-            ("thread_rule", json!(decision.rule)),
-        ],
-    ));
+    let mut event = message_event(&message, &actor);
+    event.detail.insert("thread_rule".into(), json!(decision.rule));
+    events.push(event);
 
     if !created {
         // A customer answer brings the ticket back to work.
@@ -253,12 +271,7 @@ pub fn apply_inbound(
         }
     }
 
-    let mail_cx = MailContext {
-        config: cx.config,
-        signer: cx.signer,
-        now,
-        nonce: &cx.nonce,
-    };
+    let mail_cx = cx.mail();
     let mut round_robin = None;
     if created && ticket.assignee.is_none() && cx.forged_agent.is_none() {
         if let Some(agent) = choose_assignee(&ticket.queue, cx.config, &cx.loads, cx.last_round_robin.as_deref()) {
@@ -351,12 +364,7 @@ pub fn apply_agent_reply(
 ) -> Applied {
     let now = cx.now;
     let config = cx.config;
-    let mail_cx = MailContext {
-        config,
-        signer: cx.signer,
-        now,
-        nonce: &cx.nonce,
-    };
+    let mail_cx = cx.mail();
     let stripped = strip_quotes(&msg.text);
     let snapshot = ticket.clone();
     let parsed = parse_reply(&stripped, &|name| canned(name, &snapshot, config, agent));
@@ -368,17 +376,9 @@ pub fn apply_agent_reply(
         text: parsed.body.clone(),
         ..inbound_record(msg, &from, message_key, now, kind)
     };
-    let mut events = vec![Event::new(
-        now,
-        "message",
-        &agent.name,
-        &[
-            ("direction", json!("inbound")),
-            ("message_id", json!(message.message_id)),
-            ("message_kind", json!(kind)),
-            ("verified_by", json!(proof)),
-        ],
-    )];
+    let mut event = message_event(&message, &agent.name);
+    event.detail.insert("verified_by".into(), json!(proof));
+    let mut events = vec![event];
     let mut mails = Vec::new();
     if !ticket.agents.contains(&agent.name) {
         ticket.agents.push(agent.name.clone());
@@ -609,12 +609,7 @@ pub fn self_service(
     let mut t = ticket.clone();
     let mut events = Vec::new();
     let mut mails = Vec::new();
-    let mail_cx = MailContext {
-        config: cx.config,
-        signer: cx.signer,
-        now,
-        nonce: &cx.nonce,
-    };
+    let mail_cx = cx.mail();
     if t.survey_sent
         && t.csat.is_none()
         && matches!(t.status, Status::Resolved | Status::Closed)
@@ -650,19 +645,7 @@ pub fn self_service(
         return None;
     }
     let message = inbound_record(msg, &from, message_key, now, MessageKind::Customer);
-    events.insert(
-        0,
-        Event::new(
-            now,
-            "message",
-            &from.email,
-            &[
-                ("direction", json!("inbound")),
-                ("message_id", json!(message.message_id)),
-                ("message_kind", json!("customer")),
-            ],
-        ),
-    );
+    events.insert(0, message_event(&message, &from.email));
     t.updated_at = now;
     Some(Applied {
         ticket: t,
@@ -732,37 +715,15 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
         .filter(|m| m.email != from.email)
         .collect();
     let subject = crate::subject::normalize(&msg.subject);
+    let subject = if subject.is_empty() {
+        "(no subject)".to_string()
+    } else {
+        subject
+    };
     Ticket {
-        id,
-        subject: if subject.is_empty() {
-            "(no subject)".into()
-        } else {
-            subject
-        },
-        status: Status::New,
-        priority: Priority::Normal,
-        queue,
-        kind: None,
-        tags: Vec::new(),
-        assignee: None,
-        requester: from.clone(),
         participants,
-        channel: "email".into(),
-        mailbox: cx.mailbox.to_string(),
-        created_at: cx.now,
-        updated_at: cx.now,
-        first_response_at: None,
-        resolved_at: None,
-        closed_at: None,
-        linked: Vec::new(),
-        sla: Sla::default(),
-        csat: None,
-        agents: Vec::new(),
-        last_agent_reply: None,
         last_public_message_id: msg.message_id.clone(),
-        pending_since: None,
-        pending_reminded: false,
-        survey_sent: false,
+        ..Ticket::new(id, &subject, from.clone(), cx.mailbox, &queue, cx.now)
     }
 }
 

@@ -39,9 +39,10 @@ impl Signer {
     }
 
     fn verify(&self, purpose: &str, payload: &str, sig: &str) -> bool {
-        let want = self.sign(purpose, payload);
-        let sig = sig.to_ascii_lowercase();
-        want.len() == sig.len() && want.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        constant_time_eq(
+            self.sign(purpose, payload).as_bytes(),
+            sig.to_ascii_lowercase().as_bytes(),
+        )
     }
 
     /// A Message-ID (without `<>`) that encodes `ticket`; `nonce` makes it unique.
@@ -149,6 +150,11 @@ impl Signer {
         }
         None
     }
+}
+
+/// Byte-string equality whose time does not depend on where the strings differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Lowercase RFC 4648 base32 without padding: safe in local parts and Message-IDs.
