@@ -2,6 +2,7 @@
 
 use crate::servers::{Dovecot, Smtp};
 use crate::support::{DeskConfig, Imap, body_text, event_kinds, header, mail};
+use postdesk::outgoing::base64;
 use serde_json::Value;
 
 const TWO_AGENTS: &str = r#"
@@ -25,16 +26,6 @@ thanks = "Thank you for your patience, {{requester.name}}. Ticket #{{ticket.id}}
 
 fn header_block(mail: &str) -> &str {
     mail.split("\r\n\r\n").next().unwrap_or("")
-}
-
-/// The mails the SMTP server got for one recipient.
-fn mails_to(smtp: &Smtp, rcpt: &str) -> Vec<String> {
-    smtp.received()
-        .into_iter()
-        .zip(smtp.envelopes())
-        .filter(|(_, e)| e["rcpt_tos"].as_array().unwrap().iter().any(|r| r == rcpt))
-        .map(|(m, _)| m)
-        .collect()
 }
 
 /// A reply the way Gmail builds it: In-Reply-To and References the notification,
@@ -68,23 +59,6 @@ fn gmail_reply(from: &str, notification: &str, words: &str, attachment: Option<(
     }
 }
 
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                T[(n >> (18 - 6 * i)) as usize & 63] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 #[test]
 fn agent_reply_is_relayed_from_the_support_address_with_quotes_stripped_and_attachment_kept() {
     let dovecot = Dovecot::start(&["support"]);
@@ -109,10 +83,10 @@ fn agent_reply_is_relayed_from_the_support_address_with_quotes_stripped_and_atta
     );
     daemon.wait(30, "ack and notification", || smtp.received().len() == 2);
     // The notification: to the round-robin assignee only, with the ticket's facts.
-    let to_alice = mails_to(&smtp, "alice@example.com");
+    let to_alice = smtp.received_by("alice@example.com");
     assert_eq!(to_alice.len(), 1);
     assert!(
-        mails_to(&smtp, "bob@agents.example.com").is_empty(),
+        smtp.received_by("bob@agents.example.com").is_empty(),
         "assigned: only Alice is told"
     );
     let n = &to_alice[0];
@@ -151,8 +125,8 @@ fn agent_reply_is_relayed_from_the_support_address_with_quotes_stripped_and_atta
         Some(("steps.pdf", "%PDF-1.4 steps")),
     );
     imap.append("INBOX", &reply);
-    daemon.wait(30, "the relay", || mails_to(&smtp, "carol@customer.test").len() == 2);
-    let relay = mails_to(&smtp, "carol@customer.test").pop().unwrap();
+    daemon.wait(30, "the relay", || smtp.received_by("carol@customer.test").len() == 2);
+    let relay = smtp.received_by("carol@customer.test").pop().unwrap();
     let env = smtp.envelopes().pop().unwrap();
     assert_eq!(env["mail_from"], "support@example.com");
     let mut rcpts: Vec<String> = env["rcpt_tos"]
@@ -230,8 +204,8 @@ fn note_is_not_relayed_and_reaches_the_other_agents() {
         "I want my money back.",
     )]);
     // Unassigned: both agents are notified.
-    let n = mails_to(&smtp, "alice@example.com").pop().unwrap();
-    assert_eq!(mails_to(&smtp, "bob@agents.example.com").len(), 1);
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    assert_eq!(smtp.received_by("bob@agents.example.com").len(), 1);
     let before = smtp.received().len();
     desk.ingest(&[&gmail_reply(
         "alice@example.com",
@@ -240,7 +214,7 @@ fn note_is_not_relayed_and_reaches_the_other_agents() {
         None,
     )]);
     assert_eq!(
-        mails_to(&smtp, "carol@customer.test").len(),
+        smtp.received_by("carol@customer.test").len(),
         1,
         "only the ack; the note is not relayed"
     );
@@ -272,7 +246,7 @@ fn commands_apply_and_unknown_ones_are_answered_to_the_agent_only() {
         "",
         "VPN is slow.",
     )]);
-    let n = mails_to(&smtp, "bob@agents.example.com").pop().unwrap();
+    let n = smtp.received_by("bob@agents.example.com").pop().unwrap();
     let reply = gmail_reply(
         "b.stone@agents.example.com",
         &n,
@@ -313,13 +287,14 @@ fn commands_apply_and_unknown_ones_are_answered_to_the_agent_only() {
     assert_eq!(t["status"], "open");
     assert!(event_kinds(&t).contains(&"command_refused".to_string()));
     // A reply of commands only relays nothing.
-    let n2 = mails_to(&smtp, "bob@agents.example.com")
+    let n2 = smtp
+        .received_by("bob@agents.example.com")
         .into_iter()
         .find(|m| header(m, "Subject").is_some_and(|s| s.starts_with("[Support #1] Slow")))
         .unwrap();
-    let before = mails_to(&smtp, "carol@customer.test").len();
+    let before = smtp.received_by("carol@customer.test").len();
     desk.ingest(&[&gmail_reply("bob@agents.example.com", &n2, "#status resolved", None)]);
-    assert_eq!(mails_to(&smtp, "carol@customer.test").len(), before);
+    assert_eq!(smtp.received_by("carol@customer.test").len(), before);
     assert_eq!(desk.show(1)["status"], "resolved");
 }
 
@@ -335,7 +310,7 @@ fn forged_agent_from_is_stored_as_customer_mail_and_the_agent_is_told() {
         "",
         "Please reset.",
     )]);
-    let customer_before = mails_to(&smtp, "carol@customer.test").len();
+    let customer_before = smtp.received_by("carol@customer.test").len();
     // No token, and an Authentication-Results header from someone we do not trust.
     let forged = mail(
         "Alice Jones <alice@example.com>",
@@ -348,12 +323,13 @@ fn forged_agent_from_is_stored_as_customer_mail_and_the_agent_is_told() {
     let s = desk.ingest(&[&forged]);
     assert_eq!(s["appended"], 1);
     assert_eq!(
-        mails_to(&smtp, "carol@customer.test").len(),
+        smtp.received_by("carol@customer.test").len(),
         customer_before,
         "nothing relayed"
     );
-    assert!(mails_to(&smtp, "mallory@evil.test").is_empty());
-    let warning = mails_to(&smtp, "alice@example.com")
+    assert!(smtp.received_by("mallory@evil.test").is_empty());
+    let warning = smtp
+        .received_by("alice@example.com")
         .into_iter()
         .find(|m| m.contains("Security warning"))
         .expect("Alice is told");
@@ -382,7 +358,7 @@ fn forged_agent_from_is_stored_as_customer_mail_and_the_agent_is_told() {
     );
     desk.ingest(&[&vouched]);
     assert_eq!(
-        mails_to(&smtp, "carol@customer.test").len(),
+        smtp.received_by("carol@customer.test").len(),
         customer_before + 1,
         "relayed"
     );
@@ -466,7 +442,8 @@ fn round_robin_and_least_open_over_30_tickets_respect_max_open() {
         .take(5)
         .collect();
     for id in &l1_tickets {
-        let n = mails_to(&smtp, "l1@agents.example.com")
+        let n = smtp
+            .received_by("l1@agents.example.com")
             .into_iter()
             .find(|m| header(m, "Subject").is_some_and(|s| s.starts_with(&format!("[Support #{id}]"))))
             .unwrap();
@@ -497,8 +474,8 @@ fn html_only_reply_collision_warning_and_later_customer_mail_notifies_the_assign
         "",
         "Paper is stuck.",
     )]);
-    let to_alice = mails_to(&smtp, "alice@example.com").pop().unwrap();
-    let to_bob = mails_to(&smtp, "bob@agents.example.com").pop().unwrap();
+    let to_alice = smtp.received_by("alice@example.com").pop().unwrap();
+    let to_bob = smtp.received_by("bob@agents.example.com").pop().unwrap();
     // Alice answers from a client that sends HTML only, with Gmail's quote markup.
     let reply_to = header(&to_alice, "Reply-To").unwrap();
     let html = format!(
@@ -507,20 +484,20 @@ fn html_only_reply_collision_warning_and_later_customer_mail_notifies_the_assign
         reply_to.trim_matches(['<', '>'])
     );
     desk.ingest(&[&html]);
-    let relay = mails_to(&smtp, "carol@customer.test").pop().unwrap();
+    let relay = smtp.received_by("carol@customer.test").pop().unwrap();
     let text = body_text(&relay);
     assert!(text.contains("Open the rear door and pull gently."), "{text}");
     assert!(!text.contains("Paper is stuck"), "quote stripped from HTML: {text}");
     // Bob answers later: his reply goes out too, and he is told Alice was first.
-    let before_bob = mails_to(&smtp, "bob@agents.example.com").len();
+    let before_bob = smtp.received_by("bob@agents.example.com").len();
     desk.ingest(&[&gmail_reply(
         "bob@agents.example.com",
         &to_bob,
         "Try turning it off and on.",
         None,
     )]);
-    assert_eq!(mails_to(&smtp, "carol@customer.test").len(), 3, "ack and two relays");
-    let bob_new: Vec<String> = mails_to(&smtp, "bob@agents.example.com")[before_bob..].to_vec();
+    assert_eq!(smtp.received_by("carol@customer.test").len(), 3, "ack and two relays");
+    let bob_new: Vec<String> = smtp.received_by("bob@agents.example.com")[before_bob..].to_vec();
     assert!(
         bob_new
             .iter()
@@ -530,8 +507,8 @@ fn html_only_reply_collision_warning_and_later_customer_mail_notifies_the_assign
     // Alice took the ticket by replying first; the customer's next mail goes to her alone.
     assert_eq!(desk.show(1)["assignee"], "Alice Jones");
     let (a, b) = (
-        mails_to(&smtp, "alice@example.com").len(),
-        mails_to(&smtp, "bob@agents.example.com").len(),
+        smtp.received_by("alice@example.com").len(),
+        smtp.received_by("bob@agents.example.com").len(),
     );
     desk.ingest(&[&mail(
         "carol@customer.test",
@@ -541,9 +518,9 @@ fn html_only_reply_collision_warning_and_later_customer_mail_notifies_the_assign
         "",
         "That worked, thanks!",
     )]);
-    assert_eq!(mails_to(&smtp, "alice@example.com").len(), a + 1);
-    assert_eq!(mails_to(&smtp, "bob@agents.example.com").len(), b);
-    let n = mails_to(&smtp, "alice@example.com").pop().unwrap();
+    assert_eq!(smtp.received_by("alice@example.com").len(), a + 1);
+    assert_eq!(smtp.received_by("bob@agents.example.com").len(), b);
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
     assert!(body_text(&n).contains("That worked, thanks!"));
     assert!(body_text(&n).contains("Customer reply on ticket #1"));
 }
@@ -560,7 +537,7 @@ fn a_relay_that_bounces_at_the_smtp_server_is_reported_to_the_assignee() {
         "",
         "hi",
     )]);
-    let n = mails_to(&smtp, "alice@example.com").pop().unwrap();
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
     smtp.fail_next("rcpt", &["550 5.1.1 mailbox unavailable"]);
     let s = desk.ingest(&[&gmail_reply(
         "alice@example.com",
@@ -570,7 +547,7 @@ fn a_relay_that_bounces_at_the_smtp_server_is_reported_to_the_assignee() {
     )]);
     assert_eq!(s["sent"]["failed"], 1, "{s}");
     desk.ok(&["tick"]);
-    let notice = mails_to(&smtp, "alice@example.com").pop().unwrap();
+    let notice = smtp.received_by("alice@example.com").pop().unwrap();
     assert!(
         header(&notice, "Subject").unwrap().contains("Delivery failed"),
         "{notice}"
@@ -596,7 +573,7 @@ fn an_agent_replying_to_a_closed_ticket_acts_on_it_instead_of_opening_a_new_one(
         "",
         "Bye.",
     )]);
-    let n = mails_to(&smtp, "alice@example.com").pop().unwrap();
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
     desk.ingest(&[&gmail_reply(
         "alice@example.com",
         &n,
@@ -604,7 +581,7 @@ fn an_agent_replying_to_a_closed_ticket_acts_on_it_instead_of_opening_a_new_one(
         None,
     )]);
     assert_eq!(desk.show(1)["status"], "closed");
-    let before = mails_to(&smtp, "carol@customer.test").len();
+    let before = smtp.received_by("carol@customer.test").len();
     desk.ingest(&[&gmail_reply(
         "alice@example.com",
         &n,
@@ -613,7 +590,7 @@ fn an_agent_replying_to_a_closed_ticket_acts_on_it_instead_of_opening_a_new_one(
     )]);
     assert_eq!(desk.tickets().len(), 1, "no ticket with the agent as requester");
     assert_eq!(
-        mails_to(&smtp, "carol@customer.test").len(),
+        smtp.received_by("carol@customer.test").len(),
         before + 1,
         "relayed to the customer"
     );

@@ -1,7 +1,6 @@
 //! The HTTP API and the CLI's read commands while the daemon holds the store.
 
-use crate::servers::{Dovecot, Smtp};
-use crate::support::{DeskConfig, Imap, mail};
+use crate::support::{DeskConfig, Imap, imap_desk, mail};
 use std::net::SocketAddr;
 
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
@@ -52,12 +51,7 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
 
 #[test]
 fn api_metrics_and_cli_reads_while_the_daemon_runs() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .build();
+    let (dovecot, smtp, desk) = imap_desk();
     let daemon = desk.start();
     let port = desk.http_port;
     assert_eq!(get(port, "/healthz", None), (200, "ok\n".to_string()));

@@ -1,17 +1,12 @@
 //! The daemon against a real Dovecot and a real SMTP server.
 
 use crate::servers::{Dovecot, Smtp};
-use crate::support::{DeskConfig, Imap, event_kinds, header, mail, wait_until};
+use crate::support::{DeskConfig, Imap, event_kinds, header, imap_desk, mail, wait_until};
 use std::time::Instant;
 
 #[test]
 fn new_mail_gets_ticket_and_ack_and_reply_by_in_reply_to_joins_it() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .build();
+    let (dovecot, smtp, desk) = imap_desk();
     let daemon = desk.start();
     let mut imap = Imap::login(dovecot.port, "support");
     imap.append(
@@ -75,13 +70,8 @@ fn new_mail_gets_ticket_and_ack_and_reply_by_in_reply_to_joins_it() {
 
 #[test]
 fn idle_picks_up_new_mail_without_waiting_for_a_poll() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    // poll_interval is an hour: only IDLE can make this fast.
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .build();
+    // The desk's poll_interval is an hour: only IDLE can make this fast.
+    let (dovecot, smtp, desk) = imap_desk();
     let daemon = desk.start();
     let mut imap = Imap::login(dovecot.port, "support");
     wait_until(20, "the daemon to log in and idle", || {
@@ -231,12 +221,7 @@ fn restart_in_the_middle_of_a_batch_loses_and_duplicates_nothing() {
 
 #[test]
 fn smtp_451_twice_then_accepts_delivers_exactly_once_and_550_is_recorded() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .build();
+    let (dovecot, smtp, desk) = imap_desk();
     smtp.fail_next("data", &["451 4.3.0 try again later", "451 4.3.0 try again later"]);
     let daemon = desk.start();
     let mut imap = Imap::login(dovecot.port, "support");
@@ -433,12 +418,7 @@ fn uidvalidity_change_rereads_the_folder_and_dedupe_keeps_one_copy() {
 
 #[test]
 fn a_dropped_imap_connection_is_reestablished_and_mail_keeps_flowing() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .build();
+    let (dovecot, smtp, desk) = imap_desk();
     let daemon = desk.start();
     daemon.wait(20, "the first login", || daemon.log().contains("imap connected"));
     // The server drops every connection of the user (as on a restart or a network cut).
@@ -479,12 +459,7 @@ fn a_dropped_imap_connection_is_reestablished_and_mail_keeps_flowing() {
 
 #[test]
 fn a_mail_that_makes_postdesk_panic_is_quarantined_and_the_mailbox_goes_on() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .build();
+    let (dovecot, smtp, desk) = imap_desk();
     // A debug-build failpoint stands in for a bug that panics on one mail.
     let daemon = desk.start_with_env(&[("POSTDESK_FAILPOINT_PANIC_ON_SUBJECT", "kaboom")]);
     let mut imap = Imap::login(dovecot.port, "support");

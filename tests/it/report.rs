@@ -1,7 +1,7 @@
 //! `postdesk report` on a store built by `ingest`, with hand-computed figures.
 
 use crate::servers::Smtp;
-use crate::support::{DeskConfig, header, mail};
+use crate::support::{DeskConfig, agent_reply, header, mail};
 
 const SETUP: &str = r#"
 [[agent]]
@@ -37,26 +37,17 @@ fn report_figures_match_hand_computed_values() {
     let smtp = Smtp::start();
     let desk = DeskConfig::new().smtp(smtp.port).agents(SETUP).build();
     let notification = |ticket: u64| {
-        smtp.received()
+        smtp.received_by("alice@example.com")
             .into_iter()
-            .zip(smtp.envelopes())
-            .filter(|(m, e)| {
-                e["rcpt_tos"][0] == "alice@example.com"
-                    && header(m, "Subject")
-                        .unwrap()
-                        .starts_with(&format!("[Support #{ticket}]"))
+            .find(|m| {
+                header(m, "Subject")
+                    .unwrap()
+                    .starts_with(&format!("[Support #{ticket}]"))
             })
-            .map(|(m, _)| m)
-            .next()
             .unwrap()
     };
     let reply = |ticket: u64, date: &str, id: &str, text: &str| {
-        let n = notification(ticket);
-        format!(
-            "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: {date}\r\nMessage-ID: <{id}@example.com>\r\nIn-Reply-To: {}\r\n\r\n{text}\r\n",
-            header(&n, "Reply-To").unwrap(),
-            header(&n, "Message-ID").unwrap()
-        )
+        agent_reply("alice@example.com", &notification(ticket), date, id, text)
     };
     // T1: urgent, answered and resolved after 30 minutes, rated 4.
     desk.ingest(&[&customer(

@@ -87,11 +87,9 @@ fn rules_set_queue_priority_tags_and_assignee_and_explain_shows_why() {
     );
     // Bea is told about ticket 1; Alice about ticket 2 (hers) and 3 (unassigned in her queue).
     let subjects_to = |rcpt: &str| -> Vec<String> {
-        smtp.received()
-            .into_iter()
-            .zip(smtp.envelopes())
-            .filter(|(_, e)| e["rcpt_tos"].as_array().unwrap().iter().any(|r| r == rcpt))
-            .map(|(m, _)| header(&m, "Subject").unwrap().to_string())
+        smtp.received_by(rcpt)
+            .iter()
+            .map(|m| header(m, "Subject").unwrap().to_string())
             .collect()
     };
     assert_eq!(subjects_to("bea@example.com"), vec!["[Support #1] Invoice 42 is wrong"]);

@@ -299,6 +299,16 @@ impl Smtp {
             .collect()
     }
 
+    /// Messages received so far for one recipient, in order.
+    pub fn received_by(&self, rcpt: &str) -> Vec<String> {
+        self.received()
+            .into_iter()
+            .zip(self.envelopes())
+            .filter(|(_, e)| e["rcpt_tos"].as_array().unwrap().iter().any(|r| r == rcpt))
+            .map(|(m, _)| m)
+            .collect()
+    }
+
     /// Envelopes of the messages received so far (same order as `received`).
     pub fn envelopes(&self) -> Vec<serde_json::Value> {
         let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)

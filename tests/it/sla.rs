@@ -2,7 +2,7 @@
 //! and `tick --now` against a real SMTP server.
 
 use crate::servers::Smtp;
-use crate::support::{DeskConfig, body_text, event_kinds, header, mail};
+use crate::support::{DeskConfig, agent_reply, body_text, event_kinds, header, mail};
 
 const SETUP: &str = r#"
 [[agent]]
@@ -48,15 +48,6 @@ fn desk(smtp: &Smtp) -> crate::support::Desk {
         .build()
 }
 
-fn to(smtp: &Smtp, rcpt: &str) -> Vec<String> {
-    smtp.received()
-        .into_iter()
-        .zip(smtp.envelopes())
-        .filter(|(_, e)| e["rcpt_tos"].as_array().unwrap().iter().any(|r| r == rcpt))
-        .map(|(m, _)| m)
-        .collect()
-}
-
 fn tick(desk: &crate::support::Desk, now: &str) -> String {
     desk.ok(&["tick", "--now", now])
 }
@@ -84,11 +75,11 @@ fn first_response_warning_then_breach_escalates_and_raises_priority() {
     assert_eq!(t["sla"]["policy"], "high");
     assert_eq!(t["sla"]["first_response_due"], "2026-11-23T11:00:00Z");
     assert_eq!(t["sla"]["resolution_due"], "2026-11-23T13:00:00Z");
-    let alice_before = to(&smtp, "alice@example.com").len();
+    let alice_before = smtp.received_by("alice@example.com").len();
     assert!(tick(&desk, "2026-11-23T10:29:00Z").contains("timers fired 0"));
     assert!(tick(&desk, "2026-11-23T10:31:00Z").contains("timers fired 1"));
-    let warning = to(&smtp, "alice@example.com").pop().unwrap();
-    assert_eq!(to(&smtp, "alice@example.com").len(), alice_before + 1);
+    let warning = smtp.received_by("alice@example.com").pop().unwrap();
+    assert_eq!(smtp.received_by("alice@example.com").len(), alice_before + 1);
     assert!(
         header(&warning, "Subject").unwrap().contains("SLA warning"),
         "{warning}"
@@ -97,7 +88,7 @@ fn first_response_warning_then_breach_escalates_and_raises_priority() {
     assert!(tick(&desk, "2026-11-23T10:40:00Z").contains("timers fired 0"));
     // 11:20Z: the first response is 20 minutes late.
     assert!(tick(&desk, "2026-11-23T11:20:00Z").contains("timers fired 1"));
-    let boss = to(&smtp, "boss@example.com");
+    let boss = smtp.received_by("boss@example.com");
     assert_eq!(boss.len(), 1);
     let text = body_text(&boss[0]);
     assert!(text.contains("missed its first response target by 20 min"), "{text}");
@@ -105,9 +96,12 @@ fn first_response_warning_then_breach_escalates_and_raises_priority() {
         text.contains("Nothing loads."),
         "the escalation shows the latest messages"
     );
-    assert_eq!(to(&smtp, "lead@example.com").len(), 1, "the queue lead is told");
+    assert_eq!(smtp.received_by("lead@example.com").len(), 1, "the queue lead is told");
     assert!(
-        to(&smtp, "alice@example.com").pop().unwrap().contains("SLA breach"),
+        smtp.received_by("alice@example.com")
+            .pop()
+            .unwrap()
+            .contains("SLA breach"),
         "the assignee is told"
     );
     let t = desk.show(1);
@@ -132,12 +126,14 @@ fn pending_pauses_the_clock_and_the_customer_resumes_it() {
         "Down again.",
         "Mon, 16 Nov 2026 09:00:00 +0000",
     )]);
-    let n = to(&smtp, "alice@example.com").pop().unwrap();
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
     // Alice answers at 10:00Z (11:00 Berlin: 1 of 4 resolution hours used) and waits on the customer.
-    let reply = format!(
-        "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 16 Nov 2026 10:00:00 +0000\r\nMessage-ID: <a1@example.com>\r\nIn-Reply-To: {}\r\n\r\n#status pending\r\nWhich browser do you use?\r\n",
-        header(&n, "Reply-To").unwrap(),
-        header(&n, "Message-ID").unwrap()
+    let reply = agent_reply(
+        "alice@example.com",
+        &n,
+        "Mon, 16 Nov 2026 10:00:00 +0000",
+        "a1",
+        "#status pending\r\nWhich browser do you use?",
     );
     desk.ingest(&[&reply]);
     let t = desk.show(1);
@@ -190,12 +186,14 @@ fn pending_reminder_then_close_and_resolved_tickets_auto_close() {
             "b",
         ),
     ]);
-    let notes = to(&smtp, "alice@example.com");
+    let notes = smtp.received_by("alice@example.com");
     let reply = |n: &str, cmd: &str, id: &str| {
-        format!(
-            "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}@example.com>\r\nIn-Reply-To: {}\r\n\r\n{cmd}\r\nSee above.\r\n",
-            header(n, "Reply-To").unwrap(),
-            header(n, "Message-ID").unwrap()
+        agent_reply(
+            "alice@example.com",
+            n,
+            "Mon, 23 Nov 2026 10:00:00 +0000",
+            id,
+            &format!("{cmd}\r\nSee above."),
         )
     };
     let for_ticket = |t: u64| {
@@ -209,11 +207,11 @@ fn pending_reminder_then_close_and_resolved_tickets_auto_close() {
         &reply(&for_ticket(1), "#status pending", "p1"),
         &reply(&for_ticket(2), "#status resolved", "r2"),
     ]);
-    let carol_before = to(&smtp, "carol@customer.test").len();
+    let carol_before = smtp.received_by("carol@customer.test").len();
     // Two days later Carol is reminded; five days later ticket 1 closes; three days after resolving ticket 2 closes.
     tick(&desk, "2026-11-25T10:01:00Z");
-    let reminder = to(&smtp, "carol@customer.test").pop().unwrap();
-    assert_eq!(to(&smtp, "carol@customer.test").len(), carol_before + 1);
+    let reminder = smtp.received_by("carol@customer.test").pop().unwrap();
+    assert_eq!(smtp.received_by("carol@customer.test").len(), carol_before + 1);
     assert!(
         body_text(&reminder).contains("we are waiting for your answer"),
         "{reminder}"
@@ -226,7 +224,7 @@ fn pending_reminder_then_close_and_resolved_tickets_auto_close() {
     tick(&desk, "2026-11-28T10:01:00Z");
     let t1 = desk.show(1);
     assert_eq!(t1["status"], "closed");
-    assert!(body_text(&to(&smtp, "carol@customer.test").pop().unwrap()).contains("so we closed it"));
+    assert!(body_text(&smtp.received_by("carol@customer.test").pop().unwrap()).contains("so we closed it"));
     let kinds = event_kinds(&t1);
     assert!(kinds.contains(&"pending_reminder".to_string()) && kinds.contains(&"status".to_string()));
 }
@@ -243,14 +241,16 @@ fn survey_on_resolve_records_the_rating_without_reopening() {
         "",
         "Please resend.",
     )]);
-    let n = to(&smtp, "alice@example.com").pop().unwrap();
-    let reply = format!(
-        "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <s2@example.com>\r\nIn-Reply-To: {}\r\n\r\n#status resolved\r\nAttached again.\r\n",
-        header(&n, "Reply-To").unwrap(),
-        header(&n, "Message-ID").unwrap()
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    let reply = agent_reply(
+        "alice@example.com",
+        &n,
+        "Mon, 23 Nov 2026 10:00:00 +0000",
+        "s2",
+        "#status resolved\r\nAttached again.",
     );
     desk.ingest(&[&reply]);
-    let survey = to(&smtp, "carol@customer.test").pop().unwrap();
+    let survey = smtp.received_by("carol@customer.test").pop().unwrap();
     let text = body_text(&survey);
     assert!(
         text.contains("Reply with a single number from 1 (poor) to 5 (excellent)"),
@@ -263,13 +263,13 @@ fn survey_on_resolve_records_the_rating_without_reopening() {
         header(&survey, "Subject").unwrap(),
         header(&survey, "Message-ID").unwrap()
     );
-    let alice_before = to(&smtp, "alice@example.com").len();
+    let alice_before = smtp.received_by("alice@example.com").len();
     desk.ingest(&[&rating]);
     let t = desk.show(1);
     assert_eq!(t["csat"], 5);
     assert_eq!(t["status"], "resolved", "a rating does not reopen");
     assert_eq!(
-        to(&smtp, "alice@example.com").len(),
+        smtp.received_by("alice@example.com").len(),
         alice_before,
         "nor does it page the agent"
     );
@@ -295,15 +295,17 @@ fn status_request_gets_the_latest_update_without_touching_the_ticket() {
         "",
         "Down.",
     )]);
-    let n = to(&smtp, "alice@example.com").pop().unwrap();
-    let reply = format!(
-        "From: alice@example.com\r\nTo: {}\r\nSubject: Re: x\r\nDate: Mon, 23 Nov 2026 09:30:00 +0000\r\nMessage-ID: <n2@example.com>\r\nIn-Reply-To: {}\r\n\r\nWe are restoring the database now.\r\n",
-        header(&n, "Reply-To").unwrap(),
-        header(&n, "Message-ID").unwrap()
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    let reply = agent_reply(
+        "alice@example.com",
+        &n,
+        "Mon, 23 Nov 2026 09:30:00 +0000",
+        "n2",
+        "We are restoring the database now.",
     );
     desk.ingest(&[&reply]);
     let before = desk.show(1);
-    let alice_before = to(&smtp, "alice@example.com").len();
+    let alice_before = smtp.received_by("alice@example.com").len();
     desk.ingest(&[&dated(
         "carol@customer.test",
         "Re: [Support #1] Outage at night",
@@ -312,12 +314,16 @@ fn status_request_gets_the_latest_update_without_touching_the_ticket() {
         "status",
         "Mon, 23 Nov 2026 09:45:00 +0000",
     )]);
-    let answer = to(&smtp, "carol@customer.test").pop().unwrap();
+    let answer = smtp.received_by("carol@customer.test").pop().unwrap();
     let text = body_text(&answer);
     assert!(text.contains("is open."), "{text}");
     assert!(text.contains("We are restoring the database now."), "{text}");
     let after = desk.show(1);
     assert_eq!(after["sla"], before["sla"], "clocks untouched");
     assert_eq!(after["status"], "open");
-    assert_eq!(to(&smtp, "alice@example.com").len(), alice_before, "no notification");
+    assert_eq!(
+        smtp.received_by("alice@example.com").len(),
+        alice_before,
+        "no notification"
+    );
 }

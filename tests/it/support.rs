@@ -285,6 +285,18 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The usual setup: a Dovecot with user `support`, an SMTP sink, and a desk
+/// reading that user's INBOX (processed mail moved to `Processed`).
+pub fn imap_desk() -> (crate::servers::Dovecot, crate::servers::Smtp, Desk) {
+    let dovecot = crate::servers::Dovecot::start(&["support"]);
+    let smtp = crate::servers::Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .build();
+    (dovecot, smtp, desk)
+}
+
 /// A minimal blocking IMAP client for putting mail in and counting it.
 pub struct Imap {
     reader: BufReader<TcpStream>,
@@ -424,4 +436,14 @@ pub fn body_text(mail: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A plain reply from an agent to one of our notifications: To its Reply-To,
+/// In-Reply-To its Message-ID.
+pub fn agent_reply(from: &str, notification: &str, date: &str, id: &str, text: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {}\r\nSubject: Re: x\r\nDate: {date}\r\nMessage-ID: <{id}@example.com>\r\nIn-Reply-To: {}\r\n\r\n{text}\r\n",
+        header(notification, "Reply-To").unwrap(),
+        header(notification, "Message-ID").unwrap()
+    )
 }
