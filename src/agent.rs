@@ -12,86 +12,113 @@ use serde_json::json;
 use std::collections::HashMap;
 
 /// Decides whether mail from an agent's address really comes from that agent:
-/// a token of ours signed for this agent (the Message-ID it answers, or the
-/// reply address), or a trusted `Authentication-Results` with DKIM or DMARC
-/// pass aligned with the From domain. `Ok` carries the proof, `Err` why not.
-pub fn authenticate(msg: &InboundMessage, agent: &Agent, signer: &Signer, config: &Config) -> Result<String, String> {
+/// a token of ours signed for this agent and for `ticket`, the ticket the mail
+/// threads to (the Message-ID it answers, or the reply address), or a trusted
+/// `Authentication-Results` with DKIM or DMARC pass aligned with the From
+/// domain. A token of another ticket proves nothing here. `Ok` carries the
+/// proof, `Err` why not.
+pub fn authenticate(
+    msg: &InboundMessage,
+    agent: &Agent,
+    signer: &Signer,
+    config: &Config,
+    ticket: Option<TicketId>,
+) -> Result<String, String> {
     let slug = agent.slug();
+    let mut other_ticket = None;
     for id in msg.referenced_ids() {
-        if let Some((_, Some(a))) = signer.parse_message_id_full(id)
+        if let Some((t, Some(a))) = signer.parse_message_id_full(id)
             && a == slug
         {
-            return Ok(format!("answers <{id}>, signed for {}", agent.name));
+            if Some(t) == ticket {
+                return Ok(format!("answers <{id}>, signed for {} on ticket {t}", agent.name));
+            }
+            other_ticket = Some(t);
         }
     }
     for rcpt in msg.to.iter().chain(msg.cc.iter()) {
-        if let Some((_, Some(a))) = signer.parse_plus_address_full(&rcpt.email)
+        if let Some((t, Some(a))) = signer.parse_plus_address_full(&rcpt.email)
             && a == slug
         {
-            return Ok(format!("sent to {}, signed for {}", rcpt.email, agent.name));
+            if Some(t) == ticket {
+                return Ok(format!(
+                    "sent to {}, signed for {} on ticket {t}",
+                    rcpt.email, agent.name
+                ));
+            }
+            other_ticket = Some(t);
         }
     }
+    let no_token = match other_ticket {
+        Some(t) => format!(
+            "{}'s token is for ticket {t}, not for {}",
+            agent.name,
+            ticket
+                .map(|t| format!("ticket {t}"))
+                .unwrap_or_else(|| "a new ticket".into())
+        ),
+        None => format!("no token of ours for {}", agent.name),
+    };
+    match authenticated_from(msg, config) {
+        Ok(how) => Ok(how),
+        Err(why) => Err(format!("{no_token}; {why}")),
+    }
+}
+
+/// Whether the From domain is vouched for by the topmost `Authentication-Results`
+/// (the one our receiving MTA prepended) of a trusted authserv-id: DKIM pass
+/// aligned by organisational domain, or DMARC pass. `Ok` says which and by whom.
+pub fn authenticated_from(msg: &InboundMessage, config: &Config) -> Result<String, String> {
     let from_domain = msg
         .from
         .as_ref()
         .and_then(|m| m.email.rsplit_once('@').map(|(_, d)| d.to_string()))
         .unwrap_or_default();
-    // Only the topmost Authentication-Results: the one our receiving MTA prepended.
-    if let Some(ar) = msg.header("authentication-results") {
-        let authserv = ar
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next()
-            .unwrap_or("");
-        let authserv = authserv.to_ascii_lowercase();
-        if !config.security.trusted_authserv_ids.contains(&authserv) {
-            return Err(format!(
-                "no token of ours for {}; Authentication-Results from untrusted authserv-id {authserv:?} ignored",
-                agent.name
-            ));
-        }
-        if let Some(how) = aligned_pass(ar, &from_domain) {
-            return Ok(format!("{how} for {from_domain}, per {authserv}"));
-        }
+    let Some(value) = msg.header("authentication-results") else {
+        return Err("no trusted Authentication-Results".into());
+    };
+    let Some(ar) = crate::authres::parse(value) else {
+        return Err("an Authentication-Results without an authserv-id".into());
+    };
+    if !config.security.trusted_authserv_ids.contains(&ar.authserv_id) {
         return Err(format!(
-            "no token of ours for {}; {authserv} reports no aligned DKIM or DMARC pass",
-            agent.name
+            "Authentication-Results from untrusted authserv-id {:?} ignored",
+            ar.authserv_id
         ));
     }
-    Err(format!(
-        "no token of ours for {} and no trusted Authentication-Results",
-        agent.name
-    ))
+    match crate::authres::aligned_pass(&ar, &from_domain) {
+        Some(how) => Ok(format!("{how} for {from_domain}, per {}", ar.authserv_id)),
+        None => Err(format!("{} reports no aligned DKIM or DMARC pass", ar.authserv_id)),
+    }
 }
 
-fn aligned_pass(ar: &str, from_domain: &str) -> Option<&'static str> {
-    let lower = ar.to_ascii_lowercase();
-    for clause in lower.split(';').skip(1) {
-        let clause = clause.trim();
-        let value_of = |key: &str| {
-            clause.split_whitespace().find_map(|w| w.strip_prefix(key)).map(|v| {
-                v.trim_matches(|c| c == '"' || c == '@' || c == ')' || c == '(')
-                    .to_string()
-            })
-        };
-        let aligned = |d: &str| !d.is_empty() && (from_domain == d || from_domain.ends_with(&format!(".{d}")));
-        if clause.starts_with("dkim=pass")
-            && value_of("header.d=")
-                .or_else(|| value_of("header.i="))
-                .is_some_and(|d| {
-                    let d = d.rsplit('@').next().unwrap_or(&d).to_string();
-                    aligned(&d)
-                })
-        {
-            return Some("DKIM pass");
+/// Whether a customer's mail on `ticket` is proven, so that it may bring new
+/// participants in: it answers one of our Message-IDs of that ticket, is sent
+/// to that ticket's signed address, or its From passes DKIM/DMARC per a trusted
+/// authserv-id. A From header alone proves nothing. `Ok` says how, `Err` why not.
+pub fn customer_proof(
+    msg: &InboundMessage,
+    signer: &Signer,
+    config: &Config,
+    ticket: Option<TicketId>,
+) -> Result<String, String> {
+    if let Some(ticket) = ticket {
+        for id in msg.referenced_ids() {
+            if let Some((t, None)) = signer.parse_message_id_full(id)
+                && t == ticket
+            {
+                return Ok(format!("answers our <{id}>"));
+            }
         }
-        if clause.starts_with("dmarc=pass") && value_of("header.from=").is_some_and(|d| d == from_domain) {
-            return Some("DMARC pass");
+        for rcpt in msg.to.iter().chain(msg.cc.iter()) {
+            if let Some((t, None)) = signer.parse_plus_address_full(&rcpt.email)
+                && t == ticket
+            {
+                return Ok(format!("sent to {}", rcpt.email));
+            }
         }
     }
-    None
+    authenticated_from(msg, config).map_err(|why| format!("no token of ours; {why}"))
 }
 
 /// Picks the assignee of a new ticket in `queue` by the queue's strategy,
@@ -214,6 +241,13 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
     );
     if !participants.is_empty() {
         facts.push_str(&format!("Cc: {}\n", participants.join(", ")));
+    }
+    if !ticket.held_participants.is_empty() {
+        let held: Vec<&str> = ticket.held_participants.iter().map(|p| p.email.as_str()).collect();
+        facts.push_str(&format!(
+            "Held Cc (unproven mail; not copied on replies until you accept with #cc add ADDRESS): {}\n",
+            held.join(", ")
+        ));
     }
     facts.push_str(&format!(
         "Assigned to: {}\n",
@@ -341,8 +375,23 @@ pub fn apply_commands(
                         "#cc add {addr}: our own and agents' addresses cannot be participants"
                     ));
                 } else if !ticket.is_participant(addr) {
-                    ticket.participants.push(Mailbox::new(None, addr));
-                    events.push(Event::new(now, "participant_added", actor, &[("email", json!(addr))]));
+                    if ticket.participants.len() >= config.limits.max_participants {
+                        errors.push(format!(
+                            "#cc add {addr}: the ticket has the most participants allowed ({})",
+                            config.limits.max_participants
+                        ));
+                    } else {
+                        let held = ticket.held_participants.iter().position(|h| h.email == *addr);
+                        let who = held
+                            .map(|i| ticket.held_participants.remove(i))
+                            .unwrap_or_else(|| Mailbox::new(None, addr));
+                        ticket.participants.push(who);
+                        let mut detail = vec![("email", json!(addr))];
+                        if held.is_some() {
+                            detail.push(("accepted", json!(true)));
+                        }
+                        events.push(Event::new(now, "participant_added", actor, &detail));
+                    }
                 }
             }
             Command::CcRemove(addr) => {

@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::inbound::InboundMessage;
+use crate::token::Signer;
 
 /// Our loop header: every mail postdesk sends carries it.
 pub const LOOP_HEADER: &str = "X-Postdesk-Loop";
@@ -55,14 +56,19 @@ impl Classification {
     }
 }
 
-/// Classifies a parsed mail.
-pub fn classify(msg: &InboundMessage, config: &Config) -> Classification {
+/// Classifies a parsed mail. Our loop header counts only when its signature
+/// holds for this mail's Message-ID (a copied header is a customer's text).
+pub fn classify(msg: &InboundMessage, config: &Config, signer: &Signer) -> Classification {
     let from = msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("");
-    let loop_value = loop_header_value(config);
+    let ours = |v: &str| {
+        msg.message_id
+            .as_deref()
+            .is_some_and(|id| signer.verify_loop_value(id, v))
+    };
     let sender = if msg
         .headers
         .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case(LOOP_HEADER) && v.trim() == loop_value)
+        .any(|(n, v)| n.eq_ignore_ascii_case(LOOP_HEADER) && ours(v))
     {
         Sender::Own(format!("carries our {LOOP_HEADER} header"))
     } else if !from.is_empty() && config.is_own_address(from) {
@@ -80,7 +86,7 @@ pub fn classify(msg: &InboundMessage, config: &Config) -> Classification {
     }
 }
 
-/// The value of our loop header for this instance.
+/// The domain part of our loop header for this instance (the sender signs it per mail).
 pub fn loop_header_value(config: &Config) -> String {
     config.instance.message_id_domain.clone()
 }
@@ -148,9 +154,14 @@ email = "alice@example.com"
             max_message_bytes: 1 << 20,
             max_parts: 100,
             max_headers: 100,
+            ..Limits::default()
         };
         let msg = crate::inbound::parse(raw.as_bytes(), &limits).unwrap();
-        assert_eq!(classify(&msg, &config()).describe(), expected, "{headers}");
+        assert_eq!(
+            classify(&msg, &config(), &Signer::new(b"k")).describe(),
+            expected,
+            "{headers}"
+        );
     }
 
     #[test]
@@ -166,10 +177,17 @@ email = "alice@example.com"
             "From: support+12.abc@example.com",
             "our own mail (from our address support+12.abc@example.com)",
         );
+        let looped = Signer::new(b"k").loop_value("pd.1.a.b@example.com", "example.com");
         check(
-            "From: x@y.test\r\nX-Postdesk-Loop: example.com",
+            &format!("From: x@y.test\r\nMessage-ID: <pd.1.a.b@example.com>\r\nX-Postdesk-Loop: {looped}"),
             "our own mail (carries our X-Postdesk-Loop header)",
         );
+        // Copied into another mail, or unsigned: a customer's header.
+        check(
+            &format!("From: x@y.test\r\nMessage-ID: <new@y.test>\r\nX-Postdesk-Loop: {looped}"),
+            "customer",
+        );
+        check("From: x@y.test\r\nX-Postdesk-Loop: example.com", "customer");
         check("From: x@y.test\r\nX-Postdesk-Loop: other.test", "customer");
         // Real out-of-office headers (Exchange, Gmail vacation, Zimbra).
         check(
@@ -236,9 +254,10 @@ email = "alice@example.com"
             max_message_bytes: 1 << 20,
             max_parts: 100,
             max_headers: 100,
+            ..Limits::default()
         };
         let msg = crate::inbound::parse(raw.as_bytes(), &limits).unwrap();
-        let c = classify(&msg, &config());
+        let c = classify(&msg, &config(), &Signer::new(b"k"));
         assert!(c.bounce);
         assert!(!c.may_auto_reply());
         let report = msg.delivery_report.unwrap();

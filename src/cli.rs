@@ -1,6 +1,25 @@
 //! The command line: parses arguments, sets up logging, loads the config,
 //! calls the library, and maps errors to exit codes in one place.
 
+/// `println!` for anything that may carry mail content: control characters
+/// (escape sequences, C1 controls, bidi overrides) are shown as `\u{..}`, never sent raw to a terminal.
+macro_rules! say {
+    () => { println!() };
+    ($($arg:tt)*) => { println!("{}", crate::cli::terminal_safe(&format!($($arg)*))) };
+}
+/// `print!` with [`terminal_safe`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => { print!("{}", crate::cli::terminal_safe(&format!($($arg)*))) };
+}
+/// `println!` for JSON: the C1 and bidi controls serde_json leaves raw become `\u` escapes (same data).
+macro_rules! say_json {
+    ($($arg:tt)*) => { println!("{}", crate::cli::json_safe(&format!($($arg)*))) };
+}
+/// `print!` with [`json_safe`].
+macro_rules! say_json_raw {
+    ($($arg:tt)*) => { print!("{}", crate::cli::json_safe(&format!($($arg)*))) };
+}
+
 use crate::config::{self, Config, EXIT_CONFIG, SecretSource};
 use crate::ingest;
 use crate::model::{Status, Ticket, TicketId};
@@ -203,13 +222,41 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // The protocol crates log the wire at debug and trace level, IMAP LOGIN
+    // with its password among it: those lines never pass, whatever
+    // POSTDESK_LOG asks for.
+    let no_wire = tracing_subscriber::filter::filter_fn(|m| !is_wire_log(m.target(), *m.level()));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
-        LogFormat::Text if under_systemd => builder.with_ansi(false).event_format(Journald).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .finish()
+            .with(no_wire)
+            .init(),
+        LogFormat::Text if under_systemd => builder
+            .with_ansi(false)
+            .event_format(Journald)
+            .finish()
+            .with(no_wire)
+            .init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(no_wire)
             .init(),
     }
+}
+
+/// Whether a log line is a protocol crate's wire dump (debug or trace from
+/// async-imap, imap-proto or lettre), which may carry credentials.
+pub fn is_wire_log(target: &str, level: tracing::Level) -> bool {
+    let wire = ["async_imap", "imap_proto", "lettre"]
+        .iter()
+        .any(|c| target == *c || target.starts_with(&format!("{c}::")));
+    wire && level > tracing::Level::INFO
 }
 
 /// Lines for journald: `<N>` syslog priority, target, message and fields; no
@@ -328,7 +375,16 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             for warning in check_secrets(&config) {
                 eprintln!("{}: warning: {warning}", config.path.display());
             }
-            println!(
+            // The daemon refuses to start without its API token: so does check.
+            if let Some(t) = &config.http.token
+                && let Err(e) = t.load()
+            {
+                return Err(Failure::new(
+                    EXIT_CONFIG,
+                    format!("{}: [http] token: {e}", config.path.display()),
+                ));
+            }
+            say!(
                 "{}: ok ({} mailbox(es), {} agent(s), {} queue(s))",
                 config.path.display(),
                 config.mailboxes.len(),
@@ -339,6 +395,17 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Run => {
             let config = load_config(cli.config.clone())?;
+            if let Some(t) = &config.http.token
+                && let Err(e) = t.load()
+            {
+                return Err(Failure::new(
+                    EXIT_CONFIG,
+                    format!(
+                        "{}: [http] token: {e}; refusing to serve the API without it",
+                        config.path.display()
+                    ),
+                ));
+            }
             let path = config_path(cli.config);
             let pipeline = open_pipeline(config)?;
             runtime()?
@@ -353,7 +420,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         } => {
             let config = load_config(cli.config)?;
             let mailbox = chosen_mailbox(&config, mailbox)?;
-            let mails = ingest::collect(&paths).map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
+            let mails = ingest::collect(&paths, config.limits.max_message_bytes)
+                .map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
             // The daemon holds the store: hand each mail to it over the API.
             let store = match Store::open(&config.instance.data_dir) {
                 Ok(store) => Some(store),
@@ -363,9 +431,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             if store.is_none() {
                 let summary = ingest_through_api(&config, &mailbox, &mails)?;
                 if json {
-                    println!("{}", serde_json::to_string(&summary).expect("serialises"));
+                    say_json!("{}", serde_json::to_string(&summary).expect("serialises"));
                 } else {
-                    println!("{} (through the running daemon, which sends)", summary_line(&summary));
+                    say!("{} (through the running daemon, which sends)", summary_line(&summary));
                 }
                 return Ok(());
             }
@@ -379,7 +447,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     source_key: None,
                     position: None,
                 };
-                let processed = pipeline.process(&m.raw, &origin, at)?;
+                let processed = match m.oversized {
+                    Some(size) => pipeline.process_oversized(&m.raw, size, &m.label, &origin, now)?,
+                    None => pipeline.process(&m.raw, &origin, at)?,
+                };
                 tracing::debug!(file = %m.label, ?processed, "ingested");
                 summary.add(&processed);
             }
@@ -390,11 +461,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(s) = sent {
                     v["sent"] = serde_json::to_value(s).expect("serialises");
                 }
-                println!("{v}");
+                say_json!("{v}");
             } else {
-                println!("{}", summary_line(&summary));
+                say!("{}", summary_line(&summary));
                 if let Some(s) = sent {
-                    println!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
+                    say!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
                 }
             }
             Ok(())
@@ -404,12 +475,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let pipeline = open_pipeline(config)?;
             let now = now.unwrap_or_else(Timestamp::now);
             let t = pipeline.tick(now)?;
-            println!("timers fired {}, stale {}", t.fired, t.stale);
+            say!("timers fired {}, stale {}", t.fired, t.stale);
             if !no_send {
                 let mailer =
                     Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
                 let s = runtime()?.block_on(drain(&pipeline, &mailer, now))?;
-                println!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
+                say!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
             }
             Ok(())
         }
@@ -453,7 +524,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Err(e) => return Err(e.into()),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
+                say_json!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
             } else {
                 print_ticket_table(&list);
             }
@@ -474,7 +545,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             let view = view.ok_or_else(|| Failure::new(1, format!("no ticket {id}")))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view).expect("serialises"));
+                say_json!("{}", serde_json::to_string_pretty(&view).expect("serialises"));
             } else {
                 print_ticket(&view);
             }
@@ -492,20 +563,20 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     }
                     let body = api_get(&config, &q)?;
                     if json {
-                        println!("{body}");
+                        say_json!("{body}");
                         return Ok(());
                     }
                     let v: serde_json::Value = serde_json::from_str(&body)
                         .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?;
-                    println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+                    say_json!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+                say_json!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
             } else {
-                print!("{}", crate::report::render_text(&report));
+                say_raw!("{}", crate::report::render_text(&report));
             }
             Ok(())
         }
@@ -514,7 +585,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let store = match Store::open(&config.instance.data_dir) {
                 Ok(store) => store,
                 Err(StoreError::Locked(_)) => {
-                    print!("{}", api_get(&config, "/api/export")?);
+                    say_json_raw!("{}", api_get(&config, "/api/export")?);
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -523,8 +594,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for id in ids {
                 if let Some(v) = ticket_view(&store, id)? {
-                    serde_json::to_writer(&mut out, &v).expect("serialises");
-                    std::io::Write::write_all(&mut out, b"\n")
+                    let line = json_safe(&serde_json::to_string(&v).expect("serialises"));
+                    std::io::Write::write_all(&mut out, line.as_bytes())
+                        .and_then(|_| std::io::Write::write_all(&mut out, b"\n"))
                         .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
                 }
             }
@@ -539,12 +611,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Err(e) => return Err(e.into()),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&entries).expect("serialises"));
+                say_json!("{}", serde_json::to_string_pretty(&entries).expect("serialises"));
             } else if entries.is_empty() {
-                println!("quarantine is empty");
+                say!("quarantine is empty");
             } else {
                 for e in entries {
-                    println!(
+                    say!(
                         "{}  {}  {} bytes  raw {}  {}",
                         e.at,
                         e.mailbox,
@@ -586,20 +658,20 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Err(e) => return Err(e.into()),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
+                say_json!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
             } else {
                 match &e.parsed {
-                    Ok(p) => println!("parsed:         {p}"),
-                    Err(q) => println!("parsed:         {q}"),
+                    Ok(p) => say!("parsed:         {p}"),
+                    Err(q) => say!("parsed:         {q}"),
                 }
                 if let Some(c) = &e.classification {
-                    println!("classification: {c}");
+                    say!("classification: {c}");
                 }
                 if let Some(a) = &e.agent_check {
-                    println!("agent:          {a}");
+                    say!("agent:          {a}");
                 }
                 if let Some(a) = e.may_auto_reply {
-                    println!(
+                    say!(
                         "acknowledge:    {}",
                         if a {
                             "allowed"
@@ -609,18 +681,18 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     );
                 }
                 if let Some(d) = &e.duplicate {
-                    println!("duplicate:      {d}");
+                    say!("duplicate:      {d}");
                 }
                 if !e.references.is_empty() {
                     let refs: Vec<String> = e.references.iter().map(|r| format!("<{r}>")).collect();
-                    println!("refers to:      {}", refs.join(" "));
+                    say!("refers to:      {}", refs.join(" "));
                 }
                 if let Some(t) = &e.threading {
-                    println!("threading:      {t}");
+                    say!("threading:      {t}");
                 }
                 for r in &e.rules {
                     let verdict = if r.matched { "matched" } else { "no" };
-                    println!("rule {:?}: {verdict} ({})", r.name, r.detail);
+                    say!("rule {:?}: {verdict} ({})", r.name, r.detail);
                 }
             }
             Ok(())
@@ -665,6 +737,9 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::FileMail]
         let mut path = format!("/api/ingest?mailbox={}", encode(mailbox));
         if let Some(d) = m.date {
             path.push_str(&format!("&at={}", encode(&d.to_string())));
+        }
+        if let Some(size) = m.oversized {
+            path.push_str(&format!("&oversized={size}&label={}", encode(&m.label)));
         }
         let (status, body) = api_post(config, &path, &m.raw)?;
         if status != 200 {
@@ -776,20 +851,50 @@ pub fn ticket_view(store: &Store, id: TicketId) -> Result<Option<TicketView>, St
     let Some(ticket) = store.ticket(id)? else {
         return Ok(None);
     };
+    // Agent-bound tokens never leave through a view (API, show, export).
+    let r = crate::token::redact_agent_tokens;
+    let mut messages = store.messages(id)?;
+    for m in &mut messages {
+        m.message_id = r(&m.message_id);
+        for to in &mut m.to {
+            to.email = r(&to.email);
+        }
+        m.text = r(&m.text);
+    }
+    let mut events = store.events(id)?;
+    for e in &mut events {
+        for v in e.detail.values_mut() {
+            redact_json(v);
+        }
+    }
     Ok(Some(TicketView {
-        messages: store.messages(id)?,
-        events: store.events(id)?,
+        messages,
+        events,
         ticket,
     }))
 }
 
+fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = crate::token::redact_agent_tokens(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 fn print_ticket_table(list: &[Ticket]) {
-    println!(
+    say!(
         "{:>6}  {:<8}  {:<8}  {:<10}  {:<12}  {:<28}  SUBJECT",
-        "ID", "STATUS", "PRIORITY", "QUEUE", "ASSIGNEE", "REQUESTER"
+        "ID",
+        "STATUS",
+        "PRIORITY",
+        "QUEUE",
+        "ASSIGNEE",
+        "REQUESTER"
     );
     for t in list {
-        println!(
+        say!(
             "{:>6}  {:<8}  {:<8}  {:<10}  {:<12}  {:<28}  {}",
             t.id.0,
             t.status.as_str(),
@@ -804,39 +909,100 @@ fn print_ticket_table(list: &[Ticket]) {
 
 fn print_ticket(v: &TicketView) {
     let t = &v.ticket;
-    println!("Ticket #{}: {}", t.id, t.subject);
-    println!(
+    say!("Ticket #{}: {}", t.id, t.subject);
+    say!(
         "  status {}  priority {}  queue {}  channel {}",
         t.status.as_str(),
         t.priority.as_str(),
         t.queue,
         t.channel
     );
-    println!("  requester {}", crate::outgoing::format_mailbox(&t.requester));
+    say!("  requester {}", crate::outgoing::format_mailbox(&t.requester));
     if !t.participants.is_empty() {
         let p: Vec<String> = t.participants.iter().map(|m| m.email.clone()).collect();
-        println!("  participants {}", p.join(", "));
+        say!("  participants {}", p.join(", "));
     }
-    println!("  assignee {}", t.assignee.as_deref().unwrap_or("-"));
+    say!("  assignee {}", t.assignee.as_deref().unwrap_or("-"));
     if !t.linked.is_empty() {
         let l: Vec<String> = t.linked.iter().map(|i| format!("#{i}")).collect();
-        println!("  linked {}", l.join(", "));
+        say!("  linked {}", l.join(", "));
     }
-    println!("  created {}  updated {}", t.created_at, t.updated_at);
-    println!();
+    say!("  created {}  updated {}", t.created_at, t.updated_at);
+    say!();
     for m in &v.messages {
-        println!(
+        say!(
             "--- {} {:?} {:?} from {} <{}>",
-            m.date, m.direction, m.kind, m.from.email, m.message_id
+            m.date,
+            m.direction,
+            m.kind,
+            m.from.email,
+            m.message_id
         );
-        println!("    Subject: {}", m.subject);
+        say!("    Subject: {}", m.subject);
         for line in m.text.lines().take(20) {
-            println!("    {line}");
+            say!("    {line}");
         }
     }
-    println!();
+    say!();
     for e in &v.events {
         let detail = serde_json::to_string(&e.detail).unwrap_or_default();
-        println!("{}  {:<16} {:<24} {}", e.at, e.kind, e.actor, detail);
+        say!("{}  {:<16} {:<24} {}", e.at, e.kind, e.actor, detail);
+    }
+}
+
+/// Whether a character could drive a terminal or reorder what it shows.
+fn is_terminal_control(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text for a terminal: every control character but newline and tab is shown as `\u{..}`.
+pub fn terminal_safe(s: &str) -> String {
+    if !s.chars().any(is_terminal_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if is_terminal_control(c) {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// JSON text with the controls serde_json leaves raw (DEL, C1, bidi) as `\uXXXX`
+/// escapes: the same JSON value, safe on a terminal. They can only occur inside strings.
+pub fn json_safe(s: &str) -> String {
+    if !s.chars().any(is_terminal_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if is_terminal_control(c) && c != '\r' {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{json_safe, terminal_safe};
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(
+            terminal_safe("a\u{1b}[2Jb\u{9b}31m\u{202e}c\n\td"),
+            "a\\u{1b}[2Jb\\u{9b}31m\\u{202e}c\n\td"
+        );
+        assert_eq!(terminal_safe("plain"), "plain");
+        let json = serde_json::to_string(&serde_json::json!({"s": "x\u{1b}y\u{9b}z\u{7f}"})).unwrap();
+        let safe = json_safe(&json);
+        assert!(!safe.chars().any(|c| c.is_control()), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["s"], "x\u{1b}y\u{9b}z\u{7f}");
     }
 }

@@ -311,6 +311,9 @@ pub struct Automation {
     pub reopen_window: Duration,
     /// At most this many acknowledgements per recipient per hour.
     pub ack_limit_per_hour: u32,
+    /// At most this many notifications of customer mail per agent per hour
+    /// (security warnings: `ack_limit_per_hour`); beyond it they are recorded, not sent.
+    pub notification_limit_per_hour: u32,
     /// Notifications carry the ticket's signed plus-address as Reply-To (off for providers without subaddressing).
     pub plus_addressing: bool,
     /// A second agent replying within this time of another is told a reply already went out.
@@ -369,6 +372,23 @@ pub struct Limits {
     pub max_parts: usize,
     /// Most header fields.
     pub max_headers: usize,
+    /// Most participants (Cc) a ticket takes; more are refused and recorded.
+    pub max_participants: usize,
+    /// Most ids of In-Reply-To and References read from one mail (the first
+    /// and the newest are kept), so a mail with 100,000 ids costs no more than one with 50.
+    pub max_references: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: 25 * 1024 * 1024,
+            max_parts: 500,
+            max_headers: 1000,
+            max_participants: 50,
+            max_references: 50,
+        }
+    }
 }
 
 /// One `[[agent]]`.
@@ -438,16 +458,24 @@ impl fmt::Debug for Secret {
 }
 
 impl SecretSource {
-    /// Reads the secret.
+    /// Reads the secret. An empty or blank one is an error, never "no secret":
+    /// an empty token file must not switch the API's bearer check off.
     pub fn load(&self) -> Result<Secret, String> {
-        match self {
+        let secret = match self {
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_string()))
-                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?,
             SecretSource::Env(name) => std::env::var(name)
                 .map(Secret)
-                .map_err(|_| format!("environment variable {name} is not set")),
+                .map_err(|_| format!("environment variable {name} is not set"))?,
+        };
+        if secret.0.trim().is_empty() {
+            return Err(match self {
+                SecretSource::File(path) => format!("secret file {} is empty", path.display()),
+                SecretSource::Env(name) => format!("environment variable {name} is empty"),
+            });
         }
+        Ok(secret)
     }
 }
 
@@ -865,6 +893,7 @@ struct RawAutomation {
     acknowledge: Option<bool>,
     reopen_window: Option<Spanned<String>>,
     ack_limit_per_hour: Option<u32>,
+    notification_limit_per_hour: Option<u32>,
     plus_addressing: Option<bool>,
     collision_window: Option<Spanned<String>>,
     auto_close_resolved_after: Option<Spanned<String>>,
@@ -907,6 +936,8 @@ struct RawLimits {
     max_message_bytes: Option<usize>,
     max_parts: Option<usize>,
     max_headers: Option<usize>,
+    max_participants: Option<usize>,
+    max_references: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -1271,6 +1302,7 @@ impl Validator<'_> {
             acknowledge: None,
             reopen_window: None,
             ack_limit_per_hour: None,
+            notification_limit_per_hour: None,
             plus_addressing: None,
             collision_window: None,
             auto_close_resolved_after: None,
@@ -1282,6 +1314,7 @@ impl Validator<'_> {
             acknowledge: ra.acknowledge.unwrap_or(true),
             reopen_window: self.duration(&ra.reopen_window, Duration::from_secs(7 * 86_400)),
             ack_limit_per_hour: ra.ack_limit_per_hour.unwrap_or(5),
+            notification_limit_per_hour: ra.notification_limit_per_hour.unwrap_or(100),
             plus_addressing: ra.plus_addressing.unwrap_or(true),
             collision_window: self.duration(&ra.collision_window, Duration::from_secs(10 * 60)),
             auto_close_resolved_after: ra
@@ -1320,11 +1353,16 @@ impl Validator<'_> {
             max_message_bytes: None,
             max_parts: None,
             max_headers: None,
+            max_participants: None,
+            max_references: None,
         });
+        let d = Limits::default();
         let limits = Limits {
-            max_message_bytes: rl.max_message_bytes.unwrap_or(25 * 1024 * 1024),
-            max_parts: rl.max_parts.unwrap_or(500),
-            max_headers: rl.max_headers.unwrap_or(1000),
+            max_message_bytes: rl.max_message_bytes.unwrap_or(d.max_message_bytes),
+            max_parts: rl.max_parts.unwrap_or(d.max_parts),
+            max_headers: rl.max_headers.unwrap_or(d.max_headers),
+            max_participants: rl.max_participants.unwrap_or(d.max_participants),
+            max_references: rl.max_references.unwrap_or(d.max_references).max(2),
         };
 
         let mut queues: Vec<Queue> = Vec::new();

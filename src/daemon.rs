@@ -93,7 +93,11 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for the HTTP API: {e}", config.http.listen))?;
     let token = match &config.http.token {
-        Some(source) => Some(source.load().map_err(anyhow::Error::msg)?),
+        Some(source) => Some(
+            source
+                .load()
+                .map_err(|e| anyhow::anyhow!("[http] token: {e}; refusing to serve the API without it"))?,
+        ),
         None => None,
     };
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -113,6 +117,7 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
             token,
             writer: sink.writer.clone(),
             wake_sender: sink.wake_sender.clone(),
+            bodies: tokio::sync::Semaphore::new(crate::http::MAX_BODIES),
         }),
         stop_rx.clone(),
     ));
@@ -185,10 +190,10 @@ fn reload(path: &Path, sink: &Sink) -> Result<Arc<Config>, String> {
 async fn timers(sink: Sink, mut stop: watch::Receiver<bool>) {
     loop {
         let pipeline = sink.pipeline();
-        let fired = {
+        let fired = crate::source::blocking(|| {
             let _guard = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
             pipeline.tick(Timestamp::now())
-        };
+        });
         match fired {
             Ok(t) if t.fired > 0 => sink.wake_sender.notify_one(),
             Ok(_) => {}
@@ -213,8 +218,9 @@ async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
     let mut mailer: Option<(String, Mailer)> = None;
     loop {
         let pipeline = sink.pipeline();
-        // Rebuild the transport when a reload changed [outgoing].
-        let key = format!("{:?}", pipeline.config.outgoing);
+        // Rebuild the transport after every reload: a rotated password file
+        // is read again even when [outgoing] itself did not change.
+        let key = format!("{:p}", Arc::as_ptr(&pipeline.config));
         if mailer.as_ref().is_none_or(|(k, _)| *k != key) {
             match Mailer::from_config(&pipeline.config.outgoing) {
                 Ok(m) => mailer = Some((key, m)),

@@ -31,43 +31,197 @@ pub struct Api {
     pub writer: Arc<std::sync::Mutex<()>>,
     /// Wakes the sender after `/api/ingest` queued mail.
     pub wake_sender: Arc<tokio::sync::Notify>,
+    /// Request bodies being read now: at most [`MAX_BODIES`].
+    pub bodies: tokio::sync::Semaphore,
 }
+
+/// Most connections served at once; past it a connection gets a `503` and
+/// is closed, so descriptors are never exhausted by idle clients.
+pub const MAX_CONNECTIONS: usize = 128;
+/// How long a connection may take to send a request's header (also the idle
+/// time allowed between keep-alive requests).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a request body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most request bodies (raw mails) read at once, so parallel uploads are
+/// bounded together and not only one by one.
+pub const MAX_BODIES: usize = 4;
 
 /// Serves until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = std::time::Duration::from_millis(10);
+    let mut log_gate = LogGate::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
         let (stream, _) = match accepted {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff = std::time::Duration::from_millis(10);
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "http accept failed");
+                // Out of descriptors, most likely: wait instead of spinning, and say so once in a while.
+                if let Some(suppressed) = log_gate.allow() {
+                    tracing::warn!(error = %e, suppressed, "http accept failed; backing off");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
                 continue;
             }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let metrics = api.current.read().unwrap_or_else(|p| p.into_inner()).metrics.clone();
+            metrics.http_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                let busy = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nbusy\n";
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(busy)).await;
+            });
+            continue;
         };
         let api = api.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let api = api.clone();
-                async move {
-                    if req.method() == hyper::Method::POST && req.uri().path() == "/api/ingest" {
-                        return Ok::<_, Infallible>(ingest(&api, req, false).await);
-                    }
-                    if req.method() == hyper::Method::POST && req.uri().path() == "/api/explain" {
-                        return Ok::<_, Infallible>(ingest(&api, req, true).await);
-                    }
-                    Ok::<_, Infallible>(handle(&api, &req))
-                }
+                async move { Ok::<_, Infallible>(route(&api, req).await) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "http connection ended");
             }
+            drop(permit);
         });
+    }
+}
+
+/// Lets a repeated log line through at most once every 10 s, counting the rest.
+#[derive(Default)]
+struct LogGate {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogGate {
+    fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < std::time::Duration::from_secs(10))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Checks that hold for every request, then the handler. A browser page
+/// elsewhere must not reach the API: the Host must be an address literal,
+/// `localhost` or the public URL's host (a DNS-rebinding name is refused), and
+/// a request other than GET must carry no foreign `Origin`.
+async fn route(api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let public = api
+        .current
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .config
+        .http
+        .public_url
+        .clone();
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if let Err(why) = check_host(&host, public.as_deref()) {
+        return error(StatusCode::MISDIRECTED_REQUEST, &why);
+    }
+    if req.method() != hyper::Method::GET
+        && let Some(origin) = req.headers().get(hyper::header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("");
+        if !same_origin(origin, &host, public.as_deref()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                &format!("cross-site request from origin {origin:?} refused"),
+            );
+        }
+    }
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if method == hyper::Method::POST && (path == "/api/ingest" || path == "/api/explain") {
+        return ingest(api, req, path == "/api/explain").await;
+    }
+    if method == hyper::Method::POST
+        && let Some(rest) = path.strip_prefix("/csat/")
+    {
+        let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        return crate::source::blocking(|| survey_vote(api, &pipeline, rest));
+    }
+    crate::source::blocking(|| handle(api, &req))
+}
+
+/// The host part of a `Host` header must be an IP literal, `localhost`, or the
+/// host of `public_url`.
+fn check_host(host: &str, public_url: Option<&str>) -> Result<(), String> {
+    let name = host_name(host);
+    if name.is_empty() {
+        return Err("a Host header is required".into());
+    }
+    let literal = name.parse::<std::net::IpAddr>().is_ok();
+    let public = public_url.map(|u| host_name(authority(u))).unwrap_or_default();
+    if literal || name.eq_ignore_ascii_case("localhost") || (!public.is_empty() && name.eq_ignore_ascii_case(&public)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Host {host:?} is not this server (use its address, localhost or the public_url host)"
+        ))
+    }
+}
+
+/// Whether an `Origin` is this server: `http(s)://` plus the request's Host, or `public_url`'s origin.
+fn same_origin(origin: &str, host: &str, public_url: Option<&str>) -> bool {
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    if origin == format!("http://{host}") || origin == format!("https://{host}") {
+        return true;
+    }
+    public_url.is_some_and(|u| {
+        let u = u.to_ascii_lowercase();
+        let scheme_end = u.find("://").map(|i| i + 3).unwrap_or(0);
+        let origin_of_public = &u[..scheme_end + authority(&u).len()];
+        origin == origin_of_public
+    })
+}
+
+/// `host[:port]` of a URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.split(['/', '?', '#']).next().unwrap_or("")
+}
+
+/// The host of `host[:port]` or `[v6]:port`, without brackets or port.
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_string();
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => host.to_string(),
     }
 }
 
@@ -126,14 +280,45 @@ async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Fu
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "at: expected an RFC 3339 time"),
         None => now,
     };
+    // A form or a fetch() from a web page can only send "simple" content
+    // types without asking first; ours is none of them.
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.split(';').next().unwrap_or("").trim() != "message/rfc822" {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: message/rfc822 (one raw mail)",
+        );
+    }
     // A little over the limit, so an oversized mail is quarantined rather than refused.
     let limit = pipeline.config.limits.max_message_bytes.saturating_add(1 << 20);
-    let raw = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+    if let Some(length) = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the mail is {length} bytes; at most {limit} are taken"),
+        );
+    }
+    // Bodies are bounded together too: a few at a time, each within a time limit.
+    let Ok(Ok(_body_slot)) = tokio::time::timeout(BODY_TIMEOUT, api.bodies.acquire()).await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many uploads at once; try again");
+    };
+    let raw = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
     };
     if explain {
-        return match pipeline.explain(&raw, &mailbox, at) {
+        return match crate::source::blocking(|| pipeline.explain(&raw, &mailbox, at)) {
             Ok(e) => json(StatusCode::OK, &e),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
@@ -143,12 +328,17 @@ async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Fu
         source_key: None,
         position: None,
     };
-    let result = {
+    // `ingest` sends only the header section of a mail over the limit, with its size.
+    let oversized = query.get("oversized").and_then(|v| v.parse::<u64>().ok());
+    let label = query.get("label").cloned().unwrap_or_else(|| "POST /api/ingest".into());
+    let result = crate::source::blocking(|| {
         let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
-        pipeline
-            .process(&raw, &origin, at)
-            .and_then(|p| pipeline.store.flush().map(|_| p))
-    };
+        match oversized {
+            Some(size) => pipeline.process_oversized(&raw, size, &label, &origin, now),
+            None => pipeline.process(&raw, &origin, at),
+        }
+        .and_then(|p| pipeline.store.flush().map(|_| p))
+    });
     match result {
         Ok(processed) => {
             api.wake_sender.notify_one();
@@ -162,14 +352,17 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
     let path = req.uri().path();
     if req.method() != hyper::Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET (and POST /api/ingest)");
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET here (POST: /api/ingest, /api/explain, /csat/…)",
+        );
     }
     if path == "/healthz" {
         return respond(StatusCode::OK, "text/plain", "ok\n".into());
     }
     // Survey links carry their own signature: customers click them without a token.
     if let Some(rest) = path.strip_prefix("/csat/") {
-        return survey_click(api, &pipeline, rest);
+        return survey_page(&pipeline, rest);
     }
     if !authorized(api, req) {
         return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
@@ -187,12 +380,13 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     .map(|m| &m.name)
                     .filter(|n| !boxes.get(*n).is_some_and(|s| s.up))
                     .collect();
-                if down.is_empty() {
+                let outgoing = pipeline.metrics.outgoing_down();
+                if down.is_empty() && outgoing.is_none() {
                     respond(StatusCode::OK, "text/plain", "ready\n".into())
                 } else {
                     json(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({ "not_ready": down }),
+                        &serde_json::json!({ "not_ready": down, "outgoing_error": outgoing }),
                     )
                 }
             }
@@ -275,18 +469,9 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     result.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
 }
 
-/// `/csat/{ticket}/{token}/{rating}`: records a rating from a survey link.
-fn survey_click(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
-    let page = |status: StatusCode, text: &str| {
-        respond(
-            status,
-            "text/html; charset=utf-8",
-            format!(
-                "<!doctype html><meta charset=utf-8><title>{0}</title><p>{0}</p>\n",
-                text
-            ),
-        )
-    };
+/// The parts of a survey link `/csat/{ticket}/{token}/{rating}`, checked, or the page to show instead.
+#[allow(clippy::result_large_err)]
+fn survey_link(pipeline: &Pipeline, rest: &str) -> Result<(TicketId, u8), Response<Full<Bytes>>> {
     let parts: Vec<&str> = rest.split('/').collect();
     let (Some(id), Some(token), Some(rating)) = (
         parts.first().and_then(|p| p.parse::<u64>().ok()),
@@ -296,18 +481,60 @@ fn survey_click(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Byt
             .and_then(|p| p.parse::<u8>().ok())
             .filter(|r| (1..=5).contains(r)),
     ) else {
-        return page(StatusCode::BAD_REQUEST, "This link is not complete.");
+        return Err(page(StatusCode::BAD_REQUEST, "This link is not complete.", ""));
     };
     if parts.len() != 3 || !pipeline.signer.verify_survey_token(TicketId(id), token) {
-        return page(StatusCode::FORBIDDEN, "This link is not valid.");
+        return Err(page(StatusCode::FORBIDDEN, "This link is not valid.", ""));
     }
+    Ok((TicketId(id), rating))
+}
+
+/// A small HTML page; `text` is ours, never mail content.
+fn page(status: StatusCode, text: &str, extra: &str) -> Response<Full<Bytes>> {
+    let mut r = respond(
+        status,
+        "text/html; charset=utf-8",
+        format!(
+            "<!doctype html><meta charset=utf-8><meta name=robots content=noindex><title>{text}</title><p>{text}</p>{extra}\n"
+        ),
+    );
+    let h = r.headers_mut();
+    h.insert("cache-control", hyper::header::HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        hyper::header::HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    h.insert("x-frame-options", hyper::header::HeaderValue::from_static("DENY"));
+    r
+}
+
+/// `GET /csat/{ticket}/{token}/{rating}`: the page a survey link opens. It
+/// records nothing (mail link scanners follow every link): its button POSTs.
+fn survey_page(pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
+    let (_, rating) = match survey_link(pipeline, rest) {
+        Ok(v) => v,
+        Err(page) => return page,
+    };
+    page(
+        StatusCode::OK,
+        &format!("Rate our answer {rating} of 5?"),
+        &format!("<form method=post><button type=submit>Yes, rate {rating} of 5</button></form>"),
+    )
+}
+
+/// `POST /csat/{ticket}/{token}/{rating}`: records the rating, once.
+fn survey_vote(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
+    let (id, rating) = match survey_link(pipeline, rest) {
+        Ok(v) => v,
+        Err(page) => return page,
+    };
     let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
     let result = (|| -> Result<Response<Full<Bytes>>, crate::store::StoreError> {
-        let Some(mut ticket) = pipeline.store.ticket(TicketId(id))? else {
-            return Ok(page(StatusCode::NOT_FOUND, "This ticket does not exist."));
+        let Some(mut ticket) = pipeline.store.ticket(id)? else {
+            return Ok(page(StatusCode::NOT_FOUND, "This ticket does not exist.", ""));
         };
         if ticket.csat.is_some() {
-            return Ok(page(StatusCode::OK, "Your rating was already recorded. Thank you!"));
+            return Ok(page(StatusCode::OK, "Your rating was already recorded. Thank you!", ""));
         }
         let now = jiff::Timestamp::now();
         ticket.csat = Some(rating);
@@ -330,12 +557,13 @@ fn survey_click(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Byt
         crate::store::Store::put_ticket(&mut w, &ticket);
         pipeline.store.commit(&w)?;
         pipeline.store.flush()?;
-        Ok(page(StatusCode::OK, "Thank you for your rating!"))
+        Ok(page(StatusCode::OK, "Thank you for your rating!", ""))
     })();
     result.unwrap_or_else(|e| {
         page(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("Please try again later ({e})."),
+            "",
         )
     })
 }

@@ -142,28 +142,38 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         .from()
         .and_then(|a| a.first())
         .and_then(|a| a.address().map(|e| Mailbox::new(a.name().map(String::from), e)))
-        .filter(|m| m.email.contains('@'));
+        .filter(|m| m.email.contains('@') && m.email.len() <= MAX_ADDRESS_LEN);
     if from.is_none() && !headers.iter().any(|(n, _)| n == "from") {
         return Err(ParseError::Malformed("no From header".into()));
     }
     let raw_header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
 
-    let message_id = raw_header("message-id").and_then(|v| extract_ids(v).into_iter().next());
-    let in_reply_to = raw_header("in-reply-to").map(extract_ids).unwrap_or_default();
-    let references = raw_header("references").map(extract_ids).unwrap_or_default();
+    let message_id = raw_header("message-id")
+        .and_then(|v| extract_ids(v).into_iter().next())
+        .filter(|id| id.len() <= MAX_ID_LEN);
+    let in_reply_to = bounded_ids(raw_header("in-reply-to"), 4);
+    let references = bounded_ids(raw_header("references"), limits.max_references);
 
     let addresses = |a: Option<&mail_parser::Address<'_>>| -> Vec<Mailbox> {
         a.map(|a| {
             a.iter()
                 .filter_map(|x| x.address().map(|e| Mailbox::new(x.name().map(String::from), e)))
-                .filter(|m| m.email.contains('@'))
+                .filter(|m| m.email.contains('@') && m.email.len() <= MAX_ADDRESS_LEN)
                 .collect()
         })
         .unwrap_or_default()
     };
     let to = addresses(message.to());
     let cc = addresses(message.cc());
-    let subject = message.subject().unwrap_or("").replace(['\r', '\n'], " ");
+    let mut subject = message.subject().unwrap_or("").replace(['\r', '\n'], " ");
+    if subject.len() > MAX_SUBJECT_LEN {
+        let mut end = MAX_SUBJECT_LEN;
+        while !subject.is_char_boundary(end) {
+            end -= 1;
+        }
+        subject.truncate(end);
+        subject.push('…');
+    }
     let date = message
         .date()
         .and_then(|d| Timestamp::from_second(d.to_timestamp()).ok());
@@ -308,6 +318,32 @@ fn header_in_block(block: &str, name: &str) -> Option<String> {
     found
 }
 
+/// Longest Message-ID we read (RFC 5322 lines are at most 998 characters; real ids are under 100).
+const MAX_ID_LEN: usize = 250;
+/// Longest address we read (RFC 5321 paths are at most 256 octets).
+const MAX_ADDRESS_LEN: usize = 254;
+/// Longest subject we keep, in bytes; longer ones are cut with an ellipsis.
+const MAX_SUBJECT_LEN: usize = 1000;
+
+/// The ids of an In-Reply-To or References value, each at most [`MAX_ID_LEN`],
+/// without duplicates, and at most `max`: the first (the thread's root) and
+/// the newest `max - 1`. Linear in the header's length.
+fn bounded_ids(value: Option<&str>, max: usize) -> Vec<String> {
+    let Some(value) = value else { return Vec::new() };
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = extract_ids(value)
+        .into_iter()
+        .filter(|id| id.len() <= MAX_ID_LEN && seen.insert(id.clone()))
+        .collect();
+    if ids.len() <= max {
+        return ids;
+    }
+    let mut out = Vec::with_capacity(max);
+    out.push(ids[0].clone());
+    out.extend(ids[ids.len() - (max - 1)..].iter().cloned());
+    out
+}
+
 /// Message ids from a header value: each `<...>`, or bare tokens when there are no brackets.
 pub fn extract_ids(value: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -371,6 +407,18 @@ fn count_header_fields(raw: &[u8]) -> usize {
     count
 }
 
+/// The length of a raw mail's header section, with the blank line after it
+/// (the whole input when there is no blank line).
+pub fn header_section_len(raw: &[u8]) -> usize {
+    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => raw.len().min(256 * 1024),
+    }
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -421,6 +469,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             max_parts: 50,
             max_headers: 100,
+            ..Limits::default()
         }
     }
 
@@ -449,6 +498,29 @@ mod tests {
         assert_eq!(m.message_id.as_deref(), Some("no-at-sign"));
         assert!(m.in_reply_to.is_empty(), "a lone short word is no id");
         assert_eq!(m.references, vec!["x@y", "z"]);
+    }
+
+    #[test]
+    fn references_are_bounded_and_deduplicated() {
+        let many: String = (0..100_000).map(|i| format!("<r{i}@x.test> ")).collect();
+        let long_id = format!("<{}@x.test>", "a".repeat(5000));
+        let raw = format!(
+            "From: a@example.com\r\nMessage-ID: {long_id}\r\nIn-Reply-To: <r99999@x.test> <r99999@x.test> {long_id}\r\nReferences: {many}\r\nSubject: {}\r\n\r\nbody\r\n",
+            "s".repeat(100_000)
+        );
+        let big = Limits {
+            max_message_bytes: 10 << 20,
+            ..limits()
+        };
+        let m = parse(raw.as_bytes(), &big).unwrap();
+        assert_eq!(m.message_id, None, "a 5 KB id is no id");
+        assert_eq!(m.in_reply_to, vec!["r99999@x.test"]);
+        assert_eq!(m.references.len(), 50);
+        assert_eq!(m.references[0], "r0@x.test");
+        assert_eq!(m.references[1], "r99951@x.test");
+        assert_eq!(m.references[49], "r99999@x.test");
+        assert_eq!(m.referenced_ids().len(), 50);
+        assert!(m.subject.len() <= 1003 && m.subject.ends_with('…'));
     }
 
     #[test]

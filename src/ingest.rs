@@ -14,46 +14,95 @@ pub struct FileMail {
     pub raw: Vec<u8>,
     /// Its Date header, if it parses.
     pub date: Option<Timestamp>,
+    /// Set when the mail is larger than the limit: its real size. `raw` then
+    /// holds only its header section, never the whole mail.
+    pub oversized: Option<u64>,
 }
 
 /// Reads every mail under `paths` (`-` is standard input), sorted by Date
-/// (mail without a Date keeps its place at the end, in reading order).
-pub fn collect(paths: &[PathBuf]) -> std::io::Result<Vec<FileMail>> {
+/// (mail without a Date keeps its place at the end, in reading order). A
+/// single mail over `max_bytes` is never read whole: only its header section.
+pub fn collect(paths: &[PathBuf], max_bytes: usize) -> std::io::Result<Vec<FileMail>> {
     let mut out = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
-            let mut raw = Vec::new();
-            std::io::stdin().read_to_end(&mut raw)?;
-            push_file(&mut out, "stdin", raw);
+            let (raw, oversized) = read_bounded(std::io::stdin().lock(), max_bytes)?;
+            match oversized {
+                Some(size) => out.push(oversized_mail("stdin", raw, size)),
+                None => push_file(&mut out, "stdin", raw),
+            }
         } else {
-            read_path(&mut out, p)?;
+            read_path(&mut out, p, max_bytes)?;
         }
     }
     out.sort_by_key(|m| (m.date.is_none(), m.date));
     Ok(out)
 }
 
-fn read_path(out: &mut Vec<FileMail>, path: &Path) -> std::io::Result<()> {
+/// Reads at most `max` bytes; past that keeps only the header section and
+/// reads the rest away (so a pipe's writer is not cut off), returning the size.
+pub fn read_bounded(reader: impl Read, max: usize) -> std::io::Result<(Vec<u8>, Option<u64>)> {
+    let mut reader = reader;
+    let mut raw = Vec::new();
+    (&mut reader).take(max as u64 + 1).read_to_end(&mut raw)?;
+    if raw.len() <= max {
+        return Ok((raw, None));
+    }
+    let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
+    let size = raw.len() as u64 + rest;
+    raw.truncate(crate::inbound::header_section_len(&raw));
+    Ok((raw, Some(size)))
+}
+
+fn oversized_mail(label: &str, head: Vec<u8>, size: u64) -> FileMail {
+    FileMail {
+        label: label.to_string(),
+        date: crate::inbound::date_of(&head),
+        raw: head,
+        oversized: Some(size),
+    }
+}
+
+/// One file: whole when it is within `max` bytes or an mbox (split below),
+/// else only its header section.
+fn read_file(out: &mut Vec<FileMail>, f: &Path, max: usize) -> std::io::Result<()> {
+    let label = f.display().to_string();
+    let size = std::fs::metadata(f)?.len();
+    if size > max as u64 {
+        let mut file = std::fs::File::open(f)?;
+        let mut head = vec![0u8; 5];
+        let n = file.read(&mut head)?;
+        if &head[..n] != b"From " {
+            let (head, _) = read_bounded(std::fs::File::open(f)?, max)?;
+            out.push(oversized_mail(&label, head, size));
+            return Ok(());
+        }
+    }
+    push_file(out, &label, std::fs::read(f)?);
+    Ok(())
+}
+
+fn read_path(out: &mut Vec<FileMail>, path: &Path, max: usize) -> std::io::Result<()> {
     let meta =
         std::fs::metadata(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     if meta.is_dir() {
         if path.join("cur").is_dir() && path.join("new").is_dir() {
             for sub in ["cur", "new"] {
                 for f in sorted_files(&path.join(sub))? {
-                    push_file(out, &f.display().to_string(), std::fs::read(&f)?);
+                    read_file(out, &f, max)?;
                 }
             }
         } else {
             for f in sorted_files(path)? {
                 if f.is_dir() {
-                    read_path(out, &f)?;
+                    read_path(out, &f, max)?;
                 } else {
-                    push_file(out, &f.display().to_string(), std::fs::read(&f)?);
+                    read_file(out, &f, max)?;
                 }
             }
         }
     } else {
-        push_file(out, &path.display().to_string(), std::fs::read(path)?);
+        read_file(out, path, max)?;
     }
     Ok(())
 }
@@ -74,6 +123,7 @@ fn push_file(out: &mut Vec<FileMail>, label: &str, raw: Vec<u8>) {
                 label: format!("{label}#{}", i + 1),
                 date: crate::inbound::date_of(&m),
                 raw: m,
+                oversized: None,
             });
         }
     } else {
@@ -81,6 +131,7 @@ fn push_file(out: &mut Vec<FileMail>, label: &str, raw: Vec<u8>) {
             label: label.to_string(),
             date: crate::inbound::date_of(&raw),
             raw,
+            oversized: None,
         });
     }
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod authres;
 pub mod calendar;
 pub mod classify;
 pub mod cli;

@@ -28,6 +28,13 @@ pub struct Metrics {
     pub sla_warnings: AtomicU64,
     /// SLA breaches fired.
     pub sla_breaches: AtomicU64,
+    /// Deliveries the outgoing server refused for reasons of its own
+    /// (authentication, connection, server-wide errors): retried, never dropped.
+    pub outgoing_errors: AtomicU64,
+    /// The outgoing server's last server-wide refusal, while it lasts (cleared by a delivery).
+    outgoing_down: Mutex<Option<String>>,
+    /// HTTP connections refused because every slot was taken.
+    pub http_refused: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -68,6 +75,16 @@ impl Metrics {
         let e = m.entry(name.to_string()).or_default();
         e.up = true;
         e.last_fetch = Some(at);
+    }
+
+    /// Records that the outgoing server refuses us (`Some(why)`) or works again (`None`).
+    pub fn set_outgoing_down(&self, why: Option<String>) {
+        *self.outgoing_down.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Why the outgoing server refuses us now, if it does.
+    pub fn outgoing_down(&self) -> Option<String> {
+        self.outgoing_down.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The state of every mailbox seen so far.
@@ -127,6 +144,23 @@ impl Metrics {
             "postdesk_sla_breaches_total",
             "SLA breaches fired.",
             &self.sla_breaches,
+        );
+        counter(
+            &mut out,
+            "postdesk_outgoing_errors_total",
+            "Deliveries refused by the outgoing server for its own reasons (authentication, connection); retried.",
+            &self.outgoing_errors,
+        );
+        counter(
+            &mut out,
+            "postdesk_http_connections_refused_total",
+            "HTTP connections refused because every connection slot was taken.",
+            &self.http_refused,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP postdesk_outgoing_up Whether the outgoing server takes our mail (0 while it refuses us).\n# TYPE postdesk_outgoing_up gauge\npostdesk_outgoing_up {}",
+            u8::from(self.outgoing_down().is_none())
         );
         let _ = writeln!(
             out,

@@ -202,6 +202,10 @@ pub struct Ticket {
     /// Whether a satisfaction survey went out.
     #[serde(default)]
     pub survey_sent: bool,
+    /// Addresses that unproven mail put in Cc: not copied on replies until an
+    /// agent accepts them with `#cc add`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_participants: Vec<Mailbox>,
 }
 
 impl Ticket {
@@ -234,6 +238,7 @@ impl Ticket {
             pending_since: None,
             pending_reminded: false,
             survey_sent: false,
+            held_participants: Vec::new(),
         }
     }
 

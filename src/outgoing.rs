@@ -143,10 +143,33 @@ impl OutgoingMail {
     }
 }
 
+/// Writes one header field, folded at white space so lines stay within 78
+/// characters where they can (RFC 5322 2.2.3); values that come folded
+/// already (`\r\n ` between parts) are written as they are.
 fn push(h: &mut String, name: &str, value: &str) {
     h.push_str(name);
     h.push_str(": ");
-    h.push_str(value);
+    if value.contains("\r\n") || name.len() + 2 + value.len() <= 78 {
+        h.push_str(value);
+        h.push_str("\r\n");
+        return;
+    }
+    let mut line_len = name.len() + 2;
+    let mut first = true;
+    for word in value.split(' ') {
+        if !first {
+            if line_len + 1 + word.len() > 78 {
+                h.push_str("\r\n ");
+                line_len = 1;
+            } else {
+                h.push(' ');
+                line_len += 1;
+            }
+        }
+        h.push_str(word);
+        line_len += word.len();
+        first = false;
+    }
     h.push_str("\r\n");
 }
 
@@ -177,17 +200,20 @@ pub fn format_mailbox(m: &Mailbox) -> String {
     }
 }
 
-/// RFC 2047 `=?UTF-8?B?...?=` words for non-ASCII text; ASCII passes (sanitised).
+/// RFC 2047 `=?UTF-8?B?...?=` words for non-ASCII text, and for ASCII text
+/// with a word too long to fold (so no header line can pass 998 characters);
+/// other ASCII passes (sanitised).
 pub fn encode_word(text: &str) -> String {
     let text = sanitize(text);
-    if text.is_ascii() {
+    if text.is_ascii() && text.split(' ').all(|w| w.len() <= 70) {
         return text;
     }
-    // Split into chunks of at most 45 bytes on char boundaries, so each word stays under 75 chars.
+    // Split into chunks of at most 42 bytes on char boundaries, so each word
+    // stays under 75 characters and the first line under 78.
     let mut words = Vec::new();
     let mut chunk = String::new();
     for c in text.chars() {
-        if chunk.len() + c.len_utf8() > 45 {
+        if chunk.len() + c.len_utf8() > 42 {
             words.push(format!("=?UTF-8?B?{}?=", base64(chunk.as_bytes())));
             chunk.clear();
         }
@@ -348,6 +374,41 @@ mod tests {
         assert!(text.contains("X-Postdesk-Loop: example.com\r\n"));
         assert!(text.contains("Date: Mon, 23 Nov 2026 12:00:00 +0000\r\n"), "{text}");
         assert!(text.ends_with("Gr=C3=BC=C3=9Fe =3D hi\r\n"), "{text}");
+    }
+
+    #[test]
+    fn long_headers_are_folded_within_the_line_limit() {
+        let mail = OutgoingMail {
+            ticket: TicketId(5),
+            purpose: "acknowledgement".into(),
+            from: Mailbox::new(Some("Example Support".into()), "support@example.com"),
+            to: (0..40)
+                .map(|i| Mailbox::new(Some(format!("Person {i}")), &format!("p{i}@x.test")))
+                .collect(),
+            reply_to: None,
+            subject: format!("{} {}", "word ".repeat(2000), "x".repeat(5000)),
+            body: "hi".into(),
+            message_id: "pd.5.n.s@example.com".into(),
+            in_reply_to: None,
+            references: (0..50).map(|i| format!("{}{i}@x.test", "r".repeat(200))).collect(),
+            auto_submitted: true,
+            date: "2026-11-23T12:00:00Z".parse().unwrap(),
+            loop_value: "example.com".into(),
+            attachments: Vec::new(),
+        };
+        let text = String::from_utf8(mail.render()).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        for line in head.split("\r\n") {
+            assert!(line.len() <= 998, "{} characters: {}", line.len(), &line[..80]);
+        }
+        assert!(
+            head.lines()
+                .filter(|l| l.len() > 78)
+                .all(|l| l.starts_with(" <r") || l.starts_with("References: <r")),
+            "only lines of one long id exceed 78"
+        );
+        assert!(head.contains("To: \"Person 0\" <p0@x.test>, \"Person 1\""));
+        assert!(head.contains("<p39@x.test>\r\n"));
     }
 
     #[test]

@@ -192,6 +192,41 @@ impl Pipeline {
         Ok(result)
     }
 
+    /// A mail over `[limits] max_message_bytes`, of which the source read only
+    /// the header section (`head`): quarantined with its real size, the head
+    /// kept, the whole mail left where it came from (`whereabouts`).
+    pub fn process_oversized(
+        &self,
+        head: &[u8],
+        size: u64,
+        whereabouts: &str,
+        origin: &Origin,
+        now: Timestamp,
+    ) -> Result<Processed, StoreError> {
+        if let Some(key) = &origin.source_key
+            && self.store.has_source(key)?
+        {
+            return Ok(Processed::Duplicate);
+        }
+        let raw_key = raw_key(head);
+        let mut w = WriteSet::default();
+        mark_source(&mut w, origin, &raw_key);
+        let reason = format!(
+            "mail is {size} bytes, over the limit of {}: only its header section is kept here; the whole mail stays at {whereabouts}",
+            self.config.limits.max_message_bytes
+        );
+        self.quarantine(&mut w, head, &raw_key, origin, &reason, now)?;
+        self.store.commit(&w)?;
+        self.metrics
+            .mails_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .quarantined
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(mailbox = %origin.mailbox, size, "oversized mail quarantined");
+        Ok(Processed::Quarantined { reason })
+    }
+
     fn process_inner(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
         if let Some(key) = &origin.source_key
             && self.store.has_source(key)?
@@ -225,8 +260,11 @@ impl Pipeline {
             self.store.commit(&w)?;
             return Ok(Processed::Duplicate);
         }
-        let class = classify(&msg, &self.config);
+        let class = classify(&msg, &self.config, &self.signer);
         if let Sender::Own(why) = &class.sender {
+            // Dropped, but kept: raw, in the quarantine list with the reason.
+            let reason = format!("dropped: our own mail ({why})");
+            self.quarantine(&mut w, raw, &raw_key, origin, &reason, now)?;
             self.store.commit(&w)?;
             tracing::info!(mailbox = %origin.mailbox, reason = %why, "own mail dropped");
             return Ok(Processed::Dropped { reason: why.clone() });
@@ -234,27 +272,10 @@ impl Pipeline {
         if class.bounce {
             return self.bounce(w, raw, &raw_key, &msg, origin, now);
         }
-        // An agent's address alone proves nothing: without a token of ours or a
-        // trusted DKIM/DMARC pass the mail is a customer's, flagged.
-        let mut class = class;
-        let mut agent_proof: Option<(crate::config::Agent, String)> = None;
-        let mut forged_agent = None;
-        if let Sender::Agent(name) = &class.sender {
-            let agent = self
-                .config
-                .agent_by_name_or_email(name)
-                .cloned()
-                .expect("classified agents exist");
-            match crate::agent::authenticate(&msg, &agent, &self.signer, &self.config) {
-                Ok(proof) => agent_proof = Some((agent, proof)),
-                Err(why) => {
-                    tracing::warn!(agent = %agent.name, reason = %why, "mail from an agent address without proof");
-                    forged_agent = Some((agent.name.clone(), why));
-                    class.sender = Sender::Customer;
-                }
-            }
+        let (class, mut decision, agent_proof, forged_agent) = self.sender_and_decision(&msg, class, now);
+        if let Some((agent, why)) = &forged_agent {
+            tracing::warn!(agent = %agent, reason = %why, "mail from an agent address without proof");
         }
-        let mut decision = self.decide(&msg, &class, now);
         // A rating for a survey of a ticket that closed meanwhile still belongs to it.
         if let Outcome::NewLinked(t) = decision.outcome
             && let Some(old) = self.store.ticket(t)?
@@ -272,7 +293,17 @@ impl Pipeline {
         };
         let new_id = self.store.next_ticket_id()?;
         let from = msg.from.as_ref().map(|m| m.email.clone()).unwrap_or_default();
-        let hour_ago = Timestamp::from_second(now.as_second() - 3600).unwrap_or(now);
+        // Rate limits count real time, never the mail's Date (which anyone can backdate).
+        let wall = Timestamp::now();
+        let hour_ago = Timestamp::from_second(wall.as_second() - 3600).unwrap_or(wall);
+        let mut agent_mail_last_hour = std::collections::HashMap::new();
+        for agent in &self.config.agents {
+            for purpose in ["notification", "security_warning"] {
+                let key = format!("{purpose}:{}", agent.emails[0]);
+                let n = self.store.acks_since(&key, hour_ago)?;
+                agent_mail_last_hour.insert(key, n);
+            }
+        }
         let cx = ApplyContext {
             config: &self.config,
             signer: &self.signer,
@@ -289,6 +320,8 @@ impl Pipeline {
             last_round_robin: None,
             forged_agent,
             latest_update: None,
+            sender_proof: crate::agent::customer_proof(&msg, &self.signer, &self.config, decision.ticket()),
+            agent_mail_last_hour,
         };
         let before = existing.clone();
         let latest_update = match &existing {
@@ -334,6 +367,21 @@ impl Pipeline {
         let sla_events = crate::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
         applied.events.extend(sla_events);
         let id = applied.ticket.id;
+        if let Some(first) = self.message_id_conflict(&msg)? {
+            applied.events.push(Event::new(
+                now,
+                "message_id_conflict",
+                "system",
+                &[
+                    ("message_id", json!(msg.message_id)),
+                    ("first_ticket", json!(first.0)),
+                    (
+                        "reason",
+                        json!("another mail with this Message-ID but different content is stored"),
+                    ),
+                ],
+            ));
+        }
         if applied.created {
             Store::set_next_ticket_id(&mut w, TicketId(new_id.0 + 1));
         }
@@ -513,11 +561,19 @@ impl Pipeline {
             IdEntry {
                 ticket: mail.ticket,
                 stored: true,
+                hash: None,
             },
         );
+        // Real time, not `now` (a backdated mail or `tick --now` must not dodge the limits).
+        let wall = Timestamp::now();
         if mail.auto_submitted {
             for r in &mail.to {
-                Store::put_ack(w, &r.email, now, seq);
+                Store::put_ack(w, &r.email, wall, seq);
+            }
+        }
+        for r in &mail.to {
+            if self.config.agent_by_email(&r.email).is_some() {
+                Store::put_ack(w, &format!("{}:{}", mail.purpose, r.email), wall, seq);
             }
         }
         let kind = match mail.purpose.as_str() {
@@ -542,6 +598,42 @@ impl Pipeline {
         self.store.add_message(w, mail.ticket, &record)
     }
 
+    /// Who really sent the mail and where it goes. An agent's address alone
+    /// proves nothing: the mail threads as the agent's, then must carry a token
+    /// signed for that agent and that very ticket (or a trusted DKIM/DMARC
+    /// pass); otherwise it is a customer's, flagged, and threads as one.
+    #[allow(clippy::type_complexity)]
+    fn sender_and_decision(
+        &self,
+        msg: &InboundMessage,
+        mut class: Classification,
+        now: Timestamp,
+    ) -> (
+        Classification,
+        Decision,
+        Option<(crate::config::Agent, String)>,
+        Option<(String, String)>,
+    ) {
+        let Sender::Agent(name) = &class.sender else {
+            let decision = self.decide(msg, &class, now);
+            return (class, decision, None, None);
+        };
+        let agent = self
+            .config
+            .agent_by_name_or_email(name)
+            .cloned()
+            .expect("classified agents exist");
+        let as_agent = self.decide(msg, &class, now);
+        match crate::agent::authenticate(msg, &agent, &self.signer, &self.config, as_agent.ticket()) {
+            Ok(proof) => (class, as_agent, Some((agent, proof)), None),
+            Err(why) => {
+                class.sender = Sender::Customer;
+                let decision = self.decide(msg, &class, now);
+                (class, decision, None, Some((agent.name.clone(), why)))
+            }
+        }
+    }
+
     fn decide(&self, msg: &InboundMessage, class: &Classification, now: Timestamp) -> Decision {
         let cx = ThreadContext {
             signer: &self.signer,
@@ -553,28 +645,52 @@ impl Pipeline {
         thread(msg, &self.store, &cx)
     }
 
+    /// A duplicate is the same Message-ID and the same message (From, Date,
+    /// Subject, body: the content hash), or the same content without a
+    /// Message-ID. Transport headers may differ (one mail reaching two of our
+    /// mailboxes). A different mail reusing a stored Message-ID is no duplicate.
     fn is_duplicate(&self, msg: &InboundMessage) -> Result<Option<String>, StoreError> {
-        match &msg.message_id {
-            Some(id) => Ok(self
-                .store
-                .message_id(id)?
-                .filter(|e| e.stored)
-                .map(|e| format!("Message-ID <{id}> is stored on ticket {}", e.ticket))),
-            None => Ok(self
+        let Some(id) = &msg.message_id else {
+            return Ok(self
                 .store
                 .has_hash(&msg.content_hash)?
-                .then(|| "the same content (no Message-ID) is stored".to_string())),
-        }
+                .then(|| "the same content (no Message-ID) is stored".to_string()));
+        };
+        Ok(match self.store.message_id(id)? {
+            Some(e) if e.stored => match &e.hash {
+                Some(h) if *h != msg.content_hash => self
+                    .store
+                    .has_hash(&msg.content_hash)?
+                    .then(|| format!("Message-ID <{id}> with the same content is stored")),
+                _ => Some(format!("Message-ID <{id}> is stored on ticket {}", e.ticket)),
+            },
+            _ => None,
+        })
+    }
+
+    /// The ticket whose stored mail has this mail's Message-ID but other content.
+    fn message_id_conflict(&self, msg: &InboundMessage) -> Result<Option<TicketId>, StoreError> {
+        let Some(id) = &msg.message_id else { return Ok(None) };
+        Ok(self
+            .store
+            .message_id(id)?
+            .filter(|e| e.stored && e.hash.as_ref().is_some_and(|h| *h != msg.content_hash))
+            .map(|e| e.ticket))
     }
 
     fn index_message(&self, w: &mut WriteSet, msg: &InboundMessage, id: TicketId) -> Result<(), StoreError> {
         match &msg.message_id {
+            // A reused Message-ID keeps pointing at the first mail; this one is known by its content.
+            Some(_) if self.message_id_conflict(msg)?.is_some() => {
+                w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new())
+            }
             Some(mid) => Store::put_message_id(
                 w,
                 mid,
                 IdEntry {
                     ticket: id,
                     stored: true,
+                    hash: Some(msg.content_hash.clone()),
                 },
             ),
             None => w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new()),
@@ -588,6 +704,7 @@ impl Pipeline {
                     IdEntry {
                         ticket: id,
                         stored: false,
+                        hash: None,
                     },
                 );
             }
@@ -669,6 +786,7 @@ impl Pipeline {
                 IdEntry {
                     ticket: id,
                     stored: true,
+                    hash: Some(msg.content_hash.clone()),
                 },
             );
         } else {
@@ -679,11 +797,48 @@ impl Pipeline {
         for e in &applied.events {
             self.store.add_event(&mut w, id, e)?;
         }
-        // Hard bounces suppress automatic mail to that address for a week.
+        // Hard bounces suppress automatic mail to that address for a week, but
+        // only for an address we mailed: the report must name our signed
+        // Message-ID, and the address must be among that mail's recipients.
+        // Anyone can send a DSN naming anyone.
+        let ours = report
+            .original_message_id
+            .as_deref()
+            .filter(|mid| self.signer.parse_message_id(mid) == Some(id));
+        let mailed: Vec<String> = match ours {
+            Some(mid) => self
+                .store
+                .messages(applied.ticket.id)?
+                .into_iter()
+                .filter(|m| m.direction == Direction::Outbound && m.message_id == mid)
+                .flat_map(|m| m.to.into_iter().map(|r| r.email.to_ascii_lowercase()))
+                .collect(),
+            None => Vec::new(),
+        };
         for (rcpt, action, status) in &report.recipients {
-            if action == "failed" || status.starts_with('5') {
+            if !(action == "failed" || status.starts_with('5')) {
+                continue;
+            }
+            if mailed.contains(&rcpt.to_ascii_lowercase()) {
                 let until = Timestamp::from_second(now.as_second() + 7 * 86_400).unwrap_or(now);
                 w.put(TreeName::Suppress, rcpt.as_bytes().to_vec(), &until);
+            } else {
+                self.store.add_event(
+                    &mut w,
+                    id,
+                    &Event::new(
+                        now,
+                        "bounce_ignored",
+                        "system",
+                        &[
+                            ("recipient", json!(rcpt)),
+                            (
+                                "reason",
+                                json!("the report names no mail of ours to this address: nothing suppressed"),
+                            ),
+                        ],
+                    ),
+                )?;
             }
         }
         self.store.commit(&w)?;
@@ -708,22 +863,17 @@ impl Pipeline {
                 });
             }
         };
-        let class = classify(&msg, &self.config);
-        let agent_check =
-            match &class.sender {
-                Sender::Agent(name) => self.config.agent_by_name_or_email(name).map(|agent| {
-                    match crate::agent::authenticate(&msg, agent, &self.signer, &self.config) {
-                        Ok(proof) => format!("verified: {proof}"),
-                        Err(why) => format!("unproven, would be stored as flagged customer mail: {why}"),
-                    }
-                }),
-                _ => None,
-            };
-        // Threads as `process` would: an unproven agent address is a customer's.
-        let mut thread_class = class.clone();
-        if agent_check.as_deref().is_some_and(|c| c.starts_with("unproven")) {
-            thread_class.sender = Sender::Customer;
-        }
+        let class = classify(&msg, &self.config, &self.signer);
+        let agent_name = match &class.sender {
+            Sender::Agent(name) => Some(name.clone()),
+            _ => None,
+        };
+        let (thread_class, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now);
+        let agent_check = agent_name.map(|_| match (&agent_proof, &forged) {
+            (Some((_, proof)), _) => format!("verified: {proof}"),
+            (_, Some((_, why))) => format!("unproven, would be stored as flagged customer mail: {why}"),
+            _ => "unknown".into(),
+        });
         let threading = if let Sender::Own(why) = &class.sender {
             format!("dropped: our own mail ({why})")
         } else if class.bounce {
@@ -747,7 +897,7 @@ impl Pipeline {
                 ),
             }
         } else {
-            let decision = self.decide(&msg, &thread_class, now);
+            let _ = &thread_class;
             match decision.outcome {
                 Outcome::Existing(id) => {
                     format!("rule {}: appended to ticket {id}: {}", decision.rule, decision.reason)

@@ -26,10 +26,44 @@ pub enum Mailer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SendError {
-    /// Whether retrying cannot help (5xx).
-    pub permanent: bool,
+    /// Whose problem it is, and so whether to retry.
+    pub kind: Failure,
     /// What the server or the system said.
     pub message: String,
+}
+
+/// Whose problem a failed delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The recipient's server refused this mail for good (5xx about the
+    /// recipient or the message): recorded on the ticket, the mail is dropped.
+    Recipient,
+    /// A temporary refusal of this mail (4xx): retried up to `max_attempts`.
+    Temporary,
+    /// Our outgoing server refuses us whatever the mail (authentication, a
+    /// closed connection, TLS, a server-wide or protocol error): retried with
+    /// backoff for as long as it takes, alarmed, never dropped.
+    Server,
+}
+
+/// Sorts an SMTP failure by its reply code (`None`: no reply at all, such as
+/// a refused connection) and the server's text.
+pub fn classify_smtp(code: Option<u16>, message: &str) -> Failure {
+    let enhanced_auth = [
+        "5.7.0", "5.7.8", "5.7.9", "5.7.11", "5.7.14", "4.7.0", "4.7.8", "4.7.12",
+    ]
+    .iter()
+    .any(|c| message.contains(c));
+    match code {
+        None => Failure::Server,
+        // Authentication required, failed, too weak, expired; service closing.
+        Some(530 | 534 | 535 | 538 | 454 | 432 | 421) => Failure::Server,
+        // Syntax and sequence errors: our client or their server, not the recipient.
+        Some(500..=504) => Failure::Server,
+        Some(_) if enhanced_auth => Failure::Server,
+        Some(400..=499) => Failure::Temporary,
+        Some(_) => Failure::Recipient,
+    }
 }
 
 /// What one pass over the outbox did.
@@ -106,29 +140,32 @@ impl Mailer {
                     tokio::fs::rename(&tmp, &path).await
                 };
                 write.await.map_err(|e| SendError {
-                    permanent: false,
+                    kind: Failure::Server,
                     message: format!("cannot write {}: {e}", path.display()),
                 })
             }
             Mailer::Smtp(transport, limit) => {
                 let parse = |a: &str| {
                     a.parse::<lettre::Address>().map_err(|e| SendError {
-                        permanent: true,
+                        kind: Failure::Recipient,
                         message: format!("bad address {a:?}: {e}"),
                     })
                 };
                 let rcpts = to.iter().map(|a| parse(a)).collect::<Result<Vec<_>, _>>()?;
                 let envelope = Envelope::new(Some(parse(from)?), rcpts).map_err(|e| SendError {
-                    permanent: true,
+                    kind: Failure::Recipient,
                     message: e.to_string(),
                 })?;
                 match tokio::time::timeout(*limit, transport.send_raw(&envelope, bytes)).await {
-                    Ok(result) => result.map(|_| ()).map_err(|e| SendError {
-                        permanent: e.is_permanent(),
-                        message: e.to_string(),
+                    Ok(result) => result.map(|_| ()).map_err(|e| {
+                        let message = e.to_string();
+                        SendError {
+                            kind: classify_smtp(e.status().map(u16::from), &message),
+                            message,
+                        }
                     }),
                     Err(_) => Err(SendError {
-                        permanent: false,
+                        kind: Failure::Server,
                         message: format!("SMTP delivery did not finish within {} s", limit.as_secs()),
                     }),
                 }
@@ -137,17 +174,23 @@ impl Mailer {
     }
 }
 
-/// Sends every outbox entry that is due at `now`.
+/// Sends every outbox entry that is due at `now`. A server-wide refusal
+/// (authentication, connection) ends the pass: the rest waits, untouched,
+/// and nothing is dropped for it.
 pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Result<SendSummary, StoreError> {
     let mut summary = SendSummary::default();
     let outgoing = &pipeline.config.outgoing;
+    let mut blocked = false;
     for (key, entry) in pipeline.store.outbox()? {
-        if entry.next_attempt > now {
+        if blocked || entry.next_attempt > now {
             summary.deferred += 1;
             continue;
         }
-        let mail = &entry.mail;
+        let mut mail = entry.mail.clone();
+        // The loop header is signed for this very mail.
+        mail.loop_value = pipeline.signer.loop_value(&mail.message_id, &entry.mail.loop_value);
         let bytes = mail.render();
+        let mail = &entry.mail;
         let rcpts = mail.recipients();
         let result = mailer.send(&mail.from.email, &rcpts, &bytes, &mail.message_id).await;
         let mut w = WriteSet::default();
@@ -161,15 +204,24 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
                 )?;
                 summary.sent += 1;
                 pipeline.metrics.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if pipeline.metrics.outgoing_down().is_some() {
+                    tracing::info!("the outgoing server takes our mail again");
+                    pipeline.metrics.set_outgoing_down(None);
+                }
                 tracing::info!(ticket = mail.ticket.0, purpose = %mail.purpose, "mail sent");
             }
-            Err(e) if !e.permanent && entry.attempts + 1 < outgoing.max_attempts => {
+            Err(e)
+                if e.kind == Failure::Server
+                    || (e.kind == Failure::Temporary && entry.attempts + 1 < outgoing.max_attempts) =>
+            {
                 let attempts = entry.attempts + 1;
+                // A server that refuses us is retried for as long as it takes, at most 15 minutes apart.
+                let cap = if e.kind == Failure::Server { 15 * 60 } else { 6 * 3600 };
                 let delay = outgoing
                     .retry_base
                     .as_secs()
                     .saturating_mul(1 << (attempts - 1).min(16))
-                    .min(6 * 3600);
+                    .min(cap);
                 let next = Timestamp::from_second(now.as_second() + delay as i64).unwrap_or(now);
                 w.put(
                     TreeName::Outbox,
@@ -182,7 +234,19 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
                     },
                 );
                 summary.deferred += 1;
-                tracing::warn!(ticket = mail.ticket.0, attempts, error = %e, "send deferred");
+                if e.kind == Failure::Server {
+                    blocked = true;
+                    pipeline
+                        .metrics
+                        .outgoing_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if pipeline.metrics.outgoing_down().is_none() {
+                        tracing::error!(error = %e, "the outgoing server refuses our mail; it stays queued and is retried");
+                    }
+                    pipeline.metrics.set_outgoing_down(Some(e.message.clone()));
+                } else {
+                    tracing::warn!(ticket = mail.ticket.0, attempts, error = %e, "send deferred");
+                }
             }
             Err(e) => {
                 w.remove(TreeName::Outbox, key);
@@ -257,4 +321,30 @@ fn tell_assignee_of_failure(
         &cx,
     );
     pipeline.queue_mail(w, &notice, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Failure, classify_smtp};
+
+    #[test]
+    fn smtp_failures_table() {
+        let table: [(Option<u16>, &str, Failure); 12] = [
+            (None, "connection refused", Failure::Server),
+            (Some(535), "5.7.8 Authentication credentials invalid", Failure::Server),
+            (Some(530), "5.7.0 Authentication required", Failure::Server),
+            (Some(534), "5.7.9 Authentication mechanism is too weak", Failure::Server),
+            (Some(454), "4.7.0 Temporary authentication failure", Failure::Server),
+            (Some(421), "4.3.2 Service shutting down", Failure::Server),
+            (Some(503), "5.5.1 Bad sequence of commands", Failure::Server),
+            (Some(550), "5.7.0 Must issue a STARTTLS command first", Failure::Server),
+            (Some(451), "4.3.0 try later", Failure::Temporary),
+            (Some(450), "4.2.0 greylisted", Failure::Temporary),
+            (Some(550), "5.1.1 no such user", Failure::Recipient),
+            (Some(552), "5.3.4 message too big", Failure::Recipient),
+        ];
+        for (code, text, want) in table {
+            assert_eq!(classify_smtp(code, text), want, "{code:?} {text}");
+        }
+    }
 }

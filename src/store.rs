@@ -131,12 +131,16 @@ pub struct Position {
 }
 
 /// One `Message-ID → ticket` index entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdEntry {
     /// The ticket.
     pub ticket: TicketId,
     /// Whether a message with this id is stored (else it is only referenced).
     pub stored: bool,
+    /// The content hash of the stored inbound message (From, Date, Subject,
+    /// body): a second mail with the same Message-ID is a duplicate only when
+    /// this matches. `None` for our own mail and for entries written before it existed.
+    pub hash: Option<String>,
 }
 
 /// A set of writes applied in one transaction.
@@ -362,9 +366,10 @@ impl Store {
     /// Looks up a Message-ID.
     pub fn message_id(&self, id: &str) -> Result<Option<IdEntry>, StoreError> {
         Ok(self.tree(TreeName::MsgIds).get(id.as_bytes())?.and_then(|v| {
-            (v.len() == 9).then(|| IdEntry {
+            (v.len() >= 9).then(|| IdEntry {
                 ticket: TicketId(u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))),
                 stored: v[8] == 1,
+                hash: (v.len() > 9).then(|| String::from_utf8_lossy(&v[9..]).into_owned()),
             })
         }))
     }
@@ -373,6 +378,9 @@ impl Store {
     pub fn put_message_id(writes: &mut WriteSet, id: &str, entry: IdEntry) {
         let mut v = key_u64(entry.ticket.0).to_vec();
         v.push(u8::from(entry.stored));
+        if let Some(h) = &entry.hash {
+            v.extend_from_slice(h.as_bytes());
+        }
         writes.put_raw(TreeName::MsgIds, id.as_bytes().to_vec(), v);
     }
 
@@ -549,8 +557,8 @@ impl Store {
 }
 
 impl ThreadIndex for Store {
-    fn ticket_of_message_id(&self, id: &str) -> Option<TicketId> {
-        self.message_id(id).ok().flatten().map(|e| e.ticket)
+    fn ticket_of_message_id(&self, id: &str) -> Option<(TicketId, bool)> {
+        self.message_id(id).ok().flatten().map(|e| (e.ticket, e.stored))
     }
     fn ticket(&self, id: TicketId) -> Option<Ticket> {
         Store::ticket(self, id).ok().flatten()

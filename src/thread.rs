@@ -19,8 +19,9 @@ use std::time::Duration;
 
 /// What threading can read of the store.
 pub trait ThreadIndex {
-    /// The ticket a Message-ID is stored on or referenced by.
-    fn ticket_of_message_id(&self, id: &str) -> Option<TicketId>;
+    /// The ticket a Message-ID is stored on or referenced by, and whether a
+    /// message with that id is stored (`false`: only referenced so far).
+    fn ticket_of_message_id(&self, id: &str) -> Option<(TicketId, bool)>;
     /// A ticket by number.
     fn ticket(&self, id: TicketId) -> Option<Ticket>;
 }
@@ -63,6 +64,16 @@ pub struct Decision {
     pub reason: String,
 }
 
+impl Decision {
+    /// The ticket the decision names (appended to, or linked from).
+    pub fn ticket(&self) -> Option<TicketId> {
+        match self.outcome {
+            Outcome::Existing(t) | Outcome::NewLinked(t) => Some(t),
+            Outcome::New => None,
+        }
+    }
+}
+
 /// Decides where a mail belongs.
 pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<'_>) -> Decision {
     let refs = msg.referenced_ids();
@@ -75,18 +86,26 @@ pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<
             return reopen_check(ticket, cx, 1, format!("answers our Message-ID <{id}>"));
         }
     }
-    // Rule 2: any Message-ID known to the index.
+    // Rule 2: any Message-ID known to the index. An id that is only referenced
+    // (no mail with it is stored) binds only mail from that ticket's
+    // participants or an agent: anyone can write a References header, so a
+    // stranger must not pre-claim the id of someone else's mail.
+    let from = msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("");
+    let trusted = |ticket: &Ticket| cx.from_agent || ticket.is_participant(from);
     for id in &refs {
-        if let Some(t) = index.ticket_of_message_id(id)
+        if let Some((t, stored)) = index.ticket_of_message_id(id)
             && let Some(ticket) = index.ticket(t)
+            && (stored || trusted(&ticket))
         {
             return reopen_check(ticket, cx, 2, format!("refers to <{id}>, known on ticket {t}"));
         }
     }
-    // Rule 2, the other way round: a parent that arrives after a reply already named it.
+    // Rule 2, the other way round: a parent that arrives after a reply already
+    // named it; again only from the ticket's participants.
     if let Some(id) = &msg.message_id
-        && let Some(t) = index.ticket_of_message_id(id)
+        && let Some((t, false)) = index.ticket_of_message_id(id)
         && let Some(ticket) = index.ticket(t)
+        && trusted(&ticket)
     {
         return reopen_check(
             ticket,
@@ -113,7 +132,6 @@ pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<
     if let Some(n) = crate::subject::find_tag(&msg.subject, cx.subject_tag)
         && let Some(ticket) = index.ticket(TicketId(n))
     {
-        let from = msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("");
         if cx.from_agent || ticket.is_participant(from) {
             return reopen_check(ticket, cx, 5, format!("subject tag #{n} from a participant"));
         }
@@ -171,12 +189,12 @@ mod tests {
     use std::collections::HashMap;
 
     struct Index {
-        ids: HashMap<String, TicketId>,
+        ids: HashMap<String, (TicketId, bool)>,
         tickets: HashMap<TicketId, Ticket>,
     }
 
     impl ThreadIndex for Index {
-        fn ticket_of_message_id(&self, id: &str) -> Option<TicketId> {
+        fn ticket_of_message_id(&self, id: &str) -> Option<(TicketId, bool)> {
             self.ids.get(id).copied()
         }
         fn ticket(&self, id: TicketId) -> Option<Ticket> {
@@ -212,9 +230,9 @@ mod tests {
         tickets.insert(TicketId(3), ticket(3, Status::Resolved, Some(2)));
         tickets.insert(TicketId(4), ticket(4, Status::Resolved, Some(30)));
         let mut ids = HashMap::new();
-        ids.insert("orig@customer.test".to_string(), TicketId(1));
-        ids.insert("ghost-parent@customer.test".to_string(), TicketId(1));
-        ids.insert("closed@customer.test".to_string(), TicketId(2));
+        ids.insert("orig@customer.test".to_string(), (TicketId(1), true));
+        ids.insert("ghost-parent@customer.test".to_string(), (TicketId(1), false));
+        ids.insert("closed@customer.test".to_string(), (TicketId(2), true));
         Index { ids, tickets }
     }
 
@@ -278,11 +296,24 @@ mod tests {
             Outcome::Existing(TicketId(1)),
             2,
         );
+        // A referenced-but-unseen id binds participants (and agents) only.
         check(
-            msg(stranger, "x", &["ghost-parent@customer.test"], &[], ""),
+            msg("carol@customer.test", "x", &["ghost-parent@customer.test"], &[], ""),
             false,
             Outcome::Existing(TicketId(1)),
             2,
+        );
+        check(
+            msg("alice@example.com", "x", &["ghost-parent@customer.test"], &[], ""),
+            true,
+            Outcome::Existing(TicketId(1)),
+            2,
+        );
+        check(
+            msg(stranger, "x", &["ghost-parent@customer.test"], &[], ""),
+            false,
+            Outcome::New,
+            6,
         );
         check(
             msg(bob, "x", &["closed@customer.test"], &[], ""),
@@ -292,9 +323,17 @@ mod tests {
         );
         check(msg(bob, "x", &["unknown@x"], &[], ""), false, Outcome::New, 6);
         // A parent arriving after its reply: its own id is referenced on ticket 1.
-        let mut parent = msg(stranger, "x", &[], &[], "");
+        let mut parent = msg("carol@customer.test", "x", &[], &[], "");
         parent.message_id = Some("ghost-parent@customer.test".into());
         check(parent, false, Outcome::Existing(TicketId(1)), 2);
+        // Pre-claimed: a stranger referenced Dave's id before Dave wrote; Dave's mail opens his own ticket.
+        let mut dave = msg("dave@customer.test", "x", &[], &[], "");
+        dave.message_id = Some("ghost-parent@customer.test".into());
+        check(dave, false, Outcome::New, 6);
+        // A stored id reused by another mail does not pull it in either.
+        let mut reused = msg(stranger, "x", &[], &[], "");
+        reused.message_id = Some("orig@customer.test".into());
+        check(reused, false, Outcome::New, 6);
         // 3: plus-address; a forged one is ignored.
         check(
             msg(stranger, "x", &[], &[&plus], ""),

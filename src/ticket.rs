@@ -40,6 +40,12 @@ pub struct ApplyContext<'a> {
     pub forged_agent: Option<(String, String)>,
     /// The latest public update of the ticket, for `status` requests.
     pub latest_update: Option<String>,
+    /// Whether the sender is proven (a token of ours for this ticket, or a
+    /// trusted DKIM/DMARC pass): only proven mail brings Cc addresses in. `Err` says why not.
+    pub sender_proof: Result<String, String>,
+    /// Mails of each purpose sent to each agent within the last hour of real
+    /// time, keyed `purpose:address` (`notification:alice@example.com`): rate limits.
+    pub agent_mail_last_hour: std::collections::HashMap<String, u32>,
 }
 
 /// The result of applying a mail.
@@ -101,6 +107,14 @@ fn message_event(message: &MessageRecord, actor: &str) -> Event {
 }
 
 impl ApplyContext<'_> {
+    /// Mails of `purpose` sent to `address` within the last hour.
+    pub fn sent_to_agent(&self, purpose: &str, address: &str) -> u32 {
+        self.agent_mail_last_hour
+            .get(&format!("{purpose}:{address}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The part of the context the mail builders need.
     pub fn mail(&self) -> MailContext<'_> {
         MailContext {
@@ -158,6 +172,11 @@ pub fn apply_inbound(
                 &actor,
                 &[("queue", json!(t.queue)), ("mailbox", json!(cx.mailbox))],
             ));
+            let cc: Vec<Mailbox> = participants_of(msg, cx.config)
+                .into_iter()
+                .filter(|m| m.email != from.email)
+                .collect();
+            take_participants(&mut t, cc, &actor, cx, &mut events);
             if let (Outcome::NewLinked(old_id), _) = (outcome, old) {
                 t.linked.push(old_id);
                 events.push(Event::new(
@@ -230,19 +249,14 @@ pub fn apply_inbound(
                 ],
             ));
         }
-        // A participant may bring others in by Cc; a stranger may not.
+        // A participant may bring others in by Cc (a stranger may not), and
+        // only with proven mail: anyone can write a participant's From.
         if ticket.is_participant(&from.email) {
-            for m in participants_of(msg, cx.config) {
-                if m.email != ticket.requester.email && !ticket.participants.iter().any(|p| p.email == m.email) {
-                    events.push(Event::new(
-                        now,
-                        "participant_added",
-                        &actor,
-                        &[("email", json!(m.email))],
-                    ));
-                    ticket.participants.push(m);
-                }
-            }
+            let new: Vec<Mailbox> = participants_of(msg, cx.config)
+                .into_iter()
+                .filter(|m| !ticket.is_participant(&m.email))
+                .collect();
+            take_participants(&mut ticket, new, &actor, cx, &mut events);
         }
     }
     ticket.updated_at = now;
@@ -296,8 +310,27 @@ pub fn apply_inbound(
             ));
         }
     }
-    if customer_mail {
+    // Mail under an agent's address without proof is no customer's news: the
+    // agent hears of it in a (rate-limited) security warning instead.
+    if customer_mail && cx.forged_agent.is_none() {
         for n in notifications(&ticket, msg, created, &mail_cx) {
+            let limit = cx.config.automation.notification_limit_per_hour;
+            let agent = n.to.first().map(|m| m.email.clone()).unwrap_or_default();
+            if cx.sent_to_agent("notification", &agent) >= limit {
+                events.push(Event::new(
+                    now,
+                    "notification_suppressed",
+                    "system",
+                    &[
+                        ("to", json!(agent)),
+                        (
+                            "reason",
+                            json!(format!("rate limit: {limit} notifications per hour reached")),
+                        ),
+                    ],
+                ));
+                continue;
+            }
             events.push(Event::new(
                 now,
                 "notified",
@@ -314,7 +347,24 @@ pub fn apply_inbound(
             &actor,
             &[("agent", json!(name)), ("reason", json!(why))],
         ));
-        if let Some(agent) = cx.config.agent_by_name_or_email(name) {
+        let limit = cx.config.automation.ack_limit_per_hour;
+        let agent = cx.config.agent_by_name_or_email(name);
+        if let Some(agent) = agent
+            && cx.sent_to_agent("security_warning", &agent.emails[0]) >= limit
+        {
+            events.push(Event::new(
+                now,
+                "warning_suppressed",
+                "system",
+                &[
+                    ("to", json!(agent.emails[0])),
+                    (
+                        "reason",
+                        json!(format!("rate limit: {limit} security warnings per hour reached")),
+                    ),
+                ],
+            ));
+        } else if let Some(agent) = agent {
             let body = format!(
                 "A mail with your address in From reached ticket #{} without proof that you sent it
 ({why}).
@@ -710,10 +760,6 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
         .mailbox(cx.mailbox)
         .map(|m| m.queue.clone())
         .unwrap_or_else(|| "general".into());
-    let participants = participants_of(msg, cx.config)
-        .into_iter()
-        .filter(|m| m.email != from.email)
-        .collect();
     let subject = crate::subject::normalize(&msg.subject);
     let subject = if subject.is_empty() {
         "(no subject)".to_string()
@@ -721,20 +767,77 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
         subject
     };
     Ticket {
-        participants,
         last_public_message_id: msg.message_id.clone(),
         ..Ticket::new(id, &subject, from.clone(), cx.mailbox, &queue, cx.now)
+    }
+}
+
+/// Adds Cc addresses of a mail to the ticket: as participants when the mail
+/// is proven, else held for an agent to accept (`#cc add`); never more than
+/// `[limits] max_participants` of either, the rest refused. Each with an event.
+fn take_participants(
+    ticket: &mut Ticket,
+    candidates: Vec<Mailbox>,
+    actor: &str,
+    cx: &ApplyContext<'_>,
+    events: &mut Vec<Event>,
+) {
+    let max = cx.config.limits.max_participants;
+    let now = cx.now;
+    let mut refused = 0usize;
+    let mut held = Vec::new();
+    for m in candidates {
+        match &cx.sender_proof {
+            Ok(_) if ticket.participants.len() < max => {
+                ticket.held_participants.retain(|h| h.email != m.email);
+                events.push(Event::new(
+                    now,
+                    "participant_added",
+                    actor,
+                    &[("email", json!(m.email))],
+                ));
+                ticket.participants.push(m);
+            }
+            Err(_) if ticket.held_participants.len() < max => {
+                if !ticket.held_participants.iter().any(|h| h.email == m.email) {
+                    held.push(m.email.clone());
+                    ticket.held_participants.push(m);
+                }
+            }
+            _ => refused += 1,
+        }
+    }
+    if !held.is_empty() {
+        let why = cx.sender_proof.clone().err().unwrap_or_default();
+        events.push(Event::new(
+            now,
+            "participants_held",
+            actor,
+            &[("emails", json!(held)), ("reason", json!(why))],
+        ));
+    }
+    if refused > 0 {
+        events.push(Event::new(
+            now,
+            "participants_refused",
+            actor,
+            &[
+                ("count", json!(refused)),
+                ("reason", json!(format!("over the limit of {max} participants"))),
+            ],
+        ));
     }
 }
 
 /// The people in To and Cc who become participants: not us, not agents, no duplicates.
 fn participants_of(msg: &InboundMessage, config: &Config) -> Vec<Mailbox> {
     let mut out: Vec<Mailbox> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for m in msg.to.iter().chain(msg.cc.iter()) {
         if config.is_own_address(&m.email) || config.agent_by_email(&m.email).is_some() {
             continue;
         }
-        if !out.iter().any(|o| o.email == m.email) {
+        if seen.insert(m.email.as_str()) {
             out.push(m.clone());
         }
     }

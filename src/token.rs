@@ -117,6 +117,20 @@ impl Signer {
         self.verify("plus", payload, sig).then_some((TicketId(n), agent))
     }
 
+    /// The value of our loop header on the mail with `message_id`:
+    /// `domain; signature`. It is bound to that mail, so a customer who copies
+    /// it from an acknowledgement into a new mail copies nothing that counts.
+    pub fn loop_value(&self, message_id: &str, domain: &str) -> String {
+        format!("{domain}; {}", self.sign("loop", message_id))
+    }
+
+    /// Whether `value` is our loop header for the mail with `message_id`.
+    pub fn verify_loop_value(&self, message_id: &str, value: &str) -> bool {
+        value
+            .rsplit_once(';')
+            .is_some_and(|(_, sig)| self.verify("loop", message_id, sig.trim()))
+    }
+
     /// The token of a ticket's signed survey links.
     pub fn survey_token(&self, ticket: TicketId) -> String {
         self.sign("csat", &ticket.0.to_string())
@@ -177,12 +191,80 @@ fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// `text` with the signature of every agent-bound token in it (an
+/// agent-signed Message-ID `pd.N.nonce.agent.sig@…` or plus-address
+/// `support+N.agent.sig@…`) replaced by `redacted`: what leaves through the
+/// API and exports, so nobody can pick a token up there and act as an agent.
+/// Customer-facing tokens are left alone.
+pub fn redact_agent_tokens(text: &str) -> String {
+    if !text.contains('@') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(&redact_word(word));
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '<' | '>' | '"' | ',' | ';' | '(' | ')' | '[' | ']') {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+fn redact_word(word: &str) -> String {
+    let Some((local, domain)) = word.rsplit_once('@') else {
+        return word.to_string();
+    };
+    // pd.TICKET.NONCE.AGENT.SIG
+    if let Some(rest) = local.strip_prefix("pd.") {
+        let parts: Vec<&str> = rest.split('.').collect();
+        if parts.len() == 4 && parts[0].chars().all(|c| c.is_ascii_digit()) {
+            return format!("pd.{}.{}.{}.redacted@{domain}", parts[0], parts[1], parts[2]);
+        }
+    }
+    // LOCAL+TICKET.AGENT.SIG
+    if let Some((base, tag)) = local.split_once('+') {
+        let parts: Vec<&str> = tag.split('.').collect();
+        if parts.len() == 3 && parts[0].chars().all(|c| c.is_ascii_digit()) && !parts[0].is_empty() {
+            return format!("{base}+{}.{}.redacted@{domain}", parts[0], parts[1]);
+        }
+    }
+    word.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn signer() -> Signer {
         Signer::new(b"test secret")
+    }
+
+    #[test]
+    fn agent_tokens_are_redacted_and_no_longer_verify() {
+        let s = signer();
+        let mid = s.agent_message_id(TicketId(7), "alicejones", "n1", "example.com");
+        let plus = s.agent_plus_address("support@example.com", TicketId(7), "alicejones");
+        let customer_mid = s.message_id(TicketId(7), "n2", "example.com");
+        let customer_plus = s.plus_address("support@example.com", TicketId(7));
+        let text = format!("In-Reply-To: <{mid}>, To: {plus}; ours <{customer_mid}> {customer_plus}");
+        let red = redact_agent_tokens(&text);
+        assert!(red.contains("pd.7.n1.alicejones.redacted@example.com"), "{red}");
+        assert!(red.contains("support+7.alicejones.redacted@example.com"), "{red}");
+        assert!(red.contains(&customer_mid) && red.contains(&customer_plus), "{red}");
+        assert_eq!(s.parse_message_id_full("pd.7.n1.alicejones.redacted@example.com"), None);
+        assert_eq!(
+            s.parse_plus_address_full("support+7.alicejones.redacted@example.com"),
+            None
+        );
+        assert_eq!(redact_agent_tokens("no tokens here"), "no tokens here");
     }
 
     #[test]

@@ -252,13 +252,37 @@ async fn session_loop(
             uids.sort_unstable();
             uids.truncate(config.batch_size as usize);
             let set = uid_set(&uids);
-            let mut fetched: Vec<(u32, Vec<u8>)> = Vec::with_capacity(uids.len());
+            // Sizes first: a mail over the limit is never fetched whole, only its header.
+            let max = sink.pipeline().config.limits.max_message_bytes as u64;
+            let mut oversized: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
             {
-                let mut stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+                let mut stream = session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
                 while let Some(f) = stream.next().await {
                     let f = f?;
-                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                        fetched.push((uid, body.to_vec()));
+                    if let (Some(uid), Some(size)) = (f.uid, f.size)
+                        && u64::from(size) > max
+                    {
+                        oversized.insert(uid, u64::from(size));
+                    }
+                }
+            }
+            let whole: Vec<u32> = uids.iter().copied().filter(|u| !oversized.contains_key(u)).collect();
+            let big: Vec<u32> = uids.iter().copied().filter(|u| oversized.contains_key(u)).collect();
+            let mut fetched: Vec<(u32, Vec<u8>)> = Vec::with_capacity(uids.len());
+            for (part, items) in [(&whole, "(UID BODY.PEEK[])"), (&big, "(UID BODY.PEEK[HEADER])")] {
+                if part.is_empty() {
+                    continue;
+                }
+                let mut stream = session.uid_fetch(uid_set(part), items).await?;
+                while let Some(f) = stream.next().await {
+                    let f = f?;
+                    let bytes = if oversized.is_empty() || f.uid.is_some_and(|u| !oversized.contains_key(&u)) {
+                        f.body()
+                    } else {
+                        f.header()
+                    };
+                    if let (Some(uid), Some(bytes)) = (f.uid, bytes) {
+                        fetched.push((uid, bytes.to_vec()));
                     }
                 }
             }
@@ -272,7 +296,16 @@ async fn session_loop(
                         last_uid: *uid,
                     }),
                 };
-                let processed = sink.process(raw, &origin)?;
+                let processed = match oversized.get(uid) {
+                    Some(size) => {
+                        let whereabouts = format!(
+                            "the IMAP server, folder {}",
+                            config.processed.as_deref().unwrap_or(&config.folder)
+                        );
+                        sink.process_oversized(raw, *size, &whereabouts, &origin)?
+                    }
+                    None => sink.process(raw, &origin)?,
+                };
                 tracing::debug!(mailbox, uid, ?processed, "imap mail processed");
             }
             // Durable first, then tell the server.

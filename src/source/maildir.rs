@@ -51,7 +51,10 @@ pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, Strin
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let raw = match std::fs::read(f) {
+        // Never more than the limit in memory: a larger file gives only its header section.
+        let max = sink.pipeline().config.limits.max_message_bytes;
+        let read = std::fs::File::open(f).and_then(|file| crate::ingest::read_bounded(file, max));
+        let (raw, oversized) = match read {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(file = %f.display(), error = %e, "cannot read maildir file");
@@ -63,7 +66,19 @@ pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, Strin
             source_key: Some(format!("maildir:{mailbox}:{name}")),
             position: None,
         };
-        match sink.process(&raw, &origin) {
+        let result = match oversized {
+            Some(size) => {
+                let whereabouts = format!(
+                    "{}",
+                    path.join("cur")
+                        .join(format!("{}:2,S", name.split(':').next().unwrap_or(&name)))
+                        .display()
+                );
+                sink.process_oversized(&raw, size, &whereabouts, &origin)
+            }
+            None => sink.process(&raw, &origin),
+        };
+        match result {
             Ok(p) => {
                 tracing::debug!(file = %name, ?p, "maildir mail processed");
                 done.push((f.clone(), name));

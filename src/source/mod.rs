@@ -27,16 +27,44 @@ impl Sink {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Processes one mail under the writer lock.
+    /// Processes one mail under the writer lock, off the async workers.
     pub fn process(&self, raw: &[u8], origin: &Origin) -> Result<Processed, StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.pipeline().process(raw, origin, Timestamp::now())
+        blocking(|| {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.pipeline().process(raw, origin, Timestamp::now())
+        })
+    }
+
+    /// Quarantines a mail over the size limit of which only `head` was read.
+    pub fn process_oversized(
+        &self,
+        head: &[u8],
+        size: u64,
+        whereabouts: &str,
+        origin: &Origin,
+    ) -> Result<Processed, StoreError> {
+        blocking(|| {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.pipeline()
+                .process_oversized(head, size, whereabouts, origin, Timestamp::now())
+        })
     }
 
     /// Flushes the store and wakes the sender; call before marking mail processed.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.pipeline().store.flush()?;
+        blocking(|| self.pipeline().store.flush())?;
         self.wake_sender.notify_one();
         Ok(())
+    }
+}
+
+/// Runs CPU or disk work (a mail through the pipeline, a store scan, a lock
+/// wait) so that it never stalls the async workers: on the multi-threaded
+/// runtime the worker hands its other tasks (health checks, timers, other
+/// mailboxes) to another thread first. Elsewhere it just runs `f`.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }

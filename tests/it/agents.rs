@@ -67,9 +67,11 @@ fn agent_reply_is_relayed_from_the_support_address_with_quotes_stripped_and_atta
         .imap("support", "support@example.com", dovecot.port, "support", "")
         .smtp(smtp.port)
         .agents(&TWO_AGENTS.replace("ASSIGN", "round_robin"))
+        .extra("[security]\ntrusted_authserv_ids = [\"mx.example.com\"]")
         .build();
     let daemon = desk.start();
     let mut imap = Imap::login(dovecot.port, "support");
+    // Our MTA verified Carol's DKIM signature: her Cc is taken at once.
     imap.append(
         "INBOX",
         &mail(
@@ -77,7 +79,7 @@ fn agent_reply_is_relayed_from_the_support_address_with_quotes_stripped_and_atta
             "support@example.com",
             "Laptop will not boot",
             "c1@customer.test",
-            "Cc: dave@customer.test",
+            "Authentication-Results: mx.example.com; dkim=pass header.d=customer.test\nCc: dave@customer.test",
             "It shows a blinking cursor.",
         ),
     );

@@ -111,14 +111,25 @@ fn api_metrics_and_cli_reads_while_the_daemon_runs() {
     let token = postdesk::token::Signer::new(secret.trim_end().as_bytes()).survey_token(postdesk::model::TicketId(1));
     assert_eq!(get(port, "/csat/1/aaaaaaaaaa/5", None).0, 403);
     assert_eq!(get(port, &format!("/csat/1/{token}/9"), None).0, 400);
+    // Opening the link records nothing (mail scanners open every link); its button POSTs.
     let (status, page) = get(port, &format!("/csat/1/{token}/5"), None);
     assert_eq!(status, 200);
+    assert!(page.contains("<form method=post>"), "{page}");
+    let shown: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "1", "--json"])).unwrap();
+    assert_eq!(shown["csat"], serde_json::Value::Null, "a GET must not cast the rating");
+    let vote = |rating: u8| {
+        crate::support::http_raw(
+            port,
+            &format!(
+                "POST /csat/1/{token}/{rating} HTTP/1.1\nHost: 127.0.0.1:{port}\nOrigin: http://127.0.0.1:{port}\nContent-Type: application/x-www-form-urlencoded"
+            ),
+            b"",
+        )
+    };
+    let (status, page) = vote(5);
+    assert_eq!(status, 200);
     assert!(page.contains("Thank you for your rating"), "{page}");
-    assert!(
-        get(port, &format!("/csat/1/{token}/1"), None)
-            .1
-            .contains("already recorded")
-    );
+    assert!(vote(1).1.contains("already recorded"));
     let show: serde_json::Value = serde_json::from_str(&desk.ok(&["show", "1", "--json"])).unwrap();
     assert_eq!(show["csat"], 5);
     let (status, body) = get(port, "/api/tickets?status=closed", None);

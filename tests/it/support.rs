@@ -447,3 +447,31 @@ pub fn agent_reply(from: &str, notification: &str, date: &str, id: &str, text: &
         header(notification, "Message-ID").unwrap()
     )
 }
+
+/// Sends one raw HTTP/1.1 request (`head` without the blank line; `Connection:
+/// close` is added) to the API on `port`; returns the status and body.
+pub fn http_raw(port: u16, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = head.trim_end().replace('\n', "\r\n").replace("\r\r\n", "\r\n");
+    req.push_str(&format!(
+        "\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
