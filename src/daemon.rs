@@ -6,7 +6,7 @@
 use crate::config::{Config, SourceConfig};
 use crate::notify::notify;
 use crate::pipeline::Pipeline;
-use crate::sender::{Mailer, drain};
+use crate::sender::{Mailer, drain_with};
 use crate::source::Sink;
 use jiff::Timestamp;
 use std::collections::HashMap;
@@ -221,14 +221,18 @@ async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
         // Rebuild the transport after every reload: a rotated password file
         // is read again even when [outgoing] itself did not change.
         let key = format!("{:p}", Arc::as_ptr(&pipeline.config));
+        let mut fresh = false;
         if mailer.as_ref().is_none_or(|(k, _)| *k != key) {
             match Mailer::from_config(&pipeline.config.outgoing) {
-                Ok(m) => mailer = Some((key, m)),
+                Ok(m) => {
+                    fresh = mailer.is_some();
+                    mailer = Some((key, m));
+                }
                 Err(e) => tracing::error!(error = %e, "cannot set up the outgoing transport"),
             }
         }
         if let Some((_, m)) = &mailer {
-            match drain(&pipeline, m, Timestamp::now()).await {
+            match drain_with(&pipeline, m, Timestamp::now(), fresh).await {
                 Ok(s) if s.sent + s.failed > 0 => tracing::debug!(?s, "outbox pass"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "outbox pass failed"),

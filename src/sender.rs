@@ -178,11 +178,22 @@ impl Mailer {
 /// (authentication, connection) ends the pass: the rest waits, untouched,
 /// and nothing is dropped for it.
 pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Result<SendSummary, StoreError> {
+    drain_with(pipeline, mailer, now, false).await
+}
+
+/// [`drain`]; with `retry_now`, mail waiting for a retry goes at once too (a
+/// new transport after a reload: the admin fixed what the server refused).
+pub async fn drain_with(
+    pipeline: &Pipeline,
+    mailer: &Mailer,
+    now: Timestamp,
+    retry_now: bool,
+) -> Result<SendSummary, StoreError> {
     let mut summary = SendSummary::default();
     let outgoing = &pipeline.config.outgoing;
     let mut blocked = false;
     for (key, entry) in pipeline.store.outbox()? {
-        if blocked || entry.next_attempt > now {
+        if blocked || (entry.next_attempt > now && !(retry_now && entry.attempts > 0)) {
             summary.deferred += 1;
             continue;
         }

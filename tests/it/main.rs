@@ -9,6 +9,7 @@ mod imap;
 mod mail;
 mod report;
 mod rules;
+mod security;
 mod servers;
 mod sla;
 mod support;

@@ -244,6 +244,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: a crash.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -459,8 +464,8 @@ pub fn http_raw(port: u16, head: &str, body: &[u8]) -> (u16, String) {
         "\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     ));
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    // The server may answer and close before the body is sent (a refused upload).
+    let _ = s.write_all(req.as_bytes()).and_then(|_| s.write_all(body));
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
