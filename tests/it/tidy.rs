@@ -31,6 +31,7 @@ fn the_core_names_no_io_crate_and_never_reads_the_clock() {
     let core = [
         "subject.rs",
         "token.rs",
+        "authres.rs",
         "classify.rs",
         "thread.rs",
         "ticket.rs",
