@@ -30,8 +30,11 @@ pub struct InboundMessage {
     pub date: Option<Timestamp>,
     /// Every header as (lowercase name, unfolded raw value).
     pub headers: Vec<(String, String)>,
-    /// Plain-text body (HTML converted when there is no text part).
+    /// Plain-text body (HTML converted, with its structure, when there is no text part).
     pub text: String,
+    /// For an HTML-only mail: its text with the quoted part removed in the
+    /// document (Gmail, Apple, Outlook, Yahoo, Thunderbird quote containers).
+    pub unquoted_html_text: Option<String>,
     /// Attachment file names (or content types when unnamed).
     pub attachments: Vec<String>,
     /// Attachments with their bytes, for relaying.
@@ -177,7 +180,21 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
     let date = message
         .date()
         .and_then(|d| Timestamp::from_second(d.to_timestamp()).ok());
-    let text = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+    // An HTML-only mail becomes text through the HTML parser, keeping its
+    // paragraphs and line breaks; the reply without its quoted part is taken
+    // from the document too (agents' HTML replies).
+    let html_only = message
+        .text_body
+        .first()
+        .and_then(|&i| message.parts.get(i as usize))
+        .is_some_and(|p| matches!(p.body, PartType::Html(_)));
+    let (text, unquoted_html_text) = match message.body_html(0).filter(|_| html_only) {
+        Some(html) => (
+            crate::html::to_text(&html, false),
+            Some(crate::html::to_text(&html, true)),
+        ),
+        None => (message.body_text(0).map(|t| t.into_owned()).unwrap_or_default(), None),
+    };
     let attachments = message
         .attachments()
         .map(|p| {
@@ -236,6 +253,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         date,
         headers,
         text,
+        unquoted_html_text,
         attachments,
         attachment_parts,
         content_type,

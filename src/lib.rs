@@ -13,6 +13,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod html;
 pub mod http;
 pub mod inbound;
 pub mod ingest;

@@ -44,94 +44,413 @@ pub struct ParsedReply {
     pub body: String,
 }
 
-/// Removes the quoted notification (our marker, attribution lines of Gmail,
-/// Apple Mail, Thunderbird, Outlook, and `>` blocks) and trailing blank lines.
+/// How an agent's text stood to the quoted mail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// No quote at all.
+    Plain,
+    /// Above the quote.
+    Top,
+    /// Below the quote.
+    Bottom,
+    /// Between quoted lines: the answers are kept with the quoted questions as `>` context.
+    Inline,
+}
+
+/// What a reply says once the quoted mail is taken out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extracted {
+    /// The writer's own text (for inline answers with `>` context lines).
+    pub text: String,
+    /// Where it stood.
+    pub style: Style,
+    /// Whether the mail had any text at all (so an empty `text` is a loss to report).
+    pub had_text: bool,
+}
+
+/// The writer's text of a reply, without the quoted mail: see [`extract`].
 pub fn strip_quotes(text: &str) -> String {
+    extract(text).text
+}
+
+/// Takes the quoted mail out of a reply, wherever the writer typed: above the
+/// quote, below it, or between quoted lines. Quotes are found by shape, in
+/// any language: `>` lines; attribution lines (one to three lines ending in
+/// `:` with a date, time or address, right before a quote or our text); header
+/// blocks (three or more `Label: value` lines with an address and a date,
+/// optionally after a line of dashes or underscores); "Original Message"
+/// separators in any wording; and our own marker, which locates our quoted
+/// notification exactly. Our lines (marker, facts, footer, command list, the
+/// `[ref:…]` token) never survive, not even as inline context.
+pub fn extract(text: &str) -> Extracted {
     let text = text.replace("\r\n", "\n");
     let lines: Vec<&str> = text.lines().collect();
-    let mut end = lines.len();
-    for (i, line) in lines.iter().enumerate() {
-        let t = line.trim();
-        if t.contains(REPLY_MARKER) || t.trim_start_matches('>').trim().contains(REPLY_MARKER) {
-            end = i;
-            break;
+    let had_text = lines.iter().any(|l| !l.trim().is_empty());
+    let cut = hard_cut(&lines);
+    let mut kinds: Vec<Kind> = lines[..cut].iter().map(|l| classify_line(l)).collect();
+    // Attribution lines: the last one ends in ':' and a quote (or our text) follows.
+    for i in 0..cut {
+        if kinds[i] != Kind::Text || !ends_with_colon(lines[i]) || !quote_follows(&lines, &kinds, i + 1, cut) {
+            continue;
         }
-        if is_attribution(t, lines.get(i + 1).map(|l| l.trim())) || is_outlook_header(&lines[i..]) {
-            end = i;
-            break;
-        }
-    }
-    let kept: Vec<&str> = lines[..end]
-        .iter()
-        .copied()
-        .filter(|l| !l.trim_start().starts_with('>'))
-        .collect();
-    let mut out = kept.join("\n");
-    // An attribution split over two lines leaves its first half behind.
-    while let Some(last) = out.lines().last() {
-        let t = last.trim();
-        if t.is_empty() || (is_attribution_start(t) && !t.ends_with('.')) {
-            let cut = out.len() - last.len();
-            out.truncate(cut.saturating_sub(1).min(out.len()));
-            if cut == 0 {
-                out.clear();
+        if let Some(start) = attribution_start(&lines, &kinds, i) {
+            for k in kinds.iter_mut().take(i + 1).skip(start) {
+                *k = Kind::Attribution;
             }
-        } else {
-            break;
         }
     }
-    out.trim_end().to_string()
-}
-
-const ATTRIBUTION_ENDS: &[&str] = &[
-    "wrote:",
-    "schrieb:",
-    "a écrit :",
-    "a écrit:",
-    "escribió:",
-    "schreef:",
-    "ha scritto:",
-    "skrev:",
-    "napisał:",
-    "kirjoitti:",
-    "写道：",
-    "写道:",
-];
-
-fn is_attribution_start(t: &str) -> bool {
-    ["On ", "Am ", "Le ", "El ", "Op ", "Il ", "Den ", "W dniu ", "Em "]
-        .iter()
-        .any(|p| t.starts_with(p))
-}
-
-fn is_attribution(t: &str, next: Option<&str>) -> bool {
-    let ends = |s: &str| ATTRIBUTION_ENDS.iter().any(|e| s.ends_with(e));
-    if ends(t) && (is_attribution_start(t) || t.contains('@') || t.len() < 200) && !t.starts_with('>') {
-        return is_attribution_start(t) || t.contains('<') || t.contains(',');
+    let ours = our_lines(&lines[..cut], &kinds);
+    // Runs of the writer's text and of quoted lines, in order.
+    let mut blocks: Vec<(Kind, Vec<usize>)> = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        let k = match k {
+            Kind::Blank => {
+                if let Some((_, idx)) = blocks.last_mut() {
+                    idx.push(i);
+                }
+                continue;
+            }
+            Kind::Attribution => Kind::Quote,
+            k => *k,
+        };
+        match blocks.last_mut() {
+            Some((last, idx)) if *last == k => idx.push(i),
+            _ => blocks.push((k, vec![i])),
+        }
     }
-    // Gmail wraps long attributions: "On Mon, ... Example Support <\nsupport@example.com> wrote:".
-    is_attribution_start(t) && next.is_some_and(|n| ends(n) && n.len() < 120)
-}
-
-fn is_outlook_header(lines: &[&str]) -> bool {
-    let t = lines[0].trim();
-    if t.starts_with("-----Original Message-----") || t.starts_with("----- Original Message -----") {
-        return true;
-    }
-    let from =
-        |s: &str| s.starts_with("From:") || s.starts_with("Von:") || s.starts_with("De :") || s.starts_with("De:");
-    let sent = |s: &str| {
-        s.starts_with("Sent:") || s.starts_with("Gesendet:") || s.starts_with("Envoyé :") || s.starts_with("Date:")
+    let texts: Vec<usize> = (0..blocks.len()).filter(|&b| blocks[b].0 == Kind::Text).collect();
+    let quotes: Vec<usize> = (0..blocks.len()).filter(|&b| blocks[b].0 == Kind::Quote).collect();
+    let (first_q, last_q) = (quotes.first().copied(), quotes.last().copied());
+    let style = match (first_q, last_q) {
+        _ if texts.is_empty() => {
+            if quotes.is_empty() {
+                Style::Plain
+            } else {
+                Style::Top
+            }
+        }
+        (None, _) => Style::Plain,
+        (Some(f), _) if texts.iter().all(|&t| t < f) => Style::Top,
+        (_, Some(l)) if quotes.len() == 1 && texts.iter().all(|&t| t > l) => Style::Bottom,
+        _ => Style::Inline,
     };
-    let start = if t.chars().all(|c| c == '_') && t.len() >= 10 {
-        1
+    let last_text = texts.last().copied();
+    let mut out: Vec<String> = Vec::new();
+    for (b, (kind, idx)) in blocks.iter().enumerate() {
+        match kind {
+            Kind::Text => out.extend(idx.iter().map(|&i| lines[i].trim_end().to_string())),
+            Kind::Quote if style == Style::Inline && last_text.is_some_and(|t| b < t) => {
+                // The customer's words as context, never ours; one blank line after.
+                let context: Vec<String> = idx
+                    .iter()
+                    .filter(|&&i| kinds[i] == Kind::Quote && !ours[i])
+                    .map(|&i| format!("> {}", unquote(lines[i])).trim_end().to_string())
+                    .collect();
+                let trimmed: Vec<String> = trim_blank_quotes(context);
+                if !trimmed.is_empty() {
+                    if out.last().is_some_and(|l| !l.is_empty()) {
+                        out.push(String::new());
+                    }
+                    out.extend(trimmed);
+                    out.push(String::new());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut text = out.join("\n");
+    // Blank edges and runs of blank lines.
+    while text.contains("\n\n\n") {
+        text = text.replace("\n\n\n", "\n\n");
+    }
+    Extracted {
+        text: text.trim().to_string(),
+        style,
+        had_text,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Blank,
+    Text,
+    Quote,
+    Attribution,
+}
+
+fn classify_line(line: &str) -> Kind {
+    let t = line.trim();
+    if t.is_empty() {
+        Kind::Blank
+    } else if t.starts_with('>') {
+        if unquote(t).is_empty() {
+            Kind::Blank
+        } else {
+            Kind::Quote
+        }
     } else {
-        0
-    };
-    let Some(first) = lines.get(start).map(|l| l.trim()) else {
+        Kind::Text
+    }
+}
+
+/// A quoted line's content: every level of `>` off.
+fn unquote(line: &str) -> &str {
+    let mut t = line.trim_start();
+    while let Some(rest) = t.strip_prefix('>') {
+        t = rest.trim_start();
+    }
+    t.trim_end()
+}
+
+fn trim_blank_quotes(mut v: Vec<String>) -> Vec<String> {
+    while v.first().is_some_and(|l| l == ">") {
+        v.remove(0);
+    }
+    while v.last().is_some_and(|l| l == ">") {
+        v.pop();
+    }
+    v
+}
+
+fn ends_with_colon(line: &str) -> bool {
+    let t = line.trim_end();
+    t.ends_with(':') || t.ends_with('：')
+}
+
+/// Whether, after blank lines from `from`, a quoted line, our marker, a header block or the end follows.
+fn quote_follows(lines: &[&str], kinds: &[Kind], from: usize, cut: usize) -> bool {
+    let mut i = from;
+    while i < cut && kinds[i] == Kind::Blank {
+        i += 1;
+    }
+    i >= cut || kinds[i] == Kind::Quote || lines[i].contains(REPLY_MARKER)
+}
+
+/// The first line of an attribution ending at `end`: one to three lines whose
+/// text holds a date, a time or an address (or a known "wrote:" phrase).
+fn attribution_start(lines: &[&str], kinds: &[Kind], end: usize) -> Option<usize> {
+    let mut joined = String::new();
+    for start in (end.saturating_sub(2)..=end).rev() {
+        if kinds[start] != Kind::Text || lines[start].trim().starts_with('#') {
+            break;
+        }
+        joined = format!("{} {joined}", lines[start].trim());
+        if joined.len() > 400 {
+            break;
+        }
+        if has_date_or_time(&joined) || has_address(&joined) || ends_with_known_phrase(&joined) {
+            // A wrapped attribution's first line is where it starts: take it when it is one.
+            if start > 0
+                && start + 2 > end
+                && kinds[start - 1] == Kind::Text
+                && end - start < 2
+                && !lines[start - 1].trim_end().ends_with(['.', '!', '?', ':'])
+                && lines[start - 1].trim().len() > 20
+                && (has_date_or_time(lines[start - 1]) || ends_with_open_bracket(lines[start - 1]))
+            {
+                return Some(start - 1);
+            }
+            return Some(start);
+        }
+    }
+    None
+}
+
+fn ends_with_open_bracket(line: &str) -> bool {
+    line.trim_end().ends_with('<')
+}
+
+fn ends_with_known_phrase(t: &str) -> bool {
+    const ENDS: &[&str] = &[
+        "wrote:",
+        "schrieb:",
+        "écrit :",
+        "écrit:",
+        "escribió:",
+        "schreef:",
+        "scritto:",
+        "skrev:",
+        "napisał:",
+        "kirjoitti:",
+        "написал:",
+        "написала:",
+        "escreveu:",
+        "写道：",
+        "写道:",
+    ];
+    let t = t.trim_end();
+    ENDS.iter().any(|e| t.ends_with(e))
+}
+
+fn has_address(t: &str) -> bool {
+    t.contains('@') && t.split_whitespace().any(|w| w.contains('@') && w.len() > 3)
+}
+
+/// A year, a clock time, or a numeric date.
+fn has_date_or_time(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(|c| c.is_ascii_digit());
+    for i in 0..b.len() {
+        if !digit(i) || (i > 0 && digit(i - 1)) {
+            continue;
+        }
+        let mut j = i;
+        while digit(j) {
+            j += 1;
+        }
+        let run = j - i;
+        // 10:00, 9:41
+        if (1..=2).contains(&run) && b.get(j) == Some(&b':') && digit(j + 1) && digit(j + 2) {
+            return true;
+        }
+        // 2026, 1999
+        if run == 4 && (b[i] == b'1' || b[i] == b'2') {
+            return true;
+        }
+        // 23.11.26, 11/23/26
+        if (1..=2).contains(&run) && matches!(b.get(j), Some(b'.' | b'/' | b'-')) && digit(j + 1) {
+            let mut k = j + 1;
+            while digit(k) {
+                k += 1;
+            }
+            if matches!(b.get(k), Some(b'.' | b'/' | b'-')) && digit(k + 1) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Where the rest of the mail is the original, unquoted: our marker, an
+/// "Original Message" separator, a header block (after an optional line of
+/// dashes or underscores), or an attribution after which our notification
+/// follows unquoted. Returns `lines.len()` when there is none.
+fn hard_cut(lines: &[&str]) -> usize {
+    for i in 0..lines.len() {
+        let t = lines[i].trim();
+        if t.starts_with('>') {
+            continue;
+        }
+        if t.contains(REPLY_MARKER) || is_named_separator(t) || header_block(&lines[i..]) {
+            return i;
+        }
+        if is_rule_line(t) && lines.get(i + 1).is_some_and(|_| header_block(&lines[i + 1..])) {
+            return i;
+        }
+        if ends_with_colon(t)
+            && (has_date_or_time(t) || has_address(t) || ends_with_known_phrase(t))
+            && t.len() <= 300
+            && lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.trim().starts_with('>'))
+                .any(|l| l.contains(REPLY_MARKER))
+            && lines[i + 1..]
+                .iter()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| !l.trim().starts_with('>'))
+        {
+            // Gmail wraps a long attribution over two lines.
+            if i > 0 && ends_with_open_bracket(lines[i - 1]) {
+                return i - 1;
+            }
+            return i;
+        }
+    }
+    lines.len()
+}
+
+/// `-----Original Message-----`, `-----Ursprüngliche Nachricht-----`,
+/// `---------- Forwarded message ---------`, `----- Message d'origine -----`…
+fn is_named_separator(t: &str) -> bool {
+    let lead = t.chars().take_while(|c| *c == '-').count();
+    let trail = t.chars().rev().take_while(|c| *c == '-').count();
+    if lead < 4 || trail < 4 || lead + trail >= t.chars().count() {
         return false;
-    };
-    from(first) && lines.iter().skip(start + 1).take(4).any(|l| sent(l.trim()))
+    }
+    let inner: String = t.chars().skip(lead).take(t.chars().count() - lead - trail).collect();
+    let inner = inner.trim();
+    (3..=40).contains(&inner.chars().count())
+        && inner
+            .chars()
+            .all(|c| c.is_alphabetic() || c == ' ' || c == '\'' || c == '’')
+}
+
+fn is_rule_line(t: &str) -> bool {
+    t.chars().count() >= 10 && t.chars().all(|c| c == '_' || c == '-' || c == '=')
+}
+
+/// Three or more `Label: value` lines in a row, in any order and language,
+/// with an address and a date among the values (Outlook, Windows Mail, Hotmail…).
+fn header_block(lines: &[&str]) -> bool {
+    let mut count = 0;
+    let mut address = false;
+    let mut date = false;
+    for line in lines.iter().take(8) {
+        let t = line.trim().trim_start_matches('*');
+        if t.is_empty() {
+            break;
+        }
+        let Some((label, value)) = t.split_once(':') else { break };
+        let label = label.trim().trim_end_matches('*');
+        let words = label.split_whitespace().count();
+        if label.is_empty()
+            || label.chars().count() > 30
+            || words > 4
+            || !label.chars().all(|c| c.is_alphabetic() || c == ' ' || c == '-')
+        {
+            break;
+        }
+        count += 1;
+        address |= has_address(value) || value.contains('<');
+        date |= has_date_or_time(value);
+    }
+    count >= 3 && address && date
+}
+
+/// Which quoted lines are ours: the marker and the facts block after it, the
+/// footer from `--` over the command list, and the `[ref:…]` token.
+fn our_lines(lines: &[&str], kinds: &[Kind]) -> Vec<bool> {
+    #[derive(PartialEq)]
+    enum State {
+        Outside,
+        AfterMarker,
+        Facts,
+        Footer,
+    }
+    let mut ours = vec![false; lines.len()];
+    let mut state = State::Outside;
+    for i in 0..lines.len() {
+        let q = unquote(lines[i]);
+        let blank = kinds[i] == Kind::Blank;
+        if q.contains(REPLY_MARKER) {
+            ours[i] = true;
+            state = State::AfterMarker;
+            continue;
+        }
+        let next = lines.get(i + 1).map(|l| unquote(l)).unwrap_or("");
+        if q == "--" && next.starts_with("Reply to this mail to answer the customer") {
+            state = State::Footer;
+        }
+        match state {
+            State::AfterMarker if blank => {}
+            State::AfterMarker | State::Facts if !blank => {
+                ours[i] = true;
+                state = State::Facts;
+            }
+            State::Facts => state = State::Outside,
+            State::Footer => {
+                ours[i] = true;
+                if q.starts_with("Commands on the first lines of a reply") {
+                    state = State::Outside;
+                }
+            }
+            _ => {}
+        }
+        if q.contains("[ref:") {
+            ours[i] = true;
+        }
+    }
+    ours
 }
 
 /// Reads commands at the top of `text` (after quotes were stripped) and
@@ -153,6 +472,15 @@ pub fn parse_reply(text: &str, template: &dyn Fn(&str) -> Option<String>) -> Par
             continue;
         }
         if at_top && t.is_empty() {
+            // Keep the blank line after an inline answer's quoted question.
+            if body_lines.last().is_some_and(|l| !l.is_empty()) {
+                body_lines.push(String::new());
+            }
+            continue;
+        }
+        // Inline answers open with the quoted question: commands may follow it.
+        if at_top && t.starts_with('>') {
+            body_lines.push(line.to_string());
             continue;
         }
         if at_top && t.starts_with('#') && t.len() > 1 && !t[1..].starts_with([' ', '#']) {
@@ -163,7 +491,9 @@ pub fn parse_reply(text: &str, template: &dyn Fn(&str) -> Option<String>) -> Par
             continue;
         }
         at_top = false;
-        body_lines.push(line.to_string());
+        if !(t.is_empty() && body_lines.last().is_some_and(|l| l.trim().is_empty())) {
+            body_lines.push(line.to_string());
+        }
     }
     out.body = body_lines.join("\n").trim().to_string();
     // A reply of commands and the client's automatic signature says nothing to the customer.
@@ -171,6 +501,7 @@ pub fn parse_reply(text: &str, template: &dyn Fn(&str) -> Option<String>) -> Par
         .body
         .split('\n')
         .take_while(|l| l.trim_end() != "--")
+        .filter(|l| !l.trim_start().starts_with('>'))
         .collect::<Vec<_>>()
         .join("\n");
     if before_signature.trim().is_empty() {
@@ -298,16 +629,166 @@ mod tests {
             "Yes.\n##- Please type your reply above this line -##\nTicket #1",
             "Yes.",
         );
-        // Interleaved > lines are removed, the agent's words kept.
+        // Inline answers keep the questions they answer as context.
         check(
             "> question one\nanswer one\n> question two\nanswer two",
-            "answer one\nanswer two",
+            "> question one\n\nanswer one\n\n> question two\n\nanswer two",
         );
         // Nothing to strip.
         check(
             "Just text.\nOn reflection, this stays.",
             "Just text.\nOn reflection, this stays.",
         );
+    }
+
+    /// Our notification as a client quotes it.
+    const NOTE: &str = "> ##- Please type your reply above this line -##\n>\n> New ticket #1 · queue general · priority normal · status new\n> From: \"Carol Customer\" <carol@customer.test>\n> Assigned to: Alice Jones\n>\n> My printer is on fire.\n> Can you help?\n>\n> --\n> Reply to this mail to answer the customer; your address stays hidden.\n> Commands on the first lines of a reply: #note #status open|pending|resolved|closed\n>\n> [ref:1.abcdefghij]\n";
+
+    /// The same, unquoted (Outlook and others put the original below a header block).
+    fn note_unquoted() -> String {
+        NOTE.lines()
+            .map(|l| l.trim_start_matches('>').trim_start())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn shape(input: &str, expected: &str, style: Style) {
+        let e = extract(input);
+        assert_eq!((e.text.as_str(), e.style), (expected, style), "input:\n{input}");
+    }
+
+    #[test]
+    fn top_bottom_and_inline_answers() {
+        // Top-posting under a Gmail attribution.
+        shape(
+            &format!(
+                "Thanks, fixed.\n\nOn Mon, Nov 23, 2026 at 10:00 AM Example Support <support@example.com> wrote:\n{NOTE}"
+            ),
+            "Thanks, fixed.",
+            Style::Top,
+        );
+        // Bottom-posting (Thunderbird, mailing-list style), with a signature.
+        shape(
+            &format!("On 11/23/26 10:00 AM, Example Support wrote:\n{NOTE}\nPlease unplug it first.\n\nAlice"),
+            "Please unplug it first.\n\nAlice",
+            Style::Bottom,
+        );
+        // Bottom-posting without an attribution.
+        shape(&format!("{NOTE}\nUnplug it."), "Unplug it.", Style::Bottom);
+        // Inline: the customer's questions stay as context, nothing of ours does.
+        let inline = "On Mon, Nov 23, 2026 at 10:00 AM Example Support <support@example.com> wrote:\n> ##- Please type your reply above this line -##\n>\n> New ticket #1 · queue general · priority normal · status new\n> From: \"Carol Customer\" <carol@customer.test>\n> Assigned to: Alice Jones\n>\n> My printer is on fire.\n\nUnplug it now.\n\n> Can you help?\n\nYes, a technician comes at 3.\n\n> --\n> Reply to this mail to answer the customer; your address stays hidden.\n> Commands on the first lines of a reply: #note\n>\n> [ref:1.abcdefghij]\n";
+        shape(
+            inline,
+            "> My printer is on fire.\n\nUnplug it now.\n\n> Can you help?\n\nYes, a technician comes at 3.",
+            Style::Inline,
+        );
+    }
+
+    #[test]
+    fn attributions_by_shape_in_any_language() {
+        for attribution in [
+            // Russian Gmail, with the date first.
+            "Пн, 23 нояб. 2026 г. в 10:00, Example Support <support@example.com>:",
+            "23.11.2026, 10:00 от Example Support <support@example.com>:",
+            "Example Support <support@example.com> написал:",
+            // Date first (Gmail in some locales).
+            "2026-11-23 10:00 GMT+01:00 Example Support <support@example.com>:",
+            // French over two lines.
+            "Le lun. 23 nov. 2026 à 10:00, Example Support <\nsupport@example.com> a écrit :",
+            // Japanese.
+            "2026年11月23日(月) 10:00 Example Support <support@example.com>:",
+        ] {
+            shape(&format!("Erledigt.\n\n{attribution}\n{NOTE}"), "Erledigt.", Style::Top);
+            shape(&format!("{attribution}\n{NOTE}\nErledigt."), "Erledigt.", Style::Bottom);
+        }
+    }
+
+    #[test]
+    fn header_blocks_and_separators_by_shape() {
+        let original = note_unquoted();
+        for head in [
+            "Date: Mon, 23 Nov 2026 10:00\nFrom: Example Support <support@example.com>\nTo: Alice Jones <alice@example.com>\nSubject: [Support #1] Printer",
+            "________________________________\nFrom: Example Support <support@example.com>\nSent: Monday, November 23, 2026 10:00 AM\nTo: Alice Jones <alice@example.com>\nSubject: [Support #1] Printer",
+            "Von: Example Support <support@example.com>\nDatum: Montag, 23. November 2026 10:00\nAn: alice@example.com\nBetreff: x",
+            "От: Example Support <support@example.com>\nОтправлено: 23 ноября 2026 г. 10:00\nКому: Alice <alice@example.com>\nТема: x",
+            "De : Example Support <support@example.com>\nEnvoyé : lundi 23 novembre 2026 10:00\nÀ : alice@example.com\nObjet : x",
+            "*From:* Example Support <support@example.com>\n*Sent:* Monday, November 23, 2026 10:00 AM\n*To:* alice@example.com",
+            "-----Original Message-----\nFrom: x",
+            "-----Ursprüngliche Nachricht-----\nVon: x",
+            "----- Message d'origine -----\nDe : x",
+            "-----Исходное сообщение-----",
+            "---------- Forwarded message ---------",
+        ] {
+            let input = format!("Please restart.\n\nRegards,\nAlice\n\n{head}\n\n{original}");
+            let e = extract(&input);
+            assert_eq!(e.text, "Please restart.\n\nRegards,\nAlice", "{head}");
+            assert!(
+                !e.text.contains("alice@example.com"),
+                "the agent's address in the quoted header block stays out"
+            );
+        }
+        // Our marker unquoted: everything from it is ours.
+        shape(
+            "Yes.\n##- Please type your reply above this line -##\nTicket #1",
+            "Yes.",
+            Style::Plain,
+        );
+    }
+
+    #[test]
+    fn things_that_look_like_quotes_but_are_not() {
+        for text in [
+            "Just text.\nOn reflection, this stays.",
+            "Here is the plan:\n1. restart\n2. wait",
+            "From: the manual\nStep one: open it.",
+            "Meeting at 10:30:\nbring the invoice",
+            "----\nA table\n----",
+        ] {
+            shape(text, text, Style::Plain);
+        }
+    }
+
+    #[test]
+    fn commands_below_the_quote_are_read() {
+        let input =
+            format!("On 11/23/26 10:00 AM, Example Support wrote:\n{NOTE}\n#status pending\nPlease send a photo.");
+        let r = parse_reply(&strip_quotes(&input), &no_templates);
+        assert_eq!(r.commands, vec![Command::Status(Status::Pending)]);
+        assert_eq!(r.body, "Please send a photo.");
+        // Inline, a command right after the first quoted question.
+        let r = parse_reply(
+            &strip_quotes("> Can you help?\n#status pending\nYes.\n> Today?\nNo, tomorrow."),
+            &no_templates,
+        );
+        assert_eq!(r.commands, vec![Command::Status(Status::Pending)]);
+        assert_eq!(r.body, "> Can you help?\n\nYes.\n\n> Today?\n\nNo, tomorrow.");
+        // Nothing but the quote: nothing to relay, and the mail had text.
+        let e = extract(NOTE);
+        assert_eq!((e.text.as_str(), e.had_text), ("", true));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_line_the_agent_wrote_survives_and_nothing_of_ours(
+            above in proptest::collection::vec("[A-Za-z][a-z ,]{0,30}[a-z.!]", 0..4),
+            below in proptest::collection::vec("[A-Za-z][a-z ,]{0,30}[a-z.!]", 0..4),
+            style in 0u8..4,
+        ) {
+            let attribution = match style {
+                0 => "On Mon, Nov 23, 2026 at 10:00 AM Example Support <support@example.com> wrote:\n",
+                1 => "Am 23.11.2026 um 10:00 schrieb Example Support <support@example.com>:\n",
+                2 => "Пн, 23 нояб. 2026 г. в 10:00, Example Support <support@example.com>:\n",
+                _ => "",
+            };
+            let input = format!("{}\n\n{attribution}{NOTE}\n{}", above.join("\n"), below.join("\n"));
+            let e = extract(&input);
+            for line in above.iter().chain(below.iter()) {
+                proptest::prop_assert!(e.text.contains(line.as_str()), "lost {line:?} from {input:?}: {:?}", e.text);
+            }
+            for ours in ["Please type your reply", "New ticket #1", "Assigned to", "Reply to this mail", "Commands on the first", "[ref:"] {
+                proptest::prop_assert!(!e.text.contains(ours), "leaked {ours:?}: {:?}", e.text);
+            }
+        }
     }
 
     fn no_templates(_: &str) -> Option<String> {

@@ -9,7 +9,7 @@ use crate::config::{Agent, AssignStrategy, Config};
 use crate::inbound::InboundMessage;
 use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Status, Ticket, TicketId};
 use crate::outgoing::{OutgoingMail, fill};
-use crate::reply::{Command, parse_reply, strip_quotes};
+use crate::reply::{Command, extract, parse_reply};
 use crate::thread::{Decision, Outcome};
 use crate::token::Signer;
 use jiff::Timestamp;
@@ -415,9 +415,14 @@ pub fn apply_agent_reply(
     let now = cx.now;
     let config = cx.config;
     let mail_cx = cx.mail();
-    let stripped = strip_quotes(&msg.text);
+    // HTML-only replies lose their quote in the document, before they are text.
+    let extracted = extract(msg.unquoted_html_text.as_deref().unwrap_or(&msg.text));
     let snapshot = ticket.clone();
-    let parsed = parse_reply(&stripped, &|name| canned(name, &snapshot, config, agent));
+    let mut parsed = parse_reply(&extracted.text, &|name| canned(name, &snapshot, config, agent));
+    // Belt and braces: nothing of ours and no agent address reaches a customer.
+    parsed.body = scrub(&parsed.body, config, cx.signer);
+    // Text in the mail but none of it found: relay nothing and say so at once.
+    let unclear = parsed.body.is_empty() && parsed.commands.is_empty() && extracted.had_text;
     let note = parsed.commands.contains(&Command::Note);
     let public = !note && !parsed.body.is_empty();
     let kind = if note { MessageKind::Note } else { MessageKind::Agent };
@@ -615,6 +620,45 @@ Nothing of this message reached the customer.",
             ));
         }
     }
+    if unclear {
+        events.push(Event::new(
+            now,
+            "reply_unclear",
+            &agent.name,
+            &[
+                ("message_id", json!(message.message_id)),
+                (
+                    "reason",
+                    json!("no text of the agent's could be told apart from the quoted mail"),
+                ),
+            ],
+        ));
+        if may_tell(cx.acks_last_hour, config) {
+            let first_lines: Vec<&str> = msg.text.lines().filter(|l| !l.trim().is_empty()).take(6).collect();
+            let body = format!(
+                "Your reply to ticket #{} was not sent to the customer: postdesk could not tell your words apart from the quoted mail (everything in it looked quoted or was our own text).
+
+It began:
+{}
+
+Please send your answer again, written above the quoted text (or with the quote removed). Commands on the first lines work as before.",
+                ticket.id,
+                first_lines.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+            );
+            mails.push(agent_mail(
+                &ticket,
+                agent,
+                &config.instance.name,
+                &format!("Not sent: could not read your reply ({})", ticket.subject),
+                &body,
+                "reply_unclear",
+                true,
+                1010,
+                msg.message_id.as_deref(),
+                &mail_cx,
+            ));
+        }
+    }
     if let Some(mut survey) = survey {
         // The survey follows the relay in the customer's thread.
         survey.in_reply_to = ticket.last_public_message_id.clone();
@@ -636,6 +680,34 @@ Nothing of this message reached the customer.",
         mails,
         round_robin: None,
     }
+}
+
+/// The relayed text with nothing of ours left: lines with our marker or a
+/// token of ours go, and every agent address becomes `[address removed]`.
+fn scrub(body: &str, config: &Config, signer: &Signer) -> String {
+    let ours = |line: &str| {
+        line.contains(crate::reply::REPLY_MARKER)
+            || signer.find_body_token(line).is_some()
+            || line
+                .split(|c: char| c.is_whitespace() || "<>\"(),;".contains(c))
+                .any(|w| signer.parse_plus_address(w).is_some() || signer.parse_message_id(w).is_some())
+    };
+    let mut out: Vec<String> = Vec::new();
+    for line in body.lines() {
+        if ours(line) {
+            continue;
+        }
+        let mut line = line.to_string();
+        for agent in &config.agents {
+            for address in &agent.emails {
+                while let Some(at) = line.to_ascii_lowercase().find(address.as_str()) {
+                    line.replace_range(at..at + address.len(), "[address removed]");
+                }
+            }
+        }
+        out.push(line);
+    }
+    out.join("\n").trim().to_string()
 }
 
 /// A customer's rating reply to a survey, or a `status` request: answered
