@@ -138,7 +138,10 @@ pub fn extract(text: &str) -> Extracted {
     let mut out: Vec<String> = Vec::new();
     for (b, (kind, idx)) in blocks.iter().enumerate() {
         match kind {
-            Kind::Text => out.extend(idx.iter().map(|&i| lines[i].trim_end().to_string())),
+            Kind::Text => out.extend(idx.iter().map(|&i| match kinds[i] {
+                Kind::Blank => String::new(),
+                _ => lines[i].to_string(),
+            })),
             Kind::Quote if style == Style::Inline && last_text.is_some_and(|t| b < t) => {
                 // The customer's words as context, never ours; one blank line after.
                 let context: Vec<String> = idx

@@ -7,6 +7,7 @@ mod cli;
 mod golden;
 mod imap;
 mod mail;
+mod replies;
 mod report;
 mod rules;
 mod security;
