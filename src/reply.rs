@@ -89,6 +89,16 @@ pub fn extract(text: &str) -> Extracted {
     let cut = hard_cut(&lines);
     let mut kinds: Vec<Kind> = lines[..cut].iter().map(|l| classify_line(l)).collect();
     // Attribution lines: the last one ends in ':' and a quote (or our text) follows.
+    // A client that wrapped "…<addr\n>:" made the colon line look quoted.
+    for i in 0..cut.saturating_sub(1) {
+        if kinds[i] == Kind::Text
+            && lines[i + 1].trim() == ">:"
+            && (has_address(lines[i]) || has_date_or_time(lines[i]))
+        {
+            kinds[i] = Kind::Attribution;
+            kinds[i + 1] = Kind::Attribution;
+        }
+    }
     for i in 0..cut {
         if kinds[i] != Kind::Text || !ends_with_colon(lines[i]) || !quote_follows(&lines, &kinds, i + 1, cut) {
             continue;
@@ -97,6 +107,18 @@ pub fn extract(text: &str) -> Extracted {
             for k in kinds.iter_mut().take(i + 1).skip(start) {
                 *k = Kind::Attribution;
             }
+        }
+    }
+    // A long quoted line that the client wrapped without `>`: its tail belongs to the quote.
+    for i in 1..cut.saturating_sub(1) {
+        let prev = lines[i - 1].trim_start();
+        if kinds[i] == Kind::Text
+            && prev.starts_with('>')
+            && unquote(prev).chars().count() >= 60
+            && lines[i + 1].trim_start().starts_with('>')
+            && lines[i].trim().chars().next().is_some_and(|c| !c.is_uppercase())
+        {
+            kinds[i] = Kind::Quote;
         }
     }
     let ours = our_lines(&lines[..cut], &kinds);
@@ -118,7 +140,18 @@ pub fn extract(text: &str) -> Extracted {
             _ => blocks.push((k, vec![i])),
         }
     }
-    let texts: Vec<usize> = (0..blocks.len()).filter(|&b| blocks[b].0 == Kind::Text).collect();
+    // A signature below the quote (some clients put it there) is the writer's,
+    // but it does not make the reply an inline one.
+    let signature_block = |b: usize| {
+        blocks[b].0 == Kind::Text
+            && blocks[b]
+                .1
+                .first()
+                .is_some_and(|&i| matches!(lines[i].trim_end(), "--" | "-- "))
+    };
+    let texts: Vec<usize> = (0..blocks.len())
+        .filter(|&b| blocks[b].0 == Kind::Text && !(signature_block(b) && b + 1 == blocks.len() && b > 0))
+        .collect();
     let quotes: Vec<usize> = (0..blocks.len()).filter(|&b| blocks[b].0 == Kind::Quote).collect();
     let (first_q, last_q) = (quotes.first().copied(), quotes.last().copied());
     let style = match (first_q, last_q) {
@@ -215,9 +248,13 @@ fn trim_blank_quotes(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// Whether a line ends as an attribution does: with `:`, or with a "wrote"
+/// word and no colon when it also holds a date and an address.
 fn ends_with_colon(line: &str) -> bool {
     let t = line.trim_end();
-    t.ends_with(':') || t.ends_with('：')
+    t.ends_with(':')
+        || t.ends_with('：')
+        || (has_date_or_time(t) && has_address(t) && ends_with_known_phrase(&format!("{t}:")))
 }
 
 /// Whether, after blank lines from `from`, a quoted line, our marker, a header block or the end follows.
@@ -229,38 +266,43 @@ fn quote_follows(lines: &[&str], kinds: &[Kind], from: usize, cut: usize) -> boo
     i >= cut || kinds[i] == Kind::Quote || lines[i].contains(REPLY_MARKER)
 }
 
-/// The first line of an attribution ending at `end`: one to three lines whose
-/// text holds a date, a time or an address (or a known "wrote:" phrase).
+/// The first line of an attribution ending at `end`: up to three lines, the
+/// upper ones joined only while they read as the start of one wrapped line
+/// (no closing punctuation above, the next beginning with `<`, in lower case
+/// or short), whose text holds a date, a time or an address (or a known
+/// "wrote:" phrase).
 fn attribution_start(lines: &[&str], kinds: &[Kind], end: usize) -> Option<usize> {
-    let mut joined = String::new();
-    for start in (end.saturating_sub(2)..=end).rev() {
-        if kinds[start] != Kind::Text || lines[start].trim().starts_with('#') {
-            break;
-        }
-        joined = format!("{} {joined}", lines[start].trim());
-        if joined.len() > 400 {
-            break;
-        }
-        if has_date_or_time(&joined) || has_address(&joined) || ends_with_known_phrase(&joined) {
-            // A wrapped attribution's first line is where it starts: take it when it is one.
-            if start > 0
-                && start + 2 > end
-                && kinds[start - 1] == Kind::Text
-                && end - start < 2
-                && !lines[start - 1].trim_end().ends_with(['.', '!', '?', ':'])
-                && lines[start - 1].trim().len() > 20
-                && (has_date_or_time(lines[start - 1]) || ends_with_open_bracket(lines[start - 1]))
-            {
-                return Some(start - 1);
-            }
-            return Some(start);
-        }
+    if lines[end].trim().starts_with('#') {
+        return None;
     }
-    None
+    let mut start = end;
+    while start > 0 && end - start < 2 {
+        let above = lines[start - 1].trim();
+        let here = lines[start].trim();
+        let continues = here.starts_with('<')
+            || here.chars().next().is_some_and(char::is_lowercase)
+            || here.chars().count() < 30
+            || above.ends_with('<')
+            || above.ends_with(',');
+        if kinds[start - 1] != Kind::Text
+            || above.starts_with('#')
+            || above.ends_with(['.', '!', '?', ';', ':'])
+            || (above.ends_with(',') && !has_date_or_time(above) && !has_address(above))
+            || !continues
+        {
+            break;
+        }
+        start -= 1;
+    }
+    // The longest block that reads as an attribution, else a shorter one.
+    (start..=end).find(|&s| {
+        let joined = joined(&lines[s..=end]);
+        joined.len() <= 400 && (has_date_or_time(&joined) || has_address(&joined) || ends_with_known_phrase(&joined))
+    })
 }
 
-fn ends_with_open_bracket(line: &str) -> bool {
-    line.trim_end().ends_with('<')
+fn joined(lines: &[&str]) -> String {
+    lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ")
 }
 
 fn ends_with_known_phrase(t: &str) -> bool {
@@ -337,26 +379,31 @@ fn hard_cut(lines: &[&str]) -> usize {
         if t.contains(REPLY_MARKER) || is_named_separator(t) || header_block(&lines[i..]) {
             return i;
         }
-        if is_rule_line(t) && lines.get(i + 1).is_some_and(|_| header_block(&lines[i + 1..])) {
-            return i;
-        }
-        if ends_with_colon(t)
-            && (has_date_or_time(t) || has_address(t) || ends_with_known_phrase(t))
-            && t.len() <= 300
-            && lines[i + 1..]
-                .iter()
-                .take_while(|l| !l.trim().starts_with('>'))
-                .any(|l| l.contains(REPLY_MARKER))
-            && lines[i + 1..]
-                .iter()
-                .find(|l| !l.trim().is_empty())
-                .is_some_and(|l| !l.trim().starts_with('>'))
-        {
-            // Gmail wraps a long attribution over two lines.
-            if i > 0 && ends_with_open_bracket(lines[i - 1]) {
-                return i - 1;
+        if is_rule_line(t) {
+            let next = (i + 1..lines.len()).find(|&j| !lines[j].trim().is_empty());
+            if next.is_some_and(|j| header_block(&lines[j..])) {
+                return i;
             }
-            return i;
+        }
+        let unquoted_follows = lines[i + 1..]
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| !l.trim().starts_with('>'));
+        if ends_with_colon(t) && unquoted_follows {
+            let kinds: Vec<Kind> = lines[..=i].iter().map(|l| classify_line(l)).collect();
+            if let Some(start) = attribution_start(lines, &kinds, i) {
+                let text = joined(&lines[start..=i]);
+                // Above an unquoted original: our notification follows, or the
+                // attribution has both a date and an address (webmail that does not quote).
+                let strong = has_date_or_time(&text) && has_address(&text) && text.chars().count() >= 30;
+                let ours_below = lines[i + 1..]
+                    .iter()
+                    .take_while(|l| !l.trim().starts_with('>'))
+                    .any(|l| l.contains(REPLY_MARKER));
+                if text.len() <= 400 && (strong || ours_below) {
+                    return start;
+                }
+            }
         }
     }
     lines.len()
@@ -372,14 +419,16 @@ fn is_named_separator(t: &str) -> bool {
     }
     let inner: String = t.chars().skip(lead).take(t.chars().count() - lead - trail).collect();
     let inner = inner.trim();
-    (3..=40).contains(&inner.chars().count())
+    // A label ("Original Message"), or an attribution framed in dashes (Zoho).
+    ((3..=40).contains(&inner.chars().count())
         && inner
             .chars()
-            .all(|c| c.is_alphabetic() || c == ' ' || c == '\'' || c == '’')
+            .all(|c| c.is_alphabetic() || c == ' ' || c == '\'' || c == '’'))
+        || (has_date_or_time(inner) && has_address(inner))
 }
 
 fn is_rule_line(t: &str) -> bool {
-    t.chars().count() >= 10 && t.chars().all(|c| c == '_' || c == '-' || c == '=')
+    t.chars().count() >= 4 && t.chars().all(|c| c == '_' || c == '-' || c == '=')
 }
 
 /// Three or more `Label: value` lines in a row, in any order and language,
@@ -392,6 +441,11 @@ fn header_block(lines: &[&str]) -> bool {
         let t = line.trim().trim_start_matches('*');
         if t.is_empty() {
             break;
+        }
+        // A value wrapped onto the next line (a long From address).
+        if count > 0 && t.starts_with('<') {
+            address |= has_address(t);
+            continue;
         }
         let Some((label, value)) = t.split_once(':') else { break };
         let label = label.trim().trim_end_matches('*');
