@@ -33,3 +33,4 @@ pub mod subject;
 pub mod thread;
 pub mod ticket;
 pub mod token;
+pub mod wire;

@@ -1,10 +1,6 @@
-//! Mail we send: the [`OutgoingMail`] value the core produces, the template
-//! filler, and the one place that turns it into RFC 5322 bytes.
-//!
-//! Every header written from mail content is sanitised (no CR/LF); names and
-//! subjects are RFC 2047 encoded when they are not ASCII.
+//! Mail we send: the [`OutgoingMail`] value the core produces and the
+//! template filler. `wire` turns it into RFC 5322 bytes.
 
-use crate::classify::LOOP_HEADER;
 use crate::model::{Mailbox, TicketId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -69,108 +65,10 @@ mod base64_bytes {
 }
 
 impl OutgoingMail {
-    /// The mail as RFC 5322 bytes, CRLF line ends, quoted-printable UTF-8 body.
-    pub fn render(&self) -> Vec<u8> {
-        let mut h = String::new();
-        let date = jiff::fmt::rfc2822::to_string(&self.date.to_zoned(jiff::tz::TimeZone::UTC))
-            .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into());
-        push(&mut h, "Date", &date);
-        push(&mut h, "From", &format_mailbox(&self.from));
-        let to: Vec<String> = self.to.iter().map(format_mailbox).collect();
-        push(&mut h, "To", &to.join(", "));
-        if let Some(r) = &self.reply_to {
-            push(&mut h, "Reply-To", &format!("<{}>", sanitize(r)));
-        }
-        push(&mut h, "Subject", &encode_word(&self.subject));
-        push(&mut h, "Message-ID", &format!("<{}>", sanitize(&self.message_id)));
-        if let Some(irt) = &self.in_reply_to {
-            push(&mut h, "In-Reply-To", &format!("<{}>", sanitize(irt)));
-        }
-        if !self.references.is_empty() {
-            let refs: Vec<String> = self.references.iter().map(|r| format!("<{}>", sanitize(r))).collect();
-            push(&mut h, "References", &refs.join("\r\n "));
-        }
-        if self.auto_submitted {
-            push(&mut h, "Auto-Submitted", "auto-replied");
-            push(&mut h, "X-Auto-Response-Suppress", "All");
-            push(&mut h, "Precedence", "auto_reply");
-        }
-        push(&mut h, LOOP_HEADER, &sanitize(&self.loop_value));
-        push(&mut h, "X-Postdesk-Ticket", &self.ticket.to_string());
-        push(&mut h, "MIME-Version", "1.0");
-        if self.attachments.is_empty() {
-            push(&mut h, "Content-Type", "text/plain; charset=utf-8");
-            push(&mut h, "Content-Transfer-Encoding", "quoted-printable");
-            h.push_str("\r\n");
-            h.push_str(&quoted_printable(&self.body));
-            return h.into_bytes();
-        }
-        let boundary = format!("=_pd_{}", sanitize(&self.message_id).replace(['@', '<', '>', ' '], "_"));
-        push(
-            &mut h,
-            "Content-Type",
-            &format!("multipart/mixed; boundary=\"{boundary}\""),
-        );
-        h.push_str("\r\n");
-        h.push_str(&format!("--{boundary}\r\n"));
-        h.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n");
-        h.push_str(&quoted_printable(&self.body));
-        for a in &self.attachments {
-            let name = sanitize(&a.name).replace(['"', '\\'], "_");
-            let name = if name.is_ascii() {
-                format!("\"{name}\"")
-            } else {
-                format!("\"{}\"", encode_word(&name))
-            };
-            h.push_str(&format!("--{boundary}\r\n"));
-            h.push_str(&format!(
-                "Content-Type: {}; name={name}\r\nContent-Disposition: attachment; filename={name}\r\nContent-Transfer-Encoding: base64\r\n\r\n",
-                sanitize(&a.content_type)
-            ));
-            let encoded = base64(&a.data);
-            for chunk in encoded.as_bytes().chunks(76) {
-                h.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-                h.push_str("\r\n");
-            }
-        }
-        h.push_str(&format!("--{boundary}--\r\n"));
-        h.into_bytes()
-    }
-
     /// All recipient addresses.
     pub fn recipients(&self) -> Vec<String> {
         self.to.iter().map(|m| m.email.clone()).collect()
     }
-}
-
-/// Writes one header field, folded at white space so lines stay within 78
-/// characters where they can (RFC 5322 2.2.3); values that come folded
-/// already (`\r\n ` between parts) are written as they are.
-fn push(h: &mut String, name: &str, value: &str) {
-    h.push_str(name);
-    h.push_str(": ");
-    if value.contains("\r\n") || name.len() + 2 + value.len() <= 78 {
-        h.push_str(value);
-        h.push_str("\r\n");
-        return;
-    }
-    let mut line_len = name.len() + 2;
-    let mut first = true;
-    for word in value.split(' ') {
-        if !first {
-            if line_len + 1 + word.len() > 78 {
-                h.push_str("\r\n ");
-                line_len = 1;
-            } else {
-                h.push(' ');
-                line_len += 1;
-            }
-        }
-        h.push_str(word);
-        line_len += word.len();
-        first = false;
-    }
-    h.push_str("\r\n");
 }
 
 /// Removes CR, LF and other control characters from a header value.
@@ -183,46 +81,17 @@ pub fn sanitize(value: &str) -> String {
         .to_string()
 }
 
-/// `"Name" <addr>`, the name encoded when needed.
+/// `"Name" <addr>` for people to read (in notifications and `show`; the wire
+/// format is written by `wire`).
 pub fn format_mailbox(m: &Mailbox) -> String {
     let email = sanitize(&m.email);
     match &m.name {
         Some(name) if !name.trim().is_empty() => {
-            let name = sanitize(name);
-            if name.is_ascii() {
-                let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
-                format!("\"{escaped}\" <{email}>")
-            } else {
-                format!("{} <{email}>", encode_word(&name))
-            }
+            let escaped = sanitize(name).replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{escaped}\" <{email}>")
         }
         _ => format!("<{email}>"),
     }
-}
-
-/// RFC 2047 `=?UTF-8?B?...?=` words for non-ASCII text, and for ASCII text
-/// with a word too long to fold (so no header line can pass 998 characters);
-/// other ASCII passes (sanitised).
-pub fn encode_word(text: &str) -> String {
-    let text = sanitize(text);
-    if text.is_ascii() && text.split(' ').all(|w| w.len() <= 70) {
-        return text;
-    }
-    // Split into chunks of at most 42 bytes on char boundaries, so each word
-    // stays under 75 characters and the first line under 78.
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in text.chars() {
-        if chunk.len() + c.len_utf8() > 42 {
-            words.push(format!("=?UTF-8?B?{}?=", base64(chunk.as_bytes())));
-            chunk.clear();
-        }
-        chunk.push(c);
-    }
-    if !chunk.is_empty() {
-        words.push(format!("=?UTF-8?B?{}?=", base64(chunk.as_bytes())));
-    }
-    words.join("\r\n ")
 }
 
 /// Standard base64 with padding.
@@ -273,33 +142,6 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Quoted-printable (RFC 2045) with CRLF line ends and soft breaks at 76.
-pub fn quoted_printable(text: &str) -> String {
-    let mut out = String::new();
-    let normalized = text.replace("\r\n", "\n");
-    for line in normalized.split('\n') {
-        let mut len = 0;
-        let bytes = line.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            let last = i + 1 == bytes.len();
-            let enc = match b {
-                b'=' => format!("={b:02X}"),
-                b' ' | b'\t' if last => format!("={b:02X}"),
-                33..=126 | b' ' | b'\t' => (b as char).to_string(),
-                _ => format!("={b:02X}"),
-            };
-            if len + enc.len() > 75 {
-                out.push_str("=\r\n");
-                len = 0;
-            }
-            len += enc.len();
-            out.push_str(&enc);
-        }
-        out.push_str("\r\n");
-    }
-    out
-}
-
 /// Values a template can use.
 #[derive(Clone, Debug, Default)]
 pub struct TemplateValues {
@@ -346,72 +188,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn headers_are_sanitised_and_encoded() {
-        let mail = OutgoingMail {
-            ticket: TicketId(5),
-            purpose: "acknowledgement".into(),
-            from: Mailbox::new(Some("Example Support".into()), "support@example.com"),
-            to: vec![Mailbox::new(Some("Jörg \"J\" Müller".into()), "j@x.test")],
-            reply_to: None,
-            subject: "[Support #5] Hello\r\nBcc: evil@x.test".into(),
-            body: "Grüße = hi".into(),
-            message_id: "pd.5.n.s@example.com".into(),
-            in_reply_to: Some("orig@x.test".into()),
-            references: vec!["orig@x.test".into()],
-            auto_submitted: true,
-            date: "2026-11-23T12:00:00Z".parse().unwrap(),
-            loop_value: "example.com".into(),
-            attachments: Vec::new(),
-        };
-        let text = String::from_utf8(mail.render()).unwrap();
-        assert!(!text.contains("\r\nBcc:"), "{text}");
-        assert!(
-            text.contains("Subject: [Support #5] Hello  Bcc: evil@x.test\r\n"),
-            "{text}"
-        );
-        assert!(text.contains("To: =?UTF-8?B?"), "{text}");
-        assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
-        assert!(text.contains("X-Postdesk-Loop: example.com\r\n"));
-        assert!(text.contains("Date: Mon, 23 Nov 2026 12:00:00 +0000\r\n"), "{text}");
-        assert!(text.ends_with("Gr=C3=BC=C3=9Fe =3D hi\r\n"), "{text}");
-    }
-
-    #[test]
-    fn long_headers_are_folded_within_the_line_limit() {
-        let mail = OutgoingMail {
-            ticket: TicketId(5),
-            purpose: "acknowledgement".into(),
-            from: Mailbox::new(Some("Example Support".into()), "support@example.com"),
-            to: (0..40)
-                .map(|i| Mailbox::new(Some(format!("Person {i}")), &format!("p{i}@x.test")))
-                .collect(),
-            reply_to: None,
-            subject: format!("{} {}", "word ".repeat(2000), "x".repeat(5000)),
-            body: "hi".into(),
-            message_id: "pd.5.n.s@example.com".into(),
-            in_reply_to: None,
-            references: (0..50).map(|i| format!("{}{i}@x.test", "r".repeat(200))).collect(),
-            auto_submitted: true,
-            date: "2026-11-23T12:00:00Z".parse().unwrap(),
-            loop_value: "example.com".into(),
-            attachments: Vec::new(),
-        };
-        let text = String::from_utf8(mail.render()).unwrap();
-        let head = text.split("\r\n\r\n").next().unwrap();
-        for line in head.split("\r\n") {
-            assert!(line.len() <= 998, "{} characters: {}", line.len(), &line[..80]);
-        }
-        assert!(
-            head.lines()
-                .filter(|l| l.len() > 78)
-                .all(|l| l.starts_with(" <r") || l.starts_with("References: <r")),
-            "only lines of one long id exceed 78"
-        );
-        assert!(head.contains("To: \"Person 0\" <p0@x.test>, \"Person 1\""));
-        assert!(head.contains("<p39@x.test>\r\n"));
-    }
-
-    #[test]
     fn base64_known_answers() {
         for (i, o) in [
             ("", ""),
@@ -422,15 +198,6 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
-    }
-
-    #[test]
-    fn quoted_printable_wraps_and_escapes() {
-        let long = "a".repeat(100);
-        let qp = quoted_printable(&long);
-        assert!(qp.lines().all(|l| l.len() <= 76), "{qp}");
-        assert_eq!(qp.replace("=\r\n", "").trim_end(), long);
-        assert_eq!(quoted_printable("trailing "), "trailing=20\r\n");
     }
 
     #[test]

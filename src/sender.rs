@@ -197,11 +197,9 @@ pub async fn drain_with(
             summary.deferred += 1;
             continue;
         }
-        let mut mail = entry.mail.clone();
-        // The loop header is signed for this very mail.
-        mail.loop_value = pipeline.signer.loop_value(&mail.message_id, &entry.mail.loop_value);
-        let bytes = mail.render();
         let mail = &entry.mail;
+        // The loop header is signed for this very mail.
+        let bytes = crate::wire::render(mail, &pipeline.signer.loop_value(&mail.message_id, &mail.loop_value));
         let rcpts = mail.recipients();
         let result = mailer.send(&mail.from.email, &rcpts, &bytes, &mail.message_id).await;
         let mut w = WriteSet::default();

@@ -421,26 +421,12 @@ pub fn event_kinds(ticket: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The body of a received mail with quoted-printable undone (text parts only).
+/// The text body of a received mail, transfer encoding undone (the first text part).
 pub fn body_text(mail: &str) -> String {
-    let body = mail.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let joined = body.replace("=\r\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'='
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    mail_parser::MessageParser::default()
+        .parse(mail.as_bytes())
+        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+        .unwrap_or_default()
 }
 
 /// A plain reply from an agent to one of our notifications: To its Reply-To,
