@@ -73,3 +73,14 @@ fn only_the_inbound_adapter_names_mail_parser() {
         }
     }
 }
+
+#[test]
+fn only_the_wire_adapter_names_mail_builder() {
+    for (path, text) in sources() {
+        if path.ends_with("src/wire.rs") {
+            assert!(text.contains("mail_builder"));
+        } else {
+            assert!(!text.contains("mail_builder::"), "{path} must go through wire.rs");
+        }
+    }
+}
