@@ -15,9 +15,14 @@ use scraper::node::Node;
 /// is kept), and an Outlook-style separator ends the text (what follows it is
 /// the original mail, not quoted).
 pub fn to_text(html: &str, without_quotes: bool) -> String {
+    if nesting_depth(html) > MAX_DEPTH {
+        // Too deep for the tree builder to stay linear: the text only, no structure.
+        return tidy(&flat_text(html));
+    }
     let doc = Html::parse_document(html);
     let mut w = Writer {
         out: String::new(),
+        depth: 0,
         without_quotes,
         stopped: false,
         pre: 0,
@@ -28,8 +33,14 @@ pub fn to_text(html: &str, without_quotes: bool) -> String {
     tidy(&w.out)
 }
 
+/// Deeper than this, an element's content is left out: a hostile mail of
+/// 100,000 nested elements must not exhaust the stack.
+const MAX_DEPTH: usize = 200;
+
 struct Writer {
     out: String,
+    /// Elements open above the current node.
+    depth: usize,
     without_quotes: bool,
     /// An Outlook separator was met: the rest is the original.
     stopped: bool,
@@ -67,9 +78,15 @@ const BLOCKS: &[&str] = &[
 
 impl Writer {
     fn node(&mut self, node: ego_tree::NodeRef<'_, Node>) {
-        if self.stopped {
+        if self.stopped || self.depth > MAX_DEPTH {
             return;
         }
+        self.depth += 1;
+        self.visit(node);
+        self.depth -= 1;
+    }
+
+    fn visit(&mut self, node: ego_tree::NodeRef<'_, Node>) {
         match node.value() {
             Node::Text(t) => {
                 if self.pre > 0 {
@@ -211,6 +228,56 @@ fn is_separator(e: &scraper::node::Element) -> bool {
         })
 }
 
+/// How deep the tags of `html` nest, at most, by a linear scan (an upper bound:
+/// unclosed `<p>` and the like count as nesting).
+fn nesting_depth(html: &str) -> usize {
+    const VOID: &[&str] = &[
+        "br", "img", "hr", "meta", "link", "input", "wbr", "area", "base", "col", "embed", "source", "track", "param",
+    ];
+    let b = html.as_bytes();
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'<' {
+            if b.get(i + 1) == Some(&b'/') {
+                depth = depth.saturating_sub(1);
+            } else if b.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
+                let name: String = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .map(|&c| (c as char).to_ascii_lowercase())
+                    .collect();
+                let end = b[i..].iter().position(|&c| c == b'>').map(|p| i + p);
+                let self_closing = end.is_some_and(|e| e > 0 && b[e - 1] == b'/');
+                if !VOID.contains(&name.as_str()) && !self_closing {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+            }
+        }
+        i += 1;
+    }
+    max
+}
+
+/// The text of `html` with every tag dropped (a fallback for hostile documents).
+fn flat_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Trailing spaces off every line, at most one blank line in a row, no blank edges.
 fn tidy(text: &str) -> String {
     let mut out = String::new();
@@ -253,6 +320,14 @@ mod tests {
             "- a\n- b\n\nx  y\n z"
         );
         assert_eq!(to_text("<style>p{}</style><p>a &amp; b&nbsp;</p>", false), "a & b");
+    }
+
+    #[test]
+    fn deep_nesting_is_cut_not_a_crash() {
+        let html = format!("<p>top</p>{}deep{}", "<div>".repeat(100_000), "</div>".repeat(100_000));
+        let text = to_text(&html, true);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(words, vec!["top", "deep"]);
     }
 
     #[test]

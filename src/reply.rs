@@ -371,7 +371,27 @@ fn has_date_or_time(t: &str) -> bool {
 /// dashes or underscores), or an attribution after which our notification
 /// follows unquoted. Returns `lines.len()` when there is none.
 fn hard_cut(lines: &[&str]) -> usize {
-    for i in 0..lines.len() {
+    let n = lines.len();
+    let kinds: Vec<Kind> = lines.iter().map(|l| classify_line(l)).collect();
+    // From the end: the next non-blank line after each, and whether our marker
+    // comes (unquoted) before the next quoted line. Linear, whatever the mail.
+    let mut next_nonblank = vec![None; n];
+    let mut marker_below = vec![false; n];
+    let (mut next, mut marker) = (None, false);
+    for k in (0..n).rev() {
+        next_nonblank[k] = next;
+        marker_below[k] = marker;
+        let t = lines[k].trim();
+        if !t.is_empty() {
+            next = Some(k);
+        }
+        if t.starts_with('>') {
+            marker = false;
+        } else if t.contains(REPLY_MARKER) {
+            marker = true;
+        }
+    }
+    for i in 0..n {
         let t = lines[i].trim();
         if t.starts_with('>') {
             continue;
@@ -379,34 +399,24 @@ fn hard_cut(lines: &[&str]) -> usize {
         if t.contains(REPLY_MARKER) || is_named_separator(t) || header_block(&lines[i..]) {
             return i;
         }
-        if is_rule_line(t) {
-            let next = (i + 1..lines.len()).find(|&j| !lines[j].trim().is_empty());
-            if next.is_some_and(|j| header_block(&lines[j..])) {
-                return i;
-            }
+        if is_rule_line(t) && next_nonblank[i].is_some_and(|j| header_block(&lines[j..])) {
+            return i;
         }
-        let unquoted_follows = lines[i + 1..]
-            .iter()
-            .find(|l| !l.trim().is_empty())
-            .is_some_and(|l| !l.trim().starts_with('>'));
-        if ends_with_colon(t) && unquoted_follows {
-            let kinds: Vec<Kind> = lines[..=i].iter().map(|l| classify_line(l)).collect();
-            if let Some(start) = attribution_start(lines, &kinds, i) {
-                let text = joined(&lines[start..=i]);
-                // Above an unquoted original: our notification follows, or the
-                // attribution has both a date and an address (webmail that does not quote).
-                let strong = has_date_or_time(&text) && has_address(&text) && text.chars().count() >= 30;
-                let ours_below = lines[i + 1..]
-                    .iter()
-                    .take_while(|l| !l.trim().starts_with('>'))
-                    .any(|l| l.contains(REPLY_MARKER));
-                if text.len() <= 400 && (strong || ours_below) {
-                    return start;
-                }
+        let unquoted_follows = next_nonblank[i].is_some_and(|j| !lines[j].trim().starts_with('>'));
+        if ends_with_colon(t)
+            && unquoted_follows
+            && let Some(start) = attribution_start(lines, &kinds, i)
+        {
+            let text = joined(&lines[start..=i]);
+            // Above an unquoted original: our notification follows, or the
+            // attribution has both a date and an address (webmail that does not quote).
+            let strong = has_date_or_time(&text) && has_address(&text) && text.chars().count() >= 30;
+            if text.len() <= 400 && (strong || marker_below[i]) {
+                return start;
             }
         }
     }
-    lines.len()
+    n
 }
 
 /// `-----Original Message-----`, `-----Ursprüngliche Nachricht-----`,
@@ -803,6 +813,16 @@ mod tests {
         ] {
             shape(text, text, Style::Plain);
         }
+    }
+
+    #[test]
+    fn hostile_shapes_cost_linear_time() {
+        // 100,000 lines ending in ':' with blank runs between: quadratic work would never end here.
+        let text = format!("{}> q\n", "On 2026-11-23 x@y.test:\n\n\n".repeat(100_000));
+        let e = extract(&text);
+        assert!(e.had_text);
+        let blanks = format!("a\n{}b", "\n".repeat(200_000));
+        assert_eq!(extract(&blanks).text, "a\n\nb");
     }
 
     #[test]

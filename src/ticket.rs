@@ -700,9 +700,20 @@ fn scrub(body: &str, config: &Config, signer: &Signer) -> String {
         let mut line = line.to_string();
         for agent in &config.agents {
             for address in &agent.emails {
-                while let Some(at) = line.to_ascii_lowercase().find(address.as_str()) {
-                    line.replace_range(at..at + address.len(), "[address removed]");
+                // One pass per address (positions agree: lowercasing ASCII keeps lengths).
+                let lower = line.to_ascii_lowercase();
+                if !lower.contains(address.as_str()) {
+                    continue;
                 }
+                let mut rebuilt = String::with_capacity(line.len());
+                let mut last = 0;
+                for (at, _) in lower.match_indices(address.as_str()) {
+                    rebuilt.push_str(&line[last..at]);
+                    rebuilt.push_str("[address removed]");
+                    last = at + address.len();
+                }
+                rebuilt.push_str(&line[last..]);
+                line = rebuilt;
             }
         }
         out.push(line);

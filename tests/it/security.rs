@@ -899,3 +899,27 @@ fn attack_18_trace_logging_never_prints_the_imap_password() {
         .collect();
     assert!(leaks.is_empty(), "the IMAP password reached the log: {leaks:#?}");
 }
+
+#[test]
+fn a_deeply_nested_html_mail_is_processed_not_a_crash() {
+    let smtp = Smtp::start();
+    let desk = desk(&smtp);
+    let html = format!("<p>Help</p>{}deep{}", "<div>".repeat(100_000), "</div>".repeat(100_000));
+    let m = mail(
+        "bob@customer.test",
+        "support@example.com",
+        "nested",
+        "n1@customer.test",
+        "",
+        "x",
+    )
+    .replace(
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nx\r\n",
+        &format!("Content-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"),
+    );
+    let s = desk.ingest(&[&m]);
+    assert_eq!(s["new_tickets"], 1, "{s}");
+    let t = desk.show(1);
+    let text = t["messages"][0]["text"].as_str().unwrap_or_default().to_string();
+    assert!(text.contains("Help") && text.contains("deep"), "{text:?}");
+}
