@@ -56,8 +56,20 @@ fn assert_nothing_of_ours(text: &str) {
     }
 }
 
-#[test]
-fn a_bottom_posted_reply_through_dovecot_and_smtp_reaches_the_customer() {
+/// Dovecot, an SMTP sink, a running desk reading Dovecot, and the notification
+/// Alice got for Carol's mail with `subject`, `message_id` and `text`.
+fn notified_desk(
+    subject: &str,
+    message_id: &str,
+    text: &str,
+) -> (
+    Dovecot,
+    Smtp,
+    crate::support::Desk,
+    crate::support::Daemon,
+    Imap,
+    String,
+) {
     let dovecot = Dovecot::start(&["support"]);
     let smtp = Smtp::start();
     let desk = DeskConfig::new()
@@ -72,16 +84,23 @@ fn a_bottom_posted_reply_through_dovecot_and_smtp_reaches_the_customer() {
         &mail(
             "Carol <carol@customer.test>",
             "support@example.com",
-            "Printer jams",
-            "c1@customer.test",
+            subject,
+            message_id,
             "",
-            "It jams on every page.",
+            text,
         ),
     );
     daemon.wait(30, "the notification", || {
         !smtp.received_by("alice@example.com").is_empty()
     });
     let n = smtp.received_by("alice@example.com").pop().unwrap();
+    (dovecot, smtp, desk, daemon, imap, n)
+}
+
+#[test]
+fn a_bottom_posted_reply_through_dovecot_and_smtp_reaches_the_customer() {
+    let (_dovecot, smtp, desk, daemon, mut imap, n) =
+        notified_desk("Printer jams", "c1@customer.test", "It jams on every page.");
     // Thunderbird, bottom-posting: attribution, the quote, then the answer and a command.
     let body = format!(
         "On 11/23/26 10:00 AM, Carol via Example Support wrote:\n{}\n\n#status pending\nPlease clean the rollers and tell me how it goes.\n\n-- \nAlice",
@@ -109,30 +128,7 @@ fn a_bottom_posted_reply_through_dovecot_and_smtp_reaches_the_customer() {
 
 #[test]
 fn a_reply_postdesk_cannot_read_is_not_sent_and_the_agent_is_told_at_once() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .agents(AGENT)
-        .build();
-    let daemon = desk.start();
-    let mut imap = Imap::login(dovecot.port, "support");
-    imap.append(
-        "INBOX",
-        &mail(
-            "Carol <carol@customer.test>",
-            "support@example.com",
-            "Refund",
-            "r1@customer.test",
-            "",
-            "I want a refund.",
-        ),
-    );
-    daemon.wait(30, "the notification", || {
-        !smtp.received_by("alice@example.com").is_empty()
-    });
-    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    let (_dovecot, smtp, desk, daemon, mut imap, n) = notified_desk("Refund", "r1@customer.test", "I want a refund.");
     // Outlook: the agent typed into the original below the header block; nothing is above it.
     let original: String = body_text(&n).lines().collect::<Vec<_>>().join("\n");
     let body = format!(
