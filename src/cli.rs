@@ -114,12 +114,14 @@ enum Command {
     },
     /// Helpdesk metrics over a period, from the tickets' event logs.
     Report {
-        /// Start (RFC 3339 time or YYYY-MM-DD, UTC); default: the beginning.
+        /// Start: an RFC 3339 time, or YYYY-MM-DD for that day's midnight in
+        /// the instance's time zone ([instance] timezone); default: the beginning.
         #[arg(long, value_parser = parse_day_or_time)]
-        since: Option<Timestamp>,
-        /// End, exclusive (RFC 3339 time or YYYY-MM-DD, UTC); default: now.
+        since: Option<DayOrTime>,
+        /// End, exclusive: an RFC 3339 time, or YYYY-MM-DD for that day's
+        /// midnight in the instance's time zone; default: now.
         #[arg(long, value_parser = parse_day_or_time)]
-        until: Option<Timestamp>,
+        until: Option<DayOrTime>,
         /// JSON.
         #[arg(long)]
         json: bool,
@@ -150,16 +152,40 @@ fn parse_time(s: &str) -> Result<Timestamp, String> {
         .map_err(|e| format!("expected an RFC 3339 time like 2026-11-23T09:00:00Z: {e}"))
 }
 
-/// An RFC 3339 time, or a date meaning its midnight UTC.
-pub fn parse_day_or_time(s: &str) -> Result<Timestamp, String> {
+/// A report bound as given: a time, or a day of the desk's calendar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DayOrTime {
+    /// An RFC 3339 time.
+    Time(Timestamp),
+    /// A date: its midnight in the instance's time zone.
+    Day(jiff::civil::Date),
+}
+
+impl DayOrTime {
+    /// The instant, with days taken in the IANA zone `timezone` (UTC when unknown).
+    pub fn at(self, timezone: &str) -> Timestamp {
+        match self {
+            DayOrTime::Time(t) => t,
+            DayOrTime::Day(d) => {
+                let tz = jiff::tz::TimeZone::get(timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+                d.to_zoned(tz).map(|z| z.timestamp()).unwrap_or_else(|_| {
+                    d.to_zoned(jiff::tz::TimeZone::UTC)
+                        .expect("UTC midnight exists")
+                        .timestamp()
+                })
+            }
+        }
+    }
+}
+
+/// An RFC 3339 time, or a date (its midnight in the instance's time zone).
+pub fn parse_day_or_time(s: &str) -> Result<DayOrTime, String> {
     if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
+        return Ok(DayOrTime::Time(t));
     }
     s.parse::<jiff::civil::Date>()
-        .ok()
-        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
-        .map(|z| z.timestamp())
-        .ok_or_else(|| format!("expected a date like 2026-11-01 or an RFC 3339 time, got {s:?}"))
+        .map(DayOrTime::Day)
+        .map_err(|_| format!("expected a date like 2026-11-01 or an RFC 3339 time, got {s:?}"))
 }
 
 fn parse_status(s: &str) -> Result<Status, String> {
@@ -553,7 +579,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Report { since, until, json } => {
             let config = load_config(cli.config)?;
-            let until = until.unwrap_or_else(Timestamp::now);
+            let tz = config.instance.timezone.clone();
+            let since = since.map(|d| d.at(&tz));
+            let until = until.map(|d| d.at(&tz)).unwrap_or_else(Timestamp::now);
             let report = match Store::open(&config.instance.data_dir) {
                 Ok(store) => crate::report::report(&histories(&store)?, &config, since, until),
                 Err(StoreError::Locked(_)) => {

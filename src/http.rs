@@ -446,7 +446,13 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             }
             "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
             "/api/report" => {
-                let parse = |k: &str| query.get(k).map(|v| crate::cli::parse_day_or_time(v)).transpose();
+                let tz = pipeline.config.instance.timezone.clone();
+                let parse = |k: &str| {
+                    query
+                        .get(k)
+                        .map(|v| crate::cli::parse_day_or_time(v).map(|d| d.at(&tz)))
+                        .transpose()
+                };
                 match (parse("since"), parse("until")) {
                     (Ok(since), Ok(until)) => {
                         let until = until.unwrap_or_else(jiff::Timestamp::now);

@@ -42,11 +42,14 @@ pub struct Stats {
     pub backlog_median_age_hours: Option<f64>,
     /// First response times of first responses in the period.
     pub first_response: Durations,
-    /// Creation to first resolution, for tickets first resolved in the period.
+    /// Creation to resolution, for tickets resolved in the period (each by its
+    /// latest resolution in it; closing without resolving does not count).
     pub resolution: Durations,
-    /// Share of tickets resolved in the period with exactly one agent reply.
+    /// Share of tickets resolved in the period with exactly one public agent
+    /// reply and not reopened before the period's end (one-touch).
     pub first_contact_resolution_rate: Option<f64>,
-    /// Share of tickets resolved in the period that were reopened afterwards.
+    /// Share of tickets resolved in the period that were reopened after that
+    /// resolution and before the period's end.
     pub reopen_rate: Option<f64>,
     /// Share of first responses in the period that met their SLA target.
     pub sla_first_response_compliance: Option<f64>,
@@ -100,12 +103,24 @@ fn in_period(t: Timestamp, since: Option<Timestamp>, until: Timestamp) -> bool {
     since.is_none_or(|s| t >= s) && t < until
 }
 
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+/// The median of sorted values: the middle one, or the mean of the two middle ones.
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The nearest-rank percentile of sorted values: the smallest value with at
+/// least `p` of them at or below it (the `ceil(p·n)`-th).
+fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = (p * (sorted.len() - 1) as f64).round() as usize;
-    Some(sorted[rank.min(sorted.len() - 1)])
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 fn durations(pairs: Vec<(f64, f64)>) -> Durations {
@@ -115,10 +130,10 @@ fn durations(pairs: Vec<(f64, f64)>) -> Durations {
     business.sort_by(|a, b| a.total_cmp(b));
     Durations {
         count: wall.len(),
-        median_minutes: percentile(&wall, 0.5),
-        p90_minutes: percentile(&wall, 0.9),
-        median_business_minutes: percentile(&business, 0.5),
-        p90_business_minutes: percentile(&business, 0.9),
+        median_minutes: median(&wall),
+        p90_minutes: nearest_rank(&wall, 0.9),
+        median_business_minutes: median(&business),
+        p90_business_minutes: nearest_rank(&business, 0.9),
     }
 }
 
@@ -195,18 +210,23 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
                 fr_met += usize::from(e.at <= due);
             }
         }
-        let first_resolved = h.events.iter().find(|e| {
-            e.kind == "status" && matches!(e.detail.get("to").and_then(|v| v.as_str()), Some("resolved" | "closed"))
+        // A resolution is a change to `resolved` (closing without one, for
+        // no answer or as spam, is not); each counts in the period it
+        // happened, a ticket once per period, by its latest resolution there.
+        let resolved_in_period = h.events.iter().rev().find(|e| {
+            e.kind == "status"
+                && e.detail.get("to").and_then(|v| v.as_str()) == Some("resolved")
+                && in_period(e.at, since, until)
         });
-        if let Some(e) = first_resolved
-            && in_period(e.at, since, until)
-        {
+        if let Some(e) = resolved_in_period {
             resolved += 1;
             resolution.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
             let replies_before = h.events.iter().filter(|x| x.kind == "relayed" && x.at <= e.at).count();
-            fcr += usize::from(replies_before == 1);
+            // Reopened after this resolution and before the period's end, so a
+            // past period's figures never change.
             let reopen = h.events.iter().any(|x| {
                 x.at > e.at
+                    && x.at < until
                     && x.kind == "status"
                     && matches!(x.detail.get("from").and_then(|v| v.as_str()), Some("resolved"))
                     && matches!(
@@ -215,6 +235,17 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
                     )
             });
             reopened += usize::from(reopen);
+            // One-touch: exactly one public agent reply, never reopened.
+            let reopened_ever = h.events.iter().any(|x| {
+                x.at < until
+                    && x.kind == "status"
+                    && x.detail.get("from").and_then(|v| v.as_str()) == Some("resolved")
+                    && matches!(
+                        x.detail.get("to").and_then(|v| v.as_str()),
+                        Some("open" | "new" | "pending")
+                    )
+            });
+            fcr += usize::from(replies_before == 1 && !reopened_ever);
             if let Some(due) = t.sla.resolution_due {
                 res_total += 1;
                 res_met += usize::from(e.at <= due);
@@ -246,7 +277,7 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
         }
     }
     ages.sort_by(|a, b| a.total_cmp(b));
-    s.backlog_median_age_hours = percentile(&ages, 0.5);
+    s.backlog_median_age_hours = median(&ages);
     s.first_response = durations(first);
     s.resolution = durations(resolution);
     s.first_contact_resolution_rate = ratio(fcr, resolved);
@@ -390,4 +421,32 @@ pub fn render_text(r: &Report) -> String {
         r.overall.hours_in_status
     );
     out
+}
+
+#[cfg(test)]
+mod percentile_tests {
+    use super::{median, nearest_rank};
+
+    #[test]
+    fn median_and_p90_on_even_and_odd_counts() {
+        let table: [(&[f64], Option<f64>, Option<f64>); 6] = [
+            (&[], None, None),
+            (&[7.0], Some(7.0), Some(7.0)),
+            (&[60.0, 70.0], Some(65.0), Some(70.0)),
+            (&[10.0, 20.0, 30.0], Some(20.0), Some(30.0)),
+            (
+                &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+                Some(5.5),
+                Some(9.0),
+            ),
+            (
+                &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0],
+                Some(6.0),
+                Some(10.0),
+            ),
+        ];
+        for (values, m, p90) in table {
+            assert_eq!((median(values), nearest_rank(values, 0.9)), (m, p90), "{values:?}");
+        }
+    }
 }

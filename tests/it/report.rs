@@ -135,12 +135,14 @@ fn report_figures_match_hand_computed_values() {
     let o = &r["overall"];
     assert_eq!(o["volume"], 3);
     assert_eq!(o["backlog"], 2, "T2 reopened, T3 new");
-    assert_eq!(o["backlog_median_age_hours"], 110.0);
+    assert_eq!(o["backlog_median_age_hours"], 59.0, "the mean of 8 and 110 hours");
     assert_eq!(o["first_response"]["count"], 2);
-    assert_eq!(o["first_response"]["median_minutes"], 60.0);
-    assert_eq!(o["first_response"]["median_business_minutes"], 60.0);
+    assert_eq!(o["first_response"]["median_minutes"], 45.0, "the mean of 30 and 60");
+    assert_eq!(o["first_response"]["p90_minutes"], 60.0, "nearest rank");
+    assert_eq!(o["first_response"]["median_business_minutes"], 45.0);
     assert_eq!(o["resolution"]["count"], 2);
-    assert_eq!(o["resolution"]["median_minutes"], 180.0);
+    assert_eq!(o["resolution"]["median_minutes"], 105.0, "the mean of 30 and 180");
+    assert_eq!(o["resolution"]["p90_minutes"], 180.0);
     assert_eq!(o["first_contact_resolution_rate"], 0.5);
     assert_eq!(o["reopen_rate"], 0.5);
     assert_eq!(o["sla_first_response_compliance"], 1.0);
@@ -168,7 +170,7 @@ fn report_figures_match_hand_computed_values() {
     let text = desk.ok(&["report", "--since", "2026-11-16", "--until", "2026-11-21"]);
     assert!(
         text.contains(
-            "all                   3       2      60.0      60.0     180.0     180.0   50%    50%   100%   100%   4.0"
+            "all                   3       2      45.0      60.0     105.0     180.0   50%    50%   100%   100%   4.0"
         ),
         "{text}"
     );
@@ -178,4 +180,107 @@ fn report_figures_match_hand_computed_values() {
     assert_eq!(empty["overall"]["volume"], 0);
     assert!(empty["overall"]["first_response"]["median_minutes"].is_null());
     assert_eq!(desk.run(&["report", "--since", "last week"]).status.code(), Some(2));
+}
+
+/// The documented definitions on a small history: a closure without
+/// resolution, a second resolution in a later period, a reopen after the
+/// period's end, and days taken in the instance's time zone.
+#[test]
+fn resolutions_count_in_their_own_period_and_days_are_the_desks() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new().smtp(smtp.port).agents(SETUP).build();
+    let text = std::fs::read_to_string(&desk.config).unwrap().replacen(
+        "subject_tag = \"Support\"",
+        "subject_tag = \"Support\"\ntimezone = \"Europe/Berlin\"",
+        1,
+    );
+    std::fs::write(&desk.config, text).unwrap();
+    let notification = |ticket: u64| {
+        smtp.received_by("alice@example.com")
+            .into_iter()
+            .find(|m| {
+                header(m, "Subject")
+                    .unwrap()
+                    .starts_with(&format!("[Support #{ticket}]"))
+            })
+            .unwrap()
+    };
+    let reply = |ticket: u64, date: &str, id: &str, text: &str| {
+        agent_reply("alice@example.com", &notification(ticket), date, id, text)
+    };
+    // T1: resolved at first touch on the 16th, reopened on the 18th, resolved again on the 19th.
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "A",
+        "d1@c",
+        "Mon, 16 Nov 2026 09:00:00 +0000",
+        "",
+        "a",
+    )]);
+    desk.ingest(&[&reply(
+        1,
+        "Mon, 16 Nov 2026 09:30:00 +0000",
+        "d1r",
+        "#status resolved\r\nFixed.",
+    )]);
+    // T2: closed as spam, never resolved.
+    desk.ingest(&[&customer(
+        "b@customer.test",
+        "B",
+        "d2@c",
+        "Mon, 16 Nov 2026 10:00:00 +0000",
+        "",
+        "b",
+    )]);
+    desk.ingest(&[&reply(2, "Mon, 16 Nov 2026 12:00:00 +0000", "d2r", "#status closed")]);
+    // T3: 23:30 UTC on the 15th is 00:30 on the 16th in Berlin.
+    desk.ingest(&[&customer(
+        "c@customer.test",
+        "C",
+        "d3@c",
+        "Sun, 15 Nov 2026 23:30:00 +0000",
+        "",
+        "c",
+    )]);
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Re: [Support #1] A",
+        "d1b@c",
+        "Wed, 18 Nov 2026 10:00:00 +0000",
+        "",
+        "It is back.",
+    )]);
+    desk.ingest(&[&reply(
+        1,
+        "Thu, 19 Nov 2026 10:00:00 +0000",
+        "d1s",
+        "#status resolved\r\nFixed for good.",
+    )]);
+    let report = |since: &str, until: &str| -> serde_json::Value {
+        let r: serde_json::Value =
+            serde_json::from_str(&desk.ok(&["report", "--since", since, "--until", until, "--json"])).unwrap();
+        r["overall"].clone()
+    };
+    let a = report("2026-11-16", "2026-11-18");
+    assert_eq!(a["volume"], 3, "T3 was created on the 16th, Berlin time");
+    assert_eq!(a["resolution"]["count"], 1, "T2 was closed, not resolved");
+    assert_eq!(a["resolution"]["median_minutes"], 30.0);
+    assert_eq!(
+        a["first_contact_resolution_rate"], 1.0,
+        "the reopen came after this period"
+    );
+    assert_eq!(a["reopen_rate"], 0.0);
+    let b = report("2026-11-18", "2026-11-20");
+    assert_eq!(
+        b["resolution"]["count"], 1,
+        "the second resolution counts in its own period"
+    );
+    assert_eq!(b["resolution"]["median_minutes"], 73.0 * 60.0);
+    assert_eq!(b["first_contact_resolution_rate"], 0.0, "two replies");
+    // Re-running the first period later gives the same figures.
+    assert_eq!(report("2026-11-16", "2026-11-18"), a);
+    // The whole time: T1 once, by its latest resolution.
+    let all = report("2026-11-01", "2026-12-01");
+    assert_eq!(all["resolution"]["count"], 1);
+    assert_eq!(all["first_contact_resolution_rate"], 0.0, "reopened: not one-touch");
 }
