@@ -467,7 +467,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let now = Timestamp::now();
             let mut summary = Summary::default();
             for m in &mails {
-                let at = m.date.filter(|d| *d < now).unwrap_or(now);
+                // A backfill arrives at its Date; mail piped in by an MTA arrives now.
+                let at = m.date.filter(|d| *d < now && !m.live).unwrap_or(now);
                 let origin = Origin {
                     mailbox: mailbox.clone(),
                     source_key: None,
@@ -763,7 +764,7 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::FileMail]
     let mut summary = Summary::default();
     for m in mails {
         let mut path = format!("/api/ingest?mailbox={}", encode(mailbox));
-        if let Some(d) = m.date {
+        if let Some(d) = m.date.filter(|_| !m.live) {
             path.push_str(&format!("&at={}", encode(&d.to_string())));
         }
         if let Some(size) = m.oversized {

@@ -17,6 +17,9 @@ pub struct FileMail {
     /// Set when the mail is larger than the limit: its real size. `raw` then
     /// holds only its header section, never the whole mail.
     pub oversized: Option<u64>,
+    /// Mail arriving now (standard input: an MTA's pipe), not a backfill: its
+    /// arrival time is now, whatever its `Date` says.
+    pub live: bool,
 }
 
 /// Reads every mail under `paths` (`-` is standard input), sorted by Date
@@ -27,9 +30,13 @@ pub fn collect(paths: &[PathBuf], max_bytes: usize) -> std::io::Result<Vec<FileM
     for p in paths {
         if p.as_os_str() == "-" {
             let (raw, oversized) = read_bounded(std::io::stdin().lock(), max_bytes)?;
+            let from = out.len();
             match oversized {
                 Some(size) => out.push(oversized_mail("stdin", raw, size)),
                 None => push_file(&mut out, "stdin", raw),
+            }
+            for m in &mut out[from..] {
+                m.live = true;
             }
         } else {
             read_path(&mut out, p, max_bytes)?;
@@ -60,6 +67,7 @@ fn oversized_mail(label: &str, head: Vec<u8>, size: u64) -> FileMail {
         date: crate::inbound::date_of(&head),
         raw: head,
         oversized: Some(size),
+        live: false,
     }
 }
 
@@ -124,6 +132,7 @@ fn push_file(out: &mut Vec<FileMail>, label: &str, raw: Vec<u8>) {
                 date: crate::inbound::date_of(&m),
                 raw: m,
                 oversized: None,
+                live: false,
             });
         }
     } else {
@@ -132,6 +141,7 @@ fn push_file(out: &mut Vec<FileMail>, label: &str, raw: Vec<u8>) {
             date: crate::inbound::date_of(&raw),
             raw,
             oversized: None,
+            live: false,
         });
     }
 }

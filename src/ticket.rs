@@ -440,8 +440,52 @@ pub fn apply_agent_reply(
     }
     // Commands first: `#cc add` reaches this reply's recipients, `#status` wins over "replied means open".
     let status_before = ticket.status;
+    let assignee_before = ticket.assignee.clone();
     let (command_events, mut errors) = apply_commands(&mut ticket, &parsed.commands, agent, config, now);
     events.extend(command_events);
+    // `#assign` hands the ticket to someone else: they hear of it now, with a
+    // reply address of their own, not only when the customer writes again.
+    if ticket.assignee != assignee_before
+        && let Some(new) = ticket
+            .assignee
+            .as_deref()
+            .and_then(|a| config.agent_by_name_or_email(a))
+        && new.name != agent.name
+    {
+        let body = format!(
+            "{} assigned ticket #{} to you.\n\nQueue {} · priority {} · status {}\nFrom: {}\nSubject: {}\n\n--\nReply to this mail to answer the customer; your address stays hidden.\nCommands on the first lines of a reply: #note #status open|pending|resolved|closed #priority low|normal|high|urgent #assign NAME #take #queue NAME #tag a b #untag a #type NAME #cc add|remove ADDRESS #template NAME",
+            agent.name,
+            ticket.id,
+            ticket.queue,
+            ticket.priority.as_str(),
+            ticket.status.as_str(),
+            crate::outgoing::format_mailbox(&ticket.requester),
+            ticket.subject,
+        );
+        let notice = agent_mail(
+            &ticket,
+            new,
+            &format!("{} via {}", agent.name, config.instance.name),
+            &ticket.subject,
+            &body,
+            "notification",
+            false,
+            1011,
+            None,
+            &mail_cx,
+        );
+        events.push(Event::new(
+            now,
+            "notified",
+            "system",
+            &[
+                ("to", json!(notice.recipients())),
+                ("message_id", json!(notice.message_id)),
+                ("reason", json!("assigned")),
+            ],
+        ));
+        mails.push(notice);
+    }
     errors.extend(parsed.errors.iter().cloned());
     let survey = (status_before != Status::Resolved
         && ticket.status == Status::Resolved

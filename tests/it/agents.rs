@@ -612,3 +612,43 @@ fn an_agent_replying_to_a_closed_ticket_acts_on_it_instead_of_opening_a_new_one(
     )]);
     assert_eq!(desk.show(2)["linked"], serde_json::json!([1]));
 }
+
+#[test]
+fn assign_tells_the_new_assignee_who_can_answer_at_once() {
+    let smtp = Smtp::start();
+    let desk = ingest_desk(&smtp, "");
+    desk.ingest(&[&mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Invoice question",
+        "iq1@customer.test",
+        "",
+        "Why was I charged twice?",
+    )]);
+    let to_alice = smtp.received_by("alice@example.com").pop().unwrap();
+    let before = smtp.received_by("bob@agents.example.com").len();
+    desk.ingest(&[&gmail_reply(
+        "alice@example.com",
+        &to_alice,
+        "#assign Bob Stone\n#note Bob knows billing.",
+        None,
+    )]);
+    let to_bob = smtp.received_by("bob@agents.example.com");
+    let notice = to_bob
+        .iter()
+        .skip(before)
+        .find(|m| body_text(m).contains("assigned ticket #1 to you"))
+        .expect("Bob is told he has the ticket")
+        .clone();
+    assert!(header(&notice, "Reply-To").unwrap().starts_with("<support+1.bobstone."));
+    // Bob answers that mail: it is proven and relayed.
+    desk.ingest(&[&gmail_reply(
+        "bob@agents.example.com",
+        &notice,
+        "Hi Carol, the second charge is refunded.",
+        None,
+    )]);
+    let relay = smtp.received_by("carol@customer.test").pop().unwrap();
+    assert!(body_text(&relay).contains("the second charge is refunded"));
+    assert_eq!(desk.show(1)["assignee"], "Bob Stone");
+}

@@ -411,3 +411,36 @@ fn smtp_starttls_and_implicit_tls_with_auth_and_a_private_ca() {
     assert!(event_kinds(&desk.show(1)).contains(&"mail_sent".to_string()));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn mail_piped_in_by_an_mta_arrives_now_whatever_its_date() {
+    let desk = DeskConfig::new().build();
+    let backdated = mail(
+        "bob@customer.test",
+        "support@example.com",
+        "old date",
+        "pipe-old@customer.test",
+        "",
+        "x",
+    )
+    .replace("Mon, 23 Nov 2026 09:00:00 +0000", "Mon, 02 Nov 2026 09:00:00 +0000");
+    let mut child = desk
+        .command()
+        .args(["ingest", "--json", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), backdated.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait_with_output().unwrap().status.success());
+    let created: jiff::Timestamp = desk.show(1)["created_at"].as_str().unwrap().parse().unwrap();
+    let age = jiff::Timestamp::now().as_second() - created.as_second();
+    assert!(
+        (0..600).contains(&age),
+        "created {created}, {age} s ago: the Date header is not the arrival"
+    );
+    // A file is a backfill: its Date stands.
+    desk.ingest(&[&backdated.replace("pipe-old@", "file-old@")]);
+    assert_eq!(desk.show(2)["created_at"], "2026-11-02T09:00:00Z");
+}
