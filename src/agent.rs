@@ -303,12 +303,12 @@ pub fn apply_commands(
                         Status::Closed => ticket.closed_at = Some(now),
                         _ => {}
                     }
-                    events.push(Event::new(
-                        now,
-                        "status",
-                        actor,
-                        &[("from", json!(from.as_str())), ("to", json!(s.as_str()))],
-                    ));
+                    let mut detail = vec![("from", json!(from.as_str())), ("to", json!(s.as_str()))];
+                    if *s == Status::Resolved {
+                        // The resolution deadline in force when it was met or missed.
+                        detail.push(("due", json!(ticket.sla.resolution_due)));
+                    }
+                    events.push(Event::new(now, "status", actor, &detail));
                 }
             }
             Command::Priority(p) => {

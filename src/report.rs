@@ -165,6 +165,16 @@ fn status_at(h: &History, t: Timestamp) -> Option<Status> {
         .map(|(_, s)| s)
 }
 
+/// The deadline recorded on the event that met or missed it (events written
+/// before deadlines were recorded fall back to the ticket's current one).
+fn due_on(e: &Event, current: Option<Timestamp>) -> Option<Timestamp> {
+    match e.detail.get("due") {
+        // Recorded: that deadline, or none (no target was in force then).
+        Some(v) => v.as_str().and_then(|s| s.parse().ok()),
+        None => current,
+    }
+}
+
 fn first_event<'a>(h: &'a History, kind: &str) -> Option<&'a Event> {
     h.events.iter().find(|e| e.kind == kind)
 }
@@ -205,7 +215,7 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
             && in_period(e.at, since, until)
         {
             first.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
-            if let Some(due) = t.sla.first_response_due {
+            if let Some(due) = due_on(e, t.sla.first_response_due) {
                 fr_total += 1;
                 fr_met += usize::from(e.at <= due);
             }
@@ -246,7 +256,7 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
                     )
             });
             fcr += usize::from(replies_before == 1 && !reopened_ever);
-            if let Some(due) = t.sla.resolution_due {
+            if let Some(due) = due_on(e, t.sla.resolution_due) {
                 res_total += 1;
                 res_met += usize::from(e.at <= due);
             }

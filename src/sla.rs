@@ -111,10 +111,20 @@ pub fn refresh(
         // A new policy counts from the ticket's creation, keeping what was breached.
         let start = ticket.created_at;
         let old = std::mem::take(&mut ticket.sla);
+        // A target already met stays as it was met.
+        let answered = ticket.first_response_at.is_some();
         ticket.sla = Sla {
             policy: Some(policy.name.clone()),
-            first_response_due: policy.first_response.map(|t| cal.add(start, t)),
-            first_response_warn: policy.first_response.map(|t| cal.add(start, scaled(t, policy.warn_at))),
+            first_response_due: if answered {
+                old.first_response_due
+            } else {
+                policy.first_response.map(|t| cal.add(start, t))
+            },
+            first_response_warn: if answered {
+                old.first_response_warn
+            } else {
+                policy.first_response.map(|t| cal.add(start, scaled(t, policy.warn_at)))
+            },
             resolution_due: policy.resolution.map(|t| cal.add(start, t)),
             resolution_warn: policy.resolution.map(|t| cal.add(start, scaled(t, policy.warn_at))),
             first_response_breached: old.first_response_breached,
@@ -142,9 +152,19 @@ pub fn refresh(
             events.push(Event::new(now, "sla_paused", "system", &[]));
         }
         (false, Some(paused)) => {
+            // A met first-response target is frozen: pending time no longer moves it.
+            let answered = ticket.first_response_at.is_some();
+            let (mut fr_due, mut fr_warn) = (sla.first_response_due, sla.first_response_warn);
+            for t in [&mut fr_due, &mut fr_warn] {
+                if let Some(due) = t.as_mut()
+                    && !answered
+                {
+                    *due = shift_for_pause(cal, *due, paused, now);
+                }
+            }
+            sla.first_response_due = fr_due;
+            sla.first_response_warn = fr_warn;
             for t in [
-                &mut sla.first_response_due,
-                &mut sla.first_response_warn,
                 &mut sla.next_response_due,
                 &mut sla.next_response_warn,
                 &mut sla.resolution_due,

@@ -569,7 +569,13 @@ Your reply was sent as well.",
         ));
         if ticket.first_response_at.is_none() {
             ticket.first_response_at = Some(now);
-            events.push(Event::new(now, "first_response", &agent.name, &[]));
+            // The deadline in force when it was met: reports judge by it, whatever changes later.
+            events.push(Event::new(
+                now,
+                "first_response",
+                &agent.name,
+                &[("due", json!(ticket.sla.first_response_due))],
+            ));
         }
         if ticket.status == Status::New {
             ticket.status = Status::Open;

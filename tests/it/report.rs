@@ -284,3 +284,68 @@ fn resolutions_count_in_their_own_period_and_days_are_the_desks() {
     assert_eq!(all["resolution"]["count"], 1);
     assert_eq!(all["first_contact_resolution_rate"], 0.0, "reopened: not one-touch");
 }
+
+/// A target is judged against the deadline in force when it was met, and a
+/// met target no longer moves: a priority raise or a pending pause after the
+/// first response changes neither.
+#[test]
+fn a_met_target_stays_met_after_a_priority_raise_and_a_pause() {
+    let smtp = Smtp::start();
+    let setup = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[sla.normal]
+calendar = "24x7"
+first_response = "4h"
+resolution = "2d"
+
+[sla.high]
+calendar = "24x7"
+first_response = "1h"
+resolution = "8h"
+"#;
+    let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Slow",
+        "m1@c",
+        "Mon, 16 Nov 2026 09:00:00 +0000",
+        "",
+        "a",
+    )]);
+    assert_eq!(desk.show(1)["sla"]["first_response_due"], "2026-11-16T13:00:00Z");
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    let reply = |date: &str, id: &str, text: &str| agent_reply("alice@example.com", &n, date, id, text);
+    // Answered after 2 hours against 4.
+    desk.ingest(&[&reply(
+        "Mon, 16 Nov 2026 11:00:00 +0000",
+        "m1r",
+        "#status pending\r\nWhich model?",
+    )]);
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Re: [Support #1] Slow",
+        "m1b@c",
+        "Mon, 16 Nov 2026 15:00:00 +0000",
+        "",
+        "Model X.",
+    )]);
+    desk.ingest(&[&reply(
+        "Mon, 16 Nov 2026 15:30:00 +0000",
+        "m1s",
+        "#priority high\r\n#note raising it",
+    )]);
+    let t = desk.show(1);
+    assert_eq!(t["sla"]["policy"], "high");
+    assert_eq!(t["sla"]["first_response_due"], "2026-11-16T13:00:00Z", "met, so frozen");
+    let r: serde_json::Value =
+        serde_json::from_str(&desk.ok(&["report", "--since", "2026-11-16", "--until", "2026-11-17", "--json"]))
+            .unwrap();
+    assert_eq!(
+        r["overall"]["sla_first_response_compliance"], 1.0,
+        "met against the 4 hours in force"
+    );
+}
