@@ -138,6 +138,10 @@ pub struct Sla {
     /// Since when the clocks are paused (status pending).
     #[serde(default)]
     pub paused_at: Option<Timestamp>,
+    /// Business seconds the clocks were paused in earlier pauses: a new
+    /// policy's deadlines keep this credit.
+    #[serde(default)]
+    pub paused_credit_secs: u64,
 }
 
 /// A ticket without its messages and events (those live in their own trees).

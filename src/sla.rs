@@ -113,20 +113,27 @@ pub fn refresh(
         let old = std::mem::take(&mut ticket.sla);
         // A target already met stays as it was met.
         let answered = ticket.first_response_at.is_some();
+        // Time paused so far still counts in the customer's favour.
+        let credit = std::time::Duration::from_secs(old.paused_credit_secs);
         ticket.sla = Sla {
             policy: Some(policy.name.clone()),
             first_response_due: if answered {
                 old.first_response_due
             } else {
-                policy.first_response.map(|t| cal.add(start, t))
+                policy.first_response.map(|t| cal.add(start, t + credit))
             },
             first_response_warn: if answered {
                 old.first_response_warn
             } else {
-                policy.first_response.map(|t| cal.add(start, scaled(t, policy.warn_at)))
+                policy
+                    .first_response
+                    .map(|t| cal.add(start, scaled(t, policy.warn_at) + credit))
             },
-            resolution_due: policy.resolution.map(|t| cal.add(start, t)),
-            resolution_warn: policy.resolution.map(|t| cal.add(start, scaled(t, policy.warn_at))),
+            resolution_due: policy.resolution.map(|t| cal.add(start, t + credit)),
+            resolution_warn: policy
+                .resolution
+                .map(|t| cal.add(start, scaled(t, policy.warn_at) + credit)),
+            paused_credit_secs: old.paused_credit_secs,
             first_response_breached: old.first_response_breached,
             resolution_breached: old.resolution_breached,
             paused_at: old.paused_at,
@@ -175,11 +182,13 @@ pub fn refresh(
                 }
             }
             sla.paused_at = None;
+            let paused_secs = cal.between(paused, now).as_secs();
+            sla.paused_credit_secs += paused_secs;
             events.push(Event::new(
                 now,
                 "sla_resumed",
                 "system",
-                &[("paused_business_seconds", json!(cal.between(paused, now).as_secs()))],
+                &[("paused_business_seconds", json!(paused_secs))],
             ));
         }
         _ => {}

@@ -349,3 +349,60 @@ resolution = "8h"
         "met against the 4 hours in force"
     );
 }
+
+/// A policy change keeps the pause credit already earned.
+#[test]
+fn a_priority_raise_after_a_pause_keeps_the_paused_time() {
+    let smtp = Smtp::start();
+    let setup = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[sla.normal]
+calendar = "24x7"
+resolution = "2d"
+
+[sla.high]
+calendar = "24x7"
+resolution = "8h"
+"#;
+    let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Paused",
+        "p1@c",
+        "Mon, 16 Nov 2026 09:00:00 +0000",
+        "",
+        "a",
+    )]);
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    let reply = |date: &str, id: &str, text: &str| agent_reply("alice@example.com", &n, date, id, text);
+    desk.ingest(&[&reply(
+        "Mon, 16 Nov 2026 10:00:00 +0000",
+        "p1r",
+        "#status pending\r\nWhich model?",
+    )]);
+    // Pending for 7.5 hours, then the customer answers.
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Re: [Support #1] Paused",
+        "p1b@c",
+        "Mon, 16 Nov 2026 17:30:00 +0000",
+        "",
+        "Model X.",
+    )]);
+    desk.ingest(&[&reply(
+        "Mon, 16 Nov 2026 17:45:00 +0000",
+        "p1s",
+        "#priority high\r\n#note urgent now",
+    )]);
+    let t = desk.show(1);
+    assert_eq!(t["sla"]["policy"], "high");
+    assert_eq!(
+        t["sla"]["resolution_due"], "2026-11-17T00:30:00Z",
+        "created 09:00 + 8 h + the 7.5 h paused"
+    );
+    assert_eq!(t["sla"]["resolution_breached"], false);
+}
