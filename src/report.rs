@@ -305,6 +305,70 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
     s
 }
 
+/// A ticket's queue, type, tags and assignee as they were at a moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fields {
+    queue: String,
+    kind: Option<String>,
+    tags: Vec<String>,
+    assignee: Option<String>,
+}
+
+/// The fields at `at`, replayed from the event log, so that a change after a
+/// period's end (a reassignment, a queue move) never changes its report.
+fn fields_at(h: &History, at: Timestamp) -> Fields {
+    let text = |e: &Event, k: &str| e.detail.get(k).and_then(|v| v.as_str()).map(String::from);
+    let mut f = Fields {
+        queue: h.ticket.queue.clone(),
+        ..Fields::default()
+    };
+    let mut seen_created = false;
+    for e in h.events.iter().filter(|e| e.at < at) {
+        match e.kind.as_str() {
+            "created" => {
+                seen_created = true;
+                if let Some(q) = text(e, "queue") {
+                    f.queue = q;
+                }
+            }
+            "routed" => {
+                if let Some(q) = text(e, "queue") {
+                    f.queue = q;
+                }
+                f.kind = text(e, "type");
+                if let Some(tags) = e.detail.get("tags").and_then(|v| v.as_array()) {
+                    f.tags = tags.iter().filter_map(|t| t.as_str().map(String::from)).collect();
+                }
+            }
+            "queue" => f.queue = text(e, "to").unwrap_or(f.queue),
+            "type" => f.kind = text(e, "to"),
+            "tag" => {
+                if let Some(t) = text(e, "tag")
+                    && !f.tags.contains(&t)
+                {
+                    f.tags.push(t);
+                }
+            }
+            "untag" => {
+                let t = text(e, "tag");
+                f.tags.retain(|x| Some(x) != t.as_ref());
+            }
+            "assigned" => f.assignee = text(e, "to"),
+            _ => {}
+        }
+    }
+    if !seen_created {
+        // A history without its creation event: the fields as they are now.
+        return Fields {
+            queue: h.ticket.queue.clone(),
+            kind: h.ticket.kind.clone(),
+            tags: h.ticket.tags.clone(),
+            assignee: h.ticket.assignee.clone(),
+        };
+    }
+    f
+}
+
 /// Computes the report over `[since, until)`.
 pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, until: Timestamp) -> Report {
     let all: Vec<&History> = histories.iter().filter(|h| h.ticket.created_at < until).collect();
@@ -326,7 +390,7 @@ pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, 
         .map(|a| (a.name.clone(), AgentStats::default()))
         .collect();
     for h in &all {
-        if let Some(a) = &h.ticket.assignee
+        if let Some(a) = &fields_at(h, until).assignee
             && matches!(status_at(h, until), Some(Status::New | Status::Open | Status::Pending))
         {
             agents.entry(a.clone()).or_default().open_assigned += 1;
@@ -347,11 +411,11 @@ pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, 
         since,
         until,
         overall: stats(&all, config, since, until),
-        by_queue: group(&|h| vec![h.ticket.queue.clone()]),
-        by_type: group(&|h| vec![h.ticket.kind.clone().unwrap_or_else(|| "-".into())]),
-        by_tag: group(&|h| h.ticket.tags.clone()),
+        by_queue: group(&|h| vec![fields_at(h, until).queue]),
+        by_type: group(&|h| vec![fields_at(h, until).kind.unwrap_or_else(|| "-".into())]),
+        by_tag: group(&|h| fields_at(h, until).tags),
         by_channel: group(&|h| vec![h.ticket.channel.clone()]),
-        by_assignee: group(&|h| vec![h.ticket.assignee.clone().unwrap_or_else(|| "-".into())]),
+        by_assignee: group(&|h| vec![fields_at(h, until).assignee.unwrap_or_else(|| "-".into())]),
         agents,
     }
 }

@@ -406,3 +406,64 @@ resolution = "8h"
     );
     assert_eq!(t["sla"]["resolution_breached"], false);
 }
+
+/// Agent load, assignee, queue and tags are taken as they were at the
+/// period's end: changes after it do not rewrite a past report.
+#[test]
+fn a_reassignment_after_the_period_leaves_its_report_alone() {
+    let smtp = Smtp::start();
+    let setup = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general", "billing"]
+
+[[agent]]
+name = "Bob Stone"
+email = "bob@example.com"
+queues = ["general", "billing"]
+
+[[queue]]
+name = "general"
+assign = "round_robin"
+
+[[queue]]
+name = "billing"
+assign = "none"
+"#;
+    let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Help",
+        "r1@c",
+        "Mon, 16 Nov 2026 09:00:00 +0000",
+        "",
+        "a",
+    )]);
+    assert_eq!(desk.show(1)["assignee"], "Alice Jones");
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    // On the 18th, after the period: to Bob, to billing, tagged.
+    desk.ingest(&[&agent_reply(
+        "alice@example.com",
+        &n,
+        "Wed, 18 Nov 2026 09:00:00 +0000",
+        "r1r",
+        "#assign Bob Stone\r\n#queue billing\r\n#tag money\r\n#note over to Bob",
+    )]);
+    assert_eq!(desk.show(1)["assignee"], "Bob Stone");
+    let r: serde_json::Value =
+        serde_json::from_str(&desk.ok(&["report", "--since", "2026-11-16", "--until", "2026-11-17", "--json"]))
+            .unwrap();
+    assert_eq!(r["agents"]["Alice Jones"]["open_assigned"], 1);
+    assert_eq!(r["agents"]["Bob Stone"]["open_assigned"], 0);
+    assert_eq!(r["by_assignee"]["Alice Jones"]["volume"], 1);
+    assert_eq!(r["by_queue"]["general"]["volume"], 1);
+    assert!(r["by_queue"].get("billing").is_none() && r["by_tag"].get("money").is_none());
+    // A period after the change sees it.
+    let later: serde_json::Value =
+        serde_json::from_str(&desk.ok(&["report", "--since", "2026-11-18", "--until", "2026-11-19", "--json"]))
+            .unwrap();
+    assert_eq!(later["agents"]["Bob Stone"]["open_assigned"], 1);
+    assert_eq!(later["by_queue"]["billing"]["backlog"], 1);
+    assert_eq!(later["by_tag"]["money"]["backlog"], 1);
+}
