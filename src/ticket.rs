@@ -248,6 +248,12 @@ pub fn apply_inbound(
                     ("reason", json!("customer replied")),
                 ],
             ));
+            // One survey per resolution: a reopened ticket is asked again when
+            // it is resolved again (the earlier rating stays in the event log).
+            if from_status == Status::Resolved {
+                ticket.survey_sent = false;
+                ticket.csat = None;
+            }
         }
         // A participant may bring others in by Cc (a stranger may not), and
         // only with proven mail: anyone can write a participant's From.

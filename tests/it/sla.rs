@@ -281,6 +281,53 @@ fn survey_on_resolve_records_the_rating_without_reopening() {
         .unwrap()
         .clone();
     assert_eq!(csat["comment"], "Very quick, thanks!");
+    // Reopened and resolved again: one survey per resolution.
+    desk.ingest(&[&mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Re: [Support #1] Invoice copy",
+        "s4@customer.test",
+        "",
+        "The attachment is empty.",
+    )]);
+    assert_eq!(desk.show(1)["status"], "open");
+    let surveys_before = desk.show(1)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "survey_sent")
+        .count();
+    desk.ingest(&[&agent_reply(
+        "alice@example.com",
+        &n,
+        "Mon, 23 Nov 2026 12:00:00 +0000",
+        "s5",
+        "#status resolved\r\nSent as a link instead.",
+    )]);
+    let t = desk.show(1);
+    let surveys = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "survey_sent")
+        .count();
+    assert_eq!(
+        (surveys_before, surveys),
+        (1, 2),
+        "a second survey for the second resolution"
+    );
+    assert_eq!(
+        t["csat"],
+        serde_json::Value::Null,
+        "the new resolution is not rated yet"
+    );
+    assert!(
+        t["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "csat" && e["rating"] == 5)
+    );
 }
 
 #[test]
