@@ -96,14 +96,38 @@ pub fn refresh(
     } else {
         ticket.pending_since = None;
     }
-    // No policy for a new priority or queue keeps the one in force (an escalated
-    // ticket must not lose its clocks).
+    // No policy for a new priority or queue drops the targets not yet met (a
+    // ticket lowered to a priority without SLA has none), except on a ticket
+    // that breached: an escalated ticket must not lose its clocks.
     let current = ticket
         .sla
         .policy
         .as_deref()
         .and_then(|p| config.sla.iter().find(|x| x.name == p));
-    let Some(policy) = config.sla_policy(ticket.priority, &ticket.queue).or(current) else {
+    let breached = ticket.sla.first_response_breached || ticket.sla.resolution_breached;
+    let matching = config.sla_policy(ticket.priority, &ticket.queue);
+    if matching.is_none() && !breached && current.is_some() {
+        let old = std::mem::take(&mut ticket.sla);
+        let answered = ticket.first_response_at.is_some();
+        ticket.sla = Sla {
+            first_response_due: old.first_response_due.filter(|_| answered),
+            paused_at: old.paused_at,
+            paused_credit_secs: old.paused_credit_secs,
+            ..Sla::default()
+        };
+        events.push(Event::new(
+            now,
+            "sla_policy",
+            "system",
+            &[
+                ("from", json!(old.policy)),
+                ("to", json!(null)),
+                ("reason", json!("no policy for this priority and queue")),
+            ],
+        ));
+        return events;
+    }
+    let Some(policy) = matching.or(current) else {
         return events;
     };
     let cal = config.calendar(&policy.calendar);

@@ -467,3 +467,49 @@ assign = "none"
     assert_eq!(later["by_queue"]["billing"]["backlog"], 1);
     assert_eq!(later["by_tag"]["money"]["backlog"], 1);
 }
+
+/// Lowering a ticket to a priority without a policy drops its unmet targets:
+/// no breach fires later.
+#[test]
+fn a_priority_without_a_policy_drops_the_targets_not_yet_met() {
+    let smtp = Smtp::start();
+    let setup = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[sla.normal]
+calendar = "24x7"
+first_response = "4h"
+resolution = "2d"
+"#;
+    let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Someday",
+        "l1@c",
+        "Mon, 16 Nov 2026 09:00:00 +0000",
+        "",
+        "a",
+    )]);
+    assert_eq!(desk.show(1)["sla"]["policy"], "normal");
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    desk.ingest(&[&agent_reply(
+        "alice@example.com",
+        &n,
+        "Mon, 16 Nov 2026 09:10:00 +0000",
+        "l1r",
+        "#priority low\r\n#note no hurry",
+    )]);
+    let t = desk.show(1);
+    assert_eq!(t["sla"]["policy"], serde_json::Value::Null);
+    assert_eq!(t["sla"]["first_response_due"], serde_json::Value::Null);
+    assert_eq!(t["sla"]["resolution_due"], serde_json::Value::Null);
+    desk.ok(&["tick", "--now", "2026-11-20T09:00:00Z"]);
+    let kinds = crate::support::event_kinds(&desk.show(1));
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("sla_breach") || k == "sla_warning"),
+        "{kinds:?}"
+    );
+}
