@@ -513,3 +513,54 @@ resolution = "2d"
         "{kinds:?}"
     );
 }
+
+/// Business time is measured in the calendar in force when the target was met.
+#[test]
+fn business_minutes_use_the_calendar_in_force_at_the_time() {
+    let smtp = Smtp::start();
+    let setup = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[calendar.office]
+timezone = "UTC"
+hours = { mon = "09:00-17:00", tue = "09:00-17:00", wed = "09:00-17:00", thu = "09:00-17:00", fri = "09:00-17:00" }
+
+[sla.normal]
+calendar = "office"
+first_response = "8h"
+
+[sla.high]
+calendar = "24x7"
+first_response = "1h"
+"#;
+    let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
+    desk.ingest(&[&customer(
+        "a@customer.test",
+        "Weekend",
+        "w1@c",
+        "Fri, 20 Nov 2026 16:00:00 +0000",
+        "",
+        "a",
+    )]);
+    let n = smtp.received_by("alice@example.com").pop().unwrap();
+    let reply = |date: &str, id: &str, text: &str| agent_reply("alice@example.com", &n, date, id, text);
+    desk.ingest(&[&reply("Mon, 23 Nov 2026 10:00:00 +0000", "w1r", "Looking into it.")]);
+    desk.ingest(&[&reply(
+        "Mon, 23 Nov 2026 10:30:00 +0000",
+        "w1s",
+        "#priority high\r\n#note now urgent",
+    )]);
+    assert_eq!(desk.show(1)["sla"]["policy"], "high");
+    let r: serde_json::Value =
+        serde_json::from_str(&desk.ok(&["report", "--since", "2026-11-20", "--until", "2026-11-24", "--json"]))
+            .unwrap();
+    let fr = &r["overall"]["first_response"];
+    assert_eq!(fr["median_minutes"], 66.0 * 60.0);
+    assert_eq!(
+        fr["median_business_minutes"], 120.0,
+        "Fri 16–17 and Mon 9–10 in the office calendar"
+    );
+}
