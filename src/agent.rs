@@ -307,7 +307,6 @@ pub fn apply_commands(
                     if *s == Status::Resolved {
                         // The resolution deadline in force when it was met or missed.
                         detail.push(("due", json!(ticket.sla.resolution_due)));
-                        detail.push(("calendar", json!(crate::ticket::policy_calendar(ticket, config))));
                     }
                     events.push(Event::new(now, "status", actor, &detail));
                 }

@@ -182,22 +182,33 @@ fn first_event<'a>(h: &'a History, kind: &str) -> Option<&'a Event> {
 fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: Timestamp) -> Stats {
     let mut s = Stats::default();
     let minutes = |a: Timestamp, b: Timestamp| (b.as_second() - a.as_second()) as f64 / 60.0;
-    // Business time in the calendar in force when the target was met (recorded
-    // on its event), else the ticket's current policy's, else 24×7.
-    let business = |h: &History, e: &Event, a: Timestamp, b: Timestamp| {
-        let recorded = e.detail.get("calendar").map(|v| v.as_str().map(String::from));
-        let name = recorded.unwrap_or_else(|| {
-            h.ticket
-                .sla
-                .policy
-                .as_deref()
+    // Business time with the calendar in force in each part of the interval:
+    // the SLA policy changes (`sla_policy` events) split it.
+    let business = |h: &History, a: Timestamp, b: Timestamp| {
+        let calendar_of = |policy: Option<&str>| {
+            policy
                 .and_then(|p| config.sla.iter().find(|x| x.name == p))
-                .map(|p| p.calendar.clone())
-        });
-        let cal = name
-            .map(|c| config.calendar(&c))
-            .unwrap_or(&crate::calendar::Calendar::TwentyFourSeven);
-        cal.between(a, b).as_secs() as f64 / 60.0
+                .map(|p| config.calendar(&p.calendar))
+                .unwrap_or(&crate::calendar::Calendar::TwentyFourSeven)
+        };
+        let changes: Vec<(Timestamp, Option<&str>)> = h
+            .events
+            .iter()
+            .filter(|e| e.kind == "sla_policy")
+            .map(|e| (e.at, e.detail.get("to").and_then(|v| v.as_str())))
+            .collect();
+        if changes.is_empty() {
+            return calendar_of(h.ticket.sla.policy.as_deref()).between(a, b).as_secs() as f64 / 60.0;
+        }
+        let in_force = |t: Timestamp| changes.iter().rev().find(|(at, _)| *at <= t).and_then(|(_, p)| *p);
+        let mut total = 0u64;
+        let mut start = a;
+        for &(at, _) in changes.iter().filter(|(at, _)| *at > a && *at < b) {
+            total += calendar_of(in_force(start)).between(start, at).as_secs();
+            start = at;
+        }
+        total += calendar_of(in_force(start)).between(start, b).as_secs();
+        total as f64 / 60.0
     };
     let mut first = Vec::new();
     let mut resolution = Vec::new();
@@ -220,7 +231,7 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
         if let Some(e) = first_event(h, "first_response")
             && in_period(e.at, since, until)
         {
-            first.push((minutes(t.created_at, e.at), business(h, e, t.created_at, e.at)));
+            first.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
             if let Some(due) = due_on(e, t.sla.first_response_due) {
                 fr_total += 1;
                 fr_met += usize::from(e.at <= due);
@@ -236,7 +247,7 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
         });
         if let Some(e) = resolved_in_period {
             resolved += 1;
-            resolution.push((minutes(t.created_at, e.at), business(h, e, t.created_at, e.at)));
+            resolution.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
             let replies_before = h.events.iter().filter(|x| x.kind == "relayed" && x.at <= e.at).count();
             // Reopened after this resolution and before the period's end, so a
             // past period's figures never change.

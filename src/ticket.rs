@@ -580,10 +580,7 @@ Your reply was sent as well.",
                 now,
                 "first_response",
                 &agent.name,
-                &[
-                    ("due", json!(ticket.sla.first_response_due)),
-                    ("calendar", json!(policy_calendar(&ticket, config))),
-                ],
+                &[("due", json!(ticket.sla.first_response_due))],
             ));
         }
         if ticket.status == Status::New {
@@ -739,17 +736,6 @@ Please send your answer again, written above the quoted text (or with the quote 
         mails,
         round_robin: None,
     }
-}
-
-/// The calendar of the SLA policy in force on a ticket, if any: recorded on
-/// the events that meet a target, so reports measure in the calendar in force then.
-pub fn policy_calendar(ticket: &Ticket, config: &Config) -> Option<String> {
-    ticket
-        .sla
-        .policy
-        .as_deref()
-        .and_then(|p| config.sla.iter().find(|x| x.name == p))
-        .map(|p| p.calendar.clone())
 }
 
 /// The relayed text with nothing of ours left: lines with our marker or a

@@ -563,4 +563,34 @@ first_response = "1h"
         fr["median_business_minutes"], 120.0,
         "Fri 16–17 and Mon 9–10 in the office calendar"
     );
+    // A policy change inside the interval splits it: the office hour on
+    // Friday, then 24×7 from Saturday noon.
+    desk.ingest(&[&customer(
+        "b@customer.test",
+        "Weekend 2",
+        "w2@c",
+        "Fri, 20 Nov 2026 16:00:00 +0000",
+        "",
+        "b",
+    )]);
+    let n2 = smtp
+        .received_by("alice@example.com")
+        .into_iter()
+        .find(|m| header(m, "Subject").unwrap().starts_with("[Support #2]"))
+        .unwrap();
+    let reply2 = |date: &str, id: &str, text: &str| agent_reply("alice@example.com", &n2, date, id, text);
+    desk.ingest(&[&reply2(
+        "Sat, 21 Nov 2026 12:00:00 +0000",
+        "w2n",
+        "#priority high\r\n#note urgent",
+    )]);
+    desk.ingest(&[&reply2("Mon, 23 Nov 2026 10:00:00 +0000", "w2r", "On it.")]);
+    let r: serde_json::Value =
+        serde_json::from_str(&desk.ok(&["report", "--since", "2026-11-20", "--until", "2026-11-24", "--json"]))
+            .unwrap();
+    let both = &r["overall"]["first_response"];
+    assert_eq!(both["count"], 2);
+    // Ticket 1: 120 business minutes; ticket 2: 60 + 46 h × 60 = 2,820 (all
+    // office: 120; all 24×7: 3,960).
+    assert_eq!(both["median_business_minutes"], (120.0 + 2820.0) / 2.0);
 }
