@@ -594,3 +594,289 @@ first_response = "1h"
     // office: 120; all 24×7: 3,960).
     assert_eq!(both["median_business_minutes"], (120.0 + 2820.0) / 2.0);
 }
+
+/// One step of the oracle scenario: at `at` (RFC 2822, UTC), on ticket `t`.
+enum Step {
+    /// The customer opens ticket `t`.
+    Open,
+    /// An agent's public reply, with command lines first.
+    Reply(&'static str, &'static str),
+    /// An agent's commands only, nothing relayed.
+    Commands(&'static str, &'static str),
+    /// The customer writes again.
+    Customer,
+}
+
+/// The report computed by a small, separate implementation of the README's
+/// definitions from the scenario itself (not from postdesk's event log), and
+/// compared with `postdesk report --json` for a full period and sub-periods
+/// whose days are Europe/Berlin's (the second spans the end of DST).
+#[test]
+fn report_agrees_with_an_independent_implementation_of_its_definitions() {
+    use jiff::Timestamp;
+    let smtp = Smtp::start();
+    let setup = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[[agent]]
+name = "Bob Stone"
+email = "bob@example.com"
+queues = ["general"]
+
+[[queue]]
+name = "general"
+assign = "none"
+"#;
+    let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
+    let text = std::fs::read_to_string(&desk.config).unwrap().replacen(
+        "subject_tag = \"Support\"",
+        "subject_tag = \"Support\"\ntimezone = \"Europe/Berlin\"",
+        1,
+    );
+    std::fs::write(&desk.config, text).unwrap();
+    let steps: Vec<(&str, u64, Step)> = vec![
+        ("Mon, 19 Oct 2026 09:00:00 +0000", 1, Step::Open),
+        (
+            "Mon, 19 Oct 2026 10:00:00 +0000",
+            1,
+            Step::Reply("alice", "#status resolved"),
+        ),
+        ("Tue, 20 Oct 2026 09:00:00 +0000", 2, Step::Open),
+        ("Tue, 20 Oct 2026 11:00:00 +0000", 2, Step::Reply("bob", "")),
+        (
+            "Wed, 21 Oct 2026 09:00:00 +0000",
+            2,
+            Step::Reply("bob", "#status resolved"),
+        ),
+        ("Thu, 22 Oct 2026 09:00:00 +0000", 4, Step::Open),
+        (
+            "Thu, 22 Oct 2026 10:00:00 +0000",
+            4,
+            Step::Commands("bob", "#status closed"),
+        ),
+        ("Fri, 23 Oct 2026 09:00:00 +0000", 5, Step::Open),
+        ("Fri, 23 Oct 2026 09:30:00 +0000", 5, Step::Reply("alice", "")),
+        ("Sat, 24 Oct 2026 20:00:00 +0000", 3, Step::Open),
+        // Sunday 25 October: DST ends in Berlin at 01:00 UTC.
+        ("Sun, 25 Oct 2026 10:00:00 +0000", 3, Step::Reply("alice", "")),
+        ("Tue, 27 Oct 2026 09:00:00 +0000", 2, Step::Customer),
+        (
+            "Tue, 27 Oct 2026 12:00:00 +0000",
+            3,
+            Step::Commands("alice", "#assign Bob Stone\n#note yours"),
+        ),
+        (
+            "Wed, 28 Oct 2026 09:00:00 +0000",
+            2,
+            Step::Reply("bob", "#status resolved"),
+        ),
+    ];
+    // Tickets open in the order of their Open steps: number them that way.
+    let mut numbers: Vec<u64> = Vec::new();
+    for (_, t, s) in &steps {
+        if matches!(s, Step::Open) {
+            numbers.push(*t);
+        }
+    }
+    let real = |t: u64| numbers.iter().position(|n| *n == t).unwrap() as u64 + 1;
+    let mut n = 0;
+    for (at, t, step) in &steps {
+        n += 1;
+        let id = real(*t);
+        let notification = |agent: &str| {
+            smtp.received_by(&format!("{agent}@example.com"))
+                .into_iter()
+                .find(|m| header(m, "Subject").unwrap().starts_with(&format!("[Support #{id}]")))
+                .unwrap()
+        };
+        match step {
+            Step::Open => desk.ingest(&[&customer(
+                &format!("c{id}@customer.test"),
+                &format!("Question {id}"),
+                &format!("o{n}@c"),
+                at,
+                "",
+                "help",
+            )]),
+            Step::Customer => desk.ingest(&[&customer(
+                &format!("c{id}@customer.test"),
+                &format!("Re: [Support #{id}] Question {id}"),
+                &format!("o{n}@c"),
+                at,
+                "",
+                "again",
+            )]),
+            Step::Reply(agent, commands) | Step::Commands(agent, commands) => {
+                let words = if matches!(step, Step::Reply(..)) {
+                    "Here is the answer."
+                } else {
+                    ""
+                };
+                let body = format!("{}\r\n{words}", commands.replace('\n', "\r\n"));
+                desk.ingest(&[&agent_reply(
+                    &format!("{agent}@example.com"),
+                    &notification(agent),
+                    at,
+                    &format!("a{n}"),
+                    &body,
+                )])
+            }
+        };
+    }
+
+    // The oracle: the definitions, applied to the steps.
+    let ts = |at: &str| -> Timestamp { jiff::fmt::rfc2822::parse(at).unwrap().timestamp() };
+    let berlin = |day: &str| -> Timestamp {
+        day.parse::<jiff::civil::Date>()
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        (n > 0).then(|| {
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        })
+    };
+    let p90 = |mut v: Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[((0.9 * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1])
+    };
+    let oracle = |since: Timestamp, until: Timestamp| -> serde_json::Value {
+        let inside = |t: Timestamp| t >= since && t < until;
+        let mut volume = 0;
+        let (mut first, mut resolution) = (Vec::new(), Vec::new());
+        let (mut fcr, mut reopened, mut resolved) = (0, 0, 0);
+        let mut backlog = 0;
+        let mut load: std::collections::BTreeMap<&str, u64> = [("Alice Jones", 0), ("Bob Stone", 0)].into();
+        for &t in &numbers {
+            let mine: Vec<(Timestamp, &Step)> = steps
+                .iter()
+                .filter(|(_, x, _)| *x == t)
+                .map(|(at, _, s)| (ts(at), s))
+                .collect();
+            let created = mine[0].0;
+            volume += usize::from(inside(created));
+            let replies: Vec<Timestamp> = mine
+                .iter()
+                .filter(|(_, s)| matches!(s, Step::Reply(..)))
+                .map(|(at, _)| *at)
+                .collect();
+            if let Some(f) = replies.first().filter(|f| inside(**f)) {
+                first.push((f.as_second() - created.as_second()) as f64 / 60.0);
+            }
+            let resolves: Vec<Timestamp> = mine
+                .iter()
+                .filter(|(_, s)| matches!(s, Step::Reply(_, c) if c.contains("#status resolved")))
+                .map(|(at, _)| *at)
+                .collect();
+            let reopens: Vec<Timestamp> = mine
+                .iter()
+                .filter(|(at, s)| matches!(s, Step::Customer) && resolves.iter().any(|r| r < at))
+                .map(|(at, _)| *at)
+                .collect();
+            if let Some(r) = resolves.iter().rev().find(|r| inside(**r)) {
+                resolved += 1;
+                resolution.push((r.as_second() - created.as_second()) as f64 / 60.0);
+                let before = replies.iter().filter(|x| *x <= r).count();
+                let reopened_by_end = reopens.iter().any(|o| *o < until);
+                fcr += usize::from(before == 1 && !reopened_by_end);
+                reopened += usize::from(reopens.iter().any(|o| o > r && *o < until));
+            }
+            // State at the end: resolved after the last resolve unless reopened since; closed stays closed.
+            let last_resolve = resolves.iter().filter(|r| **r < until).next_back();
+            let last_reopen = reopens.iter().filter(|o| **o < until).next_back();
+            let closed = mine
+                .iter()
+                .any(|(at, s)| matches!(s, Step::Commands(_, c) if c.contains("closed")) && *at < until);
+            let open = created < until
+                && !closed
+                && match (last_resolve, last_reopen) {
+                    (Some(r), Some(o)) => o > r,
+                    (Some(_), None) => false,
+                    _ => true,
+                };
+            if open {
+                backlog += 1;
+                // The assignee: the first replier, unless reassigned before the end.
+                let mut who = replies.first().filter(|f| **f < until).and_then(|f| {
+                    mine.iter()
+                        .find(|(at, s)| at == f && matches!(s, Step::Reply(..)))
+                        .map(|(_, s)| match s {
+                            Step::Reply(a, _) => *a,
+                            _ => unreachable!(),
+                        })
+                });
+                for (at, s) in &mine {
+                    if let Step::Commands(_, c) = s
+                        && c.contains("#assign Bob Stone")
+                        && *at < until
+                    {
+                        who = Some("bob");
+                    }
+                }
+                match who {
+                    Some("alice") => *load.get_mut("Alice Jones").unwrap() += 1,
+                    Some("bob") => *load.get_mut("Bob Stone").unwrap() += 1,
+                    _ => {}
+                }
+            }
+        }
+        let ratio = |a: usize, b: usize| {
+            if b == 0 {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!(a as f64 / b as f64)
+            }
+        };
+        serde_json::json!({
+            "volume": volume,
+            "backlog": backlog,
+            "first_response": { "count": first.len(), "median_minutes": median(first.clone()), "p90_minutes": p90(first) },
+            "resolution": { "count": resolution.len(), "median_minutes": median(resolution.clone()), "p90_minutes": p90(resolution) },
+            "first_contact_resolution_rate": ratio(fcr, resolved),
+            "reopen_rate": ratio(reopened, resolved),
+            "load": load,
+        })
+    };
+    for (since, until) in [
+        ("2026-10-19", "2026-11-02"),
+        ("2026-10-19", "2026-10-26"),
+        ("2026-10-26", "2026-11-02"),
+    ] {
+        let want = oracle(berlin(since), berlin(until));
+        let r: serde_json::Value =
+            serde_json::from_str(&desk.ok(&["report", "--since", since, "--until", until, "--json"])).unwrap();
+        let o = &r["overall"];
+        let got = serde_json::json!({
+            "volume": o["volume"],
+            "backlog": o["backlog"],
+            "first_response": {
+                "count": o["first_response"]["count"],
+                "median_minutes": o["first_response"]["median_minutes"],
+                "p90_minutes": o["first_response"]["p90_minutes"],
+            },
+            "resolution": {
+                "count": o["resolution"]["count"],
+                "median_minutes": o["resolution"]["median_minutes"],
+                "p90_minutes": o["resolution"]["p90_minutes"],
+            },
+            "first_contact_resolution_rate": o["first_contact_resolution_rate"],
+            "reopen_rate": o["reopen_rate"],
+            "load": {
+                "Alice Jones": r["agents"]["Alice Jones"]["open_assigned"],
+                "Bob Stone": r["agents"]["Bob Stone"]["open_assigned"],
+            },
+        });
+        assert_eq!(got, want, "{since} .. {until}");
+    }
+}
