@@ -793,8 +793,8 @@ assign = "none"
                 reopened += usize::from(reopens.iter().any(|o| o > r && *o < until));
             }
             // State at the end: resolved after the last resolve unless reopened since; closed stays closed.
-            let last_resolve = resolves.iter().filter(|r| **r < until).next_back();
-            let last_reopen = reopens.iter().filter(|o| **o < until).next_back();
+            let last_resolve = resolves.iter().rfind(|r| **r < until);
+            let last_reopen = reopens.iter().rfind(|o| **o < until);
             let closed = mine
                 .iter()
                 .any(|(at, s)| matches!(s, Step::Commands(_, c) if c.contains("closed")) && *at < until);
