@@ -610,7 +610,8 @@ enum Step {
 /// The report computed by a small, separate implementation of the README's
 /// definitions from the scenario itself (not from postdesk's event log), and
 /// compared with `postdesk report --json` for a full period and sub-periods
-/// whose days are Europe/Berlin's (the second spans the end of DST).
+/// whose days are Europe/Berlin's (the first spans the end of DST), with a
+/// priority raise after a met first response and one after a pending pause.
 #[test]
 fn report_agrees_with_an_independent_implementation_of_its_definitions() {
     use jiff::Timestamp;
@@ -629,7 +630,25 @@ queues = ["general"]
 [[queue]]
 name = "general"
 assign = "none"
+
+[sla.normal]
+calendar = "24x7"
+first_response = "4h"
+resolution = "3d"
+
+[sla.high]
+calendar = "24x7"
+first_response = "1h"
+resolution = "1d"
 "#;
+    // Targets in minutes by policy, for the oracle (24×7: a deadline is a sum).
+    let target = |high: bool| {
+        if high {
+            (60.0, 24.0 * 60.0)
+        } else {
+            (240.0, 3.0 * 24.0 * 60.0)
+        }
+    };
     let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
     let text = std::fs::read_to_string(&desk.config).unwrap().replacen(
         "subject_tag = \"Support\"",
@@ -638,6 +657,31 @@ assign = "none"
     );
     std::fs::write(&desk.config, text).unwrap();
     let steps: Vec<(&str, u64, Step)> = vec![
+        // T7: answered and resolved at once (one-touch), making the counts even.
+        ("Sat, 24 Oct 2026 08:00:00 +0000", 7, Step::Open),
+        (
+            "Sat, 24 Oct 2026 08:45:00 +0000",
+            7,
+            Step::Reply("bob", "#status resolved"),
+        ),
+        // T6: pending 8 hours, then raised to high, resolved within 1 day + the pause.
+        ("Wed, 21 Oct 2026 09:00:00 +0000", 6, Step::Open),
+        (
+            "Wed, 21 Oct 2026 10:00:00 +0000",
+            6,
+            Step::Reply("alice", "#status pending"),
+        ),
+        ("Wed, 21 Oct 2026 18:00:00 +0000", 6, Step::Customer),
+        (
+            "Wed, 21 Oct 2026 18:30:00 +0000",
+            6,
+            Step::Commands("alice", "#priority high\n#note urgent now"),
+        ),
+        (
+            "Thu, 22 Oct 2026 12:00:00 +0000",
+            6,
+            Step::Reply("alice", "#status resolved"),
+        ),
         ("Mon, 19 Oct 2026 09:00:00 +0000", 1, Step::Open),
         (
             "Mon, 19 Oct 2026 10:00:00 +0000",
@@ -646,6 +690,12 @@ assign = "none"
         ),
         ("Tue, 20 Oct 2026 09:00:00 +0000", 2, Step::Open),
         ("Tue, 20 Oct 2026 11:00:00 +0000", 2, Step::Reply("bob", "")),
+        // Raised after its first response was met in 2 hours against 4.
+        (
+            "Tue, 20 Oct 2026 12:00:00 +0000",
+            2,
+            Step::Commands("bob", "#priority high\n#note raise"),
+        ),
         (
             "Wed, 21 Oct 2026 09:00:00 +0000",
             2,
@@ -674,6 +724,8 @@ assign = "none"
             Step::Reply("bob", "#status resolved"),
         ),
     ];
+    let mut steps = steps;
+    steps.sort_by_key(|(at, _, _)| jiff::fmt::rfc2822::parse(at).unwrap().timestamp());
     // Tickets open in the order of their Open steps: number them that way.
     let mut numbers: Vec<u64> = Vec::new();
     for (_, t, s) in &steps {
@@ -757,6 +809,7 @@ assign = "none"
         let (mut first, mut resolution) = (Vec::new(), Vec::new());
         let (mut fcr, mut reopened, mut resolved) = (0, 0, 0);
         let mut backlog = 0;
+        let (mut fr_total, mut fr_met, mut res_total, mut res_met) = (0, 0, 0, 0);
         let mut load: std::collections::BTreeMap<&str, u64> = [("Alice Jones", 0), ("Bob Stone", 0)].into();
         for &t in &numbers {
             let mine: Vec<(Timestamp, &Step)> = steps
@@ -771,8 +824,32 @@ assign = "none"
                 .filter(|(_, s)| matches!(s, Step::Reply(..)))
                 .map(|(at, _)| *at)
                 .collect();
+            // Priority high from a `#priority high` step on; pending from a
+            // `#status pending` reply to the customer's next mail.
+            let high_at = |at: Timestamp| {
+                mine.iter()
+                    .any(|(x, s)| *x <= at && matches!(s, Step::Commands(_, c) if c.contains("#priority high")))
+            };
+            let paused_before = |at: Timestamp| -> f64 {
+                let mut total = 0.0;
+                for (i, (x, s)) in mine.iter().enumerate() {
+                    if matches!(s, Step::Reply(_, c) if c.contains("#status pending")) {
+                        let end = mine[i + 1..]
+                            .iter()
+                            .find(|(_, s)| matches!(s, Step::Customer))
+                            .map(|(y, _)| *y);
+                        if let Some(end) = end.filter(|e| *e <= at) {
+                            total += (end.as_second() - x.as_second()) as f64 / 60.0;
+                        }
+                    }
+                }
+                total
+            };
             if let Some(f) = replies.first().filter(|f| inside(**f)) {
-                first.push((f.as_second() - created.as_second()) as f64 / 60.0);
+                let minutes = (f.as_second() - created.as_second()) as f64 / 60.0;
+                first.push(minutes);
+                fr_total += 1;
+                fr_met += usize::from(minutes <= target(high_at(*f)).0);
             }
             let resolves: Vec<Timestamp> = mine
                 .iter()
@@ -786,7 +863,14 @@ assign = "none"
                 .collect();
             if let Some(r) = resolves.iter().rev().find(|r| inside(**r)) {
                 resolved += 1;
-                resolution.push((r.as_second() - created.as_second()) as f64 / 60.0);
+                let minutes = (r.as_second() - created.as_second()) as f64 / 60.0;
+                resolution.push(minutes);
+                // The deadline in force when the ticket was first resolved (later
+                // resolutions keep it): created + target + time paused so far.
+                let first_resolve = resolves[0];
+                let due = target(high_at(first_resolve)).1 + paused_before(first_resolve);
+                res_total += 1;
+                res_met += usize::from(minutes <= due);
                 let before = replies.iter().filter(|x| *x <= r).count();
                 let reopened_by_end = reopens.iter().any(|o| *o < until);
                 fcr += usize::from(before == 1 && !reopened_by_end);
@@ -845,6 +929,8 @@ assign = "none"
             "resolution": { "count": resolution.len(), "median_minutes": median(resolution.clone()), "p90_minutes": p90(resolution) },
             "first_contact_resolution_rate": ratio(fcr, resolved),
             "reopen_rate": ratio(reopened, resolved),
+            "sla_first_response_compliance": ratio(fr_met, fr_total),
+            "sla_resolution_compliance": ratio(res_met, res_total),
             "load": load,
         })
     };
@@ -872,6 +958,8 @@ assign = "none"
             },
             "first_contact_resolution_rate": o["first_contact_resolution_rate"],
             "reopen_rate": o["reopen_rate"],
+            "sla_first_response_compliance": o["sla_first_response_compliance"],
+            "sla_resolution_compliance": o["sla_resolution_compliance"],
             "load": {
                 "Alice Jones": r["agents"]["Alice Jones"]["open_assigned"],
                 "Bob Stone": r["agents"]["Bob Stone"]["open_assigned"],
