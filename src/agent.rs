@@ -256,10 +256,7 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
     if !msg.attachments.is_empty() {
         facts.push_str(&format!("Attachments: {}\n", msg.attachments.join(", ")));
     }
-    let body = format!(
-        "{facts}\n{}\n\n--\nReply to this mail to answer the customer; your address stays hidden.\nCommands on the first lines of a reply: #note #status open|pending|resolved|closed #priority low|normal|high|urgent #assign NAME #take #queue NAME #tag a b #untag a #type NAME #cc add|remove ADDRESS #template NAME",
-        msg.text.trim_end()
-    );
+    let body = format!("{facts}\n{}\n\n{}", msg.text.trim_end(), crate::reply::agent_footer());
     notify_targets(ticket, cx.config)
         .into_iter()
         .enumerate()

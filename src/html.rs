@@ -15,22 +15,33 @@ use scraper::node::Node;
 /// is kept), and an Outlook-style separator ends the text (what follows it is
 /// the original mail, not quoted).
 pub fn to_text(html: &str, without_quotes: bool) -> String {
+    let (all, unquoted) = texts(html);
+    if without_quotes { unquoted } else { all }
+}
+
+/// The text of an HTML body, and the same without its quoted parts, from one
+/// parse of the document.
+pub fn texts(html: &str) -> (String, String) {
     if nesting_depth(html) > MAX_DEPTH {
         // Too deep for the tree builder to stay linear: the text only, no structure.
-        return tidy(&flat_text(html));
+        let flat = tidy(&flat_text(html));
+        return (flat.clone(), flat);
     }
     let doc = Html::parse_document(html);
-    let mut w = Writer {
-        out: String::new(),
-        depth: 0,
-        without_quotes,
-        stopped: false,
-        pre: 0,
+    let walk = |without_quotes: bool| {
+        let mut w = Writer {
+            out: String::new(),
+            depth: 0,
+            without_quotes,
+            stopped: false,
+            pre: 0,
+        };
+        for child in doc.tree.root().children() {
+            w.node(child);
+        }
+        tidy(&w.out)
     };
-    for child in doc.tree.root().children() {
-        w.node(child);
-    }
-    tidy(&w.out)
+    (walk(false), walk(true))
 }
 
 /// Deeper than this, an element's content is left out: a hostile mail of

@@ -189,10 +189,10 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         .and_then(|&i| message.parts.get(i as usize))
         .is_some_and(|p| matches!(p.body, PartType::Html(_)));
     let (text, unquoted_html_text) = match message.body_html(0).filter(|_| html_only) {
-        Some(html) => (
-            crate::html::to_text(&html, false),
-            Some(crate::html::to_text(&html, true)),
-        ),
+        Some(html) => {
+            let (all, unquoted) = crate::html::texts(&html);
+            (all, Some(unquoted))
+        }
         None => (message.body_text(0).map(|t| t.into_owned()).unwrap_or_default(), None),
     };
     let attachments = message

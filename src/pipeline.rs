@@ -135,6 +135,16 @@ pub struct Explanation {
     pub rules: Vec<crate::route::RuleTrace>,
 }
 
+/// What the store knows of a mail's identity.
+enum Seen {
+    /// Not stored yet.
+    New,
+    /// Stored already: why it counts as the same mail.
+    Duplicate(String),
+    /// Its Message-ID is stored for another mail, on this ticket.
+    Conflict(TicketId),
+}
+
 /// The pipeline: configuration, store and signer.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
@@ -256,7 +266,8 @@ impl Pipeline {
                 return Ok(Processed::Quarantined { reason });
             }
         };
-        if self.is_duplicate(&msg)?.is_some() {
+        let seen = self.seen(&msg)?;
+        if let Seen::Duplicate(_) = seen {
             self.store.commit(&w)?;
             return Ok(Processed::Duplicate);
         }
@@ -367,7 +378,11 @@ impl Pipeline {
         let sla_events = crate::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
         applied.events.extend(sla_events);
         let id = applied.ticket.id;
-        if let Some(first) = self.message_id_conflict(&msg)? {
+        let conflict = match seen {
+            Seen::Conflict(first) => Some(first),
+            _ => None,
+        };
+        if let Some(first) = conflict {
             applied.events.push(Event::new(
                 now,
                 "message_id_conflict",
@@ -391,7 +406,7 @@ impl Pipeline {
         self.store.update_load(&mut w, before.as_ref(), &applied.ticket)?;
         self.update_due(&mut w, before.as_ref(), &applied.ticket);
         w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
-        self.index_message(&mut w, &msg, id)?;
+        self.index_message(&mut w, &msg, id, conflict.is_some())?;
         Store::put_ticket(&mut w, &applied.ticket);
         self.store.add_message(&mut w, id, &applied.message)?;
         for e in &applied.events {
@@ -645,45 +660,41 @@ impl Pipeline {
         thread(msg, &self.store, &cx)
     }
 
-    /// A duplicate is the same Message-ID and the same message (From, Date,
-    /// Subject, body: the content hash), or the same content without a
-    /// Message-ID. Transport headers may differ (one mail reaching two of our
-    /// mailboxes). A different mail reusing a stored Message-ID is no duplicate.
-    fn is_duplicate(&self, msg: &InboundMessage) -> Result<Option<String>, StoreError> {
+    /// Whether the mail was seen. A duplicate is the same Message-ID and the
+    /// same message (From, Date, Subject, body: the content hash), or the same
+    /// content without a Message-ID. Transport headers may differ (one mail
+    /// reaching two of our mailboxes). A different mail reusing a stored
+    /// Message-ID is no duplicate but a conflict with the ticket of the first.
+    fn seen(&self, msg: &InboundMessage) -> Result<Seen, StoreError> {
         let Some(id) = &msg.message_id else {
-            return Ok(self
-                .store
-                .has_hash(&msg.content_hash)?
-                .then(|| "the same content (no Message-ID) is stored".to_string()));
+            return Ok(match self.store.has_hash(&msg.content_hash)? {
+                true => Seen::Duplicate("the same content (no Message-ID) is stored".into()),
+                false => Seen::New,
+            });
         };
         Ok(match self.store.message_id(id)? {
             Some(e) if e.stored => match &e.hash {
-                Some(h) if *h != msg.content_hash => self
-                    .store
-                    .has_hash(&msg.content_hash)?
-                    .then(|| format!("Message-ID <{id}> with the same content is stored")),
-                _ => Some(format!("Message-ID <{id}> is stored on ticket {}", e.ticket)),
+                Some(h) if *h != msg.content_hash => match self.store.has_hash(&msg.content_hash)? {
+                    true => Seen::Duplicate(format!("Message-ID <{id}> with the same content is stored")),
+                    false => Seen::Conflict(e.ticket),
+                },
+                _ => Seen::Duplicate(format!("Message-ID <{id}> is stored on ticket {}", e.ticket)),
             },
-            _ => None,
+            _ => Seen::New,
         })
     }
 
-    /// The ticket whose stored mail has this mail's Message-ID but other content.
-    fn message_id_conflict(&self, msg: &InboundMessage) -> Result<Option<TicketId>, StoreError> {
-        let Some(id) = &msg.message_id else { return Ok(None) };
-        Ok(self
-            .store
-            .message_id(id)?
-            .filter(|e| e.stored && e.hash.as_ref().is_some_and(|h| *h != msg.content_hash))
-            .map(|e| e.ticket))
-    }
-
-    fn index_message(&self, w: &mut WriteSet, msg: &InboundMessage, id: TicketId) -> Result<(), StoreError> {
+    /// Indexes a stored mail; `conflict`: its Message-ID belongs to another mail.
+    fn index_message(
+        &self,
+        w: &mut WriteSet,
+        msg: &InboundMessage,
+        id: TicketId,
+        conflict: bool,
+    ) -> Result<(), StoreError> {
         match &msg.message_id {
             // A reused Message-ID keeps pointing at the first mail; this one is known by its content.
-            Some(_) if self.message_id_conflict(msg)?.is_some() => {
-                w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new())
-            }
+            Some(_) if conflict => w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new()),
             Some(mid) => Store::put_message_id(
                 w,
                 mid,
@@ -868,7 +879,7 @@ impl Pipeline {
             Sender::Agent(name) => Some(name.clone()),
             _ => None,
         };
-        let (thread_class, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now);
+        let (_, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now);
         let agent_check = agent_name.map(|_| match (&agent_proof, &forged) {
             (Some((_, proof)), _) => format!("verified: {proof}"),
             (_, Some((_, why))) => format!("unproven, would be stored as flagged customer mail: {why}"),
@@ -897,7 +908,6 @@ impl Pipeline {
                 ),
             }
         } else {
-            let _ = &thread_class;
             match decision.outcome {
                 Outcome::Existing(id) => {
                     format!("rule {}: appended to ticket {id}: {}", decision.rule, decision.reason)
@@ -920,7 +930,10 @@ impl Pipeline {
             )),
             classification: Some(class.describe()),
             may_auto_reply: Some(class.may_auto_reply()),
-            duplicate: self.is_duplicate(&msg)?,
+            duplicate: match self.seen(&msg)? {
+                Seen::Duplicate(why) => Some(why),
+                _ => None,
+            },
             agent_check,
             references: msg.referenced_ids().into_iter().map(String::from).collect(),
             threading: Some(threading),

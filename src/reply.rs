@@ -6,6 +6,21 @@ use crate::model::{Priority, Status};
 /// The line at the top of our notifications; everything from it down is ours.
 pub const REPLY_MARKER: &str = "##- Please type your reply above this line -##";
 
+/// The first line of the footer of our mail to agents (after a `--` line).
+pub const FOOTER_HOWTO: &str = "Reply to this mail to answer the customer; your address stays hidden.";
+
+/// The last line of that footer: the commands an agent can use.
+pub const FOOTER_COMMANDS: &str = "Commands on the first lines of a reply: #note #status open|pending|resolved|closed #priority low|normal|high|urgent #assign NAME #take #queue NAME #tag a b #untag a #type NAME #cc add|remove ADDRESS #template NAME";
+
+/// The footer of our mail to agents, `--` line first: [`extract`] knows it as ours.
+pub fn agent_footer() -> String {
+    format!("--\n{FOOTER_HOWTO}\n{FOOTER_COMMANDS}")
+}
+
+/// The starts of the footer's lines (quoting clients may wrap or cut them).
+const HOWTO_PREFIX: &str = "Reply to this mail to answer the customer";
+const COMMANDS_PREFIX: &str = "Commands on the first lines of a reply";
+
 /// One command from the top of an agent's reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -495,7 +510,7 @@ fn our_lines(lines: &[&str], kinds: &[Kind]) -> Vec<bool> {
             continue;
         }
         let next = lines.get(i + 1).map(|l| unquote(l)).unwrap_or("");
-        if q == "--" && next.starts_with("Reply to this mail to answer the customer") {
+        if q == "--" && next.starts_with(HOWTO_PREFIX) {
             state = State::Footer;
         }
         match state {
@@ -507,7 +522,7 @@ fn our_lines(lines: &[&str], kinds: &[Kind]) -> Vec<bool> {
             State::Facts => state = State::Outside,
             State::Footer => {
                 ours[i] = true;
-                if q.starts_with("Commands on the first lines of a reply") {
+                if q.starts_with(COMMANDS_PREFIX) {
                     state = State::Outside;
                 }
             }
@@ -813,6 +828,17 @@ mod tests {
         ] {
             shape(text, text, Style::Plain);
         }
+    }
+
+    #[test]
+    fn our_footer_is_recognised_as_ours() {
+        assert!(FOOTER_HOWTO.starts_with(HOWTO_PREFIX) && FOOTER_COMMANDS.starts_with(COMMANDS_PREFIX));
+        let quoted: String = agent_footer().lines().map(|l| format!("> {l}\n")).collect();
+        shape(
+            &format!("> Can you help?\nYes.\n> And?\nNo.\n{quoted}"),
+            "> Can you help?\n\nYes.\n\n> And?\n\nNo.",
+            Style::Inline,
+        );
     }
 
     #[test]

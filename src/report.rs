@@ -249,29 +249,24 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
             resolved += 1;
             resolution.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
             let replies_before = h.events.iter().filter(|x| x.kind == "relayed" && x.at <= e.at).count();
-            // Reopened after this resolution and before the period's end, so a
-            // past period's figures never change.
-            let reopen = h.events.iter().any(|x| {
-                x.at > e.at
-                    && x.at < until
-                    && x.kind == "status"
-                    && matches!(x.detail.get("from").and_then(|v| v.as_str()), Some("resolved"))
-                    && matches!(
-                        x.detail.get("to").and_then(|v| v.as_str()),
-                        Some("open" | "new" | "pending")
-                    )
-            });
-            reopened += usize::from(reopen);
+            // Reopens before the period's end (so a past period's figures never change).
+            let reopens: Vec<Timestamp> = h
+                .events
+                .iter()
+                .filter(|x| {
+                    x.at < until
+                        && x.kind == "status"
+                        && x.detail.get("from").and_then(|v| v.as_str()) == Some("resolved")
+                        && matches!(
+                            x.detail.get("to").and_then(|v| v.as_str()),
+                            Some("open" | "new" | "pending")
+                        )
+                })
+                .map(|x| x.at)
+                .collect();
+            reopened += usize::from(reopens.iter().any(|at| *at > e.at));
             // One-touch: exactly one public agent reply, never reopened.
-            let reopened_ever = h.events.iter().any(|x| {
-                x.at < until
-                    && x.kind == "status"
-                    && x.detail.get("from").and_then(|v| v.as_str()) == Some("resolved")
-                    && matches!(
-                        x.detail.get("to").and_then(|v| v.as_str()),
-                        Some("open" | "new" | "pending")
-                    )
-            });
+            let reopened_ever = !reopens.is_empty();
             fcr += usize::from(replies_before == 1 && !reopened_ever);
             if let Some(due) = due_on(e, t.sla.resolution_due) {
                 res_total += 1;
@@ -389,10 +384,12 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
 /// Computes the report over `[since, until)`.
 pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, until: Timestamp) -> Report {
     let all: Vec<&History> = histories.iter().filter(|h| h.ticket.created_at < until).collect();
-    let group = |key: &dyn Fn(&History) -> Vec<String>| -> BTreeMap<String, Stats> {
+    // Each ticket's fields at the period's end, replayed once.
+    let fields: Vec<Fields> = all.iter().map(|h| fields_at(h, until)).collect();
+    let group = |key: &dyn Fn(&History, &Fields) -> Vec<String>| -> BTreeMap<String, Stats> {
         let mut groups: BTreeMap<String, Vec<&History>> = BTreeMap::new();
-        for h in &all {
-            for k in key(h) {
+        for (h, f) in all.iter().zip(&fields) {
+            for k in key(h, f) {
                 groups.entry(k).or_default().push(h);
             }
         }
@@ -406,8 +403,8 @@ pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, 
         .iter()
         .map(|a| (a.name.clone(), AgentStats::default()))
         .collect();
-    for h in &all {
-        if let Some(a) = &fields_at(h, until).assignee
+    for (h, f) in all.iter().zip(&fields) {
+        if let Some(a) = &f.assignee
             && matches!(status_at(h, until), Some(Status::New | Status::Open | Status::Pending))
         {
             agents.entry(a.clone()).or_default().open_assigned += 1;
@@ -428,11 +425,11 @@ pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, 
         since,
         until,
         overall: stats(&all, config, since, until),
-        by_queue: group(&|h| vec![fields_at(h, until).queue]),
-        by_type: group(&|h| vec![fields_at(h, until).kind.unwrap_or_else(|| "-".into())]),
-        by_tag: group(&|h| fields_at(h, until).tags),
-        by_channel: group(&|h| vec![h.ticket.channel.clone()]),
-        by_assignee: group(&|h| vec![fields_at(h, until).assignee.unwrap_or_else(|| "-".into())]),
+        by_queue: group(&|_, f| vec![f.queue.clone()]),
+        by_type: group(&|_, f| vec![f.kind.clone().unwrap_or_else(|| "-".into())]),
+        by_tag: group(&|_, f| f.tags.clone()),
+        by_channel: group(&|h, _| vec![h.ticket.channel.clone()]),
+        by_assignee: group(&|_, f| vec![f.assignee.clone().unwrap_or_else(|| "-".into())]),
         agents,
     }
 }

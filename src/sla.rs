@@ -96,85 +96,67 @@ pub fn refresh(
     } else {
         ticket.pending_since = None;
     }
-    // No policy for a new priority or queue drops the targets not yet met (a
-    // ticket lowered to a priority without SLA has none), except on a ticket
-    // that breached: an escalated ticket must not lose its clocks.
+    // The policy for the ticket's priority and queue. None drops the targets
+    // not yet met (a ticket lowered to a priority without SLA has none), except
+    // on a ticket that breached: an escalated ticket must not lose its clocks.
     let current = ticket
         .sla
         .policy
         .as_deref()
         .and_then(|p| config.sla.iter().find(|x| x.name == p));
     let breached = ticket.sla.first_response_breached || ticket.sla.resolution_breached;
-    let matching = config.sla_policy(ticket.priority, &ticket.queue);
-    if matching.is_none() && !breached && current.is_some() {
-        let old = std::mem::take(&mut ticket.sla);
-        let answered = ticket.first_response_at.is_some();
-        ticket.sla = Sla {
-            first_response_due: old.first_response_due.filter(|_| answered),
-            paused_at: old.paused_at,
-            paused_credit_secs: old.paused_credit_secs,
-            ..Sla::default()
-        };
-        events.push(Event::new(
-            now,
-            "sla_policy",
-            "system",
-            &[
-                ("from", json!(old.policy)),
-                ("to", json!(null)),
-                ("reason", json!("no policy for this priority and queue")),
-            ],
-        ));
-        return events;
-    }
-    let Some(policy) = matching.or(current) else {
-        return events;
-    };
-    let cal = config.calendar(&policy.calendar);
-    if ticket.sla.policy.as_deref() != Some(policy.name.as_str()) {
-        // A new policy counts from the ticket's creation, keeping what was breached.
+    let next = config
+        .sla_policy(ticket.priority, &ticket.queue)
+        .or(if breached { current } else { None });
+    // (A policy name no longer in the config, with nothing to replace it, is left alone.)
+    if ticket.sla.policy.as_deref() != next.map(|p| p.name.as_str()) && (next.is_some() || current.is_some()) {
+        // A new policy counts from the ticket's creation, keeping what was
+        // breached, a target already met as it was met, and the time paused so
+        // far in the customer's favour.
         let start = ticket.created_at;
         let old = std::mem::take(&mut ticket.sla);
-        // A target already met stays as it was met.
         let answered = ticket.first_response_at.is_some();
-        // Time paused so far still counts in the customer's favour.
-        let credit = std::time::Duration::from_secs(old.paused_credit_secs);
+        let credit = Duration::from_secs(old.paused_credit_secs);
+        let at = |target: Option<Duration>, scale: u32| {
+            let p = next?;
+            target.map(|t| config.calendar(&p.calendar).add(start, scaled(t, scale) + credit))
+        };
+        let first = next.and_then(|p| p.first_response);
+        let resolution = next.and_then(|p| p.resolution);
+        let warn_at = next.map(|p| p.warn_at).unwrap_or(100);
         ticket.sla = Sla {
-            policy: Some(policy.name.clone()),
+            policy: next.map(|p| p.name.clone()),
             first_response_due: if answered {
                 old.first_response_due
             } else {
-                policy.first_response.map(|t| cal.add(start, t + credit))
+                at(first, 100)
             },
             first_response_warn: if answered {
-                old.first_response_warn
+                old.first_response_warn.filter(|_| next.is_some())
             } else {
-                policy
-                    .first_response
-                    .map(|t| cal.add(start, scaled(t, policy.warn_at) + credit))
+                at(first, warn_at)
             },
-            resolution_due: policy.resolution.map(|t| cal.add(start, t + credit)),
-            resolution_warn: policy
-                .resolution
-                .map(|t| cal.add(start, scaled(t, policy.warn_at) + credit)),
+            resolution_due: at(resolution, 100),
+            resolution_warn: at(resolution, warn_at),
             paused_credit_secs: old.paused_credit_secs,
             first_response_breached: old.first_response_breached,
             resolution_breached: old.resolution_breached,
             paused_at: old.paused_at,
             ..Sla::default()
         };
-        events.push(Event::new(
-            now,
-            "sla_policy",
-            "system",
-            &[
-                ("from", json!(old.policy)),
-                ("to", json!(policy.name)),
-                ("first_response_due", json!(ticket.sla.first_response_due)),
-                ("resolution_due", json!(ticket.sla.resolution_due)),
-            ],
-        ));
+        let mut detail = vec![("from", json!(old.policy)), ("to", json!(ticket.sla.policy))];
+        if next.is_some() {
+            detail.push(("first_response_due", json!(ticket.sla.first_response_due)));
+            detail.push(("resolution_due", json!(ticket.sla.resolution_due)));
+        } else {
+            detail.push(("reason", json!("no policy for this priority and queue")));
+        }
+        events.push(Event::new(now, "sla_policy", "system", &detail));
     }
+    let Some(policy) = next else {
+        return events;
+    };
+    let cal = config.calendar(&policy.calendar);
     let sla = &mut ticket.sla;
     // Pause while pending, resume otherwise.
     match (ticket.status == Status::Pending, sla.paused_at) {

@@ -459,7 +459,7 @@ pub fn apply_agent_reply(
         && new.name != agent.name
     {
         let body = format!(
-            "{} assigned ticket #{} to you.\n\nQueue {} · priority {} · status {}\nFrom: {}\nSubject: {}\n\n--\nReply to this mail to answer the customer; your address stays hidden.\nCommands on the first lines of a reply: #note #status open|pending|resolved|closed #priority low|normal|high|urgent #assign NAME #take #queue NAME #tag a b #untag a #type NAME #cc add|remove ADDRESS #template NAME",
+            "{} assigned ticket #{} to you.\n\nQueue {} · priority {} · status {}\nFrom: {}\nSubject: {}\n\n{}",
             agent.name,
             ticket.id,
             ticket.queue,
@@ -467,6 +467,7 @@ pub fn apply_agent_reply(
             ticket.status.as_str(),
             crate::outgoing::format_mailbox(&ticket.requester),
             ticket.subject,
+            crate::reply::agent_footer(),
         );
         let notice = agent_mail(
             &ticket,
