@@ -429,6 +429,7 @@ fn mail_piped_in_by_an_mta_arrives_now_whatever_its_date() {
         .args(["ingest", "--json", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), backdated.as_bytes()).unwrap();

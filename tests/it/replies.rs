@@ -2,18 +2,7 @@
 //! through the real pipeline: what the customer gets.
 
 use crate::servers::{Dovecot, Smtp};
-use crate::support::{DeskConfig, Imap, body_text, event_kinds, header, mail};
-
-const AGENT: &str = r#"
-[[agent]]
-name = "Alice Jones"
-email = "alice@example.com"
-queues = ["general"]
-
-[[queue]]
-name = "general"
-assign = "round_robin"
-"#;
+use crate::support::{ALICE, DeskConfig, Imap, body_text, event_kinds, header, mail};
 
 /// The notification's text as a client quotes it: `> ` before every line.
 fn quoted(notification: &str) -> String {
@@ -75,7 +64,7 @@ fn notified_desk(
     let desk = DeskConfig::new()
         .imap("support", "support@example.com", dovecot.port, "support", "")
         .smtp(smtp.port)
-        .agents(AGENT)
+        .agents(ALICE)
         .build();
     let daemon = desk.start();
     let mut imap = Imap::login(dovecot.port, "support");
@@ -165,7 +154,7 @@ fn a_reply_postdesk_cannot_read_is_not_sent_and_the_agent_is_told_at_once() {
 #[test]
 fn inline_answers_keep_the_customers_questions_and_nothing_of_ours() {
     let smtp = Smtp::start();
-    let desk = DeskConfig::new().smtp(smtp.port).agents(AGENT).build();
+    let desk = DeskConfig::new().smtp(smtp.port).agents(ALICE).build();
     desk.ingest(&[&mail(
         "Carol <carol@customer.test>",
         "support@example.com",
@@ -194,7 +183,7 @@ fn inline_answers_keep_the_customers_questions_and_nothing_of_ours() {
 #[test]
 fn outlook_and_html_replies_lose_their_quote_and_keep_their_lines() {
     let smtp = Smtp::start();
-    let desk = DeskConfig::new().smtp(smtp.port).agents(AGENT).build();
+    let desk = DeskConfig::new().smtp(smtp.port).agents(ALICE).build();
     desk.ingest(&[&mail(
         "Carol <carol@customer.test>",
         "support@example.com",

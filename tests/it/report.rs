@@ -1,7 +1,7 @@
 //! `postdesk report` on a store built by `ingest`, with hand-computed figures.
 
 use crate::servers::Smtp;
-use crate::support::{DeskConfig, agent_reply, header, mail};
+use crate::support::{DeskConfig, agent_reply, header, mail, notification_of};
 
 const SETUP: &str = r#"
 [[agent]]
@@ -36,16 +36,7 @@ fn customer(from: &str, subject: &str, id: &str, date: &str, headers: &str, body
 fn report_figures_match_hand_computed_values() {
     let smtp = Smtp::start();
     let desk = DeskConfig::new().smtp(smtp.port).agents(SETUP).build();
-    let notification = |ticket: u64| {
-        smtp.received_by("alice@example.com")
-            .into_iter()
-            .find(|m| {
-                header(m, "Subject")
-                    .unwrap()
-                    .starts_with(&format!("[Support #{ticket}]"))
-            })
-            .unwrap()
-    };
+    let notification = |ticket: u64| notification_of(&smtp, "alice@example.com", ticket);
     let reply = |ticket: u64, date: &str, id: &str, text: &str| {
         agent_reply("alice@example.com", &notification(ticket), date, id, text)
     };
@@ -188,23 +179,12 @@ fn report_figures_match_hand_computed_values() {
 #[test]
 fn resolutions_count_in_their_own_period_and_days_are_the_desks() {
     let smtp = Smtp::start();
-    let desk = DeskConfig::new().smtp(smtp.port).agents(SETUP).build();
-    let text = std::fs::read_to_string(&desk.config).unwrap().replacen(
-        "subject_tag = \"Support\"",
-        "subject_tag = \"Support\"\ntimezone = \"Europe/Berlin\"",
-        1,
-    );
-    std::fs::write(&desk.config, text).unwrap();
-    let notification = |ticket: u64| {
-        smtp.received_by("alice@example.com")
-            .into_iter()
-            .find(|m| {
-                header(m, "Subject")
-                    .unwrap()
-                    .starts_with(&format!("[Support #{ticket}]"))
-            })
-            .unwrap()
-    };
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(SETUP)
+        .timezone("Europe/Berlin")
+        .build();
+    let notification = |ticket: u64| notification_of(&smtp, "alice@example.com", ticket);
     let reply = |ticket: u64, date: &str, id: &str, text: &str| {
         agent_reply("alice@example.com", &notification(ticket), date, id, text)
     };
@@ -573,11 +553,7 @@ first_response = "1h"
         "",
         "b",
     )]);
-    let n2 = smtp
-        .received_by("alice@example.com")
-        .into_iter()
-        .find(|m| header(m, "Subject").unwrap().starts_with("[Support #2]"))
-        .unwrap();
+    let n2 = notification_of(&smtp, "alice@example.com", 2);
     let reply2 = |date: &str, id: &str, text: &str| agent_reply("alice@example.com", &n2, date, id, text);
     desk.ingest(&[&reply2(
         "Sat, 21 Nov 2026 12:00:00 +0000",
@@ -649,13 +625,11 @@ resolution = "1d"
             (240.0, 3.0 * 24.0 * 60.0)
         }
     };
-    let desk = DeskConfig::new().smtp(smtp.port).agents(setup).build();
-    let text = std::fs::read_to_string(&desk.config).unwrap().replacen(
-        "subject_tag = \"Support\"",
-        "subject_tag = \"Support\"\ntimezone = \"Europe/Berlin\"",
-        1,
-    );
-    std::fs::write(&desk.config, text).unwrap();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(setup)
+        .timezone("Europe/Berlin")
+        .build();
     let steps: Vec<(&str, u64, Step)> = vec![
         // T7: answered and resolved at once (one-touch), making the counts even.
         ("Sat, 24 Oct 2026 08:00:00 +0000", 7, Step::Open),
@@ -738,12 +712,7 @@ resolution = "1d"
     for (at, t, step) in &steps {
         n += 1;
         let id = real(*t);
-        let notification = |agent: &str| {
-            smtp.received_by(&format!("{agent}@example.com"))
-                .into_iter()
-                .find(|m| header(m, "Subject").unwrap().starts_with(&format!("[Support #{id}]")))
-                .unwrap()
-        };
+        let notification = |agent: &str| notification_of(&smtp, &format!("{agent}@example.com"), id);
         match step {
             Step::Open => desk.ingest(&[&customer(
                 &format!("c{id}@customer.test"),

@@ -3,27 +3,18 @@
 //! Named after the attack; numbers are the items of the security review.
 
 use crate::servers::{Dovecot, PASSWORD, Smtp};
-use crate::support::{BIN, DeskConfig, Imap, body_text, event_kinds, header, http_raw, mail, wait_until};
+use crate::support::{ALICE, BIN, DeskConfig, Imap, body_text, event_kinds, header, http_raw, mail, wait_until};
 use postdesk::token::Signer;
 use serde_json::Value;
 use std::process::{Command, Stdio};
 
-const AGENTS: &str = r#"
-[[agent]]
-name = "Alice Jones"
-email = "alice@example.com"
-queues = ["general"]
-
-[[queue]]
-name = "general"
-assign = "round_robin"
-
-[security]
-trusted_authserv_ids = ["mx.example.com"]
-"#;
+/// Alice, plus our MTA's authserv-id trusted.
+fn agents() -> String {
+    format!("{ALICE}\n[security]\ntrusted_authserv_ids = [\"mx.example.com\"]\n")
+}
 
 fn desk(smtp: &Smtp) -> crate::support::Desk {
-    DeskConfig::new().smtp(smtp.port).agents(AGENTS).build()
+    DeskConfig::new().smtp(smtp.port).agents(&agents()).build()
 }
 
 fn signer(desk: &crate::support::Desk) -> Signer {
@@ -784,7 +775,7 @@ fn attack_15_forged_agent_mail_floods_nobody() {
     // Notifications of real customer mail have their own hourly limit.
     let desk = DeskConfig::new()
         .smtp(smtp.port)
-        .agents(&format!("{AGENTS}\n[automation]\nnotification_limit_per_hour = 3"))
+        .agents(&format!("{}\n[automation]\nnotification_limit_per_hour = 3", agents()))
         .build();
     let before = smtp.received_by("alice@example.com").len();
     let customers: Vec<String> = (0..6)

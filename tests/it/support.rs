@@ -19,9 +19,23 @@ pub struct Desk {
     pub http_port: u16,
 }
 
+/// One agent, Alice, in the queue `general`, which assigns round robin.
+pub const ALICE: &str = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[[queue]]
+name = "general"
+assign = "round_robin"
+"#;
+
 /// Builds the config text of a desk.
 pub struct DeskConfig {
     pub agents: Option<String>,
+    /// `[instance] timezone`, when set.
+    pub timezone: Option<String>,
     pub http: String,
     pub mailboxes: Vec<String>,
     pub outgoing: String,
@@ -32,6 +46,7 @@ impl DeskConfig {
     pub fn new() -> DeskConfig {
         DeskConfig {
             agents: None,
+            timezone: None,
             http: String::new(),
             mailboxes: Vec::new(),
             outgoing: String::new(),
@@ -72,6 +87,12 @@ impl DeskConfig {
         self
     }
 
+    /// Sets `[instance] timezone` (the desk's days in reports).
+    pub fn timezone(mut self, tz: &str) -> Self {
+        self.timezone = Some(tz.to_string());
+        self
+    }
+
     /// Leaves `[outgoing]` to `extra`.
     pub fn no_outgoing(mut self) -> Self {
         self.outgoing = "\n".into();
@@ -100,8 +121,12 @@ impl DeskConfig {
             self.outgoing
         };
         let text = format!(
-            "[instance]\nname = \"Example Support\"\nsubject_tag = \"Support\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n{mailboxes}\n{outgoing}\n{agents}\n\n{extra}",
+            "[instance]\nname = \"Example Support\"\nsubject_tag = \"Support\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n{timezone}\n{mailboxes}\n{outgoing}\n{agents}\n\n{extra}",
             d = dir.display(),
+            timezone = self
+                .timezone
+                .map(|tz| format!("timezone = \"{tz}\"\n"))
+                .unwrap_or_default(),
             agents = self
                 .agents
                 .unwrap_or_else(|| "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n".into()),
@@ -382,6 +407,15 @@ impl Imap {
             }
         }
     }
+}
+
+/// The first mail the SMTP sink delivered to `agent` about ticket `ticket`
+/// (its notification, whose tokens an agent's reply carries).
+pub fn notification_of(smtp: &crate::servers::Smtp, agent: &str, ticket: u64) -> String {
+    smtp.received_by(agent)
+        .into_iter()
+        .find(|m| header(m, "Subject").is_some_and(|s| s.starts_with(&format!("[Support #{ticket}]"))))
+        .unwrap_or_else(|| panic!("no mail to {agent} about ticket {ticket}"))
 }
 
 /// A plain mail with CRLF line ends.
