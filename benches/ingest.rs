@@ -16,7 +16,6 @@
 mod servers;
 
 use postdesk::pipeline::{Origin, Pipeline};
-use postdesk::store::Store;
 use postdesk::token::Signer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,25 +136,27 @@ fn pipeline_ingest(mails: &[Vec<u8>]) -> f64 {
     );
     let config = postdesk::config::parse(&text, Path::new("bench.toml")).unwrap();
     let pipeline = Pipeline {
-        store: Store::open(&config.instance.data_dir).unwrap(),
+        store: postdesk::store::open(&config.instance.data_dir, &config.store).unwrap(),
         config: Arc::new(config),
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
     };
     let origin = Origin {
-        mailbox: "support".into(),
-        source_key: None,
-        position: None,
+        bulk: true,
+        ..Origin::live("support")
     };
     let now = jiff::Timestamp::now();
     let start = Instant::now();
     let mut dated: Vec<(Option<jiff::Timestamp>, &Vec<u8>)> =
         mails.iter().map(|m| (postdesk::inbound::date_of(m), m)).collect();
     dated.sort_by_key(|(d, _)| (d.is_none(), *d));
-    for (d, m) in dated {
-        pipeline
-            .process(m, &origin, d.filter(|d| *d < now).unwrap_or(now))
-            .unwrap();
+    // As `ingest` does: batches of 128, one blob sync each.
+    for chunk in dated.chunks(128) {
+        let batch: Vec<(&[u8], &Origin, jiff::Timestamp)> = chunk
+            .iter()
+            .map(|(d, m)| (m.as_slice(), &origin, d.filter(|d| *d < now).unwrap_or(now)))
+            .collect();
+        pipeline.process_batch(&batch).unwrap();
     }
     pipeline.store.flush().unwrap();
     let secs = start.elapsed().as_secs_f64();
@@ -330,7 +331,7 @@ impl Client {
 /// not possible without rebuilding, so: one tick, after a warm-up read).
 fn tick_cost(n: usize, due: usize) -> f64 {
     use postdesk::model::{Mailbox, Ticket, TicketId};
-    use postdesk::store::{TreeName, WriteSet, due_key};
+    use postdesk::store::{Change, Op, Timer};
     let dir = servers::temp_dir("bench-tick");
     let text = config_text(
         &dir,
@@ -345,13 +346,13 @@ fn tick_cost(n: usize, due: usize) -> f64 {
     );
     let config = postdesk::config::parse(&text, Path::new("bench.toml")).unwrap();
     let pipeline = Pipeline {
-        store: Store::open(&config.instance.data_dir).unwrap(),
+        store: postdesk::store::open(&config.instance.data_dir, &config.store).unwrap(),
         config: Arc::new(config),
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
     };
     let now: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
-    let mut w = WriteSet::default();
+    let mut w = Change::default();
     for i in 0..n {
         // The first `due` tickets are two hours old: their first response is overdue.
         let created = if i < due {
@@ -370,14 +371,18 @@ fn tick_cost(n: usize, due: usize) -> f64 {
         );
         postdesk::sla::refresh(&mut t, &pipeline.config, created, true, false);
         for (at, kind) in postdesk::sla::due_items(&t, &pipeline.config) {
-            w.put_raw(TreeName::Due, due_key(at, t.id, kind as u8), Vec::new());
+            w.push(Op::AddTimer(Timer {
+                at,
+                ticket: t.id,
+                kind: kind as u8,
+            }));
         }
-        Store::put_ticket(&mut w, &t);
+        w.ticket(&t);
         if i % 20_000 == 19_999 {
-            pipeline.store.commit(&std::mem::take(&mut w)).unwrap();
+            pipeline.store.commit(std::mem::take(&mut w)).unwrap();
         }
     }
-    pipeline.store.commit(&w).unwrap();
+    pipeline.store.commit(w).unwrap();
     pipeline.store.flush().unwrap();
     let start = Instant::now();
     let summary = pipeline.tick(now).unwrap();

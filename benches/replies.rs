@@ -13,7 +13,6 @@
 use postdesk::config::parse;
 use postdesk::model::{Direction, MessageKind, TicketId};
 use postdesk::pipeline::{Origin, Pipeline};
-use postdesk::store::Store;
 use postdesk::token::Signer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,7 +59,7 @@ fn main() {
     let labels = read_labels(&Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/replies.labels"));
     let dir = std::env::temp_dir().join(format!("postdesk-replies-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Store::open(&dir).expect("store");
+    let store = postdesk::store::open(&dir, &Default::default()).expect("store");
     let config = parse(CONFIG, Path::new("bench.toml")).expect("config");
     let pipeline = Pipeline {
         config: Arc::new(config),
@@ -143,11 +142,7 @@ fn print_line(name: &str, t: &[usize; 4]) {
 /// agent with `body`, and returns what was relayed to the customer ("" for nothing).
 fn relay_of(p: &Pipeline, n: u64, body: &str) -> String {
     let now: jiff::Timestamp = "2026-11-23T09:00:00Z".parse().unwrap();
-    let origin = Origin {
-        mailbox: "support".into(),
-        source_key: None,
-        position: None,
-    };
+    let origin = Origin::live("support");
     let customer = format!(
         "From: Carol <carol{n}@customer.test>\r\nTo: support@example.com\r\nSubject: Question {n}\r\nMessage-ID: <q{n}@customer.test>\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\n\r\nHello, a question.\r\n"
     );

@@ -25,8 +25,9 @@ use crate::ingest;
 use crate::model::{Status, Ticket, TicketId};
 use crate::pipeline::{Origin, Pipeline, Summary};
 use crate::sender::{Mailer, drain};
-use crate::store::{Store, StoreError};
+use crate::store::{Page, Store, StoreError, TicketFilter};
 use crate::token::Signer;
+use crate::view::{DayOrTime, TicketView, parse_day_or_time, ticket_view};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,18 @@ enum Command {
         /// Only this assignee.
         #[arg(long)]
         assignee: Option<String>,
+        /// Only tickets of this requester (an address).
+        #[arg(long)]
+        requester: Option<String>,
+        /// Only tickets updated at or after this time (RFC 3339) or day.
+        #[arg(long, value_parser = parse_day_or_time)]
+        updated_since: Option<DayOrTime>,
+        /// At most this many tickets (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// Continue after a previous page (the cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
         /// JSON array.
         #[arg(long)]
         json: bool,
@@ -150,42 +163,6 @@ enum Command {
 fn parse_time(s: &str) -> Result<Timestamp, String> {
     s.parse::<Timestamp>()
         .map_err(|e| format!("expected an RFC 3339 time like 2026-11-23T09:00:00Z: {e}"))
-}
-
-/// A report bound as given: a time, or a day of the desk's calendar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DayOrTime {
-    /// An RFC 3339 time.
-    Time(Timestamp),
-    /// A date: its midnight in the instance's time zone.
-    Day(jiff::civil::Date),
-}
-
-impl DayOrTime {
-    /// The instant, with days taken in the IANA zone `timezone` (UTC when unknown).
-    pub fn at(self, timezone: &str) -> Timestamp {
-        match self {
-            DayOrTime::Time(t) => t,
-            DayOrTime::Day(d) => {
-                let tz = jiff::tz::TimeZone::get(timezone).unwrap_or(jiff::tz::TimeZone::UTC);
-                d.to_zoned(tz).map(|z| z.timestamp()).unwrap_or_else(|_| {
-                    d.to_zoned(jiff::tz::TimeZone::UTC)
-                        .expect("UTC midnight exists")
-                        .timestamp()
-                })
-            }
-        }
-    }
-}
-
-/// An RFC 3339 time, or a date (its midnight in the instance's time zone).
-pub fn parse_day_or_time(s: &str) -> Result<DayOrTime, String> {
-    if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(DayOrTime::Time(t));
-    }
-    s.parse::<jiff::civil::Date>()
-        .map(DayOrTime::Day)
-        .map_err(|_| format!("expected a date like 2026-11-01 or an RFC 3339 time, got {s:?}"))
 }
 
 fn parse_status(s: &str) -> Result<Status, String> {
@@ -369,15 +346,20 @@ fn create_secret(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))
 }
 
+/// Opens the configured store.
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    crate::store::open(&config.instance.data_dir, &config.store)
+}
+
 /// Opens the store and builds the pipeline.
 fn open_pipeline(config: Config) -> Result<Pipeline, Failure> {
-    let store = Store::open(&config.instance.data_dir)?;
+    let store = open_store(&config)?;
     pipeline_with(config, store)
 }
 
 /// The pipeline over an already open store (open it once: a second open in the
 /// same process races with the first one's lock).
-fn pipeline_with(config: Config, store: Store) -> Result<Pipeline, Failure> {
+fn pipeline_with(config: Config, store: Arc<dyn Store>) -> Result<Pipeline, Failure> {
     let signer = load_signer(&config).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
     Ok(Pipeline {
         config: Arc::new(config),
@@ -446,10 +428,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         } => {
             let config = load_config(cli.config)?;
             let mailbox = chosen_mailbox(&config, mailbox)?;
-            let mails = ingest::collect(&paths, config.limits.max_message_bytes)
-                .map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
+            let max = config.limits.max_message_bytes;
+            let mails = ingest::scan(&paths, max).map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
             // The daemon holds the store: hand each mail to it over the API.
-            let store = match Store::open(&config.instance.data_dir) {
+            let store = match open_store(&config) {
                 Ok(store) => Some(store),
                 Err(StoreError::Locked(_)) => None,
                 Err(e) => return Err(e.into()),
@@ -464,24 +446,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 return Ok(());
             }
             let pipeline = pipeline_with(config, store.expect("checked above"))?;
-            let now = Timestamp::now();
-            let mut summary = Summary::default();
-            for m in &mails {
-                // A backfill arrives at its Date; mail piped in by an MTA arrives now.
-                let at = m.date.filter(|d| *d < now && !m.live).unwrap_or(now);
-                let origin = Origin {
-                    mailbox: mailbox.clone(),
-                    source_key: None,
-                    position: None,
-                };
-                let processed = match m.oversized {
-                    Some(size) => pipeline.process_oversized(&m.raw, size, &m.label, &origin, now)?,
-                    None => pipeline.process(&m.raw, &origin, at)?,
-                };
-                tracing::debug!(file = %m.label, ?processed, "ingested");
-                summary.add(&processed);
-            }
-            pipeline.store.flush()?;
+            let summary = ingest_files(&pipeline, &mailbox, &mails)?;
             let sent = if no_send { None } else { Some(send_all(&pipeline)?) };
             if json {
                 let mut v = serde_json::to_value(&summary).expect("summary serialises");
@@ -515,52 +480,78 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             status,
             queue,
             assignee,
+            requester,
+            updated_since,
+            limit,
+            cursor,
             json,
         } => {
             let config = load_config(cli.config)?;
-            let list: Vec<Ticket> = match Store::open(&config.instance.data_dir) {
-                Ok(store) => {
-                    let mut list = Vec::new();
-                    for t in store.tickets() {
-                        let t = t?;
-                        if status.is_some_and(|s| s != t.status)
-                            || queue.as_ref().is_some_and(|q| *q != t.queue)
-                            || assignee.as_ref().is_some_and(|a| Some(a) != t.assignee.as_ref())
-                        {
-                            continue;
-                        }
-                        list.push(t);
-                    }
-                    list
-                }
+            let filter = TicketFilter {
+                status,
+                queue,
+                assignee,
+                requester,
+                updated_since: updated_since.map(|d| d.at(&config.instance.timezone)),
+            };
+            let page: Page = match open_store(&config) {
+                Ok(store) => store.list(&filter, cursor.as_deref(), limit as usize)?,
                 Err(StoreError::Locked(_)) => {
-                    let mut q = Vec::new();
-                    if let Some(s) = status {
+                    let mut q = vec![format!("limit={limit}")];
+                    if let Some(s) = filter.status {
                         q.push(format!("status={}", s.as_str()));
                     }
-                    if let Some(v) = &queue {
-                        q.push(format!("queue={}", encode(v)));
+                    for (k, v) in [
+                        ("queue", &filter.queue),
+                        ("assignee", &filter.assignee),
+                        ("requester", &filter.requester),
+                        ("cursor", &cursor),
+                    ] {
+                        if let Some(v) = v {
+                            q.push(format!("{k}={}", encode(v)));
+                        }
                     }
-                    if let Some(v) = &assignee {
-                        q.push(format!("assignee={}", encode(v)));
+                    if let Some(u) = filter.updated_since {
+                        q.push(format!("updated_since={}", encode(&u.to_string())));
                     }
-                    let body = api_get(&config, &format!("/api/tickets?{}", q.join("&")))?;
-                    serde_json::from_str(&body)
-                        .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?
+                    let token = api_token(&config)?;
+                    let (status, body, next) = crate::http::get_page(
+                        config.http.listen,
+                        &format!("/api/tickets?{}", q.join("&")),
+                        token.as_ref().map(|t| t.expose()),
+                    )
+                    .map_err(daemon_unreachable)?;
+                    if status != 200 {
+                        return Err(Failure::new(
+                            EXIT_SOFTWARE,
+                            format!("the daemon's API answered {status}: {}", body.trim()),
+                        ));
+                    }
+                    Page {
+                        tickets: serde_json::from_str(&body)
+                            .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
+                        next,
+                    }
                 }
                 Err(e) => return Err(e.into()),
             };
             if json {
-                say_json!("{}", serde_json::to_string_pretty(&list).expect("serialises"));
+                say_json!("{}", serde_json::to_string_pretty(&page.tickets).expect("serialises"));
+                if let Some(next) = &page.next {
+                    eprintln!("more: --cursor {}", crate::cli::terminal_safe(next));
+                }
             } else {
-                print_ticket_table(&list);
+                print_ticket_table(&page.tickets);
+                if let Some(next) = &page.next {
+                    say!("more: --cursor {next}");
+                }
             }
             Ok(())
         }
         Command::Show { id, json } => {
             let config = load_config(cli.config)?;
-            let view = match Store::open(&config.instance.data_dir) {
-                Ok(store) => ticket_view(&store, TicketId(id))?,
+            let view = match open_store(&config) {
+                Ok(store) => ticket_view(&*store, TicketId(id))?,
                 Err(StoreError::Locked(_)) => match api_get_status(&config, &format!("/api/tickets/{id}"))? {
                     (404, _) => None,
                     (_, body) => Some(
@@ -583,8 +574,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let tz = config.instance.timezone.clone();
             let since = since.map(|d| d.at(&tz));
             let until = until.map(|d| d.at(&tz)).unwrap_or_else(Timestamp::now);
-            let report = match Store::open(&config.instance.data_dir) {
-                Ok(store) => crate::report::report(&histories(&store)?, &config, since, until),
+            let report = match open_store(&config) {
+                Ok(store) => crate::view::report(&*store, &config, since, until)?,
                 Err(StoreError::Locked(_)) => {
                     let mut q = format!("/api/report?until={until}");
                     if let Some(s) = since {
@@ -611,7 +602,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Export => {
             let config = load_config(cli.config)?;
-            let store = match Store::open(&config.instance.data_dir) {
+            let store = match open_store(&config) {
                 Ok(store) => store,
                 Err(StoreError::Locked(_)) => {
                     say_json_raw!("{}", api_get(&config, "/api/export")?);
@@ -619,21 +610,19 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let ids: Vec<TicketId> = store.tickets().map(|t| t.map(|t| t.id)).collect::<Result<_, _>>()?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for id in ids {
-                if let Some(v) = ticket_view(&store, id)? {
-                    let line = json_safe(&serde_json::to_string(&v).expect("serialises"));
-                    std::io::Write::write_all(&mut out, line.as_bytes())
-                        .and_then(|_| std::io::Write::write_all(&mut out, b"\n"))
-                        .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
-                }
-            }
+            crate::view::each_ticket(&*store, |v| {
+                let line = json_safe(&serde_json::to_string(&v).expect("serialises"));
+                std::io::Write::write_all(&mut out, line.as_bytes())
+                    .and_then(|_| std::io::Write::write_all(&mut out, b"\n"))
+            })
+            .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
+            std::io::Write::flush(&mut out).map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
             Ok(())
         }
         Command::Quarantine { json } => {
             let config = load_config(cli.config)?;
-            let entries: Vec<crate::store::QuarantineEntry> = match Store::open(&config.instance.data_dir) {
+            let entries: Vec<crate::store::QuarantineEntry> = match open_store(&config) {
                 Ok(store) => store.quarantine()?,
                 Err(StoreError::Locked(_)) => serde_json::from_str(&api_get(&config, "/api/quarantine")?)
                     .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
@@ -665,7 +654,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let now = crate::inbound::date_of(&raw)
                 .filter(|d| *d < Timestamp::now())
                 .unwrap_or_else(Timestamp::now);
-            let e: crate::pipeline::Explanation = match Store::open(&config.instance.data_dir) {
+            let e: crate::pipeline::Explanation = match open_store(&config) {
                 Ok(store) => pipeline_with(config, store)?.explain(&raw, &mailbox, now)?,
                 // The daemon holds the store: it explains (nothing is stored either way).
                 Err(StoreError::Locked(_)) => {
@@ -758,11 +747,78 @@ fn check_secrets(config: &Config) -> Vec<String> {
     out
 }
 
+/// Mails per batch of `ingest` (one blob sync each), and bytes at most.
+const INGEST_BATCH: usize = 128;
+const INGEST_BATCH_BYTES: u64 = 32 << 20;
+/// Mails between two flushes of `ingest`.
+const INGEST_FLUSH: usize = 2048;
+
+/// `ingest` with the store: mails are read one batch at a time in Date order
+/// and processed in order; a backfill arrives at its Date, mail piped in by an
+/// MTA arrives now.
+fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -> Result<Summary, Failure> {
+    let max = pipeline.config.limits.max_message_bytes;
+    let now = Timestamp::now();
+    let mut summary = Summary::default();
+    let mut since_flush = 0;
+    let mut rest = entries;
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < rest.len() && n < INGEST_BATCH && (n == 0 || bytes + rest[n].size <= INGEST_BATCH_BYTES) {
+            bytes += rest[n].size;
+            n += 1;
+        }
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        let mails: Vec<ingest::FileMail> = batch
+            .iter()
+            .map(|e| e.read(max))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
+        let origins: Vec<Origin> = mails
+            .iter()
+            .map(|m| Origin {
+                bulk: !m.live,
+                ..Origin::live(mailbox)
+            })
+            .collect();
+        let mut whole: Vec<(&[u8], &Origin, Timestamp)> = Vec::new();
+        for (m, origin) in mails.iter().zip(&origins) {
+            let processed = match m.oversized {
+                Some(size) => Some(pipeline.process_oversized(&m.raw, size, &m.label, origin, now)?),
+                None => {
+                    let at = m.date.filter(|d| *d < now && !m.live).unwrap_or(now);
+                    whole.push((&m.raw, origin, at));
+                    None
+                }
+            };
+            if let Some(p) = processed {
+                tracing::debug!(file = %m.label, ?p, "ingested");
+                summary.add(&p);
+            }
+        }
+        for p in pipeline.process_batch(&whole)? {
+            summary.add(&p);
+        }
+        since_flush += n;
+        if since_flush >= INGEST_FLUSH {
+            pipeline.store.flush()?;
+            since_flush = 0;
+        }
+    }
+    pipeline.store.flush()?;
+    Ok(summary)
+}
+
 /// `ingest` while the daemon runs: each mail is POSTed to its API. Exit 75 when
 /// the daemon cannot take one (the MTA retries), like the store itself.
-fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::FileMail]) -> Result<Summary, Failure> {
+fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -> Result<Summary, Failure> {
     let mut summary = Summary::default();
-    for m in mails {
+    for entry in mails {
+        let m = entry
+            .read(config.limits.max_message_bytes)
+            .map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
         let mut path = format!("/api/ingest?mailbox={}", encode(mailbox));
         if let Some(d) = m.date.filter(|_| !m.live) {
             path.push_str(&format!("&at={}", encode(&d.to_string())));
@@ -782,17 +838,6 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::FileMail]
         summary.add(&processed);
     }
     Ok(summary)
-}
-
-/// Every ticket with its event log, for reports.
-pub fn histories(store: &Store) -> Result<Vec<crate::report::History>, StoreError> {
-    let mut out = Vec::new();
-    for t in store.tickets() {
-        let ticket = t?;
-        let events = store.events(ticket.id)?;
-        out.push(crate::report::History { ticket, events });
-    }
-    Ok(out)
 }
 
 /// GET from the running daemon's API; the body of a 200.
@@ -861,55 +906,6 @@ fn encode(v: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A ticket with its messages and events: the `show --json` and `export` shape.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct TicketView {
-    /// The ticket's fields.
-    #[serde(flatten)]
-    pub ticket: Ticket,
-    /// Its messages.
-    pub messages: Vec<crate::model::MessageRecord>,
-    /// Its events.
-    pub events: Vec<crate::model::Event>,
-}
-
-/// Reads one ticket with its messages and events.
-pub fn ticket_view(store: &Store, id: TicketId) -> Result<Option<TicketView>, StoreError> {
-    let Some(ticket) = store.ticket(id)? else {
-        return Ok(None);
-    };
-    // Agent-bound tokens never leave through a view (API, show, export).
-    let r = crate::token::redact_agent_tokens;
-    let mut messages = store.messages(id)?;
-    for m in &mut messages {
-        m.message_id = r(&m.message_id);
-        for to in &mut m.to {
-            to.email = r(&to.email);
-        }
-        m.text = r(&m.text);
-    }
-    let mut events = store.events(id)?;
-    for e in &mut events {
-        for v in e.detail.values_mut() {
-            redact_json(v);
-        }
-    }
-    Ok(Some(TicketView {
-        messages,
-        events,
-        ticket,
-    }))
-}
-
-fn redact_json(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) => *s = crate::token::redact_agent_tokens(s),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
-        serde_json::Value::Object(o) => o.values_mut().for_each(redact_json),
-        _ => {}
-    }
 }
 
 fn print_ticket_table(list: &[Ticket]) {

@@ -36,6 +36,8 @@ pub struct Config {
     pub security: Security,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[store]`.
+    pub store: crate::store::StoreSettings,
     /// `[[agent]]`.
     pub agents: Vec<Agent>,
     /// `[[queue]]`.
@@ -688,6 +690,8 @@ struct RawConfig {
     #[serde(default)]
     limits: Option<RawLimits>,
     #[serde(default)]
+    store: Option<Spanned<RawStore>>,
+    #[serde(default)]
     security: Option<RawSecurity>,
     #[serde(default)]
     agent: Vec<Spanned<RawAgent>>,
@@ -928,6 +932,13 @@ struct RawTemplate {
     subject: Option<String>,
     body: Option<String>,
     body_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    backend: Option<Spanned<String>>,
+    cache_mb: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -1365,6 +1376,28 @@ impl Validator<'_> {
             max_references: rl.max_references.unwrap_or(d.max_references).max(2),
         };
 
+        let mut store = crate::store::StoreSettings::default();
+        if let Some(rs) = raw.store {
+            let rs = rs.into_inner();
+            if let Some(b) = &rs.backend
+                && b.get_ref() != "sled"
+            {
+                self.problem(
+                    b.span().start,
+                    format!(
+                        "store backend {:?}: expected \"sled\" (the embedded store)",
+                        b.get_ref()
+                    ),
+                );
+            }
+            if let Some(mb) = &rs.cache_mb {
+                match *mb.get_ref() {
+                    4..=65536 => store.cache_bytes = mb.get_ref() * 1024 * 1024,
+                    n => self.problem(mb.span().start, format!("cache_mb = {n}: expected 4 to 65536 (MiB)")),
+                }
+            }
+        }
+
         let mut queues: Vec<Queue> = Vec::new();
         for q in raw.queue {
             let q = q.into_inner();
@@ -1708,6 +1741,7 @@ impl Validator<'_> {
                     .unwrap_or_default(),
             },
             limits,
+            store,
             agents,
             queues,
             rules,

@@ -128,6 +128,7 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
     tasks.spawn(timers(sink.clone(), stop_rx.clone()));
     tasks.spawn(sender(sink.clone(), stop_rx.clone()));
     tasks.spawn(readiness(sink.clone(), stop_rx.clone()));
+    tasks.spawn(sweeper(sink.clone(), stop_rx.clone()));
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -213,6 +214,26 @@ async fn timers(sink: Sink, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Deletes blobs no record names, at start and then daily.
+async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
+    loop {
+        let store = sink.pipeline().store.clone();
+        match tokio::task::spawn_blocking(move || store.sweep_blobs()).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(blobs = n, "unreferenced blobs swept"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "blob sweep failed"),
+            Err(e) => tracing::error!(error = %e, "blob sweep panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(86_400)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 /// The outbox sender: after every store change and every second.
 async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
     let mut mailer: Option<(String, Mailer)> = None;
@@ -232,7 +253,8 @@ async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
             }
         }
         if let Some((_, m)) = &mailer {
-            match drain_with(&pipeline, m, Timestamp::now(), fresh).await {
+            let stopping = || *stop.borrow();
+            match drain_with(&pipeline, m, Timestamp::now(), fresh, &stopping).await {
                 Ok(s) if s.sent + s.failed > 0 => tracing::debug!(?s, "outbox pass"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "outbox pass failed"),
@@ -270,10 +292,8 @@ async fn readiness(sink: Sink, mut stop: watch::Receiver<bool>) {
             notify(&format!("READY=1\nSTATUS={up} of {total} mailboxes connected"));
             tracing::info!("ready");
         }
-        let status = format!(
-            "STATUS={up} of {total} mailboxes connected, outbox {}",
-            pipeline.store.tree_len(crate::store::TreeName::Outbox)
-        );
+        let depth = pipeline.store.outbox_depth().map(|(n, _)| n).unwrap_or(0);
+        let status = format!("STATUS={up} of {total} mailboxes connected, outbox {depth}");
         if ready && status != last_status {
             notify(&status);
             last_status = status;

@@ -5,10 +5,10 @@
 //! store the daemon holds, so the CLI works while the daemon runs ([`get`]
 //! and [`post`] are its client).
 
-use crate::cli::ticket_view;
 use crate::metrics::Gauges;
 use crate::model::{Status, TicketId};
 use crate::pipeline::Pipeline;
+use crate::view::ticket_view;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -90,7 +90,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let api = api.clone();
-                async move { Ok::<_, Infallible>(route(&api, req).await) }
+                async move { Ok::<_, Infallible>(route(api, req).await) }
             });
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -131,7 +131,7 @@ impl LogGate {
 /// elsewhere must not reach the API: the Host must be an address literal,
 /// `localhost` or the public URL's host (a DNS-rebinding name is refused), and
 /// a request other than GET must carry no foreign `Origin`.
-async fn route(api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let public = api
         .current
         .read()
@@ -163,15 +163,25 @@ async fn route(api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if method == hyper::Method::POST && (path == "/api/ingest" || path == "/api/explain") {
-        return ingest(api, req, path == "/api/explain").await;
+        return ingest(&api, req, path == "/api/explain").await;
     }
-    if method == hyper::Method::POST
-        && let Some(rest) = path.strip_prefix("/csat/")
-    {
-        let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
-        return crate::source::blocking(|| survey_vote(api, &pipeline, rest));
+    if path == "/healthz" && method == hyper::Method::GET {
+        return respond(StatusCode::OK, "text/plain", "ok\n".into());
     }
-    crate::source::blocking(|| handle(api, &req))
+    // Store reads and reports run on the blocking pool: the async workers
+    // (health checks, mail, timers) never wait behind them.
+    let (parts, _body) = req.into_parts();
+    let work = tokio::task::spawn_blocking(move || {
+        if method == hyper::Method::POST
+            && let Some(rest) = path.strip_prefix("/csat/")
+        {
+            let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+            return survey_vote(&api, &pipeline, rest);
+        }
+        handle(&api, &parts)
+    });
+    work.await
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the request failed: {e}")))
 }
 
 /// The host part of a `Host` header must be an IP literal, `localhost`, or the
@@ -245,10 +255,9 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
+fn authorized(api: &Api, headers: &hyper::HeaderMap) -> bool {
     let Some(token) = &api.token else { return true };
-    let given = req
-        .headers()
+    let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -262,7 +271,7 @@ fn authorized(api: &Api, req: &Request<Incoming>) -> bool {
 /// (`POST /api/explain`), how it would be handled, storing nothing.
 async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Full<Bytes>> {
     use http_body_util::{BodyExt, Limited};
-    if !authorized(api, &req) {
+    if !authorized(api, req.headers()) {
         return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
     }
     let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -323,10 +332,10 @@ async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Fu
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
     }
+    // A backfill names its mail's time; mail piped in by an MTA arrives now.
     let origin = crate::pipeline::Origin {
-        mailbox,
-        source_key: None,
-        position: None,
+        bulk: query.contains_key("at"),
+        ..crate::pipeline::Origin::live(&mailbox)
     };
     // `ingest` sends only the header section of a mail over the limit, with its size.
     let oversized = query.get("oversized").and_then(|v| v.parse::<u64>().ok());
@@ -348,10 +357,10 @@ async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Fu
     }
 }
 
-fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>> {
     let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let path = req.uri().path();
-    if req.method() != hyper::Method::GET {
+    let path = req.uri.path();
+    if req.method != hyper::Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             "only GET here (POST: /api/ingest, /api/explain, /csat/…)",
@@ -364,11 +373,11 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(rest) = path.strip_prefix("/csat/") {
         return survey_page(&pipeline, rest);
     }
-    if !authorized(api, req) {
+    if !authorized(api, &req.headers) {
         return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
     }
-    let query = parse_query(req.uri().query().unwrap_or(""));
-    let store = &pipeline.store;
+    let query = parse_query(req.uri.query().unwrap_or(""));
+    let store = &*pipeline.store;
     let result: Result<Response<Full<Bytes>>, crate::store::StoreError> = (|| {
         Ok(match path {
             "/readyz" => {
@@ -391,22 +400,15 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 }
             }
             "/metrics" => {
+                // Counters kept on commit, and the head of each outbox lane: no scan.
                 let mut g = Gauges::default();
-                for t in store.tickets() {
-                    let t = t?;
-                    *g.tickets
-                        .entry((t.status.as_str().to_string(), t.queue.clone()))
-                        .or_insert(0) += 1;
+                for c in store.counts()? {
+                    g.tickets.insert((c.status.as_str().to_string(), c.queue), c.tickets);
                 }
-                let outbox = store.outbox()?;
-                g.outbox_depth = outbox.len() as u64;
+                let (depth, oldest) = store.outbox_depth()?;
+                g.outbox_depth = depth;
                 let now = jiff::Timestamp::now().as_second();
-                g.outbox_oldest_age = outbox
-                    .iter()
-                    .map(|(_, e)| now - e.mail.date.as_second())
-                    .max()
-                    .unwrap_or(0)
-                    .max(0);
+                g.outbox_oldest_age = oldest.map_or(0, |o| (now - o.as_second()).max(0));
                 respond(StatusCode::OK, "text/plain; version=0.0.4", pipeline.metrics.render(&g))
             }
             "/api/tickets" => {
@@ -420,28 +422,54 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     Some(s) => s,
                     None => None,
                 };
-                let mut list = Vec::new();
-                for t in store.tickets() {
-                    let t = t?;
-                    if status.is_some_and(|s| s != t.status)
-                        || query.get("queue").is_some_and(|q| *q != t.queue)
-                        || query.get("assignee").is_some_and(|a| Some(a) != t.assignee.as_ref())
-                    {
-                        continue;
+                let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+                    None => 100,
+                    Some(Ok(n)) if (1..=crate::store::MAX_PAGE).contains(&n) => n,
+                    Some(_) => {
+                        return Ok(error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("limit: expected 1 to {}", crate::store::MAX_PAGE),
+                        ));
                     }
-                    list.push(t);
+                };
+                let updated_since = match query.get("updated_since").map(|v| crate::view::parse_day_or_time(v)) {
+                    None => None,
+                    Some(Ok(d)) => Some(d.at(&pipeline.config.instance.timezone)),
+                    Some(Err(e)) => return Ok(error(StatusCode::BAD_REQUEST, &format!("updated_since: {e}"))),
+                };
+                let filter = crate::store::TicketFilter {
+                    status,
+                    queue: query.get("queue").cloned(),
+                    assignee: query.get("assignee").cloned(),
+                    requester: query.get("requester").cloned(),
+                    updated_since,
+                };
+                let page = match store.list(&filter, query.get("cursor").map(String::as_str), limit) {
+                    Err(e @ crate::store::StoreError::BadCursor(_)) => {
+                        return Ok(error(StatusCode::BAD_REQUEST, &e.to_string()));
+                    }
+                    r => r?,
+                };
+                let mut r = json(StatusCode::OK, &page.tickets);
+                if let Some(next) = page.next.and_then(|n| hyper::header::HeaderValue::from_str(&n).ok()) {
+                    r.headers_mut().insert(NEXT_CURSOR, next);
                 }
-                json(StatusCode::OK, &list)
+                r
             }
             "/api/export" => {
                 let mut out = String::new();
-                let ids: Vec<TicketId> = store.tickets().map(|t| t.map(|t| t.id)).collect::<Result<_, _>>()?;
-                for id in ids {
-                    if let Some(v) = ticket_view(store, id)? {
-                        out.push_str(&serde_json::to_string(&v).expect("serialises"));
-                        out.push('\n');
-                    }
-                }
+                crate::view::each_ticket(store, |v| {
+                    out.push_str(&serde_json::to_string(&v).expect("serialises"));
+                    out.push('\n');
+                    Ok(())
+                })
+                .map_err(|e| match e {
+                    crate::view::ExportError::Store(e) => e,
+                    crate::view::ExportError::Io(e) => crate::store::StoreError::Blob {
+                        path: "export".into(),
+                        error: e,
+                    },
+                })?;
                 respond(StatusCode::OK, "application/x-ndjson", out)
             }
             "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
@@ -450,13 +478,13 @@ fn handle(api: &Api, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 let parse = |k: &str| {
                     query
                         .get(k)
-                        .map(|v| crate::cli::parse_day_or_time(v).map(|d| d.at(&tz)))
+                        .map(|v| crate::view::parse_day_or_time(v).map(|d| d.at(&tz)))
                         .transpose()
                 };
                 match (parse("since"), parse("until")) {
                     (Ok(since), Ok(until)) => {
                         let until = until.unwrap_or_else(jiff::Timestamp::now);
-                        let r = crate::report::report(&crate::cli::histories(store)?, &pipeline.config, since, until);
+                        let r = crate::view::report(store, &pipeline.config, since, until)?;
                         json(StatusCode::OK, &r)
                     }
                     (Err(e), _) | (_, Err(e)) => error(StatusCode::BAD_REQUEST, &e),
@@ -545,10 +573,9 @@ fn survey_vote(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Byte
         let now = jiff::Timestamp::now();
         ticket.csat = Some(rating);
         ticket.updated_at = now;
-        let mut w = crate::store::WriteSet::default();
+        let mut w = crate::store::Change::default();
         let actor = ticket.requester.email.clone();
-        pipeline.store.add_event(
-            &mut w,
+        w.event(
             ticket.id,
             &crate::model::Event::new(
                 now,
@@ -559,9 +586,9 @@ fn survey_vote(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Byte
                     ("via", serde_json::json!("link")),
                 ],
             ),
-        )?;
-        crate::store::Store::put_ticket(&mut w, &ticket);
-        pipeline.store.commit(&w)?;
+        );
+        w.ticket(&ticket);
+        pipeline.store.commit(w)?;
         pipeline.store.flush()?;
         Ok(page(StatusCode::OK, "Thank you for your rating!", ""))
     })();
@@ -611,12 +638,31 @@ fn percent_decode(s: &str) -> String {
 
 /// A blocking GET against the daemon's API: `(status, body)`.
 pub fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
-    request(addr, "GET", path, token, None, 60)
+    request(addr, "GET", path, token, None, 60).map(|(status, _, body)| (status, body))
 }
+
+/// A blocking GET of one page of a list: `(status, body, next cursor)`.
+pub fn get_page(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String, Option<String>), String> {
+    let (status, head, body) = request(addr, "GET", path, token, None, 60)?;
+    let next = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case(NEXT_CURSOR)
+            .then(|| value.trim().to_string())
+    });
+    Ok((status, body, next))
+}
+
+/// The response header naming the cursor of a list's next page.
+pub const NEXT_CURSOR: &str = "x-next-cursor";
 
 /// A blocking POST of a raw mail to the daemon's `/api/ingest` or `/api/explain`: `(status, body)`.
 pub fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &[u8]) -> Result<(u16, String), String> {
-    request(addr, "POST", path, token, Some(body), 120)
+    request(addr, "POST", path, token, Some(body), 120).map(|(status, _, body)| (status, body))
 }
 
 fn request(
@@ -626,7 +672,7 @@ fn request(
     token: Option<&str>,
     body: Option<&[u8]>,
     timeout_secs: u64,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String, String), String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .map_err(|e| format!("cannot reach the daemon's API at {addr}: {e}"))?;
@@ -656,7 +702,7 @@ fn request(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or("malformed status line")?;
-    Ok((status, body.to_string()))
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 #[cfg(test)]

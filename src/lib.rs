@@ -33,4 +33,5 @@ pub mod subject;
 pub mod thread;
 pub mod ticket;
 pub mod token;
+pub mod view;
 pub mod wire;

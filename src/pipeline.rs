@@ -6,7 +6,7 @@ use crate::classify::{Classification, Sender, classify};
 use crate::config::Config;
 use crate::inbound::{self, InboundMessage};
 use crate::model::{Direction, Event, MessageKind, MessageRecord, TicketId};
-use crate::store::{IdEntry, OutboxEntry, Position, QuarantineEntry, Store, StoreError, TreeName, WriteSet, key_u64};
+use crate::store::{Change, IdEntry, Lane, Op, OutboxEntry, Position, QuarantineEntry, Store, StoreError, Timer};
 use crate::thread::{Decision, Outcome, ThreadContext, thread};
 use crate::ticket::{ApplyContext, apply_bounce, apply_inbound};
 use crate::token::Signer;
@@ -24,6 +24,21 @@ pub struct Origin {
     pub source_key: Option<String>,
     /// IMAP position to record with this mail.
     pub position: Option<Position>,
+    /// A backfill (`ingest` of files), not mail arriving now: what it queues
+    /// waits in the bulk lane of the outbox.
+    pub bulk: bool,
+}
+
+impl Origin {
+    /// Mail arriving now in `mailbox`, with no source position.
+    pub fn live(mailbox: &str) -> Origin {
+        Origin {
+            mailbox: mailbox.to_string(),
+            source_key: None,
+            position: None,
+            bulk: false,
+        }
+    }
 }
 
 /// What happened to one mail.
@@ -151,7 +166,7 @@ pub struct Pipeline {
     /// Configuration in force.
     pub config: Arc<Config>,
     /// The store.
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// Token signer.
     pub signer: Signer,
     /// Live counters for `/metrics`.
@@ -161,7 +176,43 @@ pub struct Pipeline {
 impl Pipeline {
     /// Processes one raw mail arriving at `now`, committing its effects in one transaction.
     pub fn process(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
-        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = self.process_batch(&[(raw, origin, now)])?;
+        Ok(out.pop().expect("one result per mail"))
+    }
+
+    /// Processes a batch of mails in order, each in its own transaction. The
+    /// raw mails go to the blob store first, made durable together (one sync
+    /// for the batch), so every record committed after names a durable blob.
+    /// The caller flushes the store once for the batch before the source
+    /// marks the mails processed.
+    pub fn process_batch(&self, mails: &[(&[u8], &Origin, Timestamp)]) -> Result<Vec<Processed>, StoreError> {
+        let mut fresh: Vec<&[u8]> = Vec::with_capacity(mails.len());
+        let mut known = Vec::with_capacity(mails.len());
+        for (raw, origin, _) in mails {
+            let seen = match &origin.source_key {
+                Some(key) => self.store.has_source(key)?,
+                None => false,
+            };
+            if !seen {
+                fresh.push(raw);
+            }
+            known.push(seen);
+        }
+        self.store.put_blobs(&fresh)?;
+        let mut out = Vec::with_capacity(mails.len());
+        for ((raw, origin, now), seen) in mails.iter().zip(known) {
+            out.push(if seen {
+                self.count(&Processed::Duplicate, std::time::Instant::now());
+                Processed::Duplicate
+            } else {
+                self.process_stored(raw, origin, *now)?
+            });
+        }
+        Ok(out)
+    }
+
+    /// One mail whose blob is stored.
+    fn process_stored(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
         let started = std::time::Instant::now();
         // One mail must never take the mailbox down: a bug that panics on it
         // quarantines the mail (nothing of it was committed) and the loop goes on.
@@ -177,16 +228,22 @@ impl Pipeline {
                     .unwrap_or("unknown panic");
                 let reason = format!("internal error while processing: {what}");
                 tracing::error!(mailbox = %origin.mailbox, reason = %reason, "mail quarantined after an internal error");
-                let mut w = WriteSet::default();
+                let mut w = Change::default();
                 mark_source(&mut w, origin, &raw_key(raw));
-                self.quarantine(&mut w, raw, &raw_key(raw), origin, &reason, now)?;
-                self.store.commit(&w)?;
+                self.quarantine(&mut w, raw, &raw_key(raw), origin, &reason, now);
+                self.store.commit(w)?;
                 Processed::Quarantined { reason }
             }
         };
+        self.count(&result, started);
+        Ok(result)
+    }
+
+    fn count(&self, result: &Processed, started: std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
         m.mails_read.fetch_add(1, Relaxed);
-        match &result {
+        match result {
             Processed::NewTicket { .. } | Processed::Appended { .. } | Processed::Bounce { ticket: Some(_) } => {
                 m.mails_stored.fetch_add(1, Relaxed);
             }
@@ -199,7 +256,6 @@ impl Pipeline {
             Processed::Dropped { .. } => {}
         }
         m.observe_latency(started.elapsed().as_secs_f64());
-        Ok(result)
     }
 
     /// A mail over `[limits] max_message_bytes`, of which the source read only
@@ -219,14 +275,15 @@ impl Pipeline {
             return Ok(Processed::Duplicate);
         }
         let raw_key = raw_key(head);
-        let mut w = WriteSet::default();
+        self.store.put_blobs(&[head])?;
+        let mut w = Change::default();
         mark_source(&mut w, origin, &raw_key);
         let reason = format!(
             "mail is {size} bytes, over the limit of {}: only its header section is kept here; the whole mail stays at {whereabouts}",
             self.config.limits.max_message_bytes
         );
-        self.quarantine(&mut w, head, &raw_key, origin, &reason, now)?;
-        self.store.commit(&w)?;
+        self.quarantine(&mut w, head, &raw_key, origin, &reason, now);
+        self.store.commit(w)?;
         self.metrics
             .mails_read
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -238,13 +295,8 @@ impl Pipeline {
     }
 
     fn process_inner(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
-        if let Some(key) = &origin.source_key
-            && self.store.has_source(key)?
-        {
-            return Ok(Processed::Duplicate);
-        }
         let raw_key = raw_key(raw);
-        let mut w = WriteSet::default();
+        let mut w = Change::default();
         mark_source(&mut w, origin, &raw_key);
 
         let msg = match inbound::parse(raw, &self.config.limits) {
@@ -260,23 +312,23 @@ impl Pipeline {
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.quarantine(&mut w, raw, &raw_key, origin, &reason, now)?;
-                self.store.commit(&w)?;
+                self.quarantine(&mut w, raw, &raw_key, origin, &reason, now);
+                self.store.commit(w)?;
                 tracing::warn!(mailbox = %origin.mailbox, reason = %reason, "mail quarantined");
                 return Ok(Processed::Quarantined { reason });
             }
         };
         let seen = self.seen(&msg)?;
         if let Seen::Duplicate(_) = seen {
-            self.store.commit(&w)?;
+            self.store.commit(w)?;
             return Ok(Processed::Duplicate);
         }
         let class = classify(&msg, &self.config, &self.signer);
         if let Sender::Own(why) = &class.sender {
             // Dropped, but kept: raw, in the quarantine list with the reason.
             let reason = format!("dropped: our own mail ({why})");
-            self.quarantine(&mut w, raw, &raw_key, origin, &reason, now)?;
-            self.store.commit(&w)?;
+            self.quarantine(&mut w, raw, &raw_key, origin, &reason, now);
+            self.store.commit(w)?;
             tracing::info!(mailbox = %origin.mailbox, reason = %why, "own mail dropped");
             return Ok(Processed::Dropped { reason: why.clone() });
         }
@@ -398,24 +450,23 @@ impl Pipeline {
             ));
         }
         if applied.created {
-            Store::set_next_ticket_id(&mut w, TicketId(new_id.0 + 1));
+            w.push(Op::NextTicket(TicketId(new_id.0 + 1)));
         }
         if let Some((queue, agent)) = &applied.round_robin {
-            Store::set_round_robin(&mut w, queue, agent);
+            w.push(Op::RoundRobin(queue.clone(), agent.clone()));
         }
-        self.store.update_load(&mut w, before.as_ref(), &applied.ticket)?;
         self.update_due(&mut w, before.as_ref(), &applied.ticket);
-        w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
         self.index_message(&mut w, &msg, id, conflict.is_some())?;
-        Store::put_ticket(&mut w, &applied.ticket);
-        self.store.add_message(&mut w, id, &applied.message)?;
+        w.ticket(&applied.ticket);
+        w.message(id, &applied.message);
         for e in &applied.events {
-            self.store.add_event(&mut w, id, e)?;
+            w.event(id, e);
         }
+        let lane = if origin.bulk { Lane::Bulk } else { Lane::Live };
         for mail in &applied.mails {
-            self.queue_mail(&mut w, mail, now)?;
+            self.queue_mail(&mut w, mail, now, lane);
         }
-        self.store.commit(&w)?;
+        self.store.commit(w)?;
         tracing::info!(
             ticket = id.0,
             mailbox = %origin.mailbox,
@@ -432,23 +483,24 @@ impl Pipeline {
     }
 
     /// Keeps the timer index in step with a ticket that changed from `before` to `after`.
-    fn update_due(&self, w: &mut WriteSet, before: Option<&crate::model::Ticket>, after: &crate::model::Ticket) {
+    fn update_due(&self, w: &mut Change, before: Option<&crate::model::Ticket>, after: &crate::model::Ticket) {
         let old = before
             .map(|b| crate::sla::due_items(b, &self.config))
             .unwrap_or_default();
         let new = crate::sla::due_items(after, &self.config);
+        let timer = |at: Timestamp, kind: crate::sla::TimerKind| Timer {
+            at,
+            ticket: after.id,
+            kind: kind as u8,
+        };
         for (at, kind) in &old {
             if !new.contains(&(*at, *kind)) {
-                w.remove(TreeName::Due, crate::store::due_key(*at, after.id, *kind as u8));
+                w.push(Op::RemoveTimer(timer(*at, *kind)));
             }
         }
         for (at, kind) in &new {
             if !old.contains(&(*at, *kind)) {
-                w.put_raw(
-                    TreeName::Due,
-                    crate::store::due_key(*at, after.id, *kind as u8),
-                    Vec::new(),
-                );
+                w.push(Op::AddTimer(timer(*at, *kind)));
             }
         }
     }
@@ -463,11 +515,12 @@ impl Pipeline {
             if due.is_empty() {
                 break;
             }
-            let mut w = WriteSet::default();
+            let mut w = Change::default();
             let mut by_ticket: Vec<(crate::model::TicketId, Vec<(Timestamp, u8)>)> = Vec::new();
-            for (at, id, kind) in due {
+            for timer in due {
+                let Timer { at, ticket: id, kind } = timer;
                 // Every entry read is consumed: fired, or dropped as stale.
-                w.remove(TreeName::Due, crate::store::due_key(at, id, kind));
+                w.push(Op::RemoveTimer(timer));
                 match by_ticket.iter_mut().find(|(t, _)| *t == id) {
                     Some((_, items)) => items.push((at, kind)),
                     None => by_ticket.push((id, vec![(at, kind)])),
@@ -528,67 +581,63 @@ impl Pipeline {
                 }
                 ticket.updated_at = now;
                 for e in &events {
-                    self.store.add_event(&mut w, id, e)?;
+                    w.event(id, e);
                 }
                 for m in &mails {
-                    self.queue_mail(&mut w, m, now)?;
+                    self.queue_mail(&mut w, m, now, Lane::Bulk);
                 }
-                self.store.update_load(&mut w, Some(&before), &ticket)?;
                 // The consumed entries are removed above; the rest follow the new state.
                 let after_items = crate::sla::due_items(&ticket, &self.config);
+                let timer = |at, k: crate::sla::TimerKind| Timer {
+                    at,
+                    ticket: id,
+                    kind: k as u8,
+                };
                 for (t, k) in crate::sla::due_items(&before, &self.config) {
                     if !after_items.contains(&(t, k)) {
-                        w.remove(TreeName::Due, crate::store::due_key(t, id, k as u8));
+                        w.push(Op::RemoveTimer(timer(t, k)));
                     }
                 }
                 for (t, k) in after_items {
-                    w.put_raw(TreeName::Due, crate::store::due_key(t, id, k as u8), Vec::new());
+                    w.push(Op::AddTimer(timer(t, k)));
                 }
-                Store::put_ticket(&mut w, &ticket);
+                w.ticket(&ticket);
             }
-            self.store.commit(&w)?;
+            self.store.commit(w)?;
         }
         self.store.flush()?;
         Ok(summary)
     }
 
-    /// Queues an outgoing mail: outbox entry, Message-ID index and an outbound message record.
-    pub fn queue_mail(
-        &self,
-        w: &mut WriteSet,
-        mail: &crate::outgoing::OutgoingMail,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let seq = self.store.next_seq()?;
-        w.put(
-            TreeName::Outbox,
-            key_u64(seq).to_vec(),
-            &OutboxEntry {
+    /// Queues an outgoing mail in `lane`: outbox entry, Message-ID index and an outbound message record.
+    pub fn queue_mail(&self, w: &mut Change, mail: &crate::outgoing::OutgoingMail, now: Timestamp, lane: Lane) {
+        w.push(Op::Enqueue(
+            lane,
+            Box::new(OutboxEntry {
                 mail: mail.clone(),
                 attempts: 0,
                 next_attempt: now,
                 last_error: None,
-            },
-        );
-        Store::put_message_id(
-            w,
-            &mail.message_id,
+            }),
+        ));
+        w.push(Op::MessageId(
+            mail.message_id.clone(),
             IdEntry {
                 ticket: mail.ticket,
                 stored: true,
                 hash: None,
             },
-        );
+        ));
         // Real time, not `now` (a backdated mail or `tick --now` must not dodge the limits).
         let wall = Timestamp::now();
         if mail.auto_submitted {
             for r in &mail.to {
-                Store::put_ack(w, &r.email, wall, seq);
+                w.push(Op::Ack(r.email.clone(), wall));
             }
         }
         for r in &mail.to {
             if self.config.agent_by_email(&r.email).is_some() {
-                Store::put_ack(w, &format!("{}:{}", mail.purpose, r.email), wall, seq);
+                w.push(Op::Ack(format!("{}:{}", mail.purpose, r.email), wall));
             }
         }
         let kind = match mail.purpose.as_str() {
@@ -610,7 +659,7 @@ impl Pipeline {
             attachments: mail.attachments.iter().map(|a| a.name.clone()).collect(),
             flagged: None,
         };
-        self.store.add_message(w, mail.ticket, &record)
+        w.message(mail.ticket, &record);
     }
 
     /// Who really sent the mail and where it goes. An agent's address alone
@@ -657,7 +706,7 @@ impl Pipeline {
             reopen_window: self.config.automation.reopen_window,
             from_agent: matches!(class.sender, Sender::Agent(_)),
         };
-        thread(msg, &self.store, &cx)
+        thread(msg, &crate::store::Index(&*self.store), &cx)
     }
 
     /// Whether the mail was seen. A duplicate is the same Message-ID and the
@@ -687,65 +736,50 @@ impl Pipeline {
     /// Indexes a stored mail; `conflict`: its Message-ID belongs to another mail.
     fn index_message(
         &self,
-        w: &mut WriteSet,
+        w: &mut Change,
         msg: &InboundMessage,
         id: TicketId,
         conflict: bool,
     ) -> Result<(), StoreError> {
         match &msg.message_id {
             // A reused Message-ID keeps pointing at the first mail; this one is known by its content.
-            Some(_) if conflict => w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new()),
-            Some(mid) => Store::put_message_id(
-                w,
-                mid,
+            Some(_) if conflict => w.push(Op::Hash(msg.content_hash.clone())),
+            Some(mid) => w.push(Op::MessageId(
+                mid.clone(),
                 IdEntry {
                     ticket: id,
                     stored: true,
                     hash: Some(msg.content_hash.clone()),
                 },
-            ),
-            None => w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new()),
+            )),
+            None => w.push(Op::Hash(msg.content_hash.clone())),
         }
         // Referenced ids too, so replies to a parent we never saw land together.
         for r in msg.referenced_ids() {
             if self.store.message_id(r)?.is_none() {
-                Store::put_message_id(
-                    w,
-                    r,
+                w.push(Op::MessageId(
+                    r.to_string(),
                     IdEntry {
                         ticket: id,
                         stored: false,
                         hash: None,
                     },
-                );
+                ));
             }
         }
         Ok(())
     }
 
-    fn quarantine(
-        &self,
-        w: &mut WriteSet,
-        raw: &[u8],
-        raw_key: &str,
-        origin: &Origin,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
-        w.put(
-            TreeName::Quarantine,
-            key_u64(self.store.next_seq()?).to_vec(),
-            &QuarantineEntry {
-                at: now,
-                mailbox: origin.mailbox.clone(),
-                source: origin.source_key.clone(),
-                reason: reason.to_string(),
-                raw_key: raw_key.to_string(),
-                size: raw.len(),
-            },
-        );
-        Ok(())
+    /// Keeps a mail (its blob stored) in the quarantine list.
+    fn quarantine(&self, w: &mut Change, raw: &[u8], raw_key: &str, origin: &Origin, reason: &str, now: Timestamp) {
+        w.push(Op::Quarantine(Box::new(QuarantineEntry {
+            at: now,
+            mailbox: origin.mailbox.clone(),
+            source: origin.source_key.clone(),
+            reason: reason.to_string(),
+            raw_key: raw_key.to_string(),
+            size: raw.len(),
+        })));
     }
 
     /// The stored ticket of the mail a DSN reports on: our signed Message-ID, else the index.
@@ -766,7 +800,7 @@ impl Pipeline {
 
     fn bounce(
         &self,
-        mut w: WriteSet,
+        mut w: Change,
         raw: &[u8],
         raw_key: &str,
         msg: &InboundMessage,
@@ -783,30 +817,28 @@ impl Pipeline {
                 origin,
                 "bounce that matches no ticket (its original Message-ID is unknown)",
                 now,
-            )?;
-            self.store.commit(&w)?;
+            );
+            self.store.commit(w)?;
             return Ok(Processed::Bounce { ticket: None });
         };
         let applied = apply_bounce(ticket, msg, raw_key, now);
         let id = applied.ticket.id;
-        w.put_raw(TreeName::Raw, raw_key.as_bytes().to_vec(), raw.to_vec());
         if let Some(mid) = &msg.message_id {
-            Store::put_message_id(
-                &mut w,
-                mid,
+            w.push(Op::MessageId(
+                mid.clone(),
                 IdEntry {
                     ticket: id,
                     stored: true,
                     hash: Some(msg.content_hash.clone()),
                 },
-            );
+            ));
         } else {
-            w.put_raw(TreeName::Hashes, msg.content_hash.as_bytes().to_vec(), Vec::new());
+            w.push(Op::Hash(msg.content_hash.clone()));
         }
-        Store::put_ticket(&mut w, &applied.ticket);
-        self.store.add_message(&mut w, id, &applied.message)?;
+        w.ticket(&applied.ticket);
+        w.message(id, &applied.message);
         for e in &applied.events {
-            self.store.add_event(&mut w, id, e)?;
+            w.event(id, e);
         }
         // Hard bounces suppress automatic mail to that address for a week, but
         // only for an address we mailed: the report must name our signed
@@ -832,10 +864,9 @@ impl Pipeline {
             }
             if mailed.contains(&rcpt.to_ascii_lowercase()) {
                 let until = Timestamp::from_second(now.as_second() + 7 * 86_400).unwrap_or(now);
-                w.put(TreeName::Suppress, rcpt.as_bytes().to_vec(), &until);
+                w.push(Op::Suppress(rcpt.clone(), until));
             } else {
-                self.store.add_event(
-                    &mut w,
+                w.event(
                     id,
                     &Event::new(
                         now,
@@ -849,10 +880,10 @@ impl Pipeline {
                             ),
                         ],
                     ),
-                )?;
+                );
             }
         }
-        self.store.commit(&w)?;
+        self.store.commit(w)?;
         tracing::info!(ticket = id.0, "bounce recorded");
         Ok(Processed::Bounce { ticket: Some(id) })
     }
@@ -943,24 +974,24 @@ impl Pipeline {
 
     /// Records a mailbox position (UIDVALIDITY change, empty batches).
     pub fn set_position(&self, mailbox: &str, position: Position) -> Result<(), StoreError> {
-        let mut w = WriteSet::default();
-        w.put(TreeName::Positions, mailbox.as_bytes().to_vec(), &position);
-        self.store.commit(&w)
+        let mut w = Change::default();
+        w.push(Op::Position(mailbox.to_string(), position));
+        self.store.commit(w)
     }
 }
 
-fn mark_source(w: &mut WriteSet, origin: &Origin, raw_key: &str) {
+fn mark_source(w: &mut Change, origin: &Origin, raw_key: &str) {
     if let Some(key) = &origin.source_key {
-        w.put_raw(TreeName::Sources, key.as_bytes().to_vec(), raw_key.as_bytes().to_vec());
+        w.push(Op::Source(key.clone(), raw_key.to_string()));
     }
     if let Some(p) = origin.position {
-        w.put(TreeName::Positions, origin.mailbox.as_bytes().to_vec(), &p);
+        w.push(Op::Position(origin.mailbox.clone(), p));
     }
 }
 
-/// Key of a raw mail: SHA-256 of its bytes, hex.
+/// Key of a raw mail: its blob key, the SHA-256 of its bytes.
 pub fn raw_key(raw: &[u8]) -> String {
-    inbound::hex(ring::digest::digest(&ring::digest::SHA256, raw).as_ref())
+    crate::store::blobs::key_of(raw)
 }
 
 /// An event recording a sent or failed mail.

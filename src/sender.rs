@@ -4,7 +4,7 @@
 
 use crate::config::{Outgoing, TlsMode, Transport};
 use crate::pipeline::{Pipeline, mail_event};
-use crate::store::{OutboxEntry, StoreError, TreeName, WriteSet};
+use crate::store::{Change, Lane, Op, OutboxEntry, OutboxKey, StoreError};
 use jiff::Timestamp;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -174,117 +174,191 @@ impl Mailer {
     }
 }
 
+/// Mails read from a lane at a time; also the most sent between two flushes.
+const PAGE: usize = 32;
+
 /// Sends every outbox entry that is due at `now`. A server-wide refusal
 /// (authentication, connection) ends the pass: the rest waits, untouched,
 /// and nothing is dropped for it.
 pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Result<SendSummary, StoreError> {
-    drain_with(pipeline, mailer, now, false).await
+    drain_with(pipeline, mailer, now, false, &|| false).await
 }
 
 /// [`drain`]; with `retry_now`, mail waiting for a retry goes at once too (a
 /// new transport after a reload: the admin fixed what the server refused).
+/// The outbox is read a page at a time, a page of the live lane and then one
+/// of the bulk lane in turn, so an acknowledgement never waits behind a bulk
+/// backlog; each page is made durable in one flush (a crash resends at most
+/// that page). `stop` is asked between mails: a shutdown waits for one
+/// delivery at most.
 pub async fn drain_with(
     pipeline: &Pipeline,
     mailer: &Mailer,
     now: Timestamp,
     retry_now: bool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<SendSummary, StoreError> {
     let mut summary = SendSummary::default();
-    let outgoing = &pipeline.config.outgoing;
-    let mut blocked = false;
-    for (key, entry) in pipeline.store.outbox()? {
-        if blocked || (entry.next_attempt > now && !(retry_now && entry.attempts > 0)) {
-            summary.deferred += 1;
-            continue;
-        }
-        let mail = &entry.mail;
-        // The loop header is signed for this very mail.
-        let bytes = crate::wire::render(mail, &pipeline.signer.loop_value(&mail.message_id, &mail.loop_value));
-        let rcpts = mail.recipients();
-        let result = mailer.send(&mail.from.email, &rcpts, &bytes, &mail.message_id).await;
-        let mut w = WriteSet::default();
-        match result {
-            Ok(()) => {
-                w.remove(TreeName::Outbox, key);
-                pipeline.store.add_event(
-                    &mut w,
-                    mail.ticket,
-                    &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None),
-                )?;
-                summary.sent += 1;
-                pipeline.metrics.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if pipeline.metrics.outgoing_down().is_some() {
-                    tracing::info!("the outgoing server takes our mail again");
-                    pipeline.metrics.set_outgoing_down(None);
-                }
-                tracing::info!(ticket = mail.ticket.0, purpose = %mail.purpose, "mail sent");
+    let mut cursor: [Option<OutboxKey>; 2] = [None, None];
+    let mut bulk_done = false;
+    loop {
+        let mut any = false;
+        for lane in [Lane::Live, Lane::Bulk] {
+            let i = lane as usize;
+            if lane == Lane::Bulk && bulk_done {
+                continue;
             }
-            Err(e)
-                if e.kind == Failure::Server
-                    || (e.kind == Failure::Temporary && entry.attempts + 1 < outgoing.max_attempts) =>
-            {
-                let attempts = entry.attempts + 1;
-                // A server that refuses us is retried for as long as it takes, at most 15 minutes apart.
-                let cap = if e.kind == Failure::Server { 15 * 60 } else { 6 * 3600 };
-                let delay = outgoing
-                    .retry_base
-                    .as_secs()
-                    .saturating_mul(1 << (attempts - 1).min(16))
-                    .min(cap);
-                let next = Timestamp::from_second(now.as_second() + delay as i64).unwrap_or(now);
-                w.put(
-                    TreeName::Outbox,
-                    key,
-                    &OutboxEntry {
-                        attempts,
-                        next_attempt: next,
-                        last_error: Some(e.message.clone()),
-                        ..entry.clone()
-                    },
-                );
-                summary.deferred += 1;
-                if e.kind == Failure::Server {
-                    blocked = true;
-                    pipeline
-                        .metrics
-                        .outgoing_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if pipeline.metrics.outgoing_down().is_none() {
-                        tracing::error!(error = %e, "the outgoing server refuses our mail; it stays queued and is retried");
+            let store = pipeline.store.clone();
+            let after = cursor[i];
+            // The live lane is read again after every bulk page: what was queued meanwhile goes next.
+            let page = crate::source::blocking(|| store.outbox(lane, after, PAGE))?;
+            let Some((last, _)) = page.last() else {
+                bulk_done |= lane == Lane::Bulk;
+                continue;
+            };
+            any = true;
+            cursor[i] = Some(*last);
+            let mut sent_any = false;
+            let mut page = page.into_iter();
+            while let Some((key, entry)) = page.next() {
+                if stop() {
+                    flush(pipeline, sent_any)?;
+                    return Ok(summary);
+                }
+                match send_one(pipeline, mailer, now, retry_now, key, entry, &mut summary).await? {
+                    Sent::Skipped => {}
+                    Sent::Done => sent_any = true,
+                    Sent::Blocked => {
+                        summary.deferred += page.len() as u64;
+                        flush(pipeline, true)?;
+                        return Ok(summary);
                     }
-                    pipeline.metrics.set_outgoing_down(Some(e.message.clone()));
-                } else {
-                    tracing::warn!(ticket = mail.ticket.0, attempts, error = %e, "send deferred");
                 }
             }
-            Err(e) => {
-                w.remove(TreeName::Outbox, key);
-                pipeline.store.add_event(
-                    &mut w,
-                    mail.ticket,
-                    &mail_event(now, "mail_failed", &mail.message_id, &rcpts, Some(&e.message)),
-                )?;
-                summary.failed += 1;
+            flush(pipeline, sent_any)?;
+        }
+        if !any {
+            return Ok(summary);
+        }
+    }
+}
+
+fn flush(pipeline: &Pipeline, needed: bool) -> Result<(), StoreError> {
+    if needed {
+        let store = pipeline.store.clone();
+        crate::source::blocking(|| store.flush())?;
+    }
+    Ok(())
+}
+
+/// What one outbox entry came to.
+enum Sent {
+    /// Not due yet.
+    Skipped,
+    /// Sent, deferred or failed: recorded.
+    Done,
+    /// The server refuses us: the pass ends.
+    Blocked,
+}
+
+async fn send_one(
+    pipeline: &Pipeline,
+    mailer: &Mailer,
+    now: Timestamp,
+    retry_now: bool,
+    key: OutboxKey,
+    entry: OutboxEntry,
+    summary: &mut SendSummary,
+) -> Result<Sent, StoreError> {
+    let outgoing = &pipeline.config.outgoing;
+    if entry.next_attempt > now && !(retry_now && entry.attempts > 0) {
+        summary.deferred += 1;
+        return Ok(Sent::Skipped);
+    }
+    let mail = &entry.mail;
+    // The loop header is signed for this very mail.
+    let bytes = crate::wire::render(mail, &pipeline.signer.loop_value(&mail.message_id, &mail.loop_value));
+    let rcpts = mail.recipients();
+    let result = mailer.send(&mail.from.email, &rcpts, &bytes, &mail.message_id).await;
+    let mut w = Change::default();
+    let mut outcome = Sent::Done;
+    match result {
+        Ok(()) => {
+            w.push(Op::Dequeue(key));
+            w.event(
+                mail.ticket,
+                &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None),
+            );
+            summary.sent += 1;
+            pipeline.metrics.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if pipeline.metrics.outgoing_down().is_some() {
+                tracing::info!("the outgoing server takes our mail again");
+                pipeline.metrics.set_outgoing_down(None);
+            }
+            tracing::info!(ticket = mail.ticket.0, purpose = %mail.purpose, "mail sent");
+        }
+        Err(e)
+            if e.kind == Failure::Server
+                || (e.kind == Failure::Temporary && entry.attempts + 1 < outgoing.max_attempts) =>
+        {
+            let attempts = entry.attempts + 1;
+            // A server that refuses us is retried for as long as it takes, at most 15 minutes apart.
+            let cap = if e.kind == Failure::Server { 15 * 60 } else { 6 * 3600 };
+            let delay = outgoing
+                .retry_base
+                .as_secs()
+                .saturating_mul(1 << (attempts - 1).min(16))
+                .min(cap);
+            let next = Timestamp::from_second(now.as_second() + delay as i64).unwrap_or(now);
+            w.push(Op::Requeue(
+                key,
+                Box::new(OutboxEntry {
+                    attempts,
+                    next_attempt: next,
+                    last_error: Some(e.message.clone()),
+                    ..entry.clone()
+                }),
+            ));
+            summary.deferred += 1;
+            if e.kind == Failure::Server {
+                outcome = Sent::Blocked;
                 pipeline
                     .metrics
-                    .failed
+                    .outgoing_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(ticket = mail.ticket.0, error = %e, "send failed for good");
-                tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
+                if pipeline.metrics.outgoing_down().is_none() {
+                    tracing::error!(error = %e, "the outgoing server refuses our mail; it stays queued and is retried");
+                }
+                pipeline.metrics.set_outgoing_down(Some(e.message.clone()));
+            } else {
+                tracing::warn!(ticket = mail.ticket.0, attempts, error = %e, "send deferred");
             }
         }
-        pipeline.store.commit(&w)?;
-        // Durable before the next send: a crash now resends nothing already delivered.
-        pipeline.store.flush()?;
+        Err(e) => {
+            w.push(Op::Dequeue(key));
+            w.event(
+                mail.ticket,
+                &mail_event(now, "mail_failed", &mail.message_id, &rcpts, Some(&e.message)),
+            );
+            summary.failed += 1;
+            pipeline
+                .metrics
+                .failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(ticket = mail.ticket.0, error = %e, "send failed for good");
+            tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
+        }
     }
-    Ok(summary)
+    let store = pipeline.store.clone();
+    crate::source::blocking(|| store.commit(w))?;
+    Ok(outcome)
 }
 
 /// A mail to a customer failed for good: the ticket's assignee hears of it
 /// (never for mail to agents, so failures cannot loop).
 fn tell_assignee_of_failure(
     pipeline: &Pipeline,
-    w: &mut WriteSet,
+    w: &mut Change,
     entry: &OutboxEntry,
     error: &str,
     now: Timestamp,
@@ -329,7 +403,8 @@ fn tell_assignee_of_failure(
         None,
         &cx,
     );
-    pipeline.queue_mail(w, &notice, now)
+    pipeline.queue_mail(w, &notice, now, Lane::Live);
+    Ok(())
 }
 
 #[cfg(test)]

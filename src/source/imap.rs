@@ -287,26 +287,32 @@ async fn session_loop(
                 }
             }
             fetched.sort_by_key(|(u, _)| *u);
-            for (uid, raw) in &fetched {
-                let origin = Origin {
-                    mailbox: mailbox.to_string(),
-                    source_key: Some(format!("imap:{mailbox}:{uid_validity}:{uid}")),
-                    position: Some(Position {
-                        uid_validity,
-                        last_uid: *uid,
-                    }),
-                };
-                let processed = match oversized.get(uid) {
+            let origin_of = |uid: u32| Origin {
+                mailbox: mailbox.to_string(),
+                source_key: Some(format!("imap:{mailbox}:{uid_validity}:{uid}")),
+                position: Some(Position {
+                    uid_validity,
+                    last_uid: uid,
+                }),
+                bulk: false,
+            };
+            let origins: Vec<Origin> = fetched.iter().map(|(uid, _)| origin_of(*uid)).collect();
+            let mut whole: Vec<(&[u8], &Origin)> = Vec::new();
+            for ((uid, raw), origin) in fetched.iter().zip(&origins) {
+                match oversized.get(uid) {
                     Some(size) => {
                         let whereabouts = format!(
                             "the IMAP server, folder {}",
                             config.processed.as_deref().unwrap_or(&config.folder)
                         );
-                        sink.process_oversized(raw, *size, &whereabouts, &origin)?
+                        let processed = sink.process_oversized(raw, *size, &whereabouts, origin)?;
+                        tracing::debug!(mailbox, uid, ?processed, "imap mail processed");
                     }
-                    None => sink.process(raw, &origin)?,
-                };
-                tracing::debug!(mailbox, uid, ?processed, "imap mail processed");
+                    None => whole.push((raw, origin)),
+                }
+            }
+            for ((_, origin), processed) in whole.iter().zip(sink.process_batch(&whole)?) {
+                tracing::debug!(mailbox, source = ?origin.source_key, ?processed, "imap mail processed");
             }
             // Durable first, then tell the server.
             sink.flush()?;

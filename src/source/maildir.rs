@@ -45,47 +45,61 @@ pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, Strin
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    let mut done = Vec::new();
-    for f in &files {
+    let mut total = 0;
+    // A batch at a time: one blob sync and one flush each, memory bounded by the batch.
+    for chunk in files.chunks(64) {
+        total += scan_batch(sink, mailbox, path, chunk)?;
+    }
+    Ok(total)
+}
+
+fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Result<usize, String> {
+    /// A file read: path, name, bytes (or head), real size when oversized, origin.
+    type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin);
+    let mut read: Vec<Read> = Vec::new();
+    let max = sink.pipeline().config.limits.max_message_bytes;
+    for f in files {
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         // Never more than the limit in memory: a larger file gives only its header section.
-        let max = sink.pipeline().config.limits.max_message_bytes;
-        let read = std::fs::File::open(f).and_then(|file| crate::ingest::read_bounded(file, max));
-        let (raw, oversized) = match read {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(file = %f.display(), error = %e, "cannot read maildir file");
-                continue;
+        match std::fs::File::open(f).and_then(|file| crate::ingest::read_bounded(file, max)) {
+            Ok((raw, oversized)) => {
+                let origin = Origin {
+                    source_key: Some(format!("maildir:{mailbox}:{name}")),
+                    ..Origin::live(mailbox)
+                };
+                read.push((f.clone(), name, raw, oversized, origin));
             }
-        };
-        let origin = Origin {
-            mailbox: mailbox.to_string(),
-            source_key: Some(format!("maildir:{mailbox}:{name}")),
-            position: None,
-        };
-        let result = match oversized {
+            Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot read maildir file"),
+        }
+    }
+    let mut whole: Vec<(&[u8], &Origin)> = Vec::new();
+    for (_, name, raw, oversized, origin) in &read {
+        match oversized {
             Some(size) => {
                 let whereabouts = format!(
                     "{}",
                     path.join("cur")
-                        .join(format!("{}:2,S", name.split(':').next().unwrap_or(&name)))
+                        .join(format!("{}:2,S", name.split(':').next().unwrap_or(name)))
                         .display()
                 );
-                sink.process_oversized(&raw, size, &whereabouts, &origin)
-            }
-            None => sink.process(&raw, &origin),
-        };
-        match result {
-            Ok(p) => {
+                let p = sink
+                    .process_oversized(raw, *size, &whereabouts, origin)
+                    .map_err(|e| format!("store: {e}"))?;
                 tracing::debug!(file = %name, ?p, "maildir mail processed");
-                done.push((f.clone(), name));
             }
-            Err(e) => return Err(format!("store: {e}")),
+            None => whole.push((raw, origin)),
         }
     }
+    for ((_, origin), p) in whole
+        .iter()
+        .zip(sink.process_batch(&whole).map_err(|e| format!("store: {e}"))?)
+    {
+        tracing::debug!(source = ?origin.source_key, ?p, "maildir mail processed");
+    }
+    let done: Vec<(PathBuf, String)> = read.into_iter().map(|(f, name, ..)| (f, name)).collect();
     if done.is_empty() {
         return Ok(0);
     }

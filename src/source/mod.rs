@@ -35,6 +35,17 @@ impl Sink {
         })
     }
 
+    /// Processes a batch of mails in order under the writer lock, off the
+    /// async workers: one blob sync for the batch, one transaction per mail.
+    pub fn process_batch(&self, mails: &[(&[u8], &Origin)]) -> Result<Vec<Processed>, StoreError> {
+        blocking(|| {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Timestamp::now();
+            let batch: Vec<(&[u8], &Origin, Timestamp)> = mails.iter().map(|(r, o)| (*r, *o, now)).collect();
+            self.pipeline().process_batch(&batch)
+        })
+    }
+
     /// Quarantines a mail over the size limit of which only `head` was read.
     pub fn process_oversized(
         &self,

@@ -1,0 +1,360 @@
+//! The store boundary: what the pipeline, the timers, the sender, the API
+//! and the CLI may ask of storage, in the words of the domain. Backends
+//! implement [`Store`]; nothing above this module sees a tree, a table or a
+//! byte key. Mail bodies live beside the index in a content-addressed
+//! [`blobs::Blobs`] store.
+//!
+//! Writes go through one [`Change`] per mail (or per timer batch, per sent
+//! mail), applied atomically by [`Store::commit`]; the backend keeps its
+//! secondary indexes, counters and agent loads in step inside that same
+//! commit. [`Store::flush`] makes everything committed durable; sources mark
+//! mail processed only after it.
+
+pub mod blobs;
+pub mod sled;
+
+use crate::model::{Event, MessageRecord, Status, Ticket, TicketId};
+use crate::outgoing::OutgoingMail;
+use crate::thread::ThreadIndex;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually the running daemon) holds the store.
+    #[error("the store at {0} is in use by another postdesk process (is the daemon running?)")]
+    Locked(String),
+    /// The embedded database failed.
+    #[error("store error: {0}")]
+    Sled(#[from] ::sled::Error),
+    /// The blob store failed.
+    #[error("blob store error at {path}: {error}")]
+    Blob {
+        /// The file or folder.
+        path: String,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// A list cursor that no page gave out.
+    #[error("bad cursor {0:?}: pass back the `next` of a previous page")]
+    BadCursor(String),
+    /// A record could not be read.
+    #[error("corrupt record in {tree}: {message}")]
+    Corrupt {
+        /// Which kind of record.
+        tree: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// An outgoing mail waiting in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The mail.
+    pub mail: OutgoingMail,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before this time.
+    pub next_attempt: Timestamp,
+    /// Last temporary error.
+    pub last_error: Option<String>,
+}
+
+/// The two outbox lanes. The sender takes from both in turn, so mail that
+/// answers someone now never waits behind a bulk backlog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Lane {
+    /// Mail caused by mail arriving now: acknowledgements, relays, notifications.
+    Live = 0,
+    /// Mail from backfills and timers (reminders, escalations, surveys).
+    Bulk = 1,
+}
+
+/// Where an outbox entry sits: its lane and its place in queue order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboxKey {
+    /// The lane.
+    pub lane: Lane,
+    /// Queue order within the lane.
+    pub seq: u64,
+}
+
+/// A mail kept raw because it could not be processed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    /// When it was quarantined.
+    pub at: Timestamp,
+    /// The mailbox it came from.
+    pub mailbox: String,
+    /// Where in the mailbox (UID or file name).
+    pub source: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Blob key (SHA-256) of the raw mail.
+    pub raw_key: String,
+    /// Size in bytes.
+    pub size: usize,
+}
+
+/// A mailbox position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// IMAP UIDVALIDITY.
+    pub uid_validity: u32,
+    /// Highest UID processed.
+    pub last_uid: u32,
+}
+
+/// One `Message-ID → ticket` index entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdEntry {
+    /// The ticket.
+    pub ticket: TicketId,
+    /// Whether a message with this id is stored (else it is only referenced).
+    pub stored: bool,
+    /// The content hash of the stored inbound message (From, Date, Subject,
+    /// body): a second mail with the same Message-ID is a duplicate only when
+    /// this matches. `None` for our own mail and for entries written before it existed.
+    pub hash: Option<String>,
+}
+
+/// One timer: a ticket's deadline of some kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    /// When it is due.
+    pub at: Timestamp,
+    /// The ticket.
+    pub ticket: TicketId,
+    /// The timer kind ([`crate::sla::TimerKind`] as a byte).
+    pub kind: u8,
+}
+
+/// One write of a [`Change`].
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Puts a ticket; the backend updates its indexes, counters and loads.
+    Ticket(Box<Ticket>),
+    /// Appends a message to a ticket.
+    Message(TicketId, Box<MessageRecord>),
+    /// Appends an event to a ticket's log.
+    Event(TicketId, Box<Event>),
+    /// Indexes a Message-ID.
+    MessageId(String, IdEntry),
+    /// Records the content hash of a stored mail without Message-ID (or with a reused one).
+    Hash(String),
+    /// Marks a source position processed, naming the mail's blob.
+    Source(String, String),
+    /// Records a mailbox position.
+    Position(String, Position),
+    /// Queues an outgoing mail.
+    Enqueue(Lane, Box<OutboxEntry>),
+    /// Rewrites a queued mail (a retry).
+    Requeue(OutboxKey, Box<OutboxEntry>),
+    /// Removes a queued mail (sent or failed for good).
+    Dequeue(OutboxKey),
+    /// Keeps a mail in quarantine (its blob must be stored).
+    Quarantine(Box<QuarantineEntry>),
+    /// Records a mail sent to an address at a time (rate limits).
+    Ack(String, Timestamp),
+    /// Suppresses automatic mail to an address until a time.
+    Suppress(String, Timestamp),
+    /// The number the next new ticket gets.
+    NextTicket(TicketId),
+    /// The agent a queue's round robin picked last.
+    RoundRobin(String, String),
+    /// Adds a timer.
+    AddTimer(Timer),
+    /// Removes a timer.
+    RemoveTimer(Timer),
+}
+
+/// A set of writes applied atomically by [`Store::commit`].
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    /// The writes, in order.
+    pub ops: Vec<Op>,
+}
+
+impl Change {
+    /// Adds a write.
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+    /// Puts a ticket.
+    pub fn ticket(&mut self, t: &Ticket) {
+        self.push(Op::Ticket(Box::new(t.clone())));
+    }
+    /// Appends a message.
+    pub fn message(&mut self, id: TicketId, m: &MessageRecord) {
+        self.push(Op::Message(id, Box::new(m.clone())));
+    }
+    /// Appends an event.
+    pub fn event(&mut self, id: TicketId, e: &Event) {
+        self.push(Op::Event(id, Box::new(e.clone())));
+    }
+    /// Whether nothing is to be written.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Which tickets a list wants; every field set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TicketFilter {
+    /// Status.
+    pub status: Option<Status>,
+    /// Queue.
+    pub queue: Option<String>,
+    /// Assignee (agent name).
+    pub assignee: Option<String>,
+    /// Requester address (case-insensitive).
+    pub requester: Option<String>,
+    /// Updated at or after.
+    pub updated_since: Option<Timestamp>,
+}
+
+impl TicketFilter {
+    /// Whether `t` matches.
+    pub fn matches(&self, t: &Ticket) -> bool {
+        self.status.is_none_or(|s| s == t.status)
+            && self.queue.as_ref().is_none_or(|q| *q == t.queue)
+            && self.assignee.as_ref().is_none_or(|a| Some(a) == t.assignee.as_ref())
+            && self
+                .requester
+                .as_ref()
+                .is_none_or(|r| r.eq_ignore_ascii_case(&t.requester.email))
+            && self.updated_since.is_none_or(|u| t.updated_at >= u)
+    }
+}
+
+/// Tickets of one status in one queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Count {
+    /// The status.
+    pub status: Status,
+    /// The queue.
+    pub queue: String,
+    /// How many.
+    pub tickets: u64,
+}
+
+/// One page of a ticket list and the cursor of the next, if any.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    /// Tickets, by number (or by update time with `updated_since`).
+    pub tickets: Vec<Ticket>,
+    /// Pass back to continue after the last ticket of this page.
+    pub next: Option<String>,
+}
+
+/// The most tickets one page may hold.
+pub const MAX_PAGE: usize = 1000;
+
+/// What the store can do; the sled backend is the embedded default.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A ticket.
+    fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
+    /// The number the next new ticket gets.
+    fn next_ticket_id(&self) -> Result<TicketId, StoreError>;
+    /// One page of the tickets matching `filter`, after `cursor` (from a
+    /// previous page), at most `limit` (capped at [`MAX_PAGE`]). Read through
+    /// an index: the cost follows the page, not the number of tickets.
+    fn list(&self, filter: &TicketFilter, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError>;
+    /// Tickets by (status, queue), kept as counters on commit.
+    fn counts(&self) -> Result<Vec<Count>, StoreError>;
+    /// Tickets that may matter to a report from `since` on: every ticket with
+    /// an event on or after `since`'s day, and every active ticket. By number.
+    fn report_tickets(&self, since: Option<Timestamp>) -> Result<Vec<TicketId>, StoreError>;
+    /// A ticket's messages in order.
+    fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError>;
+    /// A ticket's events in order.
+    fn events(&self, id: TicketId) -> Result<Vec<Event>, StoreError>;
+
+    /// Looks up a Message-ID.
+    fn message_id(&self, id: &str) -> Result<Option<IdEntry>, StoreError>;
+    /// Whether a content hash is known.
+    fn has_hash(&self, hash: &str) -> Result<bool, StoreError>;
+    /// Whether a source key was processed.
+    fn has_source(&self, key: &str) -> Result<bool, StoreError>;
+    /// A mailbox's position.
+    fn position(&self, mailbox: &str) -> Result<Option<Position>, StoreError>;
+
+    /// Mail recorded for `address` at or after `since` (rate limits).
+    fn acks_since(&self, address: &str, since: Timestamp) -> Result<u32, StoreError>;
+    /// Whether `address` is suppressed at `now` after a hard bounce.
+    fn suppressed(&self, address: &str, now: Timestamp) -> Result<bool, StoreError>;
+    /// Active tickets per assigned agent.
+    fn loads(&self) -> Result<HashMap<String, u32>, StoreError>;
+    /// The agent a queue's round robin picked last.
+    fn round_robin(&self, queue: &str) -> Result<Option<String>, StoreError>;
+
+    /// Timers due at or before `now`, in time order, at most `limit`.
+    fn due_until(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError>;
+    /// When the next timer is due.
+    fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Up to `limit` outbox entries of `lane` after `after`, in queue order.
+    fn outbox(
+        &self,
+        lane: Lane,
+        after: Option<OutboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError>;
+    /// Queued mails (a counter) and when the oldest was queued.
+    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError>;
+    /// Quarantined mail in order.
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+
+    /// Writes blobs and makes them durable (before any record names them).
+    /// Returns their keys (SHA-256, hex), in order.
+    fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError>;
+    /// A blob's bytes.
+    fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes blobs no record names (older than a grace period, so mail
+    /// being processed now is safe); returns how many.
+    fn sweep_blobs(&self) -> Result<u64, StoreError>;
+
+    /// A unique, increasing number (for nonces).
+    fn next_seq(&self) -> Result<u64, StoreError>;
+    /// Applies a change atomically.
+    fn commit(&self, change: Change) -> Result<(), StoreError>;
+    /// Makes every committed change durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Settings of the store (`[store]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The embedded database's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Opens the configured store under `data_dir` (upgrading an older layout in place).
+pub fn open(data_dir: &Path, settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sled::SledStore::open(data_dir, settings)?))
+}
+
+/// A store seen as the threading index.
+pub struct Index<'a>(pub &'a dyn Store);
+
+impl ThreadIndex for Index<'_> {
+    fn ticket_of_message_id(&self, id: &str) -> Option<(TicketId, bool)> {
+        self.0.message_id(id).ok().flatten().map(|e| (e.ticket, e.stored))
+    }
+    fn ticket(&self, id: TicketId) -> Option<Ticket> {
+        self.0.ticket(id).ok().flatten()
+    }
+}

@@ -1,0 +1,915 @@
+//! The embedded backend: sled trees behind [`Store`], blobs in files.
+//!
+//! Trees: `meta` (counters, schema version, round robin), `tickets`,
+//! `messages`, `events` (ticket + seq), `msgids`, `hashes`, `sources`,
+//! `positions`, `outbox` (lane + seq), `quarantine`, `acks`, `suppress`,
+//! `loads`, `due` (time + ticket + kind), and the indexes kept in the same
+//! transaction as the records they index: `ix` (status, queue, assignee,
+//! requester, updated time → ticket), `counts` (status + queue → tickets),
+//! `activity` (day + ticket: a report's period finds its tickets) and
+//! `blobrefs` (blob keys named by a record). Records are a version byte
+//! followed by JSON; numbers in keys are big-endian so ranges sort by number.
+//!
+//! Schema 1 (raw mail inside sled, no indexes) is upgraded in place on open.
+
+use super::blobs::Blobs;
+use super::{
+    Change, Count, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store,
+    StoreError, StoreSettings, TicketFilter, Timer,
+};
+use crate::model::{Event, MessageRecord, Status, Ticket, TicketId};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::path::Path;
+
+/// Current on-disk record version.
+const RECORD_VERSION: u8 = 1;
+
+/// The layout this code writes; older layouts are upgraded on open.
+pub const SCHEMA: u64 = 2;
+
+/// Blobs younger than this are never swept (mail being processed names them soon).
+const SWEEP_GRACE_SECS: u64 = 3600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(usize)]
+enum T {
+    Meta,
+    Tickets,
+    Messages,
+    Events,
+    MsgIds,
+    Hashes,
+    Sources,
+    Positions,
+    Outbox,
+    Quarantine,
+    Acks,
+    Suppress,
+    Loads,
+    Due,
+    Ix,
+    Counts,
+    Activity,
+    BlobRefs,
+}
+
+const TREES: [&str; 18] = [
+    "meta",
+    "tickets",
+    "messages",
+    "events",
+    "msgids",
+    "hashes",
+    "sources",
+    "positions",
+    "outbox",
+    "quarantine",
+    "acks",
+    "suppress",
+    "loads",
+    "due",
+    "ix",
+    "counts",
+    "activity",
+    "blobrefs",
+];
+
+/// The sled store.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    blobs: Blobs,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SledStore")
+    }
+}
+
+fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn read_u64(v: &[u8]) -> u64 {
+    u64::from_be_bytes(v.try_into().unwrap_or([0; 8]))
+}
+
+fn child_key(ticket: TicketId, seq: u64) -> Vec<u8> {
+    let mut k = be(ticket.0).to_vec();
+    k.extend_from_slice(&be(seq));
+    k
+}
+
+/// Seconds as a key that sorts negative times first.
+fn time_key(at: Timestamp) -> [u8; 8] {
+    ((at.as_second() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_of_key(k: &[u8]) -> Option<Timestamp> {
+    Timestamp::from_second((u64::from_be_bytes(k.try_into().ok()?) ^ (1 << 63)) as i64).ok()
+}
+
+fn day_key(at: Timestamp) -> [u8; 8] {
+    ((at.as_second().div_euclid(86_400) as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn due_key(t: &Timer) -> Vec<u8> {
+    let mut k = time_key(t.at).to_vec();
+    k.extend_from_slice(&be(t.ticket.0));
+    k.push(t.kind);
+    k
+}
+
+fn parse_due_key(k: &[u8]) -> Option<Timer> {
+    if k.len() != 17 {
+        return None;
+    }
+    Some(Timer {
+        at: time_of_key(&k[..8])?,
+        ticket: TicketId(read_u64(&k[8..16])),
+        kind: k[16],
+    })
+}
+
+fn outbox_key(k: OutboxKey) -> Vec<u8> {
+    let mut v = vec![k.lane as u8];
+    v.extend_from_slice(&be(k.seq));
+    v
+}
+
+fn parse_outbox_key(k: &[u8]) -> Option<OutboxKey> {
+    let lane = match k.first()? {
+        0 => Lane::Live,
+        1 => Lane::Bulk,
+        _ => return None,
+    };
+    (k.len() == 9).then(|| OutboxKey {
+        lane,
+        seq: read_u64(&k[1..]),
+    })
+}
+
+fn status_byte(s: Status) -> u8 {
+    match s {
+        Status::New => 0,
+        Status::Open => 1,
+        Status::Pending => 2,
+        Status::Resolved => 3,
+        Status::Closed => 4,
+    }
+}
+
+fn status_of_byte(b: u8) -> Option<Status> {
+    Some(match b {
+        0 => Status::New,
+        1 => Status::Open,
+        2 => Status::Pending,
+        3 => Status::Resolved,
+        4 => Status::Closed,
+        _ => return None,
+    })
+}
+
+/// Index prefixes: one byte of kind, the value, a NUL; the ticket number follows.
+fn ix_prefix(kind: u8, value: &[u8]) -> Vec<u8> {
+    let mut k = vec![kind];
+    k.extend_from_slice(value);
+    k.push(0);
+    k
+}
+
+fn status_prefix(s: Status) -> Vec<u8> {
+    vec![b's', status_byte(s)]
+}
+
+/// Every index key of a ticket.
+fn ix_keys(t: &Ticket) -> Vec<Vec<u8>> {
+    let id = be(t.id.0);
+    let with = |mut p: Vec<u8>| {
+        p.extend_from_slice(&id);
+        p
+    };
+    let mut keys = vec![
+        with(status_prefix(t.status)),
+        with(ix_prefix(b'q', t.queue.as_bytes())),
+        with(ix_prefix(b'r', t.requester.email.to_ascii_lowercase().as_bytes())),
+    ];
+    if let Some(a) = &t.assignee {
+        keys.push(with(ix_prefix(b'a', a.as_bytes())));
+    }
+    let mut u = vec![b'u'];
+    u.extend_from_slice(&time_key(t.updated_at));
+    keys.push(with(u));
+    keys
+}
+
+fn count_key(t: &Ticket) -> Vec<u8> {
+    let mut k = vec![status_byte(t.status)];
+    k.extend_from_slice(t.queue.as_bytes());
+    k
+}
+
+fn counted_agent(t: &Ticket) -> Option<&str> {
+    t.assignee.as_deref().filter(|_| t.is_active())
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    serde_json::to_writer(&mut out, value).expect("records serialise");
+    out
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, rest)) => serde_json::from_slice(rest).map_err(|e| StoreError::Corrupt {
+            tree,
+            message: e.to_string(),
+        }),
+        Some((v, _)) => Err(StoreError::Corrupt {
+            tree,
+            message: format!("unknown record version {v}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            tree,
+            message: "empty record".into(),
+        }),
+    }
+}
+
+fn encode_id_entry(entry: &IdEntry) -> Vec<u8> {
+    let mut v = be(entry.ticket.0).to_vec();
+    v.push(u8::from(entry.stored));
+    if let Some(h) = &entry.hash {
+        v.extend_from_slice(h.as_bytes());
+    }
+    v
+}
+
+fn ack_key(address: &str, at: Timestamp, seq: u64) -> Vec<u8> {
+    let mut k = address.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&at.as_second().to_be_bytes());
+    k.extend_from_slice(&be(seq));
+    k
+}
+
+/// Adds `delta` to a big-endian counter inside a transaction.
+fn bump<E>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    delta: i64,
+    width4: bool,
+) -> Result<(), ConflictableTransactionError<E>> {
+    let old = tree.get(key)?.map(|v| {
+        if width4 {
+            u64::from(u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])))
+        } else {
+            read_u64(&v)
+        }
+    });
+    let new = (old.unwrap_or(0) as i64 + delta).max(0) as u64;
+    if new == 0 {
+        tree.remove(key)?;
+    } else if width4 {
+        tree.insert(key, &(new as u32).to_be_bytes())?;
+    } else {
+        tree.insert(key, &be(new))?;
+    }
+    Ok(())
+}
+
+/// One change, with its sequence numbers drawn, ready for the transaction.
+enum Prepared {
+    Put(T, Vec<u8>, Vec<u8>),
+    Remove(T, Vec<u8>),
+    Ticket(Box<Ticket>),
+    Event(TicketId, Timestamp, Vec<u8>, Vec<u8>),
+    Message(Vec<u8>, Vec<u8>, Option<String>),
+    Enqueue(Vec<u8>, Vec<u8>),
+    Dequeue(Vec<u8>),
+    Quarantine(Vec<u8>, Vec<u8>, String),
+}
+
+impl Prepared {
+    fn trees(&self, out: &mut Vec<T>) {
+        match self {
+            Prepared::Put(t, ..) | Prepared::Remove(t, _) => out.push(*t),
+            Prepared::Ticket(_) => out.extend([T::Tickets, T::Ix, T::Counts, T::Loads]),
+            Prepared::Event(..) => out.extend([T::Events, T::Activity]),
+            Prepared::Message(..) => out.extend([T::Messages, T::BlobRefs]),
+            Prepared::Enqueue(..) | Prepared::Dequeue(_) => out.extend([T::Outbox, T::Meta]),
+            Prepared::Quarantine(..) => out.extend([T::Quarantine, T::BlobRefs]),
+        }
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store under `data_dir`, upgrading an older layout.
+    pub fn open(data_dir: &Path, settings: &StoreSettings) -> Result<SledStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        let path = data_dir.join("store");
+        let db = match sled::Config::new()
+            .path(&path)
+            .flush_every_ms(None)
+            .cache_capacity(settings.cache_bytes)
+            .open()
+        {
+            Ok(db) => db,
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                return Err(StoreError::Locked(path.display().to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let trees = TREES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
+        let store = SledStore {
+            db,
+            trees,
+            blobs: Blobs::open(&data_dir.join("blobs"))?,
+        };
+        store.upgrade()?;
+        Ok(store)
+    }
+
+    fn tree(&self, name: T) -> &sled::Tree {
+        &self.trees[name as usize]
+    }
+
+    /// The layout version on disk: 1 when unmarked but not empty.
+    pub fn schema(&self) -> Result<u64, StoreError> {
+        Ok(match self.tree(T::Meta).get(b"schema")? {
+            Some(v) => read_u64(&v),
+            None if self.tree(T::Tickets).is_empty() && self.tree(T::Quarantine).is_empty() => 0,
+            None => 1,
+        })
+    }
+
+    /// Brings an older layout to [`SCHEMA`]: raw mail from the `raw` tree
+    /// to blob files, the indexes, counters and loads built from the tickets,
+    /// the activity index from the events, outbox keys given a lane. Each step
+    /// can run again after a crash; the version is written last.
+    fn upgrade(&self) -> Result<(), StoreError> {
+        let from = self.schema()?;
+        if from == SCHEMA {
+            return Ok(());
+        }
+        if from > SCHEMA {
+            return Err(StoreError::Corrupt {
+                tree: "meta",
+                message: format!("the store has layout {from}, newer than this postdesk ({SCHEMA}): upgrade postdesk"),
+            });
+        }
+        if from == 1 {
+            tracing::info!(from, to = SCHEMA, "upgrading the store layout");
+            self.upgrade_from_1()?;
+        }
+        self.tree(T::Meta).insert(b"schema", &be(SCHEMA))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn upgrade_from_1(&self) -> Result<(), StoreError> {
+        // Raw mail: to blobs, in batches, durable before the tree entry goes.
+        if self.db.tree_names().iter().any(|n| n.as_ref() == b"raw") {
+            let raw = self.db.open_tree("raw")?;
+            loop {
+                let batch: Vec<(sled::IVec, sled::IVec)> = raw.iter().take(256).collect::<Result<_, _>>()?;
+                if batch.is_empty() {
+                    break;
+                }
+                let bytes: Vec<&[u8]> = batch.iter().map(|(_, v)| v.as_ref()).collect();
+                let keys = self.blobs.put_all(&bytes)?;
+                for ((old, _), key) in batch.iter().zip(&keys) {
+                    if old.as_ref() != key.as_bytes() {
+                        tracing::warn!(key = %String::from_utf8_lossy(old), "raw mail whose key is not its hash; kept under its hash");
+                    }
+                    self.tree(T::BlobRefs).insert(key.as_bytes(), &[])?;
+                    self.tree(T::BlobRefs).insert(old.as_ref(), &[])?;
+                    raw.remove(old)?;
+                }
+                self.db.flush()?;
+            }
+            self.db.drop_tree("raw")?;
+        }
+        for t in [T::Ix, T::Counts, T::Loads, T::Activity] {
+            self.tree(t).clear()?;
+        }
+        for r in self.tree(T::Tickets).iter() {
+            let (_, v) = r?;
+            let t: Ticket = decode("tickets", &v)?;
+            for k in ix_keys(&t) {
+                self.tree(T::Ix).insert(k, &[])?;
+            }
+            let counts = self.tree(T::Counts);
+            let n = counts.get(count_key(&t))?.map_or(0, |v| read_u64(&v));
+            counts.insert(count_key(&t), &be(n + 1))?;
+            if let Some(a) = counted_agent(&t) {
+                let loads = self.tree(T::Loads);
+                let n = loads
+                    .get(a.as_bytes())?
+                    .map_or(0, |v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])));
+                loads.insert(a.as_bytes(), &(n + 1).to_be_bytes())?;
+            }
+        }
+        for r in self.tree(T::Events).iter() {
+            let (k, v) = r?;
+            let e: Event = decode("events", &v)?;
+            let mut a = day_key(e.at).to_vec();
+            a.extend_from_slice(&k[..8]);
+            self.tree(T::Activity).insert(a, &[])?;
+        }
+        // Outbox keys were a bare sequence number; they join the live lane.
+        let outbox = self.tree(T::Outbox);
+        let old: Vec<(sled::IVec, sled::IVec)> = outbox
+            .iter()
+            .filter(|r| r.as_ref().map_or(true, |(k, _)| k.len() == 8))
+            .collect::<Result<_, _>>()?;
+        for (k, v) in old {
+            outbox.insert(
+                outbox_key(OutboxKey {
+                    lane: Lane::Live,
+                    seq: read_u64(&k),
+                }),
+                v,
+            )?;
+            outbox.remove(k)?;
+        }
+        self.tree(T::Meta).insert(b"outbox_len", &be(outbox.len() as u64))?;
+        Ok(())
+    }
+
+    fn children<V: DeserializeOwned>(&self, tree: T, name: &'static str, id: TicketId) -> Result<Vec<V>, StoreError> {
+        self.tree(tree)
+            .scan_prefix(be(id.0))
+            .map(|r| r.map_err(StoreError::from).and_then(|(_, v)| decode(name, &v)))
+            .collect()
+    }
+
+    fn prepare(&self, change: Change) -> Result<Vec<Prepared>, StoreError> {
+        let mut out = Vec::with_capacity(change.ops.len());
+        for op in change.ops {
+            out.push(match op {
+                Op::Ticket(t) => Prepared::Ticket(t),
+                Op::Message(id, m) => {
+                    let blob = m.raw_key.clone();
+                    Prepared::Message(child_key(id, self.db.generate_id()?), encode(&*m), blob)
+                }
+                Op::Event(id, e) => Prepared::Event(id, e.at, child_key(id, self.db.generate_id()?), encode(&*e)),
+                Op::MessageId(mid, entry) => Prepared::Put(T::MsgIds, mid.into_bytes(), encode_id_entry(&entry)),
+                Op::Hash(h) => Prepared::Put(T::Hashes, h.into_bytes(), Vec::new()),
+                Op::Source(key, raw) => Prepared::Put(T::Sources, key.into_bytes(), raw.into_bytes()),
+                Op::Position(mailbox, p) => Prepared::Put(T::Positions, mailbox.into_bytes(), encode(&p)),
+                Op::Enqueue(lane, e) => Prepared::Enqueue(
+                    outbox_key(OutboxKey {
+                        lane,
+                        seq: self.db.generate_id()?,
+                    }),
+                    encode(&*e),
+                ),
+                Op::Requeue(k, e) => Prepared::Put(T::Outbox, outbox_key(k), encode(&*e)),
+                Op::Dequeue(k) => Prepared::Dequeue(outbox_key(k)),
+                Op::Quarantine(q) => {
+                    let blob = q.raw_key.clone();
+                    Prepared::Quarantine(be(self.db.generate_id()?).to_vec(), encode(&*q), blob)
+                }
+                Op::Ack(address, at) => {
+                    Prepared::Put(T::Acks, ack_key(&address, at, self.db.generate_id()?), Vec::new())
+                }
+                Op::Suppress(address, until) => Prepared::Put(T::Suppress, address.into_bytes(), encode(&until)),
+                Op::NextTicket(id) => Prepared::Put(T::Meta, b"next_ticket".to_vec(), be(id.0).to_vec()),
+                Op::RoundRobin(queue, agent) => {
+                    Prepared::Put(T::Meta, format!("rr:{queue}").into_bytes(), agent.into_bytes())
+                }
+                Op::AddTimer(t) => Prepared::Put(T::Due, due_key(&t), Vec::new()),
+                Op::RemoveTimer(t) => Prepared::Remove(T::Due, due_key(&t)),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Applies one prepared write inside the transaction; `tx(T)` gives a tree.
+fn apply<'a>(
+    p: &Prepared,
+    tx: &dyn Fn(T) -> &'a TransactionalTree,
+) -> Result<(), ConflictableTransactionError<StoreErrorBox>> {
+    let corrupt = |message: String| ConflictableTransactionError::Abort(StoreErrorBox("tickets", message));
+    match p {
+        Prepared::Put(t, k, v) => {
+            tx(*t).insert(k.as_slice(), v.as_slice())?;
+        }
+        Prepared::Remove(t, k) => {
+            tx(*t).remove(k.as_slice())?;
+        }
+        Prepared::Event(id, at, k, v) => {
+            tx(T::Events).insert(k.as_slice(), v.as_slice())?;
+            let mut a = day_key(*at).to_vec();
+            a.extend_from_slice(&be(id.0));
+            tx(T::Activity).insert(a, &[])?;
+        }
+        Prepared::Message(k, v, blob) => {
+            tx(T::Messages).insert(k.as_slice(), v.as_slice())?;
+            if let Some(b) = blob {
+                tx(T::BlobRefs).insert(b.as_bytes(), &[])?;
+            }
+        }
+        Prepared::Quarantine(k, v, blob) => {
+            tx(T::Quarantine).insert(k.as_slice(), v.as_slice())?;
+            tx(T::BlobRefs).insert(blob.as_bytes(), &[])?;
+        }
+        Prepared::Enqueue(k, v) => {
+            if tx(T::Outbox).insert(k.as_slice(), v.as_slice())?.is_none() {
+                bump(tx(T::Meta), b"outbox_len", 1, false)?;
+            }
+        }
+        Prepared::Dequeue(k) => {
+            if tx(T::Outbox).remove(k.as_slice())?.is_some() {
+                bump(tx(T::Meta), b"outbox_len", -1, false)?;
+            }
+        }
+        Prepared::Ticket(t) => {
+            let key = be(t.id.0);
+            let value = encode(&**t);
+            let before: Option<Ticket> = match tx(T::Tickets).insert(&key[..], value)? {
+                Some(old) => Some(decode("tickets", &old).map_err(|e| corrupt(e.to_string()))?),
+                None => None,
+            };
+            let old_keys = before.as_ref().map(ix_keys).unwrap_or_default();
+            let new_keys = ix_keys(t);
+            for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+                tx(T::Ix).remove(k.as_slice())?;
+            }
+            for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+                tx(T::Ix).insert(k.as_slice(), &[])?;
+            }
+            let (old_count, new_count) = (before.as_ref().map(count_key), count_key(t));
+            if old_count.as_ref() != Some(&new_count) {
+                if let Some(o) = &old_count {
+                    bump(tx(T::Counts), o, -1, false)?;
+                }
+                bump(tx(T::Counts), &new_count, 1, false)?;
+            }
+            let (old_agent, new_agent) = (before.as_ref().and_then(counted_agent), counted_agent(t));
+            if old_agent != new_agent {
+                if let Some(o) = old_agent {
+                    bump(tx(T::Loads), o.as_bytes(), -1, true)?;
+                }
+                if let Some(n) = new_agent {
+                    bump(tx(T::Loads), n.as_bytes(), 1, true)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A store error carried out of a transaction.
+#[derive(Debug)]
+struct StoreErrorBox(&'static str, String);
+
+impl Store for SledStore {
+    fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        self.tree(T::Tickets)
+            .get(be(id.0))?
+            .map(|v| decode("tickets", &v))
+            .transpose()
+    }
+
+    fn next_ticket_id(&self) -> Result<TicketId, StoreError> {
+        Ok(TicketId(
+            self.tree(T::Meta)
+                .get(b"next_ticket")?
+                .map(|v| read_u64(&v))
+                .unwrap_or(1),
+        ))
+    }
+
+    fn list(&self, filter: &TicketFilter, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let bad = |c: &str| StoreError::BadCursor(c.to_string());
+        // The most selective index the filter names; by update time only when nothing else.
+        let prefix = if let Some(r) = &filter.requester {
+            Some(ix_prefix(b'r', r.to_ascii_lowercase().as_bytes()))
+        } else if let Some(a) = &filter.assignee {
+            Some(ix_prefix(b'a', a.as_bytes()))
+        } else if let Some(s) = filter.status {
+            Some(status_prefix(s))
+        } else if let Some(q) = &filter.queue {
+            Some(ix_prefix(b'q', q.as_bytes()))
+        } else if filter.updated_since.is_some() {
+            Some(vec![b'u'])
+        } else {
+            None
+        };
+        let by_update = prefix.as_deref() == Some(b"u");
+        // A cursor is the key of the last ticket shown, as text: `N`, or `SECONDS.N` by update time.
+        let after: Option<Vec<u8>> = match cursor {
+            None => None,
+            Some(c) if by_update => {
+                let (secs, id) = c.split_once('.').ok_or_else(|| bad(c))?;
+                let secs: i64 = secs.parse().map_err(|_| bad(c))?;
+                let id: u64 = id.parse().map_err(|_| bad(c))?;
+                let mut k = vec![b'u'];
+                k.extend_from_slice(&time_key(Timestamp::from_second(secs).map_err(|_| bad(c))?));
+                k.extend_from_slice(&be(id));
+                Some(k)
+            }
+            Some(c) => {
+                let id: u64 = c.parse().map_err(|_| bad(c))?;
+                let mut k = prefix.clone().unwrap_or_default();
+                k.extend_from_slice(&be(id));
+                Some(k)
+            }
+        };
+        let (tree, prefix) = match prefix {
+            Some(p) => (self.tree(T::Ix), p),
+            None => (self.tree(T::Tickets), Vec::new()),
+        };
+        let start = match (&after, by_update, filter.updated_since) {
+            (Some(k), _, _) => Bound::Excluded(k.clone()),
+            (None, true, Some(since)) => {
+                let mut k = vec![b'u'];
+                k.extend_from_slice(&time_key(since));
+                Bound::Included(k)
+            }
+            (None, _, _) => Bound::Included(prefix.clone()),
+        };
+        let end = {
+            let mut e = prefix.clone();
+            match e.iter().rposition(|b| *b != 0xff) {
+                Some(i) if !prefix.is_empty() => {
+                    e.truncate(i + 1);
+                    e[i] += 1;
+                    Bound::Excluded(e)
+                }
+                _ => Bound::Unbounded,
+            }
+        };
+        let mut page = Page::default();
+        for r in tree.range::<Vec<u8>, _>((start, end)) {
+            let (k, v) = r?;
+            let ticket: Ticket = if prefix.is_empty() {
+                decode("tickets", &v)?
+            } else {
+                let Some(id) = k.len().checked_sub(8).map(|i| read_u64(&k[i..])) else {
+                    continue;
+                };
+                match self.ticket(TicketId(id))? {
+                    Some(t) => t,
+                    None => continue,
+                }
+            };
+            if !filter.matches(&ticket) {
+                continue;
+            }
+            if page.tickets.len() == limit {
+                // One more matches: there is a next page.
+                let t = page.tickets.last().expect("a full page");
+                page.next = Some(if by_update {
+                    format!("{}.{}", t.updated_at.as_second(), t.id)
+                } else {
+                    t.id.to_string()
+                });
+                break;
+            }
+            page.tickets.push(ticket);
+        }
+        Ok(page)
+    }
+
+    fn counts(&self) -> Result<Vec<Count>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.tree(T::Counts).iter() {
+            let (k, v) = r?;
+            if let Some(s) = k.first().and_then(|b| status_of_byte(*b)) {
+                out.push(Count {
+                    status: s,
+                    queue: String::from_utf8_lossy(&k[1..]).into_owned(),
+                    tickets: read_u64(&v),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn report_tickets(&self, since: Option<Timestamp>) -> Result<Vec<TicketId>, StoreError> {
+        let mut ids = BTreeSet::new();
+        match since {
+            Some(s) => {
+                for r in self.tree(T::Activity).range(day_key(s)..) {
+                    let (k, _) = r?;
+                    if k.len() == 16 {
+                        ids.insert(read_u64(&k[8..]));
+                    }
+                }
+            }
+            None => {
+                for r in self.tree(T::Tickets).iter().keys() {
+                    ids.insert(read_u64(&r?));
+                }
+            }
+        }
+        for s in [Status::New, Status::Open, Status::Pending] {
+            for r in self.tree(T::Ix).scan_prefix(status_prefix(s)).keys() {
+                let k = r?;
+                ids.insert(read_u64(&k[k.len() - 8..]));
+            }
+        }
+        Ok(ids.into_iter().map(TicketId).collect())
+    }
+
+    fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {
+        self.children(T::Messages, "messages", id)
+    }
+
+    fn events(&self, id: TicketId) -> Result<Vec<Event>, StoreError> {
+        self.children(T::Events, "events", id)
+    }
+
+    fn message_id(&self, id: &str) -> Result<Option<IdEntry>, StoreError> {
+        Ok(self.tree(T::MsgIds).get(id.as_bytes())?.and_then(|v| {
+            (v.len() >= 9).then(|| IdEntry {
+                ticket: TicketId(read_u64(&v[..8])),
+                stored: v[8] == 1,
+                hash: (v.len() > 9).then(|| String::from_utf8_lossy(&v[9..]).into_owned()),
+            })
+        }))
+    }
+
+    fn has_hash(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(self.tree(T::Hashes).contains_key(hash.as_bytes())?)
+    }
+
+    fn has_source(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.tree(T::Sources).contains_key(key.as_bytes())?)
+    }
+
+    fn position(&self, mailbox: &str) -> Result<Option<Position>, StoreError> {
+        self.tree(T::Positions)
+            .get(mailbox.as_bytes())?
+            .map(|v| decode("positions", &v))
+            .transpose()
+    }
+
+    fn acks_since(&self, address: &str, since: Timestamp) -> Result<u32, StoreError> {
+        let mut from = address.as_bytes().to_vec();
+        from.push(0);
+        from.extend_from_slice(&since.as_second().to_be_bytes());
+        let mut end = address.as_bytes().to_vec();
+        end.push(1);
+        Ok(self.tree(T::Acks).range(from..end).count() as u32)
+    }
+
+    fn suppressed(&self, address: &str, now: Timestamp) -> Result<bool, StoreError> {
+        Ok(match self.tree(T::Suppress).get(address.as_bytes())? {
+            Some(v) => decode::<Timestamp>("suppress", &v)? > now,
+            None => false,
+        })
+    }
+
+    fn loads(&self) -> Result<HashMap<String, u32>, StoreError> {
+        self.tree(T::Loads)
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                let n = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]));
+                Ok((String::from_utf8_lossy(&k).into_owned(), n))
+            })
+            .collect()
+    }
+
+    fn round_robin(&self, queue: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree(T::Meta)
+            .get(format!("rr:{queue}").as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn due_until(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let end = time_key(Timestamp::from_second(now.as_second() + 1).unwrap_or(now));
+        let mut out = Vec::new();
+        for r in self.tree(T::Due).range(..end.to_vec()) {
+            let (k, _) = r?;
+            if let Some(item) = parse_due_key(&k) {
+                out.push(item);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .tree(T::Due)
+            .first()?
+            .and_then(|(k, _)| parse_due_key(&k))
+            .map(|t| t.at))
+    }
+
+    fn outbox(
+        &self,
+        lane: Lane,
+        after: Option<OutboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+        let start = match after {
+            Some(k) => Bound::Excluded(outbox_key(k)),
+            None => Bound::Included(vec![lane as u8]),
+        };
+        let end = Bound::Excluded(vec![lane as u8 + 1]);
+        let mut out = Vec::new();
+        for r in self.tree(T::Outbox).range::<Vec<u8>, _>((start, end)).take(limit) {
+            let (k, v) = r?;
+            if let Some(key) = parse_outbox_key(&k) {
+                out.push((key, decode("outbox", &v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
+        let n = self.tree(T::Meta).get(b"outbox_len")?.map_or(0, |v| read_u64(&v));
+        let mut oldest: Option<Timestamp> = None;
+        for lane in [Lane::Live, Lane::Bulk] {
+            if let Some((_, e)) = self.outbox(lane, None, 1)?.into_iter().next() {
+                oldest = Some(oldest.map_or(e.mail.date, |o| o.min(e.mail.date)));
+            }
+        }
+        Ok((n, oldest))
+    }
+
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.tree(T::Quarantine)
+            .iter()
+            .map(|r| r.map_err(StoreError::from).and_then(|(_, v)| decode("quarantine", &v)))
+            .collect()
+    }
+
+    fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError> {
+        self.blobs.put_all(blobs)
+    }
+
+    fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blobs.get(key)
+    }
+
+    fn sweep_blobs(&self) -> Result<u64, StoreError> {
+        let refs = self.tree(T::BlobRefs);
+        let mut gone = 0;
+        self.blobs.each(|key, age| {
+            if age >= SWEEP_GRACE_SECS && !refs.contains_key(key.as_bytes())? {
+                self.blobs.remove(key)?;
+                gone += 1;
+            }
+            Ok(())
+        })?;
+        Ok(gone)
+    }
+
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    fn commit(&self, change: Change) -> Result<(), StoreError> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        let prepared = self.prepare(change)?;
+        // Only the trees this change touches take part in the transaction.
+        let mut used = Vec::new();
+        for p in &prepared {
+            p.trees(&mut used);
+        }
+        used.sort_unstable();
+        used.dedup();
+        let refs: Vec<&sled::Tree> = used.iter().map(|&t| self.tree(t)).collect();
+        let result: Result<(), TransactionError<StoreErrorBox>> = refs.as_slice().transaction(|trees| {
+            let tx = |t: T| -> &TransactionalTree {
+                &trees[used.binary_search(&t).expect("the tree is in the transaction")]
+            };
+            for p in &prepared {
+                apply(p, &tx)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(StoreErrorBox(tree, message))) => Err(StoreError::Corrupt { tree, message }),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Views shared by the CLI and the HTTP API: a ticket with its messages and
+//! events (redacted of agent-bound tokens), report bounds, the histories a
+//! report reads, and the paged walk over every ticket.
+
+use crate::model::{Ticket, TicketId};
+use crate::store::{Store, StoreError, TicketFilter};
+use jiff::Timestamp;
+
+/// A report bound as given: a time, or a day of the desk's calendar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DayOrTime {
+    /// An RFC 3339 time.
+    Time(Timestamp),
+    /// A date: its midnight in the instance's time zone.
+    Day(jiff::civil::Date),
+}
+
+impl DayOrTime {
+    /// The instant, with days taken in the IANA zone `timezone` (UTC when unknown).
+    pub fn at(self, timezone: &str) -> Timestamp {
+        match self {
+            DayOrTime::Time(t) => t,
+            DayOrTime::Day(d) => {
+                let tz = jiff::tz::TimeZone::get(timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+                d.to_zoned(tz).map(|z| z.timestamp()).unwrap_or_else(|_| {
+                    d.to_zoned(jiff::tz::TimeZone::UTC)
+                        .expect("UTC midnight exists")
+                        .timestamp()
+                })
+            }
+        }
+    }
+}
+
+/// An RFC 3339 time, or a date (its midnight in the instance's time zone).
+pub fn parse_day_or_time(s: &str) -> Result<DayOrTime, String> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(DayOrTime::Time(t));
+    }
+    s.parse::<jiff::civil::Date>()
+        .map(DayOrTime::Day)
+        .map_err(|_| format!("expected a date like 2026-11-01 or an RFC 3339 time, got {s:?}"))
+}
+
+/// A ticket with its messages and events: the `show --json` and `export` shape.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct TicketView {
+    /// The ticket's fields.
+    #[serde(flatten)]
+    pub ticket: Ticket,
+    /// Its messages.
+    pub messages: Vec<crate::model::MessageRecord>,
+    /// Its events.
+    pub events: Vec<crate::model::Event>,
+}
+
+/// Reads one ticket with its messages and events.
+pub fn ticket_view(store: &dyn Store, id: TicketId) -> Result<Option<TicketView>, StoreError> {
+    let Some(ticket) = store.ticket(id)? else {
+        return Ok(None);
+    };
+    // Agent-bound tokens never leave through a view (API, show, export).
+    let r = crate::token::redact_agent_tokens;
+    let mut messages = store.messages(id)?;
+    for m in &mut messages {
+        m.message_id = r(&m.message_id);
+        for to in &mut m.to {
+            to.email = r(&to.email);
+        }
+        m.text = r(&m.text);
+    }
+    let mut events = store.events(id)?;
+    for e in &mut events {
+        for v in e.detail.values_mut() {
+            redact_json(v);
+        }
+    }
+    Ok(Some(TicketView {
+        messages,
+        events,
+        ticket,
+    }))
+}
+
+fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = crate::token::redact_agent_tokens(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+/// The histories a report over `[since, until)` needs: tickets with events
+/// from `since`'s day on and the active ones (read through the activity and
+/// status indexes, not every ticket), with their event logs.
+pub fn histories(store: &dyn Store, since: Option<Timestamp>) -> Result<Vec<crate::report::History>, StoreError> {
+    let mut out = Vec::new();
+    for id in store.report_tickets(since)? {
+        if let Some(ticket) = store.ticket(id)? {
+            let events = store.events(ticket.id)?;
+            out.push(crate::report::History { ticket, events });
+        }
+    }
+    Ok(out)
+}
+
+/// The report over `[since, until)`.
+pub fn report(
+    store: &dyn Store,
+    config: &crate::config::Config,
+    since: Option<Timestamp>,
+    until: Timestamp,
+) -> Result<crate::report::Report, StoreError> {
+    Ok(crate::report::report(&histories(store, since)?, config, since, until))
+}
+
+/// Every ticket in number order, a page at a time (`export`).
+pub fn each_ticket(store: &dyn Store, mut f: impl FnMut(TicketView) -> std::io::Result<()>) -> Result<(), ExportError> {
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list(&TicketFilter::default(), cursor.as_deref(), 200)?;
+        for t in &page.tickets {
+            if let Some(v) = ticket_view(store, t.id)? {
+                f(v).map_err(ExportError::Io)?;
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Export failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The output.
+    #[error("cannot write: {0}")]
+    Io(std::io::Error),
+}
