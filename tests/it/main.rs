@@ -13,6 +13,7 @@ mod rules;
 mod security;
 mod servers;
 mod sla;
+mod store;
 mod support;
 mod systemd;
 mod tidy;
