@@ -615,8 +615,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 let line = json_safe(&serde_json::to_string(&v).expect("serialises"));
                 std::io::Write::write_all(&mut out, line.as_bytes())
                     .and_then(|_| std::io::Write::write_all(&mut out, b"\n"))
-            })
-            .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
+                    .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))
+            })?;
             std::io::Write::flush(&mut out).map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
             Ok(())
         }

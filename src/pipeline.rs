@@ -198,26 +198,34 @@ impl Pipeline {
             }
             known.push(seen);
         }
-        self.store.put_blobs(&fresh)?;
+        // The blob keys (SHA-256) are the mails' keys: hashed once, here.
+        let mut keys = self.store.put_blobs(&fresh)?.into_iter();
         let mut out = Vec::with_capacity(mails.len());
         for ((raw, origin, now), seen) in mails.iter().zip(known) {
             out.push(if seen {
                 self.count(&Processed::Duplicate, std::time::Instant::now());
                 Processed::Duplicate
             } else {
-                self.process_stored(raw, origin, *now)?
+                let key = keys.next().expect("one key per fresh mail");
+                self.process_stored(raw, &key, origin, *now)?
             });
         }
         Ok(out)
     }
 
-    /// One mail whose blob is stored.
-    fn process_stored(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
+    /// One mail whose blob is stored under `raw_key`.
+    fn process_stored(
+        &self,
+        raw: &[u8],
+        raw_key: &str,
+        origin: &Origin,
+        now: Timestamp,
+    ) -> Result<Processed, StoreError> {
         let started = std::time::Instant::now();
         // One mail must never take the mailbox down: a bug that panics on it
         // quarantines the mail (nothing of it was committed) and the loop goes on.
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.process_inner(raw, origin, now)
+            self.process_inner(raw, raw_key, origin, now)
         })) {
             Ok(r) => r?,
             Err(panic) => {
@@ -229,8 +237,8 @@ impl Pipeline {
                 let reason = format!("internal error while processing: {what}");
                 tracing::error!(mailbox = %origin.mailbox, reason = %reason, "mail quarantined after an internal error");
                 let mut w = Change::default();
-                mark_source(&mut w, origin, &raw_key(raw));
-                self.quarantine(&mut w, raw, &raw_key(raw), origin, &reason, now);
+                mark_source(&mut w, origin, raw_key);
+                self.quarantine(&mut w, raw, raw_key, origin, &reason, now);
                 self.store.commit(w)?;
                 Processed::Quarantined { reason }
             }
@@ -274,8 +282,7 @@ impl Pipeline {
         {
             return Ok(Processed::Duplicate);
         }
-        let raw_key = raw_key(head);
-        self.store.put_blobs(&[head])?;
+        let raw_key = self.store.put_blobs(&[head])?.remove(0);
         let mut w = Change::default();
         mark_source(&mut w, origin, &raw_key);
         let reason = format!(
@@ -294,10 +301,15 @@ impl Pipeline {
         Ok(Processed::Quarantined { reason })
     }
 
-    fn process_inner(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
-        let raw_key = raw_key(raw);
+    fn process_inner(
+        &self,
+        raw: &[u8],
+        raw_key: &str,
+        origin: &Origin,
+        now: Timestamp,
+    ) -> Result<Processed, StoreError> {
         let mut w = Change::default();
-        mark_source(&mut w, origin, &raw_key);
+        mark_source(&mut w, origin, raw_key);
 
         let msg = match inbound::parse(raw, &self.config.limits) {
             Ok(m) => {
@@ -312,7 +324,7 @@ impl Pipeline {
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.quarantine(&mut w, raw, &raw_key, origin, &reason, now);
+                self.quarantine(&mut w, raw, raw_key, origin, &reason, now);
                 self.store.commit(w)?;
                 tracing::warn!(mailbox = %origin.mailbox, reason = %reason, "mail quarantined");
                 return Ok(Processed::Quarantined { reason });
@@ -327,13 +339,13 @@ impl Pipeline {
         if let Sender::Own(why) = &class.sender {
             // Dropped, but kept: raw, in the quarantine list with the reason.
             let reason = format!("dropped: our own mail ({why})");
-            self.quarantine(&mut w, raw, &raw_key, origin, &reason, now);
+            self.quarantine(&mut w, raw, raw_key, origin, &reason, now);
             self.store.commit(w)?;
             tracing::info!(mailbox = %origin.mailbox, reason = %why, "own mail dropped");
             return Ok(Processed::Dropped { reason: why.clone() });
         }
         if class.bounce {
-            return self.bounce(w, raw, &raw_key, &msg, origin, now);
+            return self.bounce(w, raw, raw_key, &msg, origin, now);
         }
         let (class, mut decision, agent_proof, forged_agent) = self.sender_and_decision(&msg, class, now);
         if let Some((agent, why)) = &forged_agent {
@@ -399,13 +411,13 @@ impl Pipeline {
         };
         let cx = ApplyContext { latest_update, ..cx };
         let self_served = match (&agent_proof, decision.outcome, &existing) {
-            (None, Outcome::Existing(_), Some(t)) => crate::ticket::self_service(t, &msg, &class, &raw_key, &cx),
+            (None, Outcome::Existing(_), Some(t)) => crate::ticket::self_service(t, &msg, &class, raw_key, &cx),
             _ => None,
         };
         let mut applied = match (&agent_proof, decision.outcome, existing) {
             _ if self_served.is_some() => self_served.expect("checked"),
             (Some((agent, proof)), Outcome::Existing(_), Some(ticket)) => {
-                crate::ticket::apply_agent_reply(ticket, &msg, agent, proof, &raw_key, &cx)
+                crate::ticket::apply_agent_reply(ticket, &msg, agent, proof, raw_key, &cx)
             }
             (_, _, existing) => {
                 let queue = self
@@ -417,7 +429,7 @@ impl Pipeline {
                     last_round_robin: self.store.round_robin(&queue)?,
                     ..cx.clone()
                 };
-                apply_inbound(existing, new_id, &msg, &class, &decision, &raw_key, &cx)
+                apply_inbound(existing, new_id, &msg, &class, &decision, raw_key, &cx)
             }
         };
         let before = if applied.created { None } else { before };
@@ -987,11 +999,6 @@ fn mark_source(w: &mut Change, origin: &Origin, raw_key: &str) {
     if let Some(p) = origin.position {
         w.push(Op::Position(origin.mailbox.clone(), p));
     }
-}
-
-/// Key of a raw mail: its blob key, the SHA-256 of its bytes.
-pub fn raw_key(raw: &[u8]) -> String {
-    crate::store::blobs::key_of(raw)
 }
 
 /// An event recording a sent or failed mail.

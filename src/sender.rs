@@ -208,10 +208,9 @@ pub async fn drain_with(
             if lane == Lane::Bulk && bulk_done {
                 continue;
             }
-            let store = pipeline.store.clone();
             let after = cursor[i];
             // The live lane is read again after every bulk page: what was queued meanwhile goes next.
-            let page = crate::source::blocking(|| store.outbox(lane, after, PAGE))?;
+            let page = crate::source::blocking(|| pipeline.store.outbox(lane, after, PAGE))?;
             let Some((last, _)) = page.last() else {
                 bulk_done |= lane == Lane::Bulk;
                 continue;
@@ -245,8 +244,7 @@ pub async fn drain_with(
 
 fn flush(pipeline: &Pipeline, needed: bool) -> Result<(), StoreError> {
     if needed {
-        let store = pipeline.store.clone();
-        crate::source::blocking(|| store.flush())?;
+        crate::source::blocking(|| pipeline.store.flush())?;
     }
     Ok(())
 }
@@ -349,8 +347,7 @@ async fn send_one(
             tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
         }
     }
-    let store = pipeline.store.clone();
-    crate::source::blocking(|| store.commit(w))?;
+    crate::source::blocking(|| pipeline.store.commit(w))?;
     Ok(outcome)
 }
 

@@ -116,13 +116,16 @@ pub fn report(
 }
 
 /// Every ticket in number order, a page at a time (`export`).
-pub fn each_ticket(store: &dyn Store, mut f: impl FnMut(TicketView) -> std::io::Result<()>) -> Result<(), ExportError> {
+pub fn each_ticket<E: From<StoreError>>(
+    store: &dyn Store,
+    mut f: impl FnMut(TicketView) -> Result<(), E>,
+) -> Result<(), E> {
     let mut cursor: Option<String> = None;
     loop {
         let page = store.list(&TicketFilter::default(), cursor.as_deref(), 200)?;
         for t in &page.tickets {
             if let Some(v) = ticket_view(store, t.id)? {
-                f(v).map_err(ExportError::Io)?;
+                f(v)?;
             }
         }
         match page.next {
@@ -130,15 +133,4 @@ pub fn each_ticket(store: &dyn Store, mut f: impl FnMut(TicketView) -> std::io::
             None => return Ok(()),
         }
     }
-}
-
-/// Export failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// The store.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The output.
-    #[error("cannot write: {0}")]
-    Io(std::io::Error),
 }

@@ -27,14 +27,6 @@ impl Sink {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Processes one mail under the writer lock, off the async workers.
-    pub fn process(&self, raw: &[u8], origin: &Origin) -> Result<Processed, StoreError> {
-        blocking(|| {
-            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            self.pipeline().process(raw, origin, Timestamp::now())
-        })
-    }
-
     /// Processes a batch of mails in order under the writer lock, off the
     /// async workers: one blob sync for the batch, one transaction per mail.
     pub fn process_batch(&self, mails: &[(&[u8], &Origin)]) -> Result<Vec<Processed>, StoreError> {

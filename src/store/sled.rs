@@ -261,29 +261,57 @@ fn ack_key(address: &str, at: Timestamp, seq: u64) -> Vec<u8> {
     k
 }
 
-/// Adds `delta` to a big-endian counter inside a transaction.
-fn bump<E>(
-    tree: &TransactionalTree,
-    key: &[u8],
-    delta: i64,
-    width4: bool,
-) -> Result<(), ConflictableTransactionError<E>> {
-    let old = tree.get(key)?.map(|v| {
-        if width4 {
-            u64::from(u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])))
-        } else {
-            read_u64(&v)
-        }
-    });
-    let new = (old.unwrap_or(0) as i64 + delta).max(0) as u64;
+/// Adds `delta` to a big-endian counter inside a transaction; zero removes it.
+fn bump<E>(tree: &TransactionalTree, key: &[u8], delta: i64) -> Result<(), ConflictableTransactionError<E>> {
+    let old = tree.get(key)?.map_or(0, |v| read_u64(&v));
+    let new = (old as i64 + delta).max(0) as u64;
     if new == 0 {
         tree.remove(key)?;
-    } else if width4 {
-        tree.insert(key, &(new as u32).to_be_bytes())?;
     } else {
         tree.insert(key, &be(new))?;
     }
     Ok(())
+}
+
+/// Keeps a ticket's index keys, its (status, queue) counter and its
+/// assignee's load in step with a change from `before` to `after`.
+fn reindex<'a, E>(
+    tx: &dyn Fn(T) -> &'a TransactionalTree,
+    before: Option<&Ticket>,
+    after: &Ticket,
+) -> Result<(), ConflictableTransactionError<E>> {
+    let old_keys = before.map(ix_keys).unwrap_or_default();
+    let new_keys = ix_keys(after);
+    for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+        tx(T::Ix).remove(k.as_slice())?;
+    }
+    for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+        tx(T::Ix).insert(k.as_slice(), &[])?;
+    }
+    let (old_count, new_count) = (before.map(count_key), count_key(after));
+    if old_count.as_ref() != Some(&new_count) {
+        if let Some(o) = &old_count {
+            bump(tx(T::Counts), o, -1)?;
+        }
+        bump(tx(T::Counts), &new_count, 1)?;
+    }
+    let (old_agent, new_agent) = (before.and_then(counted_agent), counted_agent(after));
+    if old_agent != new_agent {
+        if let Some(o) = old_agent {
+            bump(tx(T::Loads), o.as_bytes(), -1)?;
+        }
+        if let Some(n) = new_agent {
+            bump(tx(T::Loads), n.as_bytes(), 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Key of the activity index: the event's day, then the ticket.
+fn activity_key(at: Timestamp, ticket: &[u8]) -> Vec<u8> {
+    let mut k = day_key(at).to_vec();
+    k.extend_from_slice(ticket);
+    k
 }
 
 /// One change, with its sequence numbers drawn, ready for the transaction.
@@ -401,29 +429,30 @@ impl SledStore {
         for t in [T::Ix, T::Counts, T::Loads, T::Activity] {
             self.tree(t).clear()?;
         }
+        let trees = [self.tree(T::Ix), self.tree(T::Counts), self.tree(T::Loads)];
         for r in self.tree(T::Tickets).iter() {
             let (_, v) = r?;
             let t: Ticket = decode("tickets", &v)?;
-            for k in ix_keys(&t) {
-                self.tree(T::Ix).insert(k, &[])?;
-            }
-            let counts = self.tree(T::Counts);
-            let n = counts.get(count_key(&t))?.map_or(0, |v| read_u64(&v));
-            counts.insert(count_key(&t), &be(n + 1))?;
-            if let Some(a) = counted_agent(&t) {
-                let loads = self.tree(T::Loads);
-                let n = loads
-                    .get(a.as_bytes())?
-                    .map_or(0, |v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])));
-                loads.insert(a.as_bytes(), &(n + 1).to_be_bytes())?;
+            let result: Result<(), TransactionError<()>> = trees.as_slice().transaction(|tx| {
+                let by_name = |name: T| -> &TransactionalTree {
+                    match name {
+                        T::Ix => &tx[0],
+                        T::Counts => &tx[1],
+                        _ => &tx[2],
+                    }
+                };
+                reindex(&by_name, None, &t)
+            });
+            match result {
+                Ok(()) => {}
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+                Err(TransactionError::Abort(())) => unreachable!("reindexing never aborts"),
             }
         }
         for r in self.tree(T::Events).iter() {
             let (k, v) = r?;
             let e: Event = decode("events", &v)?;
-            let mut a = day_key(e.at).to_vec();
-            a.extend_from_slice(&k[..8]);
-            self.tree(T::Activity).insert(a, &[])?;
+            self.tree(T::Activity).insert(activity_key(e.at, &k[..8]), &[])?;
         }
         // Outbox keys were a bare sequence number; they join the live lane.
         let outbox = self.tree(T::Outbox);
@@ -510,9 +539,7 @@ fn apply<'a>(
         }
         Prepared::Event(id, at, k, v) => {
             tx(T::Events).insert(k.as_slice(), v.as_slice())?;
-            let mut a = day_key(*at).to_vec();
-            a.extend_from_slice(&be(id.0));
-            tx(T::Activity).insert(a, &[])?;
+            tx(T::Activity).insert(activity_key(*at, &be(id.0)), &[])?;
         }
         Prepared::Message(k, v, blob) => {
             tx(T::Messages).insert(k.as_slice(), v.as_slice())?;
@@ -526,12 +553,12 @@ fn apply<'a>(
         }
         Prepared::Enqueue(k, v) => {
             if tx(T::Outbox).insert(k.as_slice(), v.as_slice())?.is_none() {
-                bump(tx(T::Meta), b"outbox_len", 1, false)?;
+                bump(tx(T::Meta), b"outbox_len", 1)?;
             }
         }
         Prepared::Dequeue(k) => {
             if tx(T::Outbox).remove(k.as_slice())?.is_some() {
-                bump(tx(T::Meta), b"outbox_len", -1, false)?;
+                bump(tx(T::Meta), b"outbox_len", -1)?;
             }
         }
         Prepared::Ticket(t) => {
@@ -541,30 +568,7 @@ fn apply<'a>(
                 Some(old) => Some(decode("tickets", &old).map_err(|e| corrupt(e.to_string()))?),
                 None => None,
             };
-            let old_keys = before.as_ref().map(ix_keys).unwrap_or_default();
-            let new_keys = ix_keys(t);
-            for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
-                tx(T::Ix).remove(k.as_slice())?;
-            }
-            for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-                tx(T::Ix).insert(k.as_slice(), &[])?;
-            }
-            let (old_count, new_count) = (before.as_ref().map(count_key), count_key(t));
-            if old_count.as_ref() != Some(&new_count) {
-                if let Some(o) = &old_count {
-                    bump(tx(T::Counts), o, -1, false)?;
-                }
-                bump(tx(T::Counts), &new_count, 1, false)?;
-            }
-            let (old_agent, new_agent) = (before.as_ref().and_then(counted_agent), counted_agent(t));
-            if old_agent != new_agent {
-                if let Some(o) = old_agent {
-                    bump(tx(T::Loads), o.as_bytes(), -1, true)?;
-                }
-                if let Some(n) = new_agent {
-                    bump(tx(T::Loads), n.as_bytes(), 1, true)?;
-                }
-            }
+            reindex(tx, before.as_ref(), t)?;
         }
     }
     Ok(())
@@ -779,7 +783,7 @@ impl Store for SledStore {
             .iter()
             .map(|r| {
                 let (k, v) = r?;
-                let n = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]));
+                let n = u32::try_from(read_u64(&v)).unwrap_or(u32::MAX);
                 Ok((String::from_utf8_lossy(&k).into_owned(), n))
             })
             .collect()
