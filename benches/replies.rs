@@ -10,10 +10,10 @@
 //! `cargo bench --bench replies` (`-- --show` prints every miss,
 //! `-- --suggest` prints labels for the current output).
 
-use postdesk::config::parse;
-use postdesk::model::{Direction, MessageKind, TicketId};
+use postdesk::adapters::config::parse;
+use postdesk::core::model::{Direction, MessageKind, TicketId};
+use postdesk::core::token::Signer;
 use postdesk::pipeline::{Origin, Pipeline};
-use postdesk::token::Signer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ fn main() {
     let labels = read_labels(&Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/replies.labels"));
     let dir = std::env::temp_dir().join(format!("postdesk-replies-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = postdesk::store::open(&dir, &Default::default()).expect("store");
+    let store = postdesk::adapters::store::open(&dir, &Default::default()).expect("store");
     let config = parse(CONFIG, Path::new("bench.toml")).expect("config");
     let pipeline = Pipeline {
         config: Arc::new(config),

@@ -20,13 +20,13 @@ macro_rules! say_json_raw {
     ($($arg:tt)*) => { print!("{}", crate::cli::json_safe(&format!($($arg)*))) };
 }
 
-use crate::config::{self, Config, EXIT_CONFIG, SecretSource};
-use crate::ingest;
-use crate::model::{Status, Ticket, TicketId};
+use crate::adapters::config::{self, Config, EXIT_CONFIG, SecretSource};
+use crate::adapters::ingest;
+use crate::adapters::store::{Page, Store, StoreError, TicketFilter};
+use crate::core::model::{Status, Ticket, TicketId};
+use crate::core::token::Signer;
 use crate::pipeline::{Origin, Pipeline, Summary};
-use crate::sender::{Mailer, drain};
-use crate::store::{Page, Store, StoreError, TicketFilter};
-use crate::token::Signer;
+use crate::transports::smtp::{Mailer, drain};
 use crate::view::{DayOrTime, TicketView, parse_day_or_time, ticket_view};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
@@ -342,13 +342,16 @@ fn create_secret(path: &Path) -> Result<(), String> {
     let mut f = opts
         .open(path)
         .map_err(|e| format!("cannot create secret file {}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut f, format!("{}\n", crate::inbound::hex(&bytes)).as_bytes())
-        .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))
+    std::io::Write::write_all(
+        &mut f,
+        format!("{}\n", crate::adapters::inbound::hex(&bytes)).as_bytes(),
+    )
+    .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))
 }
 
 /// Opens the configured store.
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    crate::store::open(&config.instance.data_dir, &config.store)
+    crate::adapters::store::open(&config.instance.data_dir, &config.store)
 }
 
 /// Opens the store and builds the pipeline.
@@ -492,7 +495,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 queue,
                 assignee,
                 requester,
-                updated_since: updated_since.map(|d| d.at(&config.instance.timezone)),
+                updated_since: updated_since.map(|d| d.at(&config.desk.timezone)),
             };
             let page: Page = match open_store(&config) {
                 Ok(store) => store.list(&filter, cursor.as_deref(), limit as usize)?,
@@ -515,7 +518,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                         q.push(format!("updated_since={}", encode(&u.to_string())));
                     }
                     let token = api_token(&config)?;
-                    let (status, body, next) = crate::http::get_page(
+                    let (status, body, next) = crate::transports::http::get_page(
                         config.http.listen,
                         &format!("/api/tickets?{}", q.join("&")),
                         token.as_ref().map(|t| t.expose()),
@@ -571,7 +574,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Report { since, until, json } => {
             let config = load_config(cli.config)?;
-            let tz = config.instance.timezone.clone();
+            let tz = config.desk.timezone.clone();
             let since = since.map(|d| d.at(&tz));
             let until = until.map(|d| d.at(&tz)).unwrap_or_else(Timestamp::now);
             let report = match open_store(&config) {
@@ -596,7 +599,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             if json {
                 say_json!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
             } else {
-                say_raw!("{}", crate::report::render_text(&report));
+                say_raw!("{}", crate::core::report::render_text(&report));
             }
             Ok(())
         }
@@ -622,7 +625,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Quarantine { json } => {
             let config = load_config(cli.config)?;
-            let entries: Vec<crate::store::QuarantineEntry> = match open_store(&config) {
+            let entries: Vec<crate::adapters::store::QuarantineEntry> = match open_store(&config) {
                 Ok(store) => store.quarantine()?,
                 Err(StoreError::Locked(_)) => serde_json::from_str(&api_get(&config, "/api/quarantine")?)
                     .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
@@ -651,7 +654,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let mailbox = chosen_mailbox(&config, mailbox)?;
             let raw =
                 std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
-            let now = crate::inbound::date_of(&raw)
+            let now = crate::adapters::inbound::date_of(&raw)
                 .filter(|d| *d < Timestamp::now())
                 .unwrap_or_else(Timestamp::now);
             let e: crate::pipeline::Explanation = match open_store(&config) {
@@ -718,7 +721,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn send_all(pipeline: &Pipeline) -> Result<crate::sender::SendSummary, Failure> {
+fn send_all(pipeline: &Pipeline) -> Result<crate::transports::smtp::SendSummary, Failure> {
     let mailer = Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
     Ok(runtime()?.block_on(drain(pipeline, &mailer, Timestamp::now()))?)
 }
@@ -853,13 +856,15 @@ fn api_get(config: &Config, path: &str) -> Result<String, Failure> {
 
 fn api_get_status(config: &Config, path: &str) -> Result<(u16, String), Failure> {
     let token = api_token(config)?;
-    crate::http::get(config.http.listen, path, token.as_ref().map(|t| t.expose())).map_err(daemon_unreachable)
+    crate::transports::http::get(config.http.listen, path, token.as_ref().map(|t| t.expose()))
+        .map_err(daemon_unreachable)
 }
 
 /// POST a raw mail to the running daemon's API.
 fn api_post(config: &Config, path: &str, raw: &[u8]) -> Result<(u16, String), Failure> {
     let token = api_token(config)?;
-    crate::http::post(config.http.listen, path, token.as_ref().map(|t| t.expose()), raw).map_err(daemon_unreachable)
+    crate::transports::http::post(config.http.listen, path, token.as_ref().map(|t| t.expose()), raw)
+        .map_err(daemon_unreachable)
 }
 
 fn daemon_unreachable(e: String) -> Failure {
@@ -942,7 +947,7 @@ fn print_ticket(v: &TicketView) {
         t.queue,
         t.channel
     );
-    say!("  requester {}", crate::outgoing::format_mailbox(&t.requester));
+    say!("  requester {}", crate::core::outgoing::format_mailbox(&t.requester));
     if !t.participants.is_empty() {
         let p: Vec<String> = t.participants.iter().map(|m| m.email.clone()).collect();
         say!("  participants {}", p.join(", "));

@@ -3,11 +3,11 @@
 //! stays); SIGTERM/SIGINT stop at safe points (after the current mail), flush
 //! last. sd_notify tells systemd READY, RELOADING, STOPPING and feeds its watchdog.
 
-use crate::config::{Config, SourceConfig};
+use crate::adapters::config::{Config, SourceConfig};
 use crate::notify::notify;
 use crate::pipeline::Pipeline;
-use crate::sender::{Mailer, drain_with};
-use crate::source::Sink;
+use crate::transports::Sink;
+use crate::transports::smtp::{Mailer, drain_with};
 use jiff::Timestamp;
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,10 +60,10 @@ impl Mailboxes {
             let name = m.name.clone();
             match &m.source {
                 SourceConfig::Imap(imap) => {
-                    tasks.spawn(crate::source::imap::run(sink, name, imap.clone(), rx));
+                    tasks.spawn(crate::transports::imap::run(sink, name, imap.clone(), rx));
                 }
                 SourceConfig::Maildir { path } => {
-                    tasks.spawn(crate::source::maildir::run(sink, name, path.clone(), rx));
+                    tasks.spawn(crate::transports::maildir::run(sink, name, path.clone(), rx));
                 }
             }
             self.running.insert(m.name.clone(), (tx, fingerprint));
@@ -110,14 +110,14 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
     };
     tracing::info!(config = %config_path.display(), mailboxes = config.mailboxes.len(), http = %config.http.listen, "postdesk running");
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::http::serve(
+    tasks.spawn(crate::transports::http::serve(
         listener,
-        Arc::new(crate::http::Api {
+        Arc::new(crate::transports::http::Api {
             current: current.clone(),
             token,
             writer: sink.writer.clone(),
             wake_sender: sink.wake_sender.clone(),
-            bodies: tokio::sync::Semaphore::new(crate::http::MAX_BODIES),
+            bodies: tokio::sync::Semaphore::new(crate::transports::http::MAX_BODIES),
         }),
         stop_rx.clone(),
     ));
@@ -173,7 +173,7 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
 /// Parses and validates the config file, then swaps it in. The store, the
 /// signer (the instance secret is not reloaded) and the counters stay.
 fn reload(path: &Path, sink: &Sink) -> Result<Arc<Config>, String> {
-    let config = crate::config::load(path).map_err(|e| e.to_string())?;
+    let config = crate::adapters::config::load(path).map_err(|e| e.to_string())?;
     // The outgoing transport must still build (passwords readable, CA files valid).
     Mailer::from_config(&config.outgoing)?;
     let config = Arc::new(config);
@@ -191,7 +191,7 @@ fn reload(path: &Path, sink: &Sink) -> Result<Arc<Config>, String> {
 async fn timers(sink: Sink, mut stop: watch::Receiver<bool>) {
     loop {
         let pipeline = sink.pipeline();
-        let fired = crate::source::blocking(|| {
+        let fired = crate::transports::blocking(|| {
             let _guard = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
             pipeline.tick(Timestamp::now())
         });

@@ -1,37 +1,23 @@
 //! postdesk: an email-first shared-inbox helpdesk daemon.
 //!
-//! The crate is split into a functional core (`subject`, `token`, `classify`,
-//! `thread`, `ticket`, `outgoing`, `model`) that never performs I/O or reads
-//! the clock, and an imperative shell (`store`, `pipeline`, `source`,
-//! `sender`, `ingest`, `daemon`, `cli`) that does. See ARCHITECTURE.md.
+//! The folders are the layers (see ARCHITECTURE.md):
+//!
+//! - [`core`]: the functional core — the ticket model, threading, routing,
+//!   replies, SLA, reports and outgoing mail, and the validated settings it
+//!   decides by. It never performs I/O, reads the clock or names an adapter.
+//! - [`adapters`]: the parsed-mail adapter (mail-parser), the configuration
+//!   file (TOML), the store and its backends, and backfill input files.
+//! - [`transports`]: IMAP, Maildir, SMTP and HTTP.
+//! - On top, the imperative shell: [`pipeline`] joins the core to the store,
+//!   [`view`] answers read queries, and [`daemon`] and [`cli`] run it all.
 #![forbid(unsafe_code)]
 
-pub mod agent;
-pub mod authres;
-pub mod calendar;
-pub mod classify;
+pub mod adapters;
 pub mod cli;
-pub mod config;
+pub mod core;
 pub mod daemon;
-pub mod html;
-pub mod http;
-pub mod inbound;
-pub mod ingest;
 pub mod metrics;
-pub mod model;
 pub mod notify;
-pub mod outgoing;
 pub mod pipeline;
-pub mod reply;
-pub mod report;
-pub mod route;
-pub mod sender;
-pub mod sla;
-pub mod source;
-pub mod store;
-pub mod subject;
-pub mod thread;
-pub mod ticket;
-pub mod token;
+pub mod transports;
 pub mod view;
-pub mod wire;

@@ -2,14 +2,17 @@
 //! transaction. The caller flushes the store before the source marks mail
 //! processed. One bad mail is quarantined; it never stops the mailbox.
 
-use crate::classify::{Classification, Sender, classify};
-use crate::config::Config;
-use crate::inbound::{self, InboundMessage};
-use crate::model::{Direction, Event, MessageKind, MessageRecord, TicketId};
-use crate::store::{Change, IdEntry, Lane, Op, OutboxEntry, Position, QuarantineEntry, Store, StoreError, Timer};
-use crate::thread::{Decision, Outcome, ThreadContext, thread};
-use crate::ticket::{ApplyContext, apply_bounce, apply_inbound};
-use crate::token::Signer;
+use crate::adapters::config::Config;
+use crate::adapters::inbound;
+use crate::adapters::store::{
+    Change, IdEntry, Lane, Op, OutboxEntry, Position, QuarantineEntry, Store, StoreError, Timer,
+};
+use crate::core::classify::{Classification, Sender, classify};
+use crate::core::model::InboundMessage;
+use crate::core::model::{Direction, Event, MessageKind, MessageRecord, TicketId};
+use crate::core::thread::{Decision, Outcome, ThreadContext, thread};
+use crate::core::ticket::{ApplyContext, apply_bounce, apply_inbound};
+use crate::core::token::Signer;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
@@ -147,7 +150,7 @@ pub struct Explanation {
     /// Threading rule and reason, or what happens instead (dropped, bounce).
     pub threading: Option<String>,
     /// Every routing rule, whether it matched, and where it failed (for a new ticket).
-    pub rules: Vec<crate::route::RuleTrace>,
+    pub rules: Vec<crate::core::route::RuleTrace>,
 }
 
 /// What the store knows of a mail's identity.
@@ -356,7 +359,7 @@ impl Pipeline {
             && let Some(old) = self.store.ticket(t)?
             && old.survey_sent
             && old.csat.is_none()
-            && crate::sla::rating(&msg.text).is_some()
+            && crate::core::sla::rating(&msg.text).is_some()
             && msg.from.as_ref().is_some_and(|f| old.is_participant(&f.email))
         {
             decision.outcome = Outcome::Existing(t);
@@ -395,12 +398,12 @@ impl Pipeline {
             last_round_robin: None,
             forged_agent,
             latest_update: None,
-            sender_proof: crate::agent::customer_proof(&msg, &self.signer, &self.config, decision.ticket()),
+            sender_proof: crate::core::agent::customer_proof(&msg, &self.signer, &self.config, decision.ticket()),
             agent_mail_last_hour,
         };
         let before = existing.clone();
         let latest_update = match &existing {
-            Some(t) if crate::sla::is_status_request(&msg.text) => self
+            Some(t) if crate::core::sla::is_status_request(&msg.text) => self
                 .store
                 .messages(t.id)?
                 .into_iter()
@@ -411,18 +414,18 @@ impl Pipeline {
         };
         let cx = ApplyContext { latest_update, ..cx };
         let self_served = match (&agent_proof, decision.outcome, &existing) {
-            (None, Outcome::Existing(_), Some(t)) => crate::ticket::self_service(t, &msg, &class, raw_key, &cx),
+            (None, Outcome::Existing(_), Some(t)) => crate::core::ticket::self_service(t, &msg, &class, raw_key, &cx),
             _ => None,
         };
         let mut applied = match (&agent_proof, decision.outcome, existing) {
             _ if self_served.is_some() => self_served.expect("checked"),
             (Some((agent, proof)), Outcome::Existing(_), Some(ticket)) => {
-                crate::ticket::apply_agent_reply(ticket, &msg, agent, proof, raw_key, &cx)
+                crate::core::ticket::apply_agent_reply(ticket, &msg, agent, proof, raw_key, &cx)
             }
             (_, _, existing) => {
                 let queue = self
                     .config
-                    .mailbox(&origin.mailbox)
+                    .address(&origin.mailbox)
                     .map(|m| m.queue.clone())
                     .unwrap_or_else(|| "general".into());
                 let cx = ApplyContext {
@@ -439,7 +442,8 @@ impl Pipeline {
             .any(|e| e.kind == "csat" || e.kind == "status_request");
         let customer_wrote = applied.message.kind == MessageKind::Customer && !served;
         let agent_replied = applied.mails.iter().any(|m| m.purpose == "relay");
-        let sla_events = crate::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
+        let sla_events =
+            crate::core::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
         applied.events.extend(sla_events);
         let id = applied.ticket.id;
         let conflict = match seen {
@@ -495,12 +499,17 @@ impl Pipeline {
     }
 
     /// Keeps the timer index in step with a ticket that changed from `before` to `after`.
-    fn update_due(&self, w: &mut Change, before: Option<&crate::model::Ticket>, after: &crate::model::Ticket) {
+    fn update_due(
+        &self,
+        w: &mut Change,
+        before: Option<&crate::core::model::Ticket>,
+        after: &crate::core::model::Ticket,
+    ) {
         let old = before
-            .map(|b| crate::sla::due_items(b, &self.config))
+            .map(|b| crate::core::sla::due_items(b, &self.config))
             .unwrap_or_default();
-        let new = crate::sla::due_items(after, &self.config);
-        let timer = |at: Timestamp, kind: crate::sla::TimerKind| Timer {
+        let new = crate::core::sla::due_items(after, &self.config);
+        let timer = |at: Timestamp, kind: crate::core::sla::TimerKind| Timer {
             at,
             ticket: after.id,
             kind: kind as u8,
@@ -528,7 +537,7 @@ impl Pipeline {
                 break;
             }
             let mut w = Change::default();
-            let mut by_ticket: Vec<(crate::model::TicketId, Vec<(Timestamp, u8)>)> = Vec::new();
+            let mut by_ticket: Vec<(crate::core::model::TicketId, Vec<(Timestamp, u8)>)> = Vec::new();
             for timer in due {
                 let Timer { at, ticket: id, kind } = timer;
                 // Every entry read is consumed: fired, or dropped as stale.
@@ -548,17 +557,17 @@ impl Pipeline {
                 let mut mails = Vec::new();
                 let mut recent: Option<Vec<MessageRecord>> = None;
                 for (at, kind_byte) in items {
-                    let Some(kind) = crate::sla::TimerKind::from_u8(kind_byte) else {
+                    let Some(kind) = crate::core::sla::TimerKind::from_u8(kind_byte) else {
                         summary.stale += 1;
                         continue;
                     };
                     // A timer the ticket no longer implies (answered, paused, closed) is stale.
-                    if !crate::sla::due_items(&ticket, &self.config).contains(&(at, kind)) {
+                    if !crate::core::sla::due_items(&ticket, &self.config).contains(&(at, kind)) {
                         summary.stale += 1;
                         continue;
                     }
                     let nonce = format!("{:x}t", self.store.next_seq()?);
-                    let cx = crate::agent::MailContext {
+                    let cx = crate::core::agent::MailContext {
                         config: &self.config,
                         signer: &self.signer,
                         now,
@@ -568,9 +577,9 @@ impl Pipeline {
                         Some(r) => r,
                         None => recent.insert(self.store.messages(id)?),
                     };
-                    let fired = crate::sla::fire(&mut ticket, kind, at, recent, &cx);
+                    let fired = crate::core::sla::fire(&mut ticket, kind, at, recent, &cx);
                     {
-                        use crate::sla::TimerKind::*;
+                        use crate::core::sla::TimerKind::*;
                         use std::sync::atomic::Ordering::Relaxed;
                         match kind {
                             FirstResponseWarn | NextResponseWarn | ResolutionWarn => {
@@ -584,7 +593,7 @@ impl Pipeline {
                     }
                     events.extend(fired.events);
                     mails.extend(fired.mails);
-                    events.extend(crate::sla::refresh(&mut ticket, &self.config, now, false, false));
+                    events.extend(crate::core::sla::refresh(&mut ticket, &self.config, now, false, false));
                     summary.fired += 1;
                     tracing::info!(ticket = id.0, ?kind, "timer fired");
                 }
@@ -599,13 +608,13 @@ impl Pipeline {
                     self.queue_mail(&mut w, m, now, Lane::Bulk);
                 }
                 // The consumed entries are removed above; the rest follow the new state.
-                let after_items = crate::sla::due_items(&ticket, &self.config);
-                let timer = |at, k: crate::sla::TimerKind| Timer {
+                let after_items = crate::core::sla::due_items(&ticket, &self.config);
+                let timer = |at, k: crate::core::sla::TimerKind| Timer {
                     at,
                     ticket: id,
                     kind: k as u8,
                 };
-                for (t, k) in crate::sla::due_items(&before, &self.config) {
+                for (t, k) in crate::core::sla::due_items(&before, &self.config) {
                     if !after_items.contains(&(t, k)) {
                         w.push(Op::RemoveTimer(timer(t, k)));
                     }
@@ -622,7 +631,7 @@ impl Pipeline {
     }
 
     /// Queues an outgoing mail in `lane`: outbox entry, Message-ID index and an outbound message record.
-    pub fn queue_mail(&self, w: &mut Change, mail: &crate::outgoing::OutgoingMail, now: Timestamp, lane: Lane) {
+    pub fn queue_mail(&self, w: &mut Change, mail: &crate::core::outgoing::OutgoingMail, now: Timestamp, lane: Lane) {
         w.push(Op::Enqueue(
             lane,
             Box::new(OutboxEntry {
@@ -687,7 +696,7 @@ impl Pipeline {
     ) -> (
         Classification,
         Decision,
-        Option<(crate::config::Agent, String)>,
+        Option<(crate::adapters::config::Agent, String)>,
         Option<(String, String)>,
     ) {
         let Sender::Agent(name) = &class.sender else {
@@ -700,7 +709,7 @@ impl Pipeline {
             .cloned()
             .expect("classified agents exist");
         let as_agent = self.decide(msg, &class, now);
-        match crate::agent::authenticate(msg, &agent, &self.signer, &self.config, as_agent.ticket()) {
+        match crate::core::agent::authenticate(msg, &agent, &self.signer, &self.config, as_agent.ticket()) {
             Ok(proof) => (class, as_agent, Some((agent, proof)), None),
             Err(why) => {
                 class.sender = Sender::Customer;
@@ -713,12 +722,12 @@ impl Pipeline {
     fn decide(&self, msg: &InboundMessage, class: &Classification, now: Timestamp) -> Decision {
         let cx = ThreadContext {
             signer: &self.signer,
-            subject_tag: &self.config.instance.subject_tag,
+            subject_tag: &self.config.desk.subject_tag,
             now,
             reopen_window: self.config.automation.reopen_window,
             from_agent: matches!(class.sender, Sender::Agent(_)),
         };
-        thread(msg, &crate::store::Index(&*self.store), &cx)
+        thread(msg, &crate::adapters::store::Index(&*self.store), &cx)
     }
 
     /// Whether the mail was seen. A duplicate is the same Message-ID and the
@@ -795,7 +804,7 @@ impl Pipeline {
     }
 
     /// The stored ticket of the mail a DSN reports on: our signed Message-ID, else the index.
-    fn bounced_ticket(&self, msg: &InboundMessage) -> Result<Option<crate::model::Ticket>, StoreError> {
+    fn bounced_ticket(&self, msg: &InboundMessage) -> Result<Option<crate::core::model::Ticket>, StoreError> {
         let Some(id) = msg
             .delivery_report
             .as_ref()
@@ -980,7 +989,7 @@ impl Pipeline {
             agent_check,
             references: msg.referenced_ids().into_iter().map(String::from).collect(),
             threading: Some(threading),
-            rules: crate::route::route(&msg, mailbox, &self.config.rules).trace,
+            rules: crate::core::route::route(&msg, mailbox, &self.config.rules).trace,
         })
     }
 

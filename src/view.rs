@@ -2,8 +2,8 @@
 //! events (redacted of agent-bound tokens), report bounds, the histories a
 //! report reads, and the paged walk over every ticket.
 
-use crate::model::{Ticket, TicketId};
-use crate::store::{Store, StoreError, TicketFilter};
+use crate::adapters::store::{Store, StoreError, TicketFilter};
+use crate::core::model::{Ticket, TicketId};
 use jiff::Timestamp;
 
 /// A report bound as given: a time, or a day of the desk's calendar.
@@ -49,9 +49,9 @@ pub struct TicketView {
     #[serde(flatten)]
     pub ticket: Ticket,
     /// Its messages.
-    pub messages: Vec<crate::model::MessageRecord>,
+    pub messages: Vec<crate::core::model::MessageRecord>,
     /// Its events.
-    pub events: Vec<crate::model::Event>,
+    pub events: Vec<crate::core::model::Event>,
 }
 
 /// Reads one ticket with its messages and events.
@@ -60,7 +60,7 @@ pub fn ticket_view(store: &dyn Store, id: TicketId) -> Result<Option<TicketView>
         return Ok(None);
     };
     // Agent-bound tokens never leave through a view (API, show, export).
-    let r = crate::token::redact_agent_tokens;
+    let r = crate::core::token::redact_agent_tokens;
     let mut messages = store.messages(id)?;
     for m in &mut messages {
         m.message_id = r(&m.message_id);
@@ -84,7 +84,7 @@ pub fn ticket_view(store: &dyn Store, id: TicketId) -> Result<Option<TicketView>
 
 fn redact_json(v: &mut serde_json::Value) {
     match v {
-        serde_json::Value::String(s) => *s = crate::token::redact_agent_tokens(s),
+        serde_json::Value::String(s) => *s = crate::core::token::redact_agent_tokens(s),
         serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
         serde_json::Value::Object(o) => o.values_mut().for_each(redact_json),
         _ => {}
@@ -94,12 +94,12 @@ fn redact_json(v: &mut serde_json::Value) {
 /// The histories a report over `[since, until)` needs: tickets with events
 /// from `since`'s day on and the active ones (read through the activity and
 /// status indexes, not every ticket), with their event logs.
-pub fn histories(store: &dyn Store, since: Option<Timestamp>) -> Result<Vec<crate::report::History>, StoreError> {
+pub fn histories(store: &dyn Store, since: Option<Timestamp>) -> Result<Vec<crate::core::report::History>, StoreError> {
     let mut out = Vec::new();
     for id in store.report_tickets(since)? {
         if let Some(ticket) = store.ticket(id)? {
             let events = store.events(ticket.id)?;
-            out.push(crate::report::History { ticket, events });
+            out.push(crate::core::report::History { ticket, events });
         }
     }
     Ok(out)
@@ -108,11 +108,16 @@ pub fn histories(store: &dyn Store, since: Option<Timestamp>) -> Result<Vec<crat
 /// The report over `[since, until)`.
 pub fn report(
     store: &dyn Store,
-    config: &crate::config::Config,
+    config: &crate::adapters::config::Config,
     since: Option<Timestamp>,
     until: Timestamp,
-) -> Result<crate::report::Report, StoreError> {
-    Ok(crate::report::report(&histories(store, since)?, config, since, until))
+) -> Result<crate::core::report::Report, StoreError> {
+    Ok(crate::core::report::report(
+        &histories(store, since)?,
+        config,
+        since,
+        until,
+    ))
 }
 
 /// Every ticket in number order, a page at a time (`export`).

@@ -2,7 +2,7 @@
 
 use crate::servers::{Dovecot, Smtp};
 use crate::support::{DeskConfig, Imap, body_text, event_kinds, header, mail};
-use postdesk::outgoing::base64;
+use postdesk::core::outgoing::base64;
 use serde_json::Value;
 
 const TWO_AGENTS: &str = r#"

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    postdesk::http::get(addr, path, token).unwrap()
+    postdesk::transports::http::get(addr, path, token).unwrap()
 }
 
 /// A minimal Prometheus text-format parser: every sample line is
@@ -108,7 +108,8 @@ fn api_metrics_and_cli_reads_while_the_daemon_runs() {
     assert_eq!(get(port, "/api/report?since=bogus", None).0, 400);
     // The signed one-click survey link records a rating, once.
     let secret = std::fs::read_to_string(desk.dir.join("secret")).unwrap();
-    let token = postdesk::token::Signer::new(secret.trim_end().as_bytes()).survey_token(postdesk::model::TicketId(1));
+    let token = postdesk::core::token::Signer::new(secret.trim_end().as_bytes())
+        .survey_token(postdesk::core::model::TicketId(1));
     assert_eq!(get(port, "/csat/1/aaaaaaaaaa/5", None).0, 403);
     assert_eq!(get(port, &format!("/csat/1/{token}/9"), None).0, 400);
     // Opening the link records nothing (mail scanners open every link); its button POSTs.

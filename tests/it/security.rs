@@ -4,7 +4,7 @@
 
 use crate::servers::{Dovecot, PASSWORD, Smtp};
 use crate::support::{ALICE, BIN, DeskConfig, Imap, body_text, event_kinds, header, http_raw, mail, wait_until};
-use postdesk::token::Signer;
+use postdesk::core::token::Signer;
 use serde_json::Value;
 use std::process::{Command, Stdio};
 

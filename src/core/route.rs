@@ -1,8 +1,8 @@
 //! Routing rules: which queue, priority, type, tags and assignee a new ticket
 //! gets. Pure: the mail and the rules in, the merged actions and a trace out.
 
-use crate::config::{Condition, Field, Rule, RuleActions};
-use crate::inbound::InboundMessage;
+use crate::core::model::InboundMessage;
+use crate::core::settings::{Condition, Field, Rule, RuleActions};
 
 /// What one rule did, for `explain` and the event log.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -149,12 +149,13 @@ fn values(msg: &InboundMessage, mailbox: &str, field: &Field) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Mailbox, Priority};
+    use crate::core::model::{Mailbox, Priority};
 
     fn rules(text: &str) -> Vec<Rule> {
         let base = "[instance]\nname = \"x\"\ndata_dir = \"d\"\nsecret_env = \"S\"\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = { path = \"m\" }\n[outgoing]\nfile = { path = \"o\" }\n[[agent]]\nname = \"Alice\"\nemail = \"alice@example.com\"\n[[queue]]\nname = \"billing\"\n[[queue]]\nname = \"general\"\n";
-        crate::config::parse(&format!("{base}{text}"), std::path::Path::new("t"))
+        crate::adapters::config::parse(&format!("{base}{text}"), std::path::Path::new("t"))
             .unwrap()
+            .settings
             .rules
     }
 

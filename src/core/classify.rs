@@ -3,9 +3,9 @@
 //! Automatic and list mail still opens or joins tickets; the classification
 //! only stops postdesk from answering it automatically.
 
-use crate::config::Config;
-use crate::inbound::InboundMessage;
-use crate::token::Signer;
+use crate::core::model::InboundMessage;
+use crate::core::settings::Settings;
+use crate::core::token::Signer;
 
 /// Our loop header: every mail postdesk sends carries it.
 pub const LOOP_HEADER: &str = "X-Postdesk-Loop";
@@ -58,7 +58,7 @@ impl Classification {
 
 /// Classifies a parsed mail. Our loop header counts only when its signature
 /// holds for this mail's Message-ID (a copied header is a customer's text).
-pub fn classify(msg: &InboundMessage, config: &Config, signer: &Signer) -> Classification {
+pub fn classify(msg: &InboundMessage, config: &Settings, signer: &Signer) -> Classification {
     let from = msg.from.as_ref().map(|m| m.email.as_str()).unwrap_or("");
     let ours = |v: &str| {
         msg.message_id
@@ -87,8 +87,8 @@ pub fn classify(msg: &InboundMessage, config: &Config, signer: &Signer) -> Class
 }
 
 /// The domain part of our loop header for this instance (the sender signs it per mail).
-pub fn loop_header_value(config: &Config) -> String {
-    config.instance.message_id_domain.clone()
+pub fn loop_header_value(config: &Settings) -> String {
+    config.desk.message_id_domain.clone()
 }
 
 fn auto_reason(msg: &InboundMessage, from: &str) -> Option<String> {
@@ -123,10 +123,10 @@ fn auto_reason(msg: &InboundMessage, from: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Limits, parse};
+    use crate::{adapters::config::parse, core::settings::Limits};
     use std::path::Path;
 
-    fn config() -> Config {
+    fn config() -> crate::adapters::config::Config {
         parse(
             r#"
 [instance]
@@ -156,7 +156,7 @@ email = "alice@example.com"
             max_headers: 100,
             ..Limits::default()
         };
-        let msg = crate::inbound::parse(raw.as_bytes(), &limits).unwrap();
+        let msg = crate::adapters::inbound::parse(raw.as_bytes(), &limits).unwrap();
         assert_eq!(
             classify(&msg, &config(), &Signer::new(b"k")).describe(),
             expected,
@@ -256,7 +256,7 @@ email = "alice@example.com"
             max_headers: 100,
             ..Limits::default()
         };
-        let msg = crate::inbound::parse(raw.as_bytes(), &limits).unwrap();
+        let msg = crate::adapters::inbound::parse(raw.as_bytes(), &limits).unwrap();
         let c = classify(&msg, &config(), &Signer::new(b"k"));
         assert!(c.bounce);
         assert!(!c.may_auto_reply());

@@ -19,7 +19,7 @@ pub struct Blobs {
 
 /// SHA-256 of `bytes`, lowercase hex: a blob's key.
 pub fn key_of(bytes: &[u8]) -> String {
-    crate::inbound::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    crate::adapters::inbound::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

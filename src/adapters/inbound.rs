@@ -1,82 +1,13 @@
-//! The adapter from raw bytes (via mail-parser) to our own [`InboundMessage`].
+//! The adapter from raw bytes (via mail-parser) to the core's [`InboundMessage`].
 //!
 //! This is the only module that names `mail_parser`; nothing of it leaks out.
 //! Where mail-parser drops a malformed Message-ID, In-Reply-To or References,
 //! the raw header is read instead.
 
-use crate::config::Limits;
-use crate::model::Mailbox;
+use crate::adapters::config::Limits;
+use crate::core::model::{DeliveryReport, InboundMessage, Mailbox};
 use jiff::Timestamp;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
-
-/// A received mail, reduced to what postdesk decides on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct InboundMessage {
-    /// Message-ID without `<>`, if it had one.
-    pub message_id: Option<String>,
-    /// In-Reply-To ids, without `<>`.
-    pub in_reply_to: Vec<String>,
-    /// References ids, oldest first, without `<>`.
-    pub references: Vec<String>,
-    /// From.
-    pub from: Option<Mailbox>,
-    /// To.
-    pub to: Vec<Mailbox>,
-    /// Cc.
-    pub cc: Vec<Mailbox>,
-    /// Subject, decoded.
-    pub subject: String,
-    /// Date header.
-    pub date: Option<Timestamp>,
-    /// Every header as (lowercase name, unfolded raw value).
-    pub headers: Vec<(String, String)>,
-    /// Plain-text body (HTML converted, with its structure, when there is no text part).
-    pub text: String,
-    /// For an HTML-only mail: its text with the quoted part removed in the
-    /// document (Gmail, Apple, Outlook, Yahoo, Thunderbird quote containers).
-    pub unquoted_html_text: Option<String>,
-    /// Attachment file names (or content types when unnamed).
-    pub attachments: Vec<String>,
-    /// Attachments with their bytes, for relaying.
-    pub attachment_parts: Vec<crate::outgoing::Attachment>,
-    /// Top-level content type, lowercase, like `multipart/report`.
-    pub content_type: String,
-    /// `report-type` parameter of a `multipart/report`.
-    pub report_type: Option<String>,
-    /// Delivery status notification contents, when the mail is one.
-    pub delivery_report: Option<DeliveryReport>,
-    /// SHA-256 over From, Date, Subject and body: dedupes mail without a Message-ID.
-    pub content_hash: String,
-    /// Size of the raw mail in bytes.
-    pub size: usize,
-}
-
-/// What a DSN (RFC 3464) says.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DeliveryReport {
-    /// Message-ID of the mail that bounced, from its returned headers.
-    pub original_message_id: Option<String>,
-    /// Each recipient with its action (`failed`, `delayed`, ...) and status (`5.1.1`).
-    pub recipients: Vec<(String, String, String)>,
-}
-
-impl InboundMessage {
-    /// The first value of a header, by lowercase name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// Every id this mail refers to, most recent first: In-Reply-To, then References newest to oldest.
-    pub fn referenced_ids(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for id in self.in_reply_to.iter().chain(self.references.iter().rev()) {
-            if !out.contains(&id.as_str()) {
-                out.push(id);
-            }
-        }
-        out
-    }
-}
 
 /// Why a mail could not be taken apart.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -190,7 +121,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         .is_some_and(|p| matches!(p.body, PartType::Html(_)));
     let (text, unquoted_html_text) = match message.body_html(0).filter(|_| html_only) {
         Some(html) => {
-            let (all, unquoted) = crate::html::texts(&html);
+            let (all, unquoted) = crate::adapters::html::texts(&html);
             (all, Some(unquoted))
         }
         None => (message.body_text(0).map(|t| t.into_owned()).unwrap_or_default(), None),
@@ -207,7 +138,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         .collect();
     let attachment_parts = message
         .attachments()
-        .map(|p| crate::outgoing::Attachment {
+        .map(|p| crate::core::outgoing::Attachment {
             name: p.attachment_name().unwrap_or("attachment").to_string(),
             content_type: p
                 .content_type()

@@ -5,7 +5,7 @@
 //! instance secret, so a reply threads even if the Message-ID index is lost,
 //! and nobody can forge a token for a ticket they have not seen.
 
-use crate::model::TicketId;
+use crate::core::model::TicketId;
 use ring::hmac;
 
 /// Signs and verifies tokens with the instance secret.
@@ -81,7 +81,7 @@ impl Signer {
 
     /// The signed plus-address of a ticket on a support address: `support+1042.k3j9...@example.com`.
     pub fn plus_address(&self, support: &str, ticket: TicketId) -> String {
-        let (local, domain) = crate::config::split_address(support);
+        let (local, domain) = crate::core::settings::split_address(support);
         let local = local.split('+').next().unwrap_or(local);
         format!(
             "{local}+{}.{}@{domain}",
@@ -92,7 +92,7 @@ impl Signer {
 
     /// The plus-address of a ticket signed for one agent: `support+1042.alice.k3j9...@example.com`.
     pub fn agent_plus_address(&self, support: &str, ticket: TicketId, agent: &str) -> String {
-        let (local, domain) = crate::config::split_address(support);
+        let (local, domain) = crate::core::settings::split_address(support);
         let local = local.split('+').next().unwrap_or(local);
         let payload = format!("{}.{agent}", ticket.0);
         format!("{local}+{payload}.{}@{domain}", self.sign("plus", &payload))

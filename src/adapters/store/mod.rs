@@ -13,9 +13,9 @@
 pub mod blobs;
 pub mod sled;
 
-use crate::model::{Event, MessageRecord, Status, Ticket, TicketId};
-use crate::outgoing::OutgoingMail;
-use crate::thread::ThreadIndex;
+use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
+use crate::core::outgoing::OutgoingMail;
+use crate::core::thread::ThreadIndex;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -130,7 +130,7 @@ pub struct Timer {
     pub at: Timestamp,
     /// The ticket.
     pub ticket: TicketId,
-    /// The timer kind ([`crate::sla::TimerKind`] as a byte).
+    /// The timer kind ([`crate::core::sla::TimerKind`] as a byte).
     pub kind: u8,
 }
 

@@ -64,7 +64,7 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         // Never more than the limit in memory: a larger file gives only its header section.
-        match std::fs::File::open(f).and_then(|file| crate::ingest::read_bounded(file, max)) {
+        match std::fs::File::open(f).and_then(|file| crate::adapters::ingest::read_bounded(file, max)) {
             Ok((raw, oversized)) => {
                 let origin = Origin {
                     source_key: Some(format!("maildir:{mailbox}:{name}")),

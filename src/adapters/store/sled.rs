@@ -17,7 +17,7 @@ use super::{
     Change, Count, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store,
     StoreError, StoreSettings, TicketFilter, Timer,
 };
-use crate::model::{Event, MessageRecord, Status, Ticket, TicketId};
+use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

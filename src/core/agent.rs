@@ -1,12 +1,12 @@
 //! The agent side of a ticket, all pure: who may act as an agent, who gets a
 //! new ticket, the mail agents receive, and what an agent's reply does.
 
-use crate::config::{Agent, AssignStrategy, Config};
-use crate::inbound::InboundMessage;
-use crate::model::{Event, Mailbox, Status, Ticket, TicketId};
-use crate::outgoing::{OutgoingMail, TemplateValues, fill};
-use crate::reply::{Command, REPLY_MARKER};
-use crate::token::Signer;
+use crate::core::model::InboundMessage;
+use crate::core::model::{Event, Mailbox, Status, Ticket, TicketId};
+use crate::core::outgoing::{OutgoingMail, TemplateValues, fill};
+use crate::core::reply::{Command, REPLY_MARKER};
+use crate::core::settings::{Agent, AssignStrategy, Settings};
+use crate::core::token::Signer;
 use jiff::Timestamp;
 use serde_json::json;
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ pub fn authenticate(
     msg: &InboundMessage,
     agent: &Agent,
     signer: &Signer,
-    config: &Config,
+    config: &Settings,
     ticket: Option<TicketId>,
 ) -> Result<String, String> {
     let slug = agent.slug();
@@ -68,7 +68,7 @@ pub fn authenticate(
 /// Whether the From domain is vouched for by the topmost `Authentication-Results`
 /// (the one our receiving MTA prepended) of a trusted authserv-id: DKIM pass
 /// aligned by organisational domain, or DMARC pass. `Ok` says which and by whom.
-pub fn authenticated_from(msg: &InboundMessage, config: &Config) -> Result<String, String> {
+pub fn authenticated_from(msg: &InboundMessage, config: &Settings) -> Result<String, String> {
     let from_domain = msg
         .from
         .as_ref()
@@ -77,7 +77,7 @@ pub fn authenticated_from(msg: &InboundMessage, config: &Config) -> Result<Strin
     let Some(value) = msg.header("authentication-results") else {
         return Err("no trusted Authentication-Results".into());
     };
-    let Some(ar) = crate::authres::parse(value) else {
+    let Some(ar) = crate::core::authres::parse(value) else {
         return Err("an Authentication-Results without an authserv-id".into());
     };
     if !config.security.trusted_authserv_ids.contains(&ar.authserv_id) {
@@ -86,7 +86,7 @@ pub fn authenticated_from(msg: &InboundMessage, config: &Config) -> Result<Strin
             ar.authserv_id
         ));
     }
-    match crate::authres::aligned_pass(&ar, &from_domain) {
+    match crate::core::authres::aligned_pass(&ar, &from_domain) {
         Some(how) => Ok(format!("{how} for {from_domain}, per {}", ar.authserv_id)),
         None => Err(format!("{} reports no aligned DKIM or DMARC pass", ar.authserv_id)),
     }
@@ -99,7 +99,7 @@ pub fn authenticated_from(msg: &InboundMessage, config: &Config) -> Result<Strin
 pub fn customer_proof(
     msg: &InboundMessage,
     signer: &Signer,
-    config: &Config,
+    config: &Settings,
     ticket: Option<TicketId>,
 ) -> Result<String, String> {
     if let Some(ticket) = ticket {
@@ -126,7 +126,7 @@ pub fn customer_proof(
 /// `last` the agent the queue's round robin gave the previous ticket.
 pub fn choose_assignee<'a>(
     queue: &str,
-    config: &'a Config,
+    config: &'a Settings,
     loads: &HashMap<String, u32>,
     last: Option<&str>,
 ) -> Option<&'a Agent> {
@@ -152,7 +152,7 @@ pub fn choose_assignee<'a>(
 #[derive(Clone, Debug)]
 pub struct MailContext<'a> {
     /// Configuration.
-    pub config: &'a Config,
+    pub config: &'a Settings,
     /// Signer.
     pub signer: &'a Signer,
     /// Now.
@@ -192,25 +192,25 @@ pub fn agent_mail(
         from: Mailbox::new(Some(from_name.to_string()), &support),
         to: vec![Mailbox::new(Some(agent.name.clone()), &agent.emails[0])],
         reply_to: Some(reply_to),
-        subject: crate::subject::tagged(subject, &cx.config.instance.subject_tag, ticket.id.0),
+        subject: crate::core::subject::tagged(subject, &cx.config.desk.subject_tag, ticket.id.0),
         body: full,
         message_id: cx.signer.agent_message_id(
             ticket.id,
             &slug,
             &format!("{}{seq}", cx.nonce),
-            &cx.config.instance.message_id_domain,
+            &cx.config.desk.message_id_domain,
         ),
         in_reply_to: in_reply_to.map(String::from),
         references: in_reply_to.map(|r| vec![r.to_string()]).unwrap_or_default(),
         auto_submitted: automatic,
         date: cx.now,
-        loop_value: crate::classify::loop_header_value(cx.config),
+        loop_value: crate::core::classify::loop_header_value(cx.config),
         attachments: Vec::new(),
     }
 }
 
 /// The agents a customer's mail on `ticket` goes to: the assignee, else the queue's agents.
-pub fn notify_targets<'a>(ticket: &Ticket, config: &'a Config) -> Vec<&'a Agent> {
+pub fn notify_targets<'a>(ticket: &Ticket, config: &'a Settings) -> Vec<&'a Agent> {
     match ticket
         .assignee
         .as_deref()
@@ -228,7 +228,7 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
         .clone()
         .unwrap_or_else(|| Mailbox::new(None, "unknown@invalid"));
     let who = from.name.clone().unwrap_or_else(|| from.email.clone());
-    let from_name = format!("{who} via {}", cx.config.instance.name);
+    let from_name = format!("{who} via {}", cx.config.desk.name);
     let participants: Vec<String> = ticket.participants.iter().map(|p| p.email.clone()).collect();
     let mut facts = format!(
         "{} ticket #{} · queue {} · priority {} · status {}\nFrom: {}\n",
@@ -237,7 +237,7 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
         ticket.queue,
         ticket.priority.as_str(),
         ticket.status.as_str(),
-        crate::outgoing::format_mailbox(&from),
+        crate::core::outgoing::format_mailbox(&from),
     );
     if !participants.is_empty() {
         facts.push_str(&format!("Cc: {}\n", participants.join(", ")));
@@ -256,7 +256,11 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
     if !msg.attachments.is_empty() {
         facts.push_str(&format!("Attachments: {}\n", msg.attachments.join(", ")));
     }
-    let body = format!("{facts}\n{}\n\n{}", msg.text.trim_end(), crate::reply::agent_footer());
+    let body = format!(
+        "{facts}\n{}\n\n{}",
+        msg.text.trim_end(),
+        crate::core::reply::agent_footer()
+    );
     notify_targets(ticket, cx.config)
         .into_iter()
         .enumerate()
@@ -282,7 +286,7 @@ pub fn apply_commands(
     ticket: &mut Ticket,
     commands: &[Command],
     agent: &Agent,
-    config: &Config,
+    config: &Settings,
     now: Timestamp,
 ) -> (Vec<Event>, Vec<String>) {
     let mut events = Vec::new();
@@ -418,7 +422,7 @@ pub fn assign(ticket: &mut Ticket, to: &str, actor: &str, how: &str, now: Timest
 }
 
 /// Values for `#template` and other templates, from the ticket.
-pub fn template_values(ticket: &Ticket, config: &Config, agent: Option<&Agent>) -> TemplateValues {
+pub fn template_values(ticket: &Ticket, config: &Settings, agent: Option<&Agent>) -> TemplateValues {
     TemplateValues::default()
         .set("ticket.id", ticket.id.to_string())
         .set("ticket.subject", ticket.subject.clone())
@@ -434,13 +438,13 @@ pub fn template_values(ticket: &Ticket, config: &Config, agent: Option<&Agent>) 
                 .unwrap_or_else(|| ticket.requester.email.clone()),
         )
         .set("requester.email", ticket.requester.email.clone())
-        .set("instance.name", config.instance.name.clone())
+        .set("instance.name", config.desk.name.clone())
         .set("agent.name", agent.map(|a| a.name.clone()).unwrap_or_default())
 }
 
 /// The survey links block, or nothing without `[http] public_url`.
-pub fn survey_links(ticket: &Ticket, config: &Config, signer: &Signer) -> String {
-    match &config.http.public_url {
+pub fn survey_links(ticket: &Ticket, config: &Settings, signer: &Signer) -> String {
+    match &config.desk.public_url {
         None => String::new(),
         Some(base) => {
             let token = signer.survey_token(ticket.id);
@@ -454,7 +458,7 @@ pub fn survey_links(ticket: &Ticket, config: &Config, signer: &Signer) -> String
 }
 
 /// The filled canned response `name`, if configured.
-pub fn canned(name: &str, ticket: &Ticket, config: &Config, agent: &Agent) -> Option<String> {
+pub fn canned(name: &str, ticket: &Ticket, config: &Settings, agent: &Agent) -> Option<String> {
     config
         .templates
         .canned
@@ -463,11 +467,11 @@ pub fn canned(name: &str, ticket: &Ticket, config: &Config, agent: &Agent) -> Op
 }
 
 /// Whether `agent` may be told something again (rate limit on automatic mail to one address).
-pub fn may_tell(sent_last_hour: u32, config: &Config) -> bool {
+pub fn may_tell(sent_last_hour: u32, config: &Settings) -> bool {
     sent_last_hour < config.automation.ack_limit_per_hour.max(1) * 4
 }
 
 /// The ticket id an agent mail is about (for the subject of warnings).
-pub fn ticket_label(id: TicketId, config: &Config) -> String {
-    format!("[{} #{}]", config.instance.subject_tag, id.0)
+pub fn ticket_label(id: TicketId, config: &Settings) -> String {
+    format!("[{} #{}]", config.desk.subject_tag, id.0)
 }

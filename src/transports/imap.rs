@@ -4,9 +4,9 @@
 //! only after the store has flushed; reconnect with backoff and jitter.
 
 use super::Sink;
-use crate::config::{ImapConfig, TlsMode};
+use crate::adapters::config::{ImapConfig, TlsMode};
+use crate::adapters::store::Position;
 use crate::pipeline::Origin;
-use crate::store::Position;
 use async_imap::Session;
 use async_imap::extensions::idle::IdleResponse;
 use futures::StreamExt;
@@ -79,7 +79,7 @@ pub enum ImapError {
     NoUidValidity(String),
     /// The store failed.
     #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::adapters::store::StoreError),
 }
 
 /// The longest IDLE before re-issuing it (RFC 2177 asks for < 30 minutes).

@@ -117,7 +117,7 @@ pub fn scan(paths: &[PathBuf], max_bytes: usize) -> std::io::Result<Vec<Entry>> 
 fn read_entry(label: String, raw: Vec<u8>, oversized: Option<u64>, live: bool) -> Entry {
     Entry {
         label,
-        date: crate::inbound::date_of(&raw),
+        date: crate::adapters::inbound::date_of(&raw),
         live,
         size: oversized.unwrap_or(raw.len() as u64),
         location: Location::Read(raw, oversized),
@@ -135,7 +135,7 @@ pub fn read_bounded(reader: impl Read, max: usize) -> std::io::Result<(Vec<u8>, 
     }
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
     let size = raw.len() as u64 + rest;
-    raw.truncate(crate::inbound::header_section_len(&raw));
+    raw.truncate(crate::adapters::inbound::header_section_len(&raw));
     Ok((raw, Some(size)))
 }
 
@@ -149,10 +149,10 @@ fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
     }
     let mut head = Vec::new();
     (&mut file).take(HEAD_MAX as u64).read_to_end(&mut head)?;
-    head.truncate(crate::inbound::header_section_len(&head));
+    head.truncate(crate::adapters::inbound::header_section_len(&head));
     out.push(Entry {
         label,
-        date: crate::inbound::date_of(&head),
+        date: crate::adapters::inbound::date_of(&head),
         live: false,
         size,
         location: Location::File(f.to_path_buf()),
@@ -174,7 +174,7 @@ fn scan_mbox(out: &mut Vec<Entry>, path: &Path, mut file: impl BufRead) -> std::
             n += 1;
             out.push(Entry {
                 label: format!("{label}#{n}"),
-                date: crate::inbound::date_of(&unquote(&head)),
+                date: crate::adapters::inbound::date_of(&unquote(&head)),
                 live: false,
                 size: end - start,
                 location: Location::Mbox(path.to_path_buf(), start, end - start),

@@ -1,8 +1,8 @@
 //! `postdesk report`: helpdesk metrics over a period, computed from each
 //! ticket's event log (so a metric added later covers old tickets too). Pure.
 
-use crate::config::Config;
-use crate::model::{Event, Status, Ticket};
+use crate::core::model::{Event, Status, Ticket};
+use crate::core::settings::Settings;
 use jiff::Timestamp;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -179,7 +179,7 @@ fn first_event<'a>(h: &'a History, kind: &str) -> Option<&'a Event> {
     h.events.iter().find(|e| e.kind == kind)
 }
 
-fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: Timestamp) -> Stats {
+fn stats(group: &[&History], config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Stats {
     let mut s = Stats::default();
     let minutes = |a: Timestamp, b: Timestamp| (b.as_second() - a.as_second()) as f64 / 60.0;
     // Business time with the calendar in force in each part of the interval:
@@ -189,7 +189,7 @@ fn stats(group: &[&History], config: &Config, since: Option<Timestamp>, until: T
             policy
                 .and_then(|p| config.sla.iter().find(|x| x.name == p))
                 .map(|p| config.calendar(&p.calendar))
-                .unwrap_or(&crate::calendar::Calendar::TwentyFourSeven)
+                .unwrap_or(&crate::core::calendar::Calendar::TwentyFourSeven)
         };
         let changes: Vec<(Timestamp, Option<&str>)> = h
             .events
@@ -382,7 +382,7 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
 }
 
 /// Computes the report over `[since, until)`.
-pub fn report(histories: &[History], config: &Config, since: Option<Timestamp>, until: Timestamp) -> Report {
+pub fn report(histories: &[History], config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Report {
     let all: Vec<&History> = histories.iter().filter(|h| h.ticket.created_at < until).collect();
     // Each ticket's fields at the period's end, replayed once.
     let fields: Vec<Fields> = all.iter().map(|h| fields_at(h, until)).collect();

@@ -4,9 +4,9 @@
 //! text needs, multipart for attachments. Every value from mail content is
 //! sanitised (no CR, LF or other control characters) before it goes in.
 
-use crate::classify::LOOP_HEADER;
-use crate::model::Mailbox;
-use crate::outgoing::{OutgoingMail, sanitize};
+use crate::core::classify::LOOP_HEADER;
+use crate::core::model::Mailbox;
+use crate::core::outgoing::{OutgoingMail, sanitize};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::date::Date;
@@ -56,8 +56,8 @@ pub fn render(mail: &OutgoingMail, loop_value: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::render;
-    use crate::model::{Mailbox, TicketId};
-    use crate::outgoing::{Attachment, OutgoingMail};
+    use crate::core::model::{Mailbox, TicketId};
+    use crate::core::outgoing::{Attachment, OutgoingMail};
 
     fn mail() -> OutgoingMail {
         OutgoingMail {
@@ -79,8 +79,8 @@ mod tests {
     }
 
     /// Read back through our own inbound adapter (mail-parser underneath).
-    fn parsed(bytes: &[u8]) -> crate::inbound::InboundMessage {
-        crate::inbound::parse(bytes, &crate::config::Limits::default()).unwrap()
+    fn parsed(bytes: &[u8]) -> crate::core::model::InboundMessage {
+        crate::adapters::inbound::parse(bytes, &crate::adapters::config::Limits::default()).unwrap()
     }
 
     #[test]
@@ -135,11 +135,11 @@ mod tests {
         for line in text.split("\r\n") {
             assert!(line.len() <= 998, "a {}-character line", line.len());
         }
-        let limits = crate::config::Limits {
+        let limits = crate::adapters::config::Limits {
             max_references: 100,
             ..Default::default()
         };
-        let p = crate::inbound::parse(&bytes, &limits).unwrap();
+        let p = crate::adapters::inbound::parse(&bytes, &limits).unwrap();
         assert_eq!(p.to.len(), 40);
         assert_eq!(p.references.len(), 50);
         assert!(p.subject.starts_with("word word"), "{}", &p.subject[..40]);

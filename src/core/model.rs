@@ -342,3 +342,72 @@ impl Event {
         }
     }
 }
+
+/// A received mail, reduced to what postdesk decides on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// Message-ID without `<>`, if it had one.
+    pub message_id: Option<String>,
+    /// In-Reply-To ids, without `<>`.
+    pub in_reply_to: Vec<String>,
+    /// References ids, oldest first, without `<>`.
+    pub references: Vec<String>,
+    /// From.
+    pub from: Option<Mailbox>,
+    /// To.
+    pub to: Vec<Mailbox>,
+    /// Cc.
+    pub cc: Vec<Mailbox>,
+    /// Subject, decoded.
+    pub subject: String,
+    /// Date header.
+    pub date: Option<Timestamp>,
+    /// Every header as (lowercase name, unfolded raw value).
+    pub headers: Vec<(String, String)>,
+    /// Plain-text body (HTML converted, with its structure, when there is no text part).
+    pub text: String,
+    /// For an HTML-only mail: its text with the quoted part removed in the
+    /// document (Gmail, Apple, Outlook, Yahoo, Thunderbird quote containers).
+    pub unquoted_html_text: Option<String>,
+    /// Attachment file names (or content types when unnamed).
+    pub attachments: Vec<String>,
+    /// Attachments with their bytes, for relaying.
+    pub attachment_parts: Vec<crate::core::outgoing::Attachment>,
+    /// Top-level content type, lowercase, like `multipart/report`.
+    pub content_type: String,
+    /// `report-type` parameter of a `multipart/report`.
+    pub report_type: Option<String>,
+    /// Delivery status notification contents, when the mail is one.
+    pub delivery_report: Option<DeliveryReport>,
+    /// SHA-256 over From, Date, Subject and body: dedupes mail without a Message-ID.
+    pub content_hash: String,
+    /// Size of the raw mail in bytes.
+    pub size: usize,
+}
+
+/// What a DSN (RFC 3464) says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Message-ID of the mail that bounced, from its returned headers.
+    pub original_message_id: Option<String>,
+    /// Each recipient with its action (`failed`, `delayed`, ...) and status (`5.1.1`).
+    pub recipients: Vec<(String, String, String)>,
+}
+
+impl InboundMessage {
+    /// The first value of a header, by lowercase name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every id this mail refers to, most recent first: In-Reply-To, then References newest to oldest.
+    pub fn referenced_ids(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for id in self.in_reply_to.iter().chain(self.references.iter().rev()) {
+            if !out.contains(&id.as_str()) {
+                out.push(id);
+            }
+        }
+        out
+    }
+}

@@ -1,7 +1,7 @@
 //! Mail we send: the [`OutgoingMail`] value the core produces and the
 //! template filler. `wire` turns it into RFC 5322 bytes.
 
-use crate::model::{Mailbox, TicketId};
+use crate::core::model::{Mailbox, TicketId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 

@@ -1,12 +1,17 @@
-//! Mail sources: IMAP folders and Maildirs. Sources only move bytes and
-//! positions; they hand each mail to the pipeline, flush the store, and only
-//! then mark the mail processed on the server or on disk.
+//! Transports: mail in from IMAP folders and Maildirs, mail out over SMTP
+//! (or to files), and the HTTP API.
+//!
+//! Sources only move bytes and positions; they hand each mail to the
+//! pipeline through a [`Sink`], flush the store, and only then mark the mail
+//! processed on the server or on disk.
 
+pub mod http;
 pub mod imap;
 pub mod maildir;
+pub mod smtp;
 
+use crate::adapters::store::StoreError;
 use crate::pipeline::{Origin, Pipeline, Processed};
-use crate::store::StoreError;
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex, RwLock};
 

@@ -11,9 +11,9 @@
 //! A hit on a closed ticket, or a resolved one past the reopen window, opens a
 //! new ticket linked to it.
 
-use crate::inbound::InboundMessage;
-use crate::model::{Status, Ticket, TicketId};
-use crate::token::Signer;
+use crate::core::model::InboundMessage;
+use crate::core::model::{Status, Ticket, TicketId};
+use crate::core::token::Signer;
 use jiff::Timestamp;
 use std::time::Duration;
 
@@ -129,7 +129,7 @@ pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<
         return reopen_check(ticket, cx, 4, format!("body carries the reference token of ticket {t}"));
     }
     // Rule 5: subject tag, from participants and agents only.
-    if let Some(n) = crate::subject::find_tag(&msg.subject, cx.subject_tag)
+    if let Some(n) = crate::core::subject::find_tag(&msg.subject, cx.subject_tag)
         && let Some(ticket) = index.ticket(TicketId(n))
     {
         if cx.from_agent || ticket.is_participant(from) {
@@ -185,7 +185,7 @@ fn reopen_check(ticket: Ticket, cx: &ThreadContext<'_>, rule: u8, reason: String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Mailbox;
+    use crate::core::model::Mailbox;
     use std::collections::HashMap;
 
     struct Index {

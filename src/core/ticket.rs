@@ -3,15 +3,17 @@
 //! new ticket and the effects (message to store, events to log, mails to
 //! queue). No I/O and no clock inside.
 
-use crate::agent::{MailContext, agent_mail, apply_commands, assign, canned, choose_assignee, may_tell, notifications};
-use crate::classify::{Classification, Sender};
-use crate::config::{Agent, AssignStrategy, Config};
-use crate::inbound::InboundMessage;
-use crate::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Status, Ticket, TicketId};
-use crate::outgoing::{OutgoingMail, fill};
-use crate::reply::{Command, extract, parse_reply};
-use crate::thread::{Decision, Outcome};
-use crate::token::Signer;
+use crate::core::agent::{
+    MailContext, agent_mail, apply_commands, assign, canned, choose_assignee, may_tell, notifications,
+};
+use crate::core::classify::{Classification, Sender};
+use crate::core::model::InboundMessage;
+use crate::core::model::{Direction, Event, Mailbox, MessageKind, MessageRecord, Status, Ticket, TicketId};
+use crate::core::outgoing::{OutgoingMail, fill};
+use crate::core::reply::{Command, extract, parse_reply};
+use crate::core::settings::{Agent, AssignStrategy, Settings};
+use crate::core::thread::{Decision, Outcome};
+use crate::core::token::Signer;
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -19,7 +21,7 @@ use serde_json::json;
 #[derive(Clone, Debug)]
 pub struct ApplyContext<'a> {
     /// The configuration in force.
-    pub config: &'a Config,
+    pub config: &'a Settings,
     /// Signs our Message-IDs.
     pub signer: &'a Signer,
     /// Arrival time.
@@ -191,7 +193,7 @@ pub fn apply_inbound(
     };
 
     if created {
-        let routing = crate::route::route(msg, cx.mailbox, &cx.config.rules);
+        let routing = crate::core::route::route(msg, cx.mailbox, &cx.config.rules);
         let matched = routing.matched();
         if !matched.is_empty() {
             let a = &routing.actions;
@@ -385,7 +387,7 @@ If you sent it, answer the notification mail of the ticket instead of writing a 
             mails.push(agent_mail(
                 &ticket,
                 agent,
-                &cx.config.instance.name,
+                &cx.config.desk.name,
                 &format!("Security warning: mail sent as you ({})", ticket.subject),
                 &body,
                 "security_warning",
@@ -465,14 +467,14 @@ pub fn apply_agent_reply(
             ticket.queue,
             ticket.priority.as_str(),
             ticket.status.as_str(),
-            crate::outgoing::format_mailbox(&ticket.requester),
+            crate::core::outgoing::format_mailbox(&ticket.requester),
             ticket.subject,
-            crate::reply::agent_footer(),
+            crate::core::reply::agent_footer(),
         );
         let notice = agent_mail(
             &ticket,
             new,
-            &format!("{} via {}", agent.name, config.instance.name),
+            &format!("{} via {}", agent.name, config.desk.name),
             &ticket.subject,
             &body,
             "notification",
@@ -501,12 +503,15 @@ pub fn apply_agent_reply(
         && ticket.csat.is_none())
     .then(|| {
         ticket.survey_sent = true;
-        crate::sla::customer_mail_with(
+        crate::core::sla::customer_mail_with(
             &ticket,
             &config.templates.survey,
             "survey",
             &mail_cx,
-            &[("survey.link", crate::agent::survey_links(&ticket, config, cx.signer))],
+            &[(
+                "survey.link",
+                crate::core::agent::survey_links(&ticket, config, cx.signer),
+            )],
         )
     });
     if public {
@@ -519,7 +524,7 @@ pub fn apply_agent_reply(
             mails.push(agent_mail(
                 &ticket,
                 agent,
-                &config.instance.name,
+                &config.desk.name,
                 &format!("Another reply went out ({})", ticket.subject),
                 &format!(
                     "{other} replied to the customer on ticket #{} {minutes} minute(s) before you.
@@ -547,22 +552,22 @@ Your reply was sent as well.",
         let relay = OutgoingMail {
             ticket: ticket.id,
             purpose: "relay".into(),
-            from: Mailbox::new(Some(format!("{} via {}", agent.name, config.instance.name)), &support),
+            from: Mailbox::new(Some(format!("{} via {}", agent.name, config.desk.name)), &support),
             to: recipients,
             reply_to: config
                 .automation
                 .plus_addressing
                 .then(|| cx.signer.plus_address(&support, ticket.id)),
-            subject: crate::subject::tagged(&ticket.subject, &config.instance.subject_tag, ticket.id.0),
+            subject: crate::core::subject::tagged(&ticket.subject, &config.desk.subject_tag, ticket.id.0),
             body,
             message_id: cx
                 .signer
-                .message_id(ticket.id, &format!("{}r", cx.nonce), &config.instance.message_id_domain),
+                .message_id(ticket.id, &format!("{}r", cx.nonce), &config.desk.message_id_domain),
             in_reply_to: ticket.last_public_message_id.clone(),
             references: ticket.last_public_message_id.iter().cloned().collect(),
             auto_submitted: false,
             date: now,
-            loop_value: crate::classify::loop_header_value(config),
+            loop_value: crate::core::classify::loop_header_value(config),
             attachments: msg.attachment_parts.clone(),
         };
         events.push(Event::new(
@@ -627,7 +632,7 @@ Your reply was sent as well.",
             mails.push(agent_mail(
                 &ticket,
                 other,
-                &format!("{} (internal note) via {}", agent.name, config.instance.name),
+                &format!("{} (internal note) via {}", agent.name, config.desk.name),
                 &format!("Note: {}", ticket.subject),
                 &parsed.body,
                 "note",
@@ -666,7 +671,7 @@ Nothing of this message reached the customer.",
             mails.push(agent_mail(
                 &ticket,
                 agent,
-                &config.instance.name,
+                &config.desk.name,
                 &format!("Commands not understood ({})", ticket.subject),
                 &body,
                 "command_error",
@@ -705,7 +710,7 @@ Please send your answer again, written above the quoted text (or with the quote 
             mails.push(agent_mail(
                 &ticket,
                 agent,
-                &config.instance.name,
+                &config.desk.name,
                 &format!("Not sent: could not read your reply ({})", ticket.subject),
                 &body,
                 "reply_unclear",
@@ -741,9 +746,9 @@ Please send your answer again, written above the quoted text (or with the quote 
 
 /// The relayed text with nothing of ours left: lines with our marker or a
 /// token of ours go, and every agent address becomes `[address removed]`.
-fn scrub(body: &str, config: &Config, signer: &Signer) -> String {
+fn scrub(body: &str, config: &Settings, signer: &Signer) -> String {
     let ours = |line: &str| {
-        line.contains(crate::reply::REPLY_MARKER)
+        line.contains(crate::core::reply::REPLY_MARKER)
             || signer.find_body_token(line).is_some()
             || line
                 .split(|c: char| c.is_whitespace() || "<>\"(),;".contains(c))
@@ -803,7 +808,7 @@ pub fn self_service(
     if t.survey_sent
         && t.csat.is_none()
         && matches!(t.status, Status::Resolved | Status::Closed)
-        && let Some((n, comment)) = crate::sla::rating(&msg.text)
+        && let Some((n, comment)) = crate::core::sla::rating(&msg.text)
     {
         t.csat = Some(n);
         events.push(Event::new(
@@ -812,12 +817,12 @@ pub fn self_service(
             &from.email,
             &[("rating", json!(n)), ("comment", json!(comment))],
         ));
-    } else if crate::sla::is_status_request(&msg.text) {
+    } else if crate::core::sla::is_status_request(&msg.text) {
         let update = cx
             .latest_update
             .clone()
             .unwrap_or_else(|| "(no reply from us yet)".into());
-        let mail = crate::sla::customer_mail_with(
+        let mail = crate::core::sla::customer_mail_with(
             &t,
             &cx.config.templates.status_reply,
             "status_reply",
@@ -897,10 +902,10 @@ pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str,
 fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyContext<'_>) -> Ticket {
     let queue = cx
         .config
-        .mailbox(cx.mailbox)
+        .address(cx.mailbox)
         .map(|m| m.queue.clone())
         .unwrap_or_else(|| "general".into());
-    let subject = crate::subject::normalize(&msg.subject);
+    let subject = crate::core::subject::normalize(&msg.subject);
     let subject = if subject.is_empty() {
         "(no subject)".to_string()
     } else {
@@ -970,7 +975,7 @@ fn take_participants(
 }
 
 /// The people in To and Cc who become participants: not us, not agents, no duplicates.
-fn participants_of(msg: &InboundMessage, config: &Config) -> Vec<Mailbox> {
+fn participants_of(msg: &InboundMessage, config: &Settings) -> Vec<Mailbox> {
     let mut out: Vec<Mailbox> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for m in msg.to.iter().chain(msg.cc.iter()) {
@@ -1010,13 +1015,13 @@ fn ack_refusal(class: &Classification, cx: &ApplyContext<'_>) -> Option<String> 
 
 fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>) -> OutgoingMail {
     let config = cx.config;
-    let values = crate::agent::template_values(ticket, config, None);
+    let values = crate::core::agent::template_values(ticket, config, None);
     let template = &config.templates.acknowledgement;
     let subject_text = fill(&template.subject, &values);
-    let subject = if crate::subject::find_tag(&subject_text, &config.instance.subject_tag) == Some(ticket.id.0) {
+    let subject = if crate::core::subject::find_tag(&subject_text, &config.desk.subject_tag) == Some(ticket.id.0) {
         subject_text
     } else {
-        crate::subject::tagged(&subject_text, &config.instance.subject_tag, ticket.id.0)
+        crate::core::subject::tagged(&subject_text, &config.desk.subject_tag, ticket.id.0)
     };
     let mut body = fill(&template.body, &values);
     if !body.ends_with('\n') {
@@ -1039,12 +1044,12 @@ fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>)
         body,
         message_id: cx
             .signer
-            .message_id(ticket.id, &cx.nonce, &config.instance.message_id_domain),
+            .message_id(ticket.id, &cx.nonce, &config.desk.message_id_domain),
         in_reply_to: msg.message_id.clone(),
         references,
         auto_submitted: true,
         date: cx.now,
-        loop_value: crate::classify::loop_header_value(config),
+        loop_value: crate::core::classify::loop_header_value(config),
         attachments: Vec::new(),
     }
 }

@@ -1,7 +1,7 @@
 //! Agent replies: removing the quoted notification the way real mail clients
 //! quote it, and reading the `#command` lines at the top. Pure functions.
 
-use crate::model::{Priority, Status};
+use crate::core::model::{Priority, Status};
 
 /// The line at the top of our notifications; everything from it down is ours.
 pub const REPLY_MARKER: &str = "##- Please type your reply above this line -##";

@@ -5,8 +5,8 @@
 //! store the daemon holds, so the CLI works while the daemon runs ([`get`]
 //! and [`post`] are its client).
 
+use crate::core::model::{Status, TicketId};
 use crate::metrics::Gauges;
-use crate::model::{Status, TicketId};
 use crate::pipeline::Pipeline;
 use crate::view::ticket_view;
 use http_body_util::Full;
@@ -26,7 +26,7 @@ pub struct Api {
     /// The daemon's pipeline in force (store, config, metrics).
     pub current: Arc<std::sync::RwLock<Pipeline>>,
     /// Bearer token required on every path but `/healthz` and `/csat/`, when set.
-    pub token: Option<crate::config::Secret>,
+    pub token: Option<crate::adapters::config::Secret>,
     /// The daemon's writer lock: the survey links and `/api/ingest` write.
     pub writer: Arc<std::sync::Mutex<()>>,
     /// Wakes the sender after `/api/ingest` queued mail.
@@ -137,7 +137,7 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .config
-        .http
+        .desk
         .public_url
         .clone();
     let host = req
@@ -262,7 +262,7 @@ fn authorized(api: &Api, headers: &hyper::HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    crate::token::constant_time_eq(given.as_bytes(), token.expose().as_bytes())
+    crate::core::token::constant_time_eq(given.as_bytes(), token.expose().as_bytes())
 }
 
 /// `POST /api/ingest?mailbox=NAME&at=RFC3339`: one raw mail through the
@@ -327,7 +327,7 @@ async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Fu
         Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
     };
     if explain {
-        return match crate::source::blocking(|| pipeline.explain(&raw, &mailbox, at)) {
+        return match crate::transports::blocking(|| pipeline.explain(&raw, &mailbox, at)) {
             Ok(e) => json(StatusCode::OK, &e),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
@@ -340,7 +340,7 @@ async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Fu
     // `ingest` sends only the header section of a mail over the limit, with its size.
     let oversized = query.get("oversized").and_then(|v| v.parse::<u64>().ok());
     let label = query.get("label").cloned().unwrap_or_else(|| "POST /api/ingest".into());
-    let result = crate::source::blocking(|| {
+    let result = crate::transports::blocking(|| {
         let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
         match oversized {
             Some(size) => pipeline.process_oversized(&raw, size, &label, &origin, now),
@@ -378,7 +378,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
     }
     let query = parse_query(req.uri.query().unwrap_or(""));
     let store = &*pipeline.store;
-    let result: Result<Response<Full<Bytes>>, crate::store::StoreError> = (|| {
+    let result: Result<Response<Full<Bytes>>, crate::adapters::store::StoreError> = (|| {
         Ok(match path {
             "/readyz" => {
                 let boxes = pipeline.metrics.mailboxes();
@@ -424,20 +424,20 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                 };
                 let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
                     None => 100,
-                    Some(Ok(n)) if (1..=crate::store::MAX_PAGE).contains(&n) => n,
+                    Some(Ok(n)) if (1..=crate::adapters::store::MAX_PAGE).contains(&n) => n,
                     Some(_) => {
                         return Ok(error(
                             StatusCode::BAD_REQUEST,
-                            &format!("limit: expected 1 to {}", crate::store::MAX_PAGE),
+                            &format!("limit: expected 1 to {}", crate::adapters::store::MAX_PAGE),
                         ));
                     }
                 };
                 let updated_since = match query.get("updated_since").map(|v| crate::view::parse_day_or_time(v)) {
                     None => None,
-                    Some(Ok(d)) => Some(d.at(&pipeline.config.instance.timezone)),
+                    Some(Ok(d)) => Some(d.at(&pipeline.config.desk.timezone)),
                     Some(Err(e)) => return Ok(error(StatusCode::BAD_REQUEST, &format!("updated_since: {e}"))),
                 };
-                let filter = crate::store::TicketFilter {
+                let filter = crate::adapters::store::TicketFilter {
                     status,
                     queue: query.get("queue").cloned(),
                     assignee: query.get("assignee").cloned(),
@@ -445,7 +445,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                     updated_since,
                 };
                 let page = match store.list(&filter, query.get("cursor").map(String::as_str), limit) {
-                    Err(e @ crate::store::StoreError::BadCursor(_)) => {
+                    Err(e @ crate::adapters::store::StoreError::BadCursor(_)) => {
                         return Ok(error(StatusCode::BAD_REQUEST, &e.to_string()));
                     }
                     r => r?,
@@ -461,13 +461,13 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                 crate::view::each_ticket(store, |v| {
                     out.push_str(&serde_json::to_string(&v).expect("serialises"));
                     out.push('\n');
-                    Ok::<_, crate::store::StoreError>(())
+                    Ok::<_, crate::adapters::store::StoreError>(())
                 })?;
                 respond(StatusCode::OK, "application/x-ndjson", out)
             }
             "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
             "/api/report" => {
-                let tz = pipeline.config.instance.timezone.clone();
+                let tz = pipeline.config.desk.timezone.clone();
                 let parse = |k: &str| {
                     query
                         .get(k)
@@ -556,7 +556,7 @@ fn survey_vote(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Byte
         Err(page) => return page,
     };
     let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
-    let result = (|| -> Result<Response<Full<Bytes>>, crate::store::StoreError> {
+    let result = (|| -> Result<Response<Full<Bytes>>, crate::adapters::store::StoreError> {
         let Some(mut ticket) = pipeline.store.ticket(id)? else {
             return Ok(page(StatusCode::NOT_FOUND, "This ticket does not exist.", ""));
         };
@@ -566,11 +566,11 @@ fn survey_vote(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Byte
         let now = jiff::Timestamp::now();
         ticket.csat = Some(rating);
         ticket.updated_at = now;
-        let mut w = crate::store::Change::default();
+        let mut w = crate::adapters::store::Change::default();
         let actor = ticket.requester.email.clone();
         w.event(
             ticket.id,
-            &crate::model::Event::new(
+            &crate::core::model::Event::new(
                 now,
                 "csat",
                 &actor,

@@ -307,7 +307,7 @@ mod tests {
                 let due = c.add(s, Duration::from_secs(target));
                 let paused = Timestamp::from_second(start + pause_at as i64).unwrap();
                 let resumed = Timestamp::from_second(start + pause_at as i64 + pause_len).unwrap();
-                let shifted = crate::sla::shift_for_pause(&c, due, paused, resumed);
+                let shifted = crate::core::sla::shift_for_pause(&c, due, paused, resumed);
                 prop_assert!(shifted >= due);
             }
         }

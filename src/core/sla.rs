@@ -3,11 +3,11 @@
 //! timer does when it fires (warnings, breaches and escalation, pending
 //! reminders, auto-close).
 
-use crate::agent::{MailContext, agent_mail, assign, notify_targets};
-use crate::calendar::Calendar;
-use crate::config::Config;
-use crate::model::{Event, Mailbox, MessageRecord, Priority, Sla, Status, Ticket};
-use crate::outgoing::{OutgoingMail, fill};
+use crate::core::agent::{MailContext, agent_mail, assign, notify_targets};
+use crate::core::calendar::Calendar;
+use crate::core::model::{Event, Mailbox, MessageRecord, Priority, Sla, Status, Ticket};
+use crate::core::outgoing::{OutgoingMail, fill};
+use crate::core::settings::Settings;
 use jiff::Timestamp;
 use serde_json::json;
 use std::time::Duration;
@@ -81,7 +81,7 @@ fn scaled(d: Duration, percent: u32) -> Duration {
 /// `customer_wrote`: a customer message arrived now; `agent_replied`: a public agent reply went out now.
 pub fn refresh(
     ticket: &mut Ticket,
-    config: &Config,
+    config: &Settings,
     now: Timestamp,
     customer_wrote: bool,
     agent_replied: bool,
@@ -217,7 +217,7 @@ pub fn refresh(
 }
 
 /// The timers a ticket has pending, derived from its state alone.
-pub fn due_items(ticket: &Ticket, config: &Config) -> Vec<(Timestamp, TimerKind)> {
+pub fn due_items(ticket: &Ticket, config: &Settings) -> Vec<(Timestamp, TimerKind)> {
     use TimerKind::*;
     let mut out = Vec::new();
     let s = &ticket.sla;
@@ -344,7 +344,7 @@ pub fn fire(
                 out.mails.push(agent_mail(
                     ticket,
                     agent,
-                    &config.instance.name,
+                    &config.desk.name,
                     &format!("SLA warning: {}", ticket.subject),
                     &body,
                     "sla_warning",
@@ -436,7 +436,7 @@ pub fn fire(
                 out.mails.push(agent_mail(
                     ticket,
                     agent,
-                    &config.instance.name,
+                    &config.desk.name,
                     &subject,
                     &body,
                     "escalation",
@@ -506,7 +506,7 @@ pub fn fire(
 /// An automatic mail to the requester from a template.
 pub fn customer_mail(
     ticket: &Ticket,
-    t: &crate::config::Template,
+    t: &crate::core::settings::Template,
     purpose: &str,
     cx: &MailContext<'_>,
 ) -> OutgoingMail {
@@ -516,13 +516,13 @@ pub fn customer_mail(
 /// [`customer_mail`] with extra template values.
 pub fn customer_mail_with(
     ticket: &Ticket,
-    t: &crate::config::Template,
+    t: &crate::core::settings::Template,
     purpose: &str,
     cx: &MailContext<'_>,
     extra: &[(&str, String)],
 ) -> OutgoingMail {
     let config = cx.config;
-    let mut values = crate::agent::template_values(ticket, config, None);
+    let mut values = crate::core::agent::template_values(ticket, config, None);
     for (k, v) in extra {
         values = values.set(k, v.clone());
     }
@@ -537,18 +537,18 @@ pub fn customer_mail_with(
         from: config.from_for(&ticket.mailbox),
         to: vec![ticket.requester.clone()],
         reply_to: None,
-        subject: crate::subject::tagged(&fill(&t.subject, &values), &config.instance.subject_tag, ticket.id.0),
+        subject: crate::core::subject::tagged(&fill(&t.subject, &values), &config.desk.subject_tag, ticket.id.0),
         body,
         message_id: cx.signer.message_id(
             ticket.id,
             &format!("{}{purpose}", cx.nonce).replace('_', ""),
-            &config.instance.message_id_domain,
+            &config.desk.message_id_domain,
         ),
         in_reply_to: ticket.last_public_message_id.clone(),
         references: ticket.last_public_message_id.iter().cloned().collect(),
         auto_submitted: true,
         date: cx.now,
-        loop_value: crate::classify::loop_header_value(config),
+        loop_value: crate::core::classify::loop_header_value(config),
         attachments: Vec::new(),
     }
 }
@@ -569,18 +569,18 @@ fn plain_mail(
         from: config.from_for(&ticket.mailbox),
         to: vec![Mailbox::new(None, to)],
         reply_to: None,
-        subject: crate::subject::tagged(subject, &config.instance.subject_tag, ticket.id.0),
+        subject: crate::core::subject::tagged(subject, &config.desk.subject_tag, ticket.id.0),
         body: body.to_string(),
         message_id: cx.signer.message_id(
             ticket.id,
             &format!("{}x{seq}", cx.nonce),
-            &config.instance.message_id_domain,
+            &config.desk.message_id_domain,
         ),
         in_reply_to: None,
         references: Vec::new(),
         auto_submitted: true,
         date: cx.now,
-        loop_value: crate::classify::loop_header_value(config),
+        loop_value: crate::core::classify::loop_header_value(config),
         attachments: Vec::new(),
     }
 }
@@ -592,7 +592,7 @@ pub fn rating(text: &str) -> Option<(u8, String)> {
     if !first.starts_with(['1', '2', '3', '4', '5']) {
         return None;
     }
-    let stripped = crate::reply::strip_quotes(text);
+    let stripped = crate::core::reply::strip_quotes(text);
     let mut lines = stripped.lines().map(str::trim).skip_while(|l| l.is_empty());
     let first = lines.next()?;
     let digits: String = first.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -619,7 +619,7 @@ pub fn is_status_request(text: &str) -> bool {
     if !first.to_ascii_lowercase().starts_with("status") {
         return false;
     }
-    let stripped = crate::reply::strip_quotes(text);
+    let stripped = crate::core::reply::strip_quotes(text);
     let first: Vec<&str> = stripped.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     matches!(first.as_slice(), [w] if w.eq_ignore_ascii_case("status") || w.eq_ignore_ascii_case("status?"))
 }
@@ -654,7 +654,7 @@ mod tests {
         use jiff::civil::Time;
         let mut week: [Vec<(Time, Time)>; 7] = Default::default();
         for day in week.iter_mut().take(5) {
-            *day = crate::calendar::parse_ranges("09:00-17:00").unwrap();
+            *day = crate::core::calendar::parse_ranges("09:00-17:00").unwrap();
         }
         let cal = Calendar::Hours {
             tz: jiff::tz::TimeZone::UTC,

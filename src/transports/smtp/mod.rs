@@ -2,9 +2,11 @@
 //! as an `.eml` file; temporary failures retry with exponential backoff,
 //! permanent ones are recorded on the ticket.
 
-use crate::config::{Outgoing, TlsMode, Transport};
+pub mod wire;
+
+use crate::adapters::config::{Outgoing, TlsMode, Transport};
+use crate::adapters::store::{Change, Lane, Op, OutboxEntry, OutboxKey, StoreError};
 use crate::pipeline::{Pipeline, mail_event};
-use crate::store::{Change, Lane, Op, OutboxEntry, OutboxKey, StoreError};
 use jiff::Timestamp;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -210,7 +212,7 @@ pub async fn drain_with(
             }
             let after = cursor[i];
             // The live lane is read again after every bulk page: what was queued meanwhile goes next.
-            let page = crate::source::blocking(|| pipeline.store.outbox(lane, after, PAGE))?;
+            let page = crate::transports::blocking(|| pipeline.store.outbox(lane, after, PAGE))?;
             let Some((last, _)) = page.last() else {
                 bulk_done |= lane == Lane::Bulk;
                 continue;
@@ -244,7 +246,7 @@ pub async fn drain_with(
 
 fn flush(pipeline: &Pipeline, needed: bool) -> Result<(), StoreError> {
     if needed {
-        crate::source::blocking(|| pipeline.store.flush())?;
+        crate::transports::blocking(|| pipeline.store.flush())?;
     }
     Ok(())
 }
@@ -275,7 +277,8 @@ async fn send_one(
     }
     let mail = &entry.mail;
     // The loop header is signed for this very mail.
-    let bytes = crate::wire::render(mail, &pipeline.signer.loop_value(&mail.message_id, &mail.loop_value));
+    let bytes =
+        crate::transports::smtp::wire::render(mail, &pipeline.signer.loop_value(&mail.message_id, &mail.loop_value));
     let rcpts = mail.recipients();
     let result = mailer.send(&mail.from.email, &rcpts, &bytes, &mail.message_id).await;
     let mut w = Change::default();
@@ -347,7 +350,7 @@ async fn send_one(
             tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
         }
     }
-    crate::source::blocking(|| pipeline.store.commit(w))?;
+    crate::transports::blocking(|| pipeline.store.commit(w))?;
     Ok(outcome)
 }
 
@@ -376,7 +379,7 @@ fn tell_assignee_of_failure(
         return Ok(());
     };
     let nonce = format!("{:x}f", pipeline.store.next_seq()?);
-    let cx = crate::agent::MailContext {
+    let cx = crate::core::agent::MailContext {
         config,
         signer: &pipeline.signer,
         now,
@@ -388,10 +391,10 @@ fn tell_assignee_of_failure(
         mail.recipients().join(", "),
         ticket.id
     );
-    let notice = crate::agent::agent_mail(
+    let notice = crate::core::agent::agent_mail(
         &ticket,
         agent,
-        &config.instance.name,
+        &config.desk.name,
         &format!("Delivery failed ({})", ticket.subject),
         &body,
         "delivery_failure",

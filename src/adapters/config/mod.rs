@@ -1,0 +1,421 @@
+//! Configuration: the TOML adapter. The file is read into its raw schema
+//! (`raw`: serde structs that reject unknown keys), checked (`validate`:
+//! every problem reported at once as `file:line:col: message`) and turned
+//! into a [`Config`]: what the shell runs with, plus the core's
+//! [`Settings`]. Secrets (`secret`) never print.
+//!
+//! [`parse`] is pure (text in, config or problems out); [`load`] reads the file.
+//! Relative paths in the config are taken relative to the working directory.
+
+pub use crate::core::settings::*;
+pub use secret::{Secret, SecretSource};
+pub use validate::{
+    DEFAULT_ACK_BODY, DEFAULT_ACK_SUBJECT, DEFAULT_CLOSED_BODY, DEFAULT_PENDING_CLOSED_BODY, DEFAULT_REMINDER_BODY,
+    DEFAULT_STATUS_BODY, DEFAULT_SURVEY_BODY,
+};
+
+mod raw;
+mod secret;
+mod validate;
+
+use raw::RawConfig;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use validate::Validator;
+
+/// Exit code for a bad configuration (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// A validated configuration: what the shell needs to run (paths, secrets,
+/// sources, transports, the store) and the [`Settings`] the core decides by,
+/// which the configuration also derefs to.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[instance]`.
+    pub instance: Instance,
+    /// `[http]`.
+    pub http: Http,
+    /// `[[mailbox]]`, at least one.
+    pub mailboxes: Vec<MailboxConfig>,
+    /// `[outgoing]`.
+    pub outgoing: Outgoing,
+    /// `[store]`.
+    pub store: crate::adapters::store::StoreSettings,
+    /// What the core reads.
+    pub settings: Settings,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+impl std::ops::DerefMut for Config {
+    fn deref_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+}
+
+impl Config {
+    /// The mailbox configuration by name.
+    pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
+        self.mailboxes.iter().find(|m| m.name == name)
+    }
+}
+
+/// `[instance]`: where we keep data and the secret (the desk's name, tag and
+/// time zone are in [`Settings::desk`]).
+#[derive(Clone, Debug)]
+pub struct Instance {
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Signs reply tokens and Message-IDs.
+    pub secret: SecretSource,
+    /// Create the secret file with random bytes when it is missing.
+    pub generate_secret: bool,
+}
+
+/// `[http]` (its `public_url` is in [`Settings::desk`]).
+#[derive(Clone, Debug)]
+pub struct Http {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// Bearer token source; required when `listen` is not a loopback address.
+    pub token: Option<SecretSource>,
+}
+
+/// One `[[mailbox]]`: a support address and where its mail comes from.
+#[derive(Clone, Debug)]
+pub struct MailboxConfig {
+    /// Short name, used for positions and logs (its address and queue are
+    /// in [`Settings::desk`]).
+    pub name: String,
+    /// IMAP or Maildir.
+    pub source: SourceConfig,
+}
+
+/// Where a mailbox's mail comes from.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// An IMAP folder.
+    Imap(ImapConfig),
+    /// A local Maildir.
+    Maildir {
+        /// The Maildir (with `new/`, `cur/`, `tmp/`).
+        path: PathBuf,
+    },
+}
+
+/// How a connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Implicit,
+    /// Plain, then STARTTLS before login.
+    Starttls,
+    /// No TLS: only allowed to a loopback host.
+    Plain,
+}
+
+/// `imap = { ... }` of a mailbox.
+#[derive(Clone, Debug)]
+pub struct ImapConfig {
+    /// Server host name.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// PEM file of extra trusted CAs (private CAs).
+    pub ca_file: Option<PathBuf>,
+    /// Login name.
+    pub username: String,
+    /// Password source.
+    pub password: SecretSource,
+    /// Folder to read.
+    pub folder: String,
+    /// Folder to move processed mail to; `None` flags it `\Seen` instead.
+    pub processed: Option<String>,
+    /// Use IDLE when the server offers it.
+    pub idle: bool,
+    /// How often to poll when not idling.
+    pub poll_interval: Duration,
+    /// How many messages one UID FETCH asks for.
+    pub batch_size: u32,
+}
+
+/// `[outgoing]`.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// SMTP or files.
+    pub transport: Transport,
+    /// How many attempts a temporary failure gets before the mail is marked failed.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt.
+    pub retry_base: Duration,
+}
+
+/// How mail leaves.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// An SMTP submission server.
+    Smtp(SmtpConfig),
+    /// One `.eml` file per mail in a folder.
+    File {
+        /// The folder.
+        path: PathBuf,
+    },
+}
+
+/// `smtp = { ... }`.
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    /// Server host name.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// PEM file of extra trusted CAs.
+    pub ca_file: Option<PathBuf>,
+    /// Login name, when the server wants AUTH.
+    pub username: Option<String>,
+    /// Password source, with `username`.
+    pub password: Option<SecretSource>,
+    /// Per-command timeout.
+    pub timeout: Duration,
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Each problem with its position.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            line: 1,
+            column: 1,
+            message: format!("cannot read config: {e}"),
+        }],
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        text,
+        problems: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let at = e.span().map(|s| s.start).unwrap_or(0);
+            v.problem(at, e.message().trim().to_string());
+            return Err(v.into_error(path));
+        }
+    };
+    let config = v.validate(raw, path);
+    match config {
+        Some(c) if v.problems.is_empty() => Ok(c),
+        _ => Err(v.into_error(path)),
+    }
+}
+
+/// Parses `30s`, `15m`, `2h`, `7d`, `1w` and sums like `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut saw_unit = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            saw_unit = false;
+            continue;
+        }
+        if c == ' ' {
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => {
+                return Err(format!("bad duration {s:?}: unknown unit {c:?} (use s, m, h, d, w)"));
+            }
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: a number must come before {c:?}"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+        saw_unit = true;
+    }
+    if !saw_unit || !num.is_empty() {
+        return Err(format!(
+            "bad duration {s:?}: expected a number and a unit, like \"2h\" or \"7d\""
+        ));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+// ---------------------------------------------------------------------------
+// Raw serde shapes.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: &[&str]) {
+        match parse(text, Path::new("t.toml")) {
+            Ok(_) => assert!(expected.is_empty(), "expected errors {expected:?}, got a valid config"),
+            Err(e) => {
+                let got: Vec<String> = e.to_string().lines().map(String::from).collect();
+                assert_eq!(got, expected);
+            }
+        }
+    }
+
+    const GOOD: &str = r#"
+[instance]
+name = "Example Support"
+data_dir = "var"
+secret_file = "var/secret"
+
+[[mailbox]]
+name = "support"
+address = "support@example.com"
+maildir = { path = "var/inbox" }
+
+[outgoing]
+file = { path = "var/outbox" }
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        check(GOOD, &[]);
+        let c = parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.desk.message_id_domain, "example.com");
+        assert_eq!(c.automation.reopen_window, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn unknown_key_named_with_position() {
+        let text = GOOD.replace("data_dir = \"var\"", "data_dir = \"var\"\ncolour = \"blue\"");
+        let e = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:5:1: unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_reported_at_once() {
+        let text = GOOD
+            .replace("address = \"support@example.com\"", "address = \"support\"")
+            .replace("[outgoing]", "[automation]\nreopen_window = \"7 days\"\n\n[outgoing]");
+        check(
+            &text,
+            &[
+                "t.toml:9:11: mailbox address \"support\" is not an email address (expected local@domain)",
+                "t.toml:13:17: bad duration \"7 days\": unknown unit 'a' (use s, m, h, d, w)",
+            ],
+        );
+    }
+
+    #[test]
+    fn plain_imap_only_to_loopback() {
+        let text = GOOD.replace(
+            "maildir = { path = \"var/inbox\" }",
+            "imap = { host = \"imap.example.com\", tls = \"plain\", username = \"u\", password_env = \"P\" }",
+        );
+        check(
+            &text,
+            &["t.toml:10:8: imap tls = \"plain\" is only allowed to a loopback host, not \"imap.example.com\""],
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_reported_at_their_position() {
+        let text = format!(
+            "{GOOD}\n[[rule]]\nname = \"r\"\nwhen.subject = \"(unclosed\"\nwhen.colour = \"x\"\nset.priority = \"asap\"\n"
+        );
+        let e = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 3, "{e}");
+        assert!(
+            lines[0].starts_with("t.toml:17:16: when.subject: bad regex \"(unclosed\""),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("t.toml:18:15: unknown condition when.colour"),
+            "{e}"
+        );
+        assert!(lines[2].starts_with("t.toml:19:16: set.priority \"asap\""), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        let table = [
+            ("30s", 30),
+            ("15m", 900),
+            ("2h", 7200),
+            ("7d", 604_800),
+            ("1h30m", 5400),
+            ("1w", 604_800),
+        ];
+        for (text, secs) in table {
+            assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
+        }
+        for bad in ["", "7", "d", "7x", "h7"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}

@@ -1,0 +1,309 @@
+//! The raw schema of the configuration file: serde structs with
+//! `deny_unknown_fields` and spans, exactly as written, before any check.
+
+use super::TlsMode;
+use crate::core::settings::AssignStrategy;
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) instance: Spanned<RawInstance>,
+    #[serde(default)]
+    pub(super) http: Option<RawHttp>,
+    #[serde(default)]
+    pub(super) mailbox: Vec<Spanned<RawMailbox>>,
+    pub(super) outgoing: Spanned<RawOutgoing>,
+    #[serde(default)]
+    pub(super) automation: Option<RawAutomation>,
+    #[serde(default)]
+    pub(super) templates: Option<RawTemplates>,
+    #[serde(default)]
+    pub(super) limits: Option<RawLimits>,
+    #[serde(default)]
+    pub(super) store: Option<Spanned<RawStore>>,
+    #[serde(default)]
+    pub(super) security: Option<RawSecurity>,
+    #[serde(default)]
+    pub(super) agent: Vec<Spanned<RawAgent>>,
+    #[serde(default)]
+    pub(super) queue: Vec<Spanned<RawQueue>>,
+    #[serde(default)]
+    pub(super) rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub(super) calendar: std::collections::BTreeMap<String, Spanned<RawCalendar>>,
+    #[serde(default)]
+    pub(super) sla: std::collections::BTreeMap<String, Spanned<RawSla>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCalendar {
+    #[serde(default = "default_tz")]
+    pub(super) timezone: Spanned<String>,
+    #[serde(default)]
+    pub(super) hours: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub(super) holidays: Vec<Spanned<String>>,
+    pub(super) holidays_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSla {
+    pub(super) priority: Option<Spanned<String>>,
+    pub(super) queue: Option<String>,
+    #[serde(default = "default_calendar")]
+    pub(super) calendar: Spanned<String>,
+    pub(super) first_response: Option<Spanned<String>>,
+    pub(super) next_response: Option<Spanned<String>>,
+    pub(super) resolution: Option<Spanned<String>>,
+    pub(super) warn_at: Option<Spanned<String>>,
+    pub(super) on_breach: Option<Spanned<RawOnBreach>>,
+}
+
+fn default_calendar() -> Spanned<String> {
+    Spanned::new(0..0, "24x7".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOnBreach {
+    #[serde(default)]
+    pub(super) notify: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) raise_priority: bool,
+    pub(super) reassign: Option<Spanned<String>>,
+    pub(super) queue: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) name: Spanned<String>,
+    #[serde(default)]
+    pub(super) when: std::collections::BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) set: Option<Spanned<RawRuleSet>>,
+    #[serde(default, rename = "continue")]
+    pub(super) cont: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRuleSet {
+    pub(super) queue: Option<Spanned<String>>,
+    pub(super) priority: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    pub(super) kind: Option<String>,
+    #[serde(default)]
+    pub(super) tags: Vec<String>,
+    pub(super) assignee: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInstance {
+    pub(super) name: String,
+    #[serde(default = "default_tag")]
+    pub(super) subject_tag: Spanned<String>,
+    pub(super) data_dir: String,
+    #[serde(default = "default_tz")]
+    pub(super) timezone: Spanned<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) secret_env: Option<String>,
+    #[serde(default)]
+    pub(super) generate_secret: bool,
+    pub(super) message_id_domain: Option<String>,
+}
+
+fn default_tag() -> Spanned<String> {
+    Spanned::new(0..0, "Support".to_string())
+}
+fn default_tz() -> Spanned<String> {
+    Spanned::new(0..0, "UTC".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    #[serde(default = "default_listen")]
+    pub(super) listen: Spanned<String>,
+    pub(super) public_url: Option<String>,
+    pub(super) token_file: Option<String>,
+    pub(super) token_env: Option<String>,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8025".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMailbox {
+    pub(super) name: Spanned<String>,
+    pub(super) address: Spanned<String>,
+    #[serde(default = "default_queue")]
+    pub(super) queue: String,
+    pub(super) imap: Option<Spanned<RawImap>>,
+    pub(super) maildir: Option<RawMaildir>,
+}
+
+fn default_queue() -> String {
+    "general".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImap {
+    pub(super) host: String,
+    pub(super) port: Option<u16>,
+    #[serde(default = "default_tls")]
+    pub(super) tls: TlsMode,
+    pub(super) ca_file: Option<String>,
+    pub(super) username: String,
+    pub(super) password_file: Option<String>,
+    pub(super) password_env: Option<String>,
+    #[serde(default = "default_folder")]
+    pub(super) folder: String,
+    pub(super) processed: Option<String>,
+    #[serde(default = "yes")]
+    pub(super) idle: bool,
+    pub(super) poll_interval: Option<Spanned<String>>,
+    pub(super) batch_size: Option<u32>,
+}
+
+fn default_tls() -> TlsMode {
+    TlsMode::Implicit
+}
+fn default_folder() -> String {
+    "INBOX".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMaildir {
+    pub(super) path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutgoing {
+    pub(super) smtp: Option<Spanned<RawSmtp>>,
+    pub(super) file: Option<RawFile>,
+    pub(super) max_attempts: Option<u32>,
+    pub(super) retry_base: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSmtp {
+    pub(super) host: String,
+    pub(super) port: Option<u16>,
+    #[serde(default = "default_smtp_tls")]
+    pub(super) tls: TlsMode,
+    pub(super) ca_file: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password_file: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) timeout: Option<Spanned<String>>,
+}
+
+fn default_smtp_tls() -> TlsMode {
+    TlsMode::Starttls
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub(super) path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAutomation {
+    pub(super) acknowledge: Option<bool>,
+    pub(super) reopen_window: Option<Spanned<String>>,
+    pub(super) ack_limit_per_hour: Option<u32>,
+    pub(super) notification_limit_per_hour: Option<u32>,
+    pub(super) plus_addressing: Option<bool>,
+    pub(super) collision_window: Option<Spanned<String>>,
+    pub(super) auto_close_resolved_after: Option<Spanned<String>>,
+    pub(super) pending_reminder_after: Option<Spanned<String>>,
+    pub(super) pending_close_after: Option<Spanned<String>>,
+    pub(super) csat: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTemplates {
+    pub(super) acknowledgement: Option<Spanned<RawTemplate>>,
+    pub(super) pending_reminder: Option<Spanned<RawTemplate>>,
+    pub(super) pending_closed: Option<Spanned<RawTemplate>>,
+    pub(super) closed: Option<Spanned<RawTemplate>>,
+    pub(super) survey: Option<Spanned<RawTemplate>>,
+    pub(super) status_reply: Option<Spanned<RawTemplate>>,
+    #[serde(default)]
+    pub(super) canned: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecurity {
+    #[serde(default)]
+    pub(super) trusted_authserv_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTemplate {
+    pub(super) subject: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) body_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) backend: Option<Spanned<String>>,
+    pub(super) cache_mb: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_message_bytes: Option<usize>,
+    pub(super) max_parts: Option<usize>,
+    pub(super) max_headers: Option<usize>,
+    pub(super) max_participants: Option<usize>,
+    pub(super) max_references: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub(super) name: Spanned<String>,
+    pub(super) email: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) emails: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) queues: Vec<String>,
+    pub(super) max_open: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    pub(super) name: Spanned<String>,
+    #[serde(default = "default_assign")]
+    pub(super) assign: AssignStrategy,
+    pub(super) lead: Option<Spanned<String>>,
+}
+
+fn default_assign() -> AssignStrategy {
+    AssignStrategy::None
+}

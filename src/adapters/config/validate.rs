@@ -1,0 +1,801 @@
+//! Validation: the raw schema checked against everything postdesk needs
+//! (addresses, durations, patterns, references between tables, secrets'
+//! sources), every problem collected with its line and column, and the
+//! validated [`Config`] and core [`Settings`] built.
+
+use super::raw::*;
+use super::*;
+use toml::Spanned;
+
+/// The default acknowledgement.
+pub const DEFAULT_ACK_SUBJECT: &str = "{{ticket.subject}}";
+/// The default acknowledgement body.
+pub const DEFAULT_ACK_BODY: &str = "Hello {{requester.name}},
+
+thank you for writing to {{instance.name}}. We have opened ticket #{{ticket.id}}
+for your request \"{{ticket.subject}}\" and will answer as soon as we can.
+
+To add anything, just reply to this mail.
+
+-- 
+{{instance.name}}
+";
+
+/// The default pending reminder body.
+pub const DEFAULT_REMINDER_BODY: &str = "Hello {{requester.name}},
+
+we are waiting for your answer on ticket #{{ticket.id}} (\"{{ticket.subject}}\").
+Just reply to this mail when you can.
+
+-- 
+{{instance.name}}
+";
+/// The default body when a pending ticket is closed.
+pub const DEFAULT_PENDING_CLOSED_BODY: &str = "Hello {{requester.name}},
+
+we have not heard back about ticket #{{ticket.id}} (\"{{ticket.subject}}\"), so we closed it.
+If you still need help, reply to this mail and we will open a new ticket.
+
+-- 
+{{instance.name}}
+";
+/// The default body when a resolved ticket is closed.
+pub const DEFAULT_CLOSED_BODY: &str = "Hello {{requester.name}},
+
+ticket #{{ticket.id}} (\"{{ticket.subject}}\") is now closed. If you need anything
+else, reply to this mail and we will open a new ticket.
+
+-- 
+{{instance.name}}
+";
+/// The default satisfaction survey body.
+pub const DEFAULT_SURVEY_BODY: &str = "Hello {{requester.name}},
+
+ticket #{{ticket.id}} (\"{{ticket.subject}}\") is resolved. How did we do?
+Reply with a single number from 1 (poor) to 5 (excellent), and a comment if you like.
+{{survey.link}}
+-- 
+{{instance.name}}
+";
+/// The default answer to a `status` mail.
+pub const DEFAULT_STATUS_BODY: &str = "Hello {{requester.name}},
+
+ticket #{{ticket.id}} (\"{{ticket.subject}}\") is {{ticket.status}}.
+
+Latest update:
+{{ticket.latest_update}}
+
+-- 
+{{instance.name}}
+";
+
+pub(super) struct Validator<'a> {
+    pub(super) text: &'a str,
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    pub(super) fn problem(&mut self, at: usize, message: String) {
+        let at = at.min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        self.problems.push(Problem { line, column, message });
+    }
+
+    pub(super) fn into_error(mut self, path: &Path) -> ConfigError {
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        ConfigError {
+            file: path.to_path_buf(),
+            problems: self.problems,
+        }
+    }
+
+    fn template(&mut self, raw: Option<Spanned<RawTemplate>>, subject: &str, body: &str) -> Template {
+        let mut out = Template {
+            subject: subject.into(),
+            body: body.into(),
+        };
+        if let Some(t) = raw {
+            let tspan = t.span();
+            let t = t.into_inner();
+            if let Some(s) = t.subject {
+                out.subject = s;
+            }
+            match (t.body, t.body_file) {
+                (Some(b), None) => out.body = b,
+                (None, Some(f)) => match std::fs::read_to_string(&f) {
+                    Ok(b) => out.body = b,
+                    Err(e) => self.problem(tspan.start, format!("cannot read template body_file {f:?}: {e}")),
+                },
+                (Some(_), Some(_)) => self.problem(tspan.start, "template: give body or body_file, not both".into()),
+                (None, None) => {}
+            }
+        }
+        out
+    }
+
+    fn duration(&mut self, raw: &Option<Spanned<String>>, default: Duration) -> Duration {
+        match raw {
+            None => default,
+            Some(s) => match parse_duration(s.get_ref()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.problem(s.span().start, e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn address(&mut self, raw: &Spanned<String>, what: &str) -> String {
+        let a = raw.get_ref().trim().to_ascii_lowercase();
+        let (local, domain) = split_address(&a);
+        if local.is_empty() || domain.is_empty() || a.contains(char::is_whitespace) || a.contains(['<', '>', ',']) {
+            self.problem(
+                raw.span().start,
+                format!(
+                    "{what} {:?} is not an email address (expected local@domain)",
+                    raw.get_ref()
+                ),
+            );
+        }
+        a
+    }
+
+    fn secret(&mut self, at: usize, file: &Option<String>, env: &Option<String>, what: &str) -> Option<SecretSource> {
+        match (file, env) {
+            (Some(f), None) => Some(SecretSource::File(PathBuf::from(f))),
+            (None, Some(e)) => Some(SecretSource::Env(e.clone())),
+            (Some(_), Some(_)) => {
+                self.problem(at, format!("{what}: give either a _file or an _env, not both"));
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    pub(super) fn validate(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
+        let inst_span = raw.instance.span();
+        let ri = raw.instance.into_inner();
+        let secret = match self.secret(inst_span.start, &ri.secret_file, &ri.secret_env, "instance secret") {
+            Some(s) => s,
+            None => {
+                self.problem(
+                    inst_span.start,
+                    "[instance] needs secret_file or secret_env (the key that signs reply tokens)".into(),
+                );
+                SecretSource::Env(String::new())
+            }
+        };
+        if ri.timezone.get_ref() != "UTC" && jiff::tz::TimeZone::get(ri.timezone.get_ref()).is_err() {
+            self.problem(
+                ri.timezone.span().start,
+                format!(
+                    "unknown time zone {:?} (expected an IANA name like \"Europe/Berlin\")",
+                    ri.timezone.get_ref()
+                ),
+            );
+        }
+        let tag = ri.subject_tag.get_ref().trim().to_string();
+        if tag.is_empty() || tag.contains(['[', ']', '#', '\r', '\n']) {
+            self.problem(
+                ri.subject_tag.span().start,
+                "subject_tag must be a non-empty word without [, ] or #".into(),
+            );
+        }
+
+        let default_listen: SocketAddr = "127.0.0.1:8025".parse().expect("static address");
+        let public_url = raw
+            .http
+            .as_ref()
+            .and_then(|h| h.public_url.as_ref())
+            .map(|u| u.trim_end_matches('/').to_string());
+        let http = match raw.http {
+            None => Http {
+                listen: default_listen,
+                token: None,
+            },
+            Some(h) => {
+                let listen = match h.listen.get_ref().parse::<SocketAddr>() {
+                    Ok(l) => l,
+                    Err(_) => {
+                        self.problem(
+                            h.listen.span().start,
+                            format!(
+                                "listen {:?} is not an address:port like \"127.0.0.1:8025\"",
+                                h.listen.get_ref()
+                            ),
+                        );
+                        default_listen
+                    }
+                };
+                let token = self.secret(h.listen.span().start, &h.token_file, &h.token_env, "http token");
+                if !listen.ip().is_loopback() && token.is_none() {
+                    self.problem(
+                        h.listen.span().start,
+                        format!("listen {listen} is beyond loopback: set token_file or token_env for a bearer token"),
+                    );
+                }
+                Http { listen, token }
+            }
+        };
+
+        // Each mailbox with its address and queue (the core's part of it).
+        let mut mailboxes: Vec<(MailboxConfig, String, String)> = Vec::new();
+        if raw.mailbox.is_empty() {
+            self.problem(0, "at least one [[mailbox]] is needed".into());
+        }
+        for m in raw.mailbox {
+            let span = m.span();
+            let m = m.into_inner();
+            let name = m.name.get_ref().clone();
+            if mailboxes.iter().any(|(o, _, _)| o.name == name) {
+                self.problem(m.name.span().start, format!("mailbox name {name:?} is used twice"));
+            }
+            let address = self.address(&m.address, "mailbox address");
+            let source = match (m.imap, m.maildir) {
+                (Some(imap), None) => {
+                    let ispan = imap.span();
+                    let i = imap.into_inner();
+                    let password = self
+                        .secret(ispan.start, &i.password_file, &i.password_env, "imap password")
+                        .unwrap_or_else(|| {
+                            self.problem(ispan.start, "imap needs password_file or password_env".into());
+                            SecretSource::Env(String::new())
+                        });
+                    if i.tls == TlsMode::Plain && !is_loopback(&i.host) {
+                        self.problem(
+                            ispan.start,
+                            format!(
+                                "imap tls = \"plain\" is only allowed to a loopback host, not {:?}",
+                                i.host
+                            ),
+                        );
+                    }
+                    let poll_interval = self.duration(&i.poll_interval, Duration::from_secs(60));
+                    SourceConfig::Imap(ImapConfig {
+                        port: i.port.unwrap_or(match i.tls {
+                            TlsMode::Implicit => 993,
+                            _ => 143,
+                        }),
+                        host: i.host,
+                        tls: i.tls,
+                        ca_file: i.ca_file.map(PathBuf::from),
+                        username: i.username,
+                        password,
+                        folder: i.folder,
+                        processed: i.processed,
+                        idle: i.idle,
+                        poll_interval,
+                        batch_size: i.batch_size.unwrap_or(200).max(1),
+                    })
+                }
+                (None, Some(md)) => SourceConfig::Maildir {
+                    path: PathBuf::from(md.path),
+                },
+                _ => {
+                    self.problem(
+                        span.start,
+                        format!("mailbox {name:?} needs exactly one of imap or maildir"),
+                    );
+                    continue;
+                }
+            };
+            mailboxes.push((MailboxConfig { name, source }, address, m.queue));
+        }
+
+        let out_span = raw.outgoing.span();
+        let ro = raw.outgoing.into_inner();
+        let transport = match (ro.smtp, ro.file) {
+            (Some(smtp), None) => {
+                let sspan = smtp.span();
+                let s = smtp.into_inner();
+                let password = self.secret(sspan.start, &s.password_file, &s.password_env, "smtp password");
+                if s.username.is_some() != password.is_some() {
+                    self.problem(
+                        sspan.start,
+                        "smtp username and password_file/password_env go together".into(),
+                    );
+                }
+                if s.tls == TlsMode::Plain && !is_loopback(&s.host) {
+                    self.problem(
+                        sspan.start,
+                        format!(
+                            "smtp tls = \"plain\" is only allowed to a loopback host, not {:?}",
+                            s.host
+                        ),
+                    );
+                }
+                let timeout = self.duration(&s.timeout, Duration::from_secs(30));
+                Transport::Smtp(SmtpConfig {
+                    port: s.port.unwrap_or(match s.tls {
+                        TlsMode::Implicit => 465,
+                        TlsMode::Starttls => 587,
+                        TlsMode::Plain => 25,
+                    }),
+                    host: s.host,
+                    tls: s.tls,
+                    ca_file: s.ca_file.map(PathBuf::from),
+                    username: s.username,
+                    password,
+                    timeout,
+                })
+            }
+            (None, Some(f)) => Transport::File {
+                path: PathBuf::from(f.path),
+            },
+            _ => {
+                self.problem(out_span.start, "[outgoing] needs exactly one of smtp or file".into());
+                Transport::File { path: PathBuf::new() }
+            }
+        };
+        let outgoing = Outgoing {
+            transport,
+            max_attempts: ro.max_attempts.unwrap_or(8).max(1),
+            retry_base: self.duration(&ro.retry_base, Duration::from_secs(30)),
+        };
+
+        let ra = raw.automation.unwrap_or(RawAutomation {
+            acknowledge: None,
+            reopen_window: None,
+            ack_limit_per_hour: None,
+            notification_limit_per_hour: None,
+            plus_addressing: None,
+            collision_window: None,
+            auto_close_resolved_after: None,
+            pending_reminder_after: None,
+            pending_close_after: None,
+            csat: None,
+        });
+        let automation = Automation {
+            acknowledge: ra.acknowledge.unwrap_or(true),
+            reopen_window: self.duration(&ra.reopen_window, Duration::from_secs(7 * 86_400)),
+            ack_limit_per_hour: ra.ack_limit_per_hour.unwrap_or(5),
+            notification_limit_per_hour: ra.notification_limit_per_hour.unwrap_or(100),
+            plus_addressing: ra.plus_addressing.unwrap_or(true),
+            collision_window: self.duration(&ra.collision_window, Duration::from_secs(10 * 60)),
+            auto_close_resolved_after: ra
+                .auto_close_resolved_after
+                .as_ref()
+                .map(|d| self.duration(&Some(d.clone()), Duration::ZERO)),
+            pending_reminder_after: ra
+                .pending_reminder_after
+                .as_ref()
+                .map(|d| self.duration(&Some(d.clone()), Duration::ZERO)),
+            pending_close_after: ra
+                .pending_close_after
+                .as_ref()
+                .map(|d| self.duration(&Some(d.clone()), Duration::ZERO)),
+            csat: ra.csat.unwrap_or(false),
+        };
+
+        let mut rt = raw.templates.unwrap_or(RawTemplates {
+            acknowledgement: None,
+            pending_reminder: None,
+            pending_closed: None,
+            closed: None,
+            survey: None,
+            status_reply: None,
+            canned: Default::default(),
+        });
+        let canned = std::mem::take(&mut rt.canned);
+        let acknowledgement = self.template(rt.acknowledgement, DEFAULT_ACK_SUBJECT, DEFAULT_ACK_BODY);
+        let pending_reminder = self.template(rt.pending_reminder, "{{ticket.subject}}", DEFAULT_REMINDER_BODY);
+        let pending_closed = self.template(rt.pending_closed, "{{ticket.subject}}", DEFAULT_PENDING_CLOSED_BODY);
+        let closed = self.template(rt.closed, "{{ticket.subject}}", DEFAULT_CLOSED_BODY);
+        let survey = self.template(rt.survey, "How did we do? {{ticket.subject}}", DEFAULT_SURVEY_BODY);
+        let status_reply = self.template(rt.status_reply, "Status: {{ticket.subject}}", DEFAULT_STATUS_BODY);
+
+        let rl = raw.limits.unwrap_or(RawLimits {
+            max_message_bytes: None,
+            max_parts: None,
+            max_headers: None,
+            max_participants: None,
+            max_references: None,
+        });
+        let d = Limits::default();
+        let limits = Limits {
+            max_message_bytes: rl.max_message_bytes.unwrap_or(d.max_message_bytes),
+            max_parts: rl.max_parts.unwrap_or(d.max_parts),
+            max_headers: rl.max_headers.unwrap_or(d.max_headers),
+            max_participants: rl.max_participants.unwrap_or(d.max_participants),
+            max_references: rl.max_references.unwrap_or(d.max_references).max(2),
+        };
+
+        let mut store = crate::adapters::store::StoreSettings::default();
+        if let Some(rs) = raw.store {
+            let rs = rs.into_inner();
+            if let Some(b) = &rs.backend
+                && b.get_ref() != "sled"
+            {
+                self.problem(
+                    b.span().start,
+                    format!(
+                        "store backend {:?}: expected \"sled\" (the embedded store)",
+                        b.get_ref()
+                    ),
+                );
+            }
+            if let Some(mb) = &rs.cache_mb {
+                match *mb.get_ref() {
+                    4..=65536 => store.cache_bytes = mb.get_ref() * 1024 * 1024,
+                    n => self.problem(mb.span().start, format!("cache_mb = {n}: expected 4 to 65536 (MiB)")),
+                }
+            }
+        }
+
+        let mut queues: Vec<Queue> = Vec::new();
+        for q in raw.queue {
+            let q = q.into_inner();
+            let name = q.name.get_ref().clone();
+            if queues.iter().any(|o| o.name == name) {
+                self.problem(q.name.span().start, format!("queue {name:?} is defined twice"));
+            }
+            let lead = q.lead.as_ref().map(|l| self.address(l, "queue lead"));
+            queues.push(Queue {
+                name,
+                assign: q.assign,
+                lead,
+            });
+        }
+
+        let mut agents: Vec<Agent> = Vec::new();
+        for a in raw.agent {
+            let aspan = a.span();
+            let a = a.into_inner();
+            let name = a.name.get_ref().clone();
+            if agents
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case(&name) || slug(&o.name) == slug(&name))
+            {
+                self.problem(a.name.span().start, format!("agent {name:?} is defined twice"));
+            }
+            if slug(&name).is_empty() {
+                self.problem(
+                    a.name.span().start,
+                    format!("agent name {name:?} needs at least one letter or digit"),
+                );
+            }
+            let mut emails = Vec::new();
+            for e in a.email.iter().chain(a.emails.iter()) {
+                let addr = self.address(e, "agent email");
+                if agents.iter().any(|o| o.emails.contains(&addr)) {
+                    self.problem(e.span().start, format!("address {addr:?} belongs to two agents"));
+                }
+                emails.push(addr);
+            }
+            if emails.is_empty() {
+                self.problem(aspan.start, format!("agent {name:?} needs email or emails"));
+            }
+            agents.push(Agent {
+                name,
+                emails,
+                queues: a.queues,
+                max_open: a.max_open,
+            });
+        }
+
+        let mut rules = Vec::new();
+        for r in raw.rule {
+            let r = r.into_inner();
+            let mut when = Vec::new();
+            for (key, value) in &r.when {
+                let at = value.span().start;
+                let (negate, base) = match key.strip_prefix("not_") {
+                    Some(b) => (true, b),
+                    None => (false, key.as_str()),
+                };
+                if base == "has_attachment" {
+                    match value.get_ref().as_bool() {
+                        Some(b) => when.push(Condition::HasAttachment(b != negate)),
+                        None => self.problem(at, format!("when.{key} must be true or false")),
+                    }
+                    continue;
+                }
+                let field = match base {
+                    "subject" => Field::Subject,
+                    "body" => Field::Body,
+                    "from" => Field::From,
+                    "to" => Field::To,
+                    "cc" => Field::Cc,
+                    "mailbox" => Field::Mailbox,
+                    h if h.starts_with("header.") && h.len() > 7 => Field::Header(h[7..].to_ascii_lowercase()),
+                    _ => {
+                        self.problem(
+                            at,
+                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, each optionally with not_)"),
+                        );
+                        continue;
+                    }
+                };
+                let texts: Vec<String> = match value.get_ref() {
+                    toml::Value::String(s) => vec![s.clone()],
+                    toml::Value::Array(a) if a.iter().all(|v| v.is_str()) && !a.is_empty() => {
+                        a.iter().filter_map(|v| v.as_str().map(String::from)).collect()
+                    }
+                    _ => {
+                        self.problem(at, format!("when.{key} must be a regex string or a list of them"));
+                        continue;
+                    }
+                };
+                let mut patterns = Vec::new();
+                for t in texts {
+                    match regex::RegexBuilder::new(&t).size_limit(1 << 20).build() {
+                        Ok(re) => patterns.push(re),
+                        Err(e) => {
+                            let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
+                            self.problem(at, format!("when.{key}: bad regex {t:?}: {first}"));
+                        }
+                    }
+                }
+                when.push(Condition::Matches {
+                    field,
+                    key: key.clone(),
+                    patterns,
+                    negate,
+                });
+            }
+            let mut set = RuleActions::default();
+            if let Some(rs) = r.set {
+                let rs = rs.into_inner();
+                if let Some(q) = rs.queue {
+                    if !queues.is_empty() && !queues.iter().any(|x| &x.name == q.get_ref()) {
+                        self.problem(
+                            q.span().start,
+                            format!("set.queue {:?} is not a [[queue]]", q.get_ref()),
+                        );
+                    }
+                    set.queue = Some(q.into_inner());
+                }
+                if let Some(p) = rs.priority {
+                    use crate::core::model::Priority;
+                    set.priority = match p.get_ref().as_str() {
+                        "low" => Some(Priority::Low),
+                        "normal" => Some(Priority::Normal),
+                        "high" => Some(Priority::High),
+                        "urgent" => Some(Priority::Urgent),
+                        other => {
+                            self.problem(
+                                p.span().start,
+                                format!("set.priority {other:?}: expected low, normal, high or urgent"),
+                            );
+                            None
+                        }
+                    };
+                }
+                set.kind = rs.kind;
+                set.tags = rs.tags;
+                if let Some(a) = rs.assignee {
+                    match agents.iter().find(|x| {
+                        x.name.eq_ignore_ascii_case(a.get_ref()) || x.emails.contains(&a.get_ref().to_ascii_lowercase())
+                    }) {
+                        Some(agent) => set.assignee = Some(agent.name.clone()),
+                        None => self.problem(
+                            a.span().start,
+                            format!("set.assignee {:?} is not an [[agent]]", a.get_ref()),
+                        ),
+                    }
+                }
+            }
+            rules.push(Rule {
+                name: r.name.into_inner(),
+                when,
+                set,
+                cont: r.cont,
+            });
+        }
+
+        let mut calendars = std::collections::BTreeMap::new();
+        calendars.insert("24x7".to_string(), crate::core::calendar::Calendar::TwentyFourSeven);
+        for (name, c) in raw.calendar {
+            let cspan = c.span();
+            let c = c.into_inner();
+            let tz = match jiff::tz::TimeZone::get(c.timezone.get_ref()) {
+                Ok(tz) => tz,
+                Err(_) => {
+                    self.problem(
+                        c.timezone.span().start,
+                        format!("unknown time zone {:?}", c.timezone.get_ref()),
+                    );
+                    jiff::tz::TimeZone::UTC
+                }
+            };
+            let mut week: [Vec<(jiff::civil::Time, jiff::civil::Time)>; 7] = Default::default();
+            const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+            for (day, ranges) in &c.hours {
+                match DAYS.iter().position(|d| d == day) {
+                    None => self.problem(
+                        ranges.span().start,
+                        format!("hours.{day}: expected mon, tue, wed, thu, fri, sat or sun"),
+                    ),
+                    Some(i) => match crate::core::calendar::parse_ranges(ranges.get_ref()) {
+                        Ok(r) => week[i] = r,
+                        Err(e) => self.problem(ranges.span().start, format!("hours.{day}: {e}")),
+                    },
+                }
+            }
+            if week.iter().all(|d| d.is_empty()) {
+                self.problem(cspan.start, format!("calendar {name:?} has no working hours"));
+            }
+            let mut holidays = std::collections::BTreeSet::new();
+            for h in &c.holidays {
+                match h.get_ref().parse::<jiff::civil::Date>() {
+                    Ok(d) => {
+                        holidays.insert(d);
+                    }
+                    Err(_) => self.problem(
+                        h.span().start,
+                        format!("holiday {:?} is not a date like 2026-12-24", h.get_ref()),
+                    ),
+                }
+            }
+            if let Some(f) = &c.holidays_file {
+                match std::fs::read_to_string(f.get_ref())
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| crate::core::calendar::parse_ics_dates(&t))
+                {
+                    Ok(dates) => holidays.extend(dates),
+                    Err(e) => self.problem(f.span().start, format!("holidays_file {:?}: {e}", f.get_ref())),
+                }
+            }
+            calendars.insert(name, crate::core::calendar::Calendar::Hours { tz, week, holidays });
+        }
+        let mut sla = Vec::new();
+        for (name, p) in raw.sla {
+            let pspan = p.span();
+            let p = p.into_inner();
+            use crate::core::model::Priority;
+            let prio_text = p
+                .priority
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_else(|| name.clone());
+            let priority = match prio_text.as_str() {
+                "low" => Priority::Low,
+                "normal" => Priority::Normal,
+                "high" => Priority::High,
+                "urgent" => Priority::Urgent,
+                other => {
+                    let at = p.priority.as_ref().map(|s| s.span().start).unwrap_or(pspan.start);
+                    self.problem(at, format!("sla.{name}: priority {other:?} is not low, normal, high or urgent (name the policy after a priority or set priority = ...)"));
+                    continue;
+                }
+            };
+            if !calendars.contains_key(p.calendar.get_ref()) {
+                self.problem(
+                    p.calendar.span().start,
+                    format!("sla.{name}: no calendar {:?}", p.calendar.get_ref()),
+                );
+            }
+            let target = |v: &mut Self, d: &Option<Spanned<String>>| {
+                d.as_ref().map(|d| v.duration(&Some(d.clone()), Duration::ZERO))
+            };
+            let first_response = target(self, &p.first_response);
+            let next_response = target(self, &p.next_response);
+            let resolution = target(self, &p.resolution);
+            let warn_at = match &p.warn_at {
+                None => 75,
+                Some(w) => match w.get_ref().trim_end_matches('%').trim().parse::<u32>() {
+                    Ok(n) if (1..=99).contains(&n) => n,
+                    _ => {
+                        self.problem(
+                            w.span().start,
+                            format!("warn_at {:?}: expected a percentage like \"75%\"", w.get_ref()),
+                        );
+                        75
+                    }
+                },
+            };
+            let mut on_breach = OnBreach::default();
+            if let Some(b) = p.on_breach {
+                let b = b.into_inner();
+                on_breach.notify = b.notify.iter().map(|a| self.address(a, "on_breach.notify")).collect();
+                on_breach.raise_priority = b.raise_priority;
+                if let Some(r) = b.reassign {
+                    match agents.iter().find(|a| {
+                        a.name.eq_ignore_ascii_case(r.get_ref()) || a.emails.contains(&r.get_ref().to_ascii_lowercase())
+                    }) {
+                        Some(a) => on_breach.reassign = Some(a.name.clone()),
+                        None => self.problem(
+                            r.span().start,
+                            format!("on_breach.reassign {:?} is not an [[agent]]", r.get_ref()),
+                        ),
+                    }
+                }
+                if let Some(q) = b.queue {
+                    if !queues.is_empty() && !queues.iter().any(|x| &x.name == q.get_ref()) {
+                        self.problem(
+                            q.span().start,
+                            format!("on_breach.queue {:?} is not a [[queue]]", q.get_ref()),
+                        );
+                    }
+                    on_breach.queue = Some(q.into_inner());
+                }
+            }
+            sla.push(SlaPolicy {
+                name,
+                priority,
+                queue: p.queue,
+                calendar: p.calendar.into_inner(),
+                first_response,
+                next_response,
+                resolution,
+                warn_at,
+                on_breach,
+            });
+        }
+
+        let domain = ri
+            .message_id_domain
+            .clone()
+            .or_else(|| mailboxes.first().map(|(_, a, _)| split_address(a).1.to_string()))
+            .unwrap_or_else(|| "postdesk.invalid".into());
+
+        let addresses = mailboxes
+            .iter()
+            .map(|(m, address, queue)| DeskAddress {
+                mailbox: m.name.clone(),
+                address: address.clone(),
+                queue: queue.clone(),
+            })
+            .collect();
+        Some(Config {
+            path: path.to_path_buf(),
+            instance: Instance {
+                data_dir: PathBuf::from(ri.data_dir),
+                secret,
+                generate_secret: ri.generate_secret,
+            },
+            http,
+            mailboxes: mailboxes.into_iter().map(|(m, _, _)| m).collect(),
+            outgoing,
+            store,
+            settings: Settings {
+                desk: Desk {
+                    name: ri.name,
+                    subject_tag: tag,
+                    timezone: ri.timezone.into_inner(),
+                    message_id_domain: domain,
+                    public_url,
+                    addresses,
+                },
+                automation,
+                templates: Templates {
+                    acknowledgement,
+                    pending_reminder,
+                    pending_closed,
+                    closed,
+                    survey,
+                    status_reply,
+                    canned,
+                },
+                security: Security {
+                    trusted_authserv_ids: raw
+                        .security
+                        .map(|s| {
+                            s.trusted_authserv_ids
+                                .into_iter()
+                                .map(|i| i.to_ascii_lowercase())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
+                limits,
+                agents,
+                queues,
+                rules,
+                calendars,
+                sla,
+            },
+        })
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
