@@ -91,33 +91,27 @@ fn redact_json(v: &mut serde_json::Value) {
     }
 }
 
-/// The histories a report over `[since, until)` needs: tickets with events
-/// from `since`'s day on and the active ones (read through the activity and
-/// status indexes, not every ticket), with their event logs.
-pub fn histories(store: &dyn Store, since: Option<Timestamp>) -> Result<Vec<crate::core::report::History>, StoreError> {
-    let mut out = Vec::new();
-    for id in store.report_tickets(since)? {
-        if let Some(ticket) = store.ticket(id)? {
-            let events = store.events(ticket.id)?;
-            out.push(crate::core::report::History { ticket, events });
-        }
-    }
-    Ok(out)
-}
-
-/// The report over `[since, until)`.
+/// The report over `[since, until)`, read one ticket at a time: the tickets
+/// with events from `since`'s day on and the active ones (through the
+/// activity and status indexes, not every ticket); a ticket created after the
+/// period is skipped before its events are read, and each history is folded
+/// into the report and dropped.
 pub fn report(
     store: &dyn Store,
     config: &crate::adapters::config::Config,
     since: Option<Timestamp>,
     until: Timestamp,
 ) -> Result<crate::core::report::Report, StoreError> {
-    Ok(crate::core::report::report(
-        &histories(store, since)?,
-        config,
-        since,
-        until,
-    ))
+    let mut b = crate::core::report::ReportBuilder::new(config, since, until);
+    for id in store.report_tickets(since)? {
+        let Some(ticket) = store.ticket(id)? else { continue };
+        if !b.wants(ticket.created_at) {
+            continue;
+        }
+        let events = store.events(ticket.id)?;
+        b.add(&crate::core::report::History { ticket, events });
+    }
+    Ok(b.finish())
 }
 
 /// Every ticket in number order, a page at a time (`export`).

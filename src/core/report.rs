@@ -179,12 +179,28 @@ fn first_event<'a>(h: &'a History, kind: &str) -> Option<&'a Event> {
     h.events.iter().find(|e| e.kind == kind)
 }
 
-fn stats(group: &[&History], config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Stats {
-    let mut s = Stats::default();
+/// What one ticket adds to the figures of every group it belongs to.
+#[derive(Clone, Debug, Default)]
+struct Contribution {
+    volume: bool,
+    backlog_age_hours: Option<f64>,
+    /// (wall, business) minutes, and whether its SLA target was met (when one was in force).
+    first_response: Option<((f64, f64), Option<bool>)>,
+    resolution: Option<((f64, f64), Option<bool>)>,
+    one_touch: bool,
+    reopened: bool,
+    surveys: usize,
+    ratings: usize,
+    rating_sum: u64,
+    hours_in_status: Vec<(Status, f64)>,
+}
+
+fn contribution(h: &History, config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Contribution {
+    let mut c = Contribution::default();
     let minutes = |a: Timestamp, b: Timestamp| (b.as_second() - a.as_second()) as f64 / 60.0;
     // Business time with the calendar in force in each part of the interval:
     // the SLA policy changes (`sla_policy` events) split it.
-    let business = |h: &History, a: Timestamp, b: Timestamp| {
+    let business = |a: Timestamp, b: Timestamp| {
         let calendar_of = |policy: Option<&str>| {
             policy
                 .and_then(|p| config.sla.iter().find(|x| x.name == p))
@@ -210,111 +226,147 @@ fn stats(group: &[&History], config: &Settings, since: Option<Timestamp>, until:
         total += calendar_of(in_force(start)).between(start, b).as_secs();
         total as f64 / 60.0
     };
-    let mut first = Vec::new();
-    let mut resolution = Vec::new();
-    let mut resolved = 0;
-    let mut fcr = 0;
-    let mut reopened = 0;
-    let (mut fr_total, mut fr_met, mut res_total, mut res_met) = (0, 0, 0, 0);
-    let (mut surveys, mut ratings, mut rating_sum) = (0usize, 0usize, 0u64);
-    let mut ages = Vec::new();
-    let mut in_status: BTreeMap<String, f64> = BTreeMap::new();
-    for h in group {
-        let t = &h.ticket;
-        if in_period(t.created_at, since, until) {
-            s.volume += 1;
-        }
-        if matches!(status_at(h, until), Some(Status::New | Status::Open | Status::Pending)) {
-            s.backlog += 1;
-            ages.push((until.as_second() - t.created_at.as_second()) as f64 / 3600.0);
-        }
-        if let Some(e) = first_event(h, "first_response")
+    let t = &h.ticket;
+    c.volume = in_period(t.created_at, since, until);
+    if matches!(status_at(h, until), Some(Status::New | Status::Open | Status::Pending)) {
+        c.backlog_age_hours = Some((until.as_second() - t.created_at.as_second()) as f64 / 3600.0);
+    }
+    if let Some(e) = first_event(h, "first_response")
+        && in_period(e.at, since, until)
+    {
+        let met = due_on(e, t.sla.first_response_due).map(|due| e.at <= due);
+        c.first_response = Some(((minutes(t.created_at, e.at), business(t.created_at, e.at)), met));
+    }
+    // A resolution is a change to `resolved` (closing without one, for
+    // no answer or as spam, is not); each counts in the period it
+    // happened, a ticket once per period, by its latest resolution there.
+    let resolved_in_period = h.events.iter().rev().find(|e| {
+        e.kind == "status"
+            && e.detail.get("to").and_then(|v| v.as_str()) == Some("resolved")
             && in_period(e.at, since, until)
+    });
+    if let Some(e) = resolved_in_period {
+        let met = due_on(e, t.sla.resolution_due).map(|due| e.at <= due);
+        c.resolution = Some(((minutes(t.created_at, e.at), business(t.created_at, e.at)), met));
+        let replies_before = h.events.iter().filter(|x| x.kind == "relayed" && x.at <= e.at).count();
+        // Reopens before the period's end (so a past period's figures never change).
+        let reopens: Vec<Timestamp> = h
+            .events
+            .iter()
+            .filter(|x| {
+                x.at < until
+                    && x.kind == "status"
+                    && x.detail.get("from").and_then(|v| v.as_str()) == Some("resolved")
+                    && matches!(
+                        x.detail.get("to").and_then(|v| v.as_str()),
+                        Some("open" | "new" | "pending")
+                    )
+            })
+            .map(|x| x.at)
+            .collect();
+        c.reopened = reopens.iter().any(|at| *at > e.at);
+        // One-touch: exactly one public agent reply, never reopened.
+        c.one_touch = replies_before == 1 && reopens.is_empty();
+    }
+    for e in &h.events {
+        if !in_period(e.at, since, until) {
+            continue;
+        }
+        if e.kind == "survey_sent" {
+            c.surveys += 1;
+        }
+        if e.kind == "csat"
+            && let Some(n) = e.detail.get("rating").and_then(|v| v.as_u64())
         {
-            first.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
-            if let Some(due) = due_on(e, t.sla.first_response_due) {
-                fr_total += 1;
-                fr_met += usize::from(e.at <= due);
-            }
-        }
-        // A resolution is a change to `resolved` (closing without one, for
-        // no answer or as spam, is not); each counts in the period it
-        // happened, a ticket once per period, by its latest resolution there.
-        let resolved_in_period = h.events.iter().rev().find(|e| {
-            e.kind == "status"
-                && e.detail.get("to").and_then(|v| v.as_str()) == Some("resolved")
-                && in_period(e.at, since, until)
-        });
-        if let Some(e) = resolved_in_period {
-            resolved += 1;
-            resolution.push((minutes(t.created_at, e.at), business(h, t.created_at, e.at)));
-            let replies_before = h.events.iter().filter(|x| x.kind == "relayed" && x.at <= e.at).count();
-            // Reopens before the period's end (so a past period's figures never change).
-            let reopens: Vec<Timestamp> = h
-                .events
-                .iter()
-                .filter(|x| {
-                    x.at < until
-                        && x.kind == "status"
-                        && x.detail.get("from").and_then(|v| v.as_str()) == Some("resolved")
-                        && matches!(
-                            x.detail.get("to").and_then(|v| v.as_str()),
-                            Some("open" | "new" | "pending")
-                        )
-                })
-                .map(|x| x.at)
-                .collect();
-            reopened += usize::from(reopens.iter().any(|at| *at > e.at));
-            // One-touch: exactly one public agent reply, never reopened.
-            let reopened_ever = !reopens.is_empty();
-            fcr += usize::from(replies_before == 1 && !reopened_ever);
-            if let Some(due) = due_on(e, t.sla.resolution_due) {
-                res_total += 1;
-                res_met += usize::from(e.at <= due);
-            }
-        }
-        for e in &h.events {
-            if !in_period(e.at, since, until) {
-                continue;
-            }
-            if e.kind == "survey_sent" {
-                surveys += 1;
-            }
-            if e.kind == "csat"
-                && let Some(n) = e.detail.get("rating").and_then(|v| v.as_u64())
-            {
-                ratings += 1;
-                rating_sum += n;
-            }
-        }
-        // Time in each status, clipped to the period.
-        let timeline = status_timeline(h);
-        for (i, (from, status)) in timeline.iter().enumerate() {
-            let to = timeline.get(i + 1).map(|x| x.0).unwrap_or(until).min(until);
-            let from = since.map_or(*from, |s| (*from).max(s));
-            if to > from {
-                *in_status.entry(status.as_str().to_string()).or_insert(0.0) +=
-                    (to.as_second() - from.as_second()) as f64 / 3600.0;
-            }
+            c.ratings += 1;
+            c.rating_sum += n;
         }
     }
-    ages.sort_by(|a, b| a.total_cmp(b));
-    s.backlog_median_age_hours = median(&ages);
-    s.first_response = durations(first);
-    s.resolution = durations(resolution);
-    s.first_contact_resolution_rate = ratio(fcr, resolved);
-    s.reopen_rate = ratio(reopened, resolved);
-    s.sla_first_response_compliance = ratio(fr_met, fr_total);
-    s.sla_resolution_compliance = ratio(res_met, res_total);
-    s.csat_responses = ratings;
-    s.csat_average = (ratings > 0).then(|| rating_sum as f64 / ratings as f64);
-    s.csat_response_rate = ratio(ratings, surveys);
-    let n = group.len().max(1) as f64;
-    s.hours_in_status = in_status
-        .into_iter()
-        .map(|(k, v)| (k, (v / n * 100.0).round() / 100.0))
-        .collect();
-    s
+    // Time in each status, clipped to the period.
+    let timeline = status_timeline(h);
+    for (i, (from, status)) in timeline.iter().enumerate() {
+        let to = timeline.get(i + 1).map(|x| x.0).unwrap_or(until).min(until);
+        let from = since.map_or(*from, |s| (*from).max(s));
+        if to > from {
+            c.hours_in_status
+                .push((*status, (to.as_second() - from.as_second()) as f64 / 3600.0));
+        }
+    }
+    c
+}
+
+/// The running figures of one group: counts and the durations the medians
+/// need, never the tickets themselves.
+#[derive(Clone, Debug, Default)]
+struct Acc {
+    tickets: usize,
+    volume: usize,
+    ages: Vec<f64>,
+    first: Vec<(f64, f64)>,
+    resolution: Vec<(f64, f64)>,
+    fcr: usize,
+    reopened: usize,
+    fr: (usize, usize),
+    res: (usize, usize),
+    surveys: usize,
+    ratings: usize,
+    rating_sum: u64,
+    in_status: BTreeMap<&'static str, f64>,
+}
+
+impl Acc {
+    fn add(&mut self, c: &Contribution) {
+        self.tickets += 1;
+        self.volume += usize::from(c.volume);
+        self.ages.extend(c.backlog_age_hours);
+        if let Some((pair, met)) = c.first_response {
+            self.first.push(pair);
+            if let Some(met) = met {
+                self.fr.0 += 1;
+                self.fr.1 += usize::from(met);
+            }
+        }
+        if let Some((pair, met)) = c.resolution {
+            self.resolution.push(pair);
+            self.reopened += usize::from(c.reopened);
+            self.fcr += usize::from(c.one_touch);
+            if let Some(met) = met {
+                self.res.0 += 1;
+                self.res.1 += usize::from(met);
+            }
+        }
+        self.surveys += c.surveys;
+        self.ratings += c.ratings;
+        self.rating_sum += c.rating_sum;
+        for (status, hours) in &c.hours_in_status {
+            *self.in_status.entry(status.as_str()).or_insert(0.0) += hours;
+        }
+    }
+
+    fn finish(mut self) -> Stats {
+        self.ages.sort_by(|a, b| a.total_cmp(b));
+        let resolved = self.resolution.len();
+        let n = self.tickets.max(1) as f64;
+        Stats {
+            volume: self.volume,
+            backlog: self.ages.len(),
+            backlog_median_age_hours: median(&self.ages),
+            first_response: durations(self.first),
+            resolution: durations(self.resolution),
+            first_contact_resolution_rate: ratio(self.fcr, resolved),
+            reopen_rate: ratio(self.reopened, resolved),
+            sla_first_response_compliance: ratio(self.fr.1, self.fr.0),
+            sla_resolution_compliance: ratio(self.res.1, self.res.0),
+            csat_responses: self.ratings,
+            csat_average: (self.ratings > 0).then(|| self.rating_sum as f64 / self.ratings as f64),
+            csat_response_rate: ratio(self.ratings, self.surveys),
+            hours_in_status: self
+                .in_status
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), (v / n * 100.0).round() / 100.0))
+                .collect(),
+        }
+    }
 }
 
 /// A ticket's queue, type, tags and assignee as they were at a moment.
@@ -381,57 +433,114 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
     f
 }
 
-/// Computes the report over `[since, until)`.
-pub fn report(histories: &[History], config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Report {
-    let all: Vec<&History> = histories.iter().filter(|h| h.ticket.created_at < until).collect();
-    // Each ticket's fields at the period's end, replayed once.
-    let fields: Vec<Fields> = all.iter().map(|h| fields_at(h, until)).collect();
-    let group = |key: &dyn Fn(&History, &Fields) -> Vec<String>| -> BTreeMap<String, Stats> {
-        let mut groups: BTreeMap<String, Vec<&History>> = BTreeMap::new();
-        for (h, f) in all.iter().zip(&fields) {
-            for k in key(h, f) {
-                groups.entry(k).or_default().push(h);
-            }
+/// A report over `[since, until)` built one ticket at a time: each history is
+/// folded into the running figures and dropped, so memory holds numbers,
+/// never the period's tickets.
+#[derive(Debug)]
+pub struct ReportBuilder<'a> {
+    config: &'a Settings,
+    since: Option<Timestamp>,
+    until: Timestamp,
+    overall: Acc,
+    by_queue: BTreeMap<String, Acc>,
+    by_type: BTreeMap<String, Acc>,
+    by_tag: BTreeMap<String, Acc>,
+    by_channel: BTreeMap<String, Acc>,
+    by_assignee: BTreeMap<String, Acc>,
+    agents: BTreeMap<String, AgentStats>,
+}
+
+impl<'a> ReportBuilder<'a> {
+    /// An empty report over `[since, until)`.
+    pub fn new(config: &'a Settings, since: Option<Timestamp>, until: Timestamp) -> ReportBuilder<'a> {
+        ReportBuilder {
+            config,
+            since,
+            until,
+            overall: Acc::default(),
+            by_queue: BTreeMap::new(),
+            by_type: BTreeMap::new(),
+            by_tag: BTreeMap::new(),
+            by_channel: BTreeMap::new(),
+            by_assignee: BTreeMap::new(),
+            agents: config
+                .agents
+                .iter()
+                .map(|a| (a.name.clone(), AgentStats::default()))
+                .collect(),
         }
-        groups
-            .into_iter()
-            .map(|(k, g)| (k, stats(&g, config, since, until)))
-            .collect()
-    };
-    let mut agents: BTreeMap<String, AgentStats> = config
-        .agents
-        .iter()
-        .map(|a| (a.name.clone(), AgentStats::default()))
-        .collect();
-    for (h, f) in all.iter().zip(&fields) {
+    }
+
+    /// Whether a ticket created at `created` can count at all (created before the period's end).
+    pub fn wants(&self, created: Timestamp) -> bool {
+        created < self.until
+    }
+
+    /// Folds one ticket's history in (each ticket once).
+    pub fn add(&mut self, h: &History) {
+        let (config, since, until) = (self.config, self.since, self.until);
+        if !self.wants(h.ticket.created_at) {
+            return;
+        }
+        // The ticket's fields at the period's end, replayed from its log.
+        let f = fields_at(h, until);
+        let c = contribution(h, config, since, until);
+        self.overall.add(&c);
+        self.by_queue.entry(f.queue.clone()).or_default().add(&c);
+        self.by_type
+            .entry(f.kind.clone().unwrap_or_else(|| "-".into()))
+            .or_default()
+            .add(&c);
+        for tag in &f.tags {
+            self.by_tag.entry(tag.clone()).or_default().add(&c);
+        }
+        self.by_channel.entry(h.ticket.channel.clone()).or_default().add(&c);
+        self.by_assignee
+            .entry(f.assignee.clone().unwrap_or_else(|| "-".into()))
+            .or_default()
+            .add(&c);
         if let Some(a) = &f.assignee
-            && matches!(status_at(h, until), Some(Status::New | Status::Open | Status::Pending))
+            && c.backlog_age_hours.is_some()
         {
-            agents.entry(a.clone()).or_default().open_assigned += 1;
+            self.agents.entry(a.clone()).or_default().open_assigned += 1;
         }
         for e in h.events.iter().filter(|e| in_period(e.at, since, until)) {
             if e.kind == "relayed" {
-                agents.entry(e.actor.clone()).or_default().replies += 1;
+                self.agents.entry(e.actor.clone()).or_default().replies += 1;
             }
             if e.kind == "status"
                 && e.detail.get("to").and_then(|v| v.as_str()) == Some("resolved")
                 && config.agent_by_name_or_email(&e.actor).is_some()
             {
-                agents.entry(e.actor.clone()).or_default().resolved += 1;
+                self.agents.entry(e.actor.clone()).or_default().resolved += 1;
             }
         }
     }
-    Report {
-        since,
-        until,
-        overall: stats(&all, config, since, until),
-        by_queue: group(&|_, f| vec![f.queue.clone()]),
-        by_type: group(&|_, f| vec![f.kind.clone().unwrap_or_else(|| "-".into())]),
-        by_tag: group(&|_, f| f.tags.clone()),
-        by_channel: group(&|h, _| vec![h.ticket.channel.clone()]),
-        by_assignee: group(&|_, f| vec![f.assignee.clone().unwrap_or_else(|| "-".into())]),
-        agents,
+
+    /// The finished report.
+    pub fn finish(self) -> Report {
+        let done = |m: BTreeMap<String, Acc>| m.into_iter().map(|(k, a)| (k, a.finish())).collect();
+        Report {
+            since: self.since,
+            until: self.until,
+            overall: self.overall.finish(),
+            by_queue: done(self.by_queue),
+            by_type: done(self.by_type),
+            by_tag: done(self.by_tag),
+            by_channel: done(self.by_channel),
+            by_assignee: done(self.by_assignee),
+            agents: self.agents,
+        }
     }
+}
+
+/// Computes the report over `[since, until)` from histories in memory.
+pub fn report(histories: &[History], config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Report {
+    let mut b = ReportBuilder::new(config, since, until);
+    for h in histories {
+        b.add(h);
+    }
+    b.finish()
 }
 
 /// The report as text tables for people.

@@ -203,9 +203,15 @@ pub async fn drain_with(
     let mut summary = SendSummary::default();
     let mut cursor: [Option<OutboxKey>; 2] = [None, None];
     let mut bulk_done = false;
+    // `now` moves on with the pass: mail queued while a long backlog drains
+    // is due by the time the live lane is read again, not after the pass.
+    let started = std::time::Instant::now();
+    let start = now;
     loop {
         let mut any = false;
         for lane in [Lane::Live, Lane::Bulk] {
+            let elapsed = jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO);
+            let now = start.checked_add(elapsed).unwrap_or(start);
             let i = lane as usize;
             if lane == Lane::Bulk && bulk_done {
                 continue;

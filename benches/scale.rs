@@ -1,0 +1,606 @@
+//! Storage at scale (not a timed test): `cargo bench --bench scale`.
+//!
+//! Runs the real `postdesk` binary on generated mail in a directory on disk
+//! (`target/scale-bench`, not tmpfs) and prints figures beside their targets:
+//!
+//! 1. **backfill**: `ingest --no-send` of an mbox of 40 KB mails (text and a
+//!    base64 attachment), against bare mail-parser parsing of the same mails
+//!    in the same run (interleaved rounds, medians), with the peak RSS of the
+//!    ingest process and the store's size on disk beside the input's;
+//! 2. **tickets**: a daemon holding 100,000 tickets: its RSS at rest and after
+//!    month reports, `postdesk tickets --status open --limit 50` (the CLI,
+//!    through the daemon), `/metrics` and a month's `/api/report`;
+//! 3. **queue**: a daemon starting with 170,000 acknowledgements queued in the
+//!    bulk lane: its peak RSS while draining, how long a new customer's
+//!    acknowledgement takes, and how long SIGTERM takes to exit.
+//!
+//! `POSTDESK_SCALE=backfill,tickets,queue` picks sections; `POSTDESK_SCALE_KEEP=1`
+//! keeps `target/scale-bench` for a look. Without `--bench`
+//! (under `cargo test`) every section runs at a small size as a smoke pass.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sizes {
+    backfill_mails: usize,
+    rounds: usize,
+    tickets: usize,
+    queued: usize,
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes = if full {
+        Sizes {
+            backfill_mails: 12_500,
+            rounds: 3,
+            tickets: 100_000,
+            queued: 170_000,
+        }
+    } else {
+        Sizes {
+            backfill_mails: 200,
+            rounds: 1,
+            tickets: 500,
+            queued: 500,
+        }
+    };
+    let mut sizes = sizes;
+    if let Some(n) = std::env::var("POSTDESK_SCALE_QUEUED").ok().and_then(|v| v.parse().ok()) {
+        sizes.queued = n;
+    }
+    let sections = std::env::var("POSTDESK_SCALE").unwrap_or_else(|_| "backfill,tickets,queue".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scale-bench");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    println!("{} run in {}", if full { "full" } else { "smoke" }, root.display());
+    if sections.contains("backfill") {
+        backfill(&root.join("backfill"), &sizes);
+    }
+    if sections.contains("tickets") {
+        tickets(&root.join("tickets"), &sizes);
+    }
+    if sections.contains("queue") {
+        queue(&root.join("queue"), &sizes);
+    }
+    if std::env::var_os("POSTDESK_SCALE_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
+// ---------------------------------------------------------------- corpus
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn words(&mut self, n: usize) -> String {
+        const WORDS: &[&str] = &[
+            "order",
+            "invoice",
+            "delivery",
+            "the",
+            "package",
+            "arrived",
+            "damaged",
+            "please",
+            "refund",
+            "account",
+            "password",
+            "cannot",
+            "login",
+            "since",
+            "yesterday",
+            "thanks",
+            "help",
+            "shipping",
+            "address",
+            "wrong",
+            "card",
+            "charged",
+            "twice",
+            "subscription",
+            "cancel",
+            "upgrade",
+            "plan",
+            "error",
+            "message",
+            "screen",
+        ];
+        let mut out = String::new();
+        for i in 0..n {
+            out.push_str(WORDS[(self.next() % WORDS.len() as u64) as usize]);
+            out.push(if i % 12 == 11 { '\n' } else { ' ' });
+        }
+        out
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + bytes.len() / 57 * 2 + 4);
+    for (i, c) in bytes.chunks(3).enumerate() {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        out.push(A[(n >> 18) as usize & 63] as char);
+        out.push(A[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        if i % 19 == 18 {
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+/// Mail `i`: a new ticket, or (every fourth mail) a reply to the mail three
+/// before it. `attachment` bytes of random data ride along base64-encoded.
+/// Dates run one minute apart from 1 September 2026.
+fn mail(i: usize, customers: usize, attachment: usize, rng: &mut Rng) -> Vec<u8> {
+    let customer = i % customers;
+    let date = jiff::Timestamp::from_second(1_788_220_800 + 60 * i as i64).unwrap();
+    let date = jiff::fmt::rfc2822::to_string(&date.to_zoned(jiff::tz::TimeZone::UTC)).unwrap();
+    let (subject, refs) = if i % 4 == 3 && attachment > 0 {
+        (
+            format!("Re: Order {} question", i - 3),
+            format!(
+                "In-Reply-To: <m{}@customer.test>\r\nReferences: <m{}@customer.test>\r\n",
+                i - 3,
+                i - 3
+            ),
+        )
+    } else {
+        (format!("Order {i} question"), String::new())
+    };
+    let head = format!(
+        "From: Customer {customer} <c{customer}@customer.test>\r\nTo: support@example.com\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <m{i}@customer.test>\r\n{refs}MIME-Version: 1.0\r\n"
+    );
+    let text = rng.words(180).replace('\n', "\r\n");
+    let body = if attachment == 0 {
+        format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n")
+    } else {
+        let data: Vec<u8> = (0..attachment).map(|_| rng.next() as u8).collect();
+        format!(
+            "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n--b{i}\r\nContent-Type: application/pdf; name=\"invoice-{i}.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice-{i}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b{i}--\r\n",
+            base64(&data)
+        )
+    };
+    format!("{head}{body}").into_bytes()
+}
+
+/// Writes `n` mails to one mbox; returns the mails' total size in bytes.
+fn write_mbox(path: &Path, n: usize, customers: usize, attachment: usize, mut keep: Option<&mut Vec<Vec<u8>>>) -> u64 {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut total = 0;
+    for i in 0..n {
+        let m = mail(i, customers, attachment, &mut rng);
+        total += m.len() as u64;
+        f.write_all(b"From c@customer.test Tue Sep  1 00:00:00 2026\n").unwrap();
+        f.write_all(&m).unwrap();
+        f.write_all(b"\n").unwrap();
+        if let Some(k) = keep.as_deref_mut() {
+            k.push(m);
+        }
+    }
+    f.flush().unwrap();
+    total
+}
+
+// ---------------------------------------------------------------- processes
+
+fn config(dir: &Path, port: u16) -> PathBuf {
+    std::fs::create_dir_all(dir.join("in/new")).unwrap();
+    std::fs::create_dir_all(dir.join("in/cur")).unwrap();
+    std::fs::create_dir_all(dir.join("in/tmp")).unwrap();
+    let text = format!(
+        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\ntimezone = \"UTC\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{d}/in\" }}\n\n[outgoing]\nfile = {{ path = \"{d}/out\" }}\n\n[automation]\nack_limit_per_hour = 1000000\n",
+        d = dir.display()
+    );
+    let path = dir.join("postdesk.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn postdesk(cfg: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_postdesk"));
+    c.arg("-c").arg(cfg).env("POSTDESK_LOG", "warn");
+    c
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs a command to its end, sampling its peak RSS; returns (seconds, peak MiB).
+fn run_measured(mut cmd: Command) -> (f64, f64) {
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).spawn().unwrap();
+    let mut peak = 0;
+    loop {
+        peak = peak.max(proc_kib(child.id(), "VmHWM"));
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{cmd:?} failed");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (start.elapsed().as_secs_f64(), peak as f64 / 1024.0)
+}
+
+fn du(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+            }
+        }
+    }
+    total
+}
+
+/// A blocking GET; returns (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    try_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let start = Instant::now();
+    let v = f();
+    (start.elapsed().as_secs_f64(), v)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(cfg: &Path, port: u16) -> Daemon {
+        let child = postdesk(cfg).arg("run").stderr(Stdio::null()).spawn().unwrap();
+        let start = Instant::now();
+        while !try_get(port, "/healthz").is_ok_and(|(status, _)| status == 200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the daemon did not answer /healthz"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon { child, port }
+    }
+
+    fn rss_mib(&self) -> f64 {
+        proc_kib(self.child.id(), "VmRSS") as f64 / 1024.0
+    }
+
+    fn peak_mib(&self) -> f64 {
+        proc_kib(self.child.id(), "VmHWM") as f64 / 1024.0
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (_, body) = get(self.port, "/metrics");
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// SIGTERM; returns the seconds until the process exited.
+    fn stop(mut self) -> f64 {
+        let secs = self.terminate();
+        std::mem::forget(self);
+        secs
+    }
+
+    fn terminate(&mut self) -> f64 {
+        let start = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        assert!(status.success(), "the daemon exited with {status}");
+        secs
+    }
+}
+
+impl Drop for Daemon {
+    /// A section that panics still stops its daemon.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- sections
+
+fn backfill(dir: &Path, sizes: &Sizes) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mbox = dir.join("corpus.mbox");
+    let mut mails = Vec::new();
+    let input = write_mbox(&mbox, sizes.backfill_mails, 3_000, 28_000, Some(&mut mails));
+    println!(
+        "\n== backfill: {} mails, {:.0} MB, {:.1} KB a mail (text and a base64 attachment)",
+        mails.len(),
+        input as f64 / 1e6,
+        input as f64 / mails.len() as f64 / 1e3
+    );
+    let (mut parses, mut ingests, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut disk = 0;
+    for round in 0..sizes.rounds {
+        let (secs, n) = timed(|| {
+            let parser = mail_parser::MessageParser::default();
+            mails.iter().filter(|m| parser.parse(m.as_slice()).is_some()).count()
+        });
+        assert_eq!(n, mails.len());
+        parses.push(secs);
+        let run = dir.join(format!("round{round}"));
+        let cfg = config(&run, 1);
+        let mut cmd = postdesk(&cfg);
+        cmd.arg("ingest").arg("--no-send").arg(&mbox);
+        let (secs, peak) = run_measured(cmd);
+        ingests.push(secs);
+        peaks.push(peak);
+        disk = du(&run.join("data"));
+        let _ = std::fs::remove_dir_all(&run);
+    }
+    let (parse, ingest) = (median(parses), median(ingests));
+    let n = mails.len() as f64;
+    println!(
+        "bare mail-parser parse:   {:>8.0} mails/s (median of {})",
+        n / parse,
+        sizes.rounds
+    );
+    println!(
+        "ingest --no-send:         {:>8.0} mails/s (median of {}; target >= 2000)",
+        n / ingest,
+        sizes.rounds
+    );
+    println!("ratio ingest/parse:       {:>8.2}   (target >= 0.35)", parse / ingest);
+    println!(
+        "ingest peak RSS:          {:>8.1} MiB (largest of {}; target <= 150 for 500 MB)",
+        peaks.iter().cloned().fold(0.0, f64::max),
+        sizes.rounds
+    );
+    println!(
+        "store on disk:            {:>8.1} MB for {:.1} MB of mail ({:.2}x; target <= 3)",
+        disk as f64 / 1e6,
+        input as f64 / 1e6,
+        disk as f64 / input as f64
+    );
+}
+
+fn tickets(dir: &Path, sizes: &Sizes) {
+    std::fs::create_dir_all(dir).unwrap();
+    let port = free_port();
+    let cfg = config(dir, port);
+    let mbox = dir.join("tickets.mbox");
+    // Every mail a new ticket, one minute apart: 100,000 mails span ~69 days.
+    let input = write_mbox(&mbox, sizes.tickets, 20_000, 0, None);
+    let (secs, peak) = run_measured({
+        let mut c = postdesk(&cfg);
+        c.arg("ingest").arg("--no-send").arg(&mbox);
+        c
+    });
+    println!(
+        "\n== tickets: {} tickets from {:.0} MB of mail (ingested in {:.1} s, peak RSS {:.1} MiB)",
+        sizes.tickets,
+        input as f64 / 1e6,
+        secs,
+        peak
+    );
+    let daemon = Daemon::start(&cfg, port);
+    std::thread::sleep(Duration::from_secs(2));
+    let rest = daemon.rss_mib();
+    // Backfilled tickets are `new`; `--status open` walks an index that
+    // matches none of them, `--status new` one that matches every ticket.
+    let cli = |status: &'static str| -> (f64, usize) {
+        let mut lines = 0;
+        let times = (0..7)
+            .map(|_| {
+                timed(|| {
+                    let out = postdesk(&cfg)
+                        .args(["tickets", "--status", status, "--limit", "50"])
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    lines = String::from_utf8_lossy(&out.stdout).lines().count();
+                })
+                .0
+            })
+            .collect();
+        (median(times), lines)
+    };
+    let (cli_open, open_lines) = cli("open");
+    let (cli_new, new_lines) = cli("new");
+    assert!(new_lines >= 50, "50 new tickets listed");
+    let api: Vec<f64> = (0..7)
+        .map(|_| {
+            timed(|| {
+                let (status, body) = get(port, "/api/tickets?status=new&limit=50");
+                assert_eq!(status, 200);
+                assert!(body.len() > 1000);
+            })
+            .0
+        })
+        .collect();
+    let metrics: Vec<f64> = (0..7)
+        .map(|_| {
+            timed(|| {
+                let (status, body) = get(port, "/metrics");
+                assert_eq!(status, 200);
+                assert!(body.contains("postdesk_tickets{"));
+            })
+            .0
+        })
+        .collect();
+    let report: Vec<f64> = (0..3)
+        .map(|m| {
+            timed(|| {
+                let (since, until) = [
+                    ("2026-09-01", "2026-10-01"),
+                    ("2026-10-01", "2026-11-01"),
+                    ("2026-09-15", "2026-10-15"),
+                ][m];
+                let (status, body) = get(port, &format!("/api/report?since={since}&until={until}"));
+                assert_eq!(status, 200, "{body}");
+            })
+            .0
+        })
+        .collect();
+    let after = daemon.rss_mib();
+    let peak = daemon.peak_mib();
+    let disk = du(&dir.join("data"));
+    let exit = daemon.stop();
+    println!("daemon RSS at rest:       {:>8.1} MiB (target <= 128)", rest);
+    println!(
+        "daemon RSS after reports: {:>8.1} MiB, peak {:.1} MiB (target <= 128)",
+        after, peak
+    );
+    println!(
+        "tickets --status open --limit 50 (CLI through the daemon): {:.1} ms median of 7, {open_lines} lines (target <= 20)",
+        cli_open * 1e3
+    );
+    println!(
+        "tickets --status new --limit 50 (CLI through the daemon):  {:.1} ms median of 7, {new_lines} lines",
+        cli_new * 1e3
+    );
+    println!(
+        "GET /api/tickets?status=new&limit=50: {:.1} ms median of 7",
+        median(api) * 1e3
+    );
+    println!(
+        "GET /metrics:             {:>8.1} ms median of 7 (target <= 20)",
+        median(metrics) * 1e3
+    );
+    println!(
+        "GET /api/report (a month): {:>7.1} ms median of 3 (target <= 1000)",
+        median(report) * 1e3
+    );
+    println!(
+        "store on disk:            {:>8.1} MB for {:.1} MB of mail ({:.2}x; target <= 3)",
+        disk as f64 / 1e6,
+        input as f64 / 1e6,
+        disk as f64 / input as f64
+    );
+    println!("SIGTERM to exit:          {:>8.2} s", exit);
+}
+
+fn queue(dir: &Path, sizes: &Sizes) {
+    std::fs::create_dir_all(dir).unwrap();
+    let port = free_port();
+    let cfg = config(dir, port);
+    let mbox = dir.join("queue.mbox");
+    // A distinct customer per mail, so every acknowledgement is queued.
+    write_mbox(&mbox, sizes.queued, sizes.queued, 0, None);
+    let (secs, _) = run_measured({
+        let mut c = postdesk(&cfg);
+        c.arg("ingest").arg("--no-send").arg(&mbox);
+        c
+    });
+    let daemon = Daemon::start(&cfg, port);
+    // The drain begins at once, so the first reading is already a little lower.
+    let depth = daemon.metric("postdesk_outbox_depth");
+    println!(
+        "\n== queue: {} mails ingested in {:.1} s, one acknowledgement each; {} still queued at the daemon's first /metrics",
+        sizes.queued, secs, depth
+    );
+    assert!(depth > 0.0, "the backfill's acknowledgements are queued");
+    // Let the drain get going, then a new customer writes in.
+    std::thread::sleep(Duration::from_secs(2));
+    let new = b"From: New Customer <new@customer.test>\r\nTo: support@example.com\r\nSubject: Urgent: my order\r\nMessage-ID: <urgent-1@customer.test>\r\nDate: Wed, 02 Dec 2026 12:00:00 +0000\r\n\r\nWhere is it?\r\n";
+    std::fs::write(dir.join("in/tmp/urgent"), new).unwrap();
+    let arrived = Instant::now();
+    std::fs::rename(dir.join("in/tmp/urgent"), dir.join("in/new/urgent")).unwrap();
+    let mut peak: f64 = 0.0;
+    let mut stored = None;
+    let ack = loop {
+        peak = peak.max(daemon.rss_mib());
+        // The new ticket's acknowledgement is sent when its ticket records `mail_sent`.
+        let (_, list) = get(port, "/api/tickets?requester=new@customer.test");
+        let id = list
+            .split("\"id\":")
+            .nth(1)
+            .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+            .map(str::to_string);
+        if let Some(id) = id {
+            stored.get_or_insert_with(|| arrived.elapsed().as_secs_f64());
+            let (_, ticket) = get(port, &format!("/api/tickets/{id}"));
+            if ticket.contains("\"mail_sent\"") {
+                break arrived.elapsed().as_secs_f64();
+            }
+        }
+        assert!(
+            arrived.elapsed() < Duration::from_secs(300),
+            "no acknowledgement for the new customer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let left = daemon.metric("postdesk_outbox_depth");
+    peak = peak.max(daemon.peak_mib());
+    let exit = daemon.stop();
+    println!(
+        "new customer's acknowledgement: {:>6.2} s after the mail arrived, its ticket after {:.2} s (target <= 5)",
+        ack,
+        stored.unwrap_or(f64::NAN)
+    );
+    println!("still queued then:        {:>8.0}", left);
+    println!("daemon peak RSS draining: {:>8.1} MiB (target <= 128)", peak);
+    println!("SIGTERM to exit while draining: {:>4.2} s (target <= 3)", exit);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
