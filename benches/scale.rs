@@ -202,12 +202,12 @@ fn write_mbox(path: &Path, n: usize, customers: usize, attachment: usize, mut ke
 
 // ---------------------------------------------------------------- processes
 
-fn config(dir: &Path, port: u16) -> PathBuf {
+fn config(dir: &Path, port: u16, acknowledge: bool) -> PathBuf {
     std::fs::create_dir_all(dir.join("in/new")).unwrap();
     std::fs::create_dir_all(dir.join("in/cur")).unwrap();
     std::fs::create_dir_all(dir.join("in/tmp")).unwrap();
     let text = format!(
-        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\ntimezone = \"UTC\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{d}/in\" }}\n\n[outgoing]\nfile = {{ path = \"{d}/out\" }}\n\n[automation]\nack_limit_per_hour = 1000000\n",
+        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\ntimezone = \"UTC\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{d}/in\" }}\n\n[outgoing]\nfile = {{ path = \"{d}/out\" }}\n\n[automation]\nack_limit_per_hour = 1000000\nacknowledge = {acknowledge}\n",
         d = dir.display()
     );
     let path = dir.join("postdesk.toml");
@@ -383,7 +383,7 @@ fn backfill(dir: &Path, sizes: &Sizes) {
         assert_eq!(n, mails.len());
         parses.push(secs);
         let run = dir.join(format!("round{round}"));
-        let cfg = config(&run, 1);
+        let cfg = config(&run, 1, true);
         let mut cmd = postdesk(&cfg);
         cmd.arg("ingest").arg("--no-send").arg(&mbox);
         let (secs, peak) = run_measured(cmd);
@@ -421,7 +421,8 @@ fn backfill(dir: &Path, sizes: &Sizes) {
 fn tickets(dir: &Path, sizes: &Sizes) {
     std::fs::create_dir_all(dir).unwrap();
     let port = free_port();
-    let cfg = config(dir, port);
+    // No acknowledgements: this section measures reads, not a drain (the queue section does).
+    let cfg = config(dir, port, false);
     let mbox = dir.join("tickets.mbox");
     // Every mail a new ticket, one minute apart: 100,000 mails span ~69 days.
     let input = write_mbox(&mbox, sizes.tickets, 20_000, 0, None);
@@ -537,7 +538,7 @@ fn tickets(dir: &Path, sizes: &Sizes) {
 fn queue(dir: &Path, sizes: &Sizes) {
     std::fs::create_dir_all(dir).unwrap();
     let port = free_port();
-    let cfg = config(dir, port);
+    let cfg = config(dir, port, true);
     let mbox = dir.join("queue.mbox");
     // A distinct customer per mail, so every acknowledgement is queued.
     write_mbox(&mbox, sizes.queued, sizes.queued, 0, None);

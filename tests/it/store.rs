@@ -227,3 +227,93 @@ fn a_store_of_the_previous_layout_is_upgraded_in_place() {
     assert_eq!(parse(&run(&["export"])).len(), 2);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Mail the sink has taken so far (a count of its files, without reading them).
+fn sink_count(smtp: &crate::servers::Smtp) -> usize {
+    fs::read_dir(&smtp.dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        })
+        .count()
+}
+
+#[test]
+fn a_new_customers_acknowledgement_overtakes_a_bulk_backlog() {
+    const BACKLOG: usize = 1_500;
+    let smtp = crate::servers::Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .extra("[automation]\nack_limit_per_hour = 100000\n")
+        .build();
+    // A backfill of an mbox: its acknowledgements wait in the bulk lane.
+    let mut mbox = String::new();
+    for i in 0..BACKLOG {
+        mbox.push_str("From c@customer.test Tue Sep  1 00:00:00 2026\n");
+        mbox.push_str(&mail(
+            &format!("c{i}@customer.test"),
+            "support@example.com",
+            &format!("Order {i}"),
+            &format!("<old-{i}@customer.test>"),
+            "Date: Tue, 01 Sep 2026 10:00:00 +0000\n",
+            "Where is my order?",
+        ));
+        mbox.push('\n');
+    }
+    let path = desk.dir.join("backfill.mbox");
+    fs::write(&path, mbox).unwrap();
+    desk.ok(&["ingest", "--no-send", path.to_str().unwrap()]);
+    let daemon = desk.start();
+    daemon.wait(60, "the backlog to start draining", || sink_count(&smtp) > 0);
+    let new = desk.dir.join("inbox/new");
+    fs::create_dir_all(&new).unwrap();
+    fs::write(
+        new.join("urgent"),
+        mail(
+            "new@customer.test",
+            "support@example.com",
+            "Urgent",
+            "<urgent@customer.test>",
+            "",
+            "My order is lost.",
+        ),
+    )
+    .unwrap();
+    // The new ticket's acknowledgement is sent (recorded as mail_sent) ...
+    let mut sent_when = None;
+    daemon.wait(60, "the new customer's acknowledgement", || {
+        let (status, list) = http_raw(
+            desk.http_port,
+            &format!(
+                "GET /api/tickets?requester=new@customer.test HTTP/1.1\nHost: 127.0.0.1:{}",
+                desk.http_port
+            ),
+            b"",
+        );
+        assert_eq!(status, 200, "{list}");
+        let Some(id) = serde_json::from_str::<Value>(&list)
+            .ok()
+            .and_then(|v| v[0]["id"].as_u64())
+        else {
+            return false;
+        };
+        let sent = desk.show(id)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "mail_sent");
+        if sent {
+            sent_when = Some(sink_count(&smtp));
+        }
+        sent
+    });
+    // ... while the backlog is still going out.
+    let at = sent_when.unwrap();
+    assert!(
+        at < BACKLOG,
+        "the acknowledgement went out after {at} of {BACKLOG} backlog mails: it waited for the bulk lane"
+    );
+    daemon.stop();
+    assert_eq!(smtp.received_by("new@customer.test").len(), 1, "one acknowledgement at the server");
+}
