@@ -315,5 +315,9 @@ fn a_new_customers_acknowledgement_overtakes_a_bulk_backlog() {
         "the acknowledgement went out after {at} of {BACKLOG} backlog mails: it waited for the bulk lane"
     );
     daemon.stop();
-    assert_eq!(smtp.received_by("new@customer.test").len(), 1, "one acknowledgement at the server");
+    assert_eq!(
+        smtp.received_by("new@customer.test").len(),
+        1,
+        "one acknowledgement at the server"
+    );
 }
