@@ -60,7 +60,7 @@ fn main() {
     );
     println!("ratio ingest/parse:     {:>10.2}", parse / ingest);
     // One tick over a store of N tickets with 100 due, beside the same over a small store.
-    let (small, large) = if full { (1_000, 1_000_000) } else { (200, 2_000) };
+    let (small, large) = if full { (1_000, 1_000_000) } else { (1_000, 3_000) };
     let t_small = tick_cost(small, 100);
     let t_large = tick_cost(large, 100);
     println!("tick, 100 due of {small:>9} tickets: {:>8.2} ms", t_small * 1000.0);
