@@ -608,8 +608,33 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let store = match open_store(&config) {
                 Ok(store) => store,
                 Err(StoreError::Locked(_)) => {
-                    say_json_raw!("{}", api_get(&config, "/api/export")?);
-                    return Ok(());
+                    // Through the daemon, a page at a time, each written as it comes.
+                    let token = api_token(&config)?;
+                    let mut cursor: Option<String> = None;
+                    loop {
+                        let path = match &cursor {
+                            Some(c) => format!("/api/export?cursor={}", encode(c)),
+                            None => "/api/export".to_string(),
+                        };
+                        let (status, body, next) = crate::transports::http::get_page(
+                            config.http.listen,
+                            &path,
+                            token.as_ref().map(|t| t.expose()),
+                        )
+                        .map_err(daemon_unreachable)?;
+                        if status != 200 {
+                            return Err(Failure::new(
+                                EXIT_SOFTWARE,
+                                format!("the daemon's API answered {status}: {}", body.trim()),
+                            ));
+                        }
+                        // Each page is whole lines.
+                        say_json_raw!("{body}");
+                        match next {
+                            Some(n) => cursor = Some(n),
+                            None => return Ok(()),
+                        }
+                    }
                 }
                 Err(e) => return Err(e.into()),
             };

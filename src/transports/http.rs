@@ -235,6 +235,15 @@ fn host_name(host: &str) -> String {
     }
 }
 
+/// The `limit` of a paged answer: 1 to [`crate::adapters::store::MAX_PAGE`], else why not.
+fn page_limit(query: &std::collections::HashMap<String, String>, default: usize) -> Result<usize, String> {
+    match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => Ok(default),
+        Some(Ok(n)) if (1..=crate::adapters::store::MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(format!("limit: expected 1 to {}", crate::adapters::store::MAX_PAGE)),
+    }
+}
+
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -422,15 +431,9 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                     Some(s) => s,
                     None => None,
                 };
-                let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-                    None => 100,
-                    Some(Ok(n)) if (1..=crate::adapters::store::MAX_PAGE).contains(&n) => n,
-                    Some(_) => {
-                        return Ok(error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("limit: expected 1 to {}", crate::adapters::store::MAX_PAGE),
-                        ));
-                    }
+                let limit = match page_limit(&query, 100) {
+                    Ok(n) => n,
+                    Err(why) => return Ok(error(StatusCode::BAD_REQUEST, &why)),
                 };
                 let updated_since = match query.get("updated_since").map(|v| crate::view::parse_day_or_time(v)) {
                     None => None,
@@ -457,13 +460,31 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                 r
             }
             "/api/export" => {
+                // A page of whole tickets (`limit`, default 200), the next page's
+                // cursor in the header: the answer never holds the whole store.
+                let limit = match page_limit(&query, 200) {
+                    Ok(n) => n,
+                    Err(why) => return Ok(error(StatusCode::BAD_REQUEST, &why)),
+                };
+                let all = crate::adapters::store::TicketFilter::default();
+                let page = match store.list(&all, query.get("cursor").map(String::as_str), limit) {
+                    Err(e @ crate::adapters::store::StoreError::BadCursor(_)) => {
+                        return Ok(error(StatusCode::BAD_REQUEST, &e.to_string()));
+                    }
+                    r => r?,
+                };
                 let mut out = String::new();
-                crate::view::each_ticket(store, |v| {
-                    out.push_str(&serde_json::to_string(&v).expect("serialises"));
-                    out.push('\n');
-                    Ok::<_, crate::adapters::store::StoreError>(())
-                })?;
-                respond(StatusCode::OK, "application/x-ndjson", out)
+                for t in &page.tickets {
+                    if let Some(v) = ticket_view(store, t.id)? {
+                        out.push_str(&serde_json::to_string(&v).expect("serialises"));
+                        out.push('\n');
+                    }
+                }
+                let mut r = respond(StatusCode::OK, "application/x-ndjson", out);
+                if let Some(next) = page.next.and_then(|n| hyper::header::HeaderValue::from_str(&n).ok()) {
+                    r.headers_mut().insert(NEXT_CURSOR, next);
+                }
+                r
             }
             "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
             "/api/report" => {

@@ -118,7 +118,65 @@ fn ticket_lists_page_with_a_cursor_and_filter_through_indexes() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("limit"), "{body}");
+    // Export pages the same way.
+    let get = |path: &str| {
+        http_raw(
+            desk.http_port,
+            &format!("GET {path} HTTP/1.1\nHost: 127.0.0.1:{}", desk.http_port),
+            b"",
+        )
+    };
+    let (status, body) = get("/api/export?limit=3");
+    assert_eq!(status, 200, "{body}");
+    let page: Vec<u64> = body
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(page, [1, 2, 3]);
+    let (_, body) = get("/api/export?limit=3&cursor=6");
+    assert_eq!(body.lines().count(), 1, "{body}");
+    assert_eq!(get("/api/export?limit=0").0, 400);
+    assert_eq!(get("/api/export?cursor=x.y").0, 400);
     daemon.stop();
+}
+
+#[test]
+fn export_through_the_daemon_follows_its_pages_and_matches_the_offline_export() {
+    // No acknowledgements, so the running daemon changes nothing between the two exports.
+    let desk = DeskConfig::new().extra("[automation]\nacknowledge = false\n").build();
+    let mut mbox = String::new();
+    // More tickets than one page of the API's export (200).
+    for i in 0..450 {
+        mbox.push_str("From c@customer.test Tue Sep  1 00:00:00 2026\n");
+        mbox.push_str(&mail(
+            &format!("c{i}@customer.test"),
+            "support@example.com",
+            &format!("Order {i}"),
+            &format!("<export-{i}@customer.test>"),
+            "",
+            "Where is my order?",
+        ));
+        mbox.push('\n');
+    }
+    let path = desk.dir.join("backfill.mbox");
+    fs::write(&path, mbox).unwrap();
+    desk.ok(&["ingest", "--no-send", path.to_str().unwrap()]);
+    let offline = desk.ok(&["export"]);
+    assert_eq!(offline.lines().count(), 450);
+    let daemon = desk.start();
+    let through = desk.ok(&["export"]);
+    daemon.stop();
+    let ids = |text: &str| -> Vec<u64> {
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids(&through),
+        (1..=450).collect::<Vec<u64>>(),
+        "every ticket once, in order"
+    );
+    assert_eq!(through, offline, "the same lines as without the daemon");
 }
 
 #[test]
