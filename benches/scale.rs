@@ -130,24 +130,15 @@ impl Rng {
     }
 }
 
+/// Base64 (the crate's own encoder) in lines of 76 characters, as MIME wants.
 fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len() * 4 / 3 + bytes.len() / 57 * 2 + 4);
-    for (i, c) in bytes.chunks(3).enumerate() {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        out.push(A[(n >> 18) as usize & 63] as char);
-        out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            A[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
-        if i % 19 == 18 {
-            out.push_str("\r\n");
-        }
-    }
-    out
+    let flat = postdesk::core::outgoing::base64(bytes);
+    let lines: Vec<&str> = flat
+        .as_bytes()
+        .chunks(76)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    lines.join("\r\n")
 }
 
 /// Mail `i`: a new ticket, or (every fourth mail) a reply to the mail three
@@ -338,13 +329,8 @@ impl Daemon {
     }
 
     /// SIGTERM; returns the seconds until the process exited.
+    /// (Drop's kill and wait are no-ops on the reaped child afterwards.)
     fn stop(mut self) -> f64 {
-        let secs = self.terminate();
-        std::mem::forget(self);
-        secs
-    }
-
-    fn terminate(&mut self) -> f64 {
         let start = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

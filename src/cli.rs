@@ -517,19 +517,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     if let Some(u) = filter.updated_since {
                         q.push(format!("updated_since={}", encode(&u.to_string())));
                     }
-                    let token = api_token(&config)?;
-                    let (status, body, next) = crate::transports::http::get_page(
-                        config.http.listen,
-                        &format!("/api/tickets?{}", q.join("&")),
-                        token.as_ref().map(|t| t.expose()),
-                    )
-                    .map_err(daemon_unreachable)?;
-                    if status != 200 {
-                        return Err(Failure::new(
-                            EXIT_SOFTWARE,
-                            format!("the daemon's API answered {status}: {}", body.trim()),
-                        ));
-                    }
+                    let (body, next) = api_get_page(&config, &format!("/api/tickets?{}", q.join("&")))?;
                     Page {
                         tickets: serde_json::from_str(&body)
                             .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
@@ -609,25 +597,13 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Ok(store) => store,
                 Err(StoreError::Locked(_)) => {
                     // Through the daemon, a page at a time, each written as it comes.
-                    let token = api_token(&config)?;
                     let mut cursor: Option<String> = None;
                     loop {
                         let path = match &cursor {
                             Some(c) => format!("/api/export?cursor={}", encode(c)),
                             None => "/api/export".to_string(),
                         };
-                        let (status, body, next) = crate::transports::http::get_page(
-                            config.http.listen,
-                            &path,
-                            token.as_ref().map(|t| t.expose()),
-                        )
-                        .map_err(daemon_unreachable)?;
-                        if status != 200 {
-                            return Err(Failure::new(
-                                EXIT_SOFTWARE,
-                                format!("the daemon's API answered {status}: {}", body.trim()),
-                            ));
-                        }
+                        let (body, next) = api_get_page(&config, &path)?;
                         // Each page is whole lines.
                         say_json_raw!("{body}");
                         match next {
@@ -870,9 +846,17 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -
 
 /// GET from the running daemon's API; the body of a 200.
 fn api_get(config: &Config, path: &str) -> Result<String, Failure> {
-    match api_get_status(config, path)? {
-        (200, body) => Ok(body),
-        (status, body) => Err(Failure::new(
+    api_get_page(config, path).map(|(body, _)| body)
+}
+
+/// One page of a list from the running daemon's API: its body and the next page's cursor.
+fn api_get_page(config: &Config, path: &str) -> Result<(String, Option<String>), Failure> {
+    let token = api_token(config)?;
+    match crate::transports::http::get_page(config.http.listen, path, token.as_ref().map(|t| t.expose()))
+        .map_err(daemon_unreachable)?
+    {
+        (200, body, next) => Ok((body, next)),
+        (status, body, _) => Err(Failure::new(
             EXIT_SOFTWARE,
             format!("the daemon's API answered {status}: {}", body.trim()),
         )),

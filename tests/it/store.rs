@@ -144,22 +144,8 @@ fn ticket_lists_page_with_a_cursor_and_filter_through_indexes() {
 fn export_through_the_daemon_follows_its_pages_and_matches_the_offline_export() {
     // No acknowledgements, so the running daemon changes nothing between the two exports.
     let desk = DeskConfig::new().extra("[automation]\nacknowledge = false\n").build();
-    let mut mbox = String::new();
     // More tickets than one page of the API's export (200).
-    for i in 0..450 {
-        mbox.push_str("From c@customer.test Tue Sep  1 00:00:00 2026\n");
-        mbox.push_str(&mail(
-            &format!("c{i}@customer.test"),
-            "support@example.com",
-            &format!("Order {i}"),
-            &format!("<export-{i}@customer.test>"),
-            "",
-            "Where is my order?",
-        ));
-        mbox.push('\n');
-    }
-    let path = desk.dir.join("backfill.mbox");
-    fs::write(&path, mbox).unwrap();
+    let path = backfill_mbox(&desk, 450, "export");
     desk.ok(&["ingest", "--no-send", path.to_str().unwrap()]);
     let offline = desk.ok(&["export"]);
     assert_eq!(offline.lines().count(), 450);
@@ -286,6 +272,26 @@ fn a_store_of_the_previous_layout_is_upgraded_in_place() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// An mbox of `n` mails, each from its own customer (a new ticket each), written into the desk's folder.
+fn backfill_mbox(desk: &Desk, n: usize, tag: &str) -> std::path::PathBuf {
+    let mut mbox = String::new();
+    for i in 0..n {
+        mbox.push_str("From c@customer.test Tue Sep  1 00:00:00 2026\n");
+        mbox.push_str(&mail(
+            &format!("c{i}@customer.test"),
+            "support@example.com",
+            &format!("Order {i}"),
+            &format!("<{tag}-{i}@customer.test>"),
+            "",
+            "Where is my order?",
+        ));
+        mbox.push('\n');
+    }
+    let path = desk.dir.join(format!("{tag}.mbox"));
+    fs::write(&path, mbox).unwrap();
+    path
+}
+
 /// Mail the sink has taken so far (a count of its files, without reading them).
 fn sink_count(smtp: &crate::servers::Smtp) -> usize {
     fs::read_dir(&smtp.dir)
@@ -306,21 +312,7 @@ fn a_new_customers_acknowledgement_overtakes_a_bulk_backlog() {
         .extra("[automation]\nack_limit_per_hour = 100000\n")
         .build();
     // A backfill of an mbox: its acknowledgements wait in the bulk lane.
-    let mut mbox = String::new();
-    for i in 0..BACKLOG {
-        mbox.push_str("From c@customer.test Tue Sep  1 00:00:00 2026\n");
-        mbox.push_str(&mail(
-            &format!("c{i}@customer.test"),
-            "support@example.com",
-            &format!("Order {i}"),
-            &format!("<old-{i}@customer.test>"),
-            "Date: Tue, 01 Sep 2026 10:00:00 +0000\n",
-            "Where is my order?",
-        ));
-        mbox.push('\n');
-    }
-    let path = desk.dir.join("backfill.mbox");
-    fs::write(&path, mbox).unwrap();
+    let path = backfill_mbox(&desk, BACKLOG, "old");
     desk.ok(&["ingest", "--no-send", path.to_str().unwrap()]);
     let daemon = desk.start();
     daemon.wait(60, "the backlog to start draining", || sink_count(&smtp) > 0);

@@ -9,10 +9,6 @@
 
 pub use crate::core::settings::*;
 pub use secret::{Secret, SecretSource};
-pub use validate::{
-    DEFAULT_ACK_BODY, DEFAULT_ACK_SUBJECT, DEFAULT_CLOSED_BODY, DEFAULT_PENDING_CLOSED_BODY, DEFAULT_REMINDER_BODY,
-    DEFAULT_STATUS_BODY, DEFAULT_SURVEY_BODY,
-};
 
 mod raw;
 mod secret;

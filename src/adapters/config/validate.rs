@@ -8,9 +8,9 @@ use super::*;
 use toml::Spanned;
 
 /// The default acknowledgement.
-pub const DEFAULT_ACK_SUBJECT: &str = "{{ticket.subject}}";
+const DEFAULT_ACK_SUBJECT: &str = "{{ticket.subject}}";
 /// The default acknowledgement body.
-pub const DEFAULT_ACK_BODY: &str = "Hello {{requester.name}},
+const DEFAULT_ACK_BODY: &str = "Hello {{requester.name}},
 
 thank you for writing to {{instance.name}}. We have opened ticket #{{ticket.id}}
 for your request \"{{ticket.subject}}\" and will answer as soon as we can.
@@ -22,7 +22,7 @@ To add anything, just reply to this mail.
 ";
 
 /// The default pending reminder body.
-pub const DEFAULT_REMINDER_BODY: &str = "Hello {{requester.name}},
+const DEFAULT_REMINDER_BODY: &str = "Hello {{requester.name}},
 
 we are waiting for your answer on ticket #{{ticket.id}} (\"{{ticket.subject}}\").
 Just reply to this mail when you can.
@@ -31,7 +31,7 @@ Just reply to this mail when you can.
 {{instance.name}}
 ";
 /// The default body when a pending ticket is closed.
-pub const DEFAULT_PENDING_CLOSED_BODY: &str = "Hello {{requester.name}},
+const DEFAULT_PENDING_CLOSED_BODY: &str = "Hello {{requester.name}},
 
 we have not heard back about ticket #{{ticket.id}} (\"{{ticket.subject}}\"), so we closed it.
 If you still need help, reply to this mail and we will open a new ticket.
@@ -40,7 +40,7 @@ If you still need help, reply to this mail and we will open a new ticket.
 {{instance.name}}
 ";
 /// The default body when a resolved ticket is closed.
-pub const DEFAULT_CLOSED_BODY: &str = "Hello {{requester.name}},
+const DEFAULT_CLOSED_BODY: &str = "Hello {{requester.name}},
 
 ticket #{{ticket.id}} (\"{{ticket.subject}}\") is now closed. If you need anything
 else, reply to this mail and we will open a new ticket.
@@ -49,7 +49,7 @@ else, reply to this mail and we will open a new ticket.
 {{instance.name}}
 ";
 /// The default satisfaction survey body.
-pub const DEFAULT_SURVEY_BODY: &str = "Hello {{requester.name}},
+const DEFAULT_SURVEY_BODY: &str = "Hello {{requester.name}},
 
 ticket #{{ticket.id}} (\"{{ticket.subject}}\") is resolved. How did we do?
 Reply with a single number from 1 (poor) to 5 (excellent), and a comment if you like.
@@ -58,7 +58,7 @@ Reply with a single number from 1 (poor) to 5 (excellent), and a comment if you 
 {{instance.name}}
 ";
 /// The default answer to a `status` mail.
-pub const DEFAULT_STATUS_BODY: &str = "Hello {{requester.name}},
+const DEFAULT_STATUS_BODY: &str = "Hello {{requester.name}},
 
 ticket #{{ticket.id}} (\"{{ticket.subject}}\") is {{ticket.status}}.
 
