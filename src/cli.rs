@@ -81,6 +81,16 @@ enum Command {
         #[arg(long)]
         mailbox: Option<String>,
     },
+    /// Upgrade the configured store's layout in place; with `--to postgres`,
+    /// copy the sled store in data_dir into the PostgreSQL that `[store]` names.
+    Migrate {
+        /// The backend to move to (only `postgres`).
+        #[arg(long, value_parser = ["postgres"])]
+        to: Option<String>,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run due timers once, then send what is queued.
     Tick {
         /// The time to act as (RFC 3339).
@@ -349,9 +359,64 @@ fn create_secret(path: &Path) -> Result<(), String> {
     .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))
 }
 
-/// Opens the configured store.
+/// Opens the configured store for a command. sled is locked by the
+/// running daemon, and a shared database is the daemon's to write while it
+/// runs: when its API answers, commands go through it on both backends.
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    if matches!(config.store.backend, crate::adapters::store::Backend::Postgres(_))
+        && std::net::TcpStream::connect_timeout(&config.http.listen, std::time::Duration::from_millis(300)).is_ok()
+    {
+        return Err(StoreError::Locked(format!("the daemon at {}", config.http.listen)));
+    }
     crate::adapters::store::open(&config.instance.data_dir, &config.store)
+}
+
+/// Copies the sled store under data_dir into the (empty) PostgreSQL
+/// database `[store]` names: blobs first (durable before records name
+/// them), then every record in changes of 500 writes.
+fn migrate_to_postgres(config: &Config) -> Result<Vec<(&'static str, u64)>, Failure> {
+    use crate::adapters::store::{Backend, Store, postgres::PgStore, sled::SledStore};
+    let Backend::Postgres(pg) = &config.store.backend else {
+        return Err(Failure::new(
+            EXIT_CONFIG,
+            format!(
+                "{}: migrate --to postgres copies the sled store in data_dir into the database [store] names: set backend = \"postgres\" and its connection first",
+                config.path.display()
+            ),
+        ));
+    };
+    if !config.instance.data_dir.join("store").exists() {
+        return Err(Failure::new(
+            EXIT_NOINPUT,
+            format!("no sled store at {}", config.instance.data_dir.join("store").display()),
+        ));
+    }
+    let from = SledStore::open(&config.instance.data_dir, &config.store)?;
+    let to = PgStore::open(pg)?;
+    if to.next_ticket_id()?.0 > 1 || !to.list(&Default::default(), None, 1)?.tickets.is_empty() {
+        return Err(Failure::new(
+            EXIT_SOFTWARE,
+            "the PostgreSQL database already holds tickets; migrate into an empty one".to_string(),
+        ));
+    }
+    let mut blobs = 0u64;
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let put = |batch: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+        let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        to.put_blobs(&refs)?;
+        batch.clear();
+        Ok(())
+    };
+    from.each_blob(|_, bytes| {
+        blobs += 1;
+        batch.push(bytes);
+        if batch.len() >= 64 { put(&mut batch) } else { Ok(()) }
+    })?;
+    put(&mut batch)?;
+    let mut counts = from.dump(500, &mut |change| to.commit(change))?;
+    to.flush()?;
+    counts.push(("blobs", blobs));
+    Ok(counts)
 }
 
 /// Opens the store and builds the pipeline.
@@ -418,7 +483,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let path = config_path(cli.config);
-            let pipeline = open_pipeline(config)?;
+            let store = crate::adapters::store::open(&config.instance.data_dir, &config.store)?;
+            let pipeline = pipeline_with(config, store)?;
             runtime()?
                 .block_on(async { crate::daemon::run(pipeline, path, crate::daemon::shutdown_signal()).await })
                 .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("{e:#}")))
@@ -462,6 +528,26 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(s) = sent {
                     say!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
                 }
+            }
+            Ok(())
+        }
+        Command::Migrate { to, json } => {
+            let config = load_config(cli.config)?;
+            let counts = match to {
+                None => {
+                    open_store(&config)?;
+                    say!("the store is at the current layout");
+                    return Ok(());
+                }
+                Some(_) => migrate_to_postgres(&config)?,
+            };
+            if json {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    counts.iter().map(|(k, n)| (k.to_string(), (*n).into())).collect();
+                say_json!("{}", serde_json::Value::Object(map));
+            } else {
+                let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                say!("copied into PostgreSQL: {}", parts.join(", "));
             }
             Ok(())
         }

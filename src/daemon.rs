@@ -188,27 +188,34 @@ fn reload(path: &Path, sink: &Sink) -> Result<Arc<Config>, String> {
 
 /// Timers: wake at the next due time, at most a minute apart (new timers
 /// appear as mail arrives), and fire what is due under the writer lock.
+/// Instances sharing a store fire timers under one lease, so each fires once.
 async fn timers(sink: Sink, mut stop: watch::Receiver<bool>) {
+    let mut lease = crate::transports::Lease::new("timers");
     loop {
         let pipeline = sink.pipeline();
-        let fired = crate::transports::blocking(|| {
-            let _guard = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
-            pipeline.tick(Timestamp::now())
-        });
-        match fired {
-            Ok(t) if t.fired > 0 => sink.wake_sender.notify_one(),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "timer pass failed"),
+        if lease.held(&sink) {
+            let fired = crate::transports::blocking(|| {
+                let _guard = sink.writer.lock().unwrap_or_else(|p| p.into_inner());
+                pipeline.tick(Timestamp::now())
+            });
+            match fired {
+                Ok(t) if t.fired > 0 => sink.wake_sender.notify_one(),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "timer pass failed"),
+            }
         }
-        let wait = match pipeline.store.next_due() {
+        let most = crate::transports::Lease::interval(&sink)
+            .map_or(Duration::from_secs(60), |i| i.min(Duration::from_secs(60)));
+        let wait = match crate::transports::blocking(|| pipeline.store.next_due()) {
             Ok(Some(at)) => Duration::from_secs((at.as_second() - Timestamp::now().as_second()).clamp(0, 60) as u64),
-            _ => Duration::from_secs(60),
+            _ => most,
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+            _ = tokio::time::sleep(wait.min(most).max(Duration::from_millis(200))) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
+            lease.release(&sink);
             return;
         }
     }
@@ -284,7 +291,7 @@ async fn readiness(sink: Sink, mut stop: watch::Receiver<bool>) {
             .config
             .mailboxes
             .iter()
-            .filter(|m| boxes.get(&m.name).is_some_and(|s| s.up))
+            .filter(|m| boxes.get(&m.name).is_some_and(|s| s.ready()))
             .count();
         let total = pipeline.config.mailboxes.len();
         if !ready && up == total {
@@ -292,7 +299,9 @@ async fn readiness(sink: Sink, mut stop: watch::Receiver<bool>) {
             notify(&format!("READY=1\nSTATUS={up} of {total} mailboxes connected"));
             tracing::info!("ready");
         }
-        let depth = pipeline.store.outbox_depth().map(|(n, _)| n).unwrap_or(0);
+        let depth = crate::transports::blocking(|| pipeline.store.outbox_depth())
+            .map(|(n, _)| n)
+            .unwrap_or(0);
         let status = format!("STATUS={up} of {total} mailboxes connected, outbox {depth}");
         if ready && status != last_status {
             notify(&status);

@@ -48,6 +48,15 @@ pub struct MailboxState {
     pub up: bool,
     /// Unix time of the last successful fetch.
     pub last_fetch: Option<i64>,
+    /// Another instance holds this mailbox's lease; this one stands by.
+    pub standby: bool,
+}
+
+impl MailboxState {
+    /// Working or standing by as it should: counts as ready.
+    pub fn ready(&self) -> bool {
+        self.up || self.standby
+    }
 }
 
 impl Metrics {
@@ -66,7 +75,21 @@ impl Metrics {
     /// Sets a mailbox's connection state.
     pub fn mailbox_up(&self, name: &str, up: bool) {
         let mut m = self.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(name.to_string()).or_default().up = up;
+        let e = m.entry(name.to_string()).or_default();
+        e.up = up;
+        if up {
+            e.standby = false;
+        }
+    }
+
+    /// Records that another instance holds the mailbox (`true`) or that this one took it.
+    pub fn mailbox_standby(&self, name: &str, standby: bool) {
+        let mut m = self.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(name.to_string()).or_default();
+        e.standby = standby;
+        if standby {
+            e.up = false;
+        }
     }
 
     /// Records a successful fetch of a mailbox at unix time `at`.

@@ -396,15 +396,16 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                     .mailboxes
                     .iter()
                     .map(|m| &m.name)
-                    .filter(|n| !boxes.get(*n).is_some_and(|s| s.up))
+                    .filter(|n| !boxes.get(*n).is_some_and(|s| s.ready()))
                     .collect();
                 let outgoing = pipeline.metrics.outgoing_down();
-                if down.is_empty() && outgoing.is_none() {
+                let store_error = store.ping().err().map(|e| e.to_string());
+                if down.is_empty() && outgoing.is_none() && store_error.is_none() {
                     respond(StatusCode::OK, "text/plain", "ready\n".into())
                 } else {
                     json(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({ "not_ready": down, "outgoing_error": outgoing }),
+                        &serde_json::json!({ "not_ready": down, "outgoing_error": outgoing, "store_error": store_error }),
                     )
                 }
             }

@@ -80,6 +80,9 @@ pub enum ImapError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] crate::adapters::store::StoreError),
+    /// Another instance holds the mailbox's lease now.
+    #[error("the mailbox's lease was lost")]
+    LeaseLost,
 }
 
 /// The longest IDLE before re-issuing it (RFC 2177 asks for < 30 minutes).
@@ -88,9 +91,25 @@ const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
 /// Runs one IMAP mailbox until shutdown, reconnecting with backoff.
 pub async fn run(sink: Sink, mailbox: String, config: ImapConfig, mut shutdown: watch::Receiver<bool>) {
     let mut failures = 0u32;
+    let lease = super::mailbox_lease(&mailbox);
     loop {
-        match session_loop(&sink, &mailbox, &config, &mut shutdown, &mut failures).await {
-            Ok(()) => return,
+        // Instances sharing a store read each mailbox one at a time.
+        if !super::acquire(&sink, &lease, &mut shutdown).await {
+            return;
+        }
+        let result = tokio::select! {
+            r = session_loop(&sink, &mailbox, &config, &mut shutdown, &mut failures) => r,
+            _ = super::hold(&sink, &lease) => Err(ImapError::LeaseLost),
+        };
+        match result {
+            Ok(()) => {
+                super::release(&sink, &lease);
+                return;
+            }
+            Err(ImapError::LeaseLost) => {
+                sink.pipeline().metrics.mailbox_up(&mailbox, false);
+                tracing::warn!(mailbox = %mailbox, "another instance took the mailbox; standing by");
+            }
             Err(e) => {
                 sink.pipeline().metrics.mailbox_up(&mailbox, false);
                 failures += 1;

@@ -15,22 +15,29 @@ pub async fn run(sink: Sink, mailbox: String, path: PathBuf, mut shutdown: watch
         }
     }
     tracing::info!(mailbox = %mailbox, path = %path.display(), "watching maildir");
+    // Instances sharing a store scan the folder one at a time.
+    let mut lease = super::Lease::new(super::mailbox_lease(&mailbox));
     loop {
-        match scan_once(&sink, &mailbox, &path) {
-            Ok(_) => sink
-                .pipeline()
-                .metrics
-                .mailbox_fetched(&mailbox, jiff::Timestamp::now().as_second()),
-            Err(e) => {
-                sink.pipeline().metrics.mailbox_up(&mailbox, false);
-                tracing::error!(mailbox = %mailbox, error = %e, "maildir scan failed; will retry");
+        if !lease.held(&sink) {
+            sink.pipeline().metrics.mailbox_standby(&mailbox, true);
+        } else {
+            match scan_once(&sink, &mailbox, &path) {
+                Ok(_) => sink
+                    .pipeline()
+                    .metrics
+                    .mailbox_fetched(&mailbox, jiff::Timestamp::now().as_second()),
+                Err(e) => {
+                    sink.pipeline().metrics.mailbox_up(&mailbox, false);
+                    tracing::error!(mailbox = %mailbox, error = %e, "maildir scan failed; will retry");
+                }
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
+            lease.release(&sink);
             return;
         }
     }

@@ -14,6 +14,8 @@ use crate::adapters::store::StoreError;
 use crate::pipeline::{Origin, Pipeline, Processed};
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The shared handle sources use to store mail: one writer at a time.
 #[derive(Clone, Debug)]
@@ -74,5 +76,145 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+/// The lease name of a mailbox.
+pub fn mailbox_lease(mailbox: &str) -> String {
+    format!("mailbox:{mailbox}")
+}
+
+/// Waits until this instance holds the lease `name` (at once on a store of
+/// one process), standing by meanwhile. `false` when shutting down first.
+pub async fn acquire(sink: &Sink, name: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let store = sink.pipeline().store.clone();
+    let Some(every) = store.lease_interval() else {
+        return true;
+    };
+    let mut waiting = false;
+    loop {
+        match blocking(|| store.lease(name)) {
+            Ok(true) => {
+                tracing::info!(lease = %name, "lease taken");
+                return true;
+            }
+            Ok(false) if !waiting => {
+                tracing::info!(lease = %name, "held by another instance; standing by");
+                waiting = true;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(lease = %name, error = %e, "cannot take the lease; retrying"),
+        }
+        if let Some(m) = name.strip_prefix("mailbox:") {
+            sink.pipeline().metrics.mailbox_standby(m, true);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return false;
+        }
+    }
+}
+
+/// Renews the lease `name` every interval; resolves when it is lost: taken
+/// by another instance, or not renewed for a whole lease time (the database
+/// is away). Never resolves on a store of one process.
+pub async fn hold(sink: &Sink, name: &str) {
+    let store = sink.pipeline().store.clone();
+    let Some(every) = store.lease_interval() else {
+        return std::future::pending().await;
+    };
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match blocking(|| store.lease(name)) {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                tracing::warn!(lease = %name, "lease lost to another instance");
+                return;
+            }
+            Err(e) if renewed.elapsed() >= every * 3 => {
+                tracing::warn!(lease = %name, error = %e, "lease not renewed in time; giving it up");
+                return;
+            }
+            Err(e) => tracing::warn!(lease = %name, error = %e, "cannot renew the lease; retrying"),
+        }
+    }
+}
+
+/// Gives the lease up (at a clean stop), so another instance takes over at once.
+pub fn release(sink: &Sink, name: &str) {
+    let store = sink.pipeline().store.clone();
+    if store.lease_interval().is_some()
+        && let Err(e) = blocking(|| store.release(name))
+    {
+        tracing::warn!(lease = %name, error = %e, "cannot release the lease");
+    }
+}
+
+/// A lease kept by a loop that wakes often (the Maildir scan, the timers):
+/// `held()` renews it when a third of its time has passed.
+#[derive(Debug)]
+pub struct Lease {
+    name: String,
+    renewed: Option<Instant>,
+}
+
+impl Lease {
+    /// A lease not yet taken.
+    pub fn new(name: impl Into<String>) -> Lease {
+        Lease {
+            name: name.into(),
+            renewed: None,
+        }
+    }
+
+    /// Whether this instance holds the lease now, taking or renewing it as due.
+    pub fn held(&mut self, sink: &Sink) -> bool {
+        let store = sink.pipeline().store.clone();
+        let Some(every) = store.lease_interval() else {
+            return true;
+        };
+        if self.renewed.is_some_and(|r| r.elapsed() < every) {
+            return true;
+        }
+        match blocking(|| store.lease(&self.name)) {
+            Ok(true) => {
+                if self.renewed.is_none() {
+                    tracing::info!(lease = %self.name, "lease taken");
+                }
+                self.renewed = Some(Instant::now());
+                true
+            }
+            Ok(false) => {
+                if self.renewed.take().is_some() {
+                    tracing::warn!(lease = %self.name, "lease lost to another instance");
+                }
+                false
+            }
+            Err(e) => {
+                // Within a lease time of the last renewal it is still ours.
+                let ours = self.renewed.is_some_and(|r| r.elapsed() < every * 3);
+                tracing::warn!(lease = %self.name, error = %e, "cannot renew the lease");
+                if !ours {
+                    self.renewed = None;
+                }
+                ours
+            }
+        }
+    }
+
+    /// Gives it up if held.
+    pub fn release(&mut self, sink: &Sink) {
+        if self.renewed.take().is_some() {
+            release(sink, &self.name);
+        }
+    }
+
+    /// How long to sleep at most between checks.
+    pub fn interval(sink: &Sink) -> Option<Duration> {
+        sink.pipeline().store.lease_interval()
     }
 }

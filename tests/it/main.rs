@@ -7,6 +7,8 @@ mod cli;
 mod golden;
 mod imap;
 mod mail;
+mod pg;
+mod postgres;
 mod replies;
 mod report;
 mod rules;

@@ -15,7 +15,7 @@ fn blob_path(data: &Path, key: &str) -> std::path::PathBuf {
 
 #[test]
 fn raw_mail_lives_in_blob_files_named_by_their_hash() {
-    let desk = DeskConfig::new().build();
+    let desk = DeskConfig::new().sled().build();
     let m = mail(
         "bob@customer.test",
         "support@example.com",
@@ -167,7 +167,7 @@ fn export_through_the_daemon_follows_its_pages_and_matches_the_offline_export() 
 
 #[test]
 fn unreferenced_blobs_are_swept_and_referenced_ones_kept() {
-    let desk = DeskConfig::new().build();
+    let desk = DeskConfig::new().sled().build();
     desk.ingest(&[&mail(
         "bob@customer.test",
         "support@example.com",

@@ -40,6 +40,8 @@ pub struct DeskConfig {
     pub mailboxes: Vec<String>,
     pub outgoing: String,
     pub extra: String,
+    /// `[store]`: `None` for the run's default (sled, or PostgreSQL with `POSTDESK_TEST_STORE=postgres`).
+    pub store: Option<String>,
 }
 
 impl DeskConfig {
@@ -51,7 +53,20 @@ impl DeskConfig {
             mailboxes: Vec::new(),
             outgoing: String::new(),
             extra: String::new(),
+            store: None,
         }
+    }
+
+    /// Keeps this desk on sled whatever the run's backend (tests of sled's own files).
+    pub fn sled(mut self) -> Self {
+        self.store = Some(String::new());
+        self
+    }
+
+    /// Puts this desk on a fresh database of `pg`.
+    pub fn postgres(mut self, pg: &crate::pg::Postgres) -> Self {
+        self.store = Some(pg.store_config(&pg.create_database()));
+        self
     }
 
     /// An IMAP mailbox on a local Dovecot (plain on loopback).
@@ -132,8 +147,16 @@ impl DeskConfig {
                 .unwrap_or_else(|| "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n".into()),
             extra = self.extra
         );
+        let store = match self.store {
+            Some(s) => s,
+            None if crate::pg::suite_on_postgres() => {
+                let pg = crate::pg::shared();
+                pg.store_config(&pg.create_database())
+            }
+            None => String::new(),
+        };
         let port = crate::servers::free_port();
-        let text = format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{}", self.http);
+        let text = format!("{text}\n{store}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{}", self.http);
         let config = dir.join("postdesk.toml");
         fs::write(&config, text).unwrap();
         Desk {

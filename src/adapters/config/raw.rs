@@ -271,6 +271,16 @@ pub(super) struct RawTemplate {
 pub(super) struct RawStore {
     pub(super) backend: Option<Spanned<String>>,
     pub(super) cache_mb: Option<Spanned<u64>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) host: Option<String>,
+    pub(super) port: Option<u16>,
+    pub(super) database: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) password_file: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) pool_size: Option<Spanned<usize>>,
+    pub(super) lease_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

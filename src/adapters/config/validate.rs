@@ -128,6 +128,65 @@ impl Validator<'_> {
         }
     }
 
+    /// `[store]` with `backend = "postgres"`: a URL or host/port/database/user, a password source, TLS, pool and lease.
+    fn postgres(&mut self, rs: &super::raw::RawStore, at: usize) -> Option<crate::adapters::store::PgSettings> {
+        use crate::adapters::store::PgSettings;
+        let mut pg = PgSettings::default();
+        if let Some(url) = &rs.url {
+            match url.get_ref().parse::<tokio_postgres::Config>() {
+                Ok(c) => {
+                    pg.url = Some(url.get_ref().clone());
+                    if c.get_password().is_some() {
+                        self.problem(
+                            url.span().start,
+                            "[store] url: leave the password out of the URL; give password_file or password_env".into(),
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.problem(
+                        url.span().start,
+                        format!("[store] url: {e}; expected postgresql://USER@HOST:PORT/DATABASE or key=value pairs"),
+                    );
+                    return None;
+                }
+            }
+            if rs.host.is_some() || rs.port.is_some() || rs.database.is_some() || rs.user.is_some() {
+                self.problem(at, "[store]: give url or host/port/database/user, not both".into());
+            }
+        } else {
+            match (&rs.database, &rs.user) {
+                (Some(d), Some(u)) => {
+                    pg.database = d.clone();
+                    pg.user = u.clone();
+                }
+                _ => {
+                    self.problem(at, "backend = \"postgres\" needs url, or database and user (host and port default to localhost:5432)".into());
+                    return None;
+                }
+            }
+            pg.host = rs.host.clone().unwrap_or_else(|| "localhost".into());
+            pg.port = rs.port.unwrap_or(5432);
+        }
+        pg.password = self.secret(at, &rs.password_file, &rs.password_env, "[store] password");
+        pg.ca_file = rs.ca_file.as_ref().map(|c| PathBuf::from(c.get_ref()));
+        if let Some(n) = &rs.pool_size {
+            match *n.get_ref() {
+                1..=256 => pg.pool_size = *n.get_ref(),
+                v => self.problem(
+                    n.span().start,
+                    format!("pool_size = {v}: expected 1 to 256 connections"),
+                ),
+            }
+        }
+        pg.lease_timeout = self.duration(&rs.lease_timeout, pg.lease_timeout);
+        if pg.lease_timeout < Duration::from_secs(3) || pg.lease_timeout > Duration::from_secs(3600) {
+            let at = rs.lease_timeout.as_ref().map_or(at, |l| l.span().start);
+            self.problem(at, "lease_timeout: expected 3s to 1h".into());
+        }
+        Some(pg)
+    }
+
     fn address(&mut self, raw: &Spanned<String>, what: &str) -> String {
         let a = raw.get_ref().trim().to_ascii_lowercase();
         let (local, domain) = split_address(&a);
@@ -405,23 +464,42 @@ impl Validator<'_> {
 
         let mut store = crate::adapters::store::StoreSettings::default();
         if let Some(rs) = raw.store {
+            let sspan = rs.span();
             let rs = rs.into_inner();
-            if let Some(b) = &rs.backend
-                && b.get_ref() != "sled"
-            {
-                self.problem(
-                    b.span().start,
-                    format!(
-                        "store backend {:?}: expected \"sled\" (the embedded store)",
-                        b.get_ref()
-                    ),
-                );
-            }
             if let Some(mb) = &rs.cache_mb {
                 match *mb.get_ref() {
                     4..=65536 => store.cache_bytes = mb.get_ref() * 1024 * 1024,
                     n => self.problem(mb.span().start, format!("cache_mb = {n}: expected 4 to 65536 (MiB)")),
                 }
+            }
+            let postgres_keys = rs.url.is_some()
+                || rs.host.is_some()
+                || rs.port.is_some()
+                || rs.database.is_some()
+                || rs.user.is_some()
+                || rs.password_file.is_some()
+                || rs.password_env.is_some()
+                || rs.ca_file.is_some()
+                || rs.pool_size.is_some()
+                || rs.lease_timeout.is_some();
+            match rs.backend.as_ref().map(|b| (b.get_ref().as_str(), b.span().start)) {
+                None | Some(("sled", _)) => {
+                    if postgres_keys {
+                        self.problem(
+                            sspan.start,
+                            "[store]: url, host, port, database, user, password, ca_file, pool_size and lease_timeout are for backend = \"postgres\"".into(),
+                        );
+                    }
+                }
+                Some(("postgres", at)) => {
+                    if let Some(pg) = self.postgres(&rs, at) {
+                        store.backend = crate::adapters::store::Backend::Postgres(Box::new(pg));
+                    }
+                }
+                Some((other, at)) => self.problem(
+                    at,
+                    format!("store backend {other:?}: expected \"sled\" (the embedded store) or \"postgres\""),
+                ),
             }
         }
 

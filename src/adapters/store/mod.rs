@@ -11,6 +11,7 @@
 //! mail processed only after it.
 
 pub mod blobs;
+pub mod postgres;
 pub mod sled;
 
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
@@ -39,6 +40,12 @@ pub enum StoreError {
         /// What went wrong.
         error: std::io::Error,
     },
+    /// The database server failed or cannot be reached.
+    #[error("database: {0}")]
+    Database(String),
+    /// Another instance changed the same records first; the work is retried.
+    #[error("conflict with another instance: {0}")]
+    Conflict(String),
     /// A list cursor that no page gave out.
     #[error("bad cursor {0:?}: pass back the `next` of a previous page")]
     BadCursor(String),
@@ -325,6 +332,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn commit(&self, change: Change) -> Result<(), StoreError>;
     /// Makes every committed change durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Takes or renews this instance's lease on `name` (a mailbox, the
+    /// timers); `true` while held. Instances sharing a store split the work
+    /// this way. The embedded store belongs to one process: always `true`.
+    fn lease(&self, name: &str) -> Result<bool, StoreError> {
+        let _ = name;
+        Ok(true)
+    }
+    /// Gives a lease up (at shutdown), so another instance takes it at once.
+    fn release(&self, name: &str) -> Result<(), StoreError> {
+        let _ = name;
+        Ok(())
+    }
+    /// How often a holder renews its leases; `None` when leases are not shared.
+    fn lease_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Takes up to `limit` outbox entries of `lane` after `after` to send:
+    /// entries another instance claimed within `hold` are skipped, so each
+    /// mail goes out once. The embedded store reads them as [`Store::outbox`].
+    fn claim_outbox(
+        &self,
+        lane: Lane,
+        after: Option<OutboxKey>,
+        limit: usize,
+        hold: std::time::Duration,
+    ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+        let _ = hold;
+        self.outbox(lane, after, limit)
+    }
+    /// Whether the store answers now (`/readyz`); the error says why not.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Settings of the store (`[store]`).
@@ -332,19 +373,74 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 pub struct StoreSettings {
     /// The embedded database's page cache, in bytes.
     pub cache_bytes: u64,
+    /// Which backend.
+    pub backend: Backend,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             cache_bytes: 64 * 1024 * 1024,
+            backend: Backend::Sled,
         }
     }
 }
 
-/// Opens the configured store under `data_dir` (upgrading an older layout in place).
+/// The store backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sled under `data_dir/store`, blobs in files: one process.
+    Sled,
+    /// PostgreSQL: several instances may share it.
+    Postgres(Box<PgSettings>),
+}
+
+/// How to reach PostgreSQL (`[store] backend = "postgres"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgSettings {
+    /// A connection URL or key=value string (without password), instead of the four fields below.
+    pub url: Option<String>,
+    /// Host name, IP address or socket folder.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Where the password comes from.
+    pub password: Option<crate::adapters::config::SecretSource>,
+    /// A CA certificate (PEM): TLS is required and the server checked against it.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long a mailbox or timer lease lasts without renewal before another instance takes it.
+    pub lease_timeout: std::time::Duration,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings {
+            url: None,
+            host: "localhost".into(),
+            port: 5432,
+            database: String::new(),
+            user: String::new(),
+            password: None,
+            ca_file: None,
+            pool_size: 8,
+            lease_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// Opens the configured store: sled under `data_dir` (upgrading an older
+/// layout in place), or PostgreSQL (migrating its schema).
 pub fn open(data_dir: &Path, settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(sled::SledStore::open(data_dir, settings)?))
+    Ok(match &settings.backend {
+        Backend::Sled => Arc::new(sled::SledStore::open(data_dir, settings)?),
+        Backend::Postgres(pg) => Arc::new(postgres::PgStore::open(pg)?),
+    })
 }
 
 /// A store seen as the threading index.

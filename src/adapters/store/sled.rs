@@ -474,6 +474,162 @@ impl SledStore {
         Ok(())
     }
 
+    /// Every record as the writes that recreate it in another store, in
+    /// changes of up to `batch` writes: meta, tickets, messages, events, the
+    /// indexes, positions, outbox, quarantine, rate-limit records and timers.
+    /// Blobs go separately ([`SledStore::each_blob`]). Returns what was read.
+    pub fn dump(
+        &self,
+        batch: usize,
+        f: &mut dyn FnMut(Change) -> Result<(), StoreError>,
+    ) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        let mut counts: Vec<(&'static str, u64)> = Vec::new();
+        let mut change = Change::default();
+        let mut emit = |op: Op, change: &mut Change| -> Result<(), StoreError> {
+            change.push(op);
+            if change.ops.len() >= batch {
+                f(std::mem::take(change))?;
+            }
+            Ok(())
+        };
+        let mut n = 0;
+        for r in self.tree(T::Tickets).iter() {
+            let (_, v) = r?;
+            emit(Op::Ticket(Box::new(decode("tickets", &v)?)), &mut change)?;
+            n += 1;
+        }
+        counts.push(("tickets", n));
+        for (tree, name) in [(T::Messages, "messages"), (T::Events, "events")] {
+            let mut n = 0;
+            for r in self.tree(tree).iter() {
+                let (k, v) = r?;
+                let id = TicketId(read_u64(&k[..8.min(k.len())]));
+                let op = if tree == T::Messages {
+                    Op::Message(id, Box::new(decode(name, &v)?))
+                } else {
+                    Op::Event(id, Box::new(decode(name, &v)?))
+                };
+                emit(op, &mut change)?;
+                n += 1;
+            }
+            counts.push((name, n));
+        }
+        let mut n = 0;
+        for r in self.tree(T::MsgIds).iter() {
+            let (k, _) = r?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            if let Some(entry) = self.message_id(&id)? {
+                emit(Op::MessageId(id, entry), &mut change)?;
+                n += 1;
+            }
+        }
+        counts.push(("message_ids", n));
+        let mut n = 0;
+        for r in self.tree(T::Hashes).iter().keys() {
+            emit(Op::Hash(String::from_utf8_lossy(&r?).into_owned()), &mut change)?;
+            n += 1;
+        }
+        counts.push(("hashes", n));
+        let mut n = 0;
+        for r in self.tree(T::Sources).iter() {
+            let (k, v) = r?;
+            let op = Op::Source(
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+            emit(op, &mut change)?;
+            n += 1;
+        }
+        counts.push(("sources", n));
+        let mut n = 0;
+        for r in self.tree(T::Positions).iter() {
+            let (k, v) = r?;
+            emit(
+                Op::Position(String::from_utf8_lossy(&k).into_owned(), decode("positions", &v)?),
+                &mut change,
+            )?;
+            n += 1;
+        }
+        counts.push(("positions", n));
+        let mut n = 0;
+        for r in self.tree(T::Outbox).iter() {
+            let (k, v) = r?;
+            if let Some(key) = parse_outbox_key(&k) {
+                emit(Op::Enqueue(key.lane, Box::new(decode("outbox", &v)?)), &mut change)?;
+                n += 1;
+            }
+        }
+        counts.push(("outbox", n));
+        let mut n = 0;
+        for r in self.tree(T::Quarantine).iter() {
+            let (_, v) = r?;
+            emit(Op::Quarantine(Box::new(decode("quarantine", &v)?)), &mut change)?;
+            n += 1;
+        }
+        counts.push(("quarantine", n));
+        for r in self.tree(T::Acks).iter().keys() {
+            let k = r?;
+            // address, NUL, seconds (8), sequence (8)
+            if k.len() > 17 {
+                let (address, rest) = k.split_at(k.len() - 17);
+                let at = i64::from_be_bytes(rest[1..9].try_into().unwrap_or([0; 8]));
+                if let Ok(at) = Timestamp::from_second(at) {
+                    emit(Op::Ack(String::from_utf8_lossy(address).into_owned(), at), &mut change)?;
+                }
+            }
+        }
+        for r in self.tree(T::Suppress).iter() {
+            let (k, v) = r?;
+            emit(
+                Op::Suppress(String::from_utf8_lossy(&k).into_owned(), decode("suppress", &v)?),
+                &mut change,
+            )?;
+        }
+        let mut n = 0;
+        for r in self.tree(T::Due).iter().keys() {
+            if let Some(t) = parse_due_key(&r?) {
+                emit(Op::AddTimer(t), &mut change)?;
+                n += 1;
+            }
+        }
+        counts.push(("timers", n));
+        for r in self.tree(T::Meta).iter() {
+            let (k, v) = r?;
+            if let Some(queue) = k.strip_prefix(b"rr:") {
+                emit(
+                    Op::RoundRobin(
+                        String::from_utf8_lossy(queue).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    ),
+                    &mut change,
+                )?;
+            }
+        }
+        let next = self.next_ticket_id()?;
+        if next.0 > 1 {
+            emit(Op::NextTicket(next), &mut change)?;
+        }
+        if !change.is_empty() {
+            f(change)?;
+        }
+        Ok(counts)
+    }
+
+    /// Every blob's key and bytes.
+    pub fn each_blob(&self, mut f: impl FnMut(String, Vec<u8>) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut keys = Vec::new();
+        self.blobs.each(|key, _| {
+            keys.push(key.to_string());
+            Ok(())
+        })?;
+        for key in keys {
+            if let Some(bytes) = self.blobs.get(&key)? {
+                f(key, bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     fn children<V: DeserializeOwned>(&self, tree: T, name: &'static str, id: TicketId) -> Result<Vec<V>, StoreError> {
         self.tree(tree)
             .scan_prefix(be(id.0))

@@ -207,6 +207,11 @@ pub async fn drain_with(
     // is due by the time the live lane is read again, not after the pass.
     let started = std::time::Instant::now();
     let start = now;
+    // How long a claimed page is ours: two lease times where instances share the store.
+    let hold = pipeline
+        .store
+        .lease_interval()
+        .map_or(std::time::Duration::from_secs(60), |i| i * 6);
     loop {
         let mut any = false;
         for lane in [Lane::Live, Lane::Bulk] {
@@ -218,7 +223,9 @@ pub async fn drain_with(
             }
             let after = cursor[i];
             // The live lane is read again after every bulk page: what was queued meanwhile goes next.
-            let page = crate::transports::blocking(|| pipeline.store.outbox(lane, after, PAGE))?;
+            // Claimed: instances sharing a store skip each other's pages.
+            let page = crate::transports::blocking(|| pipeline.store.claim_outbox(lane, after, PAGE, hold))?;
+            let claimed = std::time::Instant::now();
             let Some((last, _)) = page.last() else {
                 bulk_done |= lane == Lane::Bulk;
                 continue;
@@ -231,6 +238,14 @@ pub async fn drain_with(
                 if stop() {
                     flush(pipeline, sent_any)?;
                     return Ok(summary);
+                }
+                if claimed.elapsed() > hold / 2 {
+                    // A slow server: claim the rest again before the hold runs out.
+                    cursor[i] = Some(OutboxKey {
+                        seq: key.seq.saturating_sub(1),
+                        ..key
+                    });
+                    break;
                 }
                 match send_one(pipeline, mailer, now, retry_now, key, entry, &mut summary).await? {
                     Sent::Skipped => {}

@@ -1,0 +1,297 @@
+//! The PostgreSQL backend: configuration, several instances on one
+//! database and one mailbox, outages, and moving a sled desk over.
+
+use crate::pg::Postgres;
+use crate::support::*;
+
+#[test]
+fn check_names_bad_postgres_keys_with_line_and_column() {
+    let desk = DeskConfig::new()
+        .sled()
+        .extra("[store]\nbackend = \"postgres\"\nurl = \"postgresql://u:pw@localhost/db\"\npool_size = 0\nlease_timeout = \"1s\"\n")
+        .build();
+    let out = desk.run(&["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("leave the password out of the URL"), "{err}");
+    assert!(err.contains("pool_size = 0: expected 1 to 256"), "{err}");
+    assert!(err.contains("lease_timeout: expected 3s to 1h"), "{err}");
+    assert!(err.contains("postdesk.toml:"), "names the file and line: {err}");
+
+    let desk = DeskConfig::new()
+        .sled()
+        .extra("[store]\nbackend = \"sled\"\nhost = \"db\"\n")
+        .build();
+    let err = String::from_utf8_lossy(&desk.run(&["check"]).stderr).into_owned();
+    assert!(err.contains("are for backend = \"postgres\""), "{err}");
+}
+
+#[test]
+fn a_desk_on_postgres_keeps_tickets_across_restarts() {
+    let pg = Postgres::start();
+    let desk = DeskConfig::new().postgres(&pg).build();
+    let first = mail(
+        "Carol <carol@example.net>",
+        "support@example.com",
+        "Printer on fire",
+        "p1@example.net",
+        "",
+        "It is burning.\n",
+    );
+    let v = desk.ingest(&[&first]);
+    assert_eq!(v["new_tickets"], 1, "{v}");
+    let reply = mail(
+        "Carol <carol@example.net>",
+        "support@example.com",
+        "Re: Printer on fire",
+        "p2@example.net",
+        "In-Reply-To: <p1@example.net>",
+        "Still burning.\n",
+    );
+    let v = desk.ingest(&[&reply, &first]);
+    assert_eq!(v["appended"], 1, "{v}");
+    assert_eq!(v["duplicates"], 1, "{v}");
+    let t = desk.show(1);
+    assert_eq!(
+        t["messages"].as_array().unwrap().len(),
+        3,
+        "two inbound and the acknowledgement: {t}"
+    );
+    assert_eq!(t["requester"]["email"], "carol@example.net");
+    // The rows are in the database, for SQL.
+    let db = desk_database(&desk);
+    assert_eq!(pg.query(&db, "SELECT count(*) FROM tickets"), "1");
+    assert_eq!(pg.query(&db, "SELECT count(*) FROM messages"), "3");
+    assert_eq!(
+        pg.query(&db, "SELECT data->>'subject' FROM tickets WHERE id = 1"),
+        "Printer on fire"
+    );
+}
+
+/// The database name in a desk's `[store] url`.
+fn desk_database(desk: &Desk) -> String {
+    let text = std::fs::read_to_string(&desk.config).unwrap();
+    let url = text.lines().find(|l| l.starts_with("url = ")).expect("a url");
+    url.trim_end_matches('"').rsplit('/').next().unwrap().to_string()
+}
+
+/// A second instance of `desk`: the same config (mailboxes, database,
+/// instance secret) with an HTTP port of its own.
+fn second_instance(desk: &Desk) -> Desk {
+    let dir = crate::servers::temp_dir("desk-b");
+    let port = crate::servers::free_port();
+    let text = std::fs::read_to_string(&desk.config).unwrap().replace(
+        &format!("listen = \"127.0.0.1:{}\"", desk.http_port),
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let config = dir.join("postdesk.toml");
+    std::fs::write(&config, text).unwrap();
+    Desk {
+        dir,
+        config,
+        http_port: port,
+    }
+}
+
+/// The PID in the holder of a lease (`host:pid:random`), if held.
+fn lease_holder(pg: &Postgres, db: &str, lease: &str) -> Option<u32> {
+    let h = pg.query(db, &format!("SELECT holder FROM leases WHERE name = '{lease}'"));
+    h.split(':').nth(1).and_then(|p| p.parse().ok())
+}
+
+fn conversation(i: usize, reply: bool) -> String {
+    let from = format!("Customer {i} <c{i}@customer.test>");
+    if reply {
+        mail(
+            &from,
+            "support@example.com",
+            &format!("Re: Question {i}"),
+            &format!("r{i}@customer.test"),
+            &format!("In-Reply-To: <q{i}@customer.test>"),
+            "And one more thing.\n",
+        )
+    } else {
+        mail(
+            &from,
+            "support@example.com",
+            &format!("Question {i}"),
+            &format!("q{i}@customer.test"),
+            "",
+            "Hello, a question.\n",
+        )
+    }
+}
+
+#[test]
+fn two_instances_share_one_mailbox_and_database_through_kill_9() {
+    const CONVERSATIONS: usize = 250;
+    let pg = Postgres::start();
+    let dovecot = crate::servers::Dovecot::start(&["support"]);
+    let smtp = crate::servers::Smtp::start();
+    let a = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .postgres(&pg)
+        .build();
+    let b = second_instance(&a);
+    let db = desk_database(&a);
+    let env = [("POSTDESK_TEST_IMAP_PASSWORD", crate::servers::PASSWORD)];
+    let mut daemons = [Some(a.start_with_env(&env)), Some(b.start_with_env(&env))];
+
+    // Mail arrives while instances die: 500 mails, a question and a reply per customer.
+    let port = dovecot.port;
+    let feeder = std::thread::spawn(move || {
+        let mut imap = Imap::login(port, "support");
+        for chunk in 0..10 {
+            let range = chunk * CONVERSATIONS / 10..(chunk + 1) * CONVERSATIONS / 10;
+            for i in range.clone() {
+                imap.append("INBOX", &conversation(i, false));
+            }
+            for i in range {
+                imap.append("INBOX", &conversation(i, true));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    });
+    let mut kills = 0;
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    while kills < 6 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(std::time::Duration::from_millis(300 + rng % 1200));
+        // Kill whichever instance holds the mailbox now, and start it again.
+        let Some(pid) = lease_holder(&pg, &db, "mailbox:support") else {
+            continue;
+        };
+        let Some(slot) = daemons.iter().position(|d| d.as_ref().is_some_and(|d| d.pid() == pid)) else {
+            continue;
+        };
+        daemons[slot].take().unwrap().kill();
+        kills += 1;
+        let desk = if slot == 0 { &a } else { &b };
+        daemons[slot] = Some(desk.start_with_env(&env));
+    }
+    feeder.join().unwrap();
+
+    let inbound = || {
+        pg.query(
+            &db,
+            "SELECT count(*) FROM messages WHERE data->>'direction' = 'inbound'",
+        )
+        .parse::<usize>()
+        .unwrap()
+    };
+    let mut imap = Imap::login(dovecot.port, "support");
+    wait_until(120, "every mail stored and moved", || {
+        inbound() >= 2 * CONVERSATIONS && imap.count("INBOX") == 0
+    });
+    // 0 lost, 0 doubled: one ticket per conversation, each message once.
+    assert_eq!(pg.query(&db, "SELECT count(*) FROM tickets"), CONVERSATIONS.to_string());
+    assert_eq!(inbound(), 2 * CONVERSATIONS, "each mail stored once");
+    assert_eq!(
+        pg.query(&db, "SELECT count(*) FROM (SELECT ticket FROM messages WHERE data->>'direction' = 'inbound' GROUP BY ticket HAVING count(*) = 2) t"),
+        CONVERSATIONS.to_string(),
+        "question and reply in one ticket"
+    );
+    assert_eq!(imap.count("Processed"), (2 * CONVERSATIONS) as u32);
+    // One acknowledgement per ticket; a kill between sending and dequeuing may double one.
+    wait_until(60, "the acknowledgements sent", || {
+        pg.query(&db, "SELECT count(*) FROM outbox") == "0"
+    });
+    let mut doubled = 0;
+    for i in 0..CONVERSATIONS {
+        let acks = smtp.received_by(&format!("c{i}@customer.test")).len();
+        assert!(acks >= 1, "customer {i} got no acknowledgement");
+        doubled += acks - 1;
+    }
+    eprintln!("two instances: {kills} kills of the mailbox's holder, {doubled} doubled acknowledgements");
+    assert!(doubled <= kills, "{doubled} doubled acknowledgements for {kills} kills");
+    for d in daemons.into_iter().flatten() {
+        d.stop();
+    }
+}
+
+#[test]
+fn a_database_outage_keeps_mail_at_its_source_until_it_is_back() {
+    let mut pg = Postgres::start();
+    let desk = DeskConfig::new().postgres(&pg).build();
+    let db = desk_database(&desk);
+    let daemon = desk.start();
+    let inbox = desk.dir.join("inbox/new");
+    let put = |range: std::ops::Range<usize>| {
+        for i in range {
+            std::fs::write(inbox.join(format!("{i:04}.eml")), conversation(i, false)).unwrap();
+        }
+    };
+    put(0..20);
+    daemon.wait(30, "the first mails stored", || {
+        pg.query(&db, "SELECT count(*) FROM tickets") == "20"
+    });
+    pg.stop();
+    put(20..60);
+    // Not ready, and why; the mail stays in the Maildir.
+    daemon.wait(30, "/readyz to say the store is away", || {
+        let (code, body) = http_raw(desk.http_port, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"");
+        code == 503 && body.contains("store_error")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let left = std::fs::read_dir(&inbox).unwrap().count();
+    assert_eq!(left, 40, "nothing taken from the source while the database is away");
+    pg.resume();
+    daemon.wait(60, "every mail stored after the outage", || {
+        pg.query(&db, "SELECT count(*) FROM tickets") == "60" && std::fs::read_dir(&inbox).unwrap().count() == 0
+    });
+    assert_eq!(
+        pg.query(
+            &db,
+            "SELECT count(*) FROM messages WHERE data->>'direction' = 'inbound'"
+        ),
+        "60",
+        "0 lost, 0 doubled"
+    );
+    let (code, _) = http_raw(desk.http_port, "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"");
+    assert_eq!(code, 200);
+    daemon.stop();
+}
+
+#[test]
+fn migrate_moves_a_sled_desk_into_postgres() {
+    let pg = Postgres::start();
+    let desk = DeskConfig::new().sled().build();
+    let mut mails: Vec<String> = (0..30).map(|i| conversation(i, false)).collect();
+    mails.extend((0..10).map(|i| conversation(i, true)));
+    mails.push("this is not a mail\r\n".into());
+    desk.ingest(&mails.iter().map(String::as_str).collect::<Vec<_>>());
+    let before = desk.ok(&["export"]);
+    // The admin points [store] at the database and moves the desk.
+    let text = std::fs::read_to_string(&desk.config).unwrap();
+    let database = pg.create_database();
+    std::fs::write(
+        &desk.config,
+        text.replace("\n[http]", &format!("\n{}\n[http]", pg.store_config(&database))),
+    )
+    .unwrap();
+    let counts: serde_json::Value = serde_json::from_str(&desk.ok(&["migrate", "--to", "postgres", "--json"])).unwrap();
+    assert_eq!(counts["tickets"], 30, "{counts}");
+    assert_eq!(counts["quarantine"], 1, "{counts}");
+    assert_eq!(counts["messages"], 70, "40 inbound and 30 acknowledgements: {counts}");
+    assert_eq!(pg.query(&database, "SELECT count(*) FROM tickets"), "30");
+    assert_eq!(
+        pg.query(&database, "SELECT count(*) FROM blobs"),
+        counts["blobs"].to_string()
+    );
+    // The same desk, read from PostgreSQL.
+    assert_eq!(desk.ok(&["export"]), before);
+    let q = desk.ok(&["quarantine", "--json"]);
+    assert!(q.contains("this is not a mail") || q.contains("raw_key"), "{q}");
+    // It goes on from there: the next ticket is 31, threading still knows the old ids.
+    let v = desk.ingest(&[&conversation(99, false), &conversation(20, true)]);
+    assert_eq!(v["new_tickets"], 1, "{v}");
+    assert_eq!(v["appended"], 1, "{v}");
+    assert_eq!(desk.show(31)["subject"], "Question 99");
+    // A second migration into a database with tickets is refused.
+    let out = desk.run(&["migrate", "--to", "postgres"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds tickets"));
+}
