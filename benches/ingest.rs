@@ -2,7 +2,8 @@
 //!
 //! 1. `ingest` pipeline throughput on real mail (`../shared/corpora/usb-storage/messages`
 //!    when present, else a generated set) beside bare mail-parser parsing of the same
-//!    mails in the same run, as mails/s and as a ratio;
+//!    mails in the same run, as mails/s and as a ratio, on sled and on PostgreSQL
+//!    (a private cluster on loopback);
 //! 2. IMAP backfill throughput of the daemon from a local Dovecot;
 //! 3. arrival → acknowledgement latency with IDLE, through a real SMTP server.
 //!
@@ -10,11 +11,16 @@
 //!    (median of nine ticks, each over a fresh group of due tickets).
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a small smoke pass only.
-//! `POSTDESK_BENCH_TICK_ONLY=N` runs only the tick comparison, 1,000 against N tickets.
+//! `POSTDESK_BENCH_TICK_ONLY=N` runs only the tick comparison, 1,000 against N tickets;
+//! `POSTDESK_BENCH_INGEST_ONLY=1` only the ingest figures (parse, sled, PostgreSQL).
 
 #[allow(dead_code)]
 #[path = "../tests/it/servers.rs"]
 mod servers;
+
+#[allow(dead_code)]
+#[path = "../tests/it/pg.rs"]
+mod pg;
 
 use postdesk::core::token::Signer;
 use postdesk::pipeline::{Origin, Pipeline};
@@ -42,14 +48,18 @@ fn main() {
         if full { "full run" } else { "smoke run" }
     );
     let rounds = if full { 5 } else { 1 };
+    let ingest_only = std::env::var("POSTDESK_BENCH_INGEST_ONLY").is_ok();
 
-    // Interleaved rounds, so drift in machine load hits both sides alike.
-    let (mut parses, mut ingests) = (Vec::new(), Vec::new());
+    // Interleaved rounds, so drift in machine load hits every side alike.
+    let postgres = pg::Postgres::start();
+    let (mut parses, mut ingests, mut pg_ingests) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         parses.push(bare_parse(&mails));
-        ingests.push(pipeline_ingest(&mails));
+        ingests.push(pipeline_ingest(&mails, ""));
+        let database = postgres.create_database();
+        pg_ingests.push(pipeline_ingest(&mails, &postgres.store_config(&database)));
     }
-    let (parse, ingest) = (median(parses), median(ingests));
+    let (parse, ingest, pg_ingest) = (median(parses), median(ingests), median(pg_ingests));
     println!(
         "bare mail-parser parse: {:>10.0} mails/s (median of {rounds})",
         mails.len() as f64 / parse
@@ -59,6 +69,15 @@ fn main() {
         mails.len() as f64 / ingest
     );
     println!("ratio ingest/parse:     {:>10.2}", parse / ingest);
+    println!(
+        "ingest on PostgreSQL:   {:>10.0} mails/s (median of {rounds}; loopback, group commit)",
+        mails.len() as f64 / pg_ingest
+    );
+    println!("ratio PostgreSQL/sled:  {:>10.2}", ingest / pg_ingest);
+    drop(postgres);
+    if ingest_only {
+        return;
+    }
     // One tick over a store of N tickets with 100 due, beside the same over a small store.
     let (small, large) = if full { (1_000, 1_000_000) } else { (1_000, 3_000) };
     let t_small = tick_cost(small, 100);
@@ -124,8 +143,9 @@ fn config_text(dir: &Path, mailbox: &str, outgoing: &str) -> String {
     )
 }
 
-/// The same work as `postdesk ingest --no-send`: Date order, one transaction per mail, one flush.
-fn pipeline_ingest(mails: &[Vec<u8>]) -> f64 {
+/// The same work as `postdesk ingest --no-send`: Date order, one transaction
+/// per mail, one flush; on sled, or on the store `store` names.
+fn pipeline_ingest(mails: &[Vec<u8>], store: &str) -> f64 {
     let dir = servers::temp_dir("bench-ingest");
     let text = config_text(
         &dir,
@@ -135,6 +155,7 @@ fn pipeline_ingest(mails: &[Vec<u8>]) -> f64 {
         ),
         &format!("[outgoing]\nfile = {{ path = \"{}/out\" }}\n", dir.display()),
     );
+    let text = format!("{text}\n{store}");
     let config = postdesk::adapters::config::parse(&text, Path::new("bench.toml")).unwrap();
     let pipeline = Pipeline {
         store: postdesk::adapters::store::open(&config.instance.data_dir, &config.store).unwrap(),

@@ -210,7 +210,18 @@ impl Pipeline {
                 Processed::Duplicate
             } else {
                 let key = keys.next().expect("one key per fresh mail");
-                self.process_stored(raw, &key, origin, *now)?
+                // Another instance sharing the store got there first: nothing
+                // of this attempt was kept, so process the mail again.
+                let mut attempt = 1;
+                loop {
+                    match self.process_stored(raw, &key, origin, *now) {
+                        Err(StoreError::Conflict(why)) if attempt < 5 => {
+                            tracing::info!(mailbox = %origin.mailbox, attempt, reason = %why, "conflict with another instance; processing the mail again");
+                            attempt += 1;
+                        }
+                        r => break r?,
+                    }
+                }
             });
         }
         Ok(out)

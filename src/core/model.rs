@@ -210,6 +210,12 @@ pub struct Ticket {
     /// agent accepts them with `#cc add`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_participants: Vec<Mailbox>,
+    /// The store's revision of this record when it was read (0: not stored
+    /// yet). A store shared by several instances refuses a write made from
+    /// an older revision, so two changes to one ticket never overwrite each
+    /// other; the embedded store has one writer and leaves it 0.
+    #[serde(skip)]
+    pub revision: u64,
 }
 
 impl Ticket {
@@ -243,6 +249,7 @@ impl Ticket {
             pending_reminded: false,
             survey_sent: false,
             held_participants: Vec::new(),
+            revision: 0,
         }
     }
 

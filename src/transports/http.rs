@@ -515,7 +515,18 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
             _ => error(StatusCode::NOT_FOUND, "no such path"),
         })
     })();
-    result.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
+    result.unwrap_or_else(|e| error(store_status(&e), &e.to_string()))
+}
+
+/// The status of a store failure: another instance's write first is a
+/// conflict (try again), a database away is a temporary outage.
+fn store_status(e: &crate::adapters::store::StoreError) -> StatusCode {
+    use crate::adapters::store::StoreError;
+    match e {
+        StoreError::Conflict(_) => StatusCode::CONFLICT,
+        StoreError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 /// The parts of a survey link `/csat/{ticket}/{token}/{rating}`, checked, or the page to show instead.

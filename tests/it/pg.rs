@@ -17,6 +17,9 @@ static DATABASES: AtomicU32 = AtomicU32::new(0);
 pub struct Postgres {
     pub dir: PathBuf,
     pub port: u16,
+    /// The server's certificate, when started with TLS.
+    pub cert: Option<PathBuf>,
+    options: Vec<String>,
     server: Option<Child>,
 }
 
@@ -55,6 +58,15 @@ fn as_server_user(program: &Path) -> Command {
 impl Postgres {
     /// initdb and start a cluster of its own.
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// A cluster that also speaks TLS, with a self-signed certificate for 127.0.0.1.
+    pub fn start_tls() -> Postgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let dir = temp_dir("pg");
         if is_root() {
             let ok = Command::new("chown")
@@ -88,8 +100,28 @@ impl Postgres {
         let mut pg = Postgres {
             dir,
             port: free_port(),
+            cert: None,
+            options: Vec::new(),
             server: None,
         };
+        if tls {
+            let certs = pg.dir.join("certs");
+            fs::create_dir_all(&certs).unwrap();
+            let (cert, key) = crate::servers::make_cert(&certs);
+            // The server wants its key private and its own.
+            let server_key = pg.dir.join("data/server.key");
+            fs::copy(&key, &server_key).unwrap();
+            crate::servers::set_mode(&server_key, 0o600);
+            if is_root() {
+                let _ = Command::new("chown").arg("postgres:postgres").arg(&server_key).status();
+            }
+            pg.options = vec![
+                "ssl=on".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                "ssl_key_file=server.key".into(),
+            ];
+            pg.cert = Some(cert);
+        }
         pg.resume();
         pg
     }
@@ -117,6 +149,7 @@ impl Postgres {
                 "-c",
                 "shared_buffers=32MB",
             ])
+            .args(self.options.iter().flat_map(|o| ["-c", o.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

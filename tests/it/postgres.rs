@@ -295,3 +295,140 @@ fn migrate_moves_a_sled_desk_into_postgres() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds tickets"));
 }
+
+#[test]
+fn racing_writes_from_two_instances_conflict_instead_of_overwriting() {
+    use postdesk::adapters::store::postgres::PgStore;
+    use postdesk::adapters::store::{Change, IdEntry, Op, PgSettings, Store, StoreError};
+    use postdesk::core::model::{Mailbox, Ticket, TicketId};
+    let pg = Postgres::start();
+    let database = pg.create_database();
+    let settings = PgSettings {
+        url: Some(pg.url(&database)),
+        ..PgSettings::default()
+    };
+    // Two instances on one database.
+    let (one, two) = (PgStore::open(&settings).unwrap(), PgStore::open(&settings).unwrap());
+    let now = jiff::Timestamp::now();
+    let requester = Mailbox::new(None, "carol@customer.test");
+    let mut open = Change::default();
+    open.ticket(&Ticket::new(
+        TicketId(1),
+        "Printer",
+        requester.clone(),
+        "support",
+        "general",
+        now,
+    ));
+    open.push(Op::NextTicket(TicketId(2)));
+    one.commit(open).unwrap();
+
+    // Both read ticket 1 and change it: the second write is refused, nothing of it kept.
+    let mut a = one.ticket(TicketId(1)).unwrap().unwrap();
+    let mut b = two.ticket(TicketId(1)).unwrap().unwrap();
+    a.tags.push("from-one".into());
+    b.tags.push("from-two".into());
+    let mut w = Change::default();
+    w.ticket(&a);
+    one.commit(w).unwrap();
+    let mut w = Change::default();
+    w.ticket(&b);
+    w.push(Op::Hash("kept-only-if-committed".into()));
+    assert!(matches!(two.commit(w), Err(StoreError::Conflict(_))));
+    assert!(!one.has_hash("kept-only-if-committed").unwrap());
+    // Read again, it applies.
+    let mut b = two.ticket(TicketId(1)).unwrap().unwrap();
+    b.tags.push("from-two".into());
+    let mut w = Change::default();
+    w.ticket(&b);
+    two.commit(w).unwrap();
+    assert_eq!(one.ticket(TicketId(1)).unwrap().unwrap().tags, ["from-one", "from-two"]);
+
+    // Both open ticket 2 at once: one number, one ticket.
+    let mut x = Change::default();
+    x.ticket(&Ticket::new(
+        TicketId(2),
+        "Mine",
+        requester.clone(),
+        "support",
+        "general",
+        now,
+    ));
+    x.push(Op::NextTicket(TicketId(3)));
+    let mut y = Change::default();
+    y.ticket(&Ticket::new(
+        TicketId(2),
+        "Theirs",
+        requester,
+        "support",
+        "general",
+        now,
+    ));
+    y.push(Op::NextTicket(TicketId(3)));
+    one.commit(x).unwrap();
+    assert!(matches!(two.commit(y), Err(StoreError::Conflict(_))));
+    assert_eq!(two.ticket(TicketId(2)).unwrap().unwrap().subject, "Mine");
+    assert_eq!(two.next_ticket_id().unwrap(), TicketId(3));
+
+    // A stored Message-ID is taken once; a reference may become stored.
+    let stored = |t| IdEntry {
+        ticket: TicketId(t),
+        stored: true,
+        hash: Some("h".into()),
+    };
+    let mut w = Change::default();
+    w.push(Op::MessageId(
+        "ref@x".into(),
+        IdEntry {
+            ticket: TicketId(1),
+            stored: false,
+            hash: None,
+        },
+    ));
+    one.commit(w).unwrap();
+    for (store, expect_ok) in [(&one, true), (&two, false)] {
+        let mut w = Change::default();
+        w.push(Op::MessageId("ref@x".into(), stored(2)));
+        assert_eq!(store.commit(w).is_ok(), expect_ok);
+    }
+    assert_eq!(one.message_id("ref@x").unwrap().unwrap().ticket, TicketId(2));
+
+    // The counters the trigger keeps follow the tickets.
+    let counts = one.counts().unwrap();
+    assert_eq!(counts.iter().map(|c| c.tickets).sum::<u64>(), 2, "{counts:?}");
+}
+
+#[test]
+fn tls_to_the_database_checks_the_server_against_ca_file() {
+    let pg = Postgres::start_tls();
+    let cert = pg.cert.clone().unwrap();
+    let database = pg.create_database();
+    let with_ca = |ca: &std::path::Path| {
+        DeskConfig::new()
+            .store(format!(
+                "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nca_file = \"{}\"\n",
+                pg.url(&database),
+                ca.display()
+            ))
+            .build()
+    };
+    let desk = with_ca(&cert);
+    let v = desk.ingest(&[&conversation(1, false)]);
+    assert_eq!(v["new_tickets"], 1, "{v}");
+    // The daemon's sessions really are TLS.
+    let daemon = desk.start();
+    daemon.wait(20, "a TLS session of the daemon", || {
+        pg.query(&database, "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'postdesk'") != "0"
+    });
+    daemon.stop();
+    // Another CA's certificate: refused, and the error says where.
+    let other = crate::servers::temp_dir("other-ca");
+    let (other_cert, _) = crate::servers::make_cert(&other);
+    let out = with_ca(&other_cert).run(&["tickets"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database") && (err.contains("certificate") || err.contains("UnknownIssuer")),
+        "{err}"
+    );
+}

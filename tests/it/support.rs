@@ -63,6 +63,12 @@ impl DeskConfig {
         self
     }
 
+    /// Sets `[store]` to this text.
+    pub fn store(mut self, text: String) -> Self {
+        self.store = Some(text);
+        self
+    }
+
     /// Puts this desk on a fresh database of `pg`.
     pub fn postgres(mut self, pg: &crate::pg::Postgres) -> Self {
         self.store = Some(pg.store_config(&pg.create_database()));

@@ -259,6 +259,29 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// A status as the small number both backends keep in keys and columns.
+fn status_number(s: Status) -> u8 {
+    match s {
+        Status::New => 0,
+        Status::Open => 1,
+        Status::Pending => 2,
+        Status::Resolved => 3,
+        Status::Closed => 4,
+    }
+}
+
+/// The status a stored number names.
+fn status_of_number(b: u8) -> Option<Status> {
+    Some(match b {
+        0 => Status::New,
+        1 => Status::Open,
+        2 => Status::Pending,
+        3 => Status::Resolved,
+        4 => Status::Closed,
+        _ => return None,
+    })
+}
+
 /// The most tickets one page may hold.
 pub const MAX_PAGE: usize = 1000;
 

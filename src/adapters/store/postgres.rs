@@ -3,14 +3,19 @@
 //! database or keep their data on the database server they already run.
 //!
 //! The trait is synchronous (the pipeline runs off the async workers); the
-//! backend keeps its own small tokio runtime for tokio-postgres and a
-//! deadpool pool, and each call waits for its query there.
+//! backend keeps its own current-thread tokio runtime for tokio-postgres and
+//! a deadpool pool, and the calling thread drives each query on it.
 //!
 //! Sharing one database safely:
 //! - unique keys decide races: a stored Message-ID, a source position and
 //!   the next ticket number (compare-and-set) are taken once, so a second
 //!   instance's commit fails with [`StoreError::Conflict`], nothing of it is
-//!   kept, and the mail is retried and found a duplicate;
+//!   kept, and the mail is processed again (and found a duplicate);
+//! - a ticket write names the revision it was read at ([`Ticket::revision`]):
+//!   two instances changing one ticket cannot overwrite each other, the
+//!   second conflicts and is redone from a fresh read;
+//! - a commit is one round trip: BEGIN, its statements and COMMIT pipelined,
+//!   with the must-touch-a-row checks raised by the server;
 //! - mailboxes and the timers run under leases (a row with holder and
 //!   expiry, renewed every third of `lease_timeout`);
 //! - outbox entries are claimed with `FOR UPDATE SKIP LOCKED` and a hold
@@ -44,7 +49,7 @@ const SWEEP_GRACE_SECS: i64 = 3600;
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    rt: tokio::runtime::Handle,
+    rt: &'static tokio::runtime::Runtime,
     pool: Pool,
     /// This process's name in lease rows.
     holder: String,
@@ -57,8 +62,19 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate: UnknownIssuer").
+fn db(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    StoreError::Database(text)
 }
 
 /// A database error, with unique-key and serialisation failures as conflicts.
@@ -73,30 +89,17 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
         }
         _ => match e.as_db_error() {
             Some(d) => StoreError::Database(d.message().to_string()),
-            None => StoreError::Database(e.to_string()),
+            None => db(e),
         },
     }
 }
 
 fn status_code(s: Status) -> i16 {
-    match s {
-        Status::New => 0,
-        Status::Open => 1,
-        Status::Pending => 2,
-        Status::Resolved => 3,
-        Status::Closed => 4,
-    }
+    i16::from(super::status_number(s))
 }
 
 fn status_of_code(c: i16) -> Option<Status> {
-    Some(match c {
-        0 => Status::New,
-        1 => Status::Open,
-        2 => Status::Pending,
-        3 => Status::Resolved,
-        4 => Status::Closed,
-        _ => return None,
-    })
+    u8::try_from(c).ok().and_then(super::status_of_number)
 }
 
 fn lane_code(l: Lane) -> i16 {
@@ -167,16 +170,16 @@ impl PgStore {
             let secret = source.load().map_err(StoreError::Database)?;
             config.password(secret.expose());
         }
+        // Commits do not wait for the WAL; flush() does (group commit).
         config
+            .options("-c synchronous_commit=off")
             .application_name("postdesk")
             .connect_timeout(Duration::from_secs(5))
             .keepalives_idle(Duration::from_secs(30));
         // One runtime for the process's database I/O, never dropped (a
         // runtime may not be dropped inside another's tasks).
         let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("postdesk-db")
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(db)?,
@@ -203,7 +206,7 @@ impl PgStore {
                 .map_err(db)?
         };
         let store = PgStore {
-            rt: rt.handle().clone(),
+            rt,
             pool,
             holder: holder_name(),
             lease_timeout: settings.lease_timeout,
@@ -212,19 +215,26 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Runs a database future on the store's runtime and waits for it.
+    /// Runs a database future on the store's runtime, driven by this thread.
     fn run<T, Fut>(&self, f: impl FnOnce(Pool) -> Fut) -> Result<T, StoreError>
     where
         T: Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         let fut = f(self.pool.clone());
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv()
-            .map_err(|_| StoreError::Database("the database task stopped".into()))?
+        let rt = self.rt;
+        // The caller's thread drives the query and the connection itself (a
+        // current-thread runtime): no hop to another thread and back.
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => rt.block_on(fut),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| rt.block_on(fut))
+            }
+            // A current-thread runtime's task may not block: a plain thread waits instead.
+            Ok(_) => std::thread::spawn(move || rt.block_on(fut))
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Database("the database call panicked".into()))),
+        }
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -286,162 +296,198 @@ impl PgStore {
     }
 }
 
-/// Applies one write inside the transaction.
-async fn apply(tx: &deadpool_postgres::Transaction<'_>, op: Op) -> Result<(), StoreError> {
-    macro_rules! exec {
-        ($sql:expr, $($p:expr),* $(,)?) => {{
-            let st = tx.prepare_cached($sql).await.map_err(pg)?;
-            tx.execute(&st, &[$(&$p),*]).await.map_err(pg)?
-        }};
+/// One statement of a commit.
+struct Statement {
+    sql: std::borrow::Cow<'static, str>,
+    params: Params,
+}
+
+fn st(sql: &'static str, params: Params) -> Statement {
+    Statement {
+        sql: sql.into(),
+        params,
+    }
+}
+
+/// A write that must touch a row, else the whole commit fails as a
+/// conflict: raised by the server, so a pipelined commit cannot go through.
+fn checked(dml: &'static str, mut params: Params, conflict: String) -> Statement {
+    params.push(Box::new(conflict));
+    Statement {
+        sql: format!(
+            "WITH w AS ({dml} RETURNING 1) SELECT postdesk_conflict(${}) WHERE NOT EXISTS (SELECT 1 FROM w)",
+            params.len()
+        )
+        .into(),
+        params,
+    }
+}
+
+/// The statement of one write. `written`: tickets this commit wrote already, with their new revision.
+fn statement(op: Op, written: &mut HashMap<i64, i64>) -> Statement {
+    macro_rules! p {
+        ($($v:expr),* $(,)?) => { vec![$(Box::new($v) as Box<dyn ToSql + Sync + Send>),*] };
     }
     match op {
         Op::Ticket(t) => {
-            exec!(
-                "INSERT INTO tickets (id, status, queue, assignee, requester, updated, active, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
-                 status = EXCLUDED.status, queue = EXCLUDED.queue, assignee = EXCLUDED.assignee, \
-                 requester = EXCLUDED.requester, updated = EXCLUDED.updated, active = EXCLUDED.active, data = EXCLUDED.data",
-                (t.id.0 as i64),
+            // Optimistic: a write names the revision it was made from; another
+            // instance's write in between makes this one a conflict, retried.
+            let id = t.id.0 as i64;
+            let from = written.get(&id).copied().unwrap_or(t.revision as i64);
+            written.insert(id, from + 1);
+            let params = p![
+                id,
                 status_code(t.status),
-                t.queue,
-                t.assignee,
+                t.queue.clone(),
+                t.assignee.clone(),
                 t.requester.email.to_ascii_lowercase(),
                 secs(t.updated_at),
                 t.is_active(),
-                Json(&*t),
-            );
-        }
-        Op::Message(id, m) => {
-            exec!(
-                "INSERT INTO messages (ticket, blob, data) VALUES ($1, $2, $3)",
-                (id.0 as i64),
-                m.raw_key,
-                Json(&*m),
-            );
-        }
-        Op::Event(id, e) => {
-            exec!(
-                "INSERT INTO events (ticket, at, data) VALUES ($1, $2, $3)",
-                (id.0 as i64),
-                secs(e.at),
-                Json(&*e),
-            );
-        }
-        Op::MessageId(mid, entry) if entry.stored => {
-            // A stored id is taken once; only a reference may be upgraded.
-            let n = exec!(
-                "INSERT INTO msgids (id, ticket, stored, hash) VALUES ($1, $2, true, $3) \
-                 ON CONFLICT (id) DO UPDATE SET ticket = EXCLUDED.ticket, stored = true, hash = EXCLUDED.hash \
-                 WHERE NOT msgids.stored",
-                mid,
-                (entry.ticket.0 as i64),
-                entry.hash,
-            );
-            if n == 0 {
-                return Err(StoreError::Conflict(format!("Message-ID <{mid}> was stored meanwhile")));
+                Json(t.clone()),
+            ];
+            if from == 0 {
+                checked(
+                    "INSERT INTO tickets (id, status, queue, assignee, requester, updated, active, data) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                    params,
+                    format!("ticket {} was opened meanwhile", t.id),
+                )
+            } else {
+                let mut params = params;
+                params.push(Box::new(from));
+                checked(
+                    "UPDATE tickets SET status = $2, queue = $3, assignee = $4, requester = $5, updated = $6, \
+                     active = $7, data = $8, version = version + 1 WHERE id = $1 AND version = $9",
+                    params,
+                    format!("ticket {} was changed meanwhile", t.id),
+                )
             }
         }
-        Op::MessageId(mid, entry) => {
-            exec!(
-                "INSERT INTO msgids (id, ticket, stored, hash) VALUES ($1, $2, false, NULL) ON CONFLICT (id) DO NOTHING",
-                mid,
-                (entry.ticket.0 as i64),
-            );
-        }
-        Op::Hash(h) => {
-            exec!("INSERT INTO hashes (hash) VALUES ($1) ON CONFLICT (hash) DO NOTHING", h);
-        }
-        Op::Source(key, blob) => {
-            exec!("INSERT INTO sources (key, blob) VALUES ($1, $2)", key, blob);
-        }
-        Op::Position(mailbox, p) => {
-            exec!(
-                "INSERT INTO positions (mailbox, uid_validity, last_uid) VALUES ($1, $2, $3) \
-                 ON CONFLICT (mailbox) DO UPDATE SET uid_validity = EXCLUDED.uid_validity, last_uid = EXCLUDED.last_uid",
-                mailbox,
-                i64::from(p.uid_validity),
-                i64::from(p.last_uid),
-            );
-        }
-        Op::Enqueue(lane, e) => {
-            exec!(
-                "INSERT INTO outbox (lane, entry) VALUES ($1, $2)",
-                lane_code(lane),
-                Json(&*e),
-            );
-        }
-        Op::Requeue(k, e) => {
-            exec!(
-                "UPDATE outbox SET entry = $3, claimed_by = NULL, claimed_until = NULL WHERE lane = $1 AND seq = $2",
-                lane_code(k.lane),
-                (k.seq as i64),
-                Json(&*e),
-            );
-        }
-        Op::Dequeue(k) => {
-            exec!(
-                "DELETE FROM outbox WHERE lane = $1 AND seq = $2",
-                lane_code(k.lane),
-                (k.seq as i64)
-            );
-        }
-        Op::Quarantine(q) => {
-            exec!(
-                "INSERT INTO quarantine (blob, data) VALUES ($1, $2)",
-                q.raw_key,
-                Json(&*q),
-            );
-        }
-        Op::Ack(address, at) => {
-            exec!("INSERT INTO acks (address, at) VALUES ($1, $2)", address, secs(at));
-        }
-        Op::Suppress(address, until) => {
-            exec!(
-                "INSERT INTO suppress (address, until) VALUES ($1, $2) \
-                 ON CONFLICT (address) DO UPDATE SET until = EXCLUDED.until",
-                address,
-                secs(until),
-            );
-        }
-        Op::NextTicket(id) => {
-            // Compare and set: numbers only move forward, and two instances
-            // opening a ticket at once cannot both take the same one.
-            let n = exec!(
-                "UPDATE meta SET value = $1::bigint::text WHERE key = 'next_ticket' AND value::bigint < $1",
-                (id.0 as i64),
-            );
-            if n == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "ticket number {} was taken meanwhile",
-                    id.0.saturating_sub(1)
-                )));
-            }
-        }
-        Op::RoundRobin(queue, agent) => {
-            exec!(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                format!("rr:{queue}"),
-                agent,
-            );
-        }
-        Op::AddTimer(t) => {
-            exec!(
-                "INSERT INTO timers (at, ticket, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                secs(t.at),
-                (t.ticket.0 as i64),
-                i16::from(t.kind),
-            );
-        }
-        Op::RemoveTimer(t) => {
-            exec!(
-                "DELETE FROM timers WHERE at = $1 AND ticket = $2 AND kind = $3",
-                secs(t.at),
-                (t.ticket.0 as i64),
-                i16::from(t.kind),
-            );
-        }
+        Op::Message(id, m) => st(
+            "INSERT INTO messages (ticket, blob, data) VALUES ($1, $2, $3)",
+            p![id.0 as i64, m.raw_key.clone(), Json(m)],
+        ),
+        Op::Event(id, e) => st(
+            "INSERT INTO events (ticket, at, data) VALUES ($1, $2, $3)",
+            p![id.0 as i64, secs(e.at), Json(e)],
+        ),
+        // A stored id is taken once; only a reference may be upgraded.
+        Op::MessageId(mid, entry) if entry.stored => checked(
+            "INSERT INTO msgids (id, ticket, stored, hash) VALUES ($1, $2, true, $3) \
+             ON CONFLICT (id) DO UPDATE SET ticket = EXCLUDED.ticket, stored = true, hash = EXCLUDED.hash \
+             WHERE NOT msgids.stored",
+            p![mid.clone(), entry.ticket.0 as i64, entry.hash],
+            format!("Message-ID <{mid}> was stored meanwhile"),
+        ),
+        Op::MessageId(mid, entry) => st(
+            "INSERT INTO msgids (id, ticket, stored, hash) VALUES ($1, $2, false, NULL) ON CONFLICT (id) DO NOTHING",
+            p![mid, entry.ticket.0 as i64],
+        ),
+        Op::Hash(h) => st(
+            "INSERT INTO hashes (hash) VALUES ($1) ON CONFLICT (hash) DO NOTHING",
+            p![h],
+        ),
+        Op::Source(key, blob) => st("INSERT INTO sources (key, blob) VALUES ($1, $2)", p![key, blob]),
+        Op::Position(mailbox, pos) => st(
+            "INSERT INTO positions (mailbox, uid_validity, last_uid) VALUES ($1, $2, $3) \
+             ON CONFLICT (mailbox) DO UPDATE SET uid_validity = EXCLUDED.uid_validity, last_uid = EXCLUDED.last_uid",
+            p![mailbox, i64::from(pos.uid_validity), i64::from(pos.last_uid)],
+        ),
+        Op::Enqueue(lane, e) => st(
+            "INSERT INTO outbox (lane, entry) VALUES ($1, $2)",
+            p![lane_code(lane), Json(e)],
+        ),
+        Op::Requeue(k, e) => st(
+            "UPDATE outbox SET entry = $3, claimed_by = NULL, claimed_until = NULL WHERE lane = $1 AND seq = $2",
+            p![lane_code(k.lane), k.seq as i64, Json(e)],
+        ),
+        Op::Dequeue(k) => st(
+            "DELETE FROM outbox WHERE lane = $1 AND seq = $2",
+            p![lane_code(k.lane), k.seq as i64],
+        ),
+        Op::Quarantine(q) => st(
+            "INSERT INTO quarantine (blob, data) VALUES ($1, $2)",
+            p![q.raw_key.clone(), Json(q)],
+        ),
+        Op::Ack(address, at) => st("INSERT INTO acks (address, at) VALUES ($1, $2)", p![address, secs(at)]),
+        Op::Suppress(address, until) => st(
+            "INSERT INTO suppress (address, until) VALUES ($1, $2) ON CONFLICT (address) DO UPDATE SET until = EXCLUDED.until",
+            p![address, secs(until)],
+        ),
+        // Compare and set: numbers only move forward, and two instances
+        // opening a ticket at once cannot both take the same one.
+        Op::NextTicket(id) => checked(
+            "UPDATE meta SET value = $1::bigint::text WHERE key = 'next_ticket' AND value::bigint < $1",
+            p![id.0 as i64],
+            format!("ticket number {} was taken meanwhile", id.0.saturating_sub(1)),
+        ),
+        Op::RoundRobin(queue, agent) => st(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            p![format!("rr:{queue}"), agent],
+        ),
+        Op::AddTimer(t) => st(
+            "INSERT INTO timers (at, ticket, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            p![secs(t.at), t.ticket.0 as i64, i16::from(t.kind)],
+        ),
+        Op::RemoveTimer(t) => st(
+            "DELETE FROM timers WHERE at = $1 AND ticket = $2 AND kind = $3",
+            p![secs(t.at), t.ticket.0 as i64, i16::from(t.kind)],
+        ),
     }
-    Ok(())
+}
+
+/// Runs a commit in one round trip: its statements prepared (once per
+/// connection), then BEGIN, every statement and COMMIT sent together
+/// (tokio-postgres pipelines them in the order first polled). A failed
+/// statement aborts the transaction, and the COMMIT after it rolls back.
+async fn commit_all(c: &deadpool_postgres::Client, statements: &[Statement]) -> Result<(), StoreError> {
+    let mut sqls: Vec<&str> = statements.iter().map(|s| s.sql.as_ref()).collect();
+    sqls.sort_unstable();
+    sqls.dedup();
+    let prepared = futures::future::try_join_all(sqls.iter().map(|sql| c.prepare_cached(sql)))
+        .await
+        .map_err(pg)?;
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = statements.iter().map(|s| refs(&s.params)).collect();
+    type Step<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>>;
+    let mut steps: Vec<Step<'_>> = Vec::with_capacity(statements.len() + 2);
+    steps.push(Box::pin(c.batch_execute("BEGIN")));
+    for (s, p) in statements.iter().zip(&params) {
+        let i = sqls.binary_search(&s.sql.as_ref()).expect("prepared above");
+        let run = c.execute(&prepared[i], p.as_slice());
+        steps.push(Box::pin(async move { run.await.map(|_| ()) }));
+    }
+    steps.push(Box::pin(c.batch_execute("COMMIT")));
+    // Polled in order, every time, so the requests go out in order; every
+    // answer is awaited (the first error wins), so the connection goes back
+    // to the pool outside any transaction.
+    let mut results: Vec<Option<Result<(), tokio_postgres::Error>>> = steps.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (step, result) in steps.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match step.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => *result = Some(r),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    match results.into_iter().flatten().find_map(Result::err) {
+        Some(e) => Err(pg(e)),
+        None => Ok(()),
+    }
+}
+
+fn ticket_row(r: &tokio_postgres::Row) -> Result<Ticket, tokio_postgres::Error> {
+    let mut t = r.try_get::<_, Json<Ticket>>(0)?.0;
+    t.revision = r.try_get::<_, i64>(1)? as u64;
+    Ok(t)
 }
 
 fn outbox_row(r: &tokio_postgres::Row) -> Result<(OutboxKey, OutboxEntry), tokio_postgres::Error> {
@@ -460,8 +506,12 @@ fn outbox_row(r: &tokio_postgres::Row) -> Result<(OutboxKey, OutboxEntry), tokio
 impl Store for PgStore {
     fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         Ok(self
-            .one::<Json<Ticket>>("SELECT data FROM tickets WHERE id = $1", vec![Box::new(id.0 as i64)])?
-            .map(|j| j.0))
+            .rows(
+                "SELECT data, version FROM tickets WHERE id = $1".into(),
+                vec![Box::new(id.0 as i64)],
+                ticket_row,
+            )?
+            .pop())
     }
 
     fn next_ticket_id(&self) -> Result<TicketId, StoreError> {
@@ -477,7 +527,7 @@ impl Store for PgStore {
             && filter.queue.is_none()
             && filter.assignee.is_none()
             && filter.requester.is_none();
-        let mut sql = String::from("SELECT data FROM tickets WHERE true");
+        let mut sql = String::from("SELECT data, version FROM tickets WHERE true");
         let mut params: Params = Vec::new();
         let cond = |sql: &mut String, params: &mut Params, clause: &str, p: Box<dyn ToSql + Sync + Send>| {
             params.push(p);
@@ -523,7 +573,7 @@ impl Store for PgStore {
             " ORDER BY id"
         });
         sql.push_str(&format!(" LIMIT {}", limit + 1));
-        let mut tickets = self.rows(sql, params, |r| r.try_get::<_, Json<Ticket>>(0).map(|j| j.0))?;
+        let mut tickets = self.rows(sql, params, ticket_row)?;
         let mut page = Page::default();
         if tickets.len() > limit {
             tickets.truncate(limit);
@@ -763,10 +813,14 @@ impl Store for PgStore {
         let owned_keys = keys.clone();
         let owned: Vec<Vec<u8>> = blobs.iter().map(|b| b.to_vec()).collect();
         self.run(move |pool| async move {
-            let c = pool.get().await.map_err(db)?;
-            // One statement for the batch; its (synchronous) commit makes the
+            let mut c = pool.get().await.map_err(db)?;
+            // One statement for the batch; its synchronous commit makes the
             // blobs durable before any record names them.
-            let st = c
+            let tx = c.transaction().await.map_err(pg)?;
+            tx.batch_execute("SET LOCAL synchronous_commit = on")
+                .await
+                .map_err(pg)?;
+            let st = tx
                 .prepare_cached(
                     "INSERT INTO blobs (key, data, created) \
                      SELECT k, d, extract(epoch FROM now())::bigint FROM unnest($1::text[], $2::bytea[]) AS b(k, d) \
@@ -774,8 +828,8 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg)?;
-            c.execute(&st, &[&owned_keys, &owned]).await.map_err(pg)?;
-            Ok(())
+            tx.execute(&st, &[&owned_keys, &owned]).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)
         })?;
         Ok(keys)
     }
@@ -808,16 +862,12 @@ impl Store for PgStore {
         if change.is_empty() {
             return Ok(());
         }
+        let mut written = HashMap::new();
+        let statements: Vec<Statement> = change.ops.into_iter().map(|op| statement(op, &mut written)).collect();
         self.run(move |pool| async move {
-            let mut c = pool.get().await.map_err(db)?;
-            let tx = c.transaction().await.map_err(pg)?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(pg)?;
-            for op in change.ops {
-                apply(&tx, op).await?;
-            }
-            tx.commit().await.map_err(pg)
+            let c = pool.get().await.map_err(db)?;
+            // Asynchronous commit (the connection's setting): flush() makes it durable.
+            commit_all(&c, &statements).await
         })
     }
 
@@ -827,8 +877,9 @@ impl Store for PgStore {
         self.run(|pool| async move {
             let c = pool.get().await.map_err(db)?;
             c.batch_execute(
-                "INSERT INTO meta (key, value) VALUES ('flushes', '1') \
-                 ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text",
+                "BEGIN; SET LOCAL synchronous_commit = on; \
+                 INSERT INTO meta (key, value) VALUES ('flushes', '1') \
+                 ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text; COMMIT",
             )
             .await
             .map_err(pg)

@@ -17,6 +17,7 @@ use super::{
     Change, Count, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store,
     StoreError, StoreSettings, TicketFilter, Timer,
 };
+use super::{status_number as status_byte, status_of_number as status_of_byte};
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -154,27 +155,6 @@ fn parse_outbox_key(k: &[u8]) -> Option<OutboxKey> {
     (k.len() == 9).then(|| OutboxKey {
         lane,
         seq: read_u64(&k[1..]),
-    })
-}
-
-fn status_byte(s: Status) -> u8 {
-    match s {
-        Status::New => 0,
-        Status::Open => 1,
-        Status::Pending => 2,
-        Status::Resolved => 3,
-        Status::Closed => 4,
-    }
-}
-
-fn status_of_byte(b: u8) -> Option<Status> {
-    Some(match b {
-        0 => Status::New,
-        1 => Status::Open,
-        2 => Status::Pending,
-        3 => Status::Resolved,
-        4 => Status::Closed,
-        _ => return None,
     })
 }
 

@@ -15,6 +15,7 @@ CREATE TABLE tickets (
     requester text NOT NULL,          -- lower-cased address
     updated bigint NOT NULL,
     active boolean NOT NULL,
+    version bigint NOT NULL DEFAULT 1,   -- each write from a read of the one before
     data jsonb NOT NULL
 );
 CREATE INDEX tickets_status ON tickets (status, id);
@@ -130,6 +131,9 @@ CREATE TABLE blobs (
     data bytea NOT NULL,
     created bigint NOT NULL
 );
+-- Out of line and not compressed: mail is mostly base64 and pglz on every
+-- insert cost more than the whole rest of a mail's commit.
+ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTERNAL;
 
 -- Mailbox and timer leases: one holder each, renewed before `expires`.
 CREATE TABLE leases (
@@ -139,3 +143,10 @@ CREATE TABLE leases (
 );
 
 CREATE SEQUENCE nonces;
+
+-- A write that finds another instance's change first fails its whole
+-- commit with a serialisation failure; postdesk processes the mail again.
+CREATE FUNCTION postdesk_conflict(reason text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = reason;
+END $$;
