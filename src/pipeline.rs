@@ -189,6 +189,24 @@ impl Pipeline {
     /// The caller flushes the store once for the batch before the source
     /// marks the mails processed.
     pub fn process_batch(&self, mails: &[(&[u8], &Origin, Timestamp)]) -> Result<Vec<Processed>, StoreError> {
+        // A remote store is read through a cache for the batch: its source
+        // keys in one query, each mail's Message-IDs in one.
+        if self.store.remote() && !mails.is_empty() {
+            let keys: Vec<String> = mails.iter().filter_map(|(_, o, _)| o.source_key.clone()).collect();
+            let cache = Arc::new(crate::adapters::store::cache::BatchCache::new(
+                self.store.clone(),
+                &keys,
+            )?);
+            let cached = Pipeline {
+                store: cache,
+                ..self.clone()
+            };
+            return cached.process_batch_direct(mails);
+        }
+        self.process_batch_direct(mails)
+    }
+
+    fn process_batch_direct(&self, mails: &[(&[u8], &Origin, Timestamp)]) -> Result<Vec<Processed>, StoreError> {
         let mut fresh: Vec<&[u8]> = Vec::with_capacity(mails.len());
         let mut known = Vec::with_capacity(mails.len());
         for (raw, origin, _) in mails {
@@ -344,6 +362,9 @@ impl Pipeline {
                 return Ok(Processed::Quarantined { reason });
             }
         };
+        let mut ids: Vec<&str> = msg.referenced_ids();
+        ids.extend(msg.message_id.as_deref());
+        self.store.prefetch_message_ids(&ids)?;
         let seen = self.seen(&msg)?;
         if let Seen::Duplicate(_) = seen {
             self.store.commit(w)?;

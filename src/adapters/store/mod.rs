@@ -11,6 +11,7 @@
 //! mail processed only after it.
 
 pub mod blobs;
+pub mod cache;
 pub mod postgres;
 pub mod sled;
 
@@ -316,8 +317,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Mail recorded for `address` at or after `since` (rate limits).
     fn acks_since(&self, address: &str, since: Timestamp) -> Result<u32, StoreError>;
-    /// Whether `address` is suppressed at `now` after a hard bounce.
-    fn suppressed(&self, address: &str, now: Timestamp) -> Result<bool, StoreError>;
+    /// Until when automatic mail to `address` is suppressed after a hard bounce, if it ever was.
+    fn suppressed_until(&self, address: &str) -> Result<Option<Timestamp>, StoreError>;
+    /// Whether `address` is suppressed at `now`.
+    fn suppressed(&self, address: &str, now: Timestamp) -> Result<bool, StoreError> {
+        Ok(self.suppressed_until(address)?.is_some_and(|u| u > now))
+    }
     /// Active tickets per assigned agent.
     fn loads(&self) -> Result<HashMap<String, u32>, StoreError>;
     /// The agent a queue's round robin picked last.
@@ -384,6 +389,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
         let _ = hold;
         self.outbox(lane, after, limit)
+    }
+    /// Looks up several Message-IDs at once (the found ones).
+    fn message_ids(&self, ids: &[String]) -> Result<HashMap<String, IdEntry>, StoreError> {
+        let mut out = HashMap::new();
+        for id in ids {
+            if let Some(e) = self.message_id(id)? {
+                out.insert(id.clone(), e);
+            }
+        }
+        Ok(out)
+    }
+    /// Which of these source keys were processed.
+    fn known_sources(&self, keys: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for k in keys {
+            if self.has_source(k)? {
+                out.insert(k.clone());
+            }
+        }
+        Ok(out)
+    }
+    /// A hint that these Message-IDs are about to be looked up (a batch
+    /// cache fetches them in one query); nothing by default.
+    fn prefetch_message_ids(&self, ids: &[&str]) -> Result<(), StoreError> {
+        let _ = ids;
+        Ok(())
+    }
+    /// Whether each read is a round trip worth saving: the pipeline then
+    /// reads a batch through a [`cache::BatchCache`].
+    fn remote(&self) -> bool {
+        false
     }
     /// Whether the store answers now (`/readyz`); the error says why not.
     fn ping(&self) -> Result<(), StoreError> {

@@ -907,11 +907,11 @@ impl Store for SledStore {
         Ok(self.tree(T::Acks).range(from..end).count() as u32)
     }
 
-    fn suppressed(&self, address: &str, now: Timestamp) -> Result<bool, StoreError> {
-        Ok(match self.tree(T::Suppress).get(address.as_bytes())? {
-            Some(v) => decode::<Timestamp>("suppress", &v)? > now,
-            None => false,
-        })
+    fn suppressed_until(&self, address: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.tree(T::Suppress)
+            .get(address.as_bytes())?
+            .map(|v| decode::<Timestamp>("suppress", &v))
+            .transpose()
     }
 
     fn loads(&self) -> Result<HashMap<String, u32>, StoreError> {

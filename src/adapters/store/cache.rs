@@ -1,0 +1,276 @@
+//! A read cache for one batch of mail over a remote store: the batch's
+//! source keys in one query, each mail's Message-IDs in one query, the next
+//! ticket number and the tickets read, all kept in step with this batch's
+//! own commits. Other instances' writes meanwhile are caught where it
+//! matters by the store itself (unique keys, ticket revisions): a conflict
+//! clears the cache and the mail is processed again from fresh reads.
+
+use super::{
+    Change, Count, IdEntry, Lane, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store, StoreError,
+    TicketFilter, Timer,
+};
+use crate::core::model::{Event, MessageRecord, Ticket, TicketId};
+use jiff::Timestamp;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+struct State {
+    /// Answers for Message-IDs asked or written in this batch (`None`: not stored).
+    ids: HashMap<String, Option<IdEntry>>,
+    /// Source keys of the batch known to be processed, and those asked.
+    sources: HashSet<String>,
+    asked_sources: HashSet<String>,
+    /// Tickets read in this batch and not written since.
+    tickets: HashMap<TicketId, Option<Ticket>>,
+    next_ticket: Option<TicketId>,
+    /// Suppression ends by address, and round-robin picks by queue, as read or written.
+    suppressed: HashMap<String, Option<Timestamp>>,
+    round_robin: HashMap<String, Option<String>>,
+}
+
+/// The cache over `inner` for one batch.
+#[derive(Debug)]
+pub struct BatchCache {
+    inner: Arc<dyn Store>,
+    state: Mutex<State>,
+}
+
+impl BatchCache {
+    /// A cache for a batch whose mails have these source keys (fetched now, in one query).
+    pub fn new(inner: Arc<dyn Store>, source_keys: &[String]) -> Result<BatchCache, StoreError> {
+        let sources = inner.known_sources(source_keys)?;
+        Ok(BatchCache {
+            inner,
+            state: Mutex::new(State {
+                sources,
+                asked_sources: source_keys.iter().cloned().collect(),
+                ..State::default()
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets everything (after a conflict: another instance wrote first).
+    pub fn clear(&self) {
+        let mut s = self.state();
+        s.ids.clear();
+        s.sources.clear();
+        s.asked_sources.clear();
+        s.tickets.clear();
+        s.next_ticket = None;
+        s.suppressed.clear();
+        s.round_robin.clear();
+    }
+}
+
+impl Store for BatchCache {
+    fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        if let Some(t) = self.state().tickets.get(&id) {
+            return Ok(t.clone());
+        }
+        let t = self.inner.ticket(id)?;
+        self.state().tickets.insert(id, t.clone());
+        Ok(t)
+    }
+    fn next_ticket_id(&self) -> Result<TicketId, StoreError> {
+        if let Some(n) = self.state().next_ticket {
+            return Ok(n);
+        }
+        let n = self.inner.next_ticket_id()?;
+        self.state().next_ticket = Some(n);
+        Ok(n)
+    }
+    fn list(&self, filter: &TicketFilter, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        self.inner.list(filter, cursor, limit)
+    }
+    fn counts(&self) -> Result<Vec<Count>, StoreError> {
+        self.inner.counts()
+    }
+    fn report_tickets(&self, since: Option<Timestamp>) -> Result<Vec<TicketId>, StoreError> {
+        self.inner.report_tickets(since)
+    }
+    fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.messages(id)
+    }
+    fn events(&self, id: TicketId) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(id)
+    }
+    fn message_id(&self, id: &str) -> Result<Option<IdEntry>, StoreError> {
+        if let Some(e) = self.state().ids.get(id) {
+            return Ok(e.clone());
+        }
+        let e = self.inner.message_id(id)?;
+        self.state().ids.insert(id.to_string(), e.clone());
+        Ok(e)
+    }
+    fn prefetch_message_ids(&self, ids: &[&str]) -> Result<(), StoreError> {
+        let wanted: Vec<String> = {
+            let s = self.state();
+            let mut w: Vec<String> = ids
+                .iter()
+                .filter(|i| !s.ids.contains_key(**i))
+                .map(|i| i.to_string())
+                .collect();
+            w.sort_unstable();
+            w.dedup();
+            w
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut found = self.inner.message_ids(&wanted)?;
+        let mut s = self.state();
+        for id in wanted {
+            let e = found.remove(&id);
+            s.ids.insert(id, e);
+        }
+        Ok(())
+    }
+    fn has_hash(&self, hash: &str) -> Result<bool, StoreError> {
+        self.inner.has_hash(hash)
+    }
+    fn has_source(&self, key: &str) -> Result<bool, StoreError> {
+        {
+            let s = self.state();
+            if s.sources.contains(key) {
+                return Ok(true);
+            }
+            if s.asked_sources.contains(key) {
+                return Ok(false);
+            }
+        }
+        self.inner.has_source(key)
+    }
+    fn position(&self, mailbox: &str) -> Result<Option<Position>, StoreError> {
+        self.inner.position(mailbox)
+    }
+    fn acks_since(&self, address: &str, since: Timestamp) -> Result<u32, StoreError> {
+        self.inner.acks_since(address, since)
+    }
+    fn suppressed_until(&self, address: &str) -> Result<Option<Timestamp>, StoreError> {
+        if let Some(until) = self.state().suppressed.get(address) {
+            return Ok(*until);
+        }
+        let until = self.inner.suppressed_until(address)?;
+        self.state().suppressed.insert(address.to_string(), until);
+        Ok(until)
+    }
+    fn loads(&self) -> Result<HashMap<String, u32>, StoreError> {
+        self.inner.loads()
+    }
+    fn round_robin(&self, queue: &str) -> Result<Option<String>, StoreError> {
+        if let Some(a) = self.state().round_robin.get(queue) {
+            return Ok(a.clone());
+        }
+        let a = self.inner.round_robin(queue)?;
+        self.state().round_robin.insert(queue.to_string(), a.clone());
+        Ok(a)
+    }
+    fn due_until(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        self.inner.due_until(now, limit)
+    }
+    fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.next_due()
+    }
+    fn outbox(
+        &self,
+        lane: Lane,
+        after: Option<OutboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+        self.inner.outbox(lane, after, limit)
+    }
+    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
+        self.inner.outbox_depth()
+    }
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.inner.quarantine()
+    }
+    fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError> {
+        self.inner.put_blobs(blobs)
+    }
+    fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.blob(key)
+    }
+    fn sweep_blobs(&self) -> Result<u64, StoreError> {
+        self.inner.sweep_blobs()
+    }
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        self.inner.next_seq()
+    }
+    fn commit(&self, change: Change) -> Result<(), StoreError> {
+        // What this commit writes, to keep the answers in step once it is in.
+        let mut ids: Vec<(String, IdEntry)> = Vec::new();
+        let mut sources = Vec::new();
+        let mut tickets = Vec::new();
+        let mut next = None;
+        let mut suppress = Vec::new();
+        let mut picks = Vec::new();
+        for op in &change.ops {
+            match op {
+                Op::Suppress(a, until) => suppress.push((a.clone(), *until)),
+                Op::RoundRobin(q, a) => picks.push((q.clone(), a.clone())),
+                Op::MessageId(id, e) => ids.push((id.clone(), e.clone())),
+                Op::Source(key, _) => sources.push(key.clone()),
+                Op::Ticket(t) => tickets.push(t.id),
+                Op::NextTicket(n) => next = Some(*n),
+                _ => {}
+            }
+        }
+        if let Err(e) = self.inner.commit(change) {
+            self.clear();
+            return Err(e);
+        }
+        let mut s = self.state();
+        for (id, e) in ids {
+            // A reference is written only where nothing was (as in the
+            // store); where the cache does not know, the store is asked.
+            if e.stored || matches!(s.ids.get(&id), Some(None)) {
+                s.ids.insert(id, Some(e));
+            }
+        }
+        s.sources.extend(sources);
+        // Written tickets are read again: the store gives them their new revision.
+        for t in tickets {
+            s.tickets.remove(&t);
+        }
+        if next.is_some() {
+            s.next_ticket = next;
+        }
+        for (a, until) in suppress {
+            s.suppressed.insert(a, Some(until));
+        }
+        for (q, a) in picks {
+            s.round_robin.insert(q, Some(a));
+        }
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn lease(&self, name: &str) -> Result<bool, StoreError> {
+        self.inner.lease(name)
+    }
+    fn release(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.release(name)
+    }
+    fn lease_interval(&self) -> Option<std::time::Duration> {
+        self.inner.lease_interval()
+    }
+    fn claim_outbox(
+        &self,
+        lane: Lane,
+        after: Option<OutboxKey>,
+        limit: usize,
+        hold: std::time::Duration,
+    ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
+        self.inner.claim_outbox(lane, after, limit, hold)
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping()
+    }
+}
