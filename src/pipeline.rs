@@ -193,15 +193,29 @@ impl Pipeline {
         // keys in one query, each mail's Message-IDs in one.
         if self.store.remote() && !mails.is_empty() {
             let keys: Vec<String> = mails.iter().filter_map(|(_, o, _)| o.source_key.clone()).collect();
-            let cache = Arc::new(crate::adapters::store::cache::BatchCache::new(
-                self.store.clone(),
-                &keys,
-            )?);
+            // Group commit: the batch's changes go in as one transaction at
+            // its end. Another instance's write first keeps nothing of it:
+            // the batch is processed again, a commit per mail.
+            use crate::adapters::store::cache::BatchCache;
+            let cache = Arc::new(BatchCache::deferred(self.store.clone(), &keys)?);
             let cached = Pipeline {
-                store: cache,
+                store: cache.clone(),
                 ..self.clone()
             };
-            return cached.process_batch_direct(mails);
+            let out = cached.process_batch_direct(mails)?;
+            return match cache.finish() {
+                Ok(()) => Ok(out),
+                Err(StoreError::Conflict(why)) => {
+                    tracing::info!(reason = %why, mails = mails.len(), "conflict with another instance; processing the batch again mail by mail");
+                    let cache = Arc::new(BatchCache::new(self.store.clone(), &keys)?);
+                    Pipeline {
+                        store: cache,
+                        ..self.clone()
+                    }
+                    .process_batch_direct(mails)
+                }
+                Err(e) => Err(e),
+            };
         }
         self.process_batch_direct(mails)
     }

@@ -432,3 +432,70 @@ fn tls_to_the_database_checks_the_server_against_ca_file() {
         "{err}"
     );
 }
+
+#[test]
+fn a_group_committed_batch_reads_its_own_writes_and_keeps_nothing_after_a_conflict() {
+    use postdesk::adapters::store::cache::BatchCache;
+    use postdesk::adapters::store::postgres::PgStore;
+    use postdesk::adapters::store::{Change, IdEntry, Op, PgSettings, Store, StoreError};
+    use postdesk::core::model::{Mailbox, Ticket, TicketId};
+    use std::sync::Arc;
+    let pg = Postgres::start();
+    let database = pg.create_database();
+    let settings = PgSettings {
+        url: Some(pg.url(&database)),
+        ..PgSettings::default()
+    };
+    let one: Arc<dyn Store> = Arc::new(PgStore::open(&settings).unwrap());
+    let two = PgStore::open(&settings).unwrap();
+    let now = jiff::Timestamp::now();
+    let stored = |t| IdEntry {
+        ticket: TicketId(t),
+        stored: true,
+        hash: None,
+    };
+
+    // A batch: a new ticket, then a second mail changing it; each sees the one before.
+    let batch = BatchCache::deferred(one.clone(), &["src:1".to_string()]).unwrap();
+    assert!(!batch.has_source("src:1").unwrap());
+    let mut w = Change::default();
+    w.ticket(&Ticket::new(
+        TicketId(1),
+        "First",
+        Mailbox::new(None, "c@x.test"),
+        "support",
+        "general",
+        now,
+    ));
+    w.push(Op::NextTicket(TicketId(2)));
+    w.push(Op::MessageId("m1@x".into(), stored(1)));
+    w.push(Op::Source("src:1".into(), "blob".into()));
+    batch.commit(w).unwrap();
+    assert!(batch.has_source("src:1").unwrap());
+    assert_eq!(batch.message_id("m1@x").unwrap().unwrap().ticket, TicketId(1));
+    assert_eq!(batch.next_ticket_id().unwrap(), TicketId(2));
+    assert!(
+        one.ticket(TicketId(1)).unwrap().is_none(),
+        "nothing in the database before the end"
+    );
+    let mut t = batch.ticket(TicketId(1)).unwrap().unwrap();
+    t.tags.push("second".into());
+    let mut w = Change::default();
+    w.ticket(&t);
+    batch.commit(w).unwrap();
+    batch.finish().unwrap();
+    assert_eq!(one.ticket(TicketId(1)).unwrap().unwrap().tags, ["second"]);
+    assert!(one.has_source("src:1").unwrap());
+
+    // Another instance stores a Message-ID this batch also stores: the batch keeps nothing.
+    let batch = BatchCache::deferred(one.clone(), &[]).unwrap();
+    let mut w = Change::default();
+    w.push(Op::MessageId("m2@x".into(), stored(1)));
+    w.push(Op::Hash("only-with-the-batch".into()));
+    batch.commit(w).unwrap();
+    let mut theirs = Change::default();
+    theirs.push(Op::MessageId("m2@x".into(), stored(1)));
+    two.commit(theirs).unwrap();
+    assert!(matches!(batch.finish(), Err(StoreError::Conflict(_))));
+    assert!(!one.has_hash("only-with-the-batch").unwrap());
+}

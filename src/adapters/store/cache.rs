@@ -4,6 +4,14 @@
 //! own commits. Other instances' writes meanwhile are caught where it
 //! matters by the store itself (unique keys, ticket revisions): a conflict
 //! clears the cache and the mail is processed again from fresh reads.
+//!
+//! [`BatchCache::deferred`] goes one step further (group commit): each
+//! mail's change is applied to the cache only, and [`BatchCache::finish`]
+//! commits the whole batch as one transaction. Everything a mail reads
+//! that an earlier mail of the batch wrote (Message-IDs, sources, tickets,
+//! numbers, hashes, rate-limit records, agent loads, suppression, round
+//! robin) is answered from the cache. A conflict at the end keeps nothing
+//! of the batch; the caller processes it again.
 
 use super::{
     Change, Count, IdEntry, Lane, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store, StoreError,
@@ -27,6 +35,11 @@ struct State {
     /// Suppression ends by address, and round-robin picks by queue, as read or written.
     suppressed: HashMap<String, Option<Timestamp>>,
     round_robin: HashMap<String, Option<String>>,
+    /// Deferred mode: the batch's writes not yet committed, and what they add.
+    pending: Option<Vec<Op>>,
+    hashes: HashSet<String>,
+    acks: Vec<(String, Timestamp)>,
+    load_delta: HashMap<String, i64>,
 }
 
 /// The cache over `inner` for one batch.
@@ -50,6 +63,84 @@ impl BatchCache {
         })
     }
 
+    /// A cache that keeps the batch's changes until [`BatchCache::finish`].
+    pub fn deferred(inner: Arc<dyn Store>, source_keys: &[String]) -> Result<BatchCache, StoreError> {
+        let cache = BatchCache::new(inner, source_keys)?;
+        cache.state().pending = Some(Vec::new());
+        Ok(cache)
+    }
+
+    /// Commits the deferred changes as one transaction (nothing of them on error).
+    pub fn finish(&self) -> Result<(), StoreError> {
+        let ops = self.state().pending.replace(Vec::new()).unwrap_or_default();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let result = self.inner.commit(Change { ops });
+        if result.is_err() {
+            self.clear();
+        }
+        result
+    }
+
+    /// Applies a deferred change to the answers (the ticket revisions as the store will give them).
+    fn defer(&self, change: Change) -> Result<(), StoreError> {
+        // Loads before the lock: a written ticket never read here is read from the store.
+        let mut before: HashMap<TicketId, Option<Ticket>> = HashMap::new();
+        for op in &change.ops {
+            if let Op::Ticket(t) = op
+                && t.revision != 0
+                && !self.state().tickets.contains_key(&t.id)
+                && !before.contains_key(&t.id)
+            {
+                before.insert(t.id, self.inner.ticket(t.id)?);
+            }
+        }
+        let mut s = self.state();
+        for (id, t) in before {
+            s.tickets.insert(id, t);
+        }
+        for op in &change.ops {
+            match op {
+                Op::Suppress(a, until) => {
+                    s.suppressed.insert(a.clone(), Some(*until));
+                }
+                Op::RoundRobin(q, a) => {
+                    s.round_robin.insert(q.clone(), Some(a.clone()));
+                }
+                // A reference is written only where nothing was, as in the store.
+                Op::MessageId(id, e) if e.stored || matches!(s.ids.get(id), Some(None)) => {
+                    s.ids.insert(id.clone(), Some(e.clone()));
+                }
+                Op::Source(key, _) => {
+                    s.sources.insert(key.clone());
+                }
+                Op::NextTicket(n) => s.next_ticket = Some(*n),
+                Op::Hash(h) => {
+                    s.hashes.insert(h.clone());
+                }
+                Op::Ack(a, at) => s.acks.push((a.clone(), *at)),
+                Op::Ticket(t) => {
+                    let old = s.tickets.get(&t.id).cloned().flatten();
+                    let counted = |t: &Ticket| t.assignee.clone().filter(|_| t.is_active());
+                    if let Some(a) = old.as_ref().and_then(counted) {
+                        *s.load_delta.entry(a).or_default() -= 1;
+                    }
+                    if let Some(a) = counted(t) {
+                        *s.load_delta.entry(a).or_default() += 1;
+                    }
+                    // The store bumps a revision by one per write.
+                    let mut stored = (**t).clone();
+                    stored.revision = t.revision + 1;
+                    s.tickets.insert(t.id, Some(stored));
+                }
+                _ => {}
+            }
+        }
+        s.pending.get_or_insert_with(Vec::new).extend(change.ops);
+        Ok(())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -64,6 +155,12 @@ impl BatchCache {
         s.next_ticket = None;
         s.suppressed.clear();
         s.round_robin.clear();
+        if s.pending.is_some() {
+            s.pending = Some(Vec::new());
+        }
+        s.hashes.clear();
+        s.acks.clear();
+        s.load_delta.clear();
     }
 }
 
@@ -131,6 +228,9 @@ impl Store for BatchCache {
         Ok(())
     }
     fn has_hash(&self, hash: &str) -> Result<bool, StoreError> {
+        if self.state().hashes.contains(hash) {
+            return Ok(true);
+        }
         self.inner.has_hash(hash)
     }
     fn has_source(&self, key: &str) -> Result<bool, StoreError> {
@@ -149,7 +249,13 @@ impl Store for BatchCache {
         self.inner.position(mailbox)
     }
     fn acks_since(&self, address: &str, since: Timestamp) -> Result<u32, StoreError> {
-        self.inner.acks_since(address, since)
+        let pending = self
+            .state()
+            .acks
+            .iter()
+            .filter(|(a, at)| a == address && *at >= since)
+            .count() as u32;
+        Ok(self.inner.acks_since(address, since)? + pending)
     }
     fn suppressed_until(&self, address: &str) -> Result<Option<Timestamp>, StoreError> {
         if let Some(until) = self.state().suppressed.get(address) {
@@ -160,7 +266,13 @@ impl Store for BatchCache {
         Ok(until)
     }
     fn loads(&self) -> Result<HashMap<String, u32>, StoreError> {
-        self.inner.loads()
+        let mut loads = self.inner.loads()?;
+        for (agent, d) in &self.state().load_delta {
+            let n = loads.entry(agent.clone()).or_default();
+            *n = (i64::from(*n) + d).max(0) as u32;
+        }
+        loads.retain(|_, n| *n > 0);
+        Ok(loads)
     }
     fn round_robin(&self, queue: &str) -> Result<Option<String>, StoreError> {
         if let Some(a) = self.state().round_robin.get(queue) {
@@ -203,6 +315,9 @@ impl Store for BatchCache {
         self.inner.next_seq()
     }
     fn commit(&self, change: Change) -> Result<(), StoreError> {
+        if self.state().pending.is_some() {
+            return self.defer(change);
+        }
         // What this commit writes, to keep the answers in step once it is in.
         let mut ids: Vec<(String, IdEntry)> = Vec::new();
         let mut sources = Vec::new();
