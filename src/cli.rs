@@ -364,7 +364,7 @@ fn create_secret(path: &Path) -> Result<(), String> {
 /// runs: when its API answers, commands go through it on both backends.
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     if matches!(config.store.backend, crate::adapters::store::Backend::Postgres(_))
-        && std::net::TcpStream::connect_timeout(&config.http.listen, std::time::Duration::from_millis(300)).is_ok()
+        && crate::transports::http::daemon_answers(config.http.listen)
     {
         return Err(StoreError::Locked(format!("the daemon at {}", config.http.listen)));
     }

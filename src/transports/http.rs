@@ -667,6 +667,12 @@ pub fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Resul
     request(addr, "GET", path, token, None, 60).map(|(status, _, body)| (status, body))
 }
 
+/// Whether a postdesk daemon answers at `addr` (its `/healthz`, within two seconds).
+pub fn daemon_answers(addr: std::net::SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).is_ok()
+        && matches!(request(addr, "GET", "/healthz", None, None, 2), Ok((200, _, body)) if body == "ok\n")
+}
+
 /// A blocking GET of one page of a list: `(status, body, next cursor)`.
 pub fn get_page(
     addr: std::net::SocketAddr,
