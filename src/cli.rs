@@ -791,6 +791,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(d) = &e.duplicate {
                     say!("duplicate:      {d}");
                 }
+                say!("language:       {}", e.language.as_deref().unwrap_or("(not told)"));
                 if !e.references.is_empty() {
                     let refs: Vec<String> = e.references.iter().map(|r| format!("<{r}>")).collect();
                     say!("refers to:      {}", refs.join(" "));

@@ -151,6 +151,8 @@ pub struct Explanation {
     pub threading: Option<String>,
     /// Every routing rule, whether it matched, and where it failed (for a new ticket).
     pub rules: Vec<crate::core::route::RuleTrace>,
+    /// The text's language (ISO 639-1), when it can be told.
+    pub language: Option<String>,
 }
 
 /// What the store knows of a mail's identity.
@@ -725,6 +727,7 @@ impl Pipeline {
             auto_reason: None,
             attachments: mail.attachments.iter().map(|a| a.name.clone()).collect(),
             flagged: None,
+            language: None,
         };
         w.message(mail.ticket, &record);
     }
@@ -969,6 +972,7 @@ impl Pipeline {
                     references: Vec::new(),
                     threading: None,
                     rules: Vec::new(),
+                    language: None,
                 });
             }
         };
@@ -1036,6 +1040,7 @@ impl Pipeline {
             references: msg.referenced_ids().into_iter().map(String::from).collect(),
             threading: Some(threading),
             rules: crate::core::route::route(&msg, mailbox, &self.config.rules).trace,
+            language: msg.language.clone(),
         })
     }
 

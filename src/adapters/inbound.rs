@@ -173,7 +173,9 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         }
         hex(ctx.finish().as_ref())
     };
+    let language = crate::core::language::detect(&text);
     Ok(InboundMessage {
+        language,
         message_id,
         in_reply_to,
         references,

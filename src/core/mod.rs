@@ -6,6 +6,7 @@ pub mod agent;
 pub mod authres;
 pub mod calendar;
 pub mod classify;
+pub mod language;
 pub mod model;
 pub mod outgoing;
 pub mod reply;

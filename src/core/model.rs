@@ -210,6 +210,10 @@ pub struct Ticket {
     /// agent accepts them with `#cc add`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_participants: Vec<Mailbox>,
+    /// The customer's language (ISO 639-1): of the first customer message in
+    /// which it could be told. Rules match it; templates follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// The store's revision of this record when it was read (0: not stored
     /// yet). A store shared by several instances refuses a write made from
     /// an older revision, so two changes to one ticket never overwrite each
@@ -249,6 +253,7 @@ impl Ticket {
             pending_reminded: false,
             survey_sent: false,
             held_participants: Vec::new(),
+            language: None,
             revision: 0,
         }
     }
@@ -322,6 +327,9 @@ pub struct MessageRecord {
     /// Why the message is flagged (a forged agent From), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flagged: Option<String>,
+    /// The language of an inbound message's text (ISO 639-1), when it could be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 /// One entry of a ticket's append-only event log.
@@ -388,6 +396,8 @@ pub struct InboundMessage {
     pub delivery_report: Option<DeliveryReport>,
     /// SHA-256 over From, Date, Subject and body: dedupes mail without a Message-ID.
     pub content_hash: String,
+    /// The language of the text (ISO 639-1), when it can be told.
+    pub language: Option<String>,
     /// Size of the raw mail in bytes.
     pub size: usize,
 }

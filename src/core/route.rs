@@ -104,6 +104,14 @@ fn failed_condition(msg: &InboundMessage, mailbox: &str, rule: &Rule) -> Option<
                     return Some(format!("has_attachment is {has}"));
                 }
             }
+            Condition::Language { codes, negate } => {
+                let hit = msg.language.as_ref().is_some_and(|l| codes.contains(l));
+                if hit == *negate {
+                    let lang = msg.language.as_deref().unwrap_or("not told");
+                    let key = if *negate { "not_language" } else { "language" };
+                    return Some(format!("{key} {}: the text's language is {lang}", codes.join(" | ")));
+                }
+            }
             Condition::Matches {
                 field,
                 key,
@@ -161,6 +169,7 @@ mod tests {
 
     fn msg(from: &str, subject: &str, body: &str, headers: &[(&str, &str)]) -> InboundMessage {
         InboundMessage {
+            language: None,
             from: Some(Mailbox::new(None, from)),
             to: vec![Mailbox::new(None, "support@example.com")],
             subject: subject.into(),

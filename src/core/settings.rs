@@ -161,6 +161,13 @@ pub enum Condition {
     },
     /// Whether the mail has attachments.
     HasAttachment(bool),
+    /// The text's language is one of these codes (`not_language`: none of them).
+    Language {
+        /// ISO 639-1 codes, lower case.
+        codes: Vec<String>,
+        /// `not_language`.
+        negate: bool,
+    },
 }
 
 /// The actions of a rule.
@@ -237,6 +244,15 @@ pub struct Template {
     pub subject: String,
     /// Plain-text body.
     pub body: String,
+    /// Variants by language code (`[templates.acknowledgement.de]`).
+    pub translations: std::collections::BTreeMap<String, Template>,
+}
+
+impl Template {
+    /// The variant for the ticket's language, else this one.
+    pub fn localized(&self, language: Option<&str>) -> &Template {
+        language.and_then(|l| self.translations.get(l)).unwrap_or(self)
+    }
 }
 
 /// `[limits]`: beyond these a mail is stored raw and quarantined, not parsed.

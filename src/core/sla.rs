@@ -522,6 +522,8 @@ pub fn customer_mail_with(
     extra: &[(&str, String)],
 ) -> OutgoingMail {
     let config = cx.config;
+    // In the customer's language when the template has that variant.
+    let t = t.localized(ticket.language.as_deref());
     let mut values = crate::core::agent::template_values(ticket, config, None);
     for (k, v) in extra {
         values = values.set(k, v.clone());

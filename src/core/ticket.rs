@@ -91,6 +91,7 @@ fn inbound_record(
         auto_reason: None,
         attachments: msg.attachments.clone(),
         flagged: None,
+        language: msg.language.clone(),
     }
 }
 
@@ -165,7 +166,12 @@ pub fn apply_inbound(
     let mut mails = Vec::new();
 
     let (mut ticket, created) = match (decision.outcome, existing) {
-        (Outcome::Existing(_), Some(t)) => (t, false),
+        (Outcome::Existing(_), Some(mut t)) => {
+            if t.language.is_none() && kind == MessageKind::Customer {
+                t.language = msg.language.clone();
+            }
+            (t, false)
+        }
         (outcome, old) => {
             let mut t = new_ticket(new_id, msg, &from, cx);
             events.push(Event::new(
@@ -913,6 +919,7 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
     };
     Ticket {
         last_public_message_id: msg.message_id.clone(),
+        language: msg.language.clone(),
         ..Ticket::new(id, &subject, from.clone(), cx.mailbox, &queue, cx.now)
     }
 }
@@ -1016,7 +1023,7 @@ fn ack_refusal(class: &Classification, cx: &ApplyContext<'_>) -> Option<String> 
 fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>) -> OutgoingMail {
     let config = cx.config;
     let values = crate::core::agent::template_values(ticket, config, None);
-    let template = &config.templates.acknowledgement;
+    let template = config.templates.acknowledgement.localized(ticket.language.as_deref());
     let subject_text = fill(&template.subject, &values);
     let subject = if crate::core::subject::find_tag(&subject_text, &config.desk.subject_tag) == Some(ticket.id.0) {
         subject_text

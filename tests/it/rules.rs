@@ -1,7 +1,7 @@
 //! Routing rules end to end: ingest, the ticket's fields, and `explain`.
 
 use crate::servers::Smtp;
-use crate::support::{DeskConfig, event_kinds, header, mail};
+use crate::support::{DeskConfig, body_text, event_kinds, header, mail};
 
 const RULES: &str = r#"
 [[agent]]
@@ -112,4 +112,93 @@ fn rules_set_queue_priority_tags_and_assignee_and_explain_shows_why() {
     let json: serde_json::Value =
         serde_json::from_str(&desk.ok(&["explain", "--json", path.to_str().unwrap()])).unwrap();
     assert_eq!(json["rules"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn the_customers_language_routes_and_picks_the_acknowledgement() {
+    let desk = DeskConfig::new()
+        .agents(
+            "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\nqueues = [\"general\", \"dach\"]\n\n[[queue]]\nname = \"general\"\n\n[[queue]]\nname = \"dach\"\n",
+        )
+        .extra(
+            "[[rule]]\nname = \"german speakers\"\nwhen = { language = [\"de\"] }\nset = { queue = \"dach\" }\n\n\
+             [templates.acknowledgement]\nsubject = \"We got it: {{ticket.subject}}\"\nbody = \"Hello {{requester.name}}, thank you.\"\n\n\
+             [templates.acknowledgement.de]\nsubject = \"Eingegangen: {{ticket.subject}}\"\nbody = \"Hallo {{requester.name}}, vielen Dank.\"\n",
+        )
+        .build();
+    let german = mail(
+        "Jörg Müller <joerg@kunde.test>",
+        "support@example.com",
+        "Drucker",
+        "de1@kunde.test",
+        "",
+        "Guten Tag, mein Drucker funktioniert seit dem Update nicht mehr und ich kann keine Rechnungen drucken.\n",
+    );
+    let english = mail(
+        "Carol <carol@customer.test>",
+        "support@example.com",
+        "Printer",
+        "en1@customer.test",
+        "",
+        "Hello, my printer stopped working after the update and I cannot print invoices anymore.\n",
+    );
+    let short = mail(
+        "Ann <ann@customer.test>",
+        "support@example.com",
+        "Hi",
+        "s1@customer.test",
+        "",
+        "Help!\n",
+    );
+    desk.ingest(&[&german, &english, &short]);
+    let tickets: Vec<_> = (1..=3).map(|i| desk.show(i)).collect();
+    assert_eq!(tickets[0]["language"], "de");
+    assert_eq!(tickets[0]["queue"], "dach", "the rule on language");
+    assert_eq!(tickets[0]["messages"][0]["language"], "de");
+    assert_eq!(tickets[1]["language"], "en");
+    assert_eq!(tickets[1]["queue"], "general");
+    assert!(
+        tickets[2].get("language").is_none(),
+        "too short to tell: {}",
+        tickets[2]
+    );
+    // Acknowledgements in the customer's language, the plain template otherwise.
+    let acks: Vec<String> = std::fs::read_dir(desk.dir.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|m| m.contains("Auto-Submitted: auto-replied"))
+        .collect();
+    let to = |who: &str| {
+        acks.iter()
+            .find(|m| header(m, "To").is_some_and(|t| t.contains(who)))
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        header(&to("joerg@"), "Subject")
+            .unwrap()
+            .contains("Eingegangen: Drucker")
+    );
+    assert!(body_text(&to("joerg@")).contains("vielen Dank"));
+    assert!(header(&to("carol@"), "Subject").unwrap().contains("We got it: Printer"));
+    assert!(header(&to("ann@"), "Subject").unwrap().contains("We got it: Hi"));
+    // explain says it.
+    let dir = desk.dir.join("explain");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("de.eml"), &german).unwrap();
+    let e = desk.ok(&["explain", dir.join("de.eml").to_str().unwrap()]);
+    assert!(e.contains("language:       de"), "{e}");
+    assert!(e.contains("german speakers"), "{e}");
+}
+
+#[test]
+fn language_keys_are_checked() {
+    let desk = DeskConfig::new()
+        .extra("[[rule]]\nname = \"x\"\nwhen = { language = \"German\" }\n\n[templates.acknowledgement.deutsch]\nsubject = \"x\"\n")
+        .build();
+    let out = desk.run(&["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"german\" is not a language code"), "{err}");
+    assert!(err.contains("unknown key \"deutsch\""), "{err}");
 }

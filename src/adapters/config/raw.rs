@@ -258,9 +258,21 @@ pub(super) struct RawSecurity {
     pub(super) trusted_authserv_ids: Vec<String>,
 }
 
+/// A template; keys other than these three are its language variants
+/// (`[templates.acknowledgement.de]`), checked in validation.
+#[derive(Deserialize)]
+pub(super) struct RawTemplate {
+    pub(super) subject: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) body_file: Option<String>,
+    #[serde(flatten)]
+    pub(super) languages: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// One language variant of a template.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTemplate {
+pub(super) struct RawTemplateText {
     pub(super) subject: Option<String>,
     pub(super) body: Option<String>,
     pub(super) body_file: Option<String>,

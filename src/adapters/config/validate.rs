@@ -95,24 +95,58 @@ impl Validator<'_> {
         let mut out = Template {
             subject: subject.into(),
             body: body.into(),
+            translations: Default::default(),
         };
         if let Some(t) = raw {
-            let tspan = t.span();
+            let at = t.span().start;
             let t = t.into_inner();
-            if let Some(s) = t.subject {
-                out.subject = s;
-            }
-            match (t.body, t.body_file) {
-                (Some(b), None) => out.body = b,
-                (None, Some(f)) => match std::fs::read_to_string(&f) {
-                    Ok(b) => out.body = b,
-                    Err(e) => self.problem(tspan.start, format!("cannot read template body_file {f:?}: {e}")),
-                },
-                (Some(_), Some(_)) => self.problem(tspan.start, "template: give body or body_file, not both".into()),
-                (None, None) => {}
+            self.template_text(at, &mut out, t.subject, t.body, t.body_file);
+            for (lang, value) in t.languages {
+                if !crate::core::language::is_code(&lang) {
+                    self.problem(
+                        at,
+                        format!("template: unknown key {lang:?} (expected subject, body, body_file, or a language table such as [templates.acknowledgement.de])"),
+                    );
+                    continue;
+                }
+                match value.try_into::<RawTemplateText>() {
+                    Ok(v) => {
+                        // A variant's missing parts are the plain template's.
+                        let mut variant = Template {
+                            subject: out.subject.clone(),
+                            body: out.body.clone(),
+                            translations: Default::default(),
+                        };
+                        self.template_text(at, &mut variant, v.subject, v.body, v.body_file);
+                        out.translations.insert(lang, variant);
+                    }
+                    Err(e) => self.problem(at, format!("template language {lang:?}: {}", e.message())),
+                }
             }
         }
         out
+    }
+
+    fn template_text(
+        &mut self,
+        at: usize,
+        out: &mut Template,
+        subject: Option<String>,
+        body: Option<String>,
+        body_file: Option<String>,
+    ) {
+        if let Some(s) = subject {
+            out.subject = s;
+        }
+        match (body, body_file) {
+            (Some(b), None) => out.body = b,
+            (None, Some(f)) => match std::fs::read_to_string(&f) {
+                Ok(b) => out.body = b,
+                Err(e) => self.problem(at, format!("cannot read template body_file {f:?}: {e}")),
+            },
+            (Some(_), Some(_)) => self.problem(at, "template: give body or body_file, not both".into()),
+            (None, None) => {}
+        }
     }
 
     fn duration(&mut self, raw: &Option<Spanned<String>>, default: Duration) -> Duration {
@@ -564,6 +598,27 @@ impl Validator<'_> {
                     Some(b) => (true, b),
                     None => (false, key.as_str()),
                 };
+                if base == "language" {
+                    let codes: Vec<String> = match value.get_ref() {
+                        toml::Value::String(s) => vec![s.to_ascii_lowercase()],
+                        toml::Value::Array(a) if !a.is_empty() && a.iter().all(|v| v.is_str()) => a
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+                            .collect(),
+                        _ => {
+                            self.problem(at, format!("when.{key} must be a language code or a list of them"));
+                            continue;
+                        }
+                    };
+                    match codes.iter().find(|c| !crate::core::language::is_code(c)) {
+                        Some(bad) => self.problem(
+                            at,
+                            format!("when.{key}: {bad:?} is not a language code (expected ISO 639-1 such as \"de\")"),
+                        ),
+                        None => when.push(Condition::Language { codes, negate }),
+                    }
+                    continue;
+                }
                 if base == "has_attachment" {
                     match value.get_ref().as_bool() {
                         Some(b) => when.push(Condition::HasAttachment(b != negate)),
@@ -582,7 +637,7 @@ impl Validator<'_> {
                     _ => {
                         self.problem(
                             at,
-                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, each optionally with not_)"),
+                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, language, each optionally with not_)"),
                         );
                         continue;
                     }
