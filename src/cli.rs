@@ -792,6 +792,18 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     say!("duplicate:      {d}");
                 }
                 say!("language:       {}", e.language.as_deref().unwrap_or("(not told)"));
+                if let Some(s) = &e.sentiment {
+                    let cues: Vec<String> = s.cues.iter().map(|(w, v)| format!("{w} {v:+.1}")).collect();
+                    say!(
+                        "sentiment:      {:+.2}{}",
+                        s.score,
+                        if cues.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", cues.join(", "))
+                        }
+                    );
+                }
                 if !e.references.is_empty() {
                     let refs: Vec<String> = e.references.iter().map(|r| format!("<{r}>")).collect();
                     say!("refers to:      {}", refs.join(" "));

@@ -153,6 +153,8 @@ pub struct Explanation {
     pub rules: Vec<crate::core::route::RuleTrace>,
     /// The text's language (ISO 639-1), when it can be told.
     pub language: Option<String>,
+    /// The text's sentiment with its strongest cues.
+    pub sentiment: Option<crate::core::sentiment::Sentiment>,
 }
 
 /// What the store knows of a mail's identity.
@@ -728,6 +730,7 @@ impl Pipeline {
             attachments: mail.attachments.iter().map(|a| a.name.clone()).collect(),
             flagged: None,
             language: None,
+            sentiment: None,
         };
         w.message(mail.ticket, &record);
     }
@@ -973,6 +976,7 @@ impl Pipeline {
                     threading: None,
                     rules: Vec::new(),
                     language: None,
+                    sentiment: None,
                 });
             }
         };
@@ -1041,6 +1045,7 @@ impl Pipeline {
             threading: Some(threading),
             rules: crate::core::route::route(&msg, mailbox, &self.config.rules).trace,
             language: msg.language.clone(),
+            sentiment: Some(crate::core::sentiment::score(&msg.text)),
         })
     }
 

@@ -174,8 +174,10 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         hex(ctx.finish().as_ref())
     };
     let language = crate::core::language::detect(&text);
+    let sentiment = crate::core::sentiment::Score::of(crate::core::sentiment::score(&text).score);
     Ok(InboundMessage {
         language,
+        sentiment,
         message_id,
         in_reply_to,
         references,

@@ -239,6 +239,25 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
         ticket.status.as_str(),
         crate::core::outgoing::format_mailbox(&from),
     );
+    let mut reading = Vec::new();
+    if let Some(l) = &msg.language {
+        reading.push(format!("language {l}"));
+    }
+    if msg.sentiment.value() != 0.0 {
+        let mood = match msg.sentiment.value() {
+            v if v <= -0.5 => "upset",
+            v if v < 0.0 => "unhappy",
+            v if v >= 0.5 => "happy",
+            _ => "content",
+        };
+        reading.push(format!("sentiment {:+.2} ({mood})", msg.sentiment.value()));
+    }
+    if let Some(t) = ticket.sentiment_trend.filter(|t| t.value() != 0.0) {
+        reading.push(format!("trend {:+.2}", t.value()));
+    }
+    if !reading.is_empty() {
+        facts.push_str(&format!("Reads as: {}\n", reading.join(" · ")));
+    }
     if !participants.is_empty() {
         facts.push_str(&format!("Cc: {}\n", participants.join(", ")));
     }

@@ -12,6 +12,7 @@ pub mod outgoing;
 pub mod reply;
 pub mod report;
 pub mod route;
+pub mod sentiment;
 pub mod settings;
 pub mod sla;
 pub mod subject;

@@ -214,6 +214,12 @@ pub struct Ticket {
     /// which it could be told. Rules match it; templates follow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// How the customer's latest message sounds, −1 … 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentiment: Option<crate::core::sentiment::Score>,
+    /// The latest customer message's score minus the one before it (falling: getting angrier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentiment_trend: Option<crate::core::sentiment::Score>,
     /// The store's revision of this record when it was read (0: not stored
     /// yet). A store shared by several instances refuses a write made from
     /// an older revision, so two changes to one ticket never overwrite each
@@ -254,6 +260,8 @@ impl Ticket {
             survey_sent: false,
             held_participants: Vec::new(),
             language: None,
+            sentiment: None,
+            sentiment_trend: None,
             revision: 0,
         }
     }
@@ -330,6 +338,9 @@ pub struct MessageRecord {
     /// The language of an inbound message's text (ISO 639-1), when it could be told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// How an inbound message sounds, −1 … 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentiment: Option<crate::core::sentiment::Score>,
 }
 
 /// One entry of a ticket's append-only event log.
@@ -398,6 +409,8 @@ pub struct InboundMessage {
     pub content_hash: String,
     /// The language of the text (ISO 639-1), when it can be told.
     pub language: Option<String>,
+    /// How the text sounds, −1 (furious) … 1 (delighted).
+    pub sentiment: crate::core::sentiment::Score,
     /// Size of the raw mail in bytes.
     pub size: usize,
 }

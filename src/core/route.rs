@@ -104,6 +104,14 @@ fn failed_condition(msg: &InboundMessage, mailbox: &str, rule: &Rule) -> Option<
                     return Some(format!("has_attachment is {has}"));
                 }
             }
+            Condition::Sentiment { below, threshold } => {
+                let v = msg.sentiment.value();
+                let holds = if *below { v < *threshold } else { v > *threshold };
+                if !holds {
+                    let key = if *below { "sentiment_below" } else { "sentiment_above" };
+                    return Some(format!("{key} {threshold}: the text's sentiment is {v}"));
+                }
+            }
             Condition::Language { codes, negate } => {
                 let hit = msg.language.as_ref().is_some_and(|l| codes.contains(l));
                 if hit == *negate {
@@ -170,6 +178,7 @@ mod tests {
     fn msg(from: &str, subject: &str, body: &str, headers: &[(&str, &str)]) -> InboundMessage {
         InboundMessage {
             language: None,
+            sentiment: Default::default(),
             from: Some(Mailbox::new(None, from)),
             to: vec![Mailbox::new(None, "support@example.com")],
             subject: subject.into(),

@@ -161,6 +161,13 @@ pub enum Condition {
     },
     /// Whether the mail has attachments.
     HasAttachment(bool),
+    /// The text's sentiment is below (`sentiment_below`) or above (`sentiment_above`) a threshold.
+    Sentiment {
+        /// `sentiment_below`, else `sentiment_above`.
+        below: bool,
+        /// −1 … 1.
+        threshold: f64,
+    },
     /// The text's language is one of these codes (`not_language`: none of them).
     Language {
         /// ISO 639-1 codes, lower case.

@@ -239,6 +239,7 @@ mod tests {
     fn msg(from: &str, subject: &str, irt: &[&str], to: &[&str], body: &str) -> InboundMessage {
         InboundMessage {
             language: None,
+            sentiment: Default::default(),
             from: Some(Mailbox::new(None, from)),
             subject: subject.into(),
             in_reply_to: irt.iter().map(|s| s.to_string()).collect(),

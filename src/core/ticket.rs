@@ -92,6 +92,7 @@ fn inbound_record(
         attachments: msg.attachments.clone(),
         flagged: None,
         language: msg.language.clone(),
+        sentiment: Some(msg.sentiment),
     }
 }
 
@@ -167,8 +168,16 @@ pub fn apply_inbound(
 
     let (mut ticket, created) = match (decision.outcome, existing) {
         (Outcome::Existing(_), Some(mut t)) => {
-            if t.language.is_none() && kind == MessageKind::Customer {
-                t.language = msg.language.clone();
+            if kind == MessageKind::Customer {
+                if t.language.is_none() {
+                    t.language = msg.language.clone();
+                }
+                if let Some(before) = t.sentiment {
+                    t.sentiment_trend = Some(crate::core::sentiment::Score::of(
+                        msg.sentiment.value() - before.value(),
+                    ));
+                }
+                t.sentiment = Some(msg.sentiment);
             }
             (t, false)
         }
@@ -920,6 +929,7 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
     Ticket {
         last_public_message_id: msg.message_id.clone(),
         language: msg.language.clone(),
+        sentiment: Some(msg.sentiment),
         ..Ticket::new(id, &subject, from.clone(), cx.mailbox, &queue, cx.now)
     }
 }

@@ -202,3 +202,69 @@ fn language_keys_are_checked() {
     assert!(err.contains("\"german\" is not a language code"), "{err}");
     assert!(err.contains("unknown key \"deutsch\""), "{err}");
 }
+
+#[test]
+fn an_angry_mail_is_read_as_such_and_a_rule_raises_its_priority() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(crate::support::ALICE)
+        .extra("[[rule]]\nname = \"upset customers first\"\nwhen = { sentiment_below = -0.5 }\nset = { priority = \"high\" }\n")
+        .build();
+    let angry = mail(
+        "Dan <dan@customer.test>",
+        "support@example.com",
+        "Invoice",
+        "a1@customer.test",
+        "",
+        "This is UNACCEPTABLE. Your service is terrible and I am very angry!!!\n",
+    );
+    let calm = mail(
+        "Eve <eve@customer.test>",
+        "support@example.com",
+        "Invoice",
+        "c1@customer.test",
+        "",
+        "Please send me the invoice for order 1234.\n",
+    );
+    desk.ingest(&[&angry, &calm]);
+    let (a, c) = (desk.show(1), desk.show(2));
+    assert_eq!(a["priority"], "high", "the rule on sentiment");
+    assert!(a["sentiment"].as_f64().unwrap() < -0.7, "{}", a["sentiment"]);
+    assert!(a["messages"][0]["sentiment"].as_f64().unwrap() < -0.7);
+    assert_eq!(c["priority"], "normal");
+    assert_eq!(c["sentiment"].as_f64(), Some(0.0));
+    // The agent's notification says how it reads.
+    let n = crate::support::notification_of(&smtp, "alice@example.com", 1);
+    assert!(
+        crate::support::body_text(&n).contains("Reads as: language en · sentiment -0."),
+        "{n}"
+    );
+    // A happier follow-up: the ticket's sentiment and its trend move.
+    let thanks = mail(
+        "Dan <dan@customer.test>",
+        "support@example.com",
+        "Re: Invoice",
+        "a2@customer.test",
+        "In-Reply-To: <a1@customer.test>",
+        "Thank you, that was very helpful. Great service after all!\n",
+    );
+    desk.ingest(&[&thanks]);
+    let a = desk.show(1);
+    assert!(a["sentiment"].as_f64().unwrap() > 0.5, "{}", a["sentiment"]);
+    assert!(a["sentiment_trend"].as_f64().unwrap() > 1.0, "{}", a["sentiment_trend"]);
+    // explain shows the score and its cues.
+    let dir = desk.dir.join("explain");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.eml"), &angry).unwrap();
+    let e = desk.ok(&["explain", dir.join("a.eml").to_str().unwrap()]);
+    assert!(e.contains("sentiment:      -0.") && e.contains("unacceptable"), "{e}");
+    let bad = DeskConfig::new()
+        .extra("[[rule]]\nname = \"x\"\nwhen = { sentiment_below = -3 }\n")
+        .build();
+    let err = String::from_utf8_lossy(&bad.run(&["check"]).stderr).into_owned();
+    assert!(
+        err.contains("when.sentiment_below must be a number from -1 to 1"),
+        "{err}"
+    );
+}

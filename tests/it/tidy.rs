@@ -49,8 +49,24 @@ fn the_core_names_no_io_crate_no_outer_layer_and_never_reads_the_clock() {
     assert_eq!(
         names,
         [
-            "agent", "authres", "calendar", "classify", "language", "mod", "model", "outgoing", "reply", "report",
-            "route", "settings", "sla", "subject", "thread", "ticket", "token"
+            "agent",
+            "authres",
+            "calendar",
+            "classify",
+            "language",
+            "mod",
+            "model",
+            "outgoing",
+            "reply",
+            "report",
+            "route",
+            "sentiment",
+            "settings",
+            "sla",
+            "subject",
+            "thread",
+            "ticket",
+            "token"
         ],
         "the core's modules"
     );

@@ -598,6 +598,21 @@ impl Validator<'_> {
                     Some(b) => (true, b),
                     None => (false, key.as_str()),
                 };
+                if key == "sentiment_below" || key == "sentiment_above" {
+                    let v = match value.get_ref() {
+                        toml::Value::Float(f) => Some(*f),
+                        toml::Value::Integer(i) => Some(*i as f64),
+                        _ => None,
+                    };
+                    match v {
+                        Some(t) if (-1.0..=1.0).contains(&t) => when.push(Condition::Sentiment {
+                            below: key == "sentiment_below",
+                            threshold: t,
+                        }),
+                        _ => self.problem(at, format!("when.{key} must be a number from -1 to 1")),
+                    }
+                    continue;
+                }
                 if base == "language" {
                     let codes: Vec<String> = match value.get_ref() {
                         toml::Value::String(s) => vec![s.to_ascii_lowercase()],
@@ -637,7 +652,7 @@ impl Validator<'_> {
                     _ => {
                         self.problem(
                             at,
-                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, language, each optionally with not_)"),
+                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, language, each optionally with not_; sentiment_below, sentiment_above)"),
                         );
                         continue;
                     }
