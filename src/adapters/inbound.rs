@@ -173,11 +173,10 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         }
         hex(ctx.finish().as_ref())
     };
-    let language = crate::core::language::detect(&text);
-    let sentiment = crate::core::sentiment::Score::of(crate::core::sentiment::score(&text).score);
     Ok(InboundMessage {
-        language,
-        sentiment,
+        // Read by the pipeline for mail a person wrote.
+        language: None,
+        sentiment: Default::default(),
         message_id,
         in_reply_to,
         references,

@@ -84,21 +84,13 @@ const MIN_LETTERS: usize = 12;
 /// The language of `text` (ISO 639-1, or 639-3 where there is no two-letter
 /// code), when the detector is sure enough.
 pub fn detect(text: &str) -> Option<String> {
-    // The customer's own words: quoted lines are someone else's.
-    let own: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('>'))
-        .take(200)
-        .collect::<Vec<_>>()
-        .join("\n");
+    // The customer's own words (quoted lines are someone else's); a
+    // paragraph tells the language as well as a book, and costs less.
+    let own = own_text(text, 300);
     if own.chars().filter(|c| c.is_alphabetic()).count() < MIN_LETTERS {
         return None;
     }
-    // A page of text tells the language as well as a book, and costs less.
-    let own = match own.char_indices().nth(2_000) {
-        Some((cut, _)) => &own[..cut],
-        None => own.as_str(),
-    };
+    let own = own.as_str();
     let info = whatlang::detect(own)?;
     // whatlang's own "reliable" turns down most one-sentence mails (a clear
     // Spanish sentence scores 0.55); below 0.25 guesses are mostly wrong.
@@ -112,6 +104,26 @@ pub fn detect(text: &str) -> Option<String> {
             .map_or(code, |(_, two)| two)
             .to_string(),
     )
+}
+
+/// The unquoted lines of `text`, up to about `limit` bytes (whole lines, cut at a character).
+pub fn own_text(text: &str, limit: usize) -> String {
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('>')) {
+        if out.len() >= limit {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if out.len() > limit {
+        let mut cut = limit;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
 }
 
 /// Whether `code` has the shape of a language code (2 or 3 lowercase letters).

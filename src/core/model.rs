@@ -407,7 +407,7 @@ pub struct InboundMessage {
     pub delivery_report: Option<DeliveryReport>,
     /// SHA-256 over From, Date, Subject and body: dedupes mail without a Message-ID.
     pub content_hash: String,
-    /// The language of the text (ISO 639-1), when it can be told.
+    /// The language of the text (ISO 639-1), when it can be told (mail a person wrote).
     pub language: Option<String>,
     /// How the text sounds, −1 (furious) … 1 (delighted).
     pub sentiment: crate::core::sentiment::Score,

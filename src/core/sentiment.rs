@@ -223,16 +223,7 @@ fn is_negation(word: &str) -> bool {
 
 /// The sentiment of the customer's own lines of `text`.
 pub fn score(text: &str) -> Sentiment {
-    let own: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('>'))
-        .take(200)
-        .collect();
-    let own = own.join("\n");
-    let own = match own.char_indices().nth(20_000) {
-        Some((cut, _)) => &own[..cut],
-        None => own.as_str(),
-    };
+    let own = crate::core::language::own_text(text, 4_000);
     // Words as written (for CAPS) and folded (for the lexicon).
     let words: Vec<&str> = own
         .split(|c: char| !(c.is_alphanumeric() || c == '\''))
@@ -242,6 +233,10 @@ pub fn score(text: &str) -> Sentiment {
     let mut sum = 0.0;
     let mut cues: Vec<(String, f64)> = Vec::new();
     for (i, raw) in words.iter().enumerate() {
+        // Lexicon words are 2 to 14 letters: longer tokens (hashes, paths) are skipped unread.
+        if raw.len() > 40 || raw.len() < 2 {
+            continue;
+        }
         let word = raw.to_lowercase();
         let Some(mut v) = valence(&word) else { continue };
         if let Some(prev) = i.checked_sub(1).map(|p| words[p].to_lowercase())
