@@ -91,19 +91,19 @@ const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
 /// Runs one IMAP mailbox until shutdown, reconnecting with backoff.
 pub async fn run(sink: Sink, mailbox: String, config: ImapConfig, mut shutdown: watch::Receiver<bool>) {
     let mut failures = 0u32;
-    let lease = super::mailbox_lease(&mailbox);
+    let mut lease = super::Lease::new(super::mailbox_lease(&mailbox));
     loop {
         // Instances sharing a store read each mailbox one at a time.
-        if !super::acquire(&sink, &lease, &mut shutdown).await {
+        if !super::acquire(&sink, &mut lease, &mut shutdown).await {
             return;
         }
         let result = tokio::select! {
             r = session_loop(&sink, &mailbox, &config, &mut shutdown, &mut failures) => r,
-            _ = super::hold(&sink, &lease) => Err(ImapError::LeaseLost),
+            _ = super::hold(&sink, &mut lease) => Err(ImapError::LeaseLost),
         };
         match result {
             Ok(()) => {
-                super::release(&sink, &lease);
+                lease.release(&sink);
                 return;
             }
             Err(ImapError::LeaseLost) => {

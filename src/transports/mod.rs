@@ -84,30 +84,22 @@ pub fn mailbox_lease(mailbox: &str) -> String {
     format!("mailbox:{mailbox}")
 }
 
-/// Waits until this instance holds the lease `name` (at once on a store of
-/// one process), standing by meanwhile. `false` when shutting down first.
-pub async fn acquire(sink: &Sink, name: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
-    let store = sink.pipeline().store.clone();
-    let Some(every) = store.lease_interval() else {
-        return true;
-    };
+/// Waits until this instance holds `lease` (at once on a store of one
+/// process), standing by meanwhile. `false` when shutting down first.
+pub async fn acquire(sink: &Sink, lease: &mut Lease, shutdown: &mut watch::Receiver<bool>) -> bool {
     let mut waiting = false;
     loop {
-        match blocking(|| store.lease(name)) {
-            Ok(true) => {
-                tracing::info!(lease = %name, "lease taken");
-                return true;
-            }
-            Ok(false) if !waiting => {
-                tracing::info!(lease = %name, "held by another instance; standing by");
-                waiting = true;
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(lease = %name, error = %e, "cannot take the lease; retrying"),
+        if lease.held(sink) {
+            return true;
         }
-        if let Some(m) = name.strip_prefix("mailbox:") {
+        if !waiting {
+            tracing::info!(lease = %lease.name, "held by another instance; standing by");
+            waiting = true;
+        }
+        if let Some(m) = lease.name.strip_prefix("mailbox:") {
             sink.pipeline().metrics.mailbox_standby(m, true);
         }
+        let every = Lease::interval(sink).unwrap_or(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {}
@@ -118,44 +110,24 @@ pub async fn acquire(sink: &Sink, name: &str, shutdown: &mut watch::Receiver<boo
     }
 }
 
-/// Renews the lease `name` every interval; resolves when it is lost: taken
-/// by another instance, or not renewed for a whole lease time (the database
-/// is away). Never resolves on a store of one process.
-pub async fn hold(sink: &Sink, name: &str) {
-    let store = sink.pipeline().store.clone();
-    let Some(every) = store.lease_interval() else {
+/// Renews `lease` every interval; resolves when it is lost: taken by
+/// another instance, or not renewed for a whole lease time (the database is
+/// away). Never resolves on a store of one process.
+pub async fn hold(sink: &Sink, lease: &mut Lease) {
+    let Some(every) = Lease::interval(sink) else {
         return std::future::pending().await;
     };
-    let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(every).await;
-        match blocking(|| store.lease(name)) {
-            Ok(true) => renewed = Instant::now(),
-            Ok(false) => {
-                tracing::warn!(lease = %name, "lease lost to another instance");
-                return;
-            }
-            Err(e) if renewed.elapsed() >= every * 3 => {
-                tracing::warn!(lease = %name, error = %e, "lease not renewed in time; giving it up");
-                return;
-            }
-            Err(e) => tracing::warn!(lease = %name, error = %e, "cannot renew the lease; retrying"),
+        if !lease.held(sink) {
+            return;
         }
     }
 }
 
-/// Gives the lease up (at a clean stop), so another instance takes over at once.
-pub fn release(sink: &Sink, name: &str) {
-    let store = sink.pipeline().store.clone();
-    if store.lease_interval().is_some()
-        && let Err(e) = blocking(|| store.release(name))
-    {
-        tracing::warn!(lease = %name, error = %e, "cannot release the lease");
-    }
-}
-
-/// A lease kept by a loop that wakes often (the Maildir scan, the timers):
-/// `held()` renews it when a third of its time has passed.
+/// A lease of this instance's on a mailbox or the timers: `held()` takes it,
+/// or renews it when a third of its time has passed ([`acquire`] and
+/// [`hold`] wait on it for a task that runs while it is held).
 #[derive(Debug)]
 pub struct Lease {
     name: String,
@@ -206,10 +178,13 @@ impl Lease {
         }
     }
 
-    /// Gives it up if held.
+    /// Gives it up if held (at a clean stop), so another instance takes over at once.
     pub fn release(&mut self, sink: &Sink) {
         if self.renewed.take().is_some() {
-            release(sink, &self.name);
+            let store = sink.pipeline().store.clone();
+            if let Err(e) = blocking(|| store.release(&self.name)) {
+                tracing::warn!(lease = %self.name, error = %e, "cannot release the lease");
+            }
         }
     }
 

@@ -296,8 +296,8 @@ impl Store for BatchCache {
     ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError> {
         self.inner.outbox(lane, after, limit)
     }
-    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
-        self.inner.outbox_depth()
+    fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.inner.outbox_len()
     }
     fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
         self.inner.quarantine()

@@ -340,8 +340,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: Option<OutboxKey>,
         limit: usize,
     ) -> Result<Vec<(OutboxKey, OutboxEntry)>, StoreError>;
-    /// Queued mails (a counter) and when the oldest was queued.
-    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError>;
+    /// Queued mails (a counter, not a scan).
+    fn outbox_len(&self) -> Result<u64, StoreError>;
+    /// Queued mails and when the oldest was queued (the head of each lane).
+    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
+        let mut oldest: Option<Timestamp> = None;
+        for lane in [Lane::Live, Lane::Bulk] {
+            if let Some((_, e)) = self.outbox(lane, None, 1)?.into_iter().next() {
+                oldest = Some(oldest.map_or(e.mail.date, |o| o.min(e.mail.date)));
+            }
+        }
+        Ok((self.outbox_len()?, oldest))
+    }
     /// Quarantined mail in order.
     fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
 

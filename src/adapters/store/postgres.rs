@@ -827,15 +827,8 @@ impl Store for PgStore {
         Ok(rows)
     }
 
-    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
-        let n = self.one::<i64>("SELECT count(*) FROM outbox", vec![])?.unwrap_or(0);
-        let mut oldest: Option<Timestamp> = None;
-        for lane in [Lane::Live, Lane::Bulk] {
-            if let Some((_, e)) = self.outbox(lane, None, 1)?.into_iter().next() {
-                oldest = Some(oldest.map_or(e.mail.date, |o| o.min(e.mail.date)));
-            }
-        }
-        Ok((n as u64, oldest))
+    fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self.one::<i64>("SELECT count(*) FROM outbox", vec![])?.unwrap_or(0) as u64)
     }
 
     fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {

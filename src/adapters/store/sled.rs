@@ -976,15 +976,8 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
-        let n = self.tree(T::Meta).get(b"outbox_len")?.map_or(0, |v| read_u64(&v));
-        let mut oldest: Option<Timestamp> = None;
-        for lane in [Lane::Live, Lane::Bulk] {
-            if let Some((_, e)) = self.outbox(lane, None, 1)?.into_iter().next() {
-                oldest = Some(oldest.map_or(e.mail.date, |o| o.min(e.mail.date)));
-            }
-        }
-        Ok((n, oldest))
+    fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self.tree(T::Meta).get(b"outbox_len")?.map_or(0, |v| read_u64(&v)))
     }
 
     fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
