@@ -1061,6 +1061,16 @@ fn print_ticket(v: &TicketView) {
         say!("  participants {}", p.join(", "));
     }
     say!("  assignee {}", t.assignee.as_deref().unwrap_or("-"));
+    if let Some(into) = t.merged_into {
+        say!(
+            "  merged into #{into}: its messages and events show there, and mail to #{} lands there",
+            t.id
+        );
+    }
+    if !t.merged.is_empty() {
+        let l: Vec<String> = t.merged.iter().map(|i| format!("#{i}")).collect();
+        say!("  merged {}", l.join(", "));
+    }
     if !t.linked.is_empty() {
         let l: Vec<String> = t.linked.iter().map(|i| format!("#{i}")).collect();
         say!("  linked {}", l.join(", "));
@@ -1068,8 +1078,9 @@ fn print_ticket(v: &TicketView) {
     say!("  created {}  updated {}", t.created_at, t.updated_at);
     say!();
     for m in &v.messages {
+        let part = m.merged_from.map(|t| format!(" (from #{t})")).unwrap_or_default();
         say!(
-            "--- {} {:?} {:?} from {} <{}>",
+            "--- {} {:?} {:?} from {} <{}>{part}",
             m.date,
             m.direction,
             m.kind,

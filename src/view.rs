@@ -3,7 +3,7 @@
 //! report reads, and the paged walk over every ticket.
 
 use crate::adapters::store::{Store, StoreError, TicketFilter};
-use crate::core::model::{Ticket, TicketId};
+use crate::core::model::{MessageRecord, Ticket, TicketId};
 use jiff::Timestamp;
 
 /// A report bound as given: a time, or a day of the desk's calendar.
@@ -54,7 +54,9 @@ pub struct TicketView {
     pub events: Vec<crate::core::model::Event>,
 }
 
-/// Reads one ticket with its messages and events.
+/// Reads one ticket with its messages and events, and those of the tickets
+/// merged into it (marked `merged_from`), in time order. A ticket merged
+/// into another shows its own, with `merged_into` saying where it went.
 pub fn ticket_view(store: &dyn Store, id: TicketId) -> Result<Option<TicketView>, StoreError> {
     let Some(ticket) = store.ticket(id)? else {
         return Ok(None);
@@ -62,6 +64,21 @@ pub fn ticket_view(store: &dyn Store, id: TicketId) -> Result<Option<TicketView>
     // Agent-bound tokens never leave through a view (API, show, export).
     let r = crate::core::token::redact_agent_tokens;
     let mut messages = store.messages(id)?;
+    let mut events = store.events(id)?;
+    if ticket.merged_into.is_none() && !ticket.merged.is_empty() {
+        for &part in &ticket.merged {
+            messages.extend(store.messages(part)?.into_iter().map(|m| MessageRecord {
+                merged_from: Some(part),
+                ..m
+            }));
+            events.extend(store.events(part)?.into_iter().map(|mut e| {
+                e.detail.insert("merged_from".into(), serde_json::json!(part.0));
+                e
+            }));
+        }
+        messages.sort_by_key(|m| m.date);
+        events.sort_by_key(|e| e.at);
+    }
     for m in &mut messages {
         m.message_id = r(&m.message_id);
         for to in &mut m.to {
@@ -69,7 +86,6 @@ pub fn ticket_view(store: &dyn Store, id: TicketId) -> Result<Option<TicketView>
         }
         m.text = r(&m.text);
     }
-    let mut events = store.events(id)?;
     for e in &mut events {
         for v in e.detail.values_mut() {
             redact_json(v);
@@ -105,7 +121,8 @@ pub fn report(
     let mut b = crate::core::report::ReportBuilder::new(config, since, until);
     for id in store.report_tickets(since)? {
         let Some(ticket) = store.ticket(id)? else { continue };
-        if !b.wants(ticket.created_at) {
+        // A merged ticket counts once: as the ticket it was merged into.
+        if ticket.merged_into.is_some() || !b.wants(ticket.created_at) {
             continue;
         }
         let events = store.events(ticket.id)?;

@@ -15,22 +15,24 @@ use std::collections::HashMap;
 /// a token of ours signed for this agent and for `ticket`, the ticket the mail
 /// threads to (the Message-ID it answers, or the reply address), or a trusted
 /// `Authentication-Results` with DKIM or DMARC pass aligned with the From
-/// domain. A token of another ticket proves nothing here. `Ok` carries the
-/// proof, `Err` why not.
+/// domain. A token of another ticket proves nothing here, except of a ticket
+/// merged into this one (`merged`). `Ok` carries the proof, `Err` why not.
 pub fn authenticate(
     msg: &InboundMessage,
     agent: &Agent,
     signer: &Signer,
     config: &Settings,
     ticket: Option<TicketId>,
+    merged: &[TicketId],
 ) -> Result<String, String> {
+    let ours = |t: TicketId| Some(t) == ticket || merged.contains(&t);
     let slug = agent.slug();
     let mut other_ticket = None;
     for id in msg.referenced_ids() {
         if let Some((t, Some(a))) = signer.parse_message_id_full(id)
             && a == slug
         {
-            if Some(t) == ticket {
+            if ours(t) {
                 return Ok(format!("answers <{id}>, signed for {} on ticket {t}", agent.name));
             }
             other_ticket = Some(t);
@@ -40,7 +42,7 @@ pub fn authenticate(
         if let Some((t, Some(a))) = signer.parse_plus_address_full(&rcpt.email)
             && a == slug
         {
-            if Some(t) == ticket {
+            if ours(t) {
                 return Ok(format!(
                     "sent to {}, signed for {} on ticket {t}",
                     rcpt.email, agent.name
@@ -93,26 +95,29 @@ pub fn authenticated_from(msg: &InboundMessage, config: &Settings) -> Result<Str
 }
 
 /// Whether a customer's mail on `ticket` is proven, so that it may bring new
-/// participants in: it answers one of our Message-IDs of that ticket, is sent
-/// to that ticket's signed address, or its From passes DKIM/DMARC per a trusted
-/// authserv-id. A From header alone proves nothing. `Ok` says how, `Err` why not.
+/// participants in: it answers one of our Message-IDs of that ticket (or of
+/// one merged into it, `merged`), is sent to such a ticket's signed address,
+/// or its From passes DKIM/DMARC per a trusted authserv-id. A From header
+/// alone proves nothing. `Ok` says how, `Err` why not.
 pub fn customer_proof(
     msg: &InboundMessage,
     signer: &Signer,
     config: &Settings,
     ticket: Option<TicketId>,
+    merged: &[TicketId],
 ) -> Result<String, String> {
     if let Some(ticket) = ticket {
+        let ours = |t: TicketId| t == ticket || merged.contains(&t);
         for id in msg.referenced_ids() {
             if let Some((t, None)) = signer.parse_message_id_full(id)
-                && t == ticket
+                && ours(t)
             {
                 return Ok(format!("answers our <{id}>"));
             }
         }
         for rcpt in msg.to.iter().chain(msg.cc.iter()) {
             if let Some((t, None)) = signer.parse_plus_address_full(&rcpt.email)
-                && t == ticket
+                && ours(t)
             {
                 return Ok(format!("sent to {}", rcpt.email));
             }
@@ -422,6 +427,8 @@ pub fn apply_commands(
                     errors.push(format!("#cc remove {addr}: not a participant"));
                 }
             }
+            // Merges touch two tickets: the pipeline runs them once the reply is applied.
+            Command::Merge(_) | Command::Split(_) => {}
         }
     }
     (events, errors)

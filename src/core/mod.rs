@@ -7,6 +7,7 @@ pub mod authres;
 pub mod calendar;
 pub mod classify;
 pub mod language;
+pub mod merge;
 pub mod model;
 pub mod outgoing;
 pub mod reply;

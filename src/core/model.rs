@@ -220,6 +220,13 @@ pub struct Ticket {
     /// The latest customer message's score minus the one before it (falling: getting angrier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentiment_trend: Option<crate::core::sentiment::Score>,
+    /// The ticket this one was merged into: its messages, participants and
+    /// events show there, and mail to this number lands there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<TicketId>,
+    /// Tickets merged into this one, oldest merge first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<TicketId>,
     /// The store's revision of this record when it was read (0: not stored
     /// yet). A store shared by several instances refuses a write made from
     /// an older revision, so two changes to one ticket never overwrite each
@@ -262,6 +269,8 @@ impl Ticket {
             language: None,
             sentiment: None,
             sentiment_trend: None,
+            merged_into: None,
+            merged: Vec::new(),
             revision: 0,
         }
     }
@@ -341,6 +350,10 @@ pub struct MessageRecord {
     /// How an inbound message sounds, −1 … 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentiment: Option<crate::core::sentiment::Score>,
+    /// In a view of a ticket: the ticket merged into it that this message
+    /// is stored on (never set in the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<TicketId>,
 }
 
 /// One entry of a ticket's append-only event log.

@@ -46,6 +46,10 @@ pub enum Command {
     CcAdd(String),
     /// `#cc remove ADDRESS`.
     CcRemove(String),
+    /// `#merge N`: this ticket is merged into ticket N (N is kept, on its clocks).
+    Merge(u64),
+    /// `#split N`: ticket N, merged into this one, gets its own ticket back.
+    Split(u64),
 }
 
 /// An agent's reply taken apart.
@@ -648,9 +652,17 @@ fn parse_command(line: &str) -> Result<Command, String> {
             [op, addr] if op == "remove" && addr.contains('@') => Command::CcRemove(addr.to_ascii_lowercase()),
             _ => return Err("#cc: expected `#cc add ADDRESS` or `#cc remove ADDRESS`".into()),
         },
+        "merge" | "split" => {
+            let n = one("ticket number")?;
+            match n.trim_start_matches('#').parse::<u64>() {
+                Ok(n) if n > 0 && name == "merge" => Command::Merge(n),
+                Ok(n) if n > 0 => Command::Split(n),
+                _ => return Err(format!("#{name} {n}: expected a ticket number, like #{name} 42")),
+            }
+        }
         other => {
             return Err(format!(
-                "#{other}: unknown command (known: #note #status #priority #assign #take #queue #tag #untag #type #cc #template)"
+                "#{other}: unknown command (known: #note #status #priority #assign #take #queue #tag #untag #type #cc #merge #split #template)"
             ));
         }
     })

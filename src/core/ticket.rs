@@ -65,6 +65,9 @@ pub struct Applied {
     pub mails: Vec<OutgoingMail>,
     /// The agent a queue's round robin picked, to remember for the next ticket.
     pub round_robin: Option<(String, String)>,
+    /// An agent's `#merge` and `#split`, in order: they change another
+    /// ticket too, so the shell runs them once this change is applied.
+    pub merges: Vec<Command>,
 }
 
 /// The stored record of an inbound mail.
@@ -93,6 +96,7 @@ fn inbound_record(
         flagged: None,
         language: msg.language.clone(),
         sentiment: Some(msg.sentiment),
+        merged_from: None,
     }
 }
 
@@ -421,6 +425,7 @@ If you sent it, answer the notification mail of the ticket instead of writing a 
         events,
         mails,
         round_robin,
+        merges: Vec::new(),
     }
 }
 
@@ -756,6 +761,12 @@ Please send your answer again, written above the quoted text (or with the quote 
         events,
         mails,
         round_robin: None,
+        merges: parsed
+            .commands
+            .iter()
+            .filter(|c| matches!(c, Command::Merge(_) | Command::Split(_)))
+            .cloned()
+            .collect(),
     }
 }
 
@@ -864,6 +875,7 @@ pub fn self_service(
         events,
         mails,
         round_robin: None,
+        merges: Vec::new(),
     })
 }
 
@@ -911,6 +923,7 @@ pub fn apply_bounce(mut ticket: Ticket, msg: &InboundMessage, message_key: &str,
         events,
         mails: Vec::new(),
         round_robin: None,
+        merges: Vec::new(),
     }
 }
 

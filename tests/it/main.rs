@@ -7,6 +7,7 @@ mod cli;
 mod golden;
 mod imap;
 mod mail;
+mod merge;
 mod pg;
 mod postgres;
 mod replies;

@@ -512,7 +512,33 @@ pub fn open(data_dir: &Path, settings: &StoreSettings) -> Result<Arc<dyn Store>,
     })
 }
 
-/// A store seen as the threading index.
+/// How many merges [`resolve`] follows before it gives up (a merge never
+/// makes a cycle; this bounds a damaged store).
+const MERGE_HOPS: usize = 16;
+
+/// A ticket by number, following merges: the ticket that `id` now lives in.
+pub fn resolve(store: &dyn Store, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+    let mut ticket = store.ticket(id)?;
+    for _ in 0..MERGE_HOPS {
+        match ticket.as_ref().and_then(|t| t.merged_into) {
+            Some(into) => ticket = store.ticket(into)?,
+            None => break,
+        }
+    }
+    Ok(ticket)
+}
+
+/// The ticket (following merges) that holds the stored message with this Message-ID.
+pub fn ticket_of_stored(store: &dyn Store, message_id: &str) -> Result<Option<TicketId>, StoreError> {
+    match store.message_id(message_id)? {
+        Some(e) if e.stored => Ok(resolve(store, e.ticket)?.map(|t| t.id)),
+        _ => Ok(None),
+    }
+}
+
+/// A store seen as the threading index. A ticket merged into another
+/// answers as the one it was merged into, so its Message-IDs and tokens
+/// thread there.
 pub struct Index<'a>(pub &'a dyn Store);
 
 impl ThreadIndex for Index<'_> {
@@ -520,6 +546,6 @@ impl ThreadIndex for Index<'_> {
         self.0.message_id(id).ok().flatten().map(|e| (e.ticket, e.stored))
     }
     fn ticket(&self, id: TicketId) -> Option<Ticket> {
-        self.0.ticket(id).ok().flatten()
+        resolve(self.0, id).ok().flatten()
     }
 }

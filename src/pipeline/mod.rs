@@ -18,6 +18,8 @@ use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
 
+mod merge;
+
 /// Where a mail came from.
 #[derive(Clone, Debug)]
 pub struct Origin {
@@ -449,7 +451,13 @@ impl Pipeline {
             last_round_robin: None,
             forged_agent,
             latest_update: None,
-            sender_proof: crate::core::agent::customer_proof(&msg, &self.signer, &self.config, decision.ticket()),
+            sender_proof: crate::core::agent::customer_proof(
+                &msg,
+                &self.signer,
+                &self.config,
+                decision.ticket(),
+                existing.as_ref().map(|t| t.merged.as_slice()).unwrap_or_default(),
+            ),
             agent_mail_last_hour,
         };
         let before = existing.clone();
@@ -468,6 +476,7 @@ impl Pipeline {
             (None, Outcome::Existing(_), Some(t)) => crate::core::ticket::self_service(t, &msg, &class, raw_key, &cx),
             _ => None,
         };
+        let served_self = self_served.is_some();
         let mut applied = match (&agent_proof, decision.outcome, existing) {
             _ if self_served.is_some() => self_served.expect("checked"),
             (Some((agent, proof)), Outcome::Existing(_), Some(ticket)) => {
@@ -515,6 +524,38 @@ impl Pipeline {
                     ),
                 ],
             ));
+        }
+        // Merges: the ones this mail's headers prove, or an agent's commands.
+        let others = match &agent_proof {
+            Some((agent, _)) if !applied.merges.is_empty() => {
+                let requests = std::mem::take(&mut applied.merges);
+                self.agent_merges(
+                    &requests,
+                    &mut applied.ticket,
+                    &mut applied.events,
+                    &mut applied.mails,
+                    agent,
+                    msg.message_id.as_deref(),
+                    &cx,
+                )?
+            }
+            None if !served_self && !matches!(decision.outcome, Outcome::NewLinked(_)) => self.merge_by_headers(
+                &msg,
+                &mut applied.ticket,
+                before.as_ref(),
+                &mut applied.events,
+                &mut applied.mails,
+                customer_wrote,
+                &cx,
+            )?,
+            _ => Vec::new(),
+        };
+        for o in &others {
+            self.update_due(&mut w, Some(&o.before), &o.after);
+            w.ticket(&o.after);
+            for e in &o.events {
+                w.event(o.after.id, e);
+            }
         }
         if applied.created {
             w.push(Op::NextTicket(TicketId(new_id.0 + 1)));
@@ -732,6 +773,7 @@ impl Pipeline {
             flagged: None,
             language: None,
             sentiment: None,
+            merged_from: None,
         };
         w.message(mail.ticket, &record);
     }
@@ -762,7 +804,13 @@ impl Pipeline {
             .cloned()
             .expect("classified agents exist");
         let as_agent = self.decide(msg, &class, now);
-        match crate::core::agent::authenticate(msg, &agent, &self.signer, &self.config, as_agent.ticket()) {
+        // Tokens of the tickets merged into it prove the agent too.
+        let merged = as_agent
+            .ticket()
+            .and_then(|t| self.store.ticket(t).ok().flatten())
+            .map(|t| t.merged)
+            .unwrap_or_default();
+        match crate::core::agent::authenticate(msg, &agent, &self.signer, &self.config, as_agent.ticket(), &merged) {
             Ok(proof) => (class, as_agent, Some((agent, proof)), None),
             Err(why) => {
                 class.sender = Sender::Customer;
