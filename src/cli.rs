@@ -135,6 +135,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Merges ticket ID into ticket INTO (kept, on the older ticket's
+    /// clocks): its messages and events show there, and mail to ID lands there.
+    Merge {
+        /// The ticket merged away.
+        id: u64,
+        /// The ticket kept.
+        into: u64,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Splits ticket PART, merged into ticket ID, back out into its own ticket.
+    Split {
+        /// The ticket it was merged into.
+        id: u64,
+        /// The ticket to give back its own.
+        part: u64,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Helpdesk metrics over a period, from the tickets' event logs.
     Report {
         /// Start: an RFC 3339 time, or YYYY-MM-DD for that day's midnight in
@@ -622,6 +643,55 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(next) = &page.next {
                     say!("more: --cursor {next}");
                 }
+            }
+            Ok(())
+        }
+        Command::Merge { id, into: other, json } | Command::Split { id, part: other, json } => {
+            let split = matches!(cli.command, Command::Split { .. });
+            let config = load_config(cli.config)?;
+            let (verb, key) = if split { ("split", "ticket") } else { ("merge", "into") };
+            let done: crate::view::MergeDone = match open_store(&config) {
+                Ok(store) => {
+                    let pipeline = pipeline_with(config, store)?;
+                    pipeline
+                        .merge_request(TicketId(id), other, split, "cli", jiff::Timestamp::now())?
+                        .map_err(|why| Failure::new(1, format!("{verb}: {why}")))?
+                }
+                Err(StoreError::Locked(_)) => {
+                    let token = api_token(&config)?;
+                    let path = format!("/api/tickets/{id}/{verb}");
+                    let body = serde_json::json!({ key: other });
+                    match crate::transports::http::post_json(
+                        config.http.listen,
+                        &path,
+                        token.as_ref().map(|t| t.expose()),
+                        &body,
+                    )
+                    .map_err(daemon_unreachable)?
+                    {
+                        (200, body) => serde_json::from_str(&body)
+                            .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
+                        (_, body) => {
+                            let why = serde_json::from_str::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["error"].as_str().map(String::from))
+                                .unwrap_or(body);
+                            return Err(Failure::new(1, format!("{verb}: {why}")));
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                say_json!("{}", serde_json::to_string(&done).expect("serialises"));
+            } else if split {
+                say!(
+                    "ticket #{} is its own ticket again (split from #{})",
+                    done.other,
+                    done.ticket
+                );
+            } else {
+                say!("ticket #{} merged into #{}", done.ticket, done.kept);
             }
             Ok(())
         }

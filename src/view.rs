@@ -98,6 +98,17 @@ pub fn ticket_view(store: &dyn Store, id: TicketId) -> Result<Option<TicketView>
     }))
 }
 
+/// What a merge or split through the API or the CLI did.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MergeDone {
+    /// The ticket asked about.
+    pub ticket: TicketId,
+    /// The other ticket.
+    pub other: TicketId,
+    /// The ticket the merged conversation lives on (after a split: the one split from).
+    pub kept: TicketId,
+}
+
 fn redact_json(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::String(s) => *s = crate::core::token::redact_agent_tokens(s),

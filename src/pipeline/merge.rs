@@ -314,99 +314,26 @@ Mail to either number then lands on #{a}; `#split {b}` from #{a} undoes it.",
         reply_id: Option<&str>,
         cx: &ApplyContext<'_>,
     ) -> Result<Vec<Other>, StoreError> {
-        let store = &*self.store;
         let config: &Settings = &self.config;
         let now = cx.now;
         let mut others: Vec<Other> = Vec::new();
         let mut errors = Vec::new();
         for request in requests {
-            match *request {
-                Command::Merge(n) => {
-                    if ticket.merged_into.is_some() {
-                        errors.push(format!("#merge {n}: this ticket was merged already"));
-                        continue;
-                    }
-                    let Some(into) = resolve(store, TicketId(n))? else {
-                        errors.push(format!("#merge {n}: there is no ticket {n}"));
-                        continue;
-                    };
-                    if into.id == ticket.id {
-                        errors.push(format!("#merge {n}: that is this ticket"));
-                        continue;
-                    }
-                    if into.status == Status::Closed {
-                        errors.push(format!(
-                            "#merge {n}: ticket {} is closed (reopen it with #status open first)",
-                            into.id
-                        ));
-                        continue;
-                    }
-                    let before = into.clone();
-                    let mut into = into;
-                    let (ei, et) = merge(
-                        &mut into,
-                        ticket,
-                        &By::Agent(agent.name.clone()),
-                        &HashSet::new(),
-                        now,
-                        config,
-                    );
-                    events.push(et);
-                    others.push(Other {
-                        before,
-                        after: into,
-                        events: vec![ei],
-                    });
+            let done = match *request {
+                Command::Merge(n) => self
+                    .merge_into(ticket, n, &agent.name, now)?
+                    .map_err(|why| format!("#merge {n}: {why}")),
+                Command::Split(n) => self
+                    .split_out(ticket, n, &agent.name, now)?
+                    .map_err(|why| format!("#split {n}: {why}")),
+                _ => continue,
+            };
+            match done {
+                Ok((event, other)) => {
+                    events.push(event);
+                    others.push(other);
                 }
-                Command::Split(n) => {
-                    let part = match store.ticket(TicketId(n))? {
-                        Some(p) if p.merged_into == Some(ticket.id) => p,
-                        Some(p) if ticket.merged.contains(&p.id) => {
-                            errors.push(format!(
-                                "#split {n}: ticket {n} was merged into ticket {}, which was merged here: split it there",
-                                p.merged_into.map(|t| t.0).unwrap_or_default()
-                            ));
-                            continue;
-                        }
-                        Some(_) => {
-                            errors.push(format!("#split {n}: ticket {n} is not merged into this ticket"));
-                            continue;
-                        }
-                        None => {
-                            errors.push(format!("#split {n}: there is no ticket {n}"));
-                            continue;
-                        }
-                    };
-                    let kept_events = store.events(ticket.id)?;
-                    let merged_ev = events
-                        .iter()
-                        .chain(kept_events.iter().rev())
-                        .find(|e| e.kind == "merged" && e.detail.get("ticket") == Some(&json!(n)))
-                        .cloned();
-                    let part_events = store.events(part.id)?;
-                    let into_ev = part_events.iter().rev().find(|e| e.kind == "merged_into").cloned();
-                    let before = part.clone();
-                    let mut part = part;
-                    let (ek, ep) = split(
-                        ticket,
-                        &mut part,
-                        merged_ev.as_ref(),
-                        into_ev.as_ref(),
-                        &agent.name,
-                        now,
-                    );
-                    events.push(ek);
-                    let ep_events = vec![ep];
-                    // The part's own clocks run again from where they stood.
-                    let mut part_events = ep_events;
-                    part_events.extend(crate::core::sla::refresh(&mut part, config, now, false, false));
-                    others.push(Other {
-                        before,
-                        after: part,
-                        events: part_events,
-                    });
-                }
-                _ => {}
+                Err(why) => errors.push(why),
             }
         }
         if !errors.is_empty() {
@@ -437,6 +364,134 @@ Mail to either number then lands on #{a}; `#split {b}` from #{a} undoes it.",
             }
         }
         Ok(others)
+    }
+}
+
+impl Pipeline {
+    /// Merges `ticket` into ticket `n` (which is kept, on the older clocks),
+    /// as `actor` asks: the event for `ticket` and the other ticket changed,
+    /// or why not.
+    fn merge_into(
+        &self,
+        ticket: &mut Ticket,
+        n: u64,
+        actor: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Result<(Event, Other), String>, StoreError> {
+        if let Some(into) = ticket.merged_into {
+            return Ok(Err(format!(
+                "ticket {} was merged into ticket {into} already",
+                ticket.id
+            )));
+        }
+        let Some(mut into) = resolve(&*self.store, TicketId(n))? else {
+            return Ok(Err(format!("there is no ticket {n}")));
+        };
+        if into.id == ticket.id {
+            return Ok(Err(format!("ticket {n} is this ticket (or was merged into it)")));
+        }
+        if into.status == Status::Closed {
+            return Ok(Err(format!(
+                "ticket {} is closed (reopen it with #status open first)",
+                into.id
+            )));
+        }
+        let before = into.clone();
+        let by = By::Agent(actor.to_string());
+        let (ei, et) = merge(&mut into, ticket, &by, &HashSet::new(), now, &self.config);
+        Ok(Ok((
+            et,
+            Other {
+                before,
+                after: into,
+                events: vec![ei],
+            },
+        )))
+    }
+
+    /// Splits ticket `n` back out of `ticket`, as `actor` asks: the event for
+    /// `ticket` and the part given back, or why not.
+    fn split_out(
+        &self,
+        ticket: &mut Ticket,
+        n: u64,
+        actor: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Result<(Event, Other), String>, StoreError> {
+        let store = &*self.store;
+        let mut part = match store.ticket(TicketId(n))? {
+            Some(p) if p.merged_into == Some(ticket.id) => p,
+            Some(p) if ticket.merged.contains(&p.id) => {
+                let via = p.merged_into.map(|t| t.0).unwrap_or_default();
+                return Ok(Err(format!(
+                    "ticket {n} was merged into ticket {via}, which was merged here: split {via} first, then {n} from {via}"
+                )));
+            }
+            Some(_) => return Ok(Err(format!("ticket {n} is not merged into ticket {}", ticket.id))),
+            None => return Ok(Err(format!("there is no ticket {n}"))),
+        };
+        let kept_events = store.events(ticket.id)?;
+        let merged_ev = kept_events
+            .iter()
+            .rev()
+            .find(|e| e.kind == "merged" && e.detail.get("ticket") == Some(&json!(n)))
+            .cloned();
+        let part_events = store.events(part.id)?;
+        let into_ev = part_events.iter().rev().find(|e| e.kind == "merged_into").cloned();
+        let before = part.clone();
+        let (ek, ep) = split(ticket, &mut part, merged_ev.as_ref(), into_ev.as_ref(), actor, now);
+        // The part's own clocks run again from where they stood.
+        let mut events = vec![ep];
+        events.extend(crate::core::sla::refresh(&mut part, &self.config, now, false, false));
+        Ok(Ok((
+            ek,
+            Other {
+                before,
+                after: part,
+                events,
+            },
+        )))
+    }
+
+    /// `POST /api/tickets/{id}/merge` and `/split`, and the CLI's `merge`
+    /// and `split`: merges ticket `id` into `other` (`split`: false), or
+    /// splits `other` back out of `id`, in one transaction. `Ok(Err)` says why not.
+    pub fn merge_request(
+        &self,
+        id: TicketId,
+        other: u64,
+        split: bool,
+        actor: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Result<crate::view::MergeDone, String>, StoreError> {
+        let Some(mut ticket) = self.store.ticket(id)? else {
+            return Ok(Err(format!("there is no ticket {id}")));
+        };
+        let before = ticket.clone();
+        let done = match split {
+            false => self.merge_into(&mut ticket, other, actor, now)?,
+            true => self.split_out(&mut ticket, other, actor, now)?,
+        };
+        let (event, other) = match done {
+            Ok(d) => d,
+            Err(why) => return Ok(Err(why)),
+        };
+        let mut w = crate::adapters::store::Change::default();
+        self.update_due(&mut w, Some(&before), &ticket);
+        w.ticket(&ticket);
+        w.event(ticket.id, &event);
+        self.update_due(&mut w, Some(&other.before), &other.after);
+        w.ticket(&other.after);
+        for e in &other.events {
+            w.event(other.after.id, e);
+        }
+        self.store.commit(w)?;
+        self.store.flush()?;
+        Ok(Ok(crate::view::MergeDone {
+            ticket: ticket.id,
+            other: other.after.id,
+            kept: if split { ticket.id } else { other.after.id },
+        }))
     }
 }
 

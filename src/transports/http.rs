@@ -165,6 +165,12 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if method == hyper::Method::POST && (path == "/api/ingest" || path == "/api/explain") {
         return ingest(&api, req, path == "/api/explain").await;
     }
+    if method == hyper::Method::POST
+        && path.starts_with("/api/tickets/")
+        && (path.ends_with("/merge") || path.ends_with("/split"))
+    {
+        return merge(api, req).await;
+    }
     if path == "/healthz" && method == hyper::Method::GET {
         return respond(StatusCode::OK, "text/plain", "ok\n".into());
     }
@@ -372,7 +378,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
     if req.method != hyper::Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET here (POST: /api/ingest, /api/explain, /csat/…)",
+            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /csat/…)",
         );
     }
     if path == "/healthz" {
@@ -582,6 +588,72 @@ fn survey_page(pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
     )
 }
 
+/// `POST /api/tickets/{id}/merge` with `{"into": N}` (ticket `id` is merged
+/// into N, which is kept) and `POST /api/tickets/{id}/split` with
+/// `{"ticket": N}` (ticket N, merged into `id`, gets its own back), under
+/// the writer lock. A JSON body only: a web form cannot send one unasked.
+async fn merge(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::{BodyExt, Limited};
+    if !authorized(&api, req.headers()) {
+        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let path = req.uri().path().to_string();
+    let (split, key) = match path.ends_with("/split") {
+        true => (true, "ticket"),
+        false => (false, "into"),
+    };
+    let id = path
+        .strip_prefix("/api/tickets/")
+        .and_then(|r| r.rsplit_once('/'))
+        .and_then(|(id, _)| id.parse::<u64>().ok())
+        .filter(|id| *id > 0);
+    let Some(id) = id else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected /api/tickets/{number}/merge or /split",
+        );
+    };
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.split(';').next().unwrap_or("").trim() != "application/json" {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("expected Content-Type: application/json with {{\"{key}\": N}}"),
+        );
+    }
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), 4096).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+    };
+    let other = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get(key).and_then(|n| n.as_u64()))
+        .filter(|n| *n > 0);
+    let Some(other) = other else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("expected a JSON body like {{\"{key}\": 42}} (a ticket number)"),
+        );
+    };
+    let work = tokio::task::spawn_blocking(move || {
+        let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
+        pipeline.merge_request(TicketId(id), other, split, "api", jiff::Timestamp::now())
+    });
+    match work.await {
+        Ok(Ok(Ok(done))) => json(StatusCode::OK, &done),
+        Ok(Ok(Err(why))) if why.starts_with("there is no ticket") => error(StatusCode::NOT_FOUND, &why),
+        Ok(Ok(Err(why))) => error(StatusCode::CONFLICT, &why),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the request failed: {e}")),
+    }
+}
+
 /// `POST /csat/{ticket}/{token}/{rating}`: records the rating, once.
 fn survey_vote(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
     let (id, rating) = match survey_link(pipeline, rest) {
@@ -694,7 +766,26 @@ pub const NEXT_CURSOR: &str = "x-next-cursor";
 
 /// A blocking POST of a raw mail to the daemon's `/api/ingest` or `/api/explain`: `(status, body)`.
 pub fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &[u8]) -> Result<(u16, String), String> {
-    request(addr, "POST", path, token, Some(body), 120).map(|(status, _, body)| (status, body))
+    request(addr, "POST", path, token, Some(("message/rfc822", body)), 120).map(|(status, _, body)| (status, body))
+}
+
+/// POSTs a JSON value to the API; returns the status and body.
+pub fn post_json(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    value: &serde_json::Value,
+) -> Result<(u16, String), String> {
+    let body = value.to_string();
+    request(
+        addr,
+        "POST",
+        path,
+        token,
+        Some(("application/json", body.as_bytes())),
+        120,
+    )
+    .map(|(status, _, body)| (status, body))
 }
 
 fn request(
@@ -702,7 +793,7 @@ fn request(
     method: &str,
     path: &str,
     token: Option<&str>,
-    body: Option<&[u8]>,
+    body: Option<(&str, &[u8])>,
     timeout_secs: u64,
 ) -> Result<(u16, String, String), String> {
     use std::io::{Read, Write};
@@ -714,15 +805,15 @@ fn request(
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    if let Some(b) = body {
+    if let Some((content_type, b)) = body {
         head.push_str(&format!(
-            "Content-Type: message/rfc822\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             b.len()
         ));
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-    if let Some(b) = body {
+    if let Some((_, b)) = body {
         s.write_all(b).map_err(|e| e.to_string())?;
     }
     let mut raw = Vec::new();

@@ -2,7 +2,7 @@
 //! split by command. The real binary, its store, and an SMTP sink.
 
 use crate::servers::Smtp;
-use crate::support::{DeskConfig, agent_reply, body_text, event_kinds, header, mail, notification_of};
+use crate::support::{DeskConfig, agent_reply, body_text, event_kinds, header, http_raw, mail, notification_of};
 use serde_json::Value;
 
 const ALICE: &str = r#"
@@ -285,8 +285,8 @@ fn agents_merge_and_split_by_command_with_tokens_of_both_tickets_routing() {
     let text = body_text(&error);
     for why in [
         "#merge 99: there is no ticket 99",
-        "#merge 2: that is this ticket",
-        "#split 1: ticket 1 is not merged into this ticket",
+        "#merge 2: ticket 2 is this ticket",
+        "#split 1: ticket 1 is not merged into ticket 2",
     ] {
         assert!(text.contains(why), "{why} in {text}");
     }
@@ -373,4 +373,121 @@ fn agents_merge_and_split_by_command_with_tokens_of_both_tickets_routing() {
     assert!(message_ids(&desk.show(2)).contains(&"p4@home.test".to_string()));
     let report: Value = serde_json::from_str(&desk.ok(&["report", "--until", "2030-01-01", "--json"])).unwrap();
     assert_eq!(report["overall"]["volume"], 2);
+}
+
+#[test]
+fn the_api_and_the_cli_merge_and_split_with_reasons_for_what_they_refuse() {
+    let desk = DeskConfig::new().build();
+    desk.ingest(&[&customer(
+        "Bob <bob@customer.test>",
+        "Printer",
+        "q1@customer.test",
+        "",
+        "It jams.",
+    )]);
+    desk.ingest(&[&customer(
+        "Carol <carol@customer.test>",
+        "Scanner",
+        "q2@customer.test",
+        "",
+        "It is slow.",
+    )]);
+    desk.ingest(&[&customer(
+        "Dan <dan@customer.test>",
+        "Copier",
+        "q3@customer.test",
+        "",
+        "It smokes.",
+    )]);
+    let daemon = desk.start();
+    let port = desk.http_port;
+    let post = |path: &str, content_type: &str, body: &str| {
+        http_raw(
+            port,
+            &format!("POST {path} HTTP/1.1\nHost: 127.0.0.1\nContent-Type: {content_type}"),
+            body.as_bytes(),
+        )
+    };
+    let json = "application/json";
+    for (path, content_type, body, status, why) in [
+        (
+            "/api/tickets/2/merge",
+            "text/plain",
+            "{\"into\": 1}",
+            415,
+            "application/json",
+        ),
+        (
+            "/api/tickets/2/merge",
+            json,
+            "{\"into\": \"one\"}",
+            400,
+            "a ticket number",
+        ),
+        (
+            "/api/tickets/x/merge",
+            json,
+            "{\"into\": 1}",
+            400,
+            "/api/tickets/{number}/merge",
+        ),
+        (
+            "/api/tickets/2/merge",
+            json,
+            "{\"into\": 99}",
+            404,
+            "there is no ticket 99",
+        ),
+        ("/api/tickets/2/merge", json, "{\"into\": 2}", 409, "is this ticket"),
+        (
+            "/api/tickets/1/split",
+            json,
+            "{\"ticket\": 2}",
+            409,
+            "not merged into ticket 1",
+        ),
+    ] {
+        let (got, answer) = post(path, content_type, body);
+        assert_eq!(got, status, "{path} {body}: {answer}");
+        assert!(answer.contains(why), "{path} {body}: {answer}");
+    }
+    let (status, answer) = post("/api/tickets/2/merge", json, "{\"into\": 1}");
+    assert_eq!(status, 200, "{answer}");
+    let done: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(done["kept"], 1);
+    // The CLI goes through the API while the daemon holds the store.
+    let out = desk.ok(&["merge", "3", "1", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["kept"], 1, "{out}");
+    let refused = desk.run(&["merge", "3", "1"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already"),
+        "{refused:?}"
+    );
+    let one = desk.show(1);
+    assert_eq!(one["merged"], serde_json::json!([2, 3]));
+    assert_eq!(
+        message_ids(&one),
+        ["q1@customer.test", "q2@customer.test", "q3@customer.test"]
+    );
+    daemon.stop();
+    // Without the daemon, on the store itself.
+    desk.ok(&["split", "1", "2"]);
+    let (one, two) = (desk.show(1), desk.show(2));
+    assert_eq!(one["merged"], serde_json::json!([3]));
+    assert!(two["merged_into"].is_null());
+    assert_eq!(two["status"], "new");
+    let kinds = event_kinds(&two);
+    assert!(
+        kinds.contains(&"merged_into".to_string()) && kinds.contains(&"split_from".to_string()),
+        "{kinds:?}"
+    );
+    let actor = two["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "merged_into")
+        .unwrap()["actor"]
+        .clone();
+    assert_eq!(actor, "api");
 }
