@@ -917,7 +917,11 @@ impl Pipeline {
             Some(t) => Some(t),
             None => self.store.message_id(id)?.map(|e| e.ticket),
         };
-        ticket.map(|t| self.store.ticket(t)).transpose().map(Option::flatten)
+        // A ticket merged since: the bounce belongs to the one it lives in.
+        ticket
+            .map(|t| crate::adapters::store::resolve(&*self.store, t))
+            .transpose()
+            .map(Option::flatten)
     }
 
     fn bounce(
