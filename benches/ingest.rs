@@ -162,6 +162,7 @@ fn pipeline_ingest(mails: &[Vec<u8>], store: &str) -> f64 {
         config: Arc::new(config),
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
+        intent: None,
     };
     let origin = Origin {
         bulk: true,
@@ -378,6 +379,7 @@ fn tick_cost(n: usize, due: usize) -> f64 {
         config: Arc::new(config),
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
+        intent: None,
     };
     let start: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     let round_at = |r: usize| jiff::Timestamp::from_second(start.as_second() + 7200 * r as i64).unwrap();

@@ -66,6 +66,7 @@ fn main() {
         store,
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
+        intent: None,
     };
     let mut totals: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
     let mut n = 0u64;

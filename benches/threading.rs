@@ -158,6 +158,7 @@ fn run(mails: &[Mail], batches: usize, seed: u64) -> HashMap<String, u64> {
         config: Arc::new(config),
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
+        intent: None,
     };
     let origin = Origin {
         bulk: true,

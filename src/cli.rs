@@ -451,6 +451,7 @@ fn open_pipeline(config: Config) -> Result<Pipeline, Failure> {
 fn pipeline_with(config: Config, store: Arc<dyn Store>) -> Result<Pipeline, Failure> {
     let signer = load_signer(&config).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
     Ok(Pipeline {
+        intent: crate::pipeline::load_intent(&config.instance.data_dir),
         config: Arc::new(config),
         store,
         signer,

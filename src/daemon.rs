@@ -179,6 +179,7 @@ fn reload(path: &Path, sink: &Sink) -> Result<Arc<Config>, String> {
     let config = Arc::new(config);
     let mut slot = sink.current.write().unwrap_or_else(|p| p.into_inner());
     let next = Pipeline {
+        intent: crate::pipeline::load_intent(&config.instance.data_dir),
         config: config.clone(),
         ..slot.clone()
     };

@@ -177,6 +177,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         // Read by the pipeline for mail a person wrote.
         language: None,
         sentiment: Default::default(),
+        intent: None,
         message_id,
         in_reply_to,
         references,

@@ -7,4 +7,5 @@ pub mod config;
 pub mod html;
 pub mod inbound;
 pub mod ingest;
+pub mod intent;
 pub mod store;

@@ -245,6 +245,9 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
         crate::core::outgoing::format_mailbox(&from),
     );
     let mut reading = Vec::new();
+    if let Some(i) = ticket.intent.as_ref().filter(|_| created) {
+        reading.push(format!("intent {} ({:.0}%)", i.label, i.confidence * 100.0));
+    }
     if let Some(l) = &msg.language {
         reading.push(format!("language {l}"));
     }

@@ -220,6 +220,9 @@ pub struct Ticket {
     /// The latest customer message's score minus the one before it (falling: getting angrier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentiment_trend: Option<crate::core::sentiment::Score>,
+    /// What the customer wants, as the intent model read the first mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<crate::core::intent::Intent>,
     /// The ticket this one was merged into: its messages, participants and
     /// events show there, and mail to this number lands there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,6 +272,7 @@ impl Ticket {
             language: None,
             sentiment: None,
             sentiment_trend: None,
+            intent: None,
             merged_into: None,
             merged: Vec::new(),
             revision: 0,
@@ -424,6 +428,9 @@ pub struct InboundMessage {
     pub language: Option<String>,
     /// How the text sounds, −1 (furious) … 1 (delighted).
     pub sentiment: crate::core::sentiment::Score,
+    /// What the writer wants, when an intent model is trained (mail a person
+    /// wrote that opens a ticket).
+    pub intent: Option<crate::core::intent::Intent>,
     /// Size of the raw mail in bytes.
     pub size: usize,
 }

@@ -112,6 +112,30 @@ fn failed_condition(msg: &InboundMessage, mailbox: &str, rule: &Rule) -> Option<
                     return Some(format!("{key} {threshold}: the text's sentiment is {v}"));
                 }
             }
+            Condition::Intent {
+                labels,
+                min_confidence,
+                negate,
+            } => {
+                let hit = msg
+                    .intent
+                    .as_ref()
+                    .is_some_and(|i| labels.contains(&i.label) && i.confidence >= *min_confidence);
+                if hit == *negate {
+                    let read = msg
+                        .intent
+                        .as_ref()
+                        .map(|i| format!("{} with confidence {}", i.label, i.confidence))
+                        .unwrap_or_else(|| "not told".into());
+                    let key = if *negate { "not_intent" } else { "intent" };
+                    let min = if *min_confidence > 0.0 {
+                        format!(" (confidence ≥ {min_confidence})")
+                    } else {
+                        String::new()
+                    };
+                    return Some(format!("{key} {}{min}: the intent read is {read}", labels.join(" | ")));
+                }
+            }
             Condition::Language { codes, negate } => {
                 let hit = msg.language.as_ref().is_some_and(|l| codes.contains(l));
                 if hit == *negate {

@@ -168,6 +168,16 @@ pub enum Condition {
         /// −1 … 1.
         threshold: f64,
     },
+    /// The intent model read one of these labels with at least this
+    /// confidence (`not_intent`: it did not).
+    Intent {
+        /// Labels.
+        labels: Vec<String>,
+        /// `when.intent_min_confidence` (0 without it).
+        min_confidence: f64,
+        /// `not_intent`.
+        negate: bool,
+    },
     /// The text's language is one of these codes (`not_language`: none of them).
     Language {
         /// ISO 639-1 codes, lower case.

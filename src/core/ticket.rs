@@ -943,6 +943,7 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
         last_public_message_id: msg.message_id.clone(),
         language: msg.language.clone(),
         sentiment: Some(msg.sentiment),
+        intent: msg.intent.clone(),
         ..Ticket::new(id, &subject, from.clone(), cx.mailbox, &queue, cx.now)
     }
 }

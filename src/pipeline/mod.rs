@@ -157,6 +157,9 @@ pub struct Explanation {
     pub language: Option<String>,
     /// The text's sentiment with its strongest cues.
     pub sentiment: Option<crate::core::sentiment::Sentiment>,
+    /// The three likeliest intents with their confidences (with a trained model).
+    #[serde(default)]
+    pub intents: Vec<(String, f64)>,
 }
 
 /// What the store knows of a mail's identity.
@@ -180,6 +183,27 @@ pub struct Pipeline {
     pub signer: Signer,
     /// Live counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The intent model (`postdesk train`), when there is one.
+    pub intent: Option<Arc<crate::core::intent::Model>>,
+}
+
+/// The intent model in `data_dir`, if one was trained; a damaged file is
+/// logged and left alone (tickets then go without an intent).
+pub fn load_intent(data_dir: &std::path::Path) -> Option<Arc<crate::core::intent::Model>> {
+    let path = crate::adapters::intent::path(data_dir);
+    if !path.exists() {
+        return None;
+    }
+    match crate::adapters::intent::load(&path) {
+        Ok((model, header)) => {
+            tracing::info!(labels = header.labels.len(), examples = header.examples, source = %header.source, "intent model loaded");
+            Some(Arc::new(model))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "intent model not loaded");
+            None
+        }
+    }
 }
 
 impl Pipeline {
@@ -417,6 +441,10 @@ impl Pipeline {
         {
             decision.outcome = Outcome::Existing(t);
             decision.reason.push_str("; a rating for its survey");
+        }
+        // A customer's mail that opens a ticket is read for its intent.
+        if !matches!(decision.outcome, Outcome::Existing(_)) && matches!(class.sender, Sender::Customer) {
+            msg.intent = self.read_intent(&msg, &class);
         }
         let existing = match decision.outcome {
             Outcome::Existing(id) | Outcome::NewLinked(id) => self.store.ticket(id)?,
@@ -1030,6 +1058,7 @@ impl Pipeline {
                     rules: Vec::new(),
                     language: None,
                     sentiment: None,
+                    intents: Vec::new(),
                 });
             }
         };
@@ -1040,6 +1069,16 @@ impl Pipeline {
             _ => None,
         };
         let (_, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now);
+        // Read as the mail would be, so the rules below see its intent.
+        let intents: Vec<(String, f64)> = match &self.intent {
+            Some(m) if class.auto.is_none() && !class.bounce => {
+                m.rank(&intent_text(&msg)).into_iter().take(3).collect()
+            }
+            _ => Vec::new(),
+        };
+        if matches!(class.sender, Sender::Customer) && !matches!(decision.outcome, Outcome::Existing(_)) {
+            msg.intent = self.read_intent(&msg, &class);
+        }
         let agent_check = agent_name.map(|_| match (&agent_proof, &forged) {
             (Some((_, proof)), _) => format!("verified: {proof}"),
             (_, Some((_, why))) => format!("unproven, would be stored as flagged customer mail: {why}"),
@@ -1100,6 +1139,7 @@ impl Pipeline {
             rules: crate::core::route::route(&msg, mailbox, &self.config.rules).trace,
             language: msg.language.clone(),
             sentiment: Some(crate::core::sentiment::score(&msg.text)),
+            intents,
         })
     }
 
@@ -1113,6 +1153,25 @@ impl Pipeline {
 
 /// Language and sentiment, for mail a person wrote (automatic mail and
 /// bounces are not read: it costs 0.1 ms a mail and tells nothing).
+impl Pipeline {
+    /// The intent of a mail a person wrote (subject and text), by the model
+    /// in force; `None` without one or for automatic mail.
+    fn read_intent(&self, msg: &InboundMessage, class: &Classification) -> Option<crate::core::intent::Intent> {
+        let model = self.intent.as_ref()?;
+        if class.auto.is_some() || class.bounce {
+            return None;
+        }
+        model.predict(&intent_text(msg))
+    }
+}
+
+/// What the intent model reads of a mail: its subject (without `Re:` and
+/// tags) and the first 4,000 characters of its text.
+pub fn intent_text(msg: &InboundMessage) -> String {
+    let text: String = msg.text.chars().take(4000).collect();
+    format!("{}\n{text}", crate::core::subject::normalize(&msg.subject))
+}
+
 fn read_text(msg: &mut InboundMessage, class: &crate::core::classify::Classification) {
     if class.auto.is_none() && !class.bounce {
         msg.language = crate::core::language::detect(&msg.text);

@@ -592,8 +592,21 @@ impl Validator<'_> {
         for r in raw.rule {
             let r = r.into_inner();
             let mut when = Vec::new();
+            let mut min_confidence: Option<(f64, usize)> = None;
             for (key, value) in &r.when {
                 let at = value.span().start;
+                if key == "intent_min_confidence" {
+                    let v = match value.get_ref() {
+                        toml::Value::Float(f) => Some(*f),
+                        toml::Value::Integer(i) => Some(*i as f64),
+                        _ => None,
+                    };
+                    match v {
+                        Some(t) if (0.0..=1.0).contains(&t) => min_confidence = Some((t, at)),
+                        _ => self.problem(at, format!("when.{key} must be a number from 0 to 1")),
+                    }
+                    continue;
+                }
                 let (negate, base) = match key.strip_prefix("not_") {
                     Some(b) => (true, b),
                     None => (false, key.as_str()),
@@ -610,6 +623,26 @@ impl Validator<'_> {
                             threshold: t,
                         }),
                         _ => self.problem(at, format!("when.{key} must be a number from -1 to 1")),
+                    }
+                    continue;
+                }
+                if base == "intent" {
+                    match value.get_ref() {
+                        toml::Value::String(s) if !s.is_empty() => when.push(Condition::Intent {
+                            labels: vec![s.clone()],
+                            min_confidence: 0.0,
+                            negate,
+                        }),
+                        toml::Value::Array(a)
+                            if !a.is_empty() && a.iter().all(|v| v.as_str().is_some_and(|s| !s.is_empty())) =>
+                        {
+                            when.push(Condition::Intent {
+                                labels: a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+                                min_confidence: 0.0,
+                                negate,
+                            })
+                        }
+                        _ => self.problem(at, format!("when.{key} must be an intent label or a list of them")),
                     }
                     continue;
                 }
@@ -652,7 +685,7 @@ impl Validator<'_> {
                     _ => {
                         self.problem(
                             at,
-                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, language, each optionally with not_; sentiment_below, sentiment_above)"),
+                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, language, intent, each optionally with not_; sentiment_below, sentiment_above, intent_min_confidence)"),
                         );
                         continue;
                     }
@@ -724,6 +757,21 @@ impl Validator<'_> {
                             format!("set.assignee {:?} is not an [[agent]]", a.get_ref()),
                         ),
                     }
+                }
+            }
+            if let Some((t, at)) = min_confidence {
+                let mut found = false;
+                for c in &mut when {
+                    if let Condition::Intent { min_confidence, .. } = c {
+                        *min_confidence = t;
+                        found = true;
+                    }
+                }
+                if !found {
+                    self.problem(
+                        at,
+                        "when.intent_min_confidence needs when.intent in the same rule".to_string(),
+                    );
                 }
             }
             rules.push(Rule {

@@ -1,0 +1,157 @@
+//! Intent classification (not a timed test): `cargo bench --bench intent`.
+//!
+//! 5-fold cross-validation on `../shared/datasets/banking77/train.csv`
+//! (10,003 customer-support queries, 77 intents; read with the same reader
+//! as `postdesk train --csv`) when it is there: accuracy per fold, the
+//! median training time of a fold, prediction time per query (median of the
+//! folds' means) and the size of the model file trained on everything.
+//! Without the dataset, and under `cargo test`, a generated set of intents
+//! goes through the same steps.
+
+use postdesk::core::intent::{Model, TrainOptions, train};
+use std::path::Path;
+use std::time::Instant;
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/banking77/train.csv");
+    let (name, rows) = match full.then(|| postdesk::adapters::intent::read_csv(&csv, "text", "category")) {
+        Some(Ok(rows)) => ("banking77".to_string(), rows),
+        _ => ("generated".to_string(), generated()),
+    };
+    let folds = 5;
+    // A fixed shuffle, so every run scores the same folds.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..order.len()).rev() {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        let j = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let labels: std::collections::HashSet<&str> = rows.iter().map(|(_, l)| l.as_str()).collect();
+    println!("{name}: {} examples, {} labels, {folds}-fold", rows.len(), labels.len());
+    let mut accuracies = Vec::new();
+    let mut train_secs = Vec::new();
+    let mut predict_us = Vec::new();
+    for k in 0..folds {
+        let (test, learn): (Vec<usize>, Vec<usize>) = order.iter().partition(|i| *i % folds == k);
+        let examples: Vec<(&str, &str)> = learn
+            .iter()
+            .map(|&i| (rows[i].0.as_str(), rows[i].1.as_str()))
+            .collect();
+        let started = Instant::now();
+        let model = train(&examples, TrainOptions::default()).expect("two labels at least");
+        train_secs.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let right = test
+            .iter()
+            .filter(|&&i| model.predict(&rows[i].0).is_some_and(|p| p.label == rows[i].1))
+            .count();
+        predict_us.push(started.elapsed().as_secs_f64() * 1e6 / test.len() as f64);
+        let acc = right as f64 / test.len() as f64;
+        println!(
+            "fold {k}: accuracy {:.2}% ({right}/{}), training {:.2} s",
+            acc * 100.0,
+            test.len(),
+            train_secs[k]
+        );
+        accuracies.push(acc);
+    }
+    let mean = accuracies.iter().sum::<f64>() / folds as f64;
+    println!("mean accuracy:           {:.2}% (target ≥ 92%)", mean * 100.0);
+    println!(
+        "training, median fold:   {:.2} s (target ≤ 15 s)",
+        median(&mut train_secs)
+    );
+    println!(
+        "prediction per query:    {:.1} µs (median of the folds' means; target ≤ 1 ms)",
+        median(&mut predict_us)
+    );
+    let all: Vec<(&str, &str)> = rows.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
+    let started = Instant::now();
+    let model = train(&all, TrainOptions::default()).expect("two labels at least");
+    let secs = started.elapsed().as_secs_f64();
+    let size = file_size(&model);
+    println!(
+        "on all {} examples:  training {secs:.2} s, model file {:.1} MB (target ≤ 50 MB)",
+        rows.len(),
+        size as f64 / 1e6
+    );
+    assert!(mean > 0.5, "accuracy {mean} is no better than chance on {name}");
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn file_size(model: &Model) -> u64 {
+    let dir = std::env::temp_dir().join(format!("postdesk-bench-intent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = postdesk::adapters::intent::path(&dir);
+    let header = postdesk::adapters::intent::Header {
+        labels: model.labels.clone(),
+        buckets: model.buckets.len(),
+        examples: model.examples,
+        source: "bench".into(),
+        trained_at: String::new(),
+    };
+    postdesk::adapters::intent::save(model, &header, &path).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    std::fs::remove_dir_all(dir).unwrap();
+    size
+}
+
+/// Six intents, each asked in varied words.
+fn generated() -> Vec<(String, String)> {
+    let intents: [(&str, &[&str]); 6] = [
+        (
+            "card_arrival",
+            &[
+                "my card has not arrived",
+                "where is my new card",
+                "card still not delivered",
+            ],
+        ),
+        (
+            "refund",
+            &["I want a refund", "give my money back", "refund the payment please"],
+        ),
+        (
+            "password",
+            &["I forgot my password", "cannot log in to my account", "reset my login"],
+        ),
+        (
+            "exchange_rate",
+            &[
+                "what exchange rate do you use",
+                "the rate for euros was wrong",
+                "currency conversion fee",
+            ],
+        ),
+        (
+            "top_up",
+            &["my top up failed", "how do I add money", "top-up by card did not work"],
+        ),
+        (
+            "close_account",
+            &[
+                "close my account",
+                "I want to delete my profile",
+                "cancel the account for good",
+            ],
+        ),
+    ];
+    let extras = ["", " please", " today", " asap", " thanks", " since monday", " again"];
+    let mut out = Vec::new();
+    for (label, phrases) in intents {
+        for p in phrases {
+            for e in extras {
+                out.push((format!("Hello, {p}{e}."), label.to_string()));
+            }
+        }
+    }
+    out
+}

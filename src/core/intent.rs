@@ -1,0 +1,394 @@
+//! Intent: what a customer wants, by a linear classifier learned from the
+//! desk's own labelled tickets (or another helpdesk's export).
+//!
+//! Features are hashed word unigrams and bigrams and character 2–5-grams of
+//! each word (with its boundaries), weighted by sublinear term frequency
+//! times inverse document frequency and L2-normalised; the model is one
+//! L2-regularised squared-hinge linear SVM per label, trained by dual
+//! coordinate descent (the method of LIBLINEAR, which scikit-learn's
+//! `LinearSVC` runs). Weights are kept as 16-bit integers with a scale per
+//! label, only for the feature buckets seen in training. Everything here is
+//! computation: reading and writing the model file is the adapter's.
+
+use serde::{Deserialize, Serialize};
+
+/// Hash buckets for features (collisions are rare at a desk's vocabulary).
+pub const BUCKETS: u32 = 1 << 20;
+
+/// A prediction: the label and a confidence in 0–1 (the softmax of the
+/// labels' margins: a ranking score, highest for clear cases).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    /// The predicted label.
+    pub label: String,
+    /// Confidence 0–1, two decimals.
+    pub confidence: f64,
+}
+
+impl Eq for Intent {}
+
+/// How training goes.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainOptions {
+    /// The SVM's C (larger: fit the training data more closely).
+    pub c: f32,
+    /// Passes over the data at most.
+    pub epochs: usize,
+    /// Threads to train labels on.
+    pub threads: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            c: 1.0,
+            epochs: 30,
+            threads: 2,
+        }
+    }
+}
+
+/// A trained model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// The labels, sorted.
+    pub labels: Vec<String>,
+    /// The feature buckets seen in training, sorted.
+    pub buckets: Vec<u32>,
+    /// Inverse document frequency of each bucket.
+    pub idf: Vec<f32>,
+    /// Weights, bucket-major: `weights[b * labels + l]`, times `scale[l]`.
+    pub weights: Vec<i16>,
+    /// Per label: what one weight unit is worth.
+    pub scale: Vec<f32>,
+    /// Per label: the bias.
+    pub bias: Vec<f32>,
+    /// How many examples it learned from.
+    pub examples: usize,
+}
+
+/// The score of each label for a text, best first.
+pub type Ranking = Vec<(String, f64)>;
+
+fn fnv(kind: u8, parts: &[&str]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    eat(kind);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            eat(b' ');
+        }
+        p.bytes().for_each(&mut eat);
+    }
+    (h ^ (h >> 32)) as u32 % BUCKETS
+}
+
+/// The words of a text, lower-cased: letters and digits, apostrophes kept inside.
+fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() || (c == '\'' && !cur.is_empty()) {
+            cur.extend(c.to_lowercase());
+        } else if !cur.is_empty() {
+            out.push(std::mem::take(&mut cur).trim_end_matches('\'').to_string());
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur.trim_end_matches('\'').to_string());
+    }
+    out
+}
+
+/// The hashed features of a text with their raw counts, sorted by bucket.
+/// Bounded: at most the first 2,000 words are read.
+pub fn raw_features(text: &str) -> Vec<(u32, f32)> {
+    let words = words(text);
+    let words = &words[..words.len().min(2000)];
+    let mut f: Vec<u32> = Vec::with_capacity(words.len() * 12);
+    for (i, w) in words.iter().enumerate() {
+        f.push(fnv(b'w', &[w]));
+        if let Some(next) = words.get(i + 1) {
+            f.push(fnv(b'b', &[w, next]));
+        }
+        let chars: Vec<char> = std::iter::once('<')
+            .chain(w.chars())
+            .chain(std::iter::once('>'))
+            .collect();
+        for n in 2..=5 {
+            for g in chars.windows(n) {
+                let g: String = g.iter().collect();
+                f.push(fnv(b'c', &[&g]));
+            }
+        }
+    }
+    f.sort_unstable();
+    let mut out: Vec<(u32, f32)> = Vec::new();
+    for b in f {
+        match out.last_mut() {
+            Some((last, n)) if *last == b => *n += 1.0,
+            _ => out.push((b, 1.0)),
+        }
+    }
+    out
+}
+
+/// Sublinear tf × idf, L2-normalised, over `(index, count)` pairs.
+fn weigh(raw: &mut [(u32, f32)], idf: impl Fn(usize) -> f32) {
+    let mut norm = 0.0f32;
+    for (i, v) in raw.iter_mut() {
+        *v = (1.0 + v.ln()) * idf(*i as usize);
+        norm += *v * *v;
+    }
+    let norm = norm.sqrt().max(1e-9);
+    raw.iter_mut().for_each(|(_, v)| *v /= norm);
+}
+
+/// Trains a model on `(text, label)` examples. Labels with one example are
+/// kept (they are predicted only for near copies). `None` without at least
+/// two labels.
+pub fn train(examples: &[(&str, &str)], options: TrainOptions) -> Option<Model> {
+    let mut labels: Vec<String> = examples.iter().map(|(_, l)| l.to_string()).collect();
+    labels.sort();
+    labels.dedup();
+    if labels.len() < 2 {
+        return None;
+    }
+    let raw: Vec<Vec<(u32, f32)>> = examples.iter().map(|(t, _)| raw_features(t)).collect();
+    let mut buckets: Vec<u32> = raw.iter().flatten().map(|(b, _)| *b).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    let mut df = vec![0u32; buckets.len()];
+    let index = |b: u32| buckets.binary_search(&b).expect("seen bucket");
+    let mut xs: Vec<Vec<(u32, f32)>> = raw
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|(b, n)| {
+                    let i = index(b);
+                    df[i] += 1;
+                    (i as u32, n)
+                })
+                .collect()
+        })
+        .collect();
+    let n = examples.len() as f32;
+    let idf: Vec<f32> = df.iter().map(|d| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0).collect();
+    for x in &mut xs {
+        weigh(x, |i| idf[i]);
+    }
+    let y: Vec<usize> = examples
+        .iter()
+        .map(|(_, l)| labels.binary_search(&l.to_string()).expect("known label"))
+        .collect();
+    let dims = buckets.len();
+    let classes: Vec<usize> = (0..labels.len()).collect();
+    let threads = options.threads.max(1);
+    let chunk = classes.len().div_ceil(threads);
+    let solved: Vec<(usize, Vec<f32>, f32)> = std::thread::scope(|s| {
+        let handles: Vec<_> = classes
+            .chunks(chunk)
+            .map(|part| {
+                let (xs, y) = (&xs, &y);
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&c| {
+                            let (w, b) = binary_svm(xs, y, c, dims, options);
+                            (c, w, b)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("training thread"))
+            .collect()
+    });
+    let l = labels.len();
+    let mut weights = vec![0i16; dims * l];
+    let mut scale = vec![0f32; l];
+    let mut bias = vec![0f32; l];
+    for (c, w, b) in solved {
+        let max = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        scale[c] = max / i16::MAX as f32;
+        bias[c] = b;
+        for (i, v) in w.iter().enumerate() {
+            weights[i * l + c] = (v / scale[c]).round() as i16;
+        }
+    }
+    Some(Model {
+        labels,
+        buckets,
+        idf,
+        weights,
+        scale,
+        bias,
+        examples: examples.len(),
+    })
+}
+
+/// xorshift64*, for a reproducible visiting order.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// One label against the rest: dual coordinate descent for the L2-loss SVM
+/// with a bias feature of value 1 (Hsieh et al., 2008). Returns the weights and bias.
+fn binary_svm(xs: &[Vec<(u32, f32)>], y: &[usize], class: usize, dims: usize, o: TrainOptions) -> (Vec<f32>, f32) {
+    let diag = 0.5 / o.c;
+    let mut w = vec![0f32; dims];
+    let mut b = 0f32;
+    let mut alpha = vec![0f32; xs.len()];
+    let qii: Vec<f32> = xs
+        .iter()
+        .map(|x| x.iter().map(|(_, v)| v * v).sum::<f32>() + 1.0 + diag)
+        .collect();
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ class as u64);
+    for _ in 0..o.epochs {
+        for i in (1..order.len()).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let mut max_pg = 0f32;
+        for &i in &order {
+            let yi = if y[i] == class { 1.0 } else { -1.0 };
+            let x = &xs[i];
+            let wx: f32 = x.iter().map(|(k, v)| w[*k as usize] * v).sum::<f32>() + b;
+            let g = yi * wx - 1.0 + diag * alpha[i];
+            let pg = if alpha[i] == 0.0 { g.min(0.0) } else { g };
+            max_pg = max_pg.max(pg.abs());
+            if pg.abs() > 1e-12 {
+                let old = alpha[i];
+                alpha[i] = (old - g / qii[i]).max(0.0);
+                let d = (alpha[i] - old) * yi;
+                for (k, v) in x {
+                    w[*k as usize] += d * v;
+                }
+                b += d;
+            }
+        }
+        if max_pg < 0.01 {
+            break;
+        }
+    }
+    (w, b)
+}
+
+impl Model {
+    /// Every label's margin for a text, best first.
+    pub fn scores(&self, text: &str) -> Vec<(usize, f32)> {
+        let mut x: Vec<(u32, f32)> = raw_features(text)
+            .into_iter()
+            .filter_map(|(b, n)| self.buckets.binary_search(&b).ok().map(|i| (i as u32, n)))
+            .collect();
+        weigh(&mut x, |i| self.idf[i]);
+        let l = self.labels.len();
+        let mut acc = vec![0f32; l];
+        for (i, v) in &x {
+            let row = &self.weights[*i as usize * l..(*i as usize + 1) * l];
+            for (a, w) in acc.iter_mut().zip(row) {
+                *a += f32::from(*w) * v;
+            }
+        }
+        let mut out: Vec<(usize, f32)> = acc
+            .iter()
+            .enumerate()
+            .map(|(c, a)| (c, a * self.scale[c] + self.bias[c]))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out
+    }
+
+    /// The labels with their confidences (softmax over the margins), best first.
+    pub fn rank(&self, text: &str) -> Ranking {
+        let scores = self.scores(text);
+        let top = scores.first().map(|s| s.1).unwrap_or(0.0);
+        let exp: Vec<f32> = scores.iter().map(|(_, s)| ((s - top) * SHARPNESS).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        scores
+            .iter()
+            .zip(exp)
+            .map(|((c, _), e)| (self.labels[*c].clone(), round2(f64::from(e / sum))))
+            .collect()
+    }
+
+    /// The best label for a text, with its confidence; `None` for a text
+    /// with no word the model knows.
+    pub fn predict(&self, text: &str) -> Option<Intent> {
+        if !raw_features(text)
+            .iter()
+            .any(|(b, _)| self.buckets.binary_search(b).is_ok())
+        {
+            return None;
+        }
+        self.rank(text)
+            .into_iter()
+            .next()
+            .map(|(label, confidence)| Intent { label, confidence })
+    }
+}
+
+/// Margins are about ±1; this spreads them into a usable 0–1 confidence.
+const SHARPNESS: f32 = 5.0;
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("my card has not arrived yet", "card_arrival"),
+            ("when will my new card arrive", "card_arrival"),
+            ("still waiting for the card in the post", "card_arrival"),
+            ("I want my money back for this order", "refund"),
+            ("please refund the payment", "refund"),
+            ("how do I get a refund", "refund"),
+            ("I forgot my password and cannot log in", "login"),
+            ("the login page says wrong password", "login"),
+            ("reset my password please", "login"),
+        ]
+    }
+
+    #[test]
+    fn it_learns_labels_and_ranks_them() {
+        let model = train(&examples(), TrainOptions::default()).unwrap();
+        assert_eq!(model.labels, ["card_arrival", "login", "refund"]);
+        for (text, want) in [
+            ("has my card been posted? it did not arrive", "card_arrival"),
+            ("can I have a refund of my money", "refund"),
+            ("password reset does not work", "login"),
+        ] {
+            let got = model.predict(text).unwrap();
+            assert_eq!(got.label, want, "{text}");
+            assert!(got.confidence > 0.34 && got.confidence <= 1.0, "{got:?}");
+        }
+        let ranking = model.rank("refund");
+        assert_eq!(ranking.len(), 3);
+        assert!(ranking[0].1 >= ranking[1].1 && ranking[1].1 >= ranking[2].1);
+        assert_eq!(model.predict("zzzz qqqq"), None, "no known feature");
+    }
+
+    #[test]
+    fn one_label_is_no_model_and_features_are_bounded() {
+        assert!(train(&[("a", "x"), ("b", "x")], TrainOptions::default()).is_none());
+        let long = "word ".repeat(10_000);
+        assert!(raw_features(&long).len() < 30, "one distinct word, few distinct grams");
+        assert_eq!(words("Hasn't ARRIVED, 2 weeks!"), ["hasn't", "arrived", "2", "weeks"]);
+    }
+}
