@@ -91,6 +91,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Trains the intent model (`data_dir/intent.model`) on the tickets'
+    /// labels, or on a CSV file; the daemon loads it on start and on reload.
+    Train {
+        /// Learn from a CSV file instead: FILE (columns `text` and `label`),
+        /// or FILE:TEXT,LABEL to name other columns.
+        #[arg(long)]
+        csv: Option<String>,
+        /// The ticket field that labels each ticket's first customer mail: type or queue.
+        #[arg(long, default_value = "type", value_parser = ["type", "queue"])]
+        label: String,
+        /// JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run due timers once, then send what is queued.
     Tick {
         /// The time to act as (RFC 3339).
@@ -748,6 +762,65 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Train { csv, label, json } => {
+            let config = load_config(cli.config)?;
+            let (examples, source) = match &csv {
+                Some(spec) => {
+                    let (file, cols) = match spec.rsplit_once(':') {
+                        Some((f, c)) if c.contains(',') => (f, c),
+                        _ => (spec.as_str(), "text,label"),
+                    };
+                    let (t, l) = cols.split_once(',').expect("checked");
+                    let rows = crate::adapters::intent::read_csv(std::path::Path::new(file), t.trim(), l.trim())
+                        .map_err(|e| Failure::new(66, e))?;
+                    (rows, format!("csv:{file}"))
+                }
+                None => (ticket_examples(&config, &label)?, format!("tickets:{label}")),
+            };
+            let pairs: Vec<(&str, &str)> = examples.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
+            let started = std::time::Instant::now();
+            let model = crate::core::intent::train(&pairs, Default::default()).ok_or_else(|| {
+                Failure::new(
+                    1,
+                    format!(
+                        "train: {} labelled examples with fewer than two labels ({source}); label more tickets first",
+                        pairs.len()
+                    ),
+                )
+            })?;
+            let header = crate::adapters::intent::Header {
+                labels: model.labels.clone(),
+                buckets: model.buckets.len(),
+                examples: model.examples,
+                source: source.clone(),
+                trained_at: Timestamp::now().to_string(),
+            };
+            let path = crate::adapters::intent::path(&config.instance.data_dir);
+            std::fs::create_dir_all(&config.instance.data_dir)
+                .and_then(|_| crate::adapters::intent::save(&model, &header, &path))
+                .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("{}: {e}", path.display())))?;
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                say_json!(
+                    "{}",
+                    serde_json::json!({
+                        "examples": model.examples,
+                        "labels": model.labels.len(),
+                        "source": source,
+                        "model": path.display().to_string(),
+                        "seconds": (secs * 100.0).round() / 100.0,
+                    })
+                );
+            } else {
+                say!(
+                    "trained on {} examples of {} labels ({source}) in {secs:.1} s: {} (reload the daemon to use it)",
+                    model.examples,
+                    model.labels.len(),
+                    path.display()
+                );
+            }
+            Ok(())
+        }
         Command::Export => {
             let config = load_config(cli.config)?;
             let store = match open_store(&config) {
@@ -863,6 +936,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     say!("duplicate:      {d}");
                 }
                 say!("language:       {}", e.language.as_deref().unwrap_or("(not told)"));
+                if !e.intents.is_empty() {
+                    let top: Vec<String> = e.intents.iter().map(|(l, c)| format!("{l} {c:.2}")).collect();
+                    say!("intent:         {}", top.join(", "));
+                }
                 if let Some(s) = &e.sentiment {
                     let cues: Vec<String> = s.cues.iter().map(|(w, v)| format!("{w} {v:+.1}")).collect();
                     say!(
@@ -1114,6 +1191,59 @@ fn print_ticket_table(list: &[Ticket]) {
             t.subject
         );
     }
+}
+
+/// `(text, label)` of every ticket with a label (`type` or `queue`): the
+/// subject and text of its first customer mail, as the model reads new mail.
+/// Through the daemon's export while it holds the store.
+fn ticket_examples(config: &Config, label: &str) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
+    let mut take = |v: TicketView| {
+        let l = match label {
+            "queue" => Some(v.ticket.queue.clone()),
+            _ => v.ticket.kind.clone(),
+        };
+        let first = v.messages.iter().find(|m| {
+            m.direction == crate::core::model::Direction::Inbound
+                && m.kind == crate::core::model::MessageKind::Customer
+                && m.merged_from.is_none()
+        });
+        if let (Some(l), Some(m)) = (l.filter(|l| !l.is_empty()), first) {
+            let msg = crate::core::model::InboundMessage {
+                subject: m.subject.clone(),
+                text: m.text.clone(),
+                ..Default::default()
+            };
+            out.push((crate::pipeline::intent_text(&msg), l));
+        }
+    };
+    match open_store(config) {
+        Ok(store) => crate::view::each_ticket(&*store, |v| -> Result<(), Failure> {
+            take(v);
+            Ok(())
+        })?,
+        Err(StoreError::Locked(_)) => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/api/export?cursor={}", encode(c)),
+                    None => "/api/export".to_string(),
+                };
+                let (body, next) = api_get_page(config, &path)?;
+                for line in body.lines().filter(|l| !l.trim().is_empty()) {
+                    let v: TicketView = serde_json::from_str(line)
+                        .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?;
+                    take(v);
+                }
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(out)
 }
 
 fn print_ticket(v: &TicketView) {

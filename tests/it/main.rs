@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod golden;
 mod imap;
+mod intent;
 mod mail;
 mod merge;
 mod pg;

@@ -1,0 +1,155 @@
+//! Intent learned from the desk's own tickets: agents label tickets with
+//! `#type`, `postdesk train` learns, a new mail is read and routed by it.
+
+use crate::servers::Smtp;
+use crate::support::{DeskConfig, agent_reply, mail, notification_of};
+use serde_json::Value;
+
+const SETUP: &str = r#"
+[[agent]]
+name = "Alice Jones"
+email = "alice@example.com"
+queues = ["general"]
+
+[[rule]]
+name = "cards"
+when.intent = "card"
+when.intent_min_confidence = 0.5
+set.priority = "high"
+set.tags = ["card-intent"]
+"#;
+
+const CARD: [&str; 4] = [
+    "My new card has not arrived yet, it has been two weeks.",
+    "Where is my card? The delivery is taking forever.",
+    "I ordered a replacement card but it never came in the post.",
+    "Can you track the card you sent me? Still waiting for it to arrive.",
+];
+const REFUND: [&str; 4] = [
+    "I want a refund for the double payment on my account.",
+    "Please give me my money back, the merchant charged me twice.",
+    "How long does a refund take to reach my account?",
+    "The shop cancelled my order, when do I get the refund?",
+];
+
+#[test]
+fn agents_labels_train_a_model_that_routes_new_mail_by_intent() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new().smtp(smtp.port).agents(SETUP).build();
+    // Before any model: no intent, and train says why it cannot learn yet.
+    desk.ingest(&[&mail(
+        "a0@customer.test",
+        "support@example.com",
+        "Hello",
+        "x0@c",
+        "",
+        "Just saying hi.",
+    )]);
+    let out = desk.run(&["train"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fewer than two labels"),
+        "{out:?}"
+    );
+    let mut n = 1;
+    for (label, texts) in [("card", CARD), ("refund", REFUND)] {
+        for text in texts {
+            n += 1;
+            desk.ingest(&[&mail(
+                &format!("c{n}@customer.test"),
+                "support@example.com",
+                "Question",
+                &format!("m{n}@customer.test"),
+                "",
+                text,
+            )]);
+            // The agent files it, as agents do.
+            desk.ingest(&[&agent_reply(
+                "alice@example.com",
+                &notification_of(&smtp, "alice@example.com", n),
+                "Mon, 23 Nov 2026 10:00:00 +0000",
+                &format!("r{n}"),
+                &format!("#type {label}"),
+            )]);
+        }
+    }
+    assert!(desk.show(2)["intent"].is_null(), "no model yet");
+    let summary: Value = serde_json::from_str(&desk.ok(&["train", "--json"])).unwrap();
+    assert_eq!(
+        (summary["examples"].as_u64(), summary["labels"].as_u64()),
+        (Some(8), Some(2)),
+        "{summary}"
+    );
+    assert_eq!(summary["source"], "tickets:type");
+    let new = mail(
+        "d@customer.test",
+        "support@example.com",
+        "Card?",
+        "new@customer.test",
+        "",
+        "My card still has not arrived, where is it?",
+    );
+    let dir = desk.dir.join("explain");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("new.eml"), &new).unwrap();
+    let explained: Value =
+        serde_json::from_str(&desk.ok(&["explain", "--json", dir.join("new.eml").to_str().unwrap()])).unwrap();
+    assert_eq!(explained["intents"][0][0], "card", "{explained:#}");
+    desk.ingest(&[&new]);
+    let t = desk.tickets().into_iter().find(|t| t["subject"] == "Card?").unwrap();
+    assert_eq!(t["intent"]["label"], "card", "{t:#}");
+    let confidence = t["intent"]["confidence"].as_f64().unwrap();
+    assert!(confidence > 0.5 && confidence <= 1.0, "{t:#}");
+    assert_eq!(
+        (t["priority"].as_str(), t["tags"][0].as_str()),
+        (Some("high"), Some("card-intent")),
+        "{t:#}"
+    );
+    // A refund question is not a card question: the rule leaves it alone.
+    desk.ingest(&[&mail(
+        "e@customer.test",
+        "support@example.com",
+        "Money",
+        "new2@customer.test",
+        "",
+        "I was charged twice, please refund me.",
+    )]);
+    let t = desk.tickets().into_iter().find(|t| t["subject"] == "Money").unwrap();
+    assert_eq!(t["intent"]["label"], "refund", "{t:#}");
+    assert_eq!(t["priority"], "normal");
+    // The agent's notification says what the model read.
+    let note = notification_of(&smtp, "alice@example.com", t["id"].as_u64().unwrap());
+    assert!(crate::support::body_text(&note).contains("intent refund"), "{note}");
+}
+
+#[test]
+fn train_from_csv_names_bad_columns_and_bad_keys_are_refused_by_check() {
+    let desk = DeskConfig::new().build();
+    let csv = desk.dir.join("export.csv");
+    std::fs::write(
+        &csv,
+        "question,category\n\"Where is my card, please?\",card\nrefund me,refund\n",
+    )
+    .unwrap();
+    let out = desk.run(&["train", "--csv", csv.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(66));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no column \"text\" (columns: question, category)"),
+        "{err}"
+    );
+    let spec = format!("{}:question,category", csv.display());
+    let summary: Value = serde_json::from_str(&desk.ok(&["train", "--json", "--csv", &spec])).unwrap();
+    assert_eq!(summary["examples"], 2);
+    let desk = DeskConfig::new()
+        .extra("[[rule]]\nname = \"x\"\nwhen.intent_min_confidence = 2\n\n[[rule]]\nname = \"y\"\nwhen.intent_min_confidence = 0.5\n")
+        .build();
+    let out = desk.run(&["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("when.intent_min_confidence must be a number from 0 to 1"),
+        "{err}"
+    );
+    assert!(err.contains("needs when.intent in the same rule"), "{err}");
+}
