@@ -49,6 +49,7 @@ fn main() {
     for (name, mails) in &corpora {
         let date = score(mails, &run(mails, 1, 0));
         row(name, mails.len(), "Date order", &date);
+        assert!(date.f1 >= 0.98, "{name}: Date-order F1 {:.4} < 0.98", date.f1);
         let mut f1s = Vec::new();
         for &seed in seeds {
             let s = score(mails, &run(mails, 20, seed));
@@ -61,7 +62,14 @@ fn main() {
     }
 }
 
+/// Prints one row, and fails the run (`cargo test --bench threading` too)
+/// when a ticket ever holds two conversations: precision is the promise.
 fn row(name: &str, n: usize, arrival: &str, s: &Score) {
+    assert!(
+        s.precision >= 0.999,
+        "{name}, {arrival}: precision {:.4} < 0.999 (conversations mixed in one ticket)",
+        s.precision
+    );
     println!(
         "{:<28} {:>6} {:>20} {:>9.4} {:>9.4} {:>9.4} {:>8}",
         name, n, arrival, s.precision, s.recall, s.f1, s.tickets
