@@ -486,6 +486,23 @@ pub fn survey_links(ticket: &Ticket, config: &Settings, signer: &Signer) -> Stri
     }
 }
 
+/// The signed status page link of a ticket, when the portal is on.
+pub fn status_link(ticket: TicketId, config: &Settings, signer: &Signer) -> Option<String> {
+    let base = config.desk.public_url.as_ref().filter(|_| config.web.portal)?;
+    Some(format!("{base}/t/{}/{}", ticket.0, signer.status_token(ticket)))
+}
+
+/// The words before the status link in mail to customers.
+pub const STATUS_LINE: &str = "See your request and answer online:";
+
+/// The status link lines for mail to customers, or nothing.
+pub fn status_line(ticket: TicketId, config: &Settings, signer: &Signer) -> String {
+    match status_link(ticket, config, signer) {
+        Some(link) => format!("\n{STATUS_LINE}\n{link}\n"),
+        None => String::new(),
+    }
+}
+
 /// The filled canned response `name`, if configured.
 pub fn canned(name: &str, ticket: &Ticket, config: &Settings, agent: &Agent) -> Option<String> {
     config

@@ -11,6 +11,7 @@ pub mod language;
 pub mod merge;
 pub mod model;
 pub mod outgoing;
+pub mod portal;
 pub mod reply;
 pub mod report;
 pub mod route;

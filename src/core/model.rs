@@ -354,6 +354,9 @@ pub struct MessageRecord {
     /// How an inbound message sounds, −1 … 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentiment: Option<crate::core::sentiment::Score>,
+    /// How an inbound message came, when not by mail (`web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     /// In a view of a ticket: the ticket merged into it that this message
     /// is stored on (never set in the store).
     #[serde(default, skip_serializing_if = "Option::is_none")]

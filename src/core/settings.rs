@@ -30,6 +30,32 @@ pub struct Settings {
     pub calendars: std::collections::BTreeMap<String, crate::core::calendar::Calendar>,
     /// `[sla.NAME]` policies.
     pub sla: Vec<SlaPolicy>,
+    /// `[web]`: the customer portal and the team's pages.
+    pub web: Web,
+}
+
+/// `[web]`: which pages the daemon serves, and their abuse limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Web {
+    /// The `/new` form and the signed `/t/…` status pages (needs `public_url`).
+    pub portal: bool,
+    /// The team's dashboard behind an emailed magic-link login.
+    pub dashboard: bool,
+    /// Requests the `/new` form takes from one client address an hour.
+    pub new_per_ip_per_hour: u32,
+    /// Requests the `/new` form takes for one email address an hour.
+    pub new_per_address_per_hour: u32,
+}
+
+impl Default for Web {
+    fn default() -> Web {
+        Web {
+            portal: false,
+            dashboard: false,
+            new_per_ip_per_hour: 10,
+            new_per_address_per_hour: 3,
+        }
+    }
 }
 
 /// The desk's identity (`[instance]`, `[http] public_url`) and its support addresses.
@@ -43,7 +69,8 @@ pub struct Desk {
     pub timezone: String,
     /// Domain of the Message-IDs we generate.
     pub message_id_domain: String,
-    /// The public base URL of the HTTP API, for signed survey links.
+    /// The public base URL of the HTTP server (`[http]` or `[web] public_url`),
+    /// for signed survey and status links.
     pub public_url: Option<String>,
     /// The support addresses, one per `[[mailbox]]`, at least one.
     pub addresses: Vec<DeskAddress>,

@@ -96,6 +96,7 @@ fn inbound_record(
         flagged: None,
         language: msg.language.clone(),
         sentiment: Some(msg.sentiment),
+        channel: None,
         merged_from: None,
     }
 }
@@ -562,6 +563,7 @@ Your reply was sent as well.",
         recipients.extend(ticket.participants.iter().cloned());
         let support = config.from_for(&ticket.mailbox).email;
         let mut body = parsed.body.clone();
+        body.push_str(&crate::core::agent::status_line(ticket.id, config, cx.signer));
         body.push_str(&format!(
             "
 
@@ -1058,6 +1060,7 @@ fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>)
     if !body.ends_with('\n') {
         body.push('\n');
     }
+    body.push_str(&crate::core::agent::status_line(ticket.id, config, cx.signer));
     body.push_str(&format!("\n{}\n", cx.signer.body_token(ticket.id)));
     let mut references = msg.references.clone();
     if let Some(id) = &msg.message_id

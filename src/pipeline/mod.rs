@@ -32,6 +32,9 @@ pub struct Origin {
     /// A backfill (`ingest` of files), not mail arriving now: what it queues
     /// waits in the bulk lane of the outbox.
     pub bulk: bool,
+    /// Written on the web (the portal's form or status page), not mailed:
+    /// channel `web`, and never an agent's, whatever address it names.
+    pub web: bool,
 }
 
 impl Origin {
@@ -42,6 +45,7 @@ impl Origin {
             source_key: None,
             position: None,
             bulk: false,
+            web: false,
         }
     }
 }
@@ -427,7 +431,7 @@ impl Pipeline {
         if class.bounce {
             return self.bounce(w, raw, raw_key, &msg, origin, now);
         }
-        let (class, mut decision, agent_proof, forged_agent) = self.sender_and_decision(&msg, class, now);
+        let (class, mut decision, agent_proof, forged_agent) = self.sender_and_decision(&msg, class, now, origin.web);
         if let Some((agent, why)) = &forged_agent {
             tracing::warn!(agent = %agent, reason = %why, "mail from an agent address without proof");
         }
@@ -524,6 +528,12 @@ impl Pipeline {
             }
         };
         let before = if applied.created { None } else { before };
+        if origin.web {
+            applied.message.channel = Some("web".into());
+            if applied.created {
+                applied.ticket.channel = "web".into();
+            }
+        }
         let served = applied
             .events
             .iter()
@@ -801,6 +811,7 @@ impl Pipeline {
             flagged: None,
             language: None,
             sentiment: None,
+            channel: None,
             merged_from: None,
         };
         w.message(mail.ticket, &record);
@@ -816,6 +827,7 @@ impl Pipeline {
         msg: &InboundMessage,
         mut class: Classification,
         now: Timestamp,
+        web: bool,
     ) -> (
         Classification,
         Decision,
@@ -831,6 +843,13 @@ impl Pipeline {
             .agent_by_name_or_email(name)
             .cloned()
             .expect("classified agents exist");
+        if web {
+            // A web form proves no address: an agent's there is a customer's, and the agent is told.
+            class.sender = Sender::Customer;
+            let decision = self.decide(msg, &class, now);
+            let why = "written on the web portal, which proves no address".to_string();
+            return (class, decision, None, Some((agent.name.clone(), why)));
+        }
         let as_agent = self.decide(msg, &class, now);
         // Tokens of the tickets merged into it prove the agent too.
         let merged = as_agent
@@ -1068,7 +1087,7 @@ impl Pipeline {
             Sender::Agent(name) => Some(name.clone()),
             _ => None,
         };
-        let (_, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now);
+        let (_, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now, false);
         // Read as the mail would be, so the rules below see its intent.
         let intents: Vec<(String, f64)> = match &self.intent {
             Some(m) if class.auto.is_none() && !class.bounce => {

@@ -9,13 +9,13 @@ use crate::core::model::{Status, TicketId};
 use crate::metrics::Gauges;
 use crate::pipeline::Pipeline;
 use crate::view::ticket_view;
+use axum::body::Body;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,6 +50,7 @@ pub const MAX_BODIES: usize = 4;
 /// Serves until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let app = crate::transports::web::router(api.clone());
     let mut backoff = std::time::Duration::from_millis(10);
     let mut log_gate = LogGate::default();
     loop {
@@ -57,7 +58,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(s) => {
                 backoff = std::time::Duration::from_millis(10);
                 s
@@ -86,11 +87,13 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
             });
             continue;
         };
-        let api = api.clone();
+        let app = app.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(route(api, req).await) }
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                use tower::ServiceExt;
+                req.extensions_mut()
+                    .insert(crate::transports::web::ClientAddr(peer.ip()));
+                app.clone().oneshot(req.map(axum::body::Body::new))
             });
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -127,39 +130,8 @@ impl LogGate {
     }
 }
 
-/// Checks that hold for every request, then the handler. A browser page
-/// elsewhere must not reach the API: the Host must be an address literal,
-/// `localhost` or the public URL's host (a DNS-rebinding name is refused), and
-/// a request other than GET must carry no foreign `Origin`.
-async fn route(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let public = api
-        .current
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .config
-        .desk
-        .public_url
-        .clone();
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if let Err(why) = check_host(&host, public.as_deref()) {
-        return error(StatusCode::MISDIRECTED_REQUEST, &why);
-    }
-    if req.method() != hyper::Method::GET
-        && let Some(origin) = req.headers().get(hyper::header::ORIGIN)
-    {
-        let origin = origin.to_str().unwrap_or("");
-        if !same_origin(origin, &host, public.as_deref()) {
-            return error(
-                StatusCode::FORBIDDEN,
-                &format!("cross-site request from origin {origin:?} refused"),
-            );
-        }
-    }
+/// The API's handler, behind the web router (which checks Host and Origin first).
+pub async fn route(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if method == hyper::Method::POST && (path == "/api/ingest" || path == "/api/explain") {
@@ -188,6 +160,42 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     });
     work.await
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the request failed: {e}")))
+}
+
+/// Checks that hold for every request, pages and API alike. A browser page
+/// elsewhere must not reach us: the Host must be an address literal,
+/// `localhost` or the public URL's host (a DNS-rebinding name is refused), and
+/// a request other than GET must carry no foreign `Origin`.
+#[allow(clippy::result_large_err)]
+pub fn guard(api: &Api, headers: &hyper::HeaderMap, method: &hyper::Method) -> Result<(), Response<Full<Bytes>>> {
+    let public = api
+        .current
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .config
+        .desk
+        .public_url
+        .clone();
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if let Err(why) = check_host(host, public.as_deref()) {
+        return Err(error(StatusCode::MISDIRECTED_REQUEST, &why));
+    }
+    if method != hyper::Method::GET
+        && method != hyper::Method::HEAD
+        && let Some(origin) = headers.get(hyper::header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("");
+        if !same_origin(origin, host, public.as_deref()) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                &format!("cross-site request from origin {origin:?} refused"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The host part of a `Host` header must be an IP literal, `localhost`, or the
@@ -266,7 +274,7 @@ fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Full<Bytes>> 
     )
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
@@ -284,7 +292,7 @@ fn authorized(api: &Api, headers: &hyper::HeaderMap) -> bool {
 /// pipeline under the daemon's writer lock, so `postdesk ingest` (an MTA's
 /// pipe) works while the daemon holds the store. With `explain`
 /// (`POST /api/explain`), how it would be handled, storing nothing.
-async fn ingest(api: &Api, req: Request<Incoming>, explain: bool) -> Response<Full<Bytes>> {
+async fn ingest(api: &Api, req: Request<Body>, explain: bool) -> Response<Full<Bytes>> {
     use http_body_util::{BodyExt, Limited};
     if !authorized(api, req.headers()) {
         return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
@@ -556,7 +564,7 @@ fn survey_link(pipeline: &Pipeline, rest: &str) -> Result<(TicketId, u8), Respon
 }
 
 /// A small HTML page; `text` is ours, never mail content.
-fn page(status: StatusCode, text: &str, extra: &str) -> Response<Full<Bytes>> {
+pub fn page(status: StatusCode, text: &str, extra: &str) -> Response<Full<Bytes>> {
     let mut r = respond(
         status,
         "text/html; charset=utf-8",
@@ -592,7 +600,7 @@ fn survey_page(pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
 /// into N, which is kept) and `POST /api/tickets/{id}/split` with
 /// `{"ticket": N}` (ticket N, merged into `id`, gets its own back), under
 /// the writer lock. A JSON body only: a web form cannot send one unasked.
-async fn merge(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn merge(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     use http_body_util::{BodyExt, Limited};
     if !authorized(&api, req.headers()) {
         return error(StatusCode::UNAUTHORIZED, "a bearer token is required");

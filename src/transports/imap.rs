@@ -314,6 +314,7 @@ async fn session_loop(
                     last_uid: uid,
                 }),
                 bulk: false,
+                web: false,
             };
             let origins: Vec<Origin> = fetched.iter().map(|(uid, _)| origin_of(*uid)).collect();
             let mut whole: Vec<(&[u8], &Origin)> = Vec::new();

@@ -9,6 +9,7 @@ pub mod http;
 pub mod imap;
 pub mod maildir;
 pub mod smtp;
+pub mod web;
 
 use crate::adapters::store::StoreError;
 use crate::pipeline::{Origin, Pipeline, Processed};

@@ -59,6 +59,7 @@ fn the_core_names_no_io_crate_no_outer_layer_and_never_reads_the_clock() {
             "mod",
             "model",
             "outgoing",
+            "portal",
             "reply",
             "report",
             "route",

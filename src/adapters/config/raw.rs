@@ -35,6 +35,20 @@ pub(super) struct RawConfig {
     pub(super) calendar: std::collections::BTreeMap<String, Spanned<RawCalendar>>,
     #[serde(default)]
     pub(super) sla: std::collections::BTreeMap<String, Spanned<RawSla>>,
+    #[serde(default)]
+    pub(super) web: Option<Spanned<RawWeb>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    pub(super) public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) portal: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) dashboard: bool,
+    pub(super) new_per_ip_per_hour: Option<Spanned<u32>>,
+    pub(super) new_per_address_per_hour: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +144,7 @@ fn default_tz() -> Spanned<String> {
 pub(super) struct RawHttp {
     #[serde(default = "default_listen")]
     pub(super) listen: Spanned<String>,
-    pub(super) public_url: Option<String>,
+    pub(super) public_url: Option<Spanned<String>>,
     pub(super) token_file: Option<String>,
     pub(super) token_env: Option<String>,
 }

@@ -279,11 +279,8 @@ impl Validator<'_> {
         }
 
         let default_listen: SocketAddr = "127.0.0.1:8025".parse().expect("static address");
-        let public_url = raw
-            .http
-            .as_ref()
-            .and_then(|h| h.public_url.as_ref())
-            .map(|u| u.trim_end_matches('/').to_string());
+        let public_url = self.public_url(raw.http.as_ref(), raw.web.as_ref());
+        let web = self.web(raw.web.as_ref(), public_url.is_some());
         let http = match raw.http {
             None => Http {
                 listen: default_listen,
@@ -983,8 +980,89 @@ impl Validator<'_> {
                 rules,
                 calendars,
                 sla,
+                web,
             },
         })
+    }
+
+    /// `public_url`, from `[http]` or `[web]` (one of them): an `http(s)://`
+    /// origin with an optional path, nothing else.
+    fn public_url(&mut self, http: Option<&RawHttp>, web: Option<&toml::Spanned<RawWeb>>) -> Option<String> {
+        let from_http = http.and_then(|h| h.public_url.as_ref());
+        let from_web = web.and_then(|w| w.get_ref().public_url.as_ref());
+        if let (Some(_), Some(w)) = (from_http, from_web) {
+            self.problem(
+                w.span().start,
+                "public_url is set in [http] already; set it in one place".into(),
+            );
+        }
+        let u = from_web.or(from_http)?;
+        let url = u.get_ref().trim().trim_end_matches('/');
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+        match (rest, host) {
+            (Some(r), Some(h))
+                if !h.is_empty() && !r.contains(['?', '#', ' ', '"', '<', '>', '\\']) && !h.contains('@') =>
+            {
+                Some(url.to_string())
+            }
+            _ => {
+                self.problem(
+                    u.span().start,
+                    format!(
+                        "public_url {:?} must be an http:// or https:// address like \"https://help.example.com\" (no query, fragment or user)",
+                        u.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `[web]`: the portal needs `public_url` (its links go out by mail).
+    fn web(&mut self, raw: Option<&toml::Spanned<RawWeb>>, has_public_url: bool) -> Web {
+        let mut web = Web::default();
+        let Some(raw) = raw else { return web };
+        let at = raw.span().start;
+        let raw = raw.get_ref();
+        web.dashboard = raw.dashboard;
+        if let Some(p) = &raw.portal {
+            web.portal = *p.get_ref();
+            if web.portal && !has_public_url {
+                self.problem(
+                    p.span().start,
+                    "portal = true needs public_url (in [web] or [http]): the status links in mail point there".into(),
+                );
+            }
+        }
+        if web.dashboard {
+            self.problem(
+                at,
+                "dashboard = true: the team's dashboard is not in this version yet; remove the key or set it to false"
+                    .into(),
+            );
+        }
+        for (value, name, slot) in [
+            (
+                &raw.new_per_ip_per_hour,
+                "new_per_ip_per_hour",
+                &mut web.new_per_ip_per_hour,
+            ),
+            (
+                &raw.new_per_address_per_hour,
+                "new_per_address_per_hour",
+                &mut web.new_per_address_per_hour,
+            ),
+        ] {
+            if let Some(v) = value {
+                if (1..=10_000).contains(v.get_ref()) {
+                    *slot = *v.get_ref();
+                } else {
+                    self.problem(v.span().start, format!("{name} must be 1 to 10000"));
+                }
+            }
+        }
+        web
     }
 }
 

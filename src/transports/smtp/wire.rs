@@ -16,6 +16,16 @@ use mail_builder::headers::text::Text;
 
 /// The mail as bytes; `loop_value` is the (signed) value of our loop header.
 pub fn render(mail: &OutgoingMail, loop_value: &str) -> Vec<u8> {
+    build(mail, Some(loop_value))
+}
+
+/// A message written on the web portal, as the mail the pipeline takes in:
+/// no loop header of ours (it is not our mail) and nothing automatic.
+pub fn render_submission(mail: &OutgoingMail) -> Vec<u8> {
+    build(mail, None)
+}
+
+fn build(mail: &OutgoingMail, loop_value: Option<&str>) -> Vec<u8> {
     let mailbox = |m: &Mailbox| -> Address<'static> {
         let name = m.name.as_deref().map(sanitize).filter(|n| !n.is_empty());
         Address::new_address(name, sanitize(&m.email))
@@ -43,10 +53,12 @@ pub fn render(mail: &OutgoingMail, loop_value: &str) -> Vec<u8> {
             .header("X-Auto-Response-Suppress", Raw::new("All"))
             .header("Precedence", Raw::new("auto_reply"));
     }
-    b = b
-        .header(LOOP_HEADER, Raw::new(sanitize(loop_value)))
-        .header("X-Postdesk-Ticket", Raw::new(mail.ticket.to_string()))
-        .text_body(mail.body.replace("\r\n", "\n").replace('\n', "\r\n"));
+    if let Some(loop_value) = loop_value {
+        b = b
+            .header(LOOP_HEADER, Raw::new(sanitize(loop_value)))
+            .header("X-Postdesk-Ticket", Raw::new(mail.ticket.to_string()));
+    }
+    b = b.text_body(mail.body.replace("\r\n", "\n").replace('\n', "\r\n"));
     for a in &mail.attachments {
         b = b.attachment(sanitize(&a.content_type), sanitize(&a.name), a.data.as_slice());
     }
