@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod browser;
 mod cli;
 mod golden;
 mod imap;
@@ -21,3 +22,4 @@ mod store;
 mod support;
 mod systemd;
 mod tidy;
+mod web;

@@ -162,7 +162,8 @@ impl DeskConfig {
             None => String::new(),
         };
         let port = crate::servers::free_port();
-        let text = format!("{text}\n{store}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{}", self.http);
+        let text = format!("{text}\n{store}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{}", self.http)
+            .replace("{http_url}", &format!("http://127.0.0.1:{port}"));
         let config = dir.join("postdesk.toml");
         fs::write(&config, text).unwrap();
         Desk {

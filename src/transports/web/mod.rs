@@ -1,5 +1,5 @@
 //! The HTTP server's router (axum): the customer portal's pages
-//! ([`portal`]: `/new`, `/t/…`), the embedded static files, and the API of
+//! (`portal`: `/new`, `/t/…`), the embedded static files, and the API of
 //! [`crate::transports::http`] behind them. Every request first passes the
 //! Host and Origin checks; pages get a strict Content-Security-Policy (no
 //! script at all), `no-store` and frame denial, and are compressed.
@@ -88,7 +88,10 @@ async fn page_headers(mut r: Response) -> Response {
             ),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        // Not `no-referrer`: with it a browser sends `Origin: null` on the
+        // page's own forms, which the Origin check refuses. The token in a
+        // status page's address still never leaves for another site.
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
