@@ -1,6 +1,6 @@
 //! Views shared by the CLI and the HTTP API: a ticket with its messages and
 //! events (redacted of agent-bound tokens), report bounds, the histories a
-//! report reads, and the paged walk over every ticket.
+//! report reads, the paged walk over every ticket, and the team's dashboard.
 
 use crate::adapters::store::{Store, StoreError, TicketFilter};
 use crate::core::model::{MessageRecord, Ticket, TicketId};
@@ -160,4 +160,112 @@ pub fn each_ticket<E: From<StoreError>>(
             None => return Ok(()),
         }
     }
+}
+
+/// What the team's dashboard shows, read at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Dashboard {
+    /// Tickets by status (`new`, `open`, `pending`, `resolved`, `closed`).
+    pub by_status: Vec<(String, u64)>,
+    /// Open work (new, open, pending) by queue.
+    pub by_queue: Vec<(String, u64)>,
+    /// Open work by priority.
+    pub by_priority: Vec<(String, u64)>,
+    /// Unassigned open work: how many, and the oldest few.
+    pub unassigned: (u64, Vec<Ticket>),
+    /// The soonest SLA deadlines of open work with the seconds left (negative: breached).
+    pub at_risk: Vec<(Ticket, &'static str, i64)>,
+    /// Each agent's open and pending tickets, oldest first.
+    pub agents: Vec<(String, Vec<Ticket>)>,
+    /// Whether open work was more than the dashboard reads (the lists are then partial).
+    pub partial: bool,
+}
+
+/// Most open tickets the dashboard reads per status.
+pub const DASHBOARD_READ: usize = 2000;
+
+/// The dashboard: counts from the store's counters, lists from the status
+/// index (at most [`DASHBOARD_READ`] tickets a status).
+pub fn dashboard(
+    store: &dyn Store,
+    config: &crate::core::settings::Settings,
+    now: Timestamp,
+) -> Result<Dashboard, StoreError> {
+    use crate::core::model::Status;
+    let mut d = Dashboard::default();
+    let mut by_status: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut by_queue: std::collections::BTreeMap<String, u64> = Default::default();
+    for c in store.counts()? {
+        *by_status.entry(c.status.as_str()).or_default() += c.tickets;
+        if matches!(c.status, Status::New | Status::Open | Status::Pending) {
+            *by_queue.entry(c.queue).or_default() += c.tickets;
+        }
+    }
+    d.by_status = [
+        Status::New,
+        Status::Open,
+        Status::Pending,
+        Status::Resolved,
+        Status::Closed,
+    ]
+    .iter()
+    .map(|s| (s.as_str().to_string(), by_status.get(s.as_str()).copied().unwrap_or(0)))
+    .collect();
+    d.by_queue = by_queue.into_iter().collect();
+    let mut open = Vec::new();
+    for status in [Status::New, Status::Open, Status::Pending] {
+        let filter = TicketFilter {
+            status: Some(status),
+            ..Default::default()
+        };
+        let page = store.list(&filter, None, DASHBOARD_READ)?;
+        d.partial |= page.next.is_some();
+        open.extend(page.tickets.into_iter().filter(|t| t.merged_into.is_none()));
+    }
+    open.sort_by_key(|t| t.created_at);
+    let mut by_priority: std::collections::BTreeMap<String, u64> = Default::default();
+    for t in &open {
+        *by_priority.entry(t.priority.as_str().to_string()).or_default() += 1;
+    }
+    d.by_priority = ["urgent", "high", "normal", "low"]
+        .iter()
+        .map(|p| (p.to_string(), by_priority.get(*p).copied().unwrap_or(0)))
+        .collect();
+    let unassigned: Vec<&Ticket> = open.iter().filter(|t| t.assignee.is_none()).collect();
+    d.unassigned = (
+        unassigned.len() as u64,
+        unassigned.iter().take(10).map(|t| (*t).clone()).collect(),
+    );
+    let mut risk: Vec<(Ticket, &'static str, i64)> = Vec::new();
+    for t in open.iter().filter(|t| t.status != Status::Pending) {
+        let due = [
+            (
+                t.first_response_at
+                    .is_none()
+                    .then_some(t.sla.first_response_due)
+                    .flatten(),
+                "first response",
+            ),
+            (t.sla.next_response_due, "next response"),
+            (t.sla.resolution_due, "resolution"),
+        ]
+        .into_iter()
+        .filter_map(|(at, what)| at.map(|a| (a, what)))
+        .min_by_key(|(a, _)| *a);
+        if let Some((at, what)) = due {
+            risk.push((t.clone(), what, at.as_second() - now.as_second()));
+        }
+    }
+    risk.sort_by_key(|(_, _, left)| *left);
+    risk.truncate(10);
+    d.at_risk = risk;
+    for agent in &config.agents {
+        let mine: Vec<Ticket> = open
+            .iter()
+            .filter(|t| t.assignee.as_deref() == Some(agent.name.as_str()))
+            .cloned()
+            .collect();
+        d.agents.push((agent.name.clone(), mine));
+    }
+    Ok(d)
 }

@@ -123,6 +123,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot fill #{id}: {e}"));
     }
 
+    /// Chooses the option with this visible text in the `<select>` of `id`.
+    pub fn select(&self, id: &str, label: &str) {
+        self.rt
+            .block_on(async { self.c().find(Locator::Id(id)).await?.select_by_label(label).await })
+            .unwrap_or_else(|e| panic!("cannot choose {label:?} in #{id}: {e}"));
+    }
+
+    /// The address of the page shown.
+    pub fn url(&self) -> String {
+        self.rt.block_on(self.c().current_url()).unwrap().to_string()
+    }
+
     /// Clicks the first element matching `css` and waits for the next page.
     pub fn click(&self, css: &str) {
         self.rt

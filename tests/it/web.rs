@@ -68,12 +68,7 @@ fn post_form(
 
 /// A fresh form token from `GET /new`, old enough to be taken.
 fn form_token(port: u16) -> String {
-    let (status, page) = http_raw(port, &format!("GET /new HTTP/1.1\nHost: 127.0.0.1:{port}"), b"");
-    assert_eq!(status, 200, "{page}");
-    let at = page.find("name=\"form_token\" value=\"").expect("the form has a token") + 25;
-    let token = page[at..].split('"').next().unwrap().to_string();
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    token
+    form_token_of(port, "/new")
 }
 
 #[test]
@@ -383,4 +378,296 @@ fn the_portal_needs_a_public_url_and_is_off_by_default() {
     assert_eq!(status, 404);
     assert!(page.contains("by email only"), "{page}");
     daemon.stop();
+}
+
+/// The sign-in link in the latest sign-in mail to `agent`.
+fn sign_in_link(smtp: &Smtp, agent: &str) -> String {
+    let mails: Vec<String> = smtp
+        .received_by(agent)
+        .into_iter()
+        .filter(|m| crate::support::header(m, "Subject").is_some_and(|s| s.starts_with("Sign in to")))
+        .collect();
+    let text = body_text(mails.last().expect("a sign-in mail"));
+    text.lines()
+        .find(|l| l.contains("/login/"))
+        .expect("a link in the sign-in mail")
+        .trim()
+        .to_string()
+}
+
+const TEAM: &str = "[web]\npublic_url = \"{http_url}\"\nportal = true\ndashboard = true\n";
+
+#[test]
+fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(
+            "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\nqueues = [\"general\"]\n\n[[agent]]\nname = \"Bert Brown\"\nemail = \"bert@example.com\"\nqueues = [\"general\"]\n\n[[queue]]\nname = \"general\"\nassign = \"none\"\n",
+        )
+        .extra(TEAM)
+        .build();
+    let daemon = desk.start();
+    let base = format!("http://127.0.0.1:{}", desk.http_port);
+    desk.ingest(&[&crate::support::mail(
+        "Bob <bob@customer.test>",
+        "support@example.com",
+        "Invoice <b>missing</b>",
+        "bob-1@customer.test",
+        "",
+        "Where is my invoice? <script>alert(1)</script>",
+    )]);
+    let browser = Browser::start("team");
+
+    // No page without a session.
+    browser.goto(&format!("{base}/dashboard"));
+    assert!(browser.url().ends_with("/login"), "{}", browser.url());
+    browser.screenshot("1-login");
+    browser.fill("email", "alice@example.com");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    browser.click("button[type=submit]");
+    browser.wait_for("#notice");
+    wait_until(20, "the sign-in mail", || {
+        smtp.received_by("alice@example.com")
+            .iter()
+            .any(|m| crate::support::header(m, "Subject").is_some_and(|s| s.starts_with("Sign in to")))
+    });
+    let link = sign_in_link(&smtp, "alice@example.com");
+    assert!(link.starts_with(&format!("{base}/login/")), "{link}");
+
+    // Opening the link spends nothing; its button signs in.
+    browser.goto(&link);
+    browser.screenshot("2-confirm");
+    browser.click("#sign-in");
+    browser.wait_for("#by-status");
+    assert!(browser.url().ends_with("/dashboard"), "{}", browser.url());
+    browser.screenshot("3-dashboard");
+    assert_eq!(browser.text("#unassigned-count"), "1");
+    assert_eq!(browser.texts("#by-status td"), ["1", "0", "0", "0", "0"]);
+    assert!(browser.text("#unassigned").contains("Invoice <b>missing</b>"));
+
+    // The ticket: messages as text, then an action through the emailed commands' code.
+    browser.click("#unassigned a");
+    browser.wait_for("#facts");
+    browser.screenshot("4-ticket");
+    assert!(
+        browser
+            .texts("article .text")
+            .iter()
+            .any(|t| t.contains("<script>alert(1)</script>"))
+    );
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('main script').length"),
+        0
+    );
+    browser.select("assign", "Bert Brown");
+    browser.select("status", "pending");
+    browser.fill("text", "We are looking for your invoice.");
+    browser.click("#act");
+    browser.wait_for("#done");
+    browser.screenshot("5-acted");
+    assert_eq!(browser.text("#fact-assignee"), "Bert Brown");
+    assert_eq!(browser.text("#fact-status"), "pending");
+    wait_until(20, "the relay to Bob", || {
+        smtp.received_by("bob@customer.test")
+            .iter()
+            .any(|m| body_text(m).contains("We are looking for your invoice."))
+    });
+    let t = desk.show(1);
+    let by_alice: Vec<&str> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "Alice Jones")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["assigned", "status", "relayed"] {
+        assert!(by_alice.contains(&kind), "{kind} by Alice: {by_alice:?}");
+    }
+    // A note stays internal.
+    browser.fill("text", "Internal: check the billing export.");
+    browser.click("#note");
+    browser.click("#act");
+    browser.wait_for("#done");
+    assert!(
+        browser
+            .texts("article.note .text")
+            .iter()
+            .any(|t| t == "Internal: check the billing export.")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !smtp
+            .received_by("bob@customer.test")
+            .iter()
+            .any(|m| body_text(m).contains("billing export")),
+        "a note never reaches the customer"
+    );
+
+    // The list, filtered.
+    browser.goto(&format!("{base}/dashboard/tickets?status=pending&assignee=Bert+Brown"));
+    browser.screenshot("6-list");
+    assert_eq!(browser.texts("#tickets td:first-child"), ["1"]);
+    browser.goto(&format!("{base}/dashboard/tickets?status=open"));
+    assert!(browser.texts("#tickets td:first-child").is_empty());
+
+    // Signing out ends the session; the spent link does not sign in again.
+    browser.goto(&format!("{base}/dashboard"));
+    browser.click("#logout");
+    browser.wait_for("#email");
+    browser.goto(&format!("{base}/dashboard"));
+    assert!(browser.url().ends_with("/login"), "{}", browser.url());
+    browser.goto(&link);
+    assert!(browser.text("#form-error").contains("not valid"));
+    drop(browser);
+    daemon.stop();
+}
+
+#[test]
+fn the_team_pages_refuse_without_a_session_a_csrf_token_or_a_good_link() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new().smtp(smtp.port).agents(ALICE).extra(TEAM).build();
+    let daemon = desk.start();
+    let port = desk.http_port;
+    desk.ingest(&[&crate::support::mail(
+        "Bob <bob@customer.test>",
+        "support@example.com",
+        "Hello",
+        "bob-1@customer.test",
+        "",
+        "Hi",
+    )]);
+    let req = |head: &str, body: &[u8]| http_raw(port, &format!("{head}\nHost: 127.0.0.1:{port}"), body);
+    let before = desk.show(1)["status"].clone();
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    for path in ["/dashboard", "/dashboard/tickets", "/dashboard/t/1"] {
+        let (status, _) = req(&format!("GET {path} HTTP/1.1"), b"");
+        assert_eq!(status, 303, "{path} without a session");
+        let (status, _) = req(
+            &format!("GET {path} HTTP/1.1\nCookie: pd_session=alicejones.9999999999.00.forged"),
+            b"",
+        );
+        assert_eq!(status, 303, "{path} with a forged session");
+    }
+    let (status, _) = req(
+        &format!("POST /dashboard/t/1 HTTP/1.1\n{form}"),
+        b"text=hi&status=closed",
+    );
+    assert_eq!(status, 303);
+
+    // A sign-in for an address that is no agent's: the same answer, no mail.
+    let token = form_token_of(port, "/login");
+    let (status, page) = req(
+        &format!("POST /login HTTP/1.1\n{form}"),
+        format!("email=mallory@evil.test&form_token={token}").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains("If that address is an agent"), "{page}");
+    let (status, _) = req(
+        &format!("POST /login HTTP/1.1\n{form}"),
+        format!("email=alice@example.com&form_token={token}").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    wait_until(20, "the sign-in mail", || {
+        smtp.received_by("alice@example.com")
+            .iter()
+            .any(|m| crate::support::header(m, "Subject").is_some_and(|s| s.starts_with("Sign in to")))
+    });
+    assert!(smtp.received_by("mallory@evil.test").is_empty());
+    let link = sign_in_link(&smtp, "alice@example.com");
+    let path = link.split_once(&format!(":{port}")).unwrap().1.to_string();
+    // Tampered links are refused, opening a link spends nothing, a spent link is refused.
+    let mut tampered = path.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'a' { 'b' } else { 'a' });
+    let other_agent = path.replacen("alicejones", "bertbrown", 1);
+    for bad in [&tampered, &other_agent] {
+        let (status, _) = req(&format!("POST {bad} HTTP/1.1\n{form}"), b"");
+        assert_eq!(status, 403, "{bad}");
+    }
+    let (status, _) = req(&format!("GET {path} HTTP/1.1"), b"");
+    assert_eq!(status, 200);
+    let (status, head_and_body) = http_raw_head(port, &format!("POST {path} HTTP/1.1\nHost: 127.0.0.1:{port}\n{form}"));
+    assert_eq!(status, 303, "{head_and_body}");
+    let cookie_line = head_and_body
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie_line.contains(flag), "{cookie_line}");
+    }
+    let cookie = cookie_line
+        .split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, _) = req(&format!("POST {path} HTTP/1.1\n{form}"), b"");
+    assert_eq!(status, 403, "a link works once");
+
+    // With the session: pages answer; actions need the CSRF token; a foreign Origin is refused.
+    let (status, page) = req(&format!("GET /dashboard/t/1 HTTP/1.1\nCookie: {cookie}"), b"");
+    assert_eq!(status, 200, "{page}");
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = page[at..].split('"').next().unwrap().to_string();
+    let (status, _) = req(
+        &format!("POST /dashboard/t/1 HTTP/1.1\nCookie: {cookie}\n{form}"),
+        b"status=closed",
+    );
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, _) = req(
+        &format!("POST /dashboard/t/1 HTTP/1.1\nCookie: {cookie}\n{form}"),
+        format!("csrf={csrf}x&status=closed").as_bytes(),
+    );
+    assert_eq!(status, 403, "a wrong CSRF token");
+    let (status, _) = req(
+        &format!("POST /dashboard/t/1 HTTP/1.1\nCookie: {cookie}\nOrigin: http://evil.test\n{form}"),
+        format!("csrf={csrf}&status=closed").as_bytes(),
+    );
+    assert_eq!(status, 403, "a foreign origin");
+    assert_eq!(desk.show(1)["status"], before, "nothing refused changed the ticket");
+    let (status, _) = req(
+        &format!("POST /dashboard/t/1 HTTP/1.1\nCookie: {cookie}\n{form}"),
+        format!("csrf={csrf}&status=closed").as_bytes(),
+    );
+    assert_eq!(status, 303);
+    assert_eq!(desk.show(1)["status"], "closed");
+    // Signed out, the same cookie is refused.
+    let (status, _) = req(
+        &format!("POST /logout HTTP/1.1\nCookie: {cookie}\n{form}"),
+        format!("csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(status, 303);
+    let (status, _) = req(&format!("GET /dashboard HTTP/1.1\nCookie: {cookie}"), b"");
+    assert_eq!(status, 303, "an ended session is refused");
+    daemon.stop();
+}
+
+/// A form token from the page at `path`, old enough to be taken.
+fn form_token_of(port: u16, path: &str) -> String {
+    let (status, page) = http_raw(port, &format!("GET {path} HTTP/1.1\nHost: 127.0.0.1:{port}"), b"");
+    assert_eq!(status, 200, "{page}");
+    let at = page.find("name=\"form_token\" value=\"").expect("the form has a token") + 25;
+    let token = page[at..].split('"').next().unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    token
+}
+
+/// A request with an empty body; the status and the whole answer, headers included.
+fn http_raw_head(port: u16, head: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let req = format!(
+        "{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        head.trim_end().replace('\n', "\r\n")
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, raw)
 }

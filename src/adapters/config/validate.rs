@@ -1035,11 +1035,10 @@ impl Validator<'_> {
                 );
             }
         }
-        if web.dashboard {
+        if web.dashboard && !has_public_url {
             self.problem(
                 at,
-                "dashboard = true: the team's dashboard is not in this version yet; remove the key or set it to false"
-                    .into(),
+                "dashboard = true needs public_url (in [web] or [http]): the sign-in links in mail point there".into(),
             );
         }
         for (value, name, slot) in [

@@ -307,10 +307,13 @@ async fn send_one(
     match result {
         Ok(()) => {
             w.push(Op::Dequeue(key));
-            w.event(
-                mail.ticket,
-                &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None),
-            );
+            // Ticket 0: mail of no ticket (a sign-in link).
+            if mail.ticket.0 != 0 {
+                w.event(
+                    mail.ticket,
+                    &mail_event(now, "mail_sent", &mail.message_id, &rcpts, None),
+                );
+            }
             summary.sent += 1;
             pipeline.metrics.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if pipeline.metrics.outgoing_down().is_some() {
@@ -358,10 +361,12 @@ async fn send_one(
         }
         Err(e) => {
             w.push(Op::Dequeue(key));
-            w.event(
-                mail.ticket,
-                &mail_event(now, "mail_failed", &mail.message_id, &rcpts, Some(&e.message)),
-            );
+            if mail.ticket.0 != 0 {
+                w.event(
+                    mail.ticket,
+                    &mail_event(now, "mail_failed", &mail.message_id, &rcpts, Some(&e.message)),
+                );
+            }
             summary.failed += 1;
             pipeline
                 .metrics

@@ -1,10 +1,12 @@
 //! The HTTP server's router (axum): the customer portal's pages
-//! (`portal`: `/new`, `/t/…`), the embedded static files, and the API of
+//! (`portal`: `/new`, `/t/…`), the team's pages (`team`: `/login`,
+//! `/dashboard`…), the embedded static files, and the API of
 //! [`crate::transports::http`] behind them. Every request first passes the
 //! Host and Origin checks; pages get a strict Content-Security-Policy (no
 //! script at all), `no-store` and frame denial, and are compressed.
 
 mod portal;
+mod team;
 
 use crate::transports::http::{self, Api};
 use axum::Router;
@@ -45,6 +47,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/new", get(portal::new_form).post(portal::new_submit))
         .route("/t/{id}/{token}", get(portal::status).post(portal::reply))
         .route("/t/{id}/{token}/a/{message}/{file}", get(portal::attachment))
+        .route("/login", get(team::login_form).post(team::login_request))
+        .route("/login/{token}", get(team::login_link).post(team::login_confirm))
+        .route("/logout", axum::routing::post(team::logout))
+        .route("/dashboard", get(team::dashboard))
+        .route("/dashboard/tickets", get(team::tickets))
+        .route("/dashboard/t/{id}", get(team::ticket).post(team::act))
         .route("/static/site.css", get(site_css))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PAGE_BODY))
         .layer(middleware::map_response(page_headers))

@@ -110,12 +110,12 @@ fn form_budget(pipeline: &Pipeline) -> usize {
     pipeline.config.limits.max_message_bytes / 10 * 7
 }
 
-fn form_token(pipeline: &Pipeline, now: i64) -> String {
+pub(super) fn form_token(pipeline: &Pipeline, now: i64) -> String {
     format!("{now}.{}", pipeline.signer.sign_long("form", &now.to_string()))
 }
 
 /// Why a form token is refused, if it is.
-fn check_form_token(pipeline: &Pipeline, token: &str, now: i64) -> Option<&'static str> {
+pub(super) fn check_form_token(pipeline: &Pipeline, token: &str, now: i64) -> Option<&'static str> {
     let Some((at, sig)) = token.split_once('.') else {
         return Some("The form is incomplete; please load it again.");
     };
@@ -283,7 +283,7 @@ fn valid_email(s: &str) -> Option<String> {
 }
 
 /// A random hex string of 16 bytes.
-fn nonce() -> String {
+pub(super) fn nonce() -> String {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 16];
     ring::rand::SystemRandom::new()

@@ -1,0 +1,887 @@
+//! The team's pages behind an emailed magic link: `/login` (the link goes
+//! only to an `[[agent]]` address, works once, for [`LINK_MINUTES`]
+//! minutes, and is spent by a button's POST, never by opening it, so mail
+//! scanners spend nothing), `/dashboard`, `/dashboard/tickets` (filters and
+//! pages over the store's indexes), `/dashboard/t/{id}` (messages, notes,
+//! events, SLA clocks, and actions) and `POST /logout`.
+//!
+//! Sessions are an HMAC-signed cookie (`HttpOnly`, `SameSite=Strict`,
+//! `Secure` behind https, [`SESSION_HOURS`] hours); signing out records the
+//! session as ended in the store, so it is refused everywhere. Every form
+//! carries a CSRF token signed for the session. Actions become the agent's
+//! emailed commands (`#status`, `#assign`, `#note`…) in a mail signed for
+//! that agent and ticket, taken in by the pipeline: the same code, the same
+//! events with the agent as actor, the same relay to the customer.
+
+use super::portal::{check_form_token, form_token, nonce};
+use super::{ClientAddr, Web, html};
+use crate::adapters::store::{Change, Lane, Op, OutboxEntry, TicketFilter};
+use crate::core::model::{Direction, Mailbox, MessageKind, Status, Ticket, TicketId};
+use crate::core::outgoing::OutgoingMail;
+use crate::core::settings::Agent;
+use crate::pipeline::{Origin, Pipeline};
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use std::sync::Arc;
+
+/// How long a sign-in link works.
+pub const LINK_MINUTES: i64 = 15;
+/// How long a session lasts.
+pub const SESSION_HOURS: i64 = 12;
+const COOKIE: &str = "pd_session";
+/// Sign-in requests an hour from one client address, and for one agent address.
+const LOGINS_PER_IP_PER_HOUR: u32 = 20;
+const LOGINS_PER_ADDRESS_PER_HOUR: u32 = 5;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    desk: &'a str,
+    form_token: String,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+    confirm: Option<String>,
+    agent: String,
+    minutes: i64,
+}
+
+struct Row {
+    id: u64,
+    subject: String,
+    status: &'static str,
+    priority: &'static str,
+    queue: String,
+    assignee: String,
+    requester: String,
+    age: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage<'a> {
+    desk: &'a str,
+    agent: &'a str,
+    csrf: String,
+    as_of: String,
+    partial: bool,
+    read: usize,
+    by_status: Vec<(String, u64)>,
+    by_queue: Vec<(String, u64)>,
+    by_priority: Vec<(String, u64)>,
+    unassigned_count: u64,
+    unassigned: Vec<Row>,
+    at_risk: Vec<(Row, &'static str, String)>,
+    agents: Vec<(String, Vec<Row>)>,
+}
+
+#[derive(Template)]
+#[template(path = "tickets.html")]
+struct TicketsPage<'a> {
+    desk: &'a str,
+    agent: &'a str,
+    csrf: String,
+    statuses: Vec<&'static str>,
+    status: String,
+    queue: String,
+    assignee: String,
+    tickets: Vec<Row>,
+    next: Option<String>,
+}
+
+struct Shown {
+    class: &'static str,
+    author: String,
+    kind: &'static str,
+    when: String,
+    text: String,
+}
+
+#[derive(Template)]
+#[template(path = "ticket.html")]
+struct TicketPage<'a> {
+    desk: &'a str,
+    agent: &'a str,
+    csrf: String,
+    id: u64,
+    subject: String,
+    done: bool,
+    error: Option<String>,
+    facts: Vec<(&'static str, String)>,
+    statuses: Vec<&'static str>,
+    priorities: Vec<&'static str>,
+    agents: Vec<String>,
+    messages: Vec<Shown>,
+    events: Vec<(String, String, String)>,
+}
+
+fn pipeline(web: &Web) -> Pipeline {
+    web.api.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn login_page(pipeline: &Pipeline, status: StatusCode, notice: Option<&str>, error: Option<&str>) -> Response {
+    let page = LoginPage {
+        desk: &pipeline.config.desk.name,
+        form_token: form_token(pipeline, jiff::Timestamp::now().as_second()),
+        notice,
+        error,
+        confirm: None,
+        agent: String::new(),
+        minutes: LINK_MINUTES,
+    };
+    html(status, page.render())
+}
+
+fn off(pipeline: &Pipeline) -> Option<Response> {
+    (!pipeline.config.web.dashboard)
+        .then(|| (StatusCode::NOT_FOUND, "the dashboard is off ([web] dashboard)\n").into_response())
+}
+
+/// A signed `{slug}.{expires}.{nonce}.{sig}` for `purpose`.
+fn signed(pipeline: &Pipeline, purpose: &str, slug: &str, expires: i64) -> String {
+    let body = format!("{slug}.{expires}.{}", &nonce()[..16]);
+    format!("{body}.{}", pipeline.signer.sign_long(purpose, &body))
+}
+
+/// The agent and nonce of a valid, unexpired signed value.
+fn verify<'a>(pipeline: &'a Pipeline, purpose: &str, value: &str, now: i64) -> Option<(&'a Agent, String)> {
+    let (body, sig) = value.rsplit_once('.')?;
+    if !crate::core::token::constant_time_eq(pipeline.signer.sign_long(purpose, body).as_bytes(), sig.as_bytes()) {
+        return None;
+    }
+    let mut parts = body.split('.');
+    let (slug, expires, nonce) = (parts.next()?, parts.next()?.parse::<i64>().ok()?, parts.next()?);
+    if parts.next().is_some() || expires < now {
+        return None;
+    }
+    Some((pipeline.config.agent_by_slug(slug)?, nonce.to_string()))
+}
+
+/// Whether a one-time key was used (recorded in the store, so every instance knows).
+fn used(pipeline: &Pipeline, key: &str) -> bool {
+    let epoch = jiff::Timestamp::UNIX_EPOCH;
+    pipeline.store.acks_since(key, epoch).map_or(true, |n| n > 0)
+}
+
+fn mark(pipeline: &Pipeline, web: &Web, key: String) -> Result<(), String> {
+    let mut w = Change::default();
+    w.push(Op::Ack(key, jiff::Timestamp::now()));
+    let _guard = web.api.writer.lock().unwrap_or_else(|p| p.into_inner());
+    pipeline
+        .store
+        .commit(w)
+        .and_then(|_| pipeline.store.flush())
+        .map_err(|e| e.to_string())
+}
+
+/// The signed-in agent of a request, with the session's nonce.
+struct Session {
+    agent: Agent,
+    nonce: String,
+}
+
+fn session(pipeline: &Pipeline, headers: &HeaderMap) -> Option<Session> {
+    let now = jiff::Timestamp::now().as_second();
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())?;
+    let (agent, nonce) = verify(pipeline, "session", &value, now)?;
+    if used(pipeline, &format!("session-ended:{nonce}")) {
+        return None;
+    }
+    Some(Session {
+        agent: agent.clone(),
+        nonce,
+    })
+}
+
+fn csrf(pipeline: &Pipeline, s: &Session) -> String {
+    pipeline.signer.sign_long("csrf", &s.nonce)
+}
+
+fn csrf_ok(pipeline: &Pipeline, s: &Session, given: &str) -> bool {
+    crate::core::token::constant_time_eq(csrf(pipeline, s).as_bytes(), given.as_bytes())
+}
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+/// `GET /login`.
+pub async fn login_form(State(web): State<Arc<Web>>) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    login_page(&pipeline, StatusCode::OK, None, None)
+}
+
+/// The `/login` form.
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    form_token: String,
+}
+
+/// `POST /login`: mails a sign-in link to the agent address, if it is one.
+pub async fn login_request(
+    State(web): State<Arc<Web>>,
+    addr: Option<Extension<ClientAddr>>,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    let Ok(Form(form)) = form else {
+        return login_page(
+            &pipeline,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some("Please send the form on this page."),
+        );
+    };
+    let now = jiff::Timestamp::now();
+    if let Some(why) = check_form_token(&pipeline, &form.form_token, now.as_second()) {
+        return login_page(&pipeline, StatusCode::BAD_REQUEST, None, Some(why));
+    }
+    let email = form.email.trim().to_ascii_lowercase();
+    let ip = addr.map(|Extension(ClientAddr(ip))| ip.to_string()).unwrap_or_default();
+    let allowed = {
+        let mut l = web.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        l.allow(&format!("login-ip:{ip}"), LOGINS_PER_IP_PER_HOUR, now.as_second())
+            && l.allow(
+                &format!("login-address:{email}"),
+                LOGINS_PER_ADDRESS_PER_HOUR,
+                now.as_second(),
+            )
+    };
+    if !allowed {
+        return login_page(
+            &pipeline,
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            Some("Too many sign-in requests in the last hour; please wait."),
+        );
+    }
+    // The same answer whether or not the address is an agent's: the page tells nobody who works here.
+    let notice = "If that address is an agent's, a sign-in link is on its way. It works once.";
+    let Some(agent) = pipeline.config.agent_by_email(&email).cloned() else {
+        tracing::info!("sign-in asked for an address that is no agent's");
+        return login_page(&pipeline, StatusCode::OK, Some(notice), None);
+    };
+    let (Some(base), Some(support)) = (
+        pipeline.config.desk.public_url.clone(),
+        pipeline.config.desk.addresses.first().cloned(),
+    ) else {
+        return login_page(&pipeline, StatusCode::OK, Some(notice), None);
+    };
+    let token = signed(&pipeline, "login", &agent.slug(), now.as_second() + LINK_MINUTES * 60);
+    let mail = OutgoingMail {
+        ticket: TicketId(0),
+        purpose: "sign_in".into(),
+        from: Mailbox::new(Some(pipeline.config.desk.name.clone()), &support.address),
+        to: vec![Mailbox::new(Some(agent.name.clone()), &agent.emails[0])],
+        reply_to: None,
+        subject: format!("Sign in to {}", pipeline.config.desk.name),
+        body: format!(
+            "Hello {},\n\nopen this link within {LINK_MINUTES} minutes to sign in to the team's pages:\n{base}/login/{token}\n\nIt works once. If you did not ask for it, ignore this mail.\n",
+            agent.name
+        ),
+        message_id: format!("signin.{}@{}", nonce(), pipeline.config.desk.message_id_domain),
+        in_reply_to: None,
+        references: Vec::new(),
+        auto_submitted: true,
+        date: now,
+        loop_value: crate::core::classify::loop_header_value(&pipeline.config),
+        attachments: Vec::new(),
+    };
+    let api = web.api.clone();
+    let p = pipeline.clone();
+    let queued = tokio::task::spawn_blocking(move || {
+        let mut w = Change::default();
+        w.push(Op::Enqueue(
+            Lane::Live,
+            Box::new(OutboxEntry {
+                mail,
+                attempts: 0,
+                next_attempt: now,
+                last_error: None,
+            }),
+        ));
+        let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
+        p.store.commit(w).and_then(|_| p.store.flush())
+    })
+    .await;
+    match queued {
+        Ok(Ok(())) => {
+            web.api.wake_sender.notify_one();
+            login_page(&pipeline, StatusCode::OK, Some(notice), None)
+        }
+        _ => login_page(
+            &pipeline,
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            Some("The link could not be sent just now; please try again."),
+        ),
+    }
+}
+
+fn link_refused(pipeline: &Pipeline) -> Response {
+    login_page(
+        pipeline,
+        StatusCode::FORBIDDEN,
+        None,
+        Some("This sign-in link is not valid, has expired or was used. Ask for a new one."),
+    )
+}
+
+/// `GET /login/{token}`: a page with the button that signs in (opening the link spends nothing).
+pub async fn login_link(State(web): State<Arc<Web>>, Path(token): Path<String>) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let p = pipeline.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        verify(&p, "login", &token, now)
+            .filter(|(_, nonce)| !used(&p, &format!("login-used:{nonce}")))
+            .map(|(a, _)| (a.name.clone(), token))
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((agent, token)) = checked else {
+        return link_refused(&pipeline);
+    };
+    let page = LoginPage {
+        desk: &pipeline.config.desk.name,
+        form_token: String::new(),
+        notice: None,
+        error: None,
+        confirm: Some(format!("/login/{token}")),
+        agent,
+        minutes: LINK_MINUTES,
+    };
+    html(StatusCode::OK, page.render())
+}
+
+/// `POST /login/{token}`: spends the link and starts a session.
+pub async fn login_confirm(State(web): State<Arc<Web>>, Path(token): Path<String>) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let (p, w) = (pipeline.clone(), web.clone());
+    let session = tokio::task::spawn_blocking(move || {
+        let (agent, nonce) = verify(&p, "login", &token, now)?;
+        let key = format!("login-used:{nonce}");
+        // Checked and spent under the writer lock: one link, one session.
+        let _guard = w.api.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if used(&p, &key) {
+            return None;
+        }
+        let mut c = Change::default();
+        c.push(Op::Ack(key, jiff::Timestamp::now()));
+        p.store.commit(c).and_then(|_| p.store.flush()).ok()?;
+        tracing::info!(agent = %agent.name, "signed in by link");
+        Some(signed(&p, "session", &agent.slug(), now + SESSION_HOURS * 3600))
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(value) = session else {
+        return link_refused(&pipeline);
+    };
+    let secure = if pipeline
+        .config
+        .desk
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+    {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        SESSION_HOURS * 3600
+    );
+    let mut r = Redirect::to("/dashboard").into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// A form with only the CSRF token.
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /logout`: ends the session everywhere.
+pub async fn logout(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let pipeline = pipeline(&web);
+    let Some(s) = session(&pipeline, &headers) else {
+        return to_login();
+    };
+    if !form.is_ok_and(|Form(f)| csrf_ok(&pipeline, &s, &f.csrf)) {
+        return (StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong\n").into_response();
+    }
+    let (p, w) = (pipeline.clone(), web.clone());
+    let _ = tokio::task::spawn_blocking(move || mark(&p, &w, format!("session-ended:{}", s.nonce))).await;
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        header::HeaderValue::from_static("pd_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    r
+}
+
+fn age(t: &Ticket, now: jiff::Timestamp) -> String {
+    duration(now.as_second() - t.created_at.as_second())
+}
+
+fn duration(secs: i64) -> String {
+    let (sign, s) = if secs < 0 { ("-", -secs) } else { ("", secs) };
+    match s {
+        s if s < 3600 => format!("{sign}{}m", s / 60),
+        s if s < 86400 => format!("{sign}{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{sign}{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn row(t: &Ticket, now: jiff::Timestamp) -> Row {
+    Row {
+        id: t.id.0,
+        subject: t.subject.clone(),
+        status: t.status.as_str(),
+        priority: t.priority.as_str(),
+        queue: t.queue.clone(),
+        assignee: t.assignee.clone().unwrap_or_default(),
+        requester: t.requester.email.clone(),
+        age: age(t, now),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the store cannot answer just now: {e}\n"),
+    )
+        .into_response()
+}
+
+/// `GET /dashboard`.
+pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    let Some(s) = session(&pipeline, &headers) else {
+        return to_login();
+    };
+    tokio::task::spawn_blocking(move || {
+        let now = jiff::Timestamp::now();
+        let d = match crate::view::dashboard(&*pipeline.store, &pipeline.config, now) {
+            Ok(d) => d,
+            Err(e) => return failed(e),
+        };
+        let tz = jiff::tz::TimeZone::get(&pipeline.config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let page = DashboardPage {
+            desk: &pipeline.config.desk.name,
+            agent: &s.agent.name,
+            csrf: csrf(&pipeline, &s),
+            as_of: now.to_zoned(tz).strftime("%Y-%m-%d %H:%M %Z").to_string(),
+            partial: d.partial,
+            read: crate::view::DASHBOARD_READ,
+            by_status: d.by_status,
+            by_queue: d.by_queue,
+            by_priority: d.by_priority,
+            unassigned_count: d.unassigned.0,
+            unassigned: d.unassigned.1.iter().map(|t| row(t, now)).collect(),
+            at_risk: d
+                .at_risk
+                .iter()
+                .map(|(t, what, left)| {
+                    let left = if *left < 0 {
+                        format!("breached {} ago", duration(-left))
+                    } else {
+                        format!("{} left", duration(*left))
+                    };
+                    (row(t, now), *what, left)
+                })
+                .collect(),
+            agents: d
+                .agents
+                .iter()
+                .map(|(n, ts)| (n.clone(), ts.iter().map(|t| row(t, now)).collect()))
+                .collect(),
+        };
+        html(StatusCode::OK, page.render())
+    })
+    .await
+    .unwrap_or_else(failed)
+}
+
+/// `/dashboard/tickets` filters.
+#[derive(serde::Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    assignee: String,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// `GET /dashboard/tickets?status=&queue=&assignee=&cursor=`.
+pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    let Some(s) = session(&pipeline, &headers) else {
+        return to_login();
+    };
+    let status = match q.status.as_str() {
+        "" => None,
+        v => match Status::parse(v) {
+            Some(s) => Some(s),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "status: expected new, open, pending, resolved or closed\n",
+                )
+                    .into_response();
+            }
+        },
+    };
+    tokio::task::spawn_blocking(move || {
+        let filter = TicketFilter {
+            status,
+            queue: Some(q.queue.trim().to_string()).filter(|v| !v.is_empty()),
+            assignee: Some(q.assignee.trim().to_string()).filter(|v| !v.is_empty()),
+            ..Default::default()
+        };
+        let page = match pipeline.store.list(&filter, q.cursor.as_deref(), 50) {
+            Ok(p) => p,
+            Err(e @ crate::adapters::store::StoreError::BadCursor(_)) => {
+                return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+            }
+            Err(e) => return failed(e),
+        };
+        let now = jiff::Timestamp::now();
+        let enc = |v: &str| -> String {
+            v.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    b => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let next = page.next.map(|c| {
+            format!(
+                "/dashboard/tickets?status={}&queue={}&assignee={}&cursor={}",
+                enc(&q.status),
+                enc(&q.queue),
+                enc(&q.assignee),
+                enc(&c)
+            )
+        });
+        let page = TicketsPage {
+            desk: &pipeline.config.desk.name,
+            agent: &s.agent.name,
+            csrf: csrf(&pipeline, &s),
+            statuses: vec!["new", "open", "pending", "resolved", "closed"],
+            status: q.status.clone(),
+            queue: q.queue.clone(),
+            assignee: q.assignee.clone(),
+            tickets: page.tickets.iter().map(|t| row(t, now)).collect(),
+            next,
+        };
+        html(StatusCode::OK, page.render())
+    })
+    .await
+    .unwrap_or_else(failed)
+}
+
+/// `?done=1` after an action.
+#[derive(serde::Deserialize, Default)]
+pub struct DoneQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+fn ticket_page(pipeline: &Pipeline, s: &Session, id: u64, done: bool, error: Option<String>) -> Response {
+    let view = match crate::view::ticket_view(&*pipeline.store, TicketId(id)) {
+        Ok(Some(v)) => v,
+        Ok(None) => return (StatusCode::NOT_FOUND, format!("no ticket {id}\n")).into_response(),
+        Err(e) => return failed(e),
+    };
+    let t = &view.ticket;
+    let tz = jiff::tz::TimeZone::get(&pipeline.config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let when = |at: jiff::Timestamp| at.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string();
+    let opt = |at: Option<jiff::Timestamp>| at.map(when).unwrap_or_else(|| "—".into());
+    let mut facts = vec![
+        ("status", t.status.as_str().to_string()),
+        ("priority", t.priority.as_str().to_string()),
+        ("queue", t.queue.clone()),
+        ("assignee", t.assignee.clone().unwrap_or_else(|| "nobody".into())),
+        (
+            "requester",
+            format!(
+                "{} <{}>",
+                t.requester.name.clone().unwrap_or_default(),
+                t.requester.email
+            ),
+        ),
+        ("channel", t.channel.clone()),
+        ("tags", t.tags.join(" ")),
+        ("created", when(t.created_at)),
+        ("first response", opt(t.first_response_at)),
+        ("SLA policy", t.sla.policy.clone().unwrap_or_else(|| "none".into())),
+        ("first response due", opt(t.sla.first_response_due)),
+        ("next response due", opt(t.sla.next_response_due)),
+        ("resolution due", opt(t.sla.resolution_due)),
+    ];
+    if let Some(into) = t.merged_into {
+        facts.push(("merged into", format!("#{}", into.0)));
+    }
+    let messages = view
+        .messages
+        .iter()
+        .filter(|m| !(m.direction == Direction::Outbound && m.kind == MessageKind::System))
+        .map(|m| Shown {
+            class: match m.kind {
+                MessageKind::Note => "note",
+                MessageKind::Agent => "agent",
+                _ => "customer",
+            },
+            author: m
+                .from
+                .name
+                .clone()
+                .map(|n| format!("{n} <{}>", m.from.email))
+                .unwrap_or_else(|| m.from.email.clone()),
+            kind: match (m.direction, m.kind) {
+                (_, MessageKind::Note) => "note",
+                (Direction::Outbound, MessageKind::Agent) => "sent to the customer",
+                (Direction::Inbound, MessageKind::Agent) => "agent's mail",
+                (_, MessageKind::Customer) => "customer",
+                _ => "automatic",
+            },
+            when: when(m.date),
+            text: m.text.clone(),
+        })
+        .collect();
+    let events = view
+        .events
+        .iter()
+        .map(|e| (when(e.at), e.kind.clone(), e.actor.clone()))
+        .collect();
+    let page = TicketPage {
+        desk: &pipeline.config.desk.name,
+        agent: &s.agent.name,
+        csrf: csrf(pipeline, s),
+        id,
+        subject: t.subject.clone(),
+        done,
+        error,
+        facts,
+        statuses: vec!["open", "pending", "resolved", "closed"],
+        priorities: vec!["low", "normal", "high", "urgent"],
+        agents: pipeline.config.agents.iter().map(|a| a.name.clone()).collect(),
+        messages,
+        events,
+    };
+    html(StatusCode::OK, page.render())
+}
+
+/// `GET /dashboard/t/{id}`.
+pub async fn ticket(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    Query(q): Query<DoneQuery>,
+) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    let Some(s) = session(&pipeline, &headers) else {
+        return to_login();
+    };
+    tokio::task::spawn_blocking(move || ticket_page(&pipeline, &s, id, q.done.is_some(), None))
+        .await
+        .unwrap_or_else(failed)
+}
+
+/// The action form of a ticket.
+#[derive(serde::Deserialize, Default)]
+pub struct ActForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    priority: String,
+    #[serde(default)]
+    assign: String,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    tags: String,
+}
+
+/// The command lines of an action, as an agent would type them.
+fn commands(f: &ActForm) -> Result<String, String> {
+    let word = |v: &str, what: &str| -> Result<String, String> {
+        let v = v.trim();
+        if v.chars().any(|c| c.is_control() || c == '#') {
+            return Err(format!("{what}: no control characters or #"));
+        }
+        Ok(v.to_string())
+    };
+    let mut lines = Vec::new();
+    if f.note.is_some() {
+        lines.push("#note".to_string());
+    }
+    for (key, value) in [
+        ("status", &f.status),
+        ("priority", &f.priority),
+        ("assign", &f.assign),
+        ("queue", &f.queue),
+        ("tag", &f.tags),
+    ] {
+        let v = word(value, key)?;
+        if !v.is_empty() {
+            lines.push(format!("#{key} {v}"));
+        }
+    }
+    let text = f.text.replace("\r\n", "\n");
+    if lines.is_empty() && text.trim().is_empty() {
+        return Err("Nothing to do: write a reply or change something.".into());
+    }
+    let mut body = lines.join("\n");
+    if !text.trim().is_empty() {
+        if !body.is_empty() {
+            body.push_str("\n\n");
+        }
+        body.push_str(text.trim_end());
+    }
+    Ok(body)
+}
+
+/// `POST /dashboard/t/{id}`: the action, as the agent's signed mail with commands.
+pub async fn act(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    form: Result<Form<ActForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let pipeline = pipeline(&web);
+    if let Some(r) = off(&pipeline) {
+        return r;
+    }
+    let Some(s) = session(&pipeline, &headers) else {
+        return to_login();
+    };
+    let Ok(Form(form)) = form else {
+        return (StatusCode::BAD_REQUEST, "expected the ticket page's form\n").into_response();
+    };
+    if !csrf_ok(&pipeline, &s, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong\n").into_response();
+    }
+    let body = match commands(&form) {
+        Ok(b) => b,
+        Err(why) => {
+            return tokio::task::spawn_blocking(move || {
+                let mut r = ticket_page(&pipeline, &s, id, false, Some(why));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            })
+            .await
+            .unwrap_or_else(failed);
+        }
+    };
+    let api = web.api.clone();
+    let work = tokio::task::spawn_blocking(move || -> Response {
+        let ticket = match pipeline.store.ticket(TicketId(id)) {
+            Ok(Some(t)) => t,
+            Ok(None) => return (StatusCode::NOT_FOUND, format!("no ticket {id}\n")).into_response(),
+            Err(e) => return failed(e),
+        };
+        let config = &pipeline.config;
+        let support = config
+            .address(&ticket.mailbox)
+            .cloned()
+            .unwrap_or_else(|| config.desk.addresses[0].clone());
+        // Signed for this agent and ticket: the pipeline proves the agent by it, as for a reply to our mail.
+        let answered = pipeline.signer.agent_message_id(
+            ticket.id,
+            &s.agent.slug(),
+            &format!("web{}", &nonce()[..8]),
+            &config.desk.message_id_domain,
+        );
+        let mail = OutgoingMail {
+            ticket: ticket.id,
+            purpose: "web".into(),
+            from: Mailbox::new(Some(s.agent.name.clone()), &s.agent.emails[0]),
+            to: vec![Mailbox::new(None, &support.address)],
+            reply_to: None,
+            subject: format!(
+                "Re: {}",
+                crate::core::subject::tagged(&ticket.subject, &config.desk.subject_tag, ticket.id.0)
+            ),
+            body,
+            message_id: format!("webagent.{}@{}", nonce(), config.desk.message_id_domain),
+            in_reply_to: Some(answered.clone()),
+            references: vec![answered],
+            auto_submitted: false,
+            date: jiff::Timestamp::now(),
+            loop_value: String::new(),
+            attachments: Vec::new(),
+        };
+        let raw = crate::transports::smtp::wire::render_submission(&mail);
+        let result = {
+            let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
+            pipeline
+                .process(&raw, &Origin::live(&support.mailbox), jiff::Timestamp::now())
+                .and_then(|done| pipeline.store.flush().map(|_| done))
+        };
+        match result {
+            Ok(done) => {
+                tracing::info!(ticket = id, agent = %s.agent.name, result = ?done, "dashboard action");
+                api.wake_sender.notify_one();
+                Redirect::to(&format!("/dashboard/t/{id}?done=1")).into_response()
+            }
+            Err(e) => failed(e),
+        }
+    });
+    work.await.unwrap_or_else(failed)
+}
