@@ -9,7 +9,8 @@
 //!    ingest process and the store's size on disk beside the input's;
 //! 2. **tickets**: a daemon holding 100,000 tickets: its RSS at rest and after
 //!    month reports, `postdesk tickets --status open --limit 50` (the CLI,
-//!    through the daemon), `/metrics` and a month's `/api/report`;
+//!    through the daemon), `/metrics`, a month's `/api/report`, and the
+//!    team's `/dashboard` and a filtered `/dashboard/tickets`, signed in;
 //! 3. **queue**: a daemon starting with 170,000 acknowledgements queued in the
 //!    bulk lane: its peak RSS while draining, how long a new customer's
 //!    acknowledgement takes, and how long SIGTERM takes to exit.
@@ -415,6 +416,12 @@ fn tickets(dir: &Path, sizes: &Sizes) {
     let port = free_port();
     // No acknowledgements: this section measures reads, not a drain (the queue section does).
     let cfg = config(dir, port, false);
+    // The team's pages, for one agent in a queue of no ticket (no notifications).
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[web]\npublic_url = \"http://127.0.0.1:{port}\"\ndashboard = true\n\n[[agent]]\nname = \"Alice\"\nemail = \"alice@example.com\"\nqueues = [\"elsewhere\"]\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
     let mbox = dir.join("tickets.mbox");
     // Every mail a new ticket, one minute apart: 100,000 mails span ~69 days.
     let input = write_mbox(&mbox, sizes.tickets, 20_000, 0, None);
@@ -489,6 +496,22 @@ fn tickets(dir: &Path, sizes: &Sizes) {
             .0
         })
         .collect();
+    // The dashboard and a filtered list, signed in as the agent.
+    let cookie = sign_in(dir, port);
+    let page = |path: &str| -> Vec<f64> {
+        (0..7)
+            .map(|_| {
+                timed(|| {
+                    let (status, body) = request(port, "GET", path, &format!("Cookie: {cookie}\r\n"), "");
+                    assert_eq!(status, 200, "{path}: {body}");
+                    assert!(body.contains("</main>"), "{path}: {body}");
+                })
+                .0
+            })
+            .collect()
+    };
+    let dashboard = page("/dashboard");
+    let list = page("/dashboard/tickets?status=new&queue=general");
     let after = daemon.rss_mib();
     let peak = daemon.peak_mib();
     let disk = du(&dir.join("data"));
@@ -524,7 +547,81 @@ fn tickets(dir: &Path, sizes: &Sizes) {
         input as f64 / 1e6,
         disk as f64 / input as f64
     );
+    println!(
+        "GET /dashboard:           {:>8.1} ms median of 7 (target <= 100)",
+        median(dashboard) * 1e3
+    );
+    println!(
+        "GET /dashboard/tickets?status=new&queue=general: {:.1} ms median of 7 (target <= 100)",
+        median(list) * 1e3
+    );
     println!("SIGTERM to exit:          {:>8.2} s", exit);
+}
+
+/// One request; the status and the whole answer (headers and body).
+fn request(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+/// Signs in as alice@example.com through `/login` and the mailed link; the session cookie.
+fn sign_in(dir: &Path, port: u16) -> String {
+    let (_, page) = request(port, "GET", "/login", "", "");
+    let at = page.find("name=\"form_token\" value=\"").expect("a form token") + 25;
+    let token = page[at..].split('"').next().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(2100));
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (status, _) = request(
+        port,
+        "POST",
+        "/login",
+        form,
+        &format!("email=alice@example.com&form_token={token}"),
+    );
+    assert_eq!(status, 200);
+    let start = Instant::now();
+    let link = loop {
+        let found = std::fs::read_dir(dir.join("out"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                // Quoted-printable: join the soft line breaks.
+                let text = text.replace("=\r\n", "").replace("=\n", "");
+                let at = text.find("/login/")?;
+                Some(text[at..].split_whitespace().next()?.to_string())
+            });
+        if let Some(l) = found {
+            break l;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no sign-in mail in out/");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (status, answer) = request(port, "POST", &link, form, "");
+    assert_eq!(status, 303, "{answer}");
+    let line = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie");
+    line.split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn queue(dir: &Path, sizes: &Sizes) {

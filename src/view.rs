@@ -177,6 +177,8 @@ pub struct Dashboard {
     pub at_risk: Vec<(Ticket, &'static str, i64)>,
     /// Each agent's open and pending tickets, oldest first.
     pub agents: Vec<(String, Vec<Ticket>)>,
+    /// Tickets created since midnight (the desk's time zone) and in the last 7 days.
+    pub created: (u64, u64),
     /// Whether open work was more than the dashboard reads (the lists are then partial).
     pub partial: bool,
 }
@@ -259,6 +261,32 @@ pub fn dashboard(
     risk.sort_by_key(|(_, _, left)| *left);
     risk.truncate(10);
     d.at_risk = risk;
+    // Volume: tickets updated in the last 7 days (the update index), counted by creation.
+    let tz = jiff::tz::TimeZone::get(&config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let midnight = now.to_zoned(tz).start_of_day().map(|z| z.timestamp()).unwrap_or(now);
+    let week = Timestamp::from_second(now.as_second() - 7 * 86400).unwrap_or(now);
+    let recent = TicketFilter {
+        updated_since: Some(week),
+        ..Default::default()
+    };
+    let mut cursor: Option<String> = None;
+    let mut read = 0;
+    loop {
+        let page = store.list(&recent, cursor.as_deref(), crate::adapters::store::MAX_PAGE)?;
+        read += page.tickets.len();
+        for t in page.tickets.iter().filter(|t| t.merged_into.is_none()) {
+            d.created.1 += u64::from(t.created_at >= week);
+            d.created.0 += u64::from(t.created_at >= midnight);
+        }
+        match page.next {
+            Some(n) if read < 10 * DASHBOARD_READ => cursor = Some(n),
+            Some(_) => {
+                d.partial = true;
+                break;
+            }
+            None => break,
+        }
+    }
     for agent in &config.agents {
         let mine: Vec<Ticket> = open
             .iter()

@@ -72,6 +72,8 @@ struct DashboardPage<'a> {
     by_queue: Vec<(String, u64)>,
     by_priority: Vec<(String, u64)>,
     unassigned_count: u64,
+    created_today: u64,
+    created_week: u64,
     unassigned: Vec<Row>,
     at_risk: Vec<(Row, &'static str, String)>,
     agents: Vec<(String, Vec<Row>)>,
@@ -517,6 +519,8 @@ pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Respo
             by_queue: d.by_queue,
             by_priority: d.by_priority,
             unassigned_count: d.unassigned.0,
+            created_today: d.created.0,
+            created_week: d.created.1,
             unassigned: d.unassigned.1.iter().map(|t| row(t, now)).collect(),
             at_risk: d
                 .at_risk
