@@ -297,3 +297,140 @@ pub fn dashboard(
     }
     Ok(d)
 }
+
+/// One day of [`Trends`]: the day (`MM-DD`), the median wall-clock seconds
+/// to first response and to resolution of the tickets that got them that
+/// day, and the mean rating of that day's surveys.
+pub type TrendDay = (String, Option<f64>, Option<f64>, Option<f64>);
+
+/// The day's first responses, resolutions and ratings, gathered.
+type DayValues = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// The dashboard's charts over the last 30 days, by the desk's days.
+#[derive(Clone, Debug, Default)]
+pub struct Trends {
+    /// One entry a day, oldest first: the day, the median wall-clock
+    /// seconds to first response and to resolution of the tickets that got
+    /// them that day, and the mean rating of that day's surveys.
+    pub days: Vec<TrendDay>,
+    /// Open tickets by age: `< 1 day`, `1-3 days`, `3-7 days`, `7-30 days`, `> 30 days`.
+    pub backlog: Vec<(&'static str, u64)>,
+    /// Whether more tickets were updated in the period than were read.
+    pub partial: bool,
+}
+
+/// Most tickets [`trends`] reads.
+pub const TRENDS_READ: usize = 50_000;
+
+/// Reads the tickets updated in the last 30 days (the update index) and the
+/// open ones (the status index) for the dashboard's charts.
+pub fn trends(
+    store: &dyn Store,
+    config: &crate::core::settings::Settings,
+    now: Timestamp,
+) -> Result<Trends, StoreError> {
+    use crate::core::model::Status;
+    let tz = jiff::tz::TimeZone::get(&config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let day_of = |t: Timestamp| t.to_zoned(tz.clone()).date();
+    let today = day_of(now);
+    let first = today.checked_sub(jiff::Span::new().days(29)).unwrap_or(today);
+    let since = first.to_zoned(tz.clone()).map(|z| z.timestamp()).unwrap_or(now);
+    let mut per_day: std::collections::BTreeMap<jiff::civil::Date, DayValues> = Default::default();
+    let mut d = first;
+    while d <= today {
+        per_day.insert(d, Default::default());
+        d = d.tomorrow().unwrap_or(today.tomorrow().unwrap_or(today));
+        if d == first {
+            break;
+        }
+    }
+    let mut out = Trends::default();
+    let filter = TicketFilter {
+        updated_since: Some(since),
+        ..Default::default()
+    };
+    let mut cursor: Option<String> = None;
+    let mut read = 0;
+    loop {
+        let page = store.list(&filter, cursor.as_deref(), crate::adapters::store::MAX_PAGE)?;
+        read += page.tickets.len();
+        for t in page.tickets.iter().filter(|t| t.merged_into.is_none()) {
+            if let Some(at) = t.first_response_at
+                && let Some(day) = per_day.get_mut(&day_of(at))
+            {
+                day.0.push((at.as_second() - t.created_at.as_second()) as f64);
+            }
+            if let Some(at) = t.resolved_at
+                && let Some(day) = per_day.get_mut(&day_of(at))
+            {
+                day.1.push((at.as_second() - t.created_at.as_second()) as f64);
+                if let Some(r) = t.csat {
+                    day.2.push(f64::from(r));
+                }
+            }
+        }
+        match page.next {
+            Some(n) if read < TRENDS_READ => cursor = Some(n),
+            Some(_) => {
+                out.partial = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    let median = |v: &mut Vec<f64>| -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some(v[v.len() / 2])
+    };
+    out.days = per_day
+        .into_iter()
+        .map(|(day, (mut fr, mut res, csat))| {
+            let mean = (!csat.is_empty()).then(|| csat.iter().sum::<f64>() / csat.len() as f64);
+            (
+                day.strftime("%m-%d").to_string(),
+                median(&mut fr),
+                median(&mut res),
+                mean,
+            )
+        })
+        .collect();
+    let mut buckets = [0u64; 5];
+    for status in [Status::New, Status::Open, Status::Pending] {
+        let filter = TicketFilter {
+            status: Some(status),
+            ..Default::default()
+        };
+        let mut cursor: Option<String> = None;
+        let mut read = 0;
+        loop {
+            let page = store.list(&filter, cursor.as_deref(), crate::adapters::store::MAX_PAGE)?;
+            read += page.tickets.len();
+            for t in page.tickets.iter().filter(|t| t.merged_into.is_none()) {
+                let days = (now.as_second() - t.created_at.as_second()) / 86400;
+                buckets[match days {
+                    ..1 => 0,
+                    1..3 => 1,
+                    3..7 => 2,
+                    7..30 => 3,
+                    _ => 4,
+                }] += 1;
+            }
+            match page.next {
+                Some(n) if read < TRENDS_READ => cursor = Some(n),
+                Some(_) => {
+                    out.partial = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    out.backlog = ["< 1 day", "1-3 days", "3-7 days", "7-30 days", "> 30 days"]
+        .into_iter()
+        .zip(buckets)
+        .collect();
+    Ok(out)
+}

@@ -445,6 +445,12 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     assert_eq!(browser.text("#unassigned-count"), "1");
     assert_eq!(browser.texts("#by-status td"), ["1", "0", "0", "0", "0"]);
     assert!(browser.text("#unassigned").contains("Invoice <b>missing</b>"));
+    // The charts are drawn on the server: four SVGs, the backlog's five ages.
+    assert_eq!(browser.eval("return document.querySelectorAll('svg.chart').length"), 4);
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('#chart-backlog rect').length"),
+        5
+    );
 
     // The ticket: messages as text, then an action through the emailed commands' code.
     browser.click("#unassigned a");

@@ -5,6 +5,7 @@
 //! Host and Origin checks; pages get a strict Content-Security-Policy (no
 //! script at all), `no-store` and frame denial, and are compressed.
 
+mod chart;
 mod portal;
 mod team;
 
@@ -28,7 +29,12 @@ pub struct ClientAddr(pub std::net::IpAddr);
 pub struct Web {
     api: Arc<Api>,
     limiter: Mutex<Limiter>,
+    /// The dashboard's charts and when they were read (kept [`TRENDS_FOR`]).
+    trends: Mutex<Option<(std::time::Instant, crate::view::Trends)>>,
 }
+
+/// How long the dashboard's charts are kept before they are read again.
+const TRENDS_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Largest request body a page takes (the form's own limit, from
 /// `[limits] max_message_bytes`, is checked while it is read).
@@ -42,6 +48,7 @@ pub fn router(api: Arc<Api>) -> Router {
     let state = Arc::new(Web {
         api,
         limiter: Mutex::new(Limiter::default()),
+        trends: Mutex::new(None),
     });
     let pages = Router::new()
         .route("/new", get(portal::new_form).post(portal::new_submit))

@@ -77,6 +77,7 @@ struct DashboardPage<'a> {
     unassigned: Vec<Row>,
     at_risk: Vec<(Row, &'static str, String)>,
     agents: Vec<(String, Vec<Row>)>,
+    charts: Vec<String>,
 }
 
 #[derive(Template)]
@@ -507,6 +508,53 @@ pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Respo
             Ok(d) => d,
             Err(e) => return failed(e),
         };
+        let trends = {
+            let mut cached = web.trends.lock().unwrap_or_else(|p| p.into_inner());
+            match cached.as_ref() {
+                Some((at, t)) if at.elapsed() < super::TRENDS_FOR => t.clone(),
+                _ => match crate::view::trends(&*pipeline.store, &pipeline.config, now) {
+                    Ok(t) => {
+                        *cached = Some((std::time::Instant::now(), t.clone()));
+                        t
+                    }
+                    Err(e) => return failed(e),
+                },
+            }
+        };
+        let series = |f: fn(&crate::view::TrendDay) -> Option<f64>| -> Vec<(String, Option<f64>)> {
+            trends.days.iter().map(|d| (d.0.clone(), f(d))).collect()
+        };
+        use super::chart;
+        let charts = vec![
+            chart::bars(
+                "chart-first-response",
+                "Median time to first response, by day (30 days)",
+                &series(|d| d.1),
+                chart::hours,
+            ),
+            chart::bars(
+                "chart-resolution",
+                "Median time to resolution, by day (30 days)",
+                &series(|d| d.2),
+                chart::hours,
+            ),
+            chart::bars(
+                "chart-csat",
+                "Mean survey rating, by day (30 days)",
+                &series(|d| d.3),
+                chart::rating,
+            ),
+            chart::bars(
+                "chart-backlog",
+                "Open tickets by age",
+                &trends
+                    .backlog
+                    .iter()
+                    .map(|(l, n)| (l.to_string(), Some(*n as f64)))
+                    .collect::<Vec<_>>(),
+                chart::count,
+            ),
+        ];
         let tz = jiff::tz::TimeZone::get(&pipeline.config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
         let page = DashboardPage {
             desk: &pipeline.config.desk.name,
@@ -539,6 +587,7 @@ pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Respo
                 .iter()
                 .map(|(n, ts)| (n.clone(), ts.iter().map(|t| row(t, now)).collect()))
                 .collect(),
+            charts,
         };
         html(StatusCode::OK, page.render())
     })
