@@ -516,6 +516,17 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     assert_eq!(browser.texts("#tickets td:first-child"), ["1"]);
     browser.goto(&format!("{base}/dashboard/tickets?status=open"));
     assert!(browser.texts("#tickets td:first-child").is_empty());
+    for (query, rows) in [
+        ("q=INVOICE+missing", 1),
+        ("q=bob%40customer.test&priority=normal&channel=email", 1),
+        ("q=refund", 0),
+        ("channel=web", 0),
+        ("priority=urgent", 0),
+        ("tag=billing", 0),
+    ] {
+        browser.goto(&format!("{base}/dashboard/tickets?{query}"));
+        assert_eq!(browser.texts("#tickets td:first-child").len(), rows, "{query}");
+    }
 
     // Signing out ends the session; the spent link does not sign in again.
     browser.goto(&format!("{base}/dashboard"));

@@ -90,6 +90,11 @@ struct TicketsPage<'a> {
     status: String,
     queue: String,
     assignee: String,
+    priorities: Vec<&'static str>,
+    priority: String,
+    tag: String,
+    channel: String,
+    words: String,
     tickets: Vec<Row>,
     next: Option<String>,
 }
@@ -605,7 +610,41 @@ pub struct ListQuery {
     #[serde(default)]
     assignee: String,
     #[serde(default)]
+    priority: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    channel: String,
+    /// Words that must all appear in the subject or the requester's name or address.
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
     cursor: Option<String>,
+}
+
+/// Tickets a filtered list examines at most per page beyond the indexes
+/// (priority, tag, channel, words); the next page goes on from there.
+const SCAN_PER_PAGE: usize = 5000;
+
+impl ListQuery {
+    /// Whether `t` passes the filters no index answers.
+    fn matches(&self, t: &Ticket) -> bool {
+        let words: Vec<String> = self.q.split_whitespace().map(str::to_lowercase).collect();
+        let hay = format!(
+            "{} {} {}",
+            t.subject.to_lowercase(),
+            t.requester.name.as_deref().unwrap_or("").to_lowercase(),
+            t.requester.email.to_lowercase()
+        );
+        (self.priority.is_empty() || t.priority.as_str() == self.priority)
+            && (self.tag.trim().is_empty() || t.tags.iter().any(|g| g.eq_ignore_ascii_case(self.tag.trim())))
+            && (self.channel.is_empty() || t.channel == self.channel)
+            && words.iter().all(|w| hay.contains(w.as_str()))
+    }
+
+    fn scans(&self) -> bool {
+        !(self.priority.is_empty() && self.tag.trim().is_empty() && self.channel.is_empty() && self.q.trim().is_empty())
+    }
 }
 
 /// `GET /dashboard/tickets?status=&queue=&assignee=&cursor=`.
@@ -617,6 +656,13 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
     let Some(s) = session(&pipeline, &headers) else {
         return to_login();
     };
+    if !q.priority.is_empty() && !["low", "normal", "high", "urgent"].contains(&q.priority.as_str()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "priority: expected low, normal, high or urgent\n",
+        )
+            .into_response();
+    }
     let status = match q.status.as_str() {
         "" => None,
         v => match Status::parse(v) {
@@ -637,12 +683,41 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
             assignee: Some(q.assignee.trim().to_string()).filter(|v| !v.is_empty()),
             ..Default::default()
         };
-        let page = match pipeline.store.list(&filter, q.cursor.as_deref(), 50) {
-            Ok(p) => p,
-            Err(e @ crate::adapters::store::StoreError::BadCursor(_)) => {
-                return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        // The indexes narrow by status, queue and assignee; the rest is read page by page.
+        let mut shown: Vec<Ticket> = Vec::new();
+        let mut cursor = q.cursor.clone();
+        let mut examined = 0;
+        let next = loop {
+            let page = match pipeline
+                .store
+                .list(&filter, cursor.as_deref(), if q.scans() { 500 } else { 50 })
+            {
+                Ok(p) => p,
+                Err(e @ crate::adapters::store::StoreError::BadCursor(_)) => {
+                    return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+                }
+                Err(e) => return failed(e),
+            };
+            if !q.scans() {
+                shown = page.tickets;
+                break page.next;
             }
-            Err(e) => return failed(e),
+            let mut stopped_at = None;
+            for t in page.tickets {
+                examined += 1;
+                if q.matches(&t) {
+                    shown.push(t.clone());
+                }
+                if shown.len() == 50 || examined >= SCAN_PER_PAGE {
+                    stopped_at = Some(t.id.0.to_string());
+                    break;
+                }
+            }
+            match (stopped_at, page.next) {
+                (Some(at), _) => break Some(at),
+                (None, None) => break None,
+                (None, Some(n)) => cursor = Some(n),
+            }
         };
         let now = jiff::Timestamp::now();
         let enc = |v: &str| -> String {
@@ -653,12 +728,16 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
                 })
                 .collect()
         };
-        let next = page.next.map(|c| {
+        let next = next.map(|c| {
             format!(
-                "/dashboard/tickets?status={}&queue={}&assignee={}&cursor={}",
+                "/dashboard/tickets?status={}&queue={}&assignee={}&priority={}&tag={}&channel={}&q={}&cursor={}",
                 enc(&q.status),
                 enc(&q.queue),
                 enc(&q.assignee),
+                enc(&q.priority),
+                enc(&q.tag),
+                enc(&q.channel),
+                enc(&q.q),
                 enc(&c)
             )
         });
@@ -670,7 +749,12 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
             status: q.status.clone(),
             queue: q.queue.clone(),
             assignee: q.assignee.clone(),
-            tickets: page.tickets.iter().map(|t| row(t, now)).collect(),
+            priorities: vec!["low", "normal", "high", "urgent"],
+            priority: q.priority.clone(),
+            tag: q.tag.clone(),
+            channel: q.channel.clone(),
+            words: q.q.clone(),
+            tickets: shown.iter().map(|t| row(t, now)).collect(),
             next,
         };
         html(StatusCode::OK, page.render())
