@@ -225,8 +225,9 @@ fn a_database_outage_keeps_mail_at_its_source_until_it_is_back() {
         }
     };
     put(0..20);
+    // Stored and taken from the Maildir (the move follows the store's flush).
     daemon.wait(30, "the first mails stored", || {
-        pg.query(&db, "SELECT count(*) FROM tickets") == "20"
+        pg.query(&db, "SELECT count(*) FROM tickets") == "20" && std::fs::read_dir(&inbox).unwrap().count() == 0
     });
     pg.stop();
     put(20..60);
