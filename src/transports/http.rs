@@ -759,13 +759,7 @@ pub fn get_page(
     path: &str,
     token: Option<&str>,
 ) -> Result<(u16, String, Option<String>), String> {
-    let (status, head, body) = request(addr, "GET", path, token, None, 60)?;
-    let next = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case(NEXT_CURSOR)
-            .then(|| value.trim().to_string())
-    });
+    let (status, next, body) = request(addr, "GET", path, token, None, 60)?;
     Ok((status, body, next))
 }
 
@@ -796,6 +790,9 @@ pub fn post_json(
     .map(|(status, _, body)| (status, body))
 }
 
+/// One request to the daemon's API with ureq: `(status, next-page cursor, body)`.
+/// Every status is an answer (the CLI prints the API's reasons); redirects
+/// are not followed; the whole exchange is bounded by `timeout_secs`.
 fn request(
     addr: std::net::SocketAddr,
     method: &str,
@@ -803,37 +800,47 @@ fn request(
     token: Option<&str>,
     body: Option<(&str, &[u8])>,
     timeout_secs: u64,
-) -> Result<(u16, String, String), String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
-        .map_err(|e| format!("cannot reach the daemon's API at {addr}: {e}"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(timeout_secs)))
-        .ok();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some((content_type, b)) = body {
-        head.push_str(&format!(
-            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-    if let Some((_, b)) = body {
-        s.write_all(b).map_err(|e| e.to_string())?;
-    }
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("malformed status line")?;
-    Ok((status, head.to_string(), body.to_string()))
+) -> Result<(u16, Option<String>, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(std::time::Duration::from_secs(5)))
+        .timeout_global(Some(std::time::Duration::from_secs(timeout_secs)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let unreachable = |e: ureq::Error| format!("cannot reach the daemon's API at {addr}: {e}");
+    let mut response = match (method, body) {
+        ("POST", Some((content_type, bytes))) => {
+            let mut r = agent.post(&url).content_type(content_type);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(bytes).map_err(unreachable)?
+        }
+        _ => {
+            let mut r = agent.get(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call().map_err(unreachable)?
+        }
+    };
+    let status = response.status().as_u16();
+    let next = response
+        .headers()
+        .get(NEXT_CURSOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // An export page can be large; the API bounds its own pages.
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .map_err(|e| format!("the daemon's answer could not be read: {e}"))?;
+    Ok((status, next, text))
 }
 
 #[cfg(test)]
