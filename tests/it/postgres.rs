@@ -219,6 +219,10 @@ fn a_database_outage_keeps_mail_at_its_source_until_it_is_back() {
     let db = desk_database(&desk);
     let daemon = desk.start();
     let inbox = desk.dir.join("inbox/new");
+    // The mailbox task makes the Maildir once it holds the mailbox's lease; mail may come before.
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(desk.dir.join("inbox").join(sub)).unwrap();
+    }
     let put = |range: std::ops::Range<usize>| {
         for i in range {
             std::fs::write(inbox.join(format!("{i:04}.eml")), conversation(i, false)).unwrap();
