@@ -510,8 +510,12 @@ fn tickets(dir: &Path, sizes: &Sizes) {
             })
             .collect()
     };
+    // The first render also reads the charts (kept 5 minutes); the next ones do not.
+    let dashboard_cold = page_once(port, &cookie, "/dashboard");
     let dashboard = page("/dashboard");
     let list = page("/dashboard/tickets?status=new&queue=general");
+    // Words match no ticket: the list reads its 5,000 tickets behind the index.
+    let search = page("/dashboard/tickets?status=new&q=nosuchword");
     let after = daemon.rss_mib();
     let peak = daemon.peak_mib();
     let disk = du(&dir.join("data"));
@@ -548,14 +552,31 @@ fn tickets(dir: &Path, sizes: &Sizes) {
         disk as f64 / input as f64
     );
     println!(
+        "GET /dashboard, first (reads the 30-day charts too): {:.1} ms (target <= 100)",
+        dashboard_cold * 1e3
+    );
+    println!(
         "GET /dashboard:           {:>8.1} ms median of 7 (target <= 100)",
         median(dashboard) * 1e3
+    );
+    println!(
+        "GET /dashboard/tickets?status=new&q=nosuchword (5,000 tickets read): {:.1} ms median of 7",
+        median(search) * 1e3
     );
     println!(
         "GET /dashboard/tickets?status=new&queue=general: {:.1} ms median of 7 (target <= 100)",
         median(list) * 1e3
     );
     println!("SIGTERM to exit:          {:>8.2} s", exit);
+}
+
+/// The seconds one signed-in page takes.
+fn page_once(port: u16, cookie: &str, path: &str) -> f64 {
+    timed(|| {
+        let (status, body) = request(port, "GET", path, &format!("Cookie: {cookie}\r\n"), "");
+        assert_eq!(status, 200, "{path}: {body}");
+    })
+    .0
 }
 
 /// One request; the status and the whole answer (headers and body).

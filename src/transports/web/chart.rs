@@ -65,6 +65,14 @@ pub fn bars(id: &str, title: &str, points: &[(String, Option<f64>)], show: fn(f6
     svg
 }
 
+/// The stand-in while the charts are being read.
+pub fn reading(id: &str) -> String {
+    format!(
+        "<svg id=\"{}\" class=\"chart\" role=\"img\" aria-label=\"charts being read\" viewBox=\"0 0 640 60\" width=\"100%\" xmlns=\"http://www.w3.org/2000/svg\"><text x=\"320\" y=\"35\" text-anchor=\"middle\" fill=\"#4a4a4a\" font-size=\"14\">The charts are being read; they appear on the next refresh.</text></svg>",
+        esc(id)
+    )
+}
+
 /// Seconds as hours with one decimal, or minutes under an hour.
 pub fn hours(secs: f64) -> String {
     if secs < 3600.0 {

@@ -31,6 +31,8 @@ pub struct Web {
     limiter: Mutex<Limiter>,
     /// The dashboard's charts and when they were read (kept [`TRENDS_FOR`]).
     trends: Mutex<Option<(std::time::Instant, crate::view::Trends)>>,
+    /// Whether a read of the charts is under way.
+    trends_reading: std::sync::atomic::AtomicBool,
 }
 
 /// How long the dashboard's charts are kept before they are read again.
@@ -49,6 +51,7 @@ pub fn router(api: Arc<Api>) -> Router {
         api,
         limiter: Mutex::new(Limiter::default()),
         trends: Mutex::new(None),
+        trends_reading: std::sync::atomic::AtomicBool::new(false),
     });
     let pages = Router::new()
         .route("/new", get(portal::new_form).post(portal::new_submit))

@@ -513,53 +513,47 @@ pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Respo
             Ok(d) => d,
             Err(e) => return failed(e),
         };
-        let trends = {
-            let mut cached = web.trends.lock().unwrap_or_else(|p| p.into_inner());
-            match cached.as_ref() {
-                Some((at, t)) if at.elapsed() < super::TRENDS_FOR => t.clone(),
-                _ => match crate::view::trends(&*pipeline.store, &pipeline.config, now) {
-                    Ok(t) => {
-                        *cached = Some((std::time::Instant::now(), t.clone()));
-                        t
-                    }
-                    Err(e) => return failed(e),
-                },
-            }
-        };
+        let trends = charts(&web, &pipeline, now);
+        let reading = trends.is_none();
+        let trends = trends.unwrap_or_default();
         let series = |f: fn(&crate::view::TrendDay) -> Option<f64>| -> Vec<(String, Option<f64>)> {
             trends.days.iter().map(|d| (d.0.clone(), f(d))).collect()
         };
         use super::chart;
-        let charts = vec![
-            chart::bars(
-                "chart-first-response",
-                "Median time to first response, by day (30 days)",
-                &series(|d| d.1),
-                chart::hours,
-            ),
-            chart::bars(
-                "chart-resolution",
-                "Median time to resolution, by day (30 days)",
-                &series(|d| d.2),
-                chart::hours,
-            ),
-            chart::bars(
-                "chart-csat",
-                "Mean survey rating, by day (30 days)",
-                &series(|d| d.3),
-                chart::rating,
-            ),
-            chart::bars(
-                "chart-backlog",
-                "Open tickets by age",
-                &trends
-                    .backlog
-                    .iter()
-                    .map(|(l, n)| (l.to_string(), Some(*n as f64)))
-                    .collect::<Vec<_>>(),
-                chart::count,
-            ),
-        ];
+        let charts = if reading {
+            vec![chart::reading("charts-reading")]
+        } else {
+            vec![
+                chart::bars(
+                    "chart-first-response",
+                    "Median time to first response, by day (30 days)",
+                    &series(|d| d.1),
+                    chart::hours,
+                ),
+                chart::bars(
+                    "chart-resolution",
+                    "Median time to resolution, by day (30 days)",
+                    &series(|d| d.2),
+                    chart::hours,
+                ),
+                chart::bars(
+                    "chart-csat",
+                    "Mean survey rating, by day (30 days)",
+                    &series(|d| d.3),
+                    chart::rating,
+                ),
+                chart::bars(
+                    "chart-backlog",
+                    "Open tickets by age",
+                    &trends
+                        .backlog
+                        .iter()
+                        .map(|(l, n)| (l.to_string(), Some(*n as f64)))
+                        .collect::<Vec<_>>(),
+                    chart::count,
+                ),
+            ]
+        };
         let tz = jiff::tz::TimeZone::get(&pipeline.config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
         let page = DashboardPage {
             desk: &pipeline.config.desk.name,
@@ -599,6 +593,42 @@ pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Respo
     .await
     .unwrap_or_else(failed)
 }
+
+/// The charts' figures: kept ones while fresh; else read on a thread of
+/// their own, waited for up to [`CHARTS_WAIT`]. A read that takes longer
+/// goes on (one at a time) and fills the cache; the page says so and the
+/// next refresh shows them, so a large desk's dashboard never waits for it.
+fn charts(web: &Arc<Web>, pipeline: &Pipeline, now: jiff::Timestamp) -> Option<crate::view::Trends> {
+    let stale = {
+        let cached = web.trends.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some((at, t)) if at.elapsed() < super::TRENDS_FOR => return Some(t.clone()),
+            other => other.map(|(_, t)| t.clone()),
+        }
+    };
+    if web.trends_reading.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return stale;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (w, p) = (web.clone(), pipeline.clone());
+    std::thread::spawn(move || {
+        let read = crate::view::trends(&*p.store, &p.config, now);
+        if let Ok(t) = &read {
+            *w.trends.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), t.clone()));
+        } else if let Err(e) = &read {
+            tracing::warn!(error = %e, "the dashboard's charts could not be read");
+        }
+        w.trends_reading.store(false, std::sync::atomic::Ordering::Release);
+        let _ = tx.send(read.ok());
+    });
+    match rx.recv_timeout(CHARTS_WAIT) {
+        Ok(fresh) => fresh.or(stale),
+        Err(_) => stale,
+    }
+}
+
+/// How long a dashboard waits for its charts to be read before it shows the page without them.
+const CHARTS_WAIT: std::time::Duration = std::time::Duration::from_millis(60);
 
 /// `/dashboard/tickets` filters.
 #[derive(serde::Deserialize, Default)]
