@@ -510,7 +510,8 @@ fn tickets(dir: &Path, sizes: &Sizes) {
             })
             .collect()
     };
-    // The first render also reads the charts (kept 5 minutes); the next ones do not.
+    // The first render starts the charts' read (on its own thread, kept 5
+    // minutes) and waits for it at most 60 ms; the next ones find them kept.
     let dashboard_cold = page_once(port, &cookie, "/dashboard");
     let dashboard = page("/dashboard");
     let list = page("/dashboard/tickets?status=new&queue=general");
@@ -552,7 +553,7 @@ fn tickets(dir: &Path, sizes: &Sizes) {
         disk as f64 / input as f64
     );
     println!(
-        "GET /dashboard, first (reads the 30-day charts too): {:.1} ms (target <= 100)",
+        "GET /dashboard, first (starts the charts' read, waits <= 60 ms): {:.1} ms (target <= 100)",
         dashboard_cold * 1e3
     );
     println!(
