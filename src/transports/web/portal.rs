@@ -31,7 +31,7 @@ pub const MAX_FILES: usize = 10;
 const REPLIES_PER_IP_PER_HOUR: u32 = 30;
 
 #[derive(Template)]
-#[template(path = "message.html")]
+#[template(path = "message.html", config = "src/transports/web/askama.toml")]
 struct MessagePage<'a> {
     desk: &'a str,
     title: &'a str,
@@ -41,7 +41,7 @@ struct MessagePage<'a> {
 }
 
 #[derive(Template, Default)]
-#[template(path = "new.html")]
+#[template(path = "new.html", config = "src/transports/web/askama.toml")]
 struct NewPage<'a> {
     desk: &'a str,
     form_token: String,
@@ -64,7 +64,7 @@ struct ShownMessage {
 }
 
 #[derive(Template)]
-#[template(path = "status.html")]
+#[template(path = "status.html", config = "src/transports/web/askama.toml")]
 struct StatusPage<'a> {
     desk: &'a str,
     id: u64,

@@ -37,7 +37,7 @@ const LOGINS_PER_IP_PER_HOUR: u32 = 20;
 const LOGINS_PER_ADDRESS_PER_HOUR: u32 = 5;
 
 #[derive(Template)]
-#[template(path = "login.html")]
+#[template(path = "login.html", config = "src/transports/web/askama.toml")]
 struct LoginPage<'a> {
     desk: &'a str,
     form_token: String,
@@ -60,7 +60,7 @@ struct Row {
 }
 
 #[derive(Template)]
-#[template(path = "dashboard.html")]
+#[template(path = "dashboard.html", config = "src/transports/web/askama.toml")]
 struct DashboardPage<'a> {
     desk: &'a str,
     agent: &'a str,
@@ -81,7 +81,7 @@ struct DashboardPage<'a> {
 }
 
 #[derive(Template)]
-#[template(path = "tickets.html")]
+#[template(path = "tickets.html", config = "src/transports/web/askama.toml")]
 struct TicketsPage<'a> {
     desk: &'a str,
     agent: &'a str,
@@ -108,7 +108,7 @@ struct Shown {
 }
 
 #[derive(Template)]
-#[template(path = "ticket.html")]
+#[template(path = "ticket.html", config = "src/transports/web/askama.toml")]
 struct TicketPage<'a> {
     desk: &'a str,
     agent: &'a str,
