@@ -162,6 +162,52 @@ pub fn each_ticket<E: From<StoreError>>(
     }
 }
 
+/// Calls `f` for each ticket `filter` lists (those merged into another
+/// skipped), page after page, reading at most `cap`; whether more were left.
+fn each_listed(
+    store: &dyn Store,
+    filter: &TicketFilter,
+    cap: usize,
+    mut f: impl FnMut(Ticket),
+) -> Result<bool, StoreError> {
+    let mut cursor: Option<String> = None;
+    let mut read = 0;
+    loop {
+        let limit = (cap - read).min(crate::adapters::store::MAX_PAGE);
+        let page = store.list(filter, cursor.as_deref(), limit)?;
+        read += page.tickets.len();
+        page.tickets
+            .into_iter()
+            .filter(|t| t.merged_into.is_none())
+            .for_each(&mut f);
+        match page.next {
+            Some(_) if read >= cap => return Ok(true),
+            Some(n) => cursor = Some(n),
+            None => return Ok(false),
+        }
+    }
+}
+
+/// The open statuses, whose tickets the dashboard lists.
+const OPEN: [crate::core::model::Status; 3] = [
+    crate::core::model::Status::New,
+    crate::core::model::Status::Open,
+    crate::core::model::Status::Pending,
+];
+
+/// Calls `f` for up to `cap` tickets of each open status; whether any status had more.
+fn each_open(store: &dyn Store, cap: usize, mut f: impl FnMut(Ticket)) -> Result<bool, StoreError> {
+    let mut partial = false;
+    for status in OPEN {
+        let filter = TicketFilter {
+            status: Some(status),
+            ..Default::default()
+        };
+        partial |= each_listed(store, &filter, cap, &mut f)?;
+    }
+    Ok(partial)
+}
+
 /// What the team's dashboard shows, read at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct Dashboard {
@@ -199,7 +245,7 @@ pub fn dashboard(
     let mut by_queue: std::collections::BTreeMap<String, u64> = Default::default();
     for c in store.counts()? {
         *by_status.entry(c.status.as_str()).or_default() += c.tickets;
-        if matches!(c.status, Status::New | Status::Open | Status::Pending) {
+        if OPEN.contains(&c.status) {
             *by_queue.entry(c.queue).or_default() += c.tickets;
         }
     }
@@ -215,15 +261,7 @@ pub fn dashboard(
     .collect();
     d.by_queue = by_queue.into_iter().collect();
     let mut open = Vec::new();
-    for status in [Status::New, Status::Open, Status::Pending] {
-        let filter = TicketFilter {
-            status: Some(status),
-            ..Default::default()
-        };
-        let page = store.list(&filter, None, DASHBOARD_READ)?;
-        d.partial |= page.next.is_some();
-        open.extend(page.tickets.into_iter().filter(|t| t.merged_into.is_none()));
-    }
+    d.partial |= each_open(store, DASHBOARD_READ, |t| open.push(t))?;
     open.sort_by_key(|t| t.created_at);
     let mut by_priority: std::collections::BTreeMap<String, u64> = Default::default();
     for t in &open {
@@ -269,24 +307,12 @@ pub fn dashboard(
         updated_since: Some(week),
         ..Default::default()
     };
-    let mut cursor: Option<String> = None;
-    let mut read = 0;
-    loop {
-        let page = store.list(&recent, cursor.as_deref(), crate::adapters::store::MAX_PAGE)?;
-        read += page.tickets.len();
-        for t in page.tickets.iter().filter(|t| t.merged_into.is_none()) {
-            d.created.1 += u64::from(t.created_at >= week);
-            d.created.0 += u64::from(t.created_at >= midnight);
-        }
-        match page.next {
-            Some(n) if read < 10 * DASHBOARD_READ => cursor = Some(n),
-            Some(_) => {
-                d.partial = true;
-                break;
-            }
-            None => break,
-        }
-    }
+    let mut created = (0, 0);
+    d.partial |= each_listed(store, &recent, 10 * DASHBOARD_READ, |t| {
+        created.1 += u64::from(t.created_at >= week);
+        created.0 += u64::from(t.created_at >= midnight);
+    })?;
+    d.created = created;
     for agent in &config.agents {
         let mine: Vec<Ticket> = open
             .iter()
@@ -329,55 +355,35 @@ pub fn trends(
     config: &crate::core::settings::Settings,
     now: Timestamp,
 ) -> Result<Trends, StoreError> {
-    use crate::core::model::Status;
     let tz = jiff::tz::TimeZone::get(&config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
     let day_of = |t: Timestamp| t.to_zoned(tz.clone()).date();
     let today = day_of(now);
     let first = today.checked_sub(jiff::Span::new().days(29)).unwrap_or(today);
     let since = first.to_zoned(tz.clone()).map(|z| z.timestamp()).unwrap_or(now);
     let mut per_day: std::collections::BTreeMap<jiff::civil::Date, DayValues> = Default::default();
-    let mut d = first;
-    while d <= today {
-        per_day.insert(d, Default::default());
-        d = d.tomorrow().unwrap_or(today.tomorrow().unwrap_or(today));
-        if d == first {
-            break;
-        }
+    for day in first.series(jiff::Span::new().days(1)).take_while(|d| *d <= today) {
+        per_day.insert(day, Default::default());
     }
     let mut out = Trends::default();
     let filter = TicketFilter {
         updated_since: Some(since),
         ..Default::default()
     };
-    let mut cursor: Option<String> = None;
-    let mut read = 0;
-    loop {
-        let page = store.list(&filter, cursor.as_deref(), crate::adapters::store::MAX_PAGE)?;
-        read += page.tickets.len();
-        for t in page.tickets.iter().filter(|t| t.merged_into.is_none()) {
-            if let Some(at) = t.first_response_at
-                && let Some(day) = per_day.get_mut(&day_of(at))
-            {
-                day.0.push((at.as_second() - t.created_at.as_second()) as f64);
-            }
-            if let Some(at) = t.resolved_at
-                && let Some(day) = per_day.get_mut(&day_of(at))
-            {
-                day.1.push((at.as_second() - t.created_at.as_second()) as f64);
-                if let Some(r) = t.csat {
-                    day.2.push(f64::from(r));
-                }
+    out.partial |= each_listed(store, &filter, TRENDS_READ, |t| {
+        if let Some(at) = t.first_response_at
+            && let Some(day) = per_day.get_mut(&day_of(at))
+        {
+            day.0.push((at.as_second() - t.created_at.as_second()) as f64);
+        }
+        if let Some(at) = t.resolved_at
+            && let Some(day) = per_day.get_mut(&day_of(at))
+        {
+            day.1.push((at.as_second() - t.created_at.as_second()) as f64);
+            if let Some(r) = t.csat {
+                day.2.push(f64::from(r));
             }
         }
-        match page.next {
-            Some(n) if read < TRENDS_READ => cursor = Some(n),
-            Some(_) => {
-                out.partial = true;
-                break;
-            }
-            None => break,
-        }
-    }
+    })?;
     let median = |v: &mut Vec<f64>| -> Option<f64> {
         if v.is_empty() {
             return None;
@@ -398,36 +404,16 @@ pub fn trends(
         })
         .collect();
     let mut buckets = [0u64; 5];
-    for status in [Status::New, Status::Open, Status::Pending] {
-        let filter = TicketFilter {
-            status: Some(status),
-            ..Default::default()
-        };
-        let mut cursor: Option<String> = None;
-        let mut read = 0;
-        loop {
-            let page = store.list(&filter, cursor.as_deref(), crate::adapters::store::MAX_PAGE)?;
-            read += page.tickets.len();
-            for t in page.tickets.iter().filter(|t| t.merged_into.is_none()) {
-                let days = (now.as_second() - t.created_at.as_second()) / 86400;
-                buckets[match days {
-                    ..1 => 0,
-                    1..3 => 1,
-                    3..7 => 2,
-                    7..30 => 3,
-                    _ => 4,
-                }] += 1;
-            }
-            match page.next {
-                Some(n) if read < TRENDS_READ => cursor = Some(n),
-                Some(_) => {
-                    out.partial = true;
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
+    out.partial |= each_open(store, TRENDS_READ, |t| {
+        let days = (now.as_second() - t.created_at.as_second()) / 86400;
+        buckets[match days {
+            ..1 => 0,
+            1..3 => 1,
+            3..7 => 2,
+            7..30 => 3,
+            _ => 4,
+        }] += 1;
+    })?;
     out.backlog = ["< 1 day", "1-3 days", "3-7 days", "7-30 days", "> 30 days"]
         .into_iter()
         .zip(buckets)

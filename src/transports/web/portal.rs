@@ -292,18 +292,19 @@ pub(super) fn nonce() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Runs the web-written mail through the pipeline, under the writer lock.
-async fn take_in(web: &Arc<Web>, pipeline: Pipeline, mailbox: String, mail: OutgoingMail) -> Result<Processed, String> {
+/// Runs mail written on our pages through the pipeline, under the writer
+/// lock, from `origin`; wakes the sender.
+pub(super) async fn take_in(
+    web: &Arc<Web>,
+    pipeline: Pipeline,
+    origin: Origin,
+    mail: OutgoingMail,
+) -> Result<Processed, String> {
     let raw = crate::transports::smtp::wire::render_submission(&mail);
     let api = web.api.clone();
     let work = tokio::task::spawn_blocking(move || {
-        let origin = Origin {
-            web: true,
-            ..Origin::live(&mailbox)
-        };
         let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let now = jiff::Timestamp::now();
-        let done = pipeline.process(&raw, &origin, now)?;
+        let done = pipeline.process(&raw, &origin, jiff::Timestamp::now())?;
         pipeline.store.flush()?;
         Ok::<_, crate::adapters::store::StoreError>(done)
     });
@@ -314,6 +315,14 @@ async fn take_in(web: &Arc<Web>, pipeline: Pipeline, mailbox: String, mail: Outg
     };
     web.api.wake_sender.notify_one();
     Ok(done)
+}
+
+/// A customer's mail from the portal's pages to `mailbox`.
+fn from_the_web(mailbox: &str) -> Origin {
+    Origin {
+        web: true,
+        ..Origin::live(mailbox)
+    }
 }
 
 fn client_key(addr: Option<Extension<ClientAddr>>) -> String {
@@ -433,7 +442,7 @@ pub async fn new_submit(
         loop_value: String::new(),
         attachments: form.files,
     };
-    match take_in(&web, pipeline.clone(), address.mailbox.clone(), mail).await {
+    match take_in(&web, pipeline.clone(), from_the_web(&address.mailbox), mail).await {
         Ok(done) => {
             tracing::info!(result = ?done, "web form taken in");
             thanks(&pipeline)
@@ -678,7 +687,7 @@ pub async fn reply(
         loop_value: String::new(),
         attachments: form.files,
     };
-    match take_in(&web, pipeline.clone(), support.mailbox.clone(), mail).await {
+    match take_in(&web, pipeline.clone(), from_the_web(&support.mailbox), mail).await {
         Ok(done) => {
             tracing::info!(ticket = %ticket.id, result = ?done, "web reply taken in");
             Redirect::to(&format!("/t/{id}/{token}?sent=1")).into_response()

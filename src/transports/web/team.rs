@@ -13,7 +13,7 @@
 //! that agent and ticket, taken in by the pipeline: the same code, the same
 //! events with the agent as actor, the same relay to the customer.
 
-use super::portal::{check_form_token, form_token, nonce};
+use super::portal::{check_form_token, form_token, nonce, take_in};
 use super::{ClientAddr, Web, html};
 use crate::adapters::store::{Change, Lane, Op, OutboxEntry, TicketFilter};
 use crate::core::model::{Direction, Mailbox, MessageKind, Status, Ticket, TicketId};
@@ -220,6 +220,20 @@ fn csrf_ok(pipeline: &Pipeline, s: &Session, given: &str) -> bool {
 
 fn to_login() -> Response {
     Redirect::to("/login").into_response()
+}
+
+/// The pipeline and the signed-in agent of a team page's request, or the
+/// answer instead: 404 with the dashboard off, to `/login` without a session.
+#[allow(clippy::result_large_err)]
+fn signed_in(web: &Web, headers: &HeaderMap) -> Result<(Pipeline, Session), Response> {
+    let pipeline = pipeline(web);
+    if let Some(r) = off(&pipeline) {
+        return Err(r);
+    }
+    match session(&pipeline, headers) {
+        Some(s) => Ok((pipeline, s)),
+        None => Err(to_login()),
+    }
 }
 
 /// `GET /login`.
@@ -500,12 +514,9 @@ fn failed(e: impl std::fmt::Display) -> Response {
 
 /// `GET /dashboard`.
 pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
-    let pipeline = pipeline(&web);
-    if let Some(r) = off(&pipeline) {
-        return r;
-    }
-    let Some(s) = session(&pipeline, &headers) else {
-        return to_login();
+    let (pipeline, s) = match signed_in(&web, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     tokio::task::spawn_blocking(move || {
         let now = jiff::Timestamp::now();
@@ -679,12 +690,9 @@ impl ListQuery {
 
 /// `GET /dashboard/tickets?status=&queue=&assignee=&cursor=`.
 pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    let pipeline = pipeline(&web);
-    if let Some(r) = off(&pipeline) {
-        return r;
-    }
-    let Some(s) = session(&pipeline, &headers) else {
-        return to_login();
+    let (pipeline, s) = match signed_in(&web, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     if !q.priority.is_empty() && !["low", "normal", "high", "urgent"].contains(&q.priority.as_str()) {
         return (
@@ -892,12 +900,9 @@ pub async fn ticket(
     Path(id): Path<u64>,
     Query(q): Query<DoneQuery>,
 ) -> Response {
-    let pipeline = pipeline(&web);
-    if let Some(r) = off(&pipeline) {
-        return r;
-    }
-    let Some(s) = session(&pipeline, &headers) else {
-        return to_login();
+    let (pipeline, s) = match signed_in(&web, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     tokio::task::spawn_blocking(move || ticket_page(&pipeline, &s, id, q.done.is_some(), None))
         .await
@@ -971,12 +976,9 @@ pub async fn act(
     Path(id): Path<u64>,
     form: Result<Form<ActForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let pipeline = pipeline(&web);
-    if let Some(r) = off(&pipeline) {
-        return r;
-    }
-    let Some(s) = session(&pipeline, &headers) else {
-        return to_login();
+    let (pipeline, s) = match signed_in(&web, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let Ok(Form(form)) = form else {
         return (StatusCode::BAD_REQUEST, "expected the ticket page's form\n").into_response();
@@ -996,59 +998,49 @@ pub async fn act(
             .unwrap_or_else(failed);
         }
     };
-    let api = web.api.clone();
-    let work = tokio::task::spawn_blocking(move || -> Response {
-        let ticket = match pipeline.store.ticket(TicketId(id)) {
-            Ok(Some(t)) => t,
-            Ok(None) => return (StatusCode::NOT_FOUND, format!("no ticket {id}\n")).into_response(),
-            Err(e) => return failed(e),
-        };
-        let config = &pipeline.config;
-        let support = config
-            .address(&ticket.mailbox)
-            .cloned()
-            .unwrap_or_else(|| config.desk.addresses[0].clone());
-        // Signed for this agent and ticket: the pipeline proves the agent by it, as for a reply to our mail.
-        let answered = pipeline.signer.agent_message_id(
-            ticket.id,
-            &s.agent.slug(),
-            &format!("web{}", &nonce()[..8]),
-            &config.desk.message_id_domain,
-        );
-        let mail = OutgoingMail {
-            ticket: ticket.id,
-            purpose: "web".into(),
-            from: Mailbox::new(Some(s.agent.name.clone()), &s.agent.emails[0]),
-            to: vec![Mailbox::new(None, &support.address)],
-            reply_to: None,
-            subject: format!(
-                "Re: {}",
-                crate::core::subject::tagged(&ticket.subject, &config.desk.subject_tag, ticket.id.0)
-            ),
-            body,
-            message_id: format!("webagent.{}@{}", nonce(), config.desk.message_id_domain),
-            in_reply_to: Some(answered.clone()),
-            references: vec![answered],
-            auto_submitted: false,
-            date: jiff::Timestamp::now(),
-            loop_value: String::new(),
-            attachments: Vec::new(),
-        };
-        let raw = crate::transports::smtp::wire::render_submission(&mail);
-        let result = {
-            let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
-            pipeline
-                .process(&raw, &Origin::live(&support.mailbox), jiff::Timestamp::now())
-                .and_then(|done| pipeline.store.flush().map(|_| done))
-        };
-        match result {
-            Ok(done) => {
-                tracing::info!(ticket = id, agent = %s.agent.name, result = ?done, "dashboard action");
-                api.wake_sender.notify_one();
-                Redirect::to(&format!("/dashboard/t/{id}?done=1")).into_response()
-            }
-            Err(e) => failed(e),
+    let p = pipeline.clone();
+    let ticket = match tokio::task::spawn_blocking(move || p.store.ticket(TicketId(id))).await {
+        Ok(Ok(Some(t))) => t,
+        Ok(Ok(None)) => return (StatusCode::NOT_FOUND, format!("no ticket {id}\n")).into_response(),
+        Ok(Err(e)) => return failed(e),
+        Err(e) => return failed(e),
+    };
+    let config = &pipeline.config;
+    let support = config
+        .address(&ticket.mailbox)
+        .cloned()
+        .unwrap_or_else(|| config.desk.addresses[0].clone());
+    // Signed for this agent and ticket: the pipeline proves the agent by it, as for a reply to our mail.
+    let answered = pipeline.signer.agent_message_id(
+        ticket.id,
+        &s.agent.slug(),
+        &format!("web{}", &nonce()[..8]),
+        &config.desk.message_id_domain,
+    );
+    let mail = OutgoingMail {
+        ticket: ticket.id,
+        purpose: "web".into(),
+        from: Mailbox::new(Some(s.agent.name.clone()), &s.agent.emails[0]),
+        to: vec![Mailbox::new(None, &support.address)],
+        reply_to: None,
+        subject: format!(
+            "Re: {}",
+            crate::core::subject::tagged(&ticket.subject, &config.desk.subject_tag, ticket.id.0)
+        ),
+        body,
+        message_id: format!("webagent.{}@{}", nonce(), config.desk.message_id_domain),
+        in_reply_to: Some(answered.clone()),
+        references: vec![answered],
+        auto_submitted: false,
+        date: jiff::Timestamp::now(),
+        loop_value: String::new(),
+        attachments: Vec::new(),
+    };
+    match take_in(&web, pipeline.clone(), Origin::live(&support.mailbox), mail).await {
+        Ok(done) => {
+            tracing::info!(ticket = id, agent = %s.agent.name, result = ?done, "dashboard action");
+            Redirect::to(&format!("/dashboard/t/{id}?done=1")).into_response()
         }
-    });
-    work.await.unwrap_or_else(failed)
+        Err(e) => failed(e),
+    }
 }
