@@ -110,6 +110,14 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
     };
     tracing::info!(config = %config_path.display(), mailboxes = config.mailboxes.len(), http = %config.http.listen, "postdesk running");
     let mut tasks = JoinSet::new();
+    let search_dir = config.instance.data_dir.join("search");
+    let search = match crate::adapters::search::SearchIndex::open(&search_dir) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::error!(error = %e, "no full-text search: the team's ticket search reads subjects and requesters only");
+            None
+        }
+    };
     tasks.spawn(crate::transports::http::serve(
         listener,
         Arc::new(crate::transports::http::Api {
@@ -118,6 +126,7 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
             writer: sink.writer.clone(),
             wake_sender: sink.wake_sender.clone(),
             bodies: tokio::sync::Semaphore::new(crate::transports::http::MAX_BODIES),
+            search: search.clone(),
         }),
         stop_rx.clone(),
     ));
@@ -129,6 +138,9 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
     tasks.spawn(sender(sink.clone(), stop_rx.clone()));
     tasks.spawn(readiness(sink.clone(), stop_rx.clone()));
     tasks.spawn(sweeper(sink.clone(), stop_rx.clone()));
+    if let Some(search) = search {
+        tasks.spawn(indexer(sink.clone(), search, stop_rx.clone()));
+    }
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -217,6 +229,31 @@ async fn timers(sink: Sink, mut stop: watch::Receiver<bool>) {
         }
         if *stop.borrow() {
             lease.release(&sink);
+            return;
+        }
+    }
+}
+
+/// Keeps the full-text index up with the store: every two seconds, and at start
+/// (where a missing or deleted index is built again).
+async fn indexer(sink: Sink, search: Arc<crate::adapters::search::SearchIndex>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let store = sink.pipeline().store.clone();
+        let search = search.clone();
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || search.catch_up(&*store)).await {
+            Ok(Ok(c)) if c.indexed > 100 => {
+                tracing::info!(tickets = c.indexed, ms = started.elapsed().as_millis() as u64, "search index caught up")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "search index update failed; retrying"),
+            Err(e) => tracing::error!(error = %e, "search index update panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
             return;
         }
     }

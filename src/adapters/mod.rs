@@ -8,4 +8,5 @@ pub mod html;
 pub mod inbound;
 pub mod ingest;
 pub mod intent;
+pub mod search;
 pub mod store;

@@ -33,6 +33,8 @@ pub struct Api {
     pub wake_sender: Arc<tokio::sync::Notify>,
     /// Request bodies being read now: at most [`MAX_BODIES`].
     pub bodies: tokio::sync::Semaphore,
+    /// The full-text index the team's ticket search reads, when it opened.
+    pub search: Option<Arc<crate::adapters::search::SearchIndex>>,
 }
 
 /// Most connections served at once; past it a connection gets a `503` and

@@ -698,3 +698,119 @@ fn http_raw_head(port: u16, head: &str) -> (u16, String) {
     let status = raw.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, raw)
 }
+
+/// Signs Alice in over raw HTTP: the session cookie and a CSRF token from `/dashboard/t/1`.
+fn signed_in(smtp: &Smtp, port: u16) -> (String, String) {
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let token = form_token_of(port, "/login");
+    let (status, _) = http_raw(
+        port,
+        &format!("POST /login HTTP/1.1\nHost: 127.0.0.1:{port}\n{form}"),
+        format!("email=alice@example.com&form_token={token}").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    wait_until(20, "the sign-in mail", || {
+        smtp.received_by("alice@example.com")
+            .iter()
+            .any(|m| crate::support::header(m, "Subject").is_some_and(|s| s.starts_with("Sign in to")))
+    });
+    let link = sign_in_link(smtp, "alice@example.com");
+    let path = link.split_once(&format!(":{port}")).unwrap().1.to_string();
+    let (status, raw) = http_raw_head(port, &format!("POST {path} HTTP/1.1\nHost: 127.0.0.1:{port}\n{form}"));
+    assert_eq!(status, 303, "{raw}");
+    let cookie = raw
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().split(';').next().unwrap().to_string())
+        .expect("a session cookie");
+    let (status, page) = http_raw(
+        port,
+        &format!("GET /dashboard/t/1 HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}"),
+        b"",
+    );
+    assert_eq!(status, 200, "{page}");
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    (cookie, page[at..].split('"').next().unwrap().to_string())
+}
+
+/// The ticket numbers a dashboard list page links to, in order.
+fn listed(page: &str) -> Vec<u64> {
+    page.split("href=\"/dashboard/t/")
+        .skip(1)
+        .filter_map(|s| s.split('"').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_team_searches_the_text_of_messages_and_notes() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new().smtp(smtp.port).agents(ALICE).extra(TEAM).build();
+    let daemon = desk.start();
+    let port = desk.http_port;
+    let mails = [
+        ("Bob <bob@customer.test>", "Printer trouble", "The frobnicator jammed again on Monday."),
+        ("Carol <carol@customer.test>", "Invoice", "Please send the invoice for March."),
+        ("Dave <dave@customer.test>", "Hello", "Just saying hello, and thanks for the invoice."),
+    ];
+    let raws: Vec<String> = mails
+        .iter()
+        .enumerate()
+        .map(|(i, (from, subject, body))| {
+            crate::support::mail(from, "support@example.com", subject, &format!("m{i}@customer.test"), "", body)
+        })
+        .collect();
+    desk.ingest(&raws.iter().map(String::as_str).collect::<Vec<_>>());
+    let (cookie, csrf) = signed_in(&smtp, port);
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let (status, _) = http_raw(
+        port,
+        &format!("POST /dashboard/t/2 HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}\n{form}"),
+        format!("csrf={csrf}&note=on&text=Customer+is+on+the+zebracorn+plan").as_bytes(),
+    );
+    assert_eq!(status, 303);
+    let search = |q: &str| {
+        let (status, page) = http_raw(
+            port,
+            &format!("GET /dashboard/tickets?q={q} HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}"),
+            b"",
+        );
+        assert_eq!(status, 200, "{q}: {page}");
+        listed(&page)
+    };
+    // Words only a message body (or a note) holds are found once indexed.
+    wait_until(30, "the note's word in the search", || search("zebracorn") == vec![2]);
+    assert_eq!(search("frobnicator"), vec![1]);
+    assert_eq!(search("FROBNICATOR+monday"), vec![1], "every word, any case");
+    assert_eq!(search("invoice"), vec![3, 2], "newest first, subject or body");
+    assert_eq!(search("invoice+march"), vec![2]);
+    assert_eq!(search("carol%40customer.test"), vec![2], "the requester's address");
+    assert!(search("nowhere").is_empty());
+    // Other filters apply to the hits.
+    let (_, page) = http_raw(
+        port,
+        &format!("GET /dashboard/tickets?q=invoice&status=closed HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}"),
+        b"",
+    );
+    assert!(listed(&page).is_empty(), "{page}");
+    // Query syntax from outside is read leniently, never an error page.
+    for q in ["%22unclosed", "text%3A%28", "%2A", "ticket%3A1", "%29%29%28%28", "a+AND+OR+NOT"] {
+        search(q);
+    }
+    // A bad cursor is a 400 with the reason.
+    let (status, page) = http_raw(
+        port,
+        &format!("GET /dashboard/tickets?q=invoice&cursor=x HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}"),
+        b"",
+    );
+    assert_eq!(status, 400);
+    assert!(page.contains("bad cursor"), "{page}");
+    daemon.stop();
+
+    // The index is derived: deleted, it is built again from the store at start.
+    std::fs::remove_dir_all(desk.dir.join("data/search")).unwrap();
+    let daemon = desk.start();
+    wait_until(30, "the rebuilt index", || search("frobnicator") == vec![1]);
+    assert_eq!(search("zebracorn"), vec![2]);
+    daemon.stop();
+}

@@ -668,7 +668,8 @@ pub struct ListQuery {
 const SCAN_PER_PAGE: usize = 5000;
 
 impl ListQuery {
-    /// Whether `t` passes the filters no index answers.
+    /// Whether `t` passes the filters no index answers (the words too when
+    /// there is no full-text index: then in the subject and requester only).
     fn matches(&self, t: &Ticket) -> bool {
         let words: Vec<String> = self.q.split_whitespace().map(str::to_lowercase).collect();
         let hay = format!(
@@ -677,10 +678,14 @@ impl ListQuery {
             t.requester.name.as_deref().unwrap_or("").to_lowercase(),
             t.requester.email.to_lowercase()
         );
+        self.matches_fields(t) && words.iter().all(|w| hay.contains(w.as_str()))
+    }
+
+    /// Priority, tag and channel.
+    fn matches_fields(&self, t: &Ticket) -> bool {
         (self.priority.is_empty() || t.priority.as_str() == self.priority)
             && (self.tag.trim().is_empty() || t.tags.iter().any(|g| g.eq_ignore_ascii_case(self.tag.trim())))
             && (self.channel.is_empty() || t.channel == self.channel)
-            && words.iter().all(|w| hay.contains(w.as_str()))
     }
 
     fn scans(&self) -> bool {
@@ -725,7 +730,20 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
         let mut shown: Vec<Ticket> = Vec::new();
         let mut cursor = q.cursor.clone();
         let mut examined = 0;
-        let next = loop {
+        let searched = match (&web.api.search, q.q.trim().is_empty()) {
+            (Some(index), false) => Some(search_page(&*pipeline.store, index, &filter, &q)),
+            _ => None,
+        };
+        let next = if let Some(found) = searched {
+            match found {
+                Ok((tickets, next)) => {
+                    shown = tickets;
+                    next
+                }
+                Err(r) => return r,
+            }
+        } else {
+            loop {
             let page = match pipeline
                 .store
                 .list(&filter, cursor.as_deref(), if q.scans() { 500 } else { 50 })
@@ -755,6 +773,7 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
                 (Some(at), _) => break Some(at),
                 (None, None) => break None,
                 (None, Some(n)) => cursor = Some(n),
+            }
             }
         };
         let now = jiff::Timestamp::now();
@@ -799,6 +818,54 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
     })
     .await
     .unwrap_or_else(failed)
+}
+
+/// Hits the full-text index reads per round.
+const HITS_PER_ROUND: usize = 200;
+
+/// One page of a word search: the index's hits, newest ticket first (a merged
+/// ticket's hit shows the ticket it was merged into), kept when the other
+/// filters pass. The cursor is how many hits earlier pages went through.
+fn search_page(
+    store: &dyn crate::adapters::store::Store,
+    index: &crate::adapters::search::SearchIndex,
+    filter: &TicketFilter,
+    q: &ListQuery,
+) -> Result<(Vec<Ticket>, Option<String>), Response> {
+    let mut offset: usize = match q.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c.parse().map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("bad cursor {c:?}: pass back the `next` of a previous page\n"),
+            )
+                .into_response()
+        })?,
+    };
+    let mut shown: Vec<Ticket> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut examined = 0;
+    loop {
+        let hits = index.search(&q.q, offset, HITS_PER_ROUND).map_err(failed)?;
+        let last_round = hits.len() < HITS_PER_ROUND;
+        for id in hits {
+            offset += 1;
+            examined += 1;
+            if let Some(t) = crate::adapters::store::resolve(store, id).map_err(failed)?
+                && filter.matches(&t)
+                && q.matches_fields(&t)
+                && seen.insert(t.id)
+            {
+                shown.push(t);
+            }
+            if shown.len() == 50 || examined >= SCAN_PER_PAGE {
+                return Ok((shown, Some(offset.to_string())));
+            }
+        }
+        if last_round {
+            return Ok((shown, None));
+        }
+    }
 }
 
 /// `?done=1` after an action.

@@ -1,0 +1,314 @@
+//! Full-text search over tickets with tantivy: one document per ticket holding
+//! its subject, requester, every message's sender, text and attachment names
+//! (notes too: only the team searches).
+//!
+//! The index is derived from the store and never the other way round. It
+//! lives in `data_dir/search`, follows the store by ticket number (new
+//! tickets) and by update time (changed ones), and records how far it got in
+//! its commit's payload, so it carries on after a restart. Deleting the folder
+//! rebuilds it. Each instance sharing a database keeps its own.
+
+use crate::adapters::store::{Store, StoreError, TicketFilter};
+use crate::core::model::{Ticket, TicketId};
+use jiff::Timestamp;
+use std::path::Path;
+use std::sync::Mutex;
+use tantivy::collector::TopDocs;
+use tantivy::query::{QueryParser, TermQuery};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TEXT, Value};
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term, doc};
+
+/// What can go wrong keeping or reading the index.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The index failed (disk, lock, corrupt files).
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// The store failed while the index read it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The folder could not be made.
+    #[error("search index at {path}: {error}")]
+    Folder {
+        /// The folder.
+        path: String,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+}
+
+/// How much of a ticket's text is indexed at most (a long thread's first part).
+const MAX_TEXT: usize = 1 << 20;
+
+/// Changed tickets are looked for this far before the last update time indexed,
+/// so an instance whose clock lags a little is not missed.
+const OVERLAP_SECONDS: i64 = 60;
+
+/// Documents indexed between two commits.
+const COMMIT_EVERY: usize = 1000;
+
+/// The writer's memory budget (tantivy's floor is 15 MB).
+const WRITER_BYTES: usize = 20_000_000;
+
+/// How far the index has followed the store (the commit's payload).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+struct Progress {
+    /// The highest ticket number indexed.
+    last_id: u64,
+    /// The latest update time (milliseconds) indexed.
+    updated_ms: i64,
+}
+
+/// What one catch-up did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Tickets (re)indexed.
+    pub indexed: usize,
+}
+
+/// The ticket index.
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    ticket: Field,
+    updated: Field,
+    text: Field,
+    /// Held by the one catch-up that may write at a time.
+    writing: Mutex<()>,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex").finish_non_exhaustive()
+    }
+}
+
+fn schema() -> (Schema, Field, Field, Field) {
+    let mut b = Schema::builder();
+    let ticket = b.add_u64_field("ticket", INDEXED | STORED | FAST);
+    let updated = b.add_i64_field("updated", STORED);
+    let text = b.add_text_field("text", TEXT);
+    (b.build(), ticket, updated, text)
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, making it when absent. An index of another
+    /// layout (an older postdesk's) is set aside and rebuilt.
+    pub fn open(dir: &Path) -> Result<SearchIndex, SearchError> {
+        let folder = |error| SearchError::Folder {
+            path: dir.display().to_string(),
+            error,
+        };
+        std::fs::create_dir_all(dir).map_err(folder)?;
+        let (schema, ticket, updated, text) = schema();
+        let index = if dir.join("meta.json").exists() {
+            match Index::open_in_dir(dir) {
+                Ok(i) if i.schema() == schema => i,
+                other => {
+                    match other {
+                        Ok(_) => tracing::warn!(dir = %dir.display(), "search index of another layout: rebuilding it"),
+                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "unreadable search index: rebuilding it"),
+                    }
+                    std::fs::remove_dir_all(dir).map_err(folder)?;
+                    std::fs::create_dir_all(dir).map_err(folder)?;
+                    Index::create_in_dir(dir, schema)?
+                }
+            }
+        } else {
+            Index::create_in_dir(dir, schema)?
+        };
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(SearchIndex {
+            index,
+            reader,
+            ticket,
+            updated,
+            text,
+            writing: Mutex::new(()),
+        })
+    }
+
+    fn progress(&self) -> Result<Progress, SearchError> {
+        let metas = self.index.load_metas()?;
+        Ok(metas
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default())
+    }
+
+    /// The update time (milliseconds) the index holds for a ticket.
+    fn indexed_update(&self, searcher: &tantivy::Searcher, id: u64) -> Result<Option<i64>, SearchError> {
+        let q = TermQuery::new(Term::from_field_u64(self.ticket, id), IndexRecordOption::Basic);
+        let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
+        match top.first() {
+            Some((_, addr)) => {
+                let d: TantivyDocument = searcher.doc(*addr)?;
+                Ok(d.get_first(self.updated).and_then(|v| v.as_i64()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Indexes what changed in the store since the last catch-up: tickets
+    /// numbered past the last indexed, then tickets updated since the last
+    /// update time indexed (less [`OVERLAP_SECONDS`]; those whose indexed
+    /// update time is theirs are skipped). Commits every [`COMMIT_EVERY`]
+    /// tickets and at the end, with its progress.
+    pub fn catch_up(&self, store: &dyn Store) -> Result<CatchUp, SearchError> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut progress = self.progress()?;
+        let mut writer: Option<IndexWriter> = None;
+        let mut pending = 0;
+        let mut done = CatchUp::default();
+        // New tickets, by number.
+        let mut cursor = (progress.last_id > 0).then(|| progress.last_id.to_string());
+        let mut newest_update = progress.updated_ms;
+        loop {
+            let page = store.list(&TicketFilter::default(), cursor.as_deref(), 500)?;
+            for t in &page.tickets {
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(self.index.writer_with_num_threads(1, WRITER_BYTES)?),
+                };
+                self.put(w, store, t)?;
+                progress.last_id = progress.last_id.max(t.id.0);
+                newest_update = newest_update.max(t.updated_at.as_millisecond());
+                done.indexed += 1;
+                pending += 1;
+                if pending >= COMMIT_EVERY {
+                    self.commit(w, &progress)?;
+                    pending = 0;
+                }
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        if let Some(w) = &mut writer
+            && pending > 0
+        {
+            self.commit(w, &progress)?;
+            pending = 0;
+        }
+        let searcher = self.reader.searcher();
+        // Changed tickets, by update time.
+        let since = Timestamp::from_millisecond(progress.updated_ms - OVERLAP_SECONDS * 1000).unwrap_or(Timestamp::MIN);
+        let filter = TicketFilter {
+            updated_since: Some(since),
+            ..TicketFilter::default()
+        };
+        let mut cursor = None;
+        loop {
+            let page = store.list(&filter, cursor.as_deref(), 500)?;
+            for t in &page.tickets {
+                let ms = t.updated_at.as_millisecond();
+                newest_update = newest_update.max(ms);
+                if t.id.0 > progress.last_id {
+                    // Made after the first pass read: the next catch-up takes it by number.
+                    continue;
+                }
+                if self.indexed_update(&searcher, t.id.0)? == Some(ms) {
+                    continue;
+                }
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(self.index.writer_with_num_threads(1, WRITER_BYTES)?),
+                };
+                self.put(w, store, t)?;
+                done.indexed += 1;
+                pending += 1;
+                if pending >= COMMIT_EVERY {
+                    self.commit(w, &progress)?;
+                    pending = 0;
+                }
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let moved = newest_update != progress.updated_ms;
+        progress.updated_ms = newest_update;
+        if let Some(w) = &mut writer {
+            self.commit(w, &progress)?;
+        } else if moved {
+            let mut w: IndexWriter = self.index.writer_with_num_threads(1, WRITER_BYTES)?;
+            self.commit(&mut w, &progress)?;
+        }
+        if let Some(w) = writer {
+            w.wait_merging_threads()?;
+        }
+        Ok(done)
+    }
+
+    fn commit(&self, w: &mut IndexWriter, progress: &Progress) -> Result<(), SearchError> {
+        let mut c = w.prepare_commit()?;
+        c.set_payload(&serde_json::to_string(progress).unwrap_or_default());
+        c.commit()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Replaces a ticket's document.
+    fn put(&self, w: &IndexWriter, store: &dyn Store, t: &Ticket) -> Result<(), SearchError> {
+        let mut text = String::new();
+        text.push_str(&t.subject);
+        text.push('\n');
+        if let Some(n) = &t.requester.name {
+            text.push_str(n);
+            text.push(' ');
+        }
+        text.push_str(&t.requester.email);
+        text.push('\n');
+        for m in store.messages(t.id)? {
+            if text.len() >= MAX_TEXT {
+                break;
+            }
+            if let Some(n) = &m.from.name {
+                text.push_str(n);
+                text.push(' ');
+            }
+            text.push_str(&m.from.email);
+            text.push('\n');
+            text.push_str(&m.text);
+            text.push('\n');
+            for a in &m.attachments {
+                text.push_str(a);
+                text.push('\n');
+            }
+        }
+        if text.len() > MAX_TEXT {
+            let mut end = MAX_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        w.delete_term(Term::from_field_u64(self.ticket, t.id.0));
+        w.add_document(doc!(
+            self.ticket => t.id.0,
+            self.updated => t.updated_at.as_millisecond(),
+            self.text => text,
+        ))?;
+        Ok(())
+    }
+
+    /// Ticket numbers whose text holds every word of `q` (a word may be
+    /// `"a phrase"`), highest number first, after skipping `offset`. Query
+    /// syntax the parser does not take is read as plain words.
+    pub fn search(&self, q: &str, offset: usize, limit: usize) -> Result<Vec<TicketId>, SearchError> {
+        let mut parser = QueryParser::for_index(&self.index, vec![self.text]);
+        parser.set_conjunction_by_default();
+        let (query, _) = parser.parse_query_lenient(q);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(
+            &query,
+            &TopDocs::with_limit(limit.max(1))
+                .and_offset(offset)
+                .order_by_fast_field::<u64>("ticket", Order::Desc),
+        )?;
+        Ok(top.into_iter().filter_map(|(id, _)| id.map(TicketId)).collect())
+    }
+}
