@@ -444,8 +444,14 @@ fn tickets(dir: &Path, sizes: &Sizes) {
     let cookie = sign_in(dir, port);
     let last = format!("/dashboard/tickets?q={}", sizes.tickets - 1);
     let wanted = format!("href=\"/dashboard/t/{}\"", sizes.tickets);
-    while !request(port, "GET", &last, &format!("Cookie: {cookie}\r\n"), "").1.contains(&wanted) {
-        assert!(started.elapsed() < Duration::from_secs(1800), "the search index was not built");
+    while !request(port, "GET", &last, &format!("Cookie: {cookie}\r\n"), "")
+        .1
+        .contains(&wanted)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the search index was not built"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let indexed = started.elapsed().as_secs_f64();

@@ -243,7 +243,11 @@ async fn indexer(sink: Sink, search: Arc<crate::adapters::search::SearchIndex>, 
         let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || search.catch_up(&*store)).await {
             Ok(Ok(c)) if c.indexed > 100 => {
-                tracing::info!(tickets = c.indexed, ms = started.elapsed().as_millis() as u64, "search index caught up")
+                tracing::info!(
+                    tickets = c.indexed,
+                    ms = started.elapsed().as_millis() as u64,
+                    "search index caught up"
+                )
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "search index update failed; retrying"),

@@ -66,6 +66,44 @@ pub struct CatchUp {
     pub indexed: usize,
 }
 
+/// The writer of one catch-up, made at its first document.
+struct Batch<'a> {
+    index: &'a SearchIndex,
+    writer: Option<IndexWriter>,
+    /// Documents since the last commit.
+    pending: usize,
+    done: CatchUp,
+}
+
+impl Batch<'_> {
+    fn put(&mut self, store: &dyn Store, t: &Ticket, progress: &Progress) -> Result<(), SearchError> {
+        let w = match &mut self.writer {
+            Some(w) => w,
+            None => self
+                .writer
+                .insert(self.index.index.writer_with_num_threads(1, WRITER_BYTES)?),
+        };
+        self.index.put(w, store, t)?;
+        self.done.indexed += 1;
+        self.pending += 1;
+        if self.pending >= COMMIT_EVERY {
+            self.commit(progress)?;
+        }
+        Ok(())
+    }
+
+    /// Commits what is pending, with `progress`.
+    fn commit(&mut self, progress: &Progress) -> Result<(), SearchError> {
+        if let Some(w) = &mut self.writer
+            && self.pending > 0
+        {
+            self.index.commit(w, progress)?;
+            self.pending = 0;
+        }
+        Ok(())
+    }
+}
+
 /// The ticket index.
 pub struct SearchIndex {
     index: Index,
@@ -107,7 +145,9 @@ impl SearchIndex {
                 other => {
                     match other {
                         Ok(_) => tracing::warn!(dir = %dir.display(), "search index of another layout: rebuilding it"),
-                        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "unreadable search index: rebuilding it"),
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), error = %e, "unreadable search index: rebuilding it")
+                        }
                     }
                     std::fs::remove_dir_all(dir).map_err(folder)?;
                     std::fs::create_dir_all(dir).map_err(folder)?;
@@ -152,46 +192,34 @@ impl SearchIndex {
 
     /// Indexes what changed in the store since the last catch-up: tickets
     /// numbered past the last indexed, then tickets updated since the last
-    /// update time indexed (less [`OVERLAP_SECONDS`]; those whose indexed
-    /// update time is theirs are skipped). Commits every [`COMMIT_EVERY`]
+    /// update time indexed (less a minute; those whose indexed
+    /// update time is theirs are skipped). Commits every 1,000
     /// tickets and at the end, with its progress.
     pub fn catch_up(&self, store: &dyn Store) -> Result<CatchUp, SearchError> {
         let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let mut progress = self.progress()?;
-        let mut writer: Option<IndexWriter> = None;
-        let mut pending = 0;
-        let mut done = CatchUp::default();
+        let mut batch = Batch {
+            index: self,
+            writer: None,
+            pending: 0,
+            done: CatchUp::default(),
+        };
         // New tickets, by number.
         let mut cursor = (progress.last_id > 0).then(|| progress.last_id.to_string());
         let mut newest_update = progress.updated_ms;
         loop {
             let page = store.list(&TicketFilter::default(), cursor.as_deref(), 500)?;
             for t in &page.tickets {
-                let w = match &mut writer {
-                    Some(w) => w,
-                    None => writer.insert(self.index.writer_with_num_threads(1, WRITER_BYTES)?),
-                };
-                self.put(w, store, t)?;
                 progress.last_id = progress.last_id.max(t.id.0);
                 newest_update = newest_update.max(t.updated_at.as_millisecond());
-                done.indexed += 1;
-                pending += 1;
-                if pending >= COMMIT_EVERY {
-                    self.commit(w, &progress)?;
-                    pending = 0;
-                }
+                batch.put(store, t, &progress)?;
             }
             match page.next {
                 Some(n) => cursor = Some(n),
                 None => break,
             }
         }
-        if let Some(w) = &mut writer
-            && pending > 0
-        {
-            self.commit(w, &progress)?;
-            pending = 0;
-        }
+        batch.commit(&progress)?;
         let searcher = self.reader.searcher();
         // Changed tickets, by update time.
         let since = Timestamp::from_millisecond(progress.updated_ms - OVERLAP_SECONDS * 1000).unwrap_or(Timestamp::MIN);
@@ -205,23 +233,9 @@ impl SearchIndex {
             for t in &page.tickets {
                 let ms = t.updated_at.as_millisecond();
                 newest_update = newest_update.max(ms);
-                if t.id.0 > progress.last_id {
-                    // Made after the first pass read: the next catch-up takes it by number.
-                    continue;
-                }
-                if self.indexed_update(&searcher, t.id.0)? == Some(ms) {
-                    continue;
-                }
-                let w = match &mut writer {
-                    Some(w) => w,
-                    None => writer.insert(self.index.writer_with_num_threads(1, WRITER_BYTES)?),
-                };
-                self.put(w, store, t)?;
-                done.indexed += 1;
-                pending += 1;
-                if pending >= COMMIT_EVERY {
-                    self.commit(w, &progress)?;
-                    pending = 0;
+                // One made after the first pass read is taken by number next time.
+                if t.id.0 <= progress.last_id && self.indexed_update(&searcher, t.id.0)? != Some(ms) {
+                    batch.put(store, t, &progress)?;
                 }
             }
             match page.next {
@@ -231,16 +245,15 @@ impl SearchIndex {
         }
         let moved = newest_update != progress.updated_ms;
         progress.updated_ms = newest_update;
-        if let Some(w) = &mut writer {
-            self.commit(w, &progress)?;
-        } else if moved {
-            let mut w: IndexWriter = self.index.writer_with_num_threads(1, WRITER_BYTES)?;
-            self.commit(&mut w, &progress)?;
+        if moved && batch.writer.is_none() {
+            batch.writer = Some(self.index.writer_with_num_threads(1, WRITER_BYTES)?);
         }
-        if let Some(w) = writer {
+        batch.pending += usize::from(moved);
+        batch.commit(&progress)?;
+        if let Some(w) = batch.writer {
             w.wait_merging_threads()?;
         }
-        Ok(done)
+        Ok(batch.done)
     }
 
     fn commit(&self, w: &mut IndexWriter, progress: &Progress) -> Result<(), SearchError> {

@@ -104,6 +104,20 @@ fn strip_ours(text: &str) -> String {
     out.join("\n").trim().to_string()
 }
 
+/// The leading zero bits of SHA-256(`challenge` `:` `answer`): what the
+/// `/new` form's proof of work must reach (its script finds the answer).
+pub fn work_bits(challenge: &str, answer: &str) -> u32 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{challenge}:{answer}").as_bytes());
+    let mut bits = 0;
+    for b in digest.as_ref() {
+        bits += b.leading_zeros();
+        if *b != 0 {
+            break;
+        }
+    }
+    bits
+}
+
 /// The status in a customer's words.
 pub fn status_words(status: Status) -> &'static str {
     match status {
@@ -119,6 +133,24 @@ pub fn status_words(status: Status) -> &'static str {
 mod tests {
     use super::*;
     use crate::core::model::{Mailbox, TicketId};
+
+    #[test]
+    fn work_bits_counts_the_digest_s_leading_zero_bits() {
+        let digest = |s: &str| {
+            ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
+                .as_ref()
+                .to_vec()
+        };
+        assert_eq!(digest("x:1")[0].leading_zeros().min(8), work_bits("x", "1").min(8));
+        // The first answer with 8 zero bits has a zero first byte, and no smaller answer has.
+        let n = (0..).find(|n| work_bits("challenge", &n.to_string()) >= 8).unwrap();
+        assert_eq!(digest(&format!("challenge:{n}"))[0], 0);
+        assert!((0..n).all(|m| digest(&format!("challenge:{m}"))[0] != 0));
+        // 12 bits: the first byte zero and the second's top nibble.
+        let n = (0..).find(|n| work_bits("c", &n.to_string()) >= 12).unwrap();
+        let d = digest(&format!("c:{n}"));
+        assert!(d[0] == 0 && d[1] < 16, "{d:?}");
+    }
 
     fn record(direction: Direction, kind: MessageKind, from: Mailbox, text: &str) -> MessageRecord {
         MessageRecord {

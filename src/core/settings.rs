@@ -45,6 +45,10 @@ pub struct Web {
     pub new_per_ip_per_hour: u32,
     /// Requests the `/new` form takes for one email address an hour.
     pub new_per_address_per_hour: u32,
+    /// How long a sign-in link works, in seconds.
+    pub login_link_seconds: i64,
+    /// Leading zero bits the `/new` form's proof of work must reach (0: none asked).
+    pub proof_of_work: u32,
 }
 
 impl Default for Web {
@@ -54,6 +58,8 @@ impl Default for Web {
             dashboard: false,
             new_per_ip_per_hour: 10,
             new_per_address_per_hour: 3,
+            login_link_seconds: 15 * 60,
+            proof_of_work: 0,
         }
     }
 }

@@ -74,7 +74,8 @@ fn form_token(port: u16) -> String {
 #[test]
 fn a_customer_uses_the_portal_in_a_real_browser() {
     let smtp = Smtp::start();
-    let desk = portal_desk(&smtp, "");
+    // With a proof of work: the form's script must find the answer the server checks.
+    let desk = portal_desk(&smtp, "proof_of_work = 14\n");
     let daemon = desk.start();
     let base = format!("http://127.0.0.1:{}", desk.http_port);
     let browser = Browser::start("portal");
@@ -370,6 +371,24 @@ fn the_portal_needs_a_public_url_and_is_off_by_default() {
     let err = String::from_utf8_lossy(&desk.run(&["check"]).stderr).into_owned();
     assert!(err.contains("public_url is set in [http] already"), "{err}");
     assert!(err.contains("must be an http:// or https:// address"), "{err}");
+    for (keys, wanted) in [
+        (
+            "login_link_lifetime = \"3d\"\nproof_of_work = 40\n",
+            &[
+                ":23: login_link_lifetime must be 10s to 1d",
+                ":17: proof_of_work must be 0 (off) to 24",
+            ][..],
+        ),
+        ("login_link_lifetime = \"soon\"\n", &["bad duration \"soon\""][..]),
+    ] {
+        let desk = DeskConfig::new()
+            .extra(&format!("[web]\npublic_url = \"https://help.example.com\"\n{keys}"))
+            .build();
+        let err = String::from_utf8_lossy(&desk.run(&["check"]).stderr).into_owned();
+        for w in wanted {
+            assert!(err.contains(w), "{w}: {err}");
+        }
+    }
 
     let desk = DeskConfig::new().build();
     let daemon = desk.start();
@@ -749,15 +768,34 @@ fn the_team_searches_the_text_of_messages_and_notes() {
     let daemon = desk.start();
     let port = desk.http_port;
     let mails = [
-        ("Bob <bob@customer.test>", "Printer trouble", "The frobnicator jammed again on Monday."),
-        ("Carol <carol@customer.test>", "Invoice", "Please send the invoice for March."),
-        ("Dave <dave@customer.test>", "Hello", "Just saying hello, and thanks for the invoice."),
+        (
+            "Bob <bob@customer.test>",
+            "Printer trouble",
+            "The frobnicator jammed again on Monday.",
+        ),
+        (
+            "Carol <carol@customer.test>",
+            "Invoice",
+            "Please send the invoice for March.",
+        ),
+        (
+            "Dave <dave@customer.test>",
+            "Hello",
+            "Just saying hello, and thanks for the invoice.",
+        ),
     ];
     let raws: Vec<String> = mails
         .iter()
         .enumerate()
         .map(|(i, (from, subject, body))| {
-            crate::support::mail(from, "support@example.com", subject, &format!("m{i}@customer.test"), "", body)
+            crate::support::mail(
+                from,
+                "support@example.com",
+                subject,
+                &format!("m{i}@customer.test"),
+                "",
+                body,
+            )
         })
         .collect();
     desk.ingest(&raws.iter().map(String::as_str).collect::<Vec<_>>());
@@ -781,6 +819,16 @@ fn the_team_searches_the_text_of_messages_and_notes() {
     // Words only a message body (or a note) holds are found once indexed.
     wait_until(30, "the note's word in the search", || search("zebracorn") == vec![2]);
     assert_eq!(search("frobnicator"), vec![1]);
+    // A ticket changed after it was indexed is indexed again.
+    let (status, _) = http_raw(
+        port,
+        &format!("POST /dashboard/t/1 HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}\n{form}"),
+        format!("csrf={csrf}&note=on&text=Replaced+the+wombat+roller").as_bytes(),
+    );
+    assert_eq!(status, 303);
+    wait_until(30, "the later note's word in the search", || {
+        search("wombat") == vec![1]
+    });
     assert_eq!(search("FROBNICATOR+monday"), vec![1], "every word, any case");
     assert_eq!(search("invoice"), vec![3, 2], "newest first, subject or body");
     assert_eq!(search("invoice+march"), vec![2]);
@@ -794,7 +842,14 @@ fn the_team_searches_the_text_of_messages_and_notes() {
     );
     assert!(listed(&page).is_empty(), "{page}");
     // Query syntax from outside is read leniently, never an error page.
-    for q in ["%22unclosed", "text%3A%28", "%2A", "ticket%3A1", "%29%29%28%28", "a+AND+OR+NOT"] {
+    for q in [
+        "%22unclosed",
+        "text%3A%28",
+        "%2A",
+        "ticket%3A1",
+        "%29%29%28%28",
+        "a+AND+OR+NOT",
+    ] {
         search(q);
     }
     // A bad cursor is a 400 with the reason.
@@ -812,5 +867,153 @@ fn the_team_searches_the_text_of_messages_and_notes() {
     let daemon = desk.start();
     wait_until(30, "the rebuilt index", || search("frobnicator") == vec![1]);
     assert_eq!(search("zebracorn"), vec![2]);
+    daemon.stop();
+}
+
+#[test]
+fn a_sign_in_link_expires_after_its_lifetime() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(ALICE)
+        .extra(TEAM)
+        .extra("login_link_lifetime = \"10s\"\n")
+        .build();
+    let daemon = desk.start();
+    let port = desk.http_port;
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let token = form_token_of(port, "/login");
+    let (_, page) = http_raw(port, &format!("GET /login HTTP/1.1\nHost: 127.0.0.1:{port}"), b"");
+    assert!(page.contains("within 10 seconds"), "{page}");
+    let (status, _) = http_raw(
+        port,
+        &format!("POST /login HTTP/1.1\nHost: 127.0.0.1:{port}\n{form}"),
+        format!("email=alice@example.com&form_token={token}").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    wait_until(20, "the sign-in mail", || {
+        smtp.received_by("alice@example.com")
+            .iter()
+            .any(|m| crate::support::header(m, "Subject").is_some_and(|s| s.starts_with("Sign in to")))
+    });
+    let mail = smtp.received_by("alice@example.com").pop().unwrap();
+    assert!(body_text(&mail).contains("within 10 seconds"), "{mail}");
+    let link = sign_in_link(&smtp, "alice@example.com");
+    let path = link.split_once(&format!(":{port}")).unwrap().1.to_string();
+    let (status, _) = http_raw(port, &format!("GET {path} HTTP/1.1\nHost: 127.0.0.1:{port}"), b"");
+    assert_eq!(status, 200, "fresh, the link shows its button");
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    for method in ["GET", "POST"] {
+        let (status, raw) = http_raw_head(
+            port,
+            &format!("{method} {path} HTTP/1.1\nHost: 127.0.0.1:{port}\n{form}"),
+        );
+        assert_eq!(status, 403, "{method} of an expired link: {raw}");
+        assert!(raw.contains("has expired"), "{raw}");
+        assert!(!raw.to_ascii_lowercase().contains("set-cookie: pd_session"), "{raw}");
+    }
+    daemon.stop();
+}
+
+/// The first answer to a proof-of-work challenge reaching `bits`.
+fn work_answer(challenge: &str, bits: u32) -> String {
+    (0u64..)
+        .find(|n| {
+            let d = ring::digest::digest(&ring::digest::SHA256, format!("{challenge}:{n}").as_bytes());
+            let lead = u32::from_be_bytes([d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]]);
+            lead.leading_zeros() >= bits
+        })
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_portal_s_proof_of_work_is_checked_and_used_once() {
+    let smtp = Smtp::start();
+    let desk = portal_desk(&smtp, "proof_of_work = 10\n");
+    let daemon = desk.start();
+    let port = desk.http_port;
+    let (status, raw) = http_raw_head(port, &format!("GET /new HTTP/1.1\nHost: 127.0.0.1:{port}"));
+    assert_eq!(status, 200);
+    let csp = raw
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-security-policy:"))
+        .expect("a policy")
+        .to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    assert!(raw.contains("<script src=\"/static/pow.js\"></script>"), "{raw}");
+    let (status, js) = http_raw(
+        port,
+        &format!("GET /static/pow.js HTTP/1.1\nHost: 127.0.0.1:{port}"),
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(js.contains("function sha256"), "{js}");
+    let challenge_of = |page: &str| {
+        let at = page.find("name=\"pow_challenge\" value=\"").expect("a challenge") + 28;
+        page[at..].split('"').next().unwrap().to_string()
+    };
+    let challenge = challenge_of(&raw);
+    let token = form_token(port);
+    let send = |challenge: &str, answer: &str| {
+        post_form(
+            port,
+            "/new",
+            "",
+            &[
+                ("form_token", token.as_str()),
+                ("email", "bob@customer.test"),
+                ("subject", "Broken"),
+                ("message", "It is broken."),
+                ("pow_challenge", challenge),
+                ("pow", answer),
+            ],
+            &[],
+        )
+    };
+    // No answer, a wrong one, a challenge changed to ask less: refused, the text kept.
+    let answer = work_answer(&challenge, 10);
+    let wrong = (0u64..)
+        .map(|n| n.to_string())
+        .find(|n| {
+            let d = ring::digest::digest(&ring::digest::SHA256, format!("{challenge}:{n}").as_bytes());
+            d.as_ref()[0] != 0
+        })
+        .unwrap();
+    let mut parts: Vec<&str> = challenge.split('.').collect();
+    parts[2] = "1";
+    let weaker = parts.join(".");
+    for (c, a, what) in [
+        (challenge.as_str(), "", "no answer"),
+        (challenge.as_str(), wrong.as_str(), "a wrong answer"),
+        (weaker.as_str(), work_answer(&weaker, 1).as_str(), "a changed challenge"),
+        ("", "", "no challenge"),
+    ] {
+        let (status, page) = send(c, a);
+        assert_eq!(status, 403, "{what}: {page}");
+        assert!(page.contains("did not finish"), "{what}: {page}");
+        assert!(page.contains("It is broken."), "{what}: the text is kept");
+        assert_ne!(challenge_of(&page), challenge, "{what}: a fresh challenge");
+    }
+    let (status, _) = http_raw(
+        port,
+        &format!("GET /api/tickets/1 HTTP/1.1\nHost: 127.0.0.1:{port}"),
+        b"",
+    );
+    assert_eq!(status, 404, "nothing refused opened a ticket");
+    // The right answer opens the ticket; the same answer again is refused.
+    let (status, page) = send(&challenge, &answer);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Thank you"), "{page}");
+    assert_eq!(desk.show(1)["subject"], "Broken");
+    let (status, page) = send(&challenge, &answer);
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("sent already"), "{page}");
+    let (status, page) = http_raw(
+        port,
+        &format!("GET /api/tickets/2 HTTP/1.1\nHost: 127.0.0.1:{port}"),
+        b"",
+    );
+    assert_eq!(status, 404, "no second ticket: {page}");
     daemon.stop();
 }

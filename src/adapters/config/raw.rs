@@ -49,6 +49,8 @@ pub(super) struct RawWeb {
     pub(super) dashboard: bool,
     pub(super) new_per_ip_per_hour: Option<Spanned<u32>>,
     pub(super) new_per_address_per_hour: Option<Spanned<u32>>,
+    pub(super) login_link_lifetime: Option<Spanned<String>>,
+    pub(super) proof_of_work: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]

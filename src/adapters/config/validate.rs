@@ -1061,6 +1061,27 @@ impl Validator<'_> {
                 }
             }
         }
+        if let Some(l) = &raw.login_link_lifetime {
+            let d = self.duration(&raw.login_link_lifetime, Duration::from_secs(900));
+            if (10..=86_400).contains(&d.as_secs()) {
+                web.login_link_seconds = d.as_secs() as i64;
+            } else {
+                self.problem(
+                    l.span().start,
+                    "login_link_lifetime must be 10s to 1d (a sign-in link should not outlive the day)".into(),
+                );
+            }
+        }
+        if let Some(p) = &raw.proof_of_work {
+            if *p.get_ref() <= 24 {
+                web.proof_of_work = *p.get_ref();
+            } else {
+                self.problem(
+                    p.span().start,
+                    "proof_of_work must be 0 (off) to 24 leading zero bits (20 takes a phone about a second)".into(),
+                );
+            }
+        }
         web
     }
 }

@@ -64,6 +64,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/dashboard/tickets", get(team::tickets))
         .route("/dashboard/t/{id}", get(team::ticket).post(team::act))
         .route("/static/site.css", get(site_css))
+        .route("/static/pow.js", get(pow_js))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PAGE_BODY))
         .layer(middleware::map_response(page_headers))
         .layer(tower_http::compression::CompressionLayer::new())
@@ -91,7 +92,15 @@ async fn api_fallback(State(web): State<Arc<Web>>, req: Request) -> Response {
     http::route(web.api.clone(), req).await.map(Body::new)
 }
 
-/// Headers on every page: no script, no framing, no caching, no sniffing.
+/// The pages' policy: no script at all.
+const CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The `/new` page's when it asks for a proof of work: its own script file, no inline script.
+pub(super) const SCRIPT_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers on every page: no script (but `/static/pow.js` where the page
+/// sets its own policy), no framing, no caching, no sniffing.
 async fn page_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     let is_html = h
@@ -99,12 +108,9 @@ async fn page_headers(mut r: Response) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
     if is_html {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
-        );
+        if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         // Not `no-referrer`: with it a browser sends `Origin: null` on the
         // page's own forms, which the Origin check refuses. The token in a
@@ -123,6 +129,17 @@ async fn site_css() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("static/site.css"),
+    )
+        .into_response()
+}
+
+async fn pow_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("static/pow.js"),
     )
         .into_response()
 }

@@ -11,6 +11,7 @@
 //! and size limits. The confirmation page shows nothing of any ticket.
 
 use super::{ClientAddr, Web, html};
+use crate::adapters::store::{Change, Op};
 use crate::core::model::{Mailbox, TicketId};
 use crate::core::outgoing::{Attachment, OutgoingMail};
 use crate::pipeline::{Origin, Pipeline, Processed};
@@ -52,6 +53,8 @@ struct NewPage<'a> {
     message: String,
     max_files: usize,
     max_mb: usize,
+    /// The proof of work's challenge and bits, when `[web] proof_of_work` asks for one.
+    work: Option<(String, u32)>,
 }
 
 struct ShownMessage {
@@ -149,9 +152,79 @@ pub async fn new_form(State(web): State<Arc<Web>>) -> Response {
         form_token: form_token(&pipeline, now),
         max_files: MAX_FILES,
         max_mb: form_budget(&pipeline) >> 20,
+        work: work_challenge(&pipeline, now),
         ..Default::default()
     };
-    html(StatusCode::OK, page.render())
+    new_page(StatusCode::OK, &page)
+}
+
+/// The `/new` page: with the proof of work's script allowed when it asks for one.
+fn new_page(status: StatusCode, page: &NewPage<'_>) -> Response {
+    let mut r = html(status, page.render());
+    if page.work.is_some() {
+        r.headers_mut().insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            axum::http::HeaderValue::from_static(super::SCRIPT_CSP),
+        );
+    }
+    r
+}
+
+/// A signed `{at}.{nonce}.{bits}.{sig}` the form's script works on, when
+/// `[web] proof_of_work` is set.
+fn work_challenge(pipeline: &Pipeline, now: i64) -> Option<(String, u32)> {
+    let bits = pipeline.config.web.proof_of_work;
+    (bits > 0).then(|| {
+        let body = format!("{now}.{}.{bits}", &nonce()[..16]);
+        (format!("{body}.{}", pipeline.signer.sign_long("work", &body)), bits)
+    })
+}
+
+/// Why the proof of work of a posted form is refused, if it is: a challenge
+/// we signed, of the form's age, asking at least the bits asked now, an
+/// answer that reaches them, and used once (recorded in the store).
+fn check_work(web: &Web, pipeline: &Pipeline, challenge: &str, answer: &str, now: i64) -> Option<&'static str> {
+    let bits = pipeline.config.web.proof_of_work;
+    if bits == 0 {
+        return None;
+    }
+    let again = "The check in your browser did not finish; please send the form again (it needs JavaScript).";
+    let Some((body, sig)) = challenge.rsplit_once('.') else {
+        return Some(again);
+    };
+    if !crate::core::token::constant_time_eq(pipeline.signer.sign_long("work", body).as_bytes(), sig.as_bytes()) {
+        return Some(again);
+    }
+    let mut parts = body.split('.');
+    let (Some(at), Some(id), Some(asked), None) = (
+        parts.next().and_then(|a| a.parse::<i64>().ok()),
+        parts.next(),
+        parts.next().and_then(|b| b.parse::<u32>().ok()),
+        parts.next(),
+    ) else {
+        return Some(again);
+    };
+    if now - at > MAX_FORM_AGE {
+        return Some("The form expired; your text is kept below, please send it again.");
+    }
+    if asked < bits || answer.len() > 20 || crate::core::portal::work_bits(challenge, answer) < bits {
+        return Some(again);
+    }
+    let key = format!("work-used:{id}");
+    let _guard = web.api.writer.lock().unwrap_or_else(|p| p.into_inner());
+    if pipeline
+        .store
+        .acks_since(&key, jiff::Timestamp::UNIX_EPOCH)
+        .map_or(true, |n| n > 0)
+    {
+        return Some("This form was sent already; please send it again.");
+    }
+    let mut c = Change::default();
+    c.push(Op::Ack(key, jiff::Timestamp::now()));
+    if pipeline.store.commit(c).is_err() {
+        return Some("We could not take your request just now; please try again in a minute.");
+    }
+    None
 }
 
 /// The fields and files of a posted form.
@@ -364,10 +437,11 @@ pub async fn new_submit(
         max_files: MAX_FILES,
         max_mb: form_budget(&pipeline) >> 20,
         error: None,
+        work: work_challenge(&pipeline, now.as_second()),
     };
     let refuse = |mut page: NewPage<'_>, status: StatusCode, why: &str| {
         page.error = Some(why.to_string());
-        html(status, page.render())
+        new_page(status, &page)
     };
     // The honeypot: people never see the field, robots fill it. They get the
     // same page as people, and nothing is stored.
@@ -377,6 +451,20 @@ pub async fn new_submit(
     }
     if let Some(why) = check_form_token(&pipeline, &form.get("form_token"), now.as_second()) {
         return refuse(page, StatusCode::BAD_REQUEST, why);
+    }
+    let (w, p, challenge, answer) = (
+        web.clone(),
+        pipeline.clone(),
+        form.get("pow_challenge"),
+        form.get("pow"),
+    );
+    let work = tokio::task::spawn_blocking(move || check_work(&w, &p, &challenge, &answer, now.as_second()))
+        .await
+        .unwrap_or(Some(
+            "We could not take your request just now; please try again in a minute.",
+        ));
+    if let Some(why) = work {
+        return refuse(page, StatusCode::FORBIDDEN, why);
     }
     let Some(email) = valid_email(&page.email) else {
         return refuse(

@@ -1,7 +1,7 @@
 //! The team's pages behind an emailed magic link: `/login` (the link goes
-//! only to an `[[agent]]` address, works once, for [`LINK_MINUTES`]
-//! minutes, and is spent by a button's POST, never by opening it, so mail
-//! scanners spend nothing), `/dashboard`, `/dashboard/tickets` (filters and
+//! only to an `[[agent]]` address, works once, for `[web]
+//! login_link_lifetime` (15 minutes), and is spent by a button's POST,
+//! never by opening it, so mail scanners spend nothing), `/dashboard`, `/dashboard/tickets` (filters and
 //! pages over the store's indexes), `/dashboard/t/{id}` (messages, notes,
 //! events, SLA clocks, and actions) and `POST /logout`.
 //!
@@ -27,8 +27,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use std::sync::Arc;
 
-/// How long a sign-in link works.
-pub const LINK_MINUTES: i64 = 15;
 /// How long a session lasts.
 pub const SESSION_HOURS: i64 = 12;
 const COOKIE: &str = "pd_session";
@@ -45,7 +43,7 @@ struct LoginPage<'a> {
     error: Option<&'a str>,
     confirm: Option<String>,
     agent: String,
-    minutes: i64,
+    lifetime: String,
 }
 
 struct Row {
@@ -137,9 +135,21 @@ fn login_page(pipeline: &Pipeline, status: StatusCode, notice: Option<&str>, err
         error,
         confirm: None,
         agent: String::new(),
-        minutes: LINK_MINUTES,
+        lifetime: spoken(pipeline.config.web.login_link_seconds),
     };
     html(status, page.render())
+}
+
+/// A lifetime in words: "15 minutes", "1 hour", "30 seconds".
+fn spoken(secs: i64) -> String {
+    let (n, unit) = if secs % 3600 == 0 {
+        (secs / 3600, "hour")
+    } else if secs % 60 == 0 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 fn off(pipeline: &Pipeline) -> Option<Response> {
@@ -307,7 +317,12 @@ pub async fn login_request(
     ) else {
         return login_page(&pipeline, StatusCode::OK, Some(notice), None);
     };
-    let token = signed(&pipeline, "login", &agent.slug(), now.as_second() + LINK_MINUTES * 60);
+    let token = signed(
+        &pipeline,
+        "login",
+        &agent.slug(),
+        now.as_second() + pipeline.config.web.login_link_seconds,
+    );
     let mail = OutgoingMail {
         ticket: TicketId(0),
         purpose: "sign_in".into(),
@@ -316,8 +331,9 @@ pub async fn login_request(
         reply_to: None,
         subject: format!("Sign in to {}", pipeline.config.desk.name),
         body: format!(
-            "Hello {},\n\nopen this link within {LINK_MINUTES} minutes to sign in to the team's pages:\n{base}/login/{token}\n\nIt works once. If you did not ask for it, ignore this mail.\n",
-            agent.name
+            "Hello {},\n\nopen this link within {} to sign in to the team's pages:\n{base}/login/{token}\n\nIt works once. If you did not ask for it, ignore this mail.\n",
+            agent.name,
+            spoken(pipeline.config.web.login_link_seconds)
         ),
         message_id: format!("signin.{}@{}", nonce(), pipeline.config.desk.message_id_domain),
         in_reply_to: None,
@@ -393,7 +409,7 @@ pub async fn login_link(State(web): State<Arc<Web>>, Path(token): Path<String>) 
         error: None,
         confirm: Some(format!("/login/{token}")),
         agent,
-        minutes: LINK_MINUTES,
+        lifetime: spoken(pipeline.config.web.login_link_seconds),
     };
     html(StatusCode::OK, page.render())
 }
@@ -744,36 +760,36 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
             }
         } else {
             loop {
-            let page = match pipeline
-                .store
-                .list(&filter, cursor.as_deref(), if q.scans() { 500 } else { 50 })
-            {
-                Ok(p) => p,
-                Err(e @ crate::adapters::store::StoreError::BadCursor(_)) => {
-                    return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+                let page = match pipeline
+                    .store
+                    .list(&filter, cursor.as_deref(), if q.scans() { 500 } else { 50 })
+                {
+                    Ok(p) => p,
+                    Err(e @ crate::adapters::store::StoreError::BadCursor(_)) => {
+                        return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+                    }
+                    Err(e) => return failed(e),
+                };
+                if !q.scans() {
+                    shown = page.tickets;
+                    break page.next;
                 }
-                Err(e) => return failed(e),
-            };
-            if !q.scans() {
-                shown = page.tickets;
-                break page.next;
-            }
-            let mut stopped_at = None;
-            for t in page.tickets {
-                examined += 1;
-                if q.matches(&t) {
-                    shown.push(t.clone());
+                let mut stopped_at = None;
+                for t in page.tickets {
+                    examined += 1;
+                    if q.matches(&t) {
+                        shown.push(t.clone());
+                    }
+                    if shown.len() == 50 || examined >= SCAN_PER_PAGE {
+                        stopped_at = Some(t.id.0.to_string());
+                        break;
+                    }
                 }
-                if shown.len() == 50 || examined >= SCAN_PER_PAGE {
-                    stopped_at = Some(t.id.0.to_string());
-                    break;
+                match (stopped_at, page.next) {
+                    (Some(at), _) => break Some(at),
+                    (None, None) => break None,
+                    (None, Some(n)) => cursor = Some(n),
                 }
-            }
-            match (stopped_at, page.next) {
-                (Some(at), _) => break Some(at),
-                (None, None) => break None,
-                (None, Some(n)) => cursor = Some(n),
-            }
             }
         };
         let now = jiff::Timestamp::now();
@@ -826,6 +842,7 @@ const HITS_PER_ROUND: usize = 200;
 /// One page of a word search: the index's hits, newest ticket first (a merged
 /// ticket's hit shows the ticket it was merged into), kept when the other
 /// filters pass. The cursor is how many hits earlier pages went through.
+#[allow(clippy::result_large_err)]
 fn search_page(
     store: &dyn crate::adapters::store::Store,
     index: &crate::adapters::search::SearchIndex,
