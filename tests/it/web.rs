@@ -798,7 +798,10 @@ fn the_team_searches_the_text_of_messages_and_notes() {
             )
         })
         .collect();
-    desk.ingest(&raws.iter().map(String::as_str).collect::<Vec<_>>());
+    let with_file = "From: Erin <erin@customer.test>\r\nTo: support@example.com\r\nSubject: Router\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nMessage-ID: <m9@customer.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nLog attached.\r\n--b\r\nContent-Type: text/plain; name=\"router-log.txt\"\r\nContent-Disposition: attachment; filename=\"router-log.txt\"\r\n\r\nE42 link down\r\n--b--\r\n";
+    let mut all: Vec<&str> = raws.iter().map(String::as_str).collect();
+    all.push(with_file);
+    desk.ingest(&all);
     let (cookie, csrf) = signed_in(&smtp, port);
     let form = "Content-Type: application/x-www-form-urlencoded";
     let (status, _) = http_raw(
@@ -834,6 +837,41 @@ fn the_team_searches_the_text_of_messages_and_notes() {
     assert_eq!(search("invoice+march"), vec![2]);
     assert_eq!(search("carol%40customer.test"), vec![2], "the requester's address");
     assert!(search("nowhere").is_empty());
+    // Attachment names are searched; the ticket page links the file, for a session only.
+    assert_eq!(search("router-log.txt"), vec![4]);
+    let (_, page) = http_raw(
+        port,
+        &format!("GET /dashboard/t/4 HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}"),
+        b"",
+    );
+    assert!(
+        page.contains("href=\"/dashboard/t/4/a/0/0\" download>router-log.txt</a>"),
+        "{page}"
+    );
+    let (status, raw) = http_raw_head(
+        port,
+        &format!("GET /dashboard/t/4/a/0/0 HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}"),
+    );
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.contains("E42 link down"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("content-type: application/octet-stream"),
+        "{raw}"
+    );
+    assert!(raw.contains("attachment; filename=\"router-log.txt\""), "{raw}");
+    let (status, _) = http_raw_head(
+        port,
+        &format!("GET /dashboard/t/4/a/0/0 HTTP/1.1\nHost: 127.0.0.1:{port}"),
+    );
+    assert_eq!(status, 303, "no file without a session");
+    for missing in ["/dashboard/t/4/a/0/1", "/dashboard/t/4/a/7/0", "/dashboard/t/99/a/0/0"] {
+        let (status, _) = http_raw_head(
+            port,
+            &format!("GET {missing} HTTP/1.1\nHost: 127.0.0.1:{port}\nCookie: {cookie}"),
+        );
+        assert_eq!(status, 404, "{missing}");
+    }
     // Other filters apply to the hits.
     let (_, page) = http_raw(
         port,
@@ -1016,4 +1054,46 @@ fn the_portal_s_proof_of_work_is_checked_and_used_once() {
     );
     assert_eq!(status, 404, "no second ticket: {page}");
     daemon.stop();
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_limits_count_the_forwarded_client() {
+    let smtp = Smtp::start();
+    let desk = portal_desk(
+        &smtp,
+        "new_per_ip_per_hour = 1\ntrusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]\n",
+    );
+    let daemon = desk.start();
+    let port = desk.http_port;
+    let token = form_token(port);
+    let send = |forwarded: &str, email: &str| {
+        post_form(
+            port,
+            "/new",
+            &format!("X-Forwarded-For: {forwarded}"),
+            &[
+                ("form_token", token.as_str()),
+                ("email", email),
+                ("subject", "Broken"),
+                ("message", "It is broken."),
+            ],
+            &[],
+        )
+        .0
+    };
+    assert_eq!(send("203.0.113.1", "a@customer.test"), 200);
+    assert_eq!(send("203.0.113.2", "b@customer.test"), 200, "another client");
+    assert_eq!(send("203.0.113.1", "c@customer.test"), 429, "the first client again");
+    // A client's own entries left of the proxy's are not believed.
+    assert_eq!(send("203.0.113.3, 203.0.113.1, 10.0.0.9", "d@customer.test"), 429);
+    daemon.stop();
+
+    let bad = DeskConfig::new()
+        .extra("[web]\npublic_url = \"https://help.example.com\"\ntrusted_proxies = [\"10.0.0.0/33\"]\n")
+        .build();
+    let err = String::from_utf8_lossy(&bad.run(&["check"]).stderr).into_owned();
+    assert!(
+        err.contains("trusted_proxies: \"10.0.0.0/33\" is not an address or network"),
+        "{err}"
+    );
 }

@@ -51,6 +51,8 @@ pub(super) struct RawWeb {
     pub(super) new_per_address_per_hour: Option<Spanned<u32>>,
     pub(super) login_link_lifetime: Option<Spanned<String>>,
     pub(super) proof_of_work: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -1082,8 +1082,32 @@ impl Validator<'_> {
                 );
             }
         }
+        for p in &raw.trusted_proxies {
+            match parse_net(p.get_ref()) {
+                Some(net) => web.trusted_proxies.push(net),
+                None => self.problem(
+                    p.span().start,
+                    format!(
+                        "trusted_proxies: {:?} is not an address or network (like \"127.0.0.1\" or \"10.0.0.0/8\")",
+                        p.get_ref()
+                    ),
+                ),
+            }
+        }
         web
     }
+}
+
+/// `ADDRESS` or `ADDRESS/PREFIX` (IPv4 or IPv6).
+fn parse_net(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, prefix) = match s.trim().split_once('/') {
+        Some((ip, p)) => (ip.parse::<std::net::IpAddr>().ok()?, p.parse::<u8>().ok()?),
+        None => {
+            let ip = s.trim().parse::<std::net::IpAddr>().ok()?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    (prefix <= if ip.is_ipv4() { 32 } else { 128 }).then_some((ip, prefix))
 }
 
 fn is_loopback(host: &str) -> bool {

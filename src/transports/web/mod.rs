@@ -18,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// The client's address, set on each request by the connection loop.
@@ -63,6 +64,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/dashboard", get(team::dashboard))
         .route("/dashboard/tickets", get(team::tickets))
         .route("/dashboard/t/{id}", get(team::ticket).post(team::act))
+        .route("/dashboard/t/{id}/a/{message}/{file}", get(team::attachment))
         .route("/static/site.css", get(site_css))
         .route("/static/pow.js", get(pow_js))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PAGE_BODY))
@@ -79,12 +81,67 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(state)
 }
 
-/// Host and Origin checks for every request.
-async fn guard(State(web): State<Arc<Web>>, req: Request, next: Next) -> Response {
+/// Host and Origin checks for every request; behind a trusted reverse proxy,
+/// the client is the one its `X-Forwarded-For` names.
+async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) -> Response {
     if let Err(refused) = http::guard(&web.api, req.headers(), req.method()) {
         return refused.map(Body::new);
     }
+    let trusted = web
+        .api
+        .current
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .config
+        .web
+        .trusted_proxies
+        .clone();
+    if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>().copied()
+        && let Some(client) = forwarded_client(peer, req.headers(), &trusted)
+    {
+        req.extensions_mut().insert(ClientAddr(client));
+    }
     next.run(req).await
+}
+
+/// Whether `ip` is in the network `(base, prefix)`.
+fn in_net(ip: IpAddr, (base, prefix): (IpAddr, u8)) -> bool {
+    let bits = |ip: IpAddr| -> (u128, u32) {
+        match ip {
+            IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        }
+    };
+    let ip = match ip {
+        IpAddr::V6(v) => v.to_ipv4_mapped().map_or(IpAddr::V6(v), IpAddr::V4),
+        v4 => v4,
+    };
+    let ((a, width), (b, base_width)) = (bits(ip), bits(base));
+    if width != base_width {
+        return false;
+    }
+    let prefix = u32::from(prefix).min(width);
+    prefix == 0 || (a ^ b) >> (128 - prefix) == 0
+}
+
+/// The client a trusted proxy names: from the right of `X-Forwarded-For`
+/// (each proxy appends the address it was reached from), the first address
+/// that is not a trusted proxy's. None when the peer is not trusted or the
+/// header names nobody usable.
+fn forwarded_client(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[(IpAddr, u8)]) -> Option<IpAddr> {
+    if !trusted.iter().any(|n| in_net(peer, *n)) {
+        return None;
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        for part in v.to_str().ok()?.split(',') {
+            chain.push(part.trim().parse().ok()?);
+        }
+    }
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|n| in_net(*ip, *n)))
 }
 
 /// The JSON API, `/metrics`, `/healthz`, the survey links.
@@ -183,6 +240,39 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::Limiter;
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_no_one_else_does() {
+        use super::{forwarded_client, in_net};
+        let net = |s: &str, p: u8| (s.parse().unwrap(), p);
+        assert!(in_net("10.1.2.3".parse().unwrap(), net("10.0.0.0", 8)));
+        assert!(!in_net("11.1.2.3".parse().unwrap(), net("10.0.0.0", 8)));
+        assert!(in_net("::ffff:127.0.0.1".parse().unwrap(), net("127.0.0.1", 32)));
+        assert!(in_net("fd00::1".parse().unwrap(), net("fd00::", 8)));
+        assert!(!in_net("fd00::1".parse().unwrap(), net("10.0.0.0", 8)));
+        assert!(in_net("8.8.8.8".parse().unwrap(), net("0.0.0.0", 0)));
+        let trusted = [net("127.0.0.1", 32), net("10.0.0.0", 8)];
+        let headers = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("x-forwarded-for", v.parse().unwrap());
+            h
+        };
+        let local = "127.0.0.1".parse().unwrap();
+        // The rightmost address that is no proxy's: a client's own forged entries stay left of it.
+        assert_eq!(
+            forwarded_client(local, &headers("6.6.6.6, 203.0.113.9, 10.0.0.5"), &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        // From an untrusted peer the header counts for nothing.
+        assert_eq!(
+            forwarded_client("198.51.100.1".parse().unwrap(), &headers("1.2.3.4"), &trusted),
+            None
+        );
+        // Garbage, or only proxies: the peer stays the client.
+        assert_eq!(forwarded_client(local, &headers("not-an-ip"), &trusted), None);
+        assert_eq!(forwarded_client(local, &headers("10.0.0.7"), &trusted), None);
+        assert_eq!(forwarded_client(local, &axum::http::HeaderMap::new(), &trusted), None);
+    }
 
     #[test]
     fn the_limiter_counts_per_key_and_per_hour() {

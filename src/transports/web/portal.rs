@@ -553,6 +553,38 @@ fn thanks(pipeline: &Pipeline) -> Response {
     )
 }
 
+/// The attachment `name` of the stored mail `key` as a download (always
+/// `application/octet-stream`, an ASCII file name), or `None` when either is
+/// missing or the mail no longer holds it.
+pub(super) fn download(pipeline: &Pipeline, name: Option<&String>, key: Option<&str>) -> Option<Response> {
+    let (name, key) = (name?, key?);
+    let raw = pipeline.store.blob(key).ok()??;
+    let parsed = crate::adapters::inbound::parse(&raw, &pipeline.config.limits).ok()?;
+    let part = parsed.attachment_parts.iter().find(|a| &a.name == name)?;
+    let ascii: String = part
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Some(
+        (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{ascii}\"")),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+            Body::from(part.data.clone()),
+        )
+            .into_response(),
+    )
+}
+
 /// The ticket of a status link, following merges, or the page to show instead.
 #[allow(clippy::result_large_err)]
 fn linked_ticket(pipeline: &Pipeline, id: &str, token: &str) -> Result<crate::core::model::Ticket, Response> {
@@ -818,38 +850,7 @@ pub async fn attachment(
         };
         let public = crate::core::portal::public_messages(&view.ticket, &view.messages, &pipeline.config);
         let Some(m) = public.get(index) else { return gone() };
-        let (Some(name), Some(key)) = (m.attachments.get(file), m.raw_key.as_ref()) else {
-            return gone();
-        };
-        let Ok(Some(raw)) = pipeline.store.blob(key) else {
-            return gone();
-        };
-        let Ok(parsed) = crate::adapters::inbound::parse(&raw, &pipeline.config.limits) else {
-            return gone();
-        };
-        let Some(part) = parsed.attachment_parts.iter().find(|a| &a.name == name) else {
-            return gone();
-        };
-        let ascii: String = part
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{ascii}\"")),
-                (header::CACHE_CONTROL, "no-store".to_string()),
-            ],
-            Body::from(part.data.clone()),
-        )
-            .into_response()
+        download(&pipeline, m.attachments.get(file), m.raw_key.as_deref()).unwrap_or_else(gone)
     });
     work.await
         .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("the request failed: {e}")).into_response())

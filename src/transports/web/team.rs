@@ -103,6 +103,8 @@ struct Shown {
     kind: &'static str,
     when: String,
     text: String,
+    /// Attachment names and their download links.
+    attachments: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -930,8 +932,9 @@ fn ticket_page(pipeline: &Pipeline, s: &Session, id: u64, done: bool, error: Opt
     let messages = view
         .messages
         .iter()
-        .filter(|m| !(m.direction == Direction::Outbound && m.kind == MessageKind::System))
-        .map(|m| Shown {
+        .enumerate()
+        .filter(|(_, m)| !(m.direction == Direction::Outbound && m.kind == MessageKind::System))
+        .map(|(i, m)| Shown {
             class: match m.kind {
                 MessageKind::Note => "note",
                 MessageKind::Agent => "agent",
@@ -952,6 +955,12 @@ fn ticket_page(pipeline: &Pipeline, s: &Session, id: u64, done: bool, error: Opt
             },
             when: when(m.date),
             text: m.text.clone(),
+            attachments: m
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(f, name)| (name.clone(), format!("/dashboard/t/{id}/a/{i}/{f}")))
+                .collect(),
         })
         .collect();
     let events = view
@@ -991,6 +1000,33 @@ pub async fn ticket(
     tokio::task::spawn_blocking(move || ticket_page(&pipeline, &s, id, q.done.is_some(), None))
         .await
         .unwrap_or_else(failed)
+}
+
+/// `GET /dashboard/t/{id}/a/{message}/{file}`: an attachment of any of the
+/// ticket's messages (merged tickets' too, as the ticket page lists them).
+pub async fn attachment(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path((id, index, file)): Path<(u64, usize, usize)>,
+) -> Response {
+    let (pipeline, _) = match signed_in(&web, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    tokio::task::spawn_blocking(move || {
+        let gone = || (StatusCode::NOT_FOUND, "no such attachment\n").into_response();
+        let view = match crate::view::ticket_view(&*pipeline.store, TicketId(id)) {
+            Ok(Some(v)) => v,
+            Ok(None) => return gone(),
+            Err(e) => return failed(e),
+        };
+        let Some(m) = view.messages.get(index) else {
+            return gone();
+        };
+        super::portal::download(&pipeline, m.attachments.get(file), m.raw_key.as_deref()).unwrap_or_else(gone)
+    })
+    .await
+    .unwrap_or_else(failed)
 }
 
 /// The action form of a ticket.
