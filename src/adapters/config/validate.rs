@@ -1078,7 +1078,7 @@ impl Validator<'_> {
             } else {
                 self.problem(
                     p.span().start,
-                    "proof_of_work must be 0 (off) to 24 leading zero bits (20 takes a phone about a second)".into(),
+                    "proof_of_work must be 0 (off) to 24 leading zero bits (each bit doubles the work; 20 is about 1 s on a desktop)".into(),
                 );
             }
         }

@@ -15,47 +15,72 @@
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2
   ];
   var w = new Int32Array(64);
+  var H = new Int32Array(8);
 
-  // SHA-256 of bytes (shorter than 512 MiB), as eight 32-bit words.
-  function sha256(m) {
-    var l = m.length;
+  var IV = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
+  // One SHA-256 block of b at offset o into the state H.
+  function compress(b, o) {
+    var i;
+    for (i = 0; i < 16; i++) {
+      var p = o + 4 * i;
+      w[i] = (b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3];
+    }
+    for (i = 16; i < 64; i++) {
+      var x = w[i - 15], y = w[i - 2];
+      var s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+      var s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+    }
+    var a = H[0], c1 = H[1], c2 = H[2], d = H[3], e = H[4], f = H[5], g = H[6], h = H[7];
+    for (i = 0; i < 64; i++) {
+      var S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+      var ch = (e & f) ^ (~e & g);
+      var t1 = (h + S1 + ch + K[i] + w[i]) | 0;
+      var S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+      var mj = (a & c1) ^ (a & c2) ^ (c1 & c2);
+      var t2 = (S0 + mj) | 0;
+      h = g; g = f; f = e; e = (d + t1) | 0;
+      d = c2; c2 = c1; c1 = a; a = (t1 + t2) | 0;
+    }
+    H[0] = (H[0] + a) | 0; H[1] = (H[1] + c1) | 0; H[2] = (H[2] + c2) | 0; H[3] = (H[3] + d) | 0;
+    H[4] = (H[4] + e) | 0; H[5] = (H[5] + f) | 0; H[6] = (H[6] + g) | 0; H[7] = (H[7] + h) | 0;
+  }
+
+  // SHA-256 of the first l bytes of b, into H, from the state `from` after
+  // the blocks before offset `start` (IV and 0 for a whole hash). b must
+  // have room for the padding (l + 72 bytes); the bytes after l are overwritten.
+  function sha256(b, l, from, start) {
     var n = ((l + 9 + 63) >> 6) << 6;
-    var b = new Uint8Array(n);
-    b.set(m);
     b[l] = 0x80;
+    for (var z = l + 1; z < n; z++) b[z] = 0;
     var bitLength = l * 8;
     b[n - 4] = (bitLength >>> 24) & 255;
     b[n - 3] = (bitLength >>> 16) & 255;
     b[n - 2] = (bitLength >>> 8) & 255;
     b[n - 1] = bitLength & 255;
-    var H = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
-    for (var o = 0; o < n; o += 64) {
-      var i;
-      for (i = 0; i < 16; i++) {
-        var p = o + 4 * i;
-        w[i] = (b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3];
-      }
-      for (i = 16; i < 64; i++) {
-        var x = w[i - 15], y = w[i - 2];
-        var s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
-        var s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
-        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
-      }
-      var a = H[0], c1 = H[1], c2 = H[2], d = H[3], e = H[4], f = H[5], g = H[6], h = H[7];
-      for (i = 0; i < 64; i++) {
-        var S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
-        var ch = (e & f) ^ (~e & g);
-        var t1 = (h + S1 + ch + K[i] + w[i]) | 0;
-        var S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
-        var mj = (a & c1) ^ (a & c2) ^ (c1 & c2);
-        var t2 = (S0 + mj) | 0;
-        h = g; g = f; f = e; e = (d + t1) | 0;
-        d = c2; c2 = c1; c1 = a; a = (t1 + t2) | 0;
-      }
-      H[0] = (H[0] + a) | 0; H[1] = (H[1] + c1) | 0; H[2] = (H[2] + c2) | 0; H[3] = (H[3] + d) | 0;
-      H[4] = (H[4] + e) | 0; H[5] = (H[5] + f) | 0; H[6] = (H[6] + g) | 0; H[7] = (H[7] + h) | 0;
-    }
+    for (var k = 0; k < 8; k++) H[k] = from[k];
+    for (var o = start; o < n; o += 64) compress(b, o);
     return H;
+  }
+
+  // The first n for which SHA-256(challenge ":" n) has `bits` leading zero
+  // bits, hashing in one buffer that only the digits change in, from the
+  // state after the challenge's whole blocks (computed once).
+  function solve(challenge, bits) {
+    var prefix = new TextEncoder().encode(challenge + ":");
+    var b = new Uint8Array(prefix.length + 20 + 72);
+    b.set(prefix);
+    var start = prefix.length - (prefix.length % 64);
+    for (var k = 0; k < 8; k++) H[k] = IV[k];
+    for (var o = 0; o < start; o += 64) compress(b, o);
+    var mid = Array.prototype.slice.call(H);
+    for (var n = 0; ; n++) {
+      var l = prefix.length;
+      var s = String(n);
+      for (var j = 0; j < s.length; j++) b[l + j] = s.charCodeAt(j);
+      if (zeroBits(sha256(b, l + s.length, mid, start)) >= bits) return s;
+    }
   }
 
   function zeroBits(H) {
@@ -79,15 +104,7 @@
     status.textContent = "Checking your browser, a moment…";
     // Let the page show the words before the work starts.
     setTimeout(function () {
-      var challenge = form.elements.pow_challenge.value;
-      var bits = parseInt(form.elements.pow_bits.value, 10);
-      var encoder = new TextEncoder();
-      for (var n = 0; ; n++) {
-        if (zeroBits(sha256(encoder.encode(challenge + ":" + n))) >= bits) {
-          form.elements.pow.value = String(n);
-          break;
-        }
-      }
+      form.elements.pow.value = solve(form.elements.pow_challenge.value, parseInt(form.elements.pow_bits.value, 10));
       status.textContent = "Sending…";
       form.submit();
     }, 20);
