@@ -138,6 +138,7 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
     tasks.spawn(sender(sink.clone(), stop_rx.clone()));
     tasks.spawn(readiness(sink.clone(), stop_rx.clone()));
     tasks.spawn(sweeper(sink.clone(), stop_rx.clone()));
+    tasks.spawn(crate::transports::webhook::run(sink.clone(), stop_rx.clone()));
     if let Some(search) = search {
         tasks.spawn(indexer(sink.clone(), search, stop_rx.clone()));
     }

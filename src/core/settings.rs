@@ -49,8 +49,6 @@ pub struct Web {
     pub login_link_seconds: i64,
     /// Leading zero bits the `/new` form's proof of work must reach (0: none asked).
     pub proof_of_work: u32,
-    /// Reverse proxies (address and prefix length) whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl Default for Web {
@@ -62,7 +60,6 @@ impl Default for Web {
             new_per_address_per_hour: 3,
             login_link_seconds: 15 * 60,
             proof_of_work: 0,
-            trusted_proxies: Vec::new(),
         }
     }
 }

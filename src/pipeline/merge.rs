@@ -485,7 +485,7 @@ impl Pipeline {
         for e in &other.events {
             w.event(other.after.id, e);
         }
-        self.store.commit(w)?;
+        self.commit(w)?;
         self.store.flush()?;
         Ok(Ok(crate::view::MergeDone {
             ticket: ticket.id,

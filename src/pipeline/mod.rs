@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
 
+pub mod hooks;
 mod merge;
 
 /// Where a mail came from.
@@ -211,6 +212,15 @@ pub fn load_intent(data_dir: &std::path::Path) -> Option<Arc<crate::core::intent
 }
 
 impl Pipeline {
+    /// Commits `w` with the webhook deliveries its events call for.
+    pub fn commit(&self, mut w: Change) -> Result<(), StoreError> {
+        if !self.config.webhooks.is_empty() {
+            let hooks = hooks::ops(&self.config, &*self.store, &w)?;
+            w.ops.extend(hooks);
+        }
+        self.store.commit(w)
+    }
+
     /// Processes one raw mail arriving at `now`, committing its effects in one transaction.
     pub fn process(&self, raw: &[u8], origin: &Origin, now: Timestamp) -> Result<Processed, StoreError> {
         let mut out = self.process_batch(&[(raw, origin, now)])?;
@@ -319,7 +329,7 @@ impl Pipeline {
                 let mut w = Change::default();
                 mark_source(&mut w, origin, raw_key);
                 self.quarantine(&mut w, raw, raw_key, origin, &reason, now);
-                self.store.commit(w)?;
+                self.commit(w)?;
                 Processed::Quarantined { reason }
             }
         };
@@ -370,7 +380,7 @@ impl Pipeline {
             self.config.limits.max_message_bytes
         );
         self.quarantine(&mut w, head, &raw_key, origin, &reason, now);
-        self.store.commit(w)?;
+        self.commit(w)?;
         self.metrics
             .mails_read
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -405,7 +415,7 @@ impl Pipeline {
             Err(e) => {
                 let reason = e.to_string();
                 self.quarantine(&mut w, raw, raw_key, origin, &reason, now);
-                self.store.commit(w)?;
+                self.commit(w)?;
                 tracing::warn!(mailbox = %origin.mailbox, reason = %reason, "mail quarantined");
                 return Ok(Processed::Quarantined { reason });
             }
@@ -415,7 +425,7 @@ impl Pipeline {
         self.store.prefetch_message_ids(&ids)?;
         let seen = self.seen(&msg)?;
         if let Seen::Duplicate(_) = seen {
-            self.store.commit(w)?;
+            self.commit(w)?;
             return Ok(Processed::Duplicate);
         }
         let class = classify(&msg, &self.config, &self.signer);
@@ -424,7 +434,7 @@ impl Pipeline {
             // Dropped, but kept: raw, in the quarantine list with the reason.
             let reason = format!("dropped: our own mail ({why})");
             self.quarantine(&mut w, raw, raw_key, origin, &reason, now);
-            self.store.commit(w)?;
+            self.commit(w)?;
             tracing::info!(mailbox = %origin.mailbox, reason = %why, "own mail dropped");
             return Ok(Processed::Dropped { reason: why.clone() });
         }
@@ -612,7 +622,7 @@ impl Pipeline {
         for mail in &applied.mails {
             self.queue_mail(&mut w, mail, now, lane);
         }
-        self.store.commit(w)?;
+        self.commit(w)?;
         tracing::info!(
             ticket = id.0,
             mailbox = %origin.mailbox,
@@ -754,7 +764,7 @@ impl Pipeline {
                 }
                 w.ticket(&ticket);
             }
-            self.store.commit(w)?;
+            self.commit(w)?;
         }
         self.store.flush()?;
         Ok(summary)
@@ -991,7 +1001,7 @@ impl Pipeline {
                 "bounce that matches no ticket (its original Message-ID is unknown)",
                 now,
             );
-            self.store.commit(w)?;
+            self.commit(w)?;
             return Ok(Processed::Bounce { ticket: None });
         };
         let applied = apply_bounce(ticket, msg, raw_key, now);
@@ -1056,7 +1066,7 @@ impl Pipeline {
                 );
             }
         }
-        self.store.commit(w)?;
+        self.commit(w)?;
         tracing::info!(ticket = id.0, "bounce recorded");
         Ok(Processed::Bounce { ticket: Some(id) })
     }
@@ -1166,7 +1176,7 @@ impl Pipeline {
     pub fn set_position(&self, mailbox: &str, position: Position) -> Result<(), StoreError> {
         let mut w = Change::default();
         w.push(Op::Position(mailbox.to_string(), position));
-        self.store.commit(w)
+        self.commit(w)
     }
 }
 

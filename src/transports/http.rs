@@ -696,7 +696,7 @@ fn survey_vote(api: &Api, pipeline: &Pipeline, rest: &str) -> Response<Full<Byte
             ),
         );
         w.ticket(&ticket);
-        pipeline.store.commit(w)?;
+        pipeline.commit(w)?;
         pipeline.store.flush()?;
         Ok(page(StatusCode::OK, "Thank you for your rating!", ""))
     })();

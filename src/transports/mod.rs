@@ -10,6 +10,7 @@ pub mod imap;
 pub mod maildir;
 pub mod smtp;
 pub mod web;
+pub mod webhook;
 
 use crate::adapters::store::StoreError;
 use crate::pipeline::{Origin, Pipeline, Processed};

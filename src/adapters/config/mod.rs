@@ -42,6 +42,11 @@ pub struct Config {
     pub outgoing: Outgoing,
     /// `[store]`.
     pub store: crate::adapters::store::StoreSettings,
+    /// `[[webhook]]`.
+    pub webhooks: Vec<Webhook>,
+    /// `[web] trusted_proxies`: reverse proxies (address, prefix length)
+    /// whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     /// What the core reads.
     pub settings: Settings,
 }
@@ -63,6 +68,57 @@ impl Config {
     /// The mailbox configuration by name.
     pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
         self.mailboxes.iter().find(|m| m.name == name)
+    }
+}
+
+/// The events a `[[webhook]]` may ask for (`*` asks for all).
+pub const WEBHOOK_EVENTS: [&str; 10] = [
+    "ticket.created",
+    "ticket.updated",
+    "ticket.resolved",
+    "ticket.merged",
+    "message.inbound",
+    "message.outbound",
+    "note.added",
+    "sla.warning",
+    "sla.breached",
+    "csat.received",
+];
+
+/// What a webhook's requests carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookFormat {
+    /// The event as JSON, signed.
+    Json,
+    /// A Slack/Mattermost incoming-webhook message (`text`).
+    Slack,
+}
+
+/// One `[[webhook]]`.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    /// Its name (`webhook1`… by order when not given): deliveries name it.
+    pub name: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The events it wants.
+    pub events: Vec<String>,
+    /// The HMAC key of the signature header (required for `json`).
+    pub secret: Option<SecretSource>,
+    /// `json` or `slack`.
+    pub format: HookFormat,
+    /// Attempts before a delivery fails for good.
+    pub attempts: u32,
+    /// The wait after the first failed attempt; it doubles each time (at most an hour).
+    pub backoff: Duration,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+}
+
+impl Webhook {
+    /// Whether it wants `event`.
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e == "*" || e == event)
     }
 }
 

@@ -37,6 +37,22 @@ pub(super) struct RawConfig {
     pub(super) sla: std::collections::BTreeMap<String, Spanned<RawSla>>,
     #[serde(default)]
     pub(super) web: Option<Spanned<RawWeb>>,
+    #[serde(default)]
+    pub(super) webhook: Vec<Spanned<RawWebhook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) url: Spanned<String>,
+    pub(super) events: Spanned<Vec<Spanned<String>>>,
+    pub(super) secret_file: Option<String>,
+    pub(super) secret_env: Option<String>,
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) attempts: Option<Spanned<u32>>,
+    pub(super) backoff: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -933,8 +933,12 @@ impl Validator<'_> {
                 queue: queue.clone(),
             })
             .collect();
+        let webhooks = self.webhooks(&raw.webhook);
+        let trusted_proxies = self.trusted_proxies(raw.web.as_ref());
         Some(Config {
             path: path.to_path_buf(),
+            webhooks,
+            trusted_proxies,
             instance: Instance {
                 data_dir: PathBuf::from(ri.data_dir),
                 secret,
@@ -1082,9 +1086,17 @@ impl Validator<'_> {
                 );
             }
         }
-        for p in &raw.trusted_proxies {
+        web
+    }
+}
+
+impl Validator<'_> {
+    /// `[web] trusted_proxies`: addresses or networks.
+    fn trusted_proxies(&mut self, raw: Option<&toml::Spanned<RawWeb>>) -> Vec<(std::net::IpAddr, u8)> {
+        let mut out = Vec::new();
+        for p in raw.map(|r| &r.get_ref().trusted_proxies[..]).unwrap_or_default() {
             match parse_net(p.get_ref()) {
-                Some(net) => web.trusted_proxies.push(net),
+                Some(net) => out.push(net),
                 None => self.problem(
                     p.span().start,
                     format!(
@@ -1094,7 +1106,104 @@ impl Validator<'_> {
                 ),
             }
         }
-        web
+        out
+    }
+
+    /// `[[webhook]]`s: a name each (unique), an http(s) URL, known events, a
+    /// secret for the signed JSON format.
+    fn webhooks(&mut self, raw: &[toml::Spanned<super::raw::RawWebhook>]) -> Vec<super::Webhook> {
+        use super::{HookFormat, WEBHOOK_EVENTS, Webhook};
+        let mut out: Vec<Webhook> = Vec::new();
+        for (i, h) in raw.iter().enumerate() {
+            let at = h.span().start;
+            let h = h.get_ref();
+            let name = match &h.name {
+                Some(n) => {
+                    let v = n.get_ref().trim().to_string();
+                    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                        self.problem(n.span().start, "webhook name: letters, digits, - _ . only".into());
+                    }
+                    if out.iter().any(|o| o.name == v) {
+                        self.problem(n.span().start, format!("webhook name {v:?} is used twice"));
+                    }
+                    v
+                }
+                None => format!("webhook{}", i + 1),
+            };
+            let url = h.url.get_ref().trim().to_string();
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+                self.problem(
+                    h.url.span().start,
+                    "webhook url must be an http:// or https:// address".into(),
+                );
+            }
+            let mut events = Vec::new();
+            for e in h.events.get_ref() {
+                if e.get_ref() == "*" || WEBHOOK_EVENTS.contains(&e.get_ref().as_str()) {
+                    events.push(e.get_ref().clone());
+                } else {
+                    self.problem(
+                        e.span().start,
+                        format!(
+                            "unknown webhook event {:?} (expected * or one of: {})",
+                            e.get_ref(),
+                            WEBHOOK_EVENTS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if h.events.get_ref().is_empty() {
+                self.problem(
+                    h.events.span().start,
+                    "webhook events: name at least one (or \"*\")".into(),
+                );
+            }
+            let format = match h.format.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("json") => HookFormat::Json,
+                Some("slack") => HookFormat::Slack,
+                Some(other) => {
+                    self.problem(
+                        h.format.as_ref().map_or(at, |f| f.span().start),
+                        format!("webhook format {other:?}: expected \"json\" or \"slack\""),
+                    );
+                    HookFormat::Json
+                }
+            };
+            let secret = self.secret(at, &h.secret_file, &h.secret_env, "webhook secret");
+            if secret.is_none() && format == HookFormat::Json {
+                self.problem(
+                    at,
+                    format!("webhook {name}: the json format needs secret_file or secret_env (receivers check the signature with it)"),
+                );
+            }
+            let attempts = match &h.attempts {
+                Some(a) if (1..=50).contains(a.get_ref()) => *a.get_ref(),
+                Some(a) => {
+                    self.problem(a.span().start, "webhook attempts must be 1 to 50".into());
+                    8
+                }
+                None => 8,
+            };
+            let backoff = self.duration(&h.backoff, Duration::from_secs(30));
+            let timeout = self.duration(&h.timeout, Duration::from_secs(10));
+            if !(1..=300).contains(&timeout.as_secs()) {
+                self.problem(
+                    h.timeout.as_ref().map_or(at, |t| t.span().start),
+                    "webhook timeout must be 1s to 5m".into(),
+                );
+            }
+            out.push(Webhook {
+                name,
+                url,
+                events,
+                secret,
+                format,
+                attempts,
+                backoff: backoff.max(Duration::from_secs(1)),
+                timeout,
+            });
+        }
+        out
     }
 }
 

@@ -14,8 +14,8 @@
 //! of the batch; the caller processes it again.
 
 use super::{
-    Change, Count, IdEntry, Lane, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store, StoreError,
-    TicketFilter, Timer,
+    Change, Count, HookEntry, IdEntry, Lane, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store,
+    StoreError, TicketFilter, Timer,
 };
 use crate::core::model::{Event, MessageRecord, Ticket, TicketId};
 use jiff::Timestamp;
@@ -301,6 +301,9 @@ impl Store for BatchCache {
     }
     fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
         self.inner.quarantine()
+    }
+    fn hooks(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, HookEntry)>, StoreError> {
+        self.inner.hooks(after, limit)
     }
     fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError> {
         self.inner.put_blobs(blobs)

@@ -92,6 +92,34 @@ pub struct OutboxKey {
     pub seq: u64,
 }
 
+/// A webhook delivery: waiting, retrying, or failed for good (kept and
+/// listed until retried).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookEntry {
+    /// The `[[webhook]]`'s name.
+    pub hook: String,
+    /// The event, like `ticket.created`.
+    pub event: String,
+    /// The ticket it is about.
+    pub ticket: TicketId,
+    /// The delivery's id (also in the body), unique.
+    pub id: String,
+    /// The request body, as it is sent on every attempt.
+    pub body: String,
+    /// When it was queued.
+    pub created: Timestamp,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before this time.
+    pub next_attempt: Timestamp,
+    /// The last attempt's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Failed for good: kept for a look and a retry, not sent again by itself.
+    #[serde(default)]
+    pub failed: bool,
+}
+
 /// A mail kept raw because it could not be processed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineEntry {
@@ -179,6 +207,12 @@ pub enum Op {
     AddTimer(Timer),
     /// Removes a timer.
     RemoveTimer(Timer),
+    /// Queues a webhook delivery.
+    Hook(Box<HookEntry>),
+    /// Rewrites a queued delivery (a retry, or failed for good).
+    HookUpdate(u64, Box<HookEntry>),
+    /// Removes a delivery (delivered).
+    HookDone(u64),
 }
 
 /// A set of writes applied atomically by [`Store::commit`].
@@ -354,6 +388,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Quarantined mail in order.
     fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+    /// Up to `limit` webhook deliveries after `after`, in queue order (failed ones too).
+    fn hooks(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, HookEntry)>, StoreError>;
 
     /// Writes blobs and makes them durable (before any record names them).
     /// Returns their keys (SHA-256, hex), in order.

@@ -29,8 +29,8 @@
 
 use super::blobs::key_of;
 use super::{
-    Change, Count, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, PgSettings, Position, QuarantineEntry,
-    Store, StoreError, TicketFilter, Timer,
+    Change, Count, HookEntry, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, PgSettings, Position,
+    QuarantineEntry, Store, StoreError, TicketFilter, Timer,
 };
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -408,6 +408,9 @@ fn statement(op: Op, written: &mut HashMap<i64, i64>) -> Statement {
             "DELETE FROM outbox WHERE lane = $1 AND seq = $2",
             p![lane_code(k.lane), k.seq as i64],
         ),
+        Op::Hook(h) => st("INSERT INTO hooks (entry) VALUES ($1)", p![Json(h)]),
+        Op::HookUpdate(seq, h) => st("UPDATE hooks SET entry = $2 WHERE seq = $1", p![seq as i64, Json(h)]),
+        Op::HookDone(seq) => st("DELETE FROM hooks WHERE seq = $1", p![seq as i64]),
         Op::Quarantine(q) => st(
             "INSERT INTO quarantine (blob, data) VALUES ($1, $2)",
             p![q.raw_key.clone(), Json(q)],
@@ -837,6 +840,21 @@ impl Store for PgStore {
             .into_iter()
             .map(|j| j.0)
             .collect())
+    }
+
+    fn hooks(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, HookEntry)>, StoreError> {
+        self.rows(
+            "SELECT seq, entry FROM hooks WHERE seq > $1 ORDER BY seq LIMIT $2".into(),
+            vec![
+                Box::new(after.map_or(-1, |a| a as i64)),
+                Box::new(limit.min(10_000) as i64),
+            ],
+            |r| {
+                let seq: i64 = r.try_get(0)?;
+                let entry: Json<HookEntry> = r.try_get(1)?;
+                Ok((seq as u64, entry.0))
+            },
+        )
     }
 
     fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError> {

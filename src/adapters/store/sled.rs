@@ -14,8 +14,8 @@
 
 use super::blobs::Blobs;
 use super::{
-    Change, Count, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store,
-    StoreError, StoreSettings, TicketFilter, Timer,
+    Change, Count, HookEntry, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry,
+    Store, StoreError, StoreSettings, TicketFilter, Timer,
 };
 use super::{status_number as status_byte, status_of_number as status_of_byte};
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
@@ -58,9 +58,10 @@ enum T {
     Counts,
     Activity,
     BlobRefs,
+    Hooks,
 }
 
-const TREES: [&str; 18] = [
+const TREES: [&str; 19] = [
     "meta",
     "tickets",
     "messages",
@@ -79,6 +80,7 @@ const TREES: [&str; 18] = [
     "counts",
     "activity",
     "blobrefs",
+    "hooks",
 ];
 
 /// The sled store.
@@ -547,6 +549,13 @@ impl SledStore {
             n += 1;
         }
         counts.push(("quarantine", n));
+        let mut n = 0;
+        for r in self.tree(T::Hooks).iter() {
+            let (_, v) = r?;
+            emit(Op::Hook(Box::new(decode("hooks", &v)?)), &mut change)?;
+            n += 1;
+        }
+        counts.push(("webhooks", n));
         for r in self.tree(T::Acks).iter().keys() {
             let k = r?;
             // address, NUL, seconds (8), sequence (8)
@@ -654,6 +663,9 @@ impl SledStore {
                 }
                 Op::AddTimer(t) => Prepared::Put(T::Due, due_key(&t), Vec::new()),
                 Op::RemoveTimer(t) => Prepared::Remove(T::Due, due_key(&t)),
+                Op::Hook(h) => Prepared::Put(T::Hooks, be(self.db.generate_id()?).to_vec(), encode(&*h)),
+                Op::HookUpdate(seq, h) => Prepared::Put(T::Hooks, be(seq).to_vec(), encode(&*h)),
+                Op::HookDone(seq) => Prepared::Remove(T::Hooks, be(seq).to_vec()),
             });
         }
         Ok(out)
@@ -953,6 +965,27 @@ impl Store for SledStore {
             .first()?
             .and_then(|(k, _)| parse_due_key(&k))
             .map(|t| t.at))
+    }
+
+    fn hooks(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, HookEntry)>, StoreError> {
+        let start = match after {
+            Some(seq) => Bound::Excluded(be(seq).to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for r in self
+            .tree(T::Hooks)
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (k, v) = r?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                tree: "hooks",
+                message: "a key of other than 8 bytes".into(),
+            })?);
+            out.push((seq, decode("hooks", &v)?));
+        }
+        Ok(out)
     }
 
     fn outbox(

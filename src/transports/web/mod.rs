@@ -93,7 +93,6 @@ async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) -> Res
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .config
-        .web
         .trusted_proxies
         .clone();
     if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>().copied()
