@@ -186,6 +186,18 @@ enum Command {
     },
     /// Every ticket with its messages and events, one JSON object per line.
     Export,
+    /// Webhook deliveries that failed for good: list them, or send them again.
+    Webhooks {
+        /// List the failed deliveries.
+        #[arg(long, required_unless_present = "retry")]
+        failed: bool,
+        /// Send the failed deliveries again (all, or the one with this id).
+        #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+        retry: Option<String>,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mails kept raw because they could not be processed.
     Quarantine {
         /// JSON.
@@ -852,6 +864,83 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))
             })?;
             std::io::Write::flush(&mut out).map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
+            Ok(())
+        }
+        Command::Webhooks { failed, retry, json } => {
+            let config = load_config(cli.config)?;
+            if let Some(id) = retry {
+                let id = Some(id).filter(|i| !i.is_empty());
+                let n = match open_store(&config) {
+                    Ok(store) => {
+                        let pipeline = pipeline_with(config, store)?;
+                        let n = crate::transports::webhook::retry_failed(&pipeline, id.as_deref(), Timestamp::now())?;
+                        pipeline.store.flush()?;
+                        n
+                    }
+                    Err(StoreError::Locked(_)) => {
+                        let token = api_token(&config)?;
+                        let body = match &id {
+                            Some(id) => serde_json::json!({ "id": id }),
+                            None => serde_json::json!({}),
+                        };
+                        match crate::transports::http::post_json(
+                            config.http.listen,
+                            "/api/webhooks/retry",
+                            token.as_ref().map(|t| t.expose()),
+                            &body,
+                        )
+                        .map_err(daemon_unreachable)?
+                        {
+                            (200, body) => serde_json::from_str::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["retried"].as_u64())
+                                .unwrap_or(0) as u32,
+                            (_, body) => {
+                                let why = serde_json::from_str::<serde_json::Value>(&body)
+                                    .ok()
+                                    .and_then(|v| v["error"].as_str().map(String::from))
+                                    .unwrap_or(body);
+                                return Err(Failure::new(1, format!("webhooks --retry: {why}")));
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let (Some(id), 0) = (&id, n) {
+                    return Err(Failure::new(1, format!("webhooks --retry: no failed delivery {id}")));
+                }
+                if json {
+                    say_json!("{}", serde_json::json!({ "retried": n }));
+                } else {
+                    say!("{n} failed deliveries queued again");
+                }
+                return Ok(());
+            }
+            let _ = failed;
+            let entries: Vec<crate::adapters::store::HookEntry> = match open_store(&config) {
+                Ok(store) => crate::transports::webhook::failed(&pipeline_with(config, store)?)?,
+                Err(StoreError::Locked(_)) => serde_json::from_str(&api_get(&config, "/api/webhooks/failed")?)
+                    .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                say_json!("{}", serde_json::to_string_pretty(&entries).expect("serialises"));
+            } else if entries.is_empty() {
+                say!("no failed webhook deliveries");
+            } else {
+                for e in entries {
+                    say!(
+                        "{}  {}  {}  #{}  {} attempts  {}  {}",
+                        e.id,
+                        e.hook,
+                        e.event,
+                        e.ticket.0,
+                        e.attempts,
+                        e.created,
+                        e.last_error.unwrap_or_default()
+                    );
+                }
+            }
             Ok(())
         }
         Command::Quarantine { json } => {

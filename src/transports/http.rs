@@ -145,6 +145,9 @@ pub async fn route(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     {
         return merge(api, req).await;
     }
+    if method == hyper::Method::POST && path == "/api/webhooks/retry" {
+        return webhooks_retry(api, req).await;
+    }
     if path == "/healthz" && method == hyper::Method::GET {
         return respond(StatusCode::OK, "text/plain", "ok\n".into());
     }
@@ -388,7 +391,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
     if req.method != hyper::Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /csat/…)",
+            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /api/webhooks/retry, /csat/…)",
         );
     }
     if path == "/healthz" {
@@ -504,6 +507,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                 r
             }
             "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
+            "/api/webhooks/failed" => json(StatusCode::OK, &crate::transports::webhook::failed(&pipeline)?),
             "/api/report" => {
                 let tz = pipeline.config.desk.timezone.clone();
                 let parse = |k: &str| {
@@ -596,6 +600,56 @@ fn survey_page(pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
         &format!("Rate our answer {rating} of 5?"),
         &format!("<form method=post><button type=submit>Yes, rate {rating} of 5</button></form>"),
     )
+}
+
+/// `POST /api/webhooks/retry` with `{}` (every failed delivery) or
+/// `{"id": "dlv_…"}` (one): they are sent again from now; `{"retried": N}`.
+async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
+    use http_body_util::{BodyExt, Limited};
+    if !authorized(&api, req.headers()) {
+        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.split(';').next().unwrap_or("").trim() != "application/json" {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json with {} or {\"id\": \"dlv_…\"}",
+        );
+    }
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), 4096).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+    };
+    let id = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(o)) => match o.get("id") {
+            None => None,
+            Some(serde_json::Value::String(id)) => Some(id.clone()),
+            Some(_) => return error(StatusCode::BAD_REQUEST, "id: expected a delivery id string"),
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected a JSON object: {} or {\"id\": \"dlv_…\"}",
+            );
+        }
+    };
+    let work = tokio::task::spawn_blocking(move || {
+        let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
+        crate::transports::webhook::retry_failed(&pipeline, id.as_deref(), jiff::Timestamp::now()).map(|n| (n, id))
+    });
+    match work.await {
+        Ok(Ok((0, Some(id)))) => error(StatusCode::NOT_FOUND, &format!("no failed delivery {id}")),
+        Ok(Ok((n, _))) => json(StatusCode::OK, &serde_json::json!({ "retried": n })),
+        Ok(Err(e)) => error(store_status(&e), &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// `POST /api/tickets/{id}/merge` with `{"into": N}` (ticket `id` is merged

@@ -6,6 +6,7 @@ mod api;
 mod browser;
 mod cli;
 mod golden;
+mod hooks;
 mod imap;
 mod intent;
 mod mail;

@@ -332,3 +332,118 @@ impl Drop for Smtp {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// One request an [`HttpReceiver`] took, and the status it answered.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The test's own HTTP server on a loopback port (webhooks, lookups): it
+/// records every request and answers each path with the status set for it
+/// (200 when none is set). Stopped on drop.
+pub struct HttpReceiver {
+    pub port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    statuses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u16>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpReceiver {
+    pub fn start() -> HttpReceiver {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let statuses: Arc<Mutex<std::collections::HashMap<String, u16>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, st, sp) = (got.clone(), statuses.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let status = st.lock().unwrap().get(&path).copied().unwrap_or(200);
+                g.lock().unwrap().push(Received {
+                    path,
+                    headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    status,
+                });
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes(),
+                );
+            }
+        });
+        HttpReceiver {
+            port,
+            got,
+            statuses,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Answers requests for `path` with `status` from now on.
+    pub fn answer(&self, path: &str, status: u16) {
+        self.statuses.lock().unwrap().insert(path.to_string(), status);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
