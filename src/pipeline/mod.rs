@@ -36,6 +36,9 @@ pub struct Origin {
     /// Written on the web (the portal's form or status page), not mailed:
     /// channel `web`, and never an agent's, whatever address it names.
     pub web: bool,
+    /// The channel of mail that was not mailed (`web` when unset): `phone`,
+    /// `chat` or `api` for tickets opened through the API.
+    pub channel: Option<String>,
 }
 
 impl Origin {
@@ -47,6 +50,7 @@ impl Origin {
             position: None,
             bulk: false,
             web: false,
+            channel: None,
         }
     }
 }
@@ -539,9 +543,10 @@ impl Pipeline {
         };
         let before = if applied.created { None } else { before };
         if origin.web {
-            applied.message.channel = Some("web".into());
+            let channel = origin.channel.clone().unwrap_or_else(|| "web".into());
+            applied.message.channel = Some(channel.clone());
             if applied.created {
-                applied.ticket.channel = "web".into();
+                applied.ticket.channel = channel;
             }
         }
         let served = applied

@@ -145,6 +145,19 @@ pub async fn route(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     {
         return merge(api, req).await;
     }
+    if method == hyper::Method::POST && path == "/api/tickets" {
+        return crate::transports::channels::create(api, req, None).await;
+    }
+    if method == hyper::Method::POST
+        && let Some(id) = path
+            .strip_prefix("/api/tickets/")
+            .and_then(|r| r.strip_suffix("/messages"))
+    {
+        return match id.parse::<u64>() {
+            Ok(id) if id > 0 => crate::transports::channels::create(api, req, Some(id)).await,
+            _ => error(StatusCode::BAD_REQUEST, "expected /api/tickets/{number}/messages"),
+        };
+    }
     if method == hyper::Method::POST && path == "/api/webhooks/retry" {
         return webhooks_retry(api, req).await;
     }
@@ -271,7 +284,7 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
         .expect("static response parts")
 }
 
-fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Full<Bytes>> {
+pub(crate) fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Full<Bytes>> {
     respond(
         status,
         "application/json",
@@ -283,14 +296,47 @@ pub fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-fn authorized(api: &Api, headers: &hyper::HeaderMap) -> bool {
-    let Some(token) = &api.token else { return true };
+/// Who a request is, when it may use `scope`: an `[[api_token]]`'s name
+/// (which must hold the scope), or `api` for the `[http]` token or, without
+/// one, for anyone (the API then listens on loopback only). Otherwise a
+/// 401 (no or an unknown token) or a 403 (a token without the scope).
+#[allow(clippy::result_large_err)]
+pub(crate) fn access(
+    api: &Api,
+    headers: &hyper::HeaderMap,
+    scope: Option<&str>,
+) -> Result<String, Response<Full<Bytes>>> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    crate::core::token::constant_time_eq(given.as_bytes(), token.expose().as_bytes())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let config = api.current.read().unwrap_or_else(|p| p.into_inner()).config.clone();
+    if let Some(given) = given {
+        for t in &config.api_tokens {
+            match t.secret.load() {
+                Ok(secret) if crate::core::token::constant_time_eq(given.as_bytes(), secret.expose().as_bytes()) => {
+                    return match scope {
+                        Some(s) if !t.scopes.iter().any(|have| have == s) => Err(error(
+                            StatusCode::FORBIDDEN,
+                            &format!("the token {:?} does not have the scope {s}", t.name),
+                        )),
+                        _ => Ok(t.name.clone()),
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(token = %t.name, error = %e, "api_token unreadable; it is refused"),
+            }
+        }
+    }
+    match &api.token {
+        None if given.is_none() || config.api_tokens.is_empty() => Ok("api".into()),
+        Some(token)
+            if crate::core::token::constant_time_eq(given.unwrap_or("").as_bytes(), token.expose().as_bytes()) =>
+        {
+            Ok("api".into())
+        }
+        _ => Err(error(StatusCode::UNAUTHORIZED, "a bearer token is required")),
+    }
 }
 
 /// `POST /api/ingest?mailbox=NAME&at=RFC3339`: one raw mail through the
@@ -299,8 +345,8 @@ fn authorized(api: &Api, headers: &hyper::HeaderMap) -> bool {
 /// (`POST /api/explain`), how it would be handled, storing nothing.
 async fn ingest(api: &Api, req: Request<Body>, explain: bool) -> Response<Full<Bytes>> {
     use http_body_util::{BodyExt, Limited};
-    if !authorized(api, req.headers()) {
-        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    if let Err(refused) = access(api, req.headers(), Some("ingest")) {
+        return refused;
     }
     let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
     let query = parse_query(req.uri().query().unwrap_or(""));
@@ -391,7 +437,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
     if req.method != hyper::Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /api/webhooks/retry, /csat/…)",
+            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /api/tickets, /api/tickets/{id}/messages, /api/webhooks/retry, /csat/…)",
         );
     }
     if path == "/healthz" {
@@ -401,8 +447,9 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
     if let Some(rest) = path.strip_prefix("/csat/") {
         return survey_page(&pipeline, rest);
     }
-    if !authorized(api, &req.headers) {
-        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    let scope = path.starts_with("/api/").then_some("tickets:read");
+    if let Err(refused) = access(api, &req.headers, scope) {
+        return refused;
     }
     let query = parse_query(req.uri.query().unwrap_or(""));
     let store = &*pipeline.store;
@@ -606,8 +653,8 @@ fn survey_page(pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
 /// `{"id": "dlv_…"}` (one): they are sent again from now; `{"retried": N}`.
 async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     use http_body_util::{BodyExt, Limited};
-    if !authorized(&api, req.headers()) {
-        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    if let Err(refused) = access(&api, req.headers(), Some("tickets:write")) {
+        return refused;
     }
     let content_type = req
         .headers()
@@ -658,9 +705,10 @@ async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Byte
 /// the writer lock. A JSON body only: a web form cannot send one unasked.
 async fn merge(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     use http_body_util::{BodyExt, Limited};
-    if !authorized(&api, req.headers()) {
-        return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+    let actor = match access(&api, req.headers(), Some("tickets:write")) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
     let path = req.uri().path().to_string();
     let (split, key) = match path.ends_with("/split") {
         true => (true, "ticket"),
@@ -707,7 +755,7 @@ async fn merge(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     let work = tokio::task::spawn_blocking(move || {
         let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
         let _guard = api.writer.lock().unwrap_or_else(|p| p.into_inner());
-        pipeline.merge_request(TicketId(id), other, split, "api", jiff::Timestamp::now())
+        pipeline.merge_request(TicketId(id), other, split, &actor, jiff::Timestamp::now())
     });
     match work.await {
         Ok(Ok(Ok(done))) => json(StatusCode::OK, &done),

@@ -315,6 +315,7 @@ async fn session_loop(
                 }),
                 bulk: false,
                 web: false,
+                channel: None,
             };
             let origins: Vec<Origin> = fetched.iter().map(|(uid, _)| origin_of(*uid)).collect();
             let mut whole: Vec<(&[u8], &Origin)> = Vec::new();

@@ -5,6 +5,7 @@
 //! pipeline through a [`Sink`], flush the store, and only then mark the mail
 //! processed on the server or on disk.
 
+pub mod channels;
 pub mod http;
 pub mod imap;
 pub mod maildir;

@@ -4,6 +4,7 @@
 mod agents;
 mod api;
 mod browser;
+mod channels;
 mod cli;
 mod golden;
 mod hooks;

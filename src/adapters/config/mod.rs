@@ -44,6 +44,8 @@ pub struct Config {
     pub store: crate::adapters::store::StoreSettings,
     /// `[[webhook]]`.
     pub webhooks: Vec<Webhook>,
+    /// `[[api_token]]`: named bearer tokens with scopes.
+    pub api_tokens: Vec<ApiToken>,
     /// `[web] trusted_proxies`: reverse proxies (address, prefix length)
     /// whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
@@ -84,6 +86,20 @@ pub const WEBHOOK_EVENTS: [&str; 10] = [
     "sla.breached",
     "csat.received",
 ];
+
+/// The scopes an `[[api_token]]` may hold.
+pub const API_SCOPES: [&str; 3] = ["tickets:read", "tickets:write", "ingest"];
+
+/// One `[[api_token]]`.
+#[derive(Clone, Debug)]
+pub struct ApiToken {
+    /// Its name: the actor of what it does.
+    pub name: String,
+    /// Where the token is read from (on each request, so it can be rotated).
+    pub secret: SecretSource,
+    /// What it may do.
+    pub scopes: Vec<String>,
+}
 
 /// What a webhook's requests carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -39,6 +39,17 @@ pub(super) struct RawConfig {
     pub(super) web: Option<Spanned<RawWeb>>,
     #[serde(default)]
     pub(super) webhook: Vec<Spanned<RawWebhook>>,
+    #[serde(default)]
+    pub(super) api_token: Vec<Spanned<RawApiToken>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApiToken {
+    pub(super) name: Spanned<String>,
+    pub(super) token_file: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) scopes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

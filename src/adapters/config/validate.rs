@@ -935,9 +935,11 @@ impl Validator<'_> {
             .collect();
         let webhooks = self.webhooks(&raw.webhook);
         let trusted_proxies = self.trusted_proxies(raw.web.as_ref());
+        let api_tokens = self.api_tokens(&raw.api_token);
         Some(Config {
             path: path.to_path_buf(),
             webhooks,
+            api_tokens,
             trusted_proxies,
             instance: Instance {
                 data_dir: PathBuf::from(ri.data_dir),
@@ -1091,6 +1093,45 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `[[api_token]]`s: a unique name, a token source, known scopes.
+    fn api_tokens(&mut self, raw: &[toml::Spanned<super::raw::RawApiToken>]) -> Vec<super::ApiToken> {
+        let mut out: Vec<super::ApiToken> = Vec::new();
+        for t in raw {
+            let at = t.span().start;
+            let t = t.get_ref();
+            let name = t.name.get_ref().trim().to_string();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                self.problem(
+                    t.name.span().start,
+                    "api_token name: letters, digits, - _ . only".into(),
+                );
+            }
+            if out.iter().any(|o| o.name == name) {
+                self.problem(t.name.span().start, format!("api_token name {name:?} is used twice"));
+            }
+            let mut scopes = Vec::new();
+            for s in &t.scopes {
+                if super::API_SCOPES.contains(&s.get_ref().as_str()) {
+                    scopes.push(s.get_ref().clone());
+                } else {
+                    self.problem(
+                        s.span().start,
+                        format!(
+                            "unknown scope {:?} (expected {})",
+                            s.get_ref(),
+                            super::API_SCOPES.join(", ")
+                        ),
+                    );
+                }
+            }
+            match self.secret(at, &t.token_file, &t.token_env, "api_token") {
+                Some(secret) => out.push(super::ApiToken { name, secret, scopes }),
+                None => self.problem(at, format!("api_token {name}: set token_file or token_env")),
+            }
+        }
+        out
+    }
+
     /// `[web] trusted_proxies`: addresses or networks.
     fn trusted_proxies(&mut self, raw: Option<&toml::Spanned<RawWeb>>) -> Vec<(std::net::IpAddr, u8)> {
         let mut out = Vec::new();

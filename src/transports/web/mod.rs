@@ -6,7 +6,7 @@
 //! script at all), `no-store` and frame denial, and are compressed.
 
 mod chart;
-mod portal;
+pub(crate) mod portal;
 mod team;
 
 use crate::transports::http::{self, Api};

@@ -322,7 +322,7 @@ fn clean_content_type(ct: &str) -> String {
 }
 
 /// One line of text: no control characters, trimmed, at most `max` characters.
-fn one_line(s: &str, max: usize) -> String {
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(max)
@@ -332,7 +332,7 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 /// A plausible address (`local@domain.tld`, no spaces or brackets), lowercased domain.
-fn valid_email(s: &str) -> Option<String> {
+pub(crate) fn valid_email(s: &str) -> Option<String> {
     let s = s.trim();
     let (local, domain) = s.rsplit_once('@')?;
     let bad = |p: &str| {
@@ -356,7 +356,7 @@ fn valid_email(s: &str) -> Option<String> {
 }
 
 /// A random hex string of 16 bytes.
-pub(super) fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 16];
     ring::rand::SystemRandom::new()

@@ -1,0 +1,183 @@
+//! Tickets from other channels through the API, with named, scoped tokens.
+
+use crate::servers::{Smtp, temp_dir};
+use crate::support::{ALICE, DeskConfig, body_text, http_raw, wait_until};
+use serde_json::Value;
+
+#[test]
+fn a_phone_ticket_opens_by_api_with_a_scoped_token_and_is_acknowledged_by_mail() {
+    let smtp = Smtp::start();
+    let dir = temp_dir("tokens");
+    let file = |name: &str, value: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        p.display().to_string()
+    };
+    let admin = file("admin", "admin-token-1234567890");
+    let tokens = format!(
+        "[[api_token]]\nname = \"phone-system\"\ntoken_file = \"{}\"\nscopes = [\"tickets:read\", \"tickets:write\"]\n\n[[api_token]]\nname = \"dashboard-tv\"\ntoken_file = \"{}\"\nscopes = [\"tickets:read\"]\n",
+        file("phone", "phone-token-abcdefghijkl"),
+        file("tv", "tv-token-mnopqrstuvwx"),
+    );
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(ALICE)
+        .http(&format!("token_file = \"{admin}\""))
+        .extra(&tokens)
+        .build();
+    let daemon = desk.start();
+    let port = desk.http_port;
+    let post = |path: &str, token: Option<&str>, extra: &str, body: &str| -> (u16, Value) {
+        let auth = token
+            .map(|t| format!("\nAuthorization: Bearer {t}"))
+            .unwrap_or_default();
+        let (status, text) = http_raw(
+            port,
+            &format!("POST {path} HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Type: application/json{auth}{extra}"),
+            body.as_bytes(),
+        );
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    };
+    let call = r#"{"channel": "phone", "requester": {"email": "bob@customer.test", "name": "Bob"}, "subject": "Called: printer broken", "text": "Bob called: the printer prints nothing since Monday."}"#;
+
+    // No token, an unknown one, one without the scope: refused, nothing stored.
+    assert_eq!(post("/api/tickets", None, "", call).0, 401);
+    assert_eq!(post("/api/tickets", Some("guess"), "", call).0, 401);
+    let (status, why) = post("/api/tickets", Some("tv-token-mnopqrstuvwx"), "", call);
+    assert_eq!(status, 403);
+    assert!(
+        why["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not have the scope tickets:write"),
+        "{why}"
+    );
+    let (status, _) = http_raw(
+        port,
+        &format!("GET /api/tickets HTTP/1.1\nHost: 127.0.0.1:{port}\nAuthorization: Bearer tv-token-mnopqrstuvwx"),
+        b"",
+    );
+    assert_eq!(status, 200, "the read scope reads");
+    // Bad requests: a 4xx with the reason.
+    for (body, why) in [
+        (
+            r#"{"requester": {"email": "bob"}, "subject": "x", "text": "y"}"#,
+            "requester.email",
+        ),
+        (
+            r#"{"channel": "web", "requester": {"email": "bob@customer.test"}, "subject": "x", "text": "y"}"#,
+            "channel \"web\"",
+        ),
+        (
+            r#"{"requester": {"email": "bob@customer.test"}, "subject": "", "text": "y"}"#,
+            "must not be empty",
+        ),
+        (
+            r#"{"requester": {"email": "bob@customer.test"}, "subject": "x", "text": "y", "bcc": "z"}"#,
+            "unknown field",
+        ),
+        ("not json", "expected"),
+    ] {
+        let (status, v) = post("/api/tickets", Some("phone-token-abcdefghijkl"), "", body);
+        assert_eq!(status, 400, "{body}");
+        assert!(v["error"].as_str().unwrap_or("").contains(why), "{body}: {v}");
+    }
+    assert_eq!(
+        http_raw(
+            port,
+            &format!(
+                "GET /api/tickets/1 HTTP/1.1\nHost: 127.0.0.1:{port}\nAuthorization: Bearer {}",
+                "admin-token-1234567890"
+            ),
+            b""
+        )
+        .0,
+        404
+    );
+
+    // The call opens a ticket, channel phone, routed and acknowledged like mail.
+    let key = "\nIdempotency-Key: call-20261203-0001";
+    let (status, v) = post("/api/tickets", Some("phone-token-abcdefghijkl"), key, call);
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["ticket"], 1);
+    assert_eq!(v["result"], "new_ticket");
+    // A retry with the same key: the same ticket, nothing new.
+    let (status, v) = post("/api/tickets", Some("phone-token-abcdefghijkl"), key, call);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["ticket"].clone(), v["result"].clone()),
+        (1.into(), "replayed".into())
+    );
+    let t = desk.show(1);
+    assert_eq!(t["channel"], "phone");
+    assert_eq!(t["assignee"], "Alice Jones");
+    assert_eq!(
+        t["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["direction"] == "inbound")
+            .count(),
+        1
+    );
+    wait_until(20, "the acknowledgement", || {
+        !smtp.received_by("bob@customer.test").is_empty()
+    });
+    let ack = smtp.received_by("bob@customer.test").remove(0);
+    let subject = crate::support::header(&ack, "Subject").unwrap_or_default();
+    assert!(
+        subject.contains("#1") && subject.contains("Called: printer broken"),
+        "{subject}"
+    );
+    wait_until(20, "Alice's notification", || {
+        smtp.received_by("alice@example.com")
+            .iter()
+            .any(|m| body_text(m).contains("prints nothing since Monday"))
+    });
+
+    // The customer's next message, from the chat: it joins ticket 1.
+    let (status, v) = post(
+        "/api/tickets/1/messages",
+        Some("phone-token-abcdefghijkl"),
+        "",
+        r#"{"channel": "chat", "text": "Still broken, and now it beeps."}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        (v["ticket"].clone(), v["result"].clone()),
+        (1.into(), "appended".into())
+    );
+    let t = desk.show(1);
+    let inbound: Vec<&Value> = t["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "inbound")
+        .collect();
+    assert_eq!(inbound.len(), 2, "{t}");
+    assert_eq!(inbound[1]["channel"], "chat");
+    assert!(inbound[1]["text"].as_str().unwrap().contains("now it beeps"));
+    let (status, v) = post(
+        "/api/tickets/99/messages",
+        Some("phone-token-abcdefghijkl"),
+        "",
+        r#"{"text": "x"}"#,
+    );
+    assert_eq!(status, 404, "{v}");
+    daemon.stop();
+}
+
+#[test]
+fn api_token_config_is_checked() {
+    let desk = DeskConfig::new()
+        .extra("[[api_token]]\nname = \"a b\"\nscopes = [\"tickets:delete\"]\n")
+        .build();
+    let err = String::from_utf8_lossy(&desk.run(&["check"]).stderr).into_owned();
+    for wanted in [
+        "api_token name: letters, digits",
+        "unknown scope \"tickets:delete\"",
+        "api_token a b: set token_file or token_env",
+    ] {
+        assert!(err.contains(wanted), "{wanted}: {err}");
+    }
+}
