@@ -296,6 +296,9 @@ pub fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+/// The OpenAPI 3.1 document of this API (kept true by `tests/it/openapi.rs`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Who a request is, when it may use `scope`: an `[[api_token]]`'s name
 /// (which must hold the scope), or `api` for the `[http]` token or, without
 /// one, for anyone (the API then listens on loopback only). Otherwise a
@@ -554,6 +557,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                 r
             }
             "/api/quarantine" => json(StatusCode::OK, &store.quarantine()?),
+            "/api/openapi.json" => respond(StatusCode::OK, "application/json", OPENAPI.into()),
             "/api/webhooks/failed" => json(StatusCode::OK, &crate::transports::webhook::failed(&pipeline)?),
             "/api/report" => {
                 let tz = pipeline.config.desk.timezone.clone();

@@ -12,6 +12,7 @@ mod imap;
 mod intent;
 mod mail;
 mod merge;
+mod openapi;
 mod pg;
 mod postgres;
 mod replies;
