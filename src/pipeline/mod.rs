@@ -1177,6 +1177,48 @@ impl Pipeline {
         })
     }
 
+    /// `PATCH /api/tickets/{id}`: the emailed commands (`#status`,
+    /// `#priority`, `#assign`, `#queue`, `#type`, `#tag`, `#untag`) run for
+    /// `actor` (an API token's name, the events' actor) through the same
+    /// code as an agent's reply. All or nothing: any refused command
+    /// refuses the whole change, with the reasons.
+    pub fn api_update(
+        &self,
+        id: TicketId,
+        commands: &[crate::core::reply::Command],
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Result<crate::core::model::Ticket, Vec<String>>, StoreError> {
+        let Some(mut ticket) = crate::adapters::store::resolve(&*self.store, id)? else {
+            return Ok(Err(vec![format!("there is no ticket {id}")]));
+        };
+        let before = ticket.clone();
+        let who = crate::core::settings::Agent {
+            name: actor.to_string(),
+            emails: Vec::new(),
+            queues: Vec::new(),
+            max_open: None,
+        };
+        let (mut events, errors) = crate::core::agent::apply_commands(&mut ticket, commands, &who, &self.config, now);
+        if !errors.is_empty() {
+            return Ok(Err(errors));
+        }
+        if events.is_empty() {
+            return Ok(Ok(ticket));
+        }
+        ticket.updated_at = now;
+        events.extend(crate::core::sla::refresh(&mut ticket, &self.config, now, false, false));
+        let mut w = Change::default();
+        self.update_due(&mut w, Some(&before), &ticket);
+        w.ticket(&ticket);
+        for e in &events {
+            w.event(ticket.id, e);
+        }
+        self.commit(w)?;
+        self.store.flush()?;
+        Ok(Ok(ticket))
+    }
+
     /// Records a mailbox position (UIDVALIDITY change, empty batches).
     pub fn set_position(&self, mailbox: &str, position: Position) -> Result<(), StoreError> {
         let mut w = Change::default();

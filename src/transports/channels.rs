@@ -288,3 +288,136 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
         ),
     }
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    assignee: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    untag: Option<Vec<String>>,
+}
+
+/// `PATCH /api/tickets/{id}` with any of `status`, `priority`, `assignee`,
+/// `queue`, `type`, `tags` (added) and `untag`: the ticket after, or a 4xx
+/// with every reason (nothing changes then).
+pub async fn update(api: Arc<Api>, req: Request<Body>, id: u64) -> Response<Full<Bytes>> {
+    use crate::core::reply::Command;
+    use http_body_util::BodyExt;
+    let actor = match access(&api, req.headers(), Some("tickets:write")) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.split(';').next().unwrap_or("").trim() != "application/json" {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json",
+        );
+    }
+    let body = match tokio::time::timeout(
+        crate::transports::http::BODY_TIMEOUT,
+        http_body_util::Limited::new(req.into_body(), 64 << 10).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("at most 64 KiB: {e}")),
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+    };
+    let p: Patch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "expected {{\"status\", \"priority\", \"assignee\", \"queue\", \"type\", \"tags\", \"untag\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let word = |v: &str| !v.trim().is_empty() && !v.chars().any(|c| c.is_control());
+    let mut commands = Vec::new();
+    let mut bad = Vec::new();
+    if let Some(s) = &p.status {
+        match crate::core::model::Status::parse(s) {
+            Some(s) => commands.push(Command::Status(s)),
+            None => bad.push(format!("status {s:?}: expected new, open, pending, resolved or closed")),
+        }
+    }
+    if let Some(v) = &p.priority {
+        use crate::core::model::Priority;
+        let parsed = match v.as_str() {
+            "low" => Some(Priority::Low),
+            "normal" => Some(Priority::Normal),
+            "high" => Some(Priority::High),
+            "urgent" => Some(Priority::Urgent),
+            _ => None,
+        };
+        match parsed {
+            Some(v) => commands.push(Command::Priority(v)),
+            None => bad.push(format!("priority {v:?}: expected low, normal, high or urgent")),
+        }
+    }
+    for (value, what, make) in [
+        (&p.assignee, "assignee", Command::Assign as fn(String) -> Command),
+        (&p.queue, "queue", Command::Queue),
+        (&p.kind, "type", Command::Type),
+    ] {
+        if let Some(v) = value {
+            if word(v) {
+                commands.push(make(v.trim().to_string()));
+            } else {
+                bad.push(format!("{what}: expected a name"));
+            }
+        }
+    }
+    for (list, what, make) in [
+        (&p.tags, "tags", Command::Tag as fn(Vec<String>) -> Command),
+        (&p.untag, "untag", Command::Untag),
+    ] {
+        if let Some(tags) = list {
+            if tags.iter().all(|t| word(t) && !t.contains(char::is_whitespace)) {
+                commands.push(make(tags.clone()));
+            } else {
+                bad.push(format!("{what}: expected words without spaces"));
+            }
+        }
+    }
+    if !bad.is_empty() {
+        return json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": bad.join("; ") }));
+    }
+    if commands.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "nothing to change");
+    }
+    let a = api.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let pipeline = a.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let _guard = a.writer.lock().unwrap_or_else(|p| p.into_inner());
+        pipeline.api_update(TicketId(id), &commands, &actor, jiff::Timestamp::now())
+    });
+    match work.await {
+        Ok(Ok(Ok(t))) => json(StatusCode::OK, &t),
+        Ok(Ok(Err(why))) if why.len() == 1 && why[0].starts_with("there is no ticket") => {
+            error(StatusCode::NOT_FOUND, &why[0])
+        }
+        Ok(Ok(Err(why))) => json(StatusCode::CONFLICT, &serde_json::json!({ "error": why.join("; ") })),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}

@@ -158,6 +158,14 @@ pub async fn route(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
             _ => error(StatusCode::BAD_REQUEST, "expected /api/tickets/{number}/messages"),
         };
     }
+    if method == hyper::Method::PATCH
+        && let Some(id) = path.strip_prefix("/api/tickets/")
+    {
+        return match id.parse::<u64>() {
+            Ok(id) if id > 0 => crate::transports::channels::update(api, req, id).await,
+            _ => error(StatusCode::BAD_REQUEST, "expected PATCH /api/tickets/{number}"),
+        };
+    }
     if method == hyper::Method::POST && path == "/api/webhooks/retry" {
         return webhooks_retry(api, req).await;
     }

@@ -164,6 +164,56 @@ fn a_phone_ticket_opens_by_api_with_a_scoped_token_and_is_acknowledged_by_mail()
         r#"{"text": "x"}"#,
     );
     assert_eq!(status, 404, "{v}");
+
+    // PATCH: the emailed commands, with the token's name as actor; all or nothing.
+    let patch = |id: u64, token: &str, body: &str| -> (u16, Value) {
+        let (status, text) = http_raw(
+            port,
+            &format!(
+                "PATCH /api/tickets/{id} HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Type: application/json\nAuthorization: Bearer {token}"
+            ),
+            body.as_bytes(),
+        );
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    };
+    let phone = "phone-token-abcdefghijkl";
+    assert_eq!(patch(1, "tv-token-mnopqrstuvwx", r#"{"status": "pending"}"#).0, 403);
+    let (status, v) = patch(1, phone, r#"{"priority": "meh", "status": "later"}"#);
+    assert_eq!(status, 400);
+    let why = v["error"].as_str().unwrap();
+    assert!(
+        why.contains("priority \"meh\"") && why.contains("status \"later\""),
+        "{v}"
+    );
+    let (status, v) = patch(1, phone, r#"{"status": "pending", "assignee": "Nobody Here"}"#);
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("Nobody Here"), "{v}");
+    let before = desk.show(1)["status"].clone();
+    assert_ne!(before, "pending", "a refused change changes nothing");
+    assert_eq!(patch(99, phone, r#"{"status": "pending"}"#).0, 404);
+    assert_eq!(patch(1, phone, r#"{}"#).0, 400);
+    let (status, v) = patch(
+        1,
+        phone,
+        r#"{"status": "pending", "priority": "high", "tags": ["printer", "hardware"]}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["status"].clone(), v["priority"].clone()),
+        ("pending".into(), "high".into())
+    );
+    let t = desk.show(1);
+    assert_eq!(t["tags"], serde_json::json!(["printer", "hardware"]));
+    let by_token: Vec<&str> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "phone-system")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["status", "priority", "tag"] {
+        assert!(by_token.contains(&kind), "{kind} by phone-system: {by_token:?}");
+    }
     daemon.stop();
 }
 
