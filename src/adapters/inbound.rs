@@ -178,6 +178,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         language: None,
         sentiment: Default::default(),
         intent: None,
+        customer: Default::default(),
         message_id,
         in_reply_to,
         references,

@@ -266,6 +266,10 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
     if !reading.is_empty() {
         facts.push_str(&format!("Reads as: {}\n", reading.join(" · ")));
     }
+    if !ticket.customer.is_empty() {
+        let record: Vec<String> = ticket.customer.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        facts.push_str(&format!("Customer: {}\n", record.join(" · ")));
+    }
     if !participants.is_empty() {
         facts.push_str(&format!("Cc: {}\n", participants.join(", ")));
     }

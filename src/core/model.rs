@@ -223,6 +223,9 @@ pub struct Ticket {
     /// What the customer wants, as the intent model read the first mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<crate::core::intent::Intent>,
+    /// The requester's CRM record when the ticket was opened (`[integrations.customer_lookup]`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub customer: std::collections::BTreeMap<String, String>,
     /// The ticket this one was merged into: its messages, participants and
     /// events show there, and mail to this number lands there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,6 +276,7 @@ impl Ticket {
             sentiment: None,
             sentiment_trend: None,
             intent: None,
+            customer: Default::default(),
             merged_into: None,
             merged: Vec::new(),
             revision: 0,
@@ -434,6 +438,8 @@ pub struct InboundMessage {
     /// What the writer wants, when an intent model is trained (mail a person
     /// wrote that opens a ticket).
     pub intent: Option<crate::core::intent::Intent>,
+    /// The requester's CRM record (the configured fields), when it was looked up.
+    pub customer: std::collections::BTreeMap<String, String>,
     /// Size of the raw mail in bytes.
     pub size: usize,
 }

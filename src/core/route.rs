@@ -183,6 +183,7 @@ fn values(msg: &InboundMessage, mailbox: &str, field: &Field) -> Vec<String> {
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
             .collect(),
+        Field::Customer(name) => msg.customer.get(name).cloned().into_iter().collect(),
     }
 }
 

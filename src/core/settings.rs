@@ -176,6 +176,8 @@ pub enum Field {
     Mailbox,
     /// A header, by lowercase name.
     Header(String),
+    /// A field of the requester's CRM record (`[integrations.customer_lookup]`).
+    Customer(String),
 }
 
 /// One condition of a rule.

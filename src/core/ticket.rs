@@ -946,6 +946,7 @@ fn new_ticket(id: TicketId, msg: &InboundMessage, from: &Mailbox, cx: &ApplyCont
         language: msg.language.clone(),
         sentiment: Some(msg.sentiment),
         intent: msg.intent.clone(),
+        customer: msg.customer.clone(),
         ..Ticket::new(id, &subject, from.clone(), cx.mailbox, &queue, cx.now)
     }
 }

@@ -463,6 +463,10 @@ impl Pipeline {
         // A customer's mail that opens a ticket is read for its intent.
         if !matches!(decision.outcome, Outcome::Existing(_)) && matches!(class.sender, Sender::Customer) {
             msg.intent = self.read_intent(&msg, &class);
+            // And its requester looked up in the CRM, when one is configured.
+            if let (Some(lookup), Some(from)) = (&self.config.customer_lookup, &msg.from) {
+                msg.customer = crate::transports::lookup::customer(lookup, &from.email);
+            }
         }
         let existing = match decision.outcome {
             Outcome::Existing(id) | Outcome::NewLinked(id) => self.store.ticket(id)?,

@@ -8,6 +8,7 @@
 pub mod channels;
 pub mod http;
 pub mod imap;
+pub mod lookup;
 pub mod maildir;
 pub mod smtp;
 pub mod web;

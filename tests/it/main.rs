@@ -6,6 +6,7 @@ mod api;
 mod browser;
 mod channels;
 mod cli;
+mod crm;
 mod golden;
 mod hooks;
 mod imap;

@@ -352,6 +352,8 @@ impl Received {
     }
 }
 
+type Replies = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Duration)>>>;
+
 /// The test's own HTTP server on a loopback port (webhooks, lookups): it
 /// records every request and answers each path with the status set for it
 /// (200 when none is set). Stopped on drop.
@@ -359,6 +361,7 @@ pub struct HttpReceiver {
     pub port: u16,
     got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     statuses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u16>>>,
+    replies: Replies,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -370,8 +373,9 @@ impl HttpReceiver {
         let port = listener.local_addr().unwrap().port();
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let statuses: Arc<Mutex<std::collections::HashMap<String, u16>>> = Arc::default();
+        let replies: Replies = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (g, st, sp) = (got.clone(), statuses.clone(), stop.clone());
+        let (g, st, sp, rp) = (got.clone(), statuses.clone(), stop.clone(), replies.clone());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if sp.load(Ordering::SeqCst) {
@@ -402,15 +406,27 @@ impl HttpReceiver {
                     .unwrap_or(0);
                 let mut body = vec![0; len];
                 let _ = reader.read_exact(&mut body);
-                let status = st.lock().unwrap().get(&path).copied().unwrap_or(200);
+                let bare = path.split('?').next().unwrap_or("").to_string();
+                let status = st.lock().unwrap().get(&bare).copied().unwrap_or(200);
+                let (reply, delay) = rp
+                    .lock()
+                    .unwrap()
+                    .get(&bare)
+                    .cloned()
+                    .unwrap_or(("ok".into(), Duration::ZERO));
                 g.lock().unwrap().push(Received {
                     path,
                     headers,
                     body: String::from_utf8_lossy(&body).into_owned(),
                     status,
                 });
+                std::thread::sleep(delay);
                 let _ = conn.write_all(
-                    format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes(),
+                    format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                        reply.len()
+                    )
+                    .as_bytes(),
                 );
             }
         });
@@ -418,6 +434,7 @@ impl HttpReceiver {
             port,
             got,
             statuses,
+            replies,
             stop,
             thread: Some(thread),
         }
@@ -430,6 +447,14 @@ impl HttpReceiver {
     /// Answers requests for `path` with `status` from now on.
     pub fn answer(&self, path: &str, status: u16) {
         self.statuses.lock().unwrap().insert(path.to_string(), status);
+    }
+
+    /// Answers requests for `path` (the query aside) with `body` after `delay`.
+    pub fn reply(&self, path: &str, body: &str, delay: Duration) {
+        self.replies
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (body.to_string(), delay));
     }
 
     /// Every request so far, in arrival order.

@@ -46,6 +46,8 @@ pub struct Config {
     pub webhooks: Vec<Webhook>,
     /// `[[api_token]]`: named bearer tokens with scopes.
     pub api_tokens: Vec<ApiToken>,
+    /// `[integrations.customer_lookup]`.
+    pub customer_lookup: Option<CustomerLookup>,
     /// `[web] trusted_proxies`: reverse proxies (address, prefix length)
     /// whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
@@ -86,6 +88,23 @@ pub const WEBHOOK_EVENTS: [&str; 10] = [
     "sla.breached",
     "csat.received",
 ];
+
+/// `[integrations.customer_lookup]`: a CRM asked about a new ticket's requester.
+#[derive(Clone, Debug)]
+pub struct CustomerLookup {
+    /// The URL, with `{email}` (percent-encoded when filled in).
+    pub url: String,
+    /// The header the token goes in (`Authorization` sends `Bearer TOKEN`).
+    pub header: String,
+    /// The token, when the CRM needs one.
+    pub token: Option<SecretSource>,
+    /// How long one lookup may take before the ticket goes on without it.
+    pub timeout: Duration,
+    /// How long an answer is kept.
+    pub cache: Duration,
+    /// The fields taken from the answer (dotted paths: `company.name`).
+    pub fields: Vec<String>,
+}
 
 /// The scopes an `[[api_token]]` may hold.
 pub const API_SCOPES: [&str; 3] = ["tickets:read", "tickets:write", "ingest"];

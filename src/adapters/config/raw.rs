@@ -41,6 +41,26 @@ pub(super) struct RawConfig {
     pub(super) webhook: Vec<Spanned<RawWebhook>>,
     #[serde(default)]
     pub(super) api_token: Vec<Spanned<RawApiToken>>,
+    #[serde(default)]
+    pub(super) integrations: Option<RawIntegrations>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntegrations {
+    pub(super) customer_lookup: Option<Spanned<RawLookup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLookup {
+    pub(super) url: Spanned<String>,
+    pub(super) header: Option<Spanned<String>>,
+    pub(super) token_file: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) cache: Option<Spanned<String>>,
+    pub(super) fields: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

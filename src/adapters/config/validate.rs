@@ -679,10 +679,11 @@ impl Validator<'_> {
                     "cc" => Field::Cc,
                     "mailbox" => Field::Mailbox,
                     h if h.starts_with("header.") && h.len() > 7 => Field::Header(h[7..].to_ascii_lowercase()),
+                    c if c.starts_with("customer.") && c.len() > 9 => Field::Customer(c[9..].to_string()),
                     _ => {
                         self.problem(
                             at,
-                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, has_attachment, language, intent, each optionally with not_; sentiment_below, sentiment_above, intent_min_confidence)"),
+                            format!("unknown condition when.{key} (expected subject, body, from, to, cc, mailbox, header.NAME, customer.FIELD, has_attachment, language, intent, each optionally with not_; sentiment_below, sentiment_above, intent_min_confidence)"),
                         );
                         continue;
                     }
@@ -936,10 +937,16 @@ impl Validator<'_> {
         let webhooks = self.webhooks(&raw.webhook);
         let trusted_proxies = self.trusted_proxies(raw.web.as_ref());
         let api_tokens = self.api_tokens(&raw.api_token);
+        let customer_lookup = raw
+            .integrations
+            .as_ref()
+            .and_then(|i| i.customer_lookup.as_ref())
+            .map(|l| self.customer_lookup(l));
         Some(Config {
             path: path.to_path_buf(),
             webhooks,
             api_tokens,
+            customer_lookup,
             trusted_proxies,
             instance: Instance {
                 data_dir: PathBuf::from(ri.data_dir),
@@ -1093,6 +1100,58 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `[integrations.customer_lookup]`.
+    fn customer_lookup(&mut self, raw: &toml::Spanned<super::raw::RawLookup>) -> super::CustomerLookup {
+        let at = raw.span().start;
+        let l = raw.get_ref();
+        let url = l.url.get_ref().trim().to_string();
+        if !(url.starts_with("https://") || url.starts_with("http://")) || !url.contains("{email}") {
+            self.problem(
+                l.url.span().start,
+                "customer_lookup url must be an http(s):// address with {email} in it".into(),
+            );
+        }
+        let header = l
+            .header
+            .as_ref()
+            .map_or("Authorization".to_string(), |h| h.get_ref().trim().to_string());
+        if header.is_empty() || !header.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            self.problem(
+                l.header.as_ref().map_or(at, |h| h.span().start),
+                "customer_lookup header: a header name (letters, digits, -)".into(),
+            );
+        }
+        let timeout = self.duration(&l.timeout, Duration::from_secs(2));
+        if !(1..=10).contains(&timeout.as_secs()) {
+            self.problem(
+                l.timeout.as_ref().map_or(at, |t| t.span().start),
+                "customer_lookup timeout must be 1s to 10s (mail waits for it)".into(),
+            );
+        }
+        let cache = self.duration(&l.cache, Duration::from_secs(3600));
+        let fields: Vec<String> = match &l.fields {
+            Some(f) => f.iter().map(|f| f.get_ref().trim().to_string()).collect(),
+            None => vec!["name".into(), "company".into(), "plan".into()],
+        };
+        for (i, f) in fields.iter().enumerate() {
+            if f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                let span = l.fields.as_ref().and_then(|v| v.get(i)).map_or(at, |s| s.span().start);
+                self.problem(
+                    span,
+                    format!("customer_lookup field {f:?}: letters, digits, _ - . only"),
+                );
+            }
+        }
+        super::CustomerLookup {
+            url,
+            header,
+            token: self.secret(at, &l.token_file, &l.token_env, "customer_lookup token"),
+            timeout: timeout.clamp(Duration::from_secs(1), Duration::from_secs(10)),
+            cache,
+            fields,
+        }
+    }
+
     /// `[[api_token]]`s: a unique name, a token source, known scopes.
     fn api_tokens(&mut self, raw: &[toml::Spanned<super::raw::RawApiToken>]) -> Vec<super::ApiToken> {
         let mut out: Vec<super::ApiToken> = Vec::new();
