@@ -9,7 +9,7 @@
 use crate::core::model::{Mailbox, TicketId};
 use crate::core::outgoing::OutgoingMail;
 use crate::pipeline::{Origin, Processed};
-use crate::transports::http::{Api, access, error, json};
+use crate::transports::http::{Api, access, error, json, typed_body};
 use crate::transports::web::portal::{one_line, valid_email};
 use axum::body::Body;
 use http_body_util::Full;
@@ -55,37 +55,25 @@ struct NewMessage {
 /// `POST /api/tickets` and `POST /api/tickets/{id}/messages`.
 #[allow(clippy::result_large_err)]
 pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> Response<Full<Bytes>> {
-    use http_body_util::BodyExt;
     let actor = match access(&api, req.headers(), Some("tickets:write")) {
         Ok(a) => a,
         Err(refused) => return refused,
     };
-    let content_type = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if content_type.split(';').next().unwrap_or("").trim() != "application/json" {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected Content-Type: application/json",
-        );
-    }
     let key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 200 => Some(k.trim().to_string()),
         Some(_) => return error(StatusCode::BAD_REQUEST, "Idempotency-Key: 1 to 200 visible characters"),
     };
-    let body = match tokio::time::timeout(
-        crate::transports::http::BODY_TIMEOUT,
-        http_body_util::Limited::new(req.into_body(), MAX_BODY).collect(),
+    let body = match typed_body(
+        req,
+        "application/json",
+        MAX_BODY,
+        "expected Content-Type: application/json",
     )
     .await
     {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("at most 1 MiB: {e}")),
-        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
     let config = pipeline.config.clone();
@@ -313,32 +301,20 @@ struct Patch {
 /// with every reason (nothing changes then).
 pub async fn update(api: Arc<Api>, req: Request<Body>, id: u64) -> Response<Full<Bytes>> {
     use crate::core::reply::Command;
-    use http_body_util::BodyExt;
     let actor = match access(&api, req.headers(), Some("tickets:write")) {
         Ok(a) => a,
         Err(refused) => return refused,
     };
-    let content_type = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if content_type.split(';').next().unwrap_or("").trim() != "application/json" {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected Content-Type: application/json",
-        );
-    }
-    let body = match tokio::time::timeout(
-        crate::transports::http::BODY_TIMEOUT,
-        http_body_util::Limited::new(req.into_body(), 64 << 10).collect(),
+    let body = match typed_body(
+        req,
+        "application/json",
+        64 << 10,
+        "expected Content-Type: application/json",
     )
     .await
     {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("at most 64 KiB: {e}")),
-        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let p: Patch = match serde_json::from_slice(&body) {
         Ok(p) => p,

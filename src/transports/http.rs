@@ -661,29 +661,55 @@ fn survey_page(pipeline: &Pipeline, rest: &str) -> Response<Full<Bytes>> {
     )
 }
 
-/// `POST /api/webhooks/retry` with `{}` (every failed delivery) or
-/// `{"id": "dlv_…"}` (one): they are sent again from now; `{"retried": N}`.
-async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
+/// The body of a request that must come as `content_type` (a form cannot
+/// send that unasked), at most `limit` bytes, within [`BODY_TIMEOUT`]: or a
+/// 415 saying `expected`, a 413 or a 408.
+#[allow(clippy::result_large_err)]
+pub(crate) async fn typed_body(
+    req: Request<Body>,
+    content_type: &str,
+    limit: usize,
+    expected: &str,
+) -> Result<Bytes, Response<Full<Bytes>>> {
     use http_body_util::{BodyExt, Limited};
-    if let Err(refused) = access(&api, req.headers(), Some("tickets:write")) {
-        return refused;
-    }
-    let content_type = req
+    let given = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if content_type.split(';').next().unwrap_or("").trim() != "application/json" {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected Content-Type: application/json with {} or {\"id\": \"dlv_…\"}",
-        );
+    if given.split(';').next().unwrap_or("").trim() != content_type {
+        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, expected));
     }
-    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), 4096).collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
-        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("at most {limit} bytes: {e}"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+/// `POST /api/webhooks/retry` with `{}` (every failed delivery) or
+/// `{"id": "dlv_…"}` (one): they are sent again from now; `{"retried": N}`.
+async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
+    if let Err(refused) = access(&api, req.headers(), Some("tickets:write")) {
+        return refused;
+    }
+    let body = match typed_body(
+        req,
+        "application/json",
+        4096,
+        "expected Content-Type: application/json with {} or {\"id\": \"dlv_…\"}",
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let id = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(serde_json::Value::Object(o)) => match o.get("id") {
@@ -716,7 +742,6 @@ async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Byte
 /// `{"ticket": N}` (ticket N, merged into `id`, gets its own back), under
 /// the writer lock. A JSON body only: a web form cannot send one unasked.
 async fn merge(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
-    use http_body_util::{BodyExt, Limited};
     let actor = match access(&api, req.headers(), Some("tickets:write")) {
         Ok(a) => a,
         Err(refused) => return refused,
@@ -737,22 +762,10 @@ async fn merge(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
             "expected /api/tickets/{number}/merge or /split",
         );
     };
-    let content_type = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if content_type.split(';').next().unwrap_or("").trim() != "application/json" {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &format!("expected Content-Type: application/json with {{\"{key}\": N}}"),
-        );
-    }
-    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), 4096).collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
-        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+    let expected = format!("expected Content-Type: application/json with {{\"{key}\": N}}");
+    let body = match typed_body(req, "application/json", 4096, &expected).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let other = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
