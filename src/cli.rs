@@ -26,6 +26,7 @@ use crate::adapters::store::{Page, Store, StoreError, TicketFilter};
 use crate::core::model::{Status, Ticket, TicketId};
 use crate::core::token::Signer;
 use crate::pipeline::{Origin, Pipeline, Summary};
+use crate::transports::percent_encode;
 use crate::transports::smtp::{Mailer, drain};
 use crate::view::{DayOrTime, TicketView, parse_day_or_time, ticket_view};
 use clap::{Parser, Subcommand};
@@ -645,11 +646,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                         ("cursor", &cursor),
                     ] {
                         if let Some(v) = v {
-                            q.push(format!("{k}={}", encode(v)));
+                            q.push(format!("{k}={}", percent_encode(v)));
                         }
                     }
                     if let Some(u) = filter.updated_since {
-                        q.push(format!("updated_since={}", encode(&u.to_string())));
+                        q.push(format!("updated_since={}", percent_encode(&u.to_string())));
                     }
                     let (body, next) = api_get_page(&config, &format!("/api/tickets?{}", q.join("&")))?;
                     Page {
@@ -698,13 +699,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     {
                         (200, body) => serde_json::from_str(&body)
                             .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("bad answer from the API: {e}")))?,
-                        (_, body) => {
-                            let why = serde_json::from_str::<serde_json::Value>(&body)
-                                .ok()
-                                .and_then(|v| v["error"].as_str().map(String::from))
-                                .unwrap_or(body);
-                            return Err(Failure::new(1, format!("{verb}: {why}")));
-                        }
+                        (_, body) => return Err(Failure::new(1, format!("{verb}: {}", api_reason(body)))),
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -842,7 +837,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     let mut cursor: Option<String> = None;
                     loop {
                         let path = match &cursor {
-                            Some(c) => format!("/api/export?cursor={}", encode(c)),
+                            Some(c) => format!("/api/export?cursor={}", percent_encode(c)),
                             None => "/api/export".to_string(),
                         };
                         let (body, next) = api_get_page(&config, &path)?;
@@ -896,11 +891,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                                 .and_then(|v| v["retried"].as_u64())
                                 .unwrap_or(0) as u32,
                             (_, body) => {
-                                let why = serde_json::from_str::<serde_json::Value>(&body)
-                                    .ok()
-                                    .and_then(|v| v["error"].as_str().map(String::from))
-                                    .unwrap_or(body);
-                                return Err(Failure::new(1, format!("webhooks --retry: {why}")));
+                                return Err(Failure::new(1, format!("webhooks --retry: {}", api_reason(body))));
                             }
                         }
                     }
@@ -983,8 +974,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Err(StoreError::Locked(_)) => {
                     let path = format!(
                         "/api/explain?mailbox={}&at={}",
-                        encode(&mailbox),
-                        encode(&now.to_string())
+                        percent_encode(&mailbox),
+                        percent_encode(&now.to_string())
                     );
                     let (status, body) = api_post(&config, &path, &raw)?;
                     if status != 200 {
@@ -1159,12 +1150,12 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -
         let m = entry
             .read(config.limits.max_message_bytes)
             .map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
-        let mut path = format!("/api/ingest?mailbox={}", encode(mailbox));
+        let mut path = format!("/api/ingest?mailbox={}", percent_encode(mailbox));
         if let Some(d) = m.date.filter(|_| !m.live) {
-            path.push_str(&format!("&at={}", encode(&d.to_string())));
+            path.push_str(&format!("&at={}", percent_encode(&d.to_string())));
         }
         if let Some(size) = m.oversized {
-            path.push_str(&format!("&oversized={size}&label={}", encode(&m.label)));
+            path.push_str(&format!("&oversized={size}&label={}", percent_encode(&m.label)));
         }
         let (status, body) = api_post(config, &path, &m.raw)?;
         if status != 200 {
@@ -1212,6 +1203,14 @@ fn api_post(config: &Config, path: &str, raw: &[u8]) -> Result<(u16, String), Fa
         .map_err(daemon_unreachable)
 }
 
+/// The reason in an API error answer (`{"error": …}`), or the answer itself.
+fn api_reason(body: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(String::from))
+        .unwrap_or(body)
+}
+
 fn daemon_unreachable(e: String) -> Failure {
     Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}"))
 }
@@ -1244,18 +1243,6 @@ fn summary_line(s: &Summary) -> String {
         "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {}",
         s.read, s.new_tickets, s.appended, s.duplicates, s.auto, s.bounces, s.quarantined, s.dropped
     )
-}
-
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn print_ticket_table(list: &[Ticket]) {
@@ -1315,7 +1302,7 @@ fn ticket_examples(config: &Config, label: &str) -> Result<Vec<(String, String)>
             let mut cursor: Option<String> = None;
             loop {
                 let path = match &cursor {
-                    Some(c) => format!("/api/export?cursor={}", encode(c)),
+                    Some(c) => format!("/api/export?cursor={}", percent_encode(c)),
                     None => "/api/export".to_string(),
                 };
                 let (body, next) = api_get_page(config, &path)?;

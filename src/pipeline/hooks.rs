@@ -64,7 +64,7 @@ pub fn ops(config: &Config, store: &dyn Store, change: &Change) -> Result<Vec<Op
         };
         for name in names {
             for hook in config.webhooks.iter().filter(|h| h.wants(name)) {
-                let delivery = format!("dlv_{}", random_hex());
+                let delivery = format!("dlv_{}", &crate::transports::nonce()[..24]);
                 out.push(Op::Hook(Box::new(HookEntry {
                     hook: hook.name.clone(),
                     event: name.to_string(),
@@ -81,15 +81,6 @@ pub fn ops(config: &Config, store: &dyn Store, change: &Change) -> Result<Vec<Op
         }
     }
     Ok(out)
-}
-
-fn random_hex() -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 12];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system's random source works");
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The team's page of a ticket, when the dashboard is on.

@@ -213,7 +213,7 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
             let d = ring::digest::digest(&ring::digest::SHA256, format!("{actor}\n{ticket:?}\n{k}").as_bytes());
             d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect::<String>()
         }
-        None => crate::transports::web::portal::nonce(),
+        None => crate::transports::nonce(),
     };
     let message_id = format!("api.{local}@{}", config.desk.message_id_domain);
     let now = jiff::Timestamp::now();

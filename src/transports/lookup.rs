@@ -22,18 +22,19 @@ struct State {
     paused_until: Option<Instant>,
 }
 
-static STATE: Mutex<Option<State>> = Mutex::new(None);
+static STATE: std::sync::LazyLock<Mutex<State>> = std::sync::LazyLock::new(|| {
+    Mutex::new(State {
+        answers: HashMap::new(),
+        paused_until: None,
+    })
+});
 
 /// The requester's record: the configured fields of the CRM's answer, or
 /// empty when it has none, failed, took too long, or is paused after a failure.
 pub fn customer(config: &CustomerLookup, email: &str) -> BTreeMap<String, String> {
     let email = email.to_ascii_lowercase();
     {
-        let mut guard = STATE.lock().unwrap_or_else(|p| p.into_inner());
-        let state = guard.get_or_insert_with(|| State {
-            answers: HashMap::new(),
-            paused_until: None,
-        });
+        let state = STATE.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, record)) = state.answers.get(&email)
             && at.elapsed() < config.cache
         {
@@ -44,11 +45,7 @@ pub fn customer(config: &CustomerLookup, email: &str) -> BTreeMap<String, String
         }
     }
     let answer = ask(config, &email);
-    let mut guard = STATE.lock().unwrap_or_else(|p| p.into_inner());
-    let state = guard.get_or_insert_with(|| State {
-        answers: HashMap::new(),
-        paused_until: None,
-    });
+    let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
     match answer {
         Ok(record) => {
             if state.answers.len() >= MAX_CACHED {
@@ -69,15 +66,6 @@ pub fn customer(config: &CustomerLookup, email: &str) -> BTreeMap<String, String
     }
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// One request: the record (empty for a 404), or why it failed.
 fn ask(config: &CustomerLookup, email: &str) -> Result<BTreeMap<String, String>, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -86,7 +74,7 @@ fn ask(config: &CustomerLookup, email: &str) -> Result<BTreeMap<String, String>,
         .max_redirects(0)
         .build()
         .into();
-    let url = config.url.replace("{email}", &encode(email));
+    let url = config.url.replace("{email}", &crate::transports::percent_encode(email));
     let mut req = agent.get(&url).header("Accept", "application/json");
     if let Some(source) = &config.token {
         let token = source.load()?;

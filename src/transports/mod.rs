@@ -72,6 +72,29 @@ impl Sink {
     }
 }
 
+/// A random hex string of 16 bytes (nonces, delivery ids, Message-IDs).
+pub fn nonce() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system's random source works");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (a query value).
+pub fn percent_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Runs CPU or disk work (a mail through the pipeline, a store scan, a lock
 /// wait) so that it never stalls the async workers: on the multi-threaded
 /// runtime the worker hands its other tasks (health checks, timers, other

@@ -140,29 +140,36 @@ pub fn pass(pipeline: &Pipeline, writer: &std::sync::Mutex<()>, now: Timestamp) 
     }
 }
 
+/// Every queued delivery (failed ones too), in queue order, page by page.
+fn each_hook(pipeline: &Pipeline, mut f: impl FnMut(u64, HookEntry)) -> Result<(), StoreError> {
+    let mut after = None;
+    loop {
+        let page = pipeline.store.hooks(after, 1000)?;
+        let last = page.len() < 1000;
+        for (seq, e) in page {
+            after = Some(seq);
+            f(seq, e);
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
 /// Marks failed deliveries to be sent again: all of them, or the one with `id`.
 /// Returns how many.
 pub fn retry_failed(pipeline: &Pipeline, id: Option<&str>, now: Timestamp) -> Result<u32, StoreError> {
     let mut n = 0;
     let mut w = Change::default();
-    let mut after = None;
-    loop {
-        let page = pipeline.store.hooks(after, 1000)?;
-        let last = page.len() < 1000;
-        for (seq, mut e) in page {
-            after = Some(seq);
-            if e.failed && id.is_none_or(|id| id == e.id) {
-                e.failed = false;
-                e.attempts = 0;
-                e.next_attempt = now;
-                w.push(Op::HookUpdate(seq, Box::new(e)));
-                n += 1;
-            }
+    each_hook(pipeline, |seq, mut e| {
+        if e.failed && id.is_none_or(|id| id == e.id) {
+            e.failed = false;
+            e.attempts = 0;
+            e.next_attempt = now;
+            w.push(Op::HookUpdate(seq, Box::new(e)));
+            n += 1;
         }
-        if last {
-            break;
-        }
-    }
+    })?;
     pipeline.store.commit(w)?;
     Ok(n)
 }
@@ -170,20 +177,12 @@ pub fn retry_failed(pipeline: &Pipeline, id: Option<&str>, now: Timestamp) -> Re
 /// The deliveries that failed for good, in queue order.
 pub fn failed(pipeline: &Pipeline) -> Result<Vec<HookEntry>, StoreError> {
     let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = pipeline.store.hooks(after, 1000)?;
-        let last = page.len() < 1000;
-        for (seq, e) in page {
-            after = Some(seq);
-            if e.failed {
-                out.push(e);
-            }
+    each_hook(pipeline, |_, e| {
+        if e.failed {
+            out.push(e);
         }
-        if last {
-            return Ok(out);
-        }
-    }
+    })?;
+    Ok(out)
 }
 
 /// The daemon's webhook task: a pass every second while webhooks are

@@ -1,7 +1,7 @@
 //! Tickets from other channels through the API, with named, scoped tokens.
 
 use crate::servers::{Smtp, temp_dir};
-use crate::support::{ALICE, DeskConfig, body_text, http_raw, wait_until};
+use crate::support::{ALICE, DeskConfig, body_text, check_refuses, http_raw, wait_until};
 use serde_json::Value;
 
 #[test]
@@ -219,15 +219,12 @@ fn a_phone_ticket_opens_by_api_with_a_scoped_token_and_is_acknowledged_by_mail()
 
 #[test]
 fn api_token_config_is_checked() {
-    let desk = DeskConfig::new()
-        .extra("[[api_token]]\nname = \"a b\"\nscopes = [\"tickets:delete\"]\n")
-        .build();
-    let err = String::from_utf8_lossy(&desk.run(&["check"]).stderr).into_owned();
-    for wanted in [
-        "api_token name: letters, digits",
-        "unknown scope \"tickets:delete\"",
-        "api_token a b: set token_file or token_env",
-    ] {
-        assert!(err.contains(wanted), "{wanted}: {err}");
-    }
+    check_refuses(
+        "[[api_token]]\nname = \"a b\"\nscopes = [\"tickets:delete\"]\n",
+        &[
+            "api_token name: letters, digits",
+            "unknown scope \"tickets:delete\"",
+            "api_token a b: set token_file or token_env",
+        ],
+    );
 }

@@ -3,7 +3,7 @@
 //! and the Slack format.
 
 use crate::servers::{HttpReceiver, Received, Smtp, temp_dir};
-use crate::support::{ALICE, DeskConfig, mail, wait_until};
+use crate::support::{ALICE, DeskConfig, check_refuses, mail, wait_until};
 use serde_json::Value;
 
 const SECRET: &str = "whsec-test-0123456789abcdef";
@@ -231,23 +231,16 @@ fn webhooks_are_signed_ordered_per_ticket_retried_across_a_restart_and_kept_when
 
 #[test]
 fn webhook_config_is_checked() {
-    let desk = DeskConfig::new()
-        .extra("[[webhook]]\nurl = \"ftp://x.test\"\nevents = [\"ticket.exploded\"]\nformat = \"xml\"\n")
-        .build();
-    let out = desk.run(&["check"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    for wanted in [
-        "webhook url must be an http:// or https:// address",
-        "unknown webhook event \"ticket.exploded\"",
-        "webhook format \"xml\"",
-    ] {
-        assert!(err.contains(wanted), "{wanted}: {err}");
-    }
-    let desk = DeskConfig::new()
-        .extra("[[webhook]]\nurl = \"https://x.test/h\"\nevents = [\"*\"]\n")
-        .build();
-    let err = String::from_utf8_lossy(&desk.run(&["check"]).stderr).into_owned();
-    assert!(err.contains("the json format needs secret_file or secret_env"), "{err}");
-    assert!(err.contains("postdesk.toml:"), "names the file: {err}");
+    check_refuses(
+        "[[webhook]]\nurl = \"ftp://x.test\"\nevents = [\"ticket.exploded\"]\nformat = \"xml\"\n",
+        &[
+            "webhook url must be an http:// or https:// address",
+            "unknown webhook event \"ticket.exploded\"",
+            "webhook format \"xml\"",
+        ],
+    );
+    check_refuses(
+        "[[webhook]]\nurl = \"https://x.test/h\"\nevents = [\"*\"]\n",
+        &["the json format needs secret_file or secret_env", "postdesk.toml:"],
+    );
 }

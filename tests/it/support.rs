@@ -449,6 +449,19 @@ pub fn notification_of(smtp: &crate::servers::Smtp, agent: &str, ticket: u64) ->
 }
 
 /// A plain mail with CRLF line ends.
+/// `postdesk check` on a desk with `extra` in its config: it must fail and
+/// name each of `wanted`; the whole complaint comes back.
+pub fn check_refuses(extra: &str, wanted: &[&str]) -> String {
+    let desk = DeskConfig::new().extra(extra).build();
+    let out = desk.run(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "check passed with:\n{extra}");
+    for w in wanted {
+        assert!(err.contains(w), "{w}: {err}");
+    }
+    err
+}
+
 pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
     let mut m = format!("From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\n");
     if !message_id.is_empty() {

@@ -209,6 +209,32 @@ fn html(status: StatusCode, page: Result<String, askama::Error>) -> Response {
     }
 }
 
+/// Whether a one-time key was used (an `Ack` record in the store, so every
+/// instance knows; a store that cannot answer counts as used).
+fn used(pipeline: &crate::pipeline::Pipeline, key: &str) -> bool {
+    pipeline
+        .store
+        .acks_since(key, jiff::Timestamp::UNIX_EPOCH)
+        .map_or(true, |n| n > 0)
+}
+
+/// Spends a one-time key, checked and recorded under the writer lock:
+/// `Ok(false)` when it was spent already.
+fn spend(web: &Web, pipeline: &crate::pipeline::Pipeline, key: String) -> Result<bool, String> {
+    let _guard = web.api.writer.lock().unwrap_or_else(|p| p.into_inner());
+    if used(pipeline, &key) {
+        return Ok(false);
+    }
+    let mut w = crate::adapters::store::Change::default();
+    w.push(crate::adapters::store::Op::Ack(key, jiff::Timestamp::now()));
+    pipeline
+        .store
+        .commit(w)
+        .and_then(|_| pipeline.store.flush())
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
 /// Counts of requests per key in fixed one-hour windows, in memory (a
 /// restart forgets them; the per-address acknowledgement limit in the store
 /// still holds).

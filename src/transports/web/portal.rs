@@ -11,10 +11,10 @@
 //! and size limits. The confirmation page shows nothing of any ticket.
 
 use super::{ClientAddr, Web, html};
-use crate::adapters::store::{Change, Op};
 use crate::core::model::{Mailbox, TicketId};
 use crate::core::outgoing::{Attachment, OutgoingMail};
 use crate::pipeline::{Origin, Pipeline, Processed};
+pub(crate) use crate::transports::nonce;
 use askama::Template;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -210,21 +210,11 @@ fn check_work(web: &Web, pipeline: &Pipeline, challenge: &str, answer: &str, now
     if asked < bits || answer.len() > 20 || crate::core::portal::work_bits(challenge, answer) < bits {
         return Some(again);
     }
-    let key = format!("work-used:{id}");
-    let _guard = web.api.writer.lock().unwrap_or_else(|p| p.into_inner());
-    if pipeline
-        .store
-        .acks_since(&key, jiff::Timestamp::UNIX_EPOCH)
-        .map_or(true, |n| n > 0)
-    {
-        return Some("This form was sent already; please send it again.");
+    match super::spend(web, pipeline, format!("work-used:{id}")) {
+        Ok(true) => None,
+        Ok(false) => Some("This form was sent already; please send it again."),
+        Err(_) => Some("We could not take your request just now; please try again in a minute."),
     }
-    let mut c = Change::default();
-    c.push(Op::Ack(key, jiff::Timestamp::now()));
-    if pipeline.store.commit(c).is_err() {
-        return Some("We could not take your request just now; please try again in a minute.");
-    }
-    None
 }
 
 /// The fields and files of a posted form.
@@ -353,16 +343,6 @@ pub(crate) fn valid_email(s: &str) -> Option<String> {
         return None;
     }
     Some(format!("{local}@{domain}"))
-}
-
-/// A random hex string of 16 bytes.
-pub(crate) fn nonce() -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system's random source works");
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Runs mail written on our pages through the pipeline, under the writer

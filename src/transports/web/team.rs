@@ -14,7 +14,7 @@
 //! events with the agent as actor, the same relay to the customer.
 
 use super::portal::{check_form_token, form_token, nonce, take_in};
-use super::{ClientAddr, Web, html};
+use super::{ClientAddr, Web, html, spend, used};
 use crate::adapters::store::{Change, Lane, Op, OutboxEntry, TicketFilter};
 use crate::core::model::{Direction, Mailbox, MessageKind, Status, Ticket, TicketId};
 use crate::core::outgoing::OutgoingMail;
@@ -177,23 +177,6 @@ fn verify<'a>(pipeline: &'a Pipeline, purpose: &str, value: &str, now: i64) -> O
         return None;
     }
     Some((pipeline.config.agent_by_slug(slug)?, nonce.to_string()))
-}
-
-/// Whether a one-time key was used (recorded in the store, so every instance knows).
-fn used(pipeline: &Pipeline, key: &str) -> bool {
-    let epoch = jiff::Timestamp::UNIX_EPOCH;
-    pipeline.store.acks_since(key, epoch).map_or(true, |n| n > 0)
-}
-
-fn mark(pipeline: &Pipeline, web: &Web, key: String) -> Result<(), String> {
-    let mut w = Change::default();
-    w.push(Op::Ack(key, jiff::Timestamp::now()));
-    let _guard = web.api.writer.lock().unwrap_or_else(|p| p.into_inner());
-    pipeline
-        .store
-        .commit(w)
-        .and_then(|_| pipeline.store.flush())
-        .map_err(|e| e.to_string())
 }
 
 /// The signed-in agent of a request, with the session's nonce.
@@ -426,15 +409,10 @@ pub async fn login_confirm(State(web): State<Arc<Web>>, Path(token): Path<String
     let (p, w) = (pipeline.clone(), web.clone());
     let session = tokio::task::spawn_blocking(move || {
         let (agent, nonce) = verify(&p, "login", &token, now)?;
-        let key = format!("login-used:{nonce}");
-        // Checked and spent under the writer lock: one link, one session.
-        let _guard = w.api.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if used(&p, &key) {
+        // One link, one session.
+        if !spend(&w, &p, format!("login-used:{nonce}")).ok()? {
             return None;
         }
-        let mut c = Change::default();
-        c.push(Op::Ack(key, jiff::Timestamp::now()));
-        p.store.commit(c).and_then(|_| p.store.flush()).ok()?;
         tracing::info!(agent = %agent.name, "signed in by link");
         Some(signed(&p, "session", &agent.slug(), now + SESSION_HOURS * 3600))
     })
@@ -487,7 +465,7 @@ pub async fn logout(
         return (StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong\n").into_response();
     }
     let (p, w) = (pipeline.clone(), web.clone());
-    let _ = tokio::task::spawn_blocking(move || mark(&p, &w, format!("session-ended:{}", s.nonce))).await;
+    let _ = tokio::task::spawn_blocking(move || spend(&w, &p, format!("session-ended:{}", s.nonce))).await;
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -795,14 +773,7 @@ pub async fn tickets(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): 
             }
         };
         let now = jiff::Timestamp::now();
-        let enc = |v: &str| -> String {
-            v.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-                    b => format!("%{b:02X}"),
-                })
-                .collect()
-        };
+        let enc = crate::transports::percent_encode;
         let next = next.map(|c| {
             format!(
                 "/dashboard/tickets?status={}&queue={}&assignee={}&priority={}&tag={}&channel={}&q={}&cursor={}",
