@@ -142,6 +142,34 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
     }
 
+    /// Clicks what submits a form or follows a link, then waits for the next
+    /// page to hold `css`. The old page is marked first, so an element the
+    /// old page also had (a notice, a heading) cannot pass for the new one.
+    pub fn click_to(&self, click: &str, css: &str) {
+        self.eval("window.__postdesk_old_page = true; return null");
+        self.click(click);
+        let loaded = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    let fresh = self
+                        .c()
+                        .execute(
+                            "return window.__postdesk_old_page !== true && document.readyState === 'complete'",
+                            Vec::new(),
+                        )
+                        .await;
+                    if matches!(fresh, Ok(serde_json::Value::Bool(true))) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+        });
+        assert!(loaded.is_ok(), "no new page after clicking {click}:\n{}", self.source());
+        self.wait_for(css);
+    }
+
     /// Waits until an element matching `css` is on the page.
     pub fn wait_for(&self, css: &str) {
         let found = self.rt.block_on(async {

@@ -102,8 +102,7 @@ fn a_customer_uses_the_portal_in_a_real_browser() {
     browser.fill("attachment", file.to_str().unwrap());
     // A form sent faster than a person types is refused: take a person's time.
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    browser.click("button[type=submit]");
-    browser.wait_for("main h1");
+    browser.click_to("button[type=submit]", "main h1");
     assert_eq!(browser.text("main h1"), "Thank you");
     let thanks = browser.source();
     assert!(!thanks.contains("Printer broken") && !thanks.contains("#1"), "{thanks}");
@@ -144,8 +143,7 @@ fn a_customer_uses_the_portal_in_a_real_browser() {
 
     // The customer answers on the page; the assignee is told.
     browser.fill("message", "More detail: the model is X100.");
-    browser.click("button[type=submit]");
-    browser.wait_for("#sent");
+    browser.click_to("button[type=submit]", "#sent");
     browser.screenshot("4-replied");
     assert!(
         browser
@@ -444,8 +442,7 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     browser.screenshot("1-login");
     browser.fill("email", "alice@example.com");
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    browser.click("button[type=submit]");
-    browser.wait_for("#notice");
+    browser.click_to("button[type=submit]", "#notice");
     wait_until(20, "the sign-in mail", || {
         smtp.received_by("alice@example.com")
             .iter()
@@ -457,8 +454,7 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     // Opening the link spends nothing; its button signs in.
     browser.goto(&link);
     browser.screenshot("2-confirm");
-    browser.click("#sign-in");
-    browser.wait_for("#by-status");
+    browser.click_to("#sign-in", "#by-status");
     assert!(browser.url().ends_with("/dashboard"), "{}", browser.url());
     browser.screenshot("3-dashboard");
     assert_eq!(browser.text("#unassigned-count"), "1");
@@ -482,8 +478,7 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     );
 
     // The ticket: messages as text, then an action through the emailed commands' code.
-    browser.click("#unassigned a");
-    browser.wait_for("#facts");
+    browser.click_to("#unassigned a", "#facts");
     browser.screenshot("4-ticket");
     assert!(
         browser
@@ -498,8 +493,7 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     browser.select("assign", "Bert Brown");
     browser.select("status", "pending");
     browser.fill("text", "We are looking for your invoice.");
-    browser.click("#act");
-    browser.wait_for("#done");
+    browser.click_to("#act", "#done");
     browser.screenshot("5-acted");
     assert_eq!(browser.text("#fact-assignee"), "Bert Brown");
     assert_eq!(browser.text("#fact-status"), "pending");
@@ -522,8 +516,7 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     // A note stays internal.
     browser.fill("text", "Internal: check the billing export.");
     browser.click("#note");
-    browser.click("#act");
-    browser.wait_for("#done");
+    browser.click_to("#act", "#done");
     assert!(
         browser
             .texts("article.note .text")
@@ -559,8 +552,7 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
 
     // Signing out ends the session; the spent link does not sign in again.
     browser.goto(&format!("{base}/dashboard"));
-    browser.click("#logout");
-    browser.wait_for("#email");
+    browser.click_to("#logout", "#email");
     browser.goto(&format!("{base}/dashboard"));
     assert!(browser.url().ends_with("/login"), "{}", browser.url());
     browser.goto(&link);
