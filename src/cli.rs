@@ -61,6 +61,17 @@ enum LogFormat {
     Json,
 }
 
+/// What `postdesk oauth2` does.
+#[derive(Subcommand, Debug)]
+enum OAuth2Action {
+    /// Runs the device flow of the `[[oauth2]]` provider named NAME: prints
+    /// where to enter a code, waits for the grant, keeps the refresh token.
+    Login {
+        /// The provider's name in `[[oauth2]]`.
+        name: String,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon: sources, sender.
@@ -198,6 +209,12 @@ enum Command {
         /// JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// OAuth2 mailboxes: `login NAME` runs the provider's device flow once
+    /// and keeps the refresh token the mailboxes log in with.
+    Oauth2 {
+        #[command(subcommand)]
+        action: OAuth2Action,
     },
     /// Mails kept raw because they could not be processed.
     Quarantine {
@@ -861,6 +878,26 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             std::io::Write::flush(&mut out).map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
             Ok(())
         }
+        Command::Oauth2 {
+            action: OAuth2Action::Login { name },
+        } => {
+            let config = load_config(cli.config)?;
+            let Some(provider) = config.oauth2.iter().find(|p| p.name == name) else {
+                let known: Vec<&str> = config.oauth2.iter().map(|p| p.name.as_str()).collect();
+                return Err(Failure::new(
+                    EXIT_CONFIG,
+                    format!(
+                        "oauth2 login: no [[oauth2]] named {name:?} (configured: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            };
+            crate::transports::oauth2::login(provider, &mut |line| println!("{line}")).map_err(|e| Failure::new(1, e))
+        }
         Command::Webhooks { failed, retry, json } => {
             let config = load_config(cli.config)?;
             if let Some(id) = retry {
@@ -1066,14 +1103,31 @@ fn check_secrets(config: &Config) -> Vec<String> {
     };
     check("instance secret", &config.instance.secret);
     for m in &config.mailboxes {
-        if let config::SourceConfig::Imap(i) = &m.source {
-            check(&format!("mailbox {} imap password", m.name), &i.password);
+        if let config::SourceConfig::Imap(i) = &m.source
+            && let Some(p) = &i.password
+        {
+            check(&format!("mailbox {} imap password", m.name), p);
         }
     }
     if let config::Transport::Smtp(s) = &config.outgoing.transport
         && let Some(p) = &s.password
     {
         check("smtp password", p);
+    }
+    for p in &config.oauth2 {
+        if let Some(s) = &p.client_secret {
+            check(&format!("oauth2 {} client_secret", p.name), s);
+        }
+    }
+    for p in &config.oauth2 {
+        if p.flow == config::OAuth2Flow::RefreshToken && !p.refresh_token_file.exists() {
+            out.push(format!(
+                "oauth2 {}: no refresh token in {} yet; run postdesk oauth2 login {}",
+                p.name,
+                p.refresh_token_file.display(),
+                p.name
+            ));
+        }
     }
     out
 }

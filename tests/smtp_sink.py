@@ -2,6 +2,10 @@
 """A test SMTP server (aiosmtpd) that writes each message it accepts to a folder.
 
 Usage: smtp_sink.py PORT OUTDIR [--starttls CERT KEY | --implicit CERT KEY] [--auth USER:PASS]
+       [--oauth2 INTROSPECTION_URL]
+
+--oauth2 takes AUTH XOAUTH2 (only): the token is POSTed to the RFC 7662
+introspection URL and taken when the answer is active for the user named.
 
 Each accepted message becomes OUTDIR/NNNNNN.eml, with OUTDIR/NNNNNN.json holding
 the envelope. To make it fail, write OUTDIR/control.json, e.g.
@@ -19,9 +23,30 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Sink:
-    def __init__(self, outdir):
+    def __init__(self, outdir, introspection_url=None):
         self.outdir = outdir
         self.count = 0
+        self.introspection_url = introspection_url
+
+    async def auth_XOAUTH2(self, server, args):
+        """AUTH XOAUTH2 with its initial response, checked at the introspection URL."""
+        import base64
+        import urllib.parse
+        import urllib.request
+        if self.introspection_url is None or len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        try:
+            text = base64.b64decode(args[1]).decode()
+            fields = dict(p.split("=", 1) for p in text.split("\x01") if "=" in p)
+            user = fields["user"]
+            token = fields["auth"].split(" ", 1)[1]
+            data = urllib.parse.urlencode({"token": token}).encode()
+            with urllib.request.urlopen(self.introspection_url, data, timeout=10) as r:
+                answer = json.load(r)
+        except Exception:
+            return AuthResult(success=False, handled=False)
+        ok = answer.get("active") is True and answer.get("username") == user
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     def _scripted(self, stage):
         path = os.path.join(self.outdir, "control.json")
@@ -79,6 +104,7 @@ def main():
     args = sys.argv[3:]
     os.makedirs(outdir, exist_ok=True)
     kwargs = {}
+    introspection_url = None
     while args:
         opt = args.pop(0)
         if opt in ("--starttls", "--implicit"):
@@ -105,9 +131,13 @@ def main():
 
             kwargs["authenticator"] = authenticator
             kwargs["auth_required"] = True
+        elif opt == "--oauth2":
+            introspection_url = args.pop(0)
+            kwargs["auth_required"] = True
+            kwargs["auth_require_tls"] = False
         else:
             sys.exit("unknown option " + opt)
-    controller = Controller(Sink(outdir), hostname="127.0.0.1", port=port, **kwargs)
+    controller = Controller(Sink(outdir, introspection_url), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     print("READY", flush=True)
     try:

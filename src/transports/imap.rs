@@ -163,11 +163,52 @@ pub async fn connect(config: &ImapConfig) -> Result<Session<Conn>, ImapError> {
             async_imap::Client::new(Conn::Tls(Box::new(tls)))
         }
     };
-    let password = config.password.load().map_err(ImapError::Login)?;
-    client
-        .login(&config.username, password.expose())
-        .await
-        .map_err(|(e, _)| ImapError::Login(e.to_string()))
+    let Some(login) = &config.oauth2 else {
+        let Some(password) = &config.password else {
+            return Err(ImapError::Login("no password configured".into()));
+        };
+        let password = password.load().map_err(ImapError::Login)?;
+        return client
+            .login(&config.username, password.expose())
+            .await
+            .map_err(|(e, _)| ImapError::Login(e.to_string()));
+    };
+    // An access token; when the server refuses the one kept, a new one at once, on the same connection.
+    let mut client = client;
+    let mut token = super::blocking(|| super::oauth2::access_token(&login.provider)).map_err(ImapError::Login)?;
+    let mut retried = false;
+    loop {
+        let response = super::oauth2::sasl(login, &config.username, &config.host, config.port, &token);
+        match client
+            .authenticate(super::oauth2::mechanism_name(login), SaslOnce(Some(response)))
+            .await
+        {
+            Ok(session) => return Ok(session),
+            Err((e, back)) => {
+                super::oauth2::refused(&login.provider, &token);
+                let fresh =
+                    super::blocking(|| super::oauth2::access_token(&login.provider)).map_err(ImapError::Login)?;
+                if retried || fresh == token {
+                    return Err(ImapError::Login(format!(
+                        "{} refused: {e}",
+                        super::oauth2::mechanism_name(login)
+                    )));
+                }
+                (client, token, retried) = (back, fresh, true);
+            }
+        }
+    }
+}
+
+/// Answers the first SASL challenge with the initial response and any later
+/// one (an XOAUTH2 error report) with nothing, which ends the exchange.
+struct SaslOnce(Option<String>);
+
+impl async_imap::Authenticator for SaslOnce {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.0.take().unwrap_or_default()
+    }
 }
 
 async fn greeting(c: &mut async_imap::Client<Conn>) -> Result<(), ImapError> {

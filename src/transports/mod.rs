@@ -10,6 +10,7 @@ pub mod http;
 pub mod imap;
 pub mod lookup;
 pub mod maildir;
+pub mod oauth2;
 pub mod smtp;
 pub mod web;
 pub mod webhook;
@@ -93,6 +94,34 @@ pub fn percent_encode(v: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Decodes `%XX` escapes and `+` (a query value); bad escapes stay as they are.
+pub fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(x) => {
+                        out.push(x);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Runs CPU or disk work (a mail through the pipeline, a store scan, a lock
@@ -218,5 +247,18 @@ impl Lease {
     /// How long to sleep at most between checks.
     pub fn interval(sink: &Sink) -> Option<Duration> {
         sink.pipeline().store.lease_interval()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_undoes_encoding_and_keeps_bad_escapes() {
+        for v in ["4/0Ab-c_d.e~f", "a b+c&d=e%", "ünï", ""] {
+            assert_eq!(percent_decode(&percent_encode(v)), v);
+        }
+        assert_eq!(percent_decode("a+b%2Fc%zz%4"), "a b/c%zz%4");
     }
 }

@@ -13,6 +13,7 @@ mod imap;
 mod intent;
 mod mail;
 mod merge;
+mod oauth2;
 mod openapi;
 mod pg;
 mod postgres;

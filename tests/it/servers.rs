@@ -81,6 +81,17 @@ impl Dovecot {
 
     /// Starts Dovecot; with `tls`, also an IMAPS listener and STARTTLS.
     pub fn start_with(users: &[&str], tls: bool) -> Dovecot {
+        Self::start_full(users, tls, None)
+    }
+
+    /// Starts Dovecot whose users also log in by XOAUTH2 and OAUTHBEARER:
+    /// its `oauth2` passdb asks `introspection_url` (RFC 7662, POST) about
+    /// each token and takes it when the answer is active for that user.
+    pub fn start_oauth2(users: &[&str], introspection_url: &str) -> Dovecot {
+        Self::start_full(users, false, Some(introspection_url))
+    }
+
+    fn start_full(users: &[&str], tls: bool, oauth2: Option<&str>) -> Dovecot {
         let dir = temp_dir("dovecot");
         for sub in ["run", "state", "home"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
@@ -108,6 +119,24 @@ impl Dovecot {
             (None, None, "ssl = no\n".to_string())
         };
         let d = dir.display();
+        let (mechanisms, oauth2_passdb) = match oauth2 {
+            None => ("plain login", String::new()),
+            Some(url) => {
+                fs::write(
+                    dir.join("oauth2.conf.ext"),
+                    format!(
+                        "introspection_mode = post\nintrospection_url = {url}\nusername_attribute = username\nactive_attribute = active\nactive_value = true\nforce_introspection = yes\n"
+                    ),
+                )
+                .unwrap();
+                (
+                    "plain login xoauth2 oauthbearer",
+                    format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {d}/oauth2.conf.ext\n}}\n"
+                    ),
+                )
+            }
+        };
         let conf = format!(
             r#"instance_name = postdesk-it-{port}
 base_dir = {d}/run
@@ -117,7 +146,7 @@ info_log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
 {ssl}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 default_internal_user = nobody
 default_internal_group = nogroup
@@ -128,8 +157,9 @@ mail_uid = nobody
 mail_gid = nogroup
 mail_location = maildir:~/Maildir
 mail_fsync = never
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = {d}/passwd
 }}
 userdb {{
@@ -353,6 +383,9 @@ impl Received {
 }
 
 type Replies = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Duration)>>>;
+/// Answers a request's body with a status and a body.
+pub type Handler = std::sync::Arc<dyn Fn(&str) -> (u16, String) + Send + Sync>;
+type Handlers = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Handler>>>;
 
 /// The test's own HTTP server on a loopback port (webhooks, lookups): it
 /// records every request and answers each path with the status set for it
@@ -362,6 +395,7 @@ pub struct HttpReceiver {
     got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     statuses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u16>>>,
     replies: Replies,
+    handlers: Handlers,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -374,8 +408,10 @@ impl HttpReceiver {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let statuses: Arc<Mutex<std::collections::HashMap<String, u16>>> = Arc::default();
         let replies: Replies = Arc::default();
+        let handlers: Handlers = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (g, st, sp, rp) = (got.clone(), statuses.clone(), stop.clone(), replies.clone());
+        let hs = handlers.clone();
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if sp.load(Ordering::SeqCst) {
@@ -407,17 +443,28 @@ impl HttpReceiver {
                 let mut body = vec![0; len];
                 let _ = reader.read_exact(&mut body);
                 let bare = path.split('?').next().unwrap_or("").to_string();
-                let status = st.lock().unwrap().get(&bare).copied().unwrap_or(200);
-                let (reply, delay) = rp
-                    .lock()
-                    .unwrap()
-                    .get(&bare)
-                    .cloned()
-                    .unwrap_or(("ok".into(), Duration::ZERO));
+                let body_text = String::from_utf8_lossy(&body).into_owned();
+                let handler = hs.lock().unwrap().get(&bare).cloned();
+                let (status, reply, delay) = match handler {
+                    Some(h) => {
+                        let (status, reply) = h(&body_text);
+                        (status, reply, Duration::ZERO)
+                    }
+                    None => {
+                        let status = st.lock().unwrap().get(&bare).copied().unwrap_or(200);
+                        let (reply, delay) = rp
+                            .lock()
+                            .unwrap()
+                            .get(&bare)
+                            .cloned()
+                            .unwrap_or(("ok".into(), Duration::ZERO));
+                        (status, reply, delay)
+                    }
+                };
                 g.lock().unwrap().push(Received {
                     path,
                     headers,
-                    body: String::from_utf8_lossy(&body).into_owned(),
+                    body: body_text,
                     status,
                 });
                 std::thread::sleep(delay);
@@ -435,6 +482,7 @@ impl HttpReceiver {
             got,
             statuses,
             replies,
+            handlers,
             stop,
             thread: Some(thread),
         }
@@ -455,6 +503,14 @@ impl HttpReceiver {
             .lock()
             .unwrap()
             .insert(path.to_string(), (body.to_string(), delay));
+    }
+
+    /// Answers requests for `path` by `handler` (given the body) from now on.
+    pub fn respond(&self, path: &str, handler: impl Fn(&str) -> (u16, String) + Send + Sync + 'static) {
+        self.handlers
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), std::sync::Arc::new(handler));
     }
 
     /// Every request so far, in arrival order.

@@ -48,6 +48,8 @@ pub struct Config {
     pub api_tokens: Vec<ApiToken>,
     /// `[integrations.customer_lookup]`.
     pub customer_lookup: Option<CustomerLookup>,
+    /// `[[oauth2]]` providers.
+    pub oauth2: Vec<OAuth2Provider>,
     /// `[web] trusted_proxies`: reverse proxies (address, prefix length)
     /// whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
@@ -104,6 +106,57 @@ pub struct CustomerLookup {
     pub cache: Duration,
     /// The fields taken from the answer (dotted paths: `company.name`).
     pub fields: Vec<String>,
+}
+
+/// `[[oauth2]]`: a provider that issues the access tokens mailboxes log in with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2Provider {
+    /// Its name (`oauth2 = "NAME"` in `imap` or `smtp`, `postdesk oauth2 login NAME`).
+    pub name: String,
+    /// The token endpoint.
+    pub token_url: String,
+    /// The device-authorization endpoint (`postdesk oauth2 login` by a code; Microsoft).
+    pub device_url: Option<String>,
+    /// The authorization endpoint (`postdesk oauth2 login` in a browser; Google).
+    pub auth_url: Option<String>,
+    /// The client id registered with the provider.
+    pub client_id: String,
+    /// The client secret, when the client has one.
+    pub client_secret: Option<SecretSource>,
+    /// The scopes asked for.
+    pub scopes: Vec<String>,
+    /// How tokens are got.
+    pub flow: OAuth2Flow,
+    /// Where the refresh token is kept (written by `postdesk oauth2 login`
+    /// and whenever the provider rotates it).
+    pub refresh_token_file: PathBuf,
+}
+
+/// How an [`OAuth2Provider`] gets access tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OAuth2Flow {
+    /// With a refresh token a user granted once (Google, delegated Microsoft 365).
+    RefreshToken,
+    /// With the client's own credentials (Microsoft 365 app-only access).
+    ClientCredentials,
+}
+
+/// The SASL mechanism a token is sent with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sasl {
+    /// Google's and Microsoft's `XOAUTH2`.
+    Xoauth2,
+    /// RFC 7628's `OAUTHBEARER`.
+    OAuthBearer,
+}
+
+/// A login with an OAuth2 access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2Login {
+    /// The provider the token comes from.
+    pub provider: OAuth2Provider,
+    /// How it is sent.
+    pub mechanism: Sasl,
 }
 
 /// The scopes an `[[api_token]]` may hold.
@@ -225,8 +278,10 @@ pub struct ImapConfig {
     pub ca_file: Option<PathBuf>,
     /// Login name.
     pub username: String,
-    /// Password source.
-    pub password: SecretSource,
+    /// Password source (`None` with OAuth2).
+    pub password: Option<SecretSource>,
+    /// Logging in with an OAuth2 access token instead (`auth = "xoauth2"` or `"oauthbearer"`).
+    pub oauth2: Option<Box<OAuth2Login>>,
     /// Folder to read.
     pub folder: String,
     /// Folder to move processed mail to; `None` flags it `\Seen` instead.
@@ -277,6 +332,8 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     /// Password source, with `username`.
     pub password: Option<SecretSource>,
+    /// Logging in with an OAuth2 access token instead (`auth = "xoauth2"`).
+    pub oauth2: Option<Box<OAuth2Login>>,
     /// Per-command timeout.
     pub timeout: Duration,
 }

@@ -43,6 +43,24 @@ pub(super) struct RawConfig {
     pub(super) api_token: Vec<Spanned<RawApiToken>>,
     #[serde(default)]
     pub(super) integrations: Option<RawIntegrations>,
+    #[serde(default)]
+    pub(super) oauth2: Vec<Spanned<RawOAuth2>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOAuth2 {
+    pub(super) name: Spanned<String>,
+    pub(super) token_url: Spanned<String>,
+    pub(super) device_url: Option<Spanned<String>>,
+    pub(super) auth_url: Option<Spanned<String>>,
+    pub(super) client_id: Spanned<String>,
+    pub(super) client_secret_file: Option<String>,
+    pub(super) client_secret_env: Option<String>,
+    #[serde(default)]
+    pub(super) scopes: Vec<String>,
+    pub(super) flow: Option<Spanned<String>>,
+    pub(super) refresh_token_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +248,8 @@ pub(super) struct RawImap {
     pub(super) username: String,
     pub(super) password_file: Option<String>,
     pub(super) password_env: Option<String>,
+    pub(super) auth: Option<Spanned<String>>,
+    pub(super) oauth2: Option<Spanned<String>>,
     #[serde(default = "default_folder")]
     pub(super) folder: String,
     pub(super) processed: Option<String>,
@@ -275,6 +295,8 @@ pub(super) struct RawSmtp {
     pub(super) username: Option<String>,
     pub(super) password_file: Option<String>,
     pub(super) password_env: Option<String>,
+    pub(super) auth: Option<Spanned<String>>,
+    pub(super) oauth2: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<String>>,
 }
 

@@ -311,6 +311,8 @@ impl Validator<'_> {
             }
         };
 
+        let oauth2 = self.oauth2_providers(&raw.oauth2, Path::new(&ri.data_dir));
+
         // Each mailbox with its address and queue (the core's part of it).
         let mut mailboxes: Vec<(MailboxConfig, String, String)> = Vec::new();
         if raw.mailbox.is_empty() {
@@ -328,12 +330,24 @@ impl Validator<'_> {
                 (Some(imap), None) => {
                     let ispan = imap.span();
                     let i = imap.into_inner();
-                    let password = self
-                        .secret(ispan.start, &i.password_file, &i.password_env, "imap password")
-                        .unwrap_or_else(|| {
-                            self.problem(ispan.start, "imap needs password_file or password_env".into());
-                            SecretSource::Env(String::new())
-                        });
+                    let login = self.oauth2_login(ispan.start, &i.auth, &i.oauth2, &oauth2, "imap");
+                    let password = self.secret(ispan.start, &i.password_file, &i.password_env, "imap password");
+                    match (&login, &password) {
+                        // A bad auth or oauth2 was named already.
+                        (None, None) if i.auth.is_none() => {
+                            self.problem(
+                                ispan.start,
+                                "imap needs password_file or password_env (or auth = \"xoauth2\" with oauth2)".into(),
+                            );
+                        }
+                        (Some(_), Some(_)) => {
+                            self.problem(
+                                ispan.start,
+                                "imap: an OAuth2 login takes no password_file or password_env".into(),
+                            );
+                        }
+                        _ => {}
+                    }
                     if i.tls == TlsMode::Plain && !is_loopback(&i.host) {
                         self.problem(
                             ispan.start,
@@ -354,6 +368,7 @@ impl Validator<'_> {
                         ca_file: i.ca_file.map(PathBuf::from),
                         username: i.username,
                         password,
+                        oauth2: login.map(Box::new),
                         folder: i.folder,
                         processed: i.processed,
                         idle: i.idle,
@@ -382,7 +397,13 @@ impl Validator<'_> {
                 let sspan = smtp.span();
                 let s = smtp.into_inner();
                 let password = self.secret(sspan.start, &s.password_file, &s.password_env, "smtp password");
-                if s.username.is_some() != password.is_some() {
+                let login = self.oauth2_login(sspan.start, &s.auth, &s.oauth2, &oauth2, "smtp");
+                if login.is_some() && (password.is_some() || s.username.is_none()) {
+                    self.problem(
+                        sspan.start,
+                        "smtp: an OAuth2 login needs username and takes no password_file or password_env".into(),
+                    );
+                } else if login.is_none() && s.auth.is_none() && s.username.is_some() != password.is_some() {
                     self.problem(
                         sspan.start,
                         "smtp username and password_file/password_env go together".into(),
@@ -409,6 +430,7 @@ impl Validator<'_> {
                     ca_file: s.ca_file.map(PathBuf::from),
                     username: s.username,
                     password,
+                    oauth2: login.map(Box::new),
                     timeout,
                 })
             }
@@ -947,6 +969,7 @@ impl Validator<'_> {
             webhooks,
             api_tokens,
             customer_lookup,
+            oauth2,
             trusted_proxies,
             instance: Instance {
                 data_dir: PathBuf::from(ri.data_dir),
@@ -1100,6 +1123,153 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `[[oauth2]]`: unique names, http(s) endpoints (plain http to loopback only), a known flow.
+    fn oauth2_providers(
+        &mut self,
+        raw: &[toml::Spanned<super::raw::RawOAuth2>],
+        data_dir: &Path,
+    ) -> Vec<super::OAuth2Provider> {
+        let mut out: Vec<super::OAuth2Provider> = Vec::new();
+        for p in raw {
+            let at = p.span().start;
+            let p = p.get_ref();
+            let name = p.name.get_ref().trim().to_string();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
+                self.problem(
+                    p.name.span().start,
+                    format!("oauth2 name {name:?}: letters, digits, _ and - only"),
+                );
+            }
+            if out.iter().any(|o| o.name == name) {
+                self.problem(p.name.span().start, format!("oauth2 name {name:?} is used twice"));
+            }
+            let mut endpoint = |v: &toml::Spanned<String>, what: &str| -> String {
+                let url = v.get_ref().trim().to_string();
+                let host = url
+                    .strip_prefix("http://")
+                    .map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
+                    .map(|h| {
+                        h.rsplit_once(':')
+                            .map_or(h, |(h, _)| h)
+                            .trim_matches(['[', ']'])
+                            .to_string()
+                    });
+                let ok = match &host {
+                    Some(h) => is_loopback(h),
+                    None => url.starts_with("https://") && url.len() > "https://".len(),
+                };
+                if !ok {
+                    self.problem(
+                        v.span().start,
+                        format!("oauth2 {what} {url:?}: an https:// address (http:// only to a loopback host)"),
+                    );
+                }
+                url
+            };
+            let token_url = endpoint(&p.token_url, "token_url");
+            let device_url = p.device_url.as_ref().map(|d| endpoint(d, "device_url"));
+            let auth_url = p.auth_url.as_ref().map(|d| endpoint(d, "auth_url"));
+            let flow = match p.flow.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("refresh_token") => super::OAuth2Flow::RefreshToken,
+                Some("client_credentials") => super::OAuth2Flow::ClientCredentials,
+                Some(other) => {
+                    self.problem(
+                        p.flow.as_ref().map_or(at, |f| f.span().start),
+                        format!("oauth2 flow {other:?}: expected \"refresh_token\" or \"client_credentials\""),
+                    );
+                    super::OAuth2Flow::RefreshToken
+                }
+            };
+            let client_secret = self.secret(at, &p.client_secret_file, &p.client_secret_env, "oauth2 client_secret");
+            if flow == super::OAuth2Flow::ClientCredentials && client_secret.is_none() {
+                self.problem(
+                    at,
+                    "oauth2 flow = \"client_credentials\" needs client_secret_file or client_secret_env".into(),
+                );
+            }
+            if p.client_id.get_ref().trim().is_empty() {
+                self.problem(p.client_id.span().start, "oauth2 client_id must not be empty".into());
+            }
+            if p.scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+                self.problem(at, "oauth2 scopes: each one word, no spaces".into());
+            }
+            out.push(super::OAuth2Provider {
+                refresh_token_file: p
+                    .refresh_token_file
+                    .as_ref()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| data_dir.join("oauth2").join(format!("{name}.refresh_token"))),
+                name,
+                token_url,
+                device_url,
+                auth_url,
+                client_id: p.client_id.get_ref().trim().to_string(),
+                client_secret,
+                scopes: p.scopes.clone(),
+                flow,
+            });
+        }
+        out
+    }
+
+    /// `auth` and `oauth2` of an `imap` or `smtp` table: `None` for a password login.
+    fn oauth2_login(
+        &mut self,
+        at: usize,
+        auth: &Option<toml::Spanned<String>>,
+        provider: &Option<toml::Spanned<String>>,
+        providers: &[super::OAuth2Provider],
+        what: &str,
+    ) -> Option<super::OAuth2Login> {
+        let mechanism = match auth.as_ref().map(|a| a.get_ref().as_str()) {
+            None | Some("password") => None,
+            Some("xoauth2") => Some(super::Sasl::Xoauth2),
+            Some("oauthbearer") if what == "imap" => Some(super::Sasl::OAuthBearer),
+            Some(other) => {
+                let expected = if what == "imap" {
+                    "\"password\", \"xoauth2\" or \"oauthbearer\""
+                } else {
+                    "\"password\" or \"xoauth2\""
+                };
+                self.problem(
+                    auth.as_ref().map_or(at, |a| a.span().start),
+                    format!("{what} auth {other:?}: expected {expected}"),
+                );
+                return None;
+            }
+        };
+        match (mechanism, provider) {
+            (None, None) => None,
+            (None, Some(p)) => {
+                self.problem(
+                    p.span().start,
+                    format!("{what} oauth2 = {:?} needs auth = \"xoauth2\"", p.get_ref()),
+                );
+                None
+            }
+            (Some(_), None) => {
+                self.problem(
+                    auth.as_ref().map_or(at, |a| a.span().start),
+                    format!("{what}: an OAuth2 login needs oauth2 = \"NAME\" of an [[oauth2]] provider"),
+                );
+                None
+            }
+            (Some(mechanism), Some(p)) => match providers.iter().find(|o| &o.name == p.get_ref()) {
+                Some(found) => Some(super::OAuth2Login {
+                    provider: found.clone(),
+                    mechanism,
+                }),
+                None => {
+                    self.problem(
+                        p.span().start,
+                        format!("{what} oauth2 = {:?}: no such [[oauth2]]", p.get_ref()),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
     /// `[integrations.customer_lookup]`.
     fn customer_lookup(&mut self, raw: &toml::Spanned<super::raw::RawLookup>) -> super::CustomerLookup {
         let at = raw.span().start;

@@ -18,10 +18,57 @@ use std::path::PathBuf;
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Mailer {
-    /// An SMTP server, with the longest time one delivery may take.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>, std::time::Duration),
+    /// An SMTP server.
+    Smtp(std::sync::Arc<SmtpMailer>),
     /// A folder of `.eml` files.
     File(PathBuf),
+}
+
+/// An SMTP server, with the longest time one delivery may take. With an
+/// OAuth2 login the transport (its connection pool) is built anew whenever
+/// the access token changes.
+pub struct SmtpMailer {
+    builder: lettre::transport::smtp::AsyncSmtpTransportBuilder,
+    oauth2: Option<(crate::adapters::config::OAuth2Provider, String)>,
+    current: std::sync::Mutex<(
+        Option<crate::adapters::config::Secret>,
+        AsyncSmtpTransport<Tokio1Executor>,
+    )>,
+    limit: std::time::Duration,
+}
+
+impl SmtpMailer {
+    /// The transport to send with, and the token it logs in with.
+    fn transport(
+        &self,
+    ) -> Result<
+        (
+            Option<crate::adapters::config::Secret>,
+            AsyncSmtpTransport<Tokio1Executor>,
+        ),
+        SendError,
+    > {
+        let Some((provider, user)) = &self.oauth2 else {
+            return Ok(self.current.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        };
+        let token = crate::transports::blocking(|| crate::transports::oauth2::access_token(provider)).map_err(|e| {
+            SendError {
+                kind: Failure::Server,
+                message: e,
+            }
+        })?;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0.as_ref() != Some(&token) {
+            let t = self
+                .builder
+                .clone()
+                .credentials(Credentials::new(user.clone(), token.expose().to_string()))
+                .authentication(vec![Mechanism::Xoauth2])
+                .build();
+            *current = (Some(token), t);
+        }
+        Ok(current.clone())
+    }
 }
 
 /// A failed send.
@@ -115,8 +162,17 @@ impl Mailer {
                         .credentials(Credentials::new(user.clone(), pass.expose().to_string()))
                         .authentication(vec![Mechanism::Plain, Mechanism::Login]);
                 }
-                // One delivery is a handful of commands; past this it is stuck, not slow.
-                Ok(Mailer::Smtp(b.build(), s.timeout * 4))
+                let oauth2 = match (&s.oauth2, &s.username) {
+                    (Some(login), Some(user)) => Some((login.provider.clone(), user.clone())),
+                    _ => None,
+                };
+                Ok(Mailer::Smtp(std::sync::Arc::new(SmtpMailer {
+                    current: std::sync::Mutex::new((None, b.clone().build())),
+                    builder: b,
+                    oauth2,
+                    // One delivery is a handful of commands; past this it is stuck, not slow.
+                    limit: s.timeout * 4,
+                })))
             }
         }
     }
@@ -146,7 +202,8 @@ impl Mailer {
                     message: format!("cannot write {}: {e}", path.display()),
                 })
             }
-            Mailer::Smtp(transport, limit) => {
+            Mailer::Smtp(smtp) => {
+                let limit = &smtp.limit;
                 let parse = |a: &str| {
                     a.parse::<lettre::Address>().map_err(|e| SendError {
                         kind: Failure::Recipient,
@@ -158,18 +215,35 @@ impl Mailer {
                     kind: Failure::Recipient,
                     message: e.to_string(),
                 })?;
-                match tokio::time::timeout(*limit, transport.send_raw(&envelope, bytes)).await {
-                    Ok(result) => result.map(|_| ()).map_err(|e| {
-                        let message = e.to_string();
-                        SendError {
-                            kind: classify_smtp(e.status().map(u16::from), &message),
-                            message,
+                // With OAuth2, a refused token is replaced at once and the mail tried once more.
+                let mut retried = false;
+                loop {
+                    let (token, transport) = smtp.transport()?;
+                    let result = match tokio::time::timeout(*limit, transport.send_raw(&envelope, bytes)).await {
+                        Ok(result) => result.map(|_| ()).map_err(|e| {
+                            let message = e.to_string();
+                            (e.status().map(u16::from), message)
+                        }),
+                        Err(_) => {
+                            return Err(SendError {
+                                kind: Failure::Server,
+                                message: format!("SMTP delivery did not finish within {} s", limit.as_secs()),
+                            });
                         }
-                    }),
-                    Err(_) => Err(SendError {
-                        kind: Failure::Server,
-                        message: format!("SMTP delivery did not finish within {} s", limit.as_secs()),
-                    }),
+                    };
+                    match (result, &smtp.oauth2, token) {
+                        (Ok(()), _, _) => return Ok(()),
+                        (Err((Some(534 | 535), _)), Some((provider, _)), Some(token)) if !retried => {
+                            crate::transports::oauth2::refused(provider, &token);
+                            retried = true;
+                        }
+                        (Err((code, message)), _, _) => {
+                            return Err(SendError {
+                                kind: classify_smtp(code, &message),
+                                message,
+                            });
+                        }
+                    }
                 }
             }
         }
