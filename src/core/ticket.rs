@@ -474,46 +474,9 @@ pub fn apply_agent_reply(
     events.extend(command_events);
     // `#assign` hands the ticket to someone else: they hear of it now, with a
     // reply address of their own, not only when the customer writes again.
-    if ticket.assignee != assignee_before
-        && let Some(new) = ticket
-            .assignee
-            .as_deref()
-            .and_then(|a| config.agent_by_name_or_email(a))
-        && new.name != agent.name
+    if let Some((notice, event)) = assignment_notice(&ticket, assignee_before.as_deref(), &agent.name, config, &mail_cx)
     {
-        let body = format!(
-            "{} assigned ticket #{} to you.\n\nQueue {} · priority {} · status {}\nFrom: {}\nSubject: {}\n\n{}",
-            agent.name,
-            ticket.id,
-            ticket.queue,
-            ticket.priority.as_str(),
-            ticket.status.as_str(),
-            crate::core::outgoing::format_mailbox(&ticket.requester),
-            ticket.subject,
-            crate::core::reply::agent_footer(),
-        );
-        let notice = agent_mail(
-            &ticket,
-            new,
-            &format!("{} via {}", agent.name, config.desk.name),
-            &ticket.subject,
-            &body,
-            "notification",
-            false,
-            1011,
-            None,
-            &mail_cx,
-        );
-        events.push(Event::new(
-            now,
-            "notified",
-            "system",
-            &[
-                ("to", json!(notice.recipients())),
-                ("message_id", json!(notice.message_id)),
-                ("reason", json!("assigned")),
-            ],
-        ));
+        events.push(event);
         mails.push(notice);
     }
     errors.extend(parsed.errors.iter().cloned());
@@ -1087,4 +1050,57 @@ fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>)
         loop_value: crate::core::classify::loop_header_value(config),
         attachments: Vec::new(),
     }
+}
+
+/// The mail telling the agent a ticket was just assigned to (by `by`, an
+/// agent's or an API token's name) that it is theirs, and its `notified`
+/// event; none when the assignee did not change, is no agent, or is `by`.
+pub fn assignment_notice(
+    ticket: &Ticket,
+    assignee_before: Option<&str>,
+    by: &str,
+    config: &Settings,
+    mail_cx: &MailContext,
+) -> Option<(OutgoingMail, Event)> {
+    if ticket.assignee.as_deref() == assignee_before {
+        return None;
+    }
+    let new = ticket
+        .assignee
+        .as_deref()
+        .and_then(|a| config.agent_by_name_or_email(a))
+        .filter(|new| new.name != by)?;
+    let body = format!(
+        "{by} assigned ticket #{} to you.\n\nQueue {} · priority {} · status {}\nFrom: {}\nSubject: {}\n\n{}",
+        ticket.id,
+        ticket.queue,
+        ticket.priority.as_str(),
+        ticket.status.as_str(),
+        crate::core::outgoing::format_mailbox(&ticket.requester),
+        ticket.subject,
+        crate::core::reply::agent_footer(),
+    );
+    let notice = agent_mail(
+        ticket,
+        new,
+        &format!("{by} via {}", config.desk.name),
+        &ticket.subject,
+        &body,
+        "notification",
+        false,
+        1011,
+        None,
+        mail_cx,
+    );
+    let event = Event::new(
+        mail_cx.now,
+        "notified",
+        "system",
+        &[
+            ("to", json!(notice.recipients())),
+            ("message_id", json!(notice.message_id)),
+            ("reason", json!("assigned")),
+        ],
+    );
+    Some((notice, event))
 }

@@ -1185,7 +1185,8 @@ impl Pipeline {
     /// `#priority`, `#assign`, `#queue`, `#type`, `#tag`, `#untag`) run for
     /// `actor` (an API token's name, the events' actor) through the same
     /// code as an agent's reply. All or nothing: any refused command
-    /// refuses the whole change, with the reasons.
+    /// refuses the whole change, with the reasons. A new assignee is told,
+    /// as after an emailed `#assign`.
     pub fn api_update(
         &self,
         id: TicketId,
@@ -1213,6 +1214,20 @@ impl Pipeline {
         ticket.updated_at = now;
         events.extend(crate::core::sla::refresh(&mut ticket, &self.config, now, false, false));
         let mut w = Change::default();
+        // The agent it was assigned to hears of it, as after an emailed `#assign`.
+        let nonce = format!("{:x}a", self.store.next_seq()?);
+        let cx = crate::core::agent::MailContext {
+            config: &self.config,
+            signer: &self.signer,
+            now,
+            nonce: &nonce,
+        };
+        if let Some((notice, event)) =
+            crate::core::ticket::assignment_notice(&ticket, before.assignee.as_deref(), actor, &self.config, &cx)
+        {
+            events.push(event);
+            self.queue_mail(&mut w, &notice, now, Lane::Live);
+        }
         self.update_due(&mut w, Some(&before), &ticket);
         w.ticket(&ticket);
         for e in &events {

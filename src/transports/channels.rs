@@ -1,8 +1,12 @@
 //! Tickets from other channels through the API: `POST /api/tickets` (a
-//! logged call, a chat transcript, a monitoring alert) and `POST
-//! /api/tickets/{id}/messages` (the customer's next message). What they send
-//! becomes the mail it would have been and goes through the pipeline like
-//! the portal's form: routed by the rules, assigned, acknowledged, notified.
+//! logged call, a chat transcript, a monitoring alert), `POST
+//! /api/tickets/{id}/messages` (the customer's next message, or an agent's
+//! reply, relayed) and `POST /api/tickets/{id}/notes` (an agent's internal
+//! note). What they send becomes the mail it would have been and goes
+//! through the pipeline: a customer's like the portal's form (routed by the
+//! rules, assigned, acknowledged, notified), an agent's like the team's
+//! pages, signed for that agent and ticket (relayed, `#` commands at its
+//! top run, `#note` kept internal).
 //! An `Idempotency-Key` header names the mail's Message-ID, so a retry is
 //! the pipeline's duplicate, and answers with the same ticket.
 
@@ -50,11 +54,39 @@ struct NewMessage {
     #[serde(default)]
     channel: Option<String>,
     text: String,
+    /// `customer` (the default) or `agent`.
+    #[serde(default)]
+    author: Option<String>,
+    /// The agent (name or address) who writes it, with `author: agent`.
+    #[serde(default)]
+    agent: Option<String>,
 }
 
-/// `POST /api/tickets` and `POST /api/tickets/{id}/messages`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNote {
+    agent: String,
+    text: String,
+}
+
+/// What a POST makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Posted {
+    /// `POST /api/tickets`.
+    Ticket,
+    /// `POST /api/tickets/{id}/messages`.
+    Message(u64),
+    /// `POST /api/tickets/{id}/notes`.
+    Note(u64),
+}
+
+/// `POST /api/tickets`, `POST /api/tickets/{id}/messages` and `POST /api/tickets/{id}/notes`.
 #[allow(clippy::result_large_err)]
-pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> Response<Full<Bytes>> {
+pub async fn create(api: Arc<Api>, req: Request<Body>, posted: Posted) -> Response<Full<Bytes>> {
+    let ticket = match posted {
+        Posted::Ticket => None,
+        Posted::Message(id) | Posted::Note(id) => Some(id),
+    };
     let actor = match access(&api, req.headers(), Some("tickets:write")) {
         Ok(a) => a,
         Err(refused) => return refused,
@@ -91,6 +123,9 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
     let Some(desk_address) = config.desk.addresses.first().cloned() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no [[mailbox]] to take tickets in");
     };
+    // The agent who writes it, for an agent's reply or note.
+    let mut author: Option<crate::adapters::config::Agent> = None;
+    let mut found_ticket: Option<crate::core::model::Ticket> = None;
     // The mail it would have been.
     let (from, subject, text, channel, mailbox, references) = match ticket {
         None => {
@@ -150,22 +185,55 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
             )
         }
         Some(id) => {
-            let m: NewMessage = match serde_json::from_slice(&body) {
+            let parsed = if posted == Posted::Note(id) {
+                serde_json::from_slice::<NewNote>(&body)
+                    .map(|n| NewMessage {
+                        channel: None,
+                        text: format!("#note\n\n{}", n.text.trim_start_matches(['\r', '\n'])),
+                        author: Some("agent".into()),
+                        agent: Some(n.agent),
+                    })
+                    .map_err(|e| format!("expected {{\"agent\", \"text\"}}: {e}"))
+            } else {
+                serde_json::from_slice::<NewMessage>(&body)
+                    .map_err(|e| format!("expected {{\"text\", \"channel\", \"author\", \"agent\"}}: {e}"))
+            };
+            let m = match parsed {
                 Ok(m) => m,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("expected {{\"text\", \"channel\"}}: {e}"),
-                    );
-                }
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
             };
             let channel = match channel_of(&m.channel) {
                 Ok(c) => c,
                 Err(r) => return r,
             };
-            if m.text.trim().is_empty() {
+            if m.text.trim().is_empty() || m.text.trim() == "#note" {
                 return error(StatusCode::BAD_REQUEST, "text must not be empty");
             }
+            author = match (m.author.as_deref(), &m.agent) {
+                (None | Some("customer"), None) => None,
+                (None | Some("customer"), Some(_)) => {
+                    return error(StatusCode::BAD_REQUEST, "agent: only with \"author\": \"agent\"");
+                }
+                (Some("agent"), Some(a)) => match config.agent_by_name_or_email(a) {
+                    _ if m.channel.is_some() => {
+                        return error(StatusCode::BAD_REQUEST, "channel: only for a customer's message");
+                    }
+                    Some(agent) => Some(agent.clone()),
+                    None => return error(StatusCode::BAD_REQUEST, &format!("agent {a:?}: no such [[agent]]")),
+                },
+                (Some("agent"), None) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "agent: the [[agent]] (name or email) who writes it",
+                    );
+                }
+                (Some(other), _) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("author {other:?}: expected customer or agent"),
+                    );
+                }
+            };
             let store = pipeline.store.clone();
             let found = tokio::task::spawn_blocking(move || {
                 let t = crate::adapters::store::resolve(&*store, TicketId(id))?;
@@ -190,6 +258,7 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
                 .cloned()
                 .unwrap_or(desk_address.clone());
             let subject = format!("Re: [{} #{}] {}", config.desk.subject_tag, t.id.0, t.subject);
+            found_ticket = Some(t.clone());
             (
                 t.requester.clone(),
                 subject,
@@ -210,7 +279,7 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
     // With a key, the same request makes the same Message-ID: a retry is a duplicate.
     let local = match &key {
         Some(k) => {
-            let d = ring::digest::digest(&ring::digest::SHA256, format!("{actor}\n{ticket:?}\n{k}").as_bytes());
+            let d = ring::digest::digest(&ring::digest::SHA256, format!("{actor}\n{posted:?}\n{k}").as_bytes());
             d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect::<String>()
         }
         None => crate::transports::nonce(),
@@ -233,12 +302,22 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
         loop_value: String::new(),
         attachments: Vec::new(),
     };
-    let raw = crate::transports::smtp::wire::render_submission(&mail);
-    let origin = Origin {
-        web: true,
-        channel: Some(channel),
-        ..Origin::live(&mailbox.mailbox)
+    let (mail, origin) = match (&author, &found_ticket) {
+        (Some(agent), Some(t)) => {
+            let (mail, mailbox) =
+                crate::transports::web::team::agent_mail(&pipeline, t, agent, mail.body, "api", message_id.clone());
+            (mail, Origin::live(&mailbox))
+        }
+        _ => (
+            mail,
+            Origin {
+                web: true,
+                channel: Some(channel),
+                ..Origin::live(&mailbox.mailbox)
+            },
+        ),
     };
+    let raw = crate::transports::smtp::wire::render_submission(&mail);
     let a = api.clone();
     let work = tokio::task::spawn_blocking(move || {
         let _guard = a.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -256,7 +335,7 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, ticket: Option<u64>) -> R
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     api.wake_sender.notify_one();
-    tracing::info!(actor = %actor, result = ?answer.0, "taken in through the API");
+    tracing::info!(actor = %actor, agent = author.as_ref().map(|a| a.name.as_str()), result = ?answer.0, "taken in through the API");
     match answer {
         (Processed::NewTicket { ticket, .. }, _) => json(
             StatusCode::CREATED,
@@ -388,7 +467,10 @@ pub async fn update(api: Arc<Api>, req: Request<Body>, id: u64) -> Response<Full
         pipeline.api_update(TicketId(id), &commands, &actor, jiff::Timestamp::now())
     });
     match work.await {
-        Ok(Ok(Ok(t))) => json(StatusCode::OK, &t),
+        Ok(Ok(Ok(t))) => {
+            api.wake_sender.notify_one();
+            json(StatusCode::OK, &t)
+        }
         Ok(Ok(Err(why))) if why.len() == 1 && why[0].starts_with("there is no ticket") => {
             error(StatusCode::NOT_FOUND, &why[0])
         }

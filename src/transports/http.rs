@@ -146,16 +146,27 @@ pub async fn route(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
         return merge(api, req).await;
     }
     if method == hyper::Method::POST && path == "/api/tickets" {
-        return crate::transports::channels::create(api, req, None).await;
+        return crate::transports::channels::create(api, req, crate::transports::channels::Posted::Ticket).await;
     }
     if method == hyper::Method::POST
-        && let Some(id) = path
-            .strip_prefix("/api/tickets/")
-            .and_then(|r| r.strip_suffix("/messages"))
+        && let Some(rest) = path.strip_prefix("/api/tickets/")
+        && let Some((id, what)) = rest.split_once('/')
+        && (what == "messages" || what == "notes")
     {
+        use crate::transports::channels::Posted;
         return match id.parse::<u64>() {
-            Ok(id) if id > 0 => crate::transports::channels::create(api, req, Some(id)).await,
-            _ => error(StatusCode::BAD_REQUEST, "expected /api/tickets/{number}/messages"),
+            Ok(id) if id > 0 => {
+                let posted = if what == "notes" {
+                    Posted::Note(id)
+                } else {
+                    Posted::Message(id)
+                };
+                crate::transports::channels::create(api, req, posted).await
+            }
+            _ => error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected /api/tickets/{{number}}/{what}"),
+            ),
         };
     }
     if method == hyper::Method::PATCH
@@ -448,7 +459,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
     if req.method != hyper::Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /api/tickets, /api/tickets/{id}/messages, /api/webhooks/retry, /csat/…)",
+            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /api/tickets, /api/tickets/{id}/messages, /api/tickets/{id}/notes, /api/webhooks/retry, /csat/…)",
         );
     }
     if path == "/healthz" {

@@ -218,6 +218,172 @@ fn a_phone_ticket_opens_by_api_with_a_scoped_token_and_is_acknowledged_by_mail()
 }
 
 #[test]
+fn agents_reply_and_note_through_the_api_and_an_assignee_set_by_patch_is_told() {
+    let smtp = Smtp::start();
+    let dir = temp_dir("tokens");
+    let token_file = dir.join("crm");
+    std::fs::write(&token_file, "crm-token-abcdefghijkl\n").unwrap();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(
+            "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\nqueues = [\"general\"]\n\n[[agent]]\nname = \"Bert Brown\"\nemail = \"bert@example.com\"\nqueues = [\"general\"]\n\n[[queue]]\nname = \"general\"\nassign = \"none\"\n",
+        )
+        .extra(&format!(
+            "[[api_token]]\nname = \"crm\"\ntoken_file = \"{}\"\nscopes = [\"tickets:write\"]\n",
+            token_file.display()
+        ))
+        .build();
+    let daemon = desk.start();
+    let port = desk.http_port;
+    let send = |method: &str, path: &str, extra: &str, body: &str| -> (u16, Value) {
+        let (status, text) = http_raw(
+            port,
+            &format!(
+                "{method} {path} HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Type: application/json\nAuthorization: Bearer crm-token-abcdefghijkl{extra}"
+            ),
+            body.as_bytes(),
+        );
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    };
+    let (status, v) = send(
+        "POST",
+        "/api/tickets",
+        "",
+        r#"{"channel": "chat", "requester": {"email": "bob@customer.test"}, "subject": "Invoice missing", "text": "Where is my invoice?"}"#,
+    );
+    assert_eq!((status, v["ticket"].clone()), (201, 1.into()), "{v}");
+    wait_until(20, "the acknowledgement", || {
+        smtp.received_by("bob@customer.test").len() == 1
+    });
+
+    // Refused: an agent's message without the agent, an unknown agent, an agent on a customer's message.
+    for (path, body, why) in [
+        (
+            "/api/tickets/1/messages",
+            r#"{"author": "agent", "text": "x"}"#,
+            "agent: the [[agent]]",
+        ),
+        (
+            "/api/tickets/1/messages",
+            r#"{"author": "agent", "agent": "Mallory", "text": "x"}"#,
+            "agent \"Mallory\": no such [[agent]]",
+        ),
+        (
+            "/api/tickets/1/messages",
+            r#"{"agent": "Alice Jones", "text": "x"}"#,
+            "only with \"author\": \"agent\"",
+        ),
+        (
+            "/api/tickets/1/messages",
+            r#"{"author": "bot", "text": "x"}"#,
+            "expected customer or agent",
+        ),
+        ("/api/tickets/1/notes", r#"{"text": "x"}"#, "missing field `agent`"),
+        (
+            "/api/tickets/1/notes",
+            r#"{"agent": "Alice Jones", "text": " "}"#,
+            "must not be empty",
+        ),
+    ] {
+        let (status, v) = send("POST", path, "", body);
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap_or("").contains(why), "{body}: {v}");
+    }
+    assert_eq!(
+        send(
+            "POST",
+            "/api/tickets/99/notes",
+            "",
+            r#"{"agent": "Alice Jones", "text": "x"}"#
+        )
+        .0,
+        404
+    );
+
+    // Alice's reply, written in the CRM: relayed to Bob, recorded as hers.
+    let (status, v) = send(
+        "POST",
+        "/api/tickets/1/messages",
+        "\nIdempotency-Key: crm-reply-1",
+        r#"{"author": "agent", "agent": "Alice Jones", "text": "Your invoice is attached to your account now."}"#,
+    );
+    assert_eq!((status, v["result"].clone()), (201, "appended".into()), "{v}");
+    wait_until(20, "the relay to Bob", || {
+        smtp.received_by("bob@customer.test")
+            .iter()
+            .any(|m| body_text(m).contains("Your invoice is attached"))
+    });
+    let relay = smtp
+        .received_by("bob@customer.test")
+        .into_iter()
+        .find(|m| body_text(m).contains("Your invoice is attached"))
+        .unwrap();
+    assert!(
+        crate::support::header(&relay, "From").unwrap().contains("Alice Jones"),
+        "{relay}"
+    );
+    // The same key again: nothing sent twice.
+    let (status, v) = send(
+        "POST",
+        "/api/tickets/1/messages",
+        "\nIdempotency-Key: crm-reply-1",
+        r#"{"author": "agent", "agent": "Alice Jones", "text": "Your invoice is attached to your account now."}"#,
+    );
+    assert_eq!((status, v["result"].clone()), (200, "replayed".into()), "{v}");
+
+    // A note by address: internal, never mailed to Bob.
+    let (status, v) = send(
+        "POST",
+        "/api/tickets/1/notes",
+        "",
+        r#"{"agent": "alice@example.com", "text": "Checked the billing export: invoice 4711."}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    let t = desk.show(1);
+    let messages = t["messages"].as_array().unwrap();
+    let note = messages.iter().find(|m| m["kind"] == "note").expect("a note");
+    assert!(note["text"].as_str().unwrap().contains("invoice 4711"), "{note}");
+    let agent_replies = messages
+        .iter()
+        .filter(|m| m["direction"] == "outbound" && m["kind"] == "agent")
+        .count();
+    assert_eq!(agent_replies, 1, "one relay, the retry was a replay");
+    let by_alice: Vec<&str> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "Alice Jones")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(by_alice.contains(&"relayed"), "{by_alice:?}");
+
+    // PATCH hands the ticket to Bert: he is told, with a reply address of his own.
+    let (status, v) = send("PATCH", "/api/tickets/1", "", r#"{"assignee": "Bert Brown"}"#);
+    assert_eq!(status, 200, "{v}");
+    wait_until(20, "Bert's notice", || {
+        smtp.received_by("bert@example.com")
+            .iter()
+            .any(|m| body_text(m).contains("crm assigned ticket #1 to you."))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !smtp
+            .received_by("bob@customer.test")
+            .iter()
+            .any(|m| body_text(m).contains("invoice 4711")),
+        "a note never reaches the customer"
+    );
+    assert_eq!(
+        smtp.received_by("bob@customer.test")
+            .iter()
+            .filter(|m| body_text(m).contains("Your invoice is attached"))
+            .count(),
+        1
+    );
+    daemon.stop();
+}
+
+#[test]
 fn api_token_config_is_checked() {
     check_refuses(
         "[[api_token]]\nname = \"a b\"\nscopes = [\"tickets:delete\"]\n",

@@ -7,7 +7,7 @@
 
 mod chart;
 pub(crate) mod portal;
-mod team;
+pub(crate) mod team;
 
 use crate::transports::http::{self, Api};
 use axum::Router;

@@ -1060,6 +1060,52 @@ fn commands(f: &ActForm) -> Result<String, String> {
     Ok(body)
 }
 
+/// `agent`'s mail to the desk about `ticket` with `body` (a reply, `#`
+/// commands, a `#note`), answering a Message-ID signed for this agent and
+/// ticket, so the pipeline proves the agent by it as for a reply to a
+/// notification; and the mailbox it counts as arriving in. The team's pages
+/// and the API act through it.
+pub(crate) fn agent_mail(
+    pipeline: &Pipeline,
+    ticket: &crate::core::model::Ticket,
+    agent: &crate::adapters::config::Agent,
+    body: String,
+    purpose: &str,
+    message_id: String,
+) -> (OutgoingMail, String) {
+    let config = &pipeline.config;
+    let support = config
+        .address(&ticket.mailbox)
+        .cloned()
+        .unwrap_or_else(|| config.desk.addresses[0].clone());
+    let answered = pipeline.signer.agent_message_id(
+        ticket.id,
+        &agent.slug(),
+        &format!("{purpose}{}", &nonce()[..8]),
+        &config.desk.message_id_domain,
+    );
+    let mail = OutgoingMail {
+        ticket: ticket.id,
+        purpose: purpose.into(),
+        from: Mailbox::new(Some(agent.name.clone()), &agent.emails[0]),
+        to: vec![Mailbox::new(None, &support.address)],
+        reply_to: None,
+        subject: format!(
+            "Re: {}",
+            crate::core::subject::tagged(&ticket.subject, &config.desk.subject_tag, ticket.id.0)
+        ),
+        body,
+        message_id,
+        in_reply_to: Some(answered.clone()),
+        references: vec![answered],
+        auto_submitted: false,
+        date: jiff::Timestamp::now(),
+        loop_value: String::new(),
+        attachments: Vec::new(),
+    };
+    (mail, support.mailbox)
+}
+
 /// `POST /dashboard/t/{id}`: the action, as the agent's signed mail with commands.
 pub async fn act(
     State(web): State<Arc<Web>>,
@@ -1096,38 +1142,9 @@ pub async fn act(
         Ok(Err(e)) => return failed(e),
         Err(e) => return failed(e),
     };
-    let config = &pipeline.config;
-    let support = config
-        .address(&ticket.mailbox)
-        .cloned()
-        .unwrap_or_else(|| config.desk.addresses[0].clone());
-    // Signed for this agent and ticket: the pipeline proves the agent by it, as for a reply to our mail.
-    let answered = pipeline.signer.agent_message_id(
-        ticket.id,
-        &s.agent.slug(),
-        &format!("web{}", &nonce()[..8]),
-        &config.desk.message_id_domain,
-    );
-    let mail = OutgoingMail {
-        ticket: ticket.id,
-        purpose: "web".into(),
-        from: Mailbox::new(Some(s.agent.name.clone()), &s.agent.emails[0]),
-        to: vec![Mailbox::new(None, &support.address)],
-        reply_to: None,
-        subject: format!(
-            "Re: {}",
-            crate::core::subject::tagged(&ticket.subject, &config.desk.subject_tag, ticket.id.0)
-        ),
-        body,
-        message_id: format!("webagent.{}@{}", nonce(), config.desk.message_id_domain),
-        in_reply_to: Some(answered.clone()),
-        references: vec![answered],
-        auto_submitted: false,
-        date: jiff::Timestamp::now(),
-        loop_value: String::new(),
-        attachments: Vec::new(),
-    };
-    match take_in(&web, pipeline.clone(), Origin::live(&support.mailbox), mail).await {
+    let message_id = format!("webagent.{}@{}", nonce(), pipeline.config.desk.message_id_domain);
+    let (mail, mailbox) = agent_mail(&pipeline, &ticket, &s.agent, body, "web", message_id);
+    match take_in(&web, pipeline.clone(), Origin::live(&mailbox), mail).await {
         Ok(done) => {
             tracing::info!(ticket = id, agent = %s.agent.name, result = ?done, "dashboard action");
             Redirect::to(&format!("/dashboard/t/{id}?done=1")).into_response()
