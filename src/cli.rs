@@ -1053,6 +1053,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     say!("duplicate:      {d}");
                 }
                 say!("language:       {}", e.language.as_deref().unwrap_or("(not told)"));
+                if !e.customer.is_empty() {
+                    let fields: Vec<String> = e.customer.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                    say!("customer:       {}", fields.join(" · "));
+                }
                 if !e.intents.is_empty() {
                     let top: Vec<String> = e.intents.iter().map(|(l, c)| format!("{l} {c:.2}")).collect();
                     say!("intent:         {}", top.join(", "));

@@ -169,6 +169,9 @@ pub struct Explanation {
     /// The three likeliest intents with their confidences (with a trained model).
     #[serde(default)]
     pub intents: Vec<(String, f64)>,
+    /// The CRM's record of the requester (`[integrations.customer_lookup]`), for a mail that would open a ticket.
+    #[serde(default)]
+    pub customer: std::collections::BTreeMap<String, String>,
 }
 
 /// What the store knows of a mail's identity.
@@ -1097,6 +1100,7 @@ impl Pipeline {
                     language: None,
                     sentiment: None,
                     intents: Vec::new(),
+                    customer: Default::default(),
                 });
             }
         };
@@ -1116,6 +1120,10 @@ impl Pipeline {
         };
         if matches!(class.sender, Sender::Customer) && !matches!(decision.outcome, Outcome::Existing(_)) {
             msg.intent = self.read_intent(&msg, &class);
+            // The CRM's record too, so the rules below see `customer.FIELD` as they would.
+            if let (Some(lookup), Some(from)) = (&self.config.customer_lookup, &msg.from) {
+                msg.customer = crate::transports::lookup::customer(lookup, &from.email);
+            }
         }
         let agent_check = agent_name.map(|_| match (&agent_proof, &forged) {
             (Some((_, proof)), _) => format!("verified: {proof}"),
@@ -1178,6 +1186,7 @@ impl Pipeline {
             language: msg.language.clone(),
             sentiment: Some(crate::core::sentiment::score(&msg.text)),
             intents,
+            customer: msg.customer.clone(),
         })
     }
 

@@ -58,6 +58,34 @@ fn the_crm_s_record_reaches_the_ticket_the_notification_and_the_rules_and_a_slow
     )]);
     assert_eq!(desk.show(2)["priority"], "high");
     assert_eq!(crm.received().len(), 1, "cached");
+    // explain shows the record and the rule it makes match.
+    let file = desk.dir.join("new-from-bob.eml");
+    std::fs::write(
+        &file,
+        mail(
+            "Bob <bob+vip@customer.test>",
+            "support@example.com",
+            "Third thing",
+            "b3@customer.test",
+            "",
+            "The fax as well.",
+        ),
+    )
+    .unwrap();
+    let e: serde_json::Value = serde_json::from_str(&desk.ok(&["explain", file.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(e["customer"]["plan"], "enterprise", "{e}");
+    let rule = e["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "enterprise first")
+        .unwrap();
+    assert_eq!(rule["matched"], true, "{e}");
+    let text = desk.ok(&["explain", file.to_str().unwrap()]);
+    assert!(
+        text.contains("customer:       company.name: Acme <Corp> · plan: enterprise"),
+        "{text}"
+    );
 
     // The CRM gets slow: the ticket goes on without the record after the
     // timeout, and for a while no lookup is tried at all.
