@@ -163,6 +163,7 @@ fn pipeline_ingest(mails: &[Vec<u8>], store: &str) -> f64 {
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
         intent: None,
+        knowledge: None,
     };
     let origin = Origin {
         bulk: true,
@@ -380,6 +381,7 @@ fn tick_cost(n: usize, due: usize) -> f64 {
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
         intent: None,
+        knowledge: None,
     };
     let start: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     let round_at = |r: usize| jiff::Timestamp::from_second(start.as_second() + 7200 * r as i64).unwrap();

@@ -67,6 +67,7 @@ fn main() {
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
         intent: None,
+        knowledge: None,
     };
     let mut totals: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
     let mut n = 0u64;

@@ -167,6 +167,7 @@ fn run(mails: &[Mail], batches: usize, seed: u64) -> HashMap<String, u64> {
         signer: Signer::new(b"bench secret"),
         metrics: Default::default(),
         intent: None,
+        knowledge: None,
     };
     let origin = Origin {
         bulk: true,

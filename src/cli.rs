@@ -494,8 +494,10 @@ fn open_pipeline(config: Config) -> Result<Pipeline, Failure> {
 /// same process races with the first one's lock).
 fn pipeline_with(config: Config, store: Arc<dyn Store>) -> Result<Pipeline, Failure> {
     let signer = load_signer(&config).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
+    let knowledge = crate::pipeline::load_knowledge(&config).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
     Ok(Pipeline {
         intent: crate::pipeline::load_intent(&config.instance.data_dir),
+        knowledge,
         config: Arc::new(config),
         store,
         signer,
@@ -1056,6 +1058,19 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if !e.customer.is_empty() {
                     let fields: Vec<String> = e.customer.iter().map(|(k, v)| format!("{k}: {v}")).collect();
                     say!("customer:       {}", fields.join(" · "));
+                }
+                for a in &e.articles {
+                    say!(
+                        "article:        {} {:.2} {:?}{}",
+                        a.slug,
+                        a.score,
+                        a.title,
+                        if a.suggested {
+                            " (suggested)"
+                        } else {
+                            " (below min_score)"
+                        }
+                    );
                 }
                 if !e.intents.is_empty() {
                     let top: Vec<String> = e.intents.iter().map(|(l, c)| format!("{l} {c:.2}")).collect();

@@ -191,8 +191,10 @@ fn reload(path: &Path, sink: &Sink) -> Result<Arc<Config>, String> {
     Mailer::from_config(&config.outgoing)?;
     let config = Arc::new(config);
     let mut slot = sink.current.write().unwrap_or_else(|p| p.into_inner());
+    let knowledge = crate::pipeline::load_knowledge(&config)?;
     let next = Pipeline {
         intent: crate::pipeline::load_intent(&config.instance.data_dir),
+        knowledge,
         config: config.clone(),
         ..slot.clone()
     };

@@ -179,6 +179,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         sentiment: Default::default(),
         intent: None,
         customer: Default::default(),
+        articles: Vec::new(),
         message_id,
         in_reply_to,
         references,

@@ -226,6 +226,10 @@ pub struct Ticket {
     /// The requester's CRM record when the ticket was opened (`[integrations.customer_lookup]`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub customer: std::collections::BTreeMap<String, String>,
+    /// The knowledge-base articles its acknowledgement suggested (slugs):
+    /// the customer's reply `solved` then resolves it as self-served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suggested: Vec<String>,
     /// The ticket this one was merged into: its messages, participants and
     /// events show there, and mail to this number lands there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,6 +281,7 @@ impl Ticket {
             sentiment_trend: None,
             intent: None,
             customer: Default::default(),
+            suggested: Vec::new(),
             merged_into: None,
             merged: Vec::new(),
             revision: 0,
@@ -393,6 +398,15 @@ impl Event {
     }
 }
 
+/// A knowledge-base article suggested for a mail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suggested {
+    /// Its slug (the address `/help/SLUG`).
+    pub slug: String,
+    /// Its title.
+    pub title: String,
+}
+
 /// A received mail, reduced to what postdesk decides on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InboundMessage {
@@ -440,6 +454,9 @@ pub struct InboundMessage {
     pub intent: Option<crate::core::intent::Intent>,
     /// The requester's CRM record (the configured fields), when it was looked up.
     pub customer: std::collections::BTreeMap<String, String>,
+    /// Knowledge-base articles that may answer it (`[knowledge]`), best first,
+    /// for mail a customer wrote that opens a ticket.
+    pub articles: Vec<Suggested>,
     /// Size of the raw mail in bytes.
     pub size: usize,
 }

@@ -63,6 +63,12 @@ pub struct Stats {
     pub csat_response_rate: Option<f64>,
     /// Average hours a ticket of the group spent in each status within the period.
     pub hours_in_status: BTreeMap<String, f64>,
+    /// Tickets whose acknowledgement suggested knowledge-base articles in the period.
+    pub suggested: usize,
+    /// Tickets the customer resolved in the period by replying `solved` to the suggestions.
+    pub deflected: usize,
+    /// Deflected per suggested.
+    pub deflection_rate: Option<f64>,
 }
 
 /// One agent's load and output.
@@ -93,6 +99,8 @@ pub struct Report {
     pub by_tag: BTreeMap<String, Stats>,
     /// By channel.
     pub by_channel: BTreeMap<String, Stats>,
+    /// By predicted intent (tickets opened while an intent model was trained).
+    pub by_intent: BTreeMap<String, Stats>,
     /// By assignee (`-` for unassigned).
     pub by_assignee: BTreeMap<String, Stats>,
     /// Per agent.
@@ -193,6 +201,8 @@ struct Contribution {
     ratings: usize,
     rating_sum: u64,
     hours_in_status: Vec<(Status, f64)>,
+    suggested: bool,
+    deflected: bool,
 }
 
 fn contribution(h: &History, config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Contribution {
@@ -275,6 +285,8 @@ fn contribution(h: &History, config: &Settings, since: Option<Timestamp>, until:
         if e.kind == "survey_sent" {
             c.surveys += 1;
         }
+        c.suggested |= e.kind == "suggested";
+        c.deflected |= e.kind == "deflected";
         if e.kind == "csat"
             && let Some(n) = e.detail.get("rating").and_then(|v| v.as_u64())
         {
@@ -312,6 +324,8 @@ struct Acc {
     ratings: usize,
     rating_sum: u64,
     in_status: BTreeMap<&'static str, f64>,
+    suggested: usize,
+    deflected: usize,
 }
 
 impl Acc {
@@ -338,6 +352,8 @@ impl Acc {
         self.surveys += c.surveys;
         self.ratings += c.ratings;
         self.rating_sum += c.rating_sum;
+        self.suggested += usize::from(c.suggested);
+        self.deflected += usize::from(c.deflected);
         for (status, hours) in &c.hours_in_status {
             *self.in_status.entry(status.as_str()).or_insert(0.0) += hours;
         }
@@ -365,6 +381,9 @@ impl Acc {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), (v / n * 100.0).round() / 100.0))
                 .collect(),
+            suggested: self.suggested,
+            deflected: self.deflected,
+            deflection_rate: ratio(self.deflected, self.suggested),
         }
     }
 }
@@ -446,6 +465,7 @@ pub struct ReportBuilder<'a> {
     by_type: BTreeMap<String, Acc>,
     by_tag: BTreeMap<String, Acc>,
     by_channel: BTreeMap<String, Acc>,
+    by_intent: BTreeMap<String, Acc>,
     by_assignee: BTreeMap<String, Acc>,
     agents: BTreeMap<String, AgentStats>,
 }
@@ -462,6 +482,7 @@ impl<'a> ReportBuilder<'a> {
             by_type: BTreeMap::new(),
             by_tag: BTreeMap::new(),
             by_channel: BTreeMap::new(),
+            by_intent: BTreeMap::new(),
             by_assignee: BTreeMap::new(),
             agents: config
                 .agents
@@ -495,6 +516,9 @@ impl<'a> ReportBuilder<'a> {
             self.by_tag.entry(tag.clone()).or_default().add(&c);
         }
         self.by_channel.entry(h.ticket.channel.clone()).or_default().add(&c);
+        if let Some(i) = &h.ticket.intent {
+            self.by_intent.entry(i.label.clone()).or_default().add(&c);
+        }
         self.by_assignee
             .entry(f.assignee.clone().unwrap_or_else(|| "-".into()))
             .or_default()
@@ -528,6 +552,7 @@ impl<'a> ReportBuilder<'a> {
             by_type: done(self.by_type),
             by_tag: done(self.by_tag),
             by_channel: done(self.by_channel),
+            by_intent: done(self.by_intent),
             by_assignee: done(self.by_assignee),
             agents: self.agents,
         }
@@ -594,6 +619,7 @@ pub fn render_text(r: &Report) -> String {
         ("type", &r.by_type),
         ("tag", &r.by_tag),
         ("channel", &r.by_channel),
+        ("intent", &r.by_intent),
         ("assignee", &r.by_assignee),
     ] {
         for (k, s) in map {
@@ -617,6 +643,15 @@ pub fn render_text(r: &Report) -> String {
         "\nHours in each status (average per ticket): {:?}",
         r.overall.hours_in_status
     );
+    if r.overall.suggested > 0 {
+        let _ = writeln!(
+            out,
+            "Self-service: {} ticket(s) offered articles, {} solved by them ({})",
+            r.overall.suggested,
+            r.overall.deflected,
+            pct(r.overall.deflection_rate)
+        );
+    }
     out
 }
 

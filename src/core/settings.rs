@@ -285,6 +285,9 @@ pub struct Templates {
     pub survey: Template,
     /// The answer to a customer's `status` mail (`{{ticket.latest_update}}`).
     pub status_reply: Template,
+    /// The knowledge-base block of an acknowledgement (`{{articles}}`, the
+    /// list); put where the acknowledgement says `{{suggestions}}`, else after it.
+    pub suggestions: Template,
     /// Canned responses for `#template NAME`, with `{{placeholders}}`.
     pub canned: std::collections::BTreeMap<String, String>,
 }

@@ -301,6 +301,16 @@ pub fn apply_inbound(
         match refusal {
             Some(why) => events.push(Event::new(now, "ack_suppressed", "system", &[("reason", json!(why))])),
             None => {
+                // Articles that may answer it: listed, and `solved` may close it.
+                if !msg.articles.is_empty() {
+                    ticket.suggested = msg.articles.iter().map(|a| a.slug.clone()).collect();
+                    events.push(Event::new(
+                        now,
+                        "suggested",
+                        "system",
+                        &[("articles", json!(ticket.suggested))],
+                    ));
+                }
                 let mail = acknowledgement(&ticket, msg, cx);
                 events.push(Event::new(
                     now,
@@ -808,6 +818,30 @@ pub fn self_service(
             &from.email,
             &[("rating", json!(n)), ("comment", json!(comment))],
         ));
+    } else if !t.suggested.is_empty()
+        && matches!(t.status, Status::New | Status::Open | Status::Pending)
+        && t.last_agent_reply.is_none()
+        && says_solved(&msg.text)
+    {
+        // An article answered it: resolved with no agent needed.
+        let from_status = t.status;
+        t.status = Status::Resolved;
+        events.push(Event::new(
+            now,
+            "deflected",
+            &from.email,
+            &[("articles", json!(t.suggested))],
+        ));
+        events.push(Event::new(
+            now,
+            "status",
+            &from.email,
+            &[
+                ("from", json!(from_status.as_str())),
+                ("to", json!("resolved")),
+                ("reason", json!("the customer said a suggested article solved it")),
+            ],
+        ));
     } else if crate::core::sla::is_status_request(&msg.text) {
         let update = cx
             .latest_update
@@ -1010,6 +1044,51 @@ fn ack_refusal(class: &Classification, cx: &ApplyContext<'_>) -> Option<String> 
     None
 }
 
+/// The acknowledgement's list of suggested articles (`[templates.suggestions]`
+/// in the ticket's language), with links when `public_url` is set; empty
+/// when none were suggested.
+fn suggestions_block(ticket: &Ticket, msg: &InboundMessage, config: &Settings) -> String {
+    if msg.articles.is_empty() {
+        return String::new();
+    }
+    let mut list = String::new();
+    for a in &msg.articles {
+        list.push_str(&format!("- {}\n", crate::core::outgoing::sanitize(&a.title)));
+        if let Some(base) = &config.desk.public_url {
+            list.push_str(&format!("  {base}/help/{}\n", a.slug));
+        }
+    }
+    let values = crate::core::agent::template_values(ticket, config, None).set("articles", list.trim_end().to_string());
+    let mut block = fill(
+        &config.templates.suggestions.localized(ticket.language.as_deref()).body,
+        &values,
+    );
+    if !block.ends_with('\n') {
+        block.push('\n');
+    }
+    block
+}
+
+/// Whether a customer's reply says a suggested article solved it: the word
+/// `solved` (or German `gelöst`) alone on its first line, with at most a few
+/// words of thanks, quotes aside.
+pub fn says_solved(text: &str) -> bool {
+    let unquoted = crate::core::reply::strip_quotes(text);
+    let Some(first) = unquoted.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return false;
+    };
+    let words: Vec<String> = first
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect();
+    let solved = words.first().is_some_and(|w| w == "solved" || w == "gelöst");
+    let courteous = words[1.min(words.len())..]
+        .iter()
+        .all(|w| ["thanks", "thank", "you", "danke", "vielen", "dank", "many", "a", "lot"].contains(&w.as_str()));
+    solved && courteous && words.len() <= 4
+}
+
 fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>) -> OutgoingMail {
     let config = cx.config;
     let values = crate::core::agent::template_values(ticket, config, None);
@@ -1021,6 +1100,16 @@ fn acknowledgement(ticket: &Ticket, msg: &InboundMessage, cx: &ApplyContext<'_>)
         crate::core::subject::tagged(&subject_text, &config.desk.subject_tag, ticket.id.0)
     };
     let mut body = fill(&template.body, &values);
+    let block = suggestions_block(ticket, msg, config);
+    if body.contains("{{suggestions}}") {
+        body = body.replace("{{suggestions}}", block.trim_end());
+    } else if !block.is_empty() {
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        body.push('\n');
+        body.push_str(&block);
+    }
     if !body.ends_with('\n') {
         body.push('\n');
     }
@@ -1103,4 +1192,33 @@ pub fn assignment_notice(
         ],
     );
     Some((notice, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_solved;
+
+    #[test]
+    fn solved_is_the_word_alone_with_at_most_thanks() {
+        for yes in [
+            "solved",
+            "Solved!",
+            "SOLVED, thanks",
+            "solved - thank you",
+            "Gelöst, danke",
+            "solved\n\n> quoted question",
+        ] {
+            assert!(says_solved(yes), "{yes:?}");
+        }
+        for no in [
+            "",
+            "not solved",
+            "solved? no, it still fails",
+            "It is not solved at all",
+            "Thanks, solved",
+            "solved the first part but the second still breaks",
+        ] {
+            assert!(!says_solved(no), "{no:?}");
+        }
+    }
 }

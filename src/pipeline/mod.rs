@@ -172,6 +172,23 @@ pub struct Explanation {
     /// The CRM's record of the requester (`[integrations.customer_lookup]`), for a mail that would open a ticket.
     #[serde(default)]
     pub customer: std::collections::BTreeMap<String, String>,
+    /// The knowledge base's best articles with their scores, and whether
+    /// each reaches `min_score` (is suggested), for a mail that would open a ticket.
+    #[serde(default)]
+    pub articles: Vec<ExplainedArticle>,
+}
+
+/// An article as `explain` shows it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ExplainedArticle {
+    /// Its slug.
+    pub slug: String,
+    /// Its title.
+    pub title: String,
+    /// Its BM25 score for the mail.
+    pub score: f32,
+    /// Whether it reaches `[knowledge] min_score`, so the acknowledgement lists it.
+    pub suggested: bool,
 }
 
 /// What the store knows of a mail's identity.
@@ -197,6 +214,18 @@ pub struct Pipeline {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The intent model (`postdesk train`), when there is one.
     pub intent: Option<Arc<crate::core::intent::Model>>,
+    /// The knowledge base's articles and index (`[knowledge]`), when configured.
+    pub knowledge: Option<Arc<crate::adapters::knowledge::Knowledge>>,
+}
+
+/// The `[knowledge]` articles, read and indexed; an unreadable folder is an error.
+pub fn load_knowledge(config: &Config) -> Result<Option<Arc<crate::adapters::knowledge::Knowledge>>, String> {
+    let Some(k) = &config.knowledge else {
+        return Ok(None);
+    };
+    let kb = crate::adapters::knowledge::Knowledge::load(&k.path)?;
+    tracing::info!(articles = kb.len(), path = %k.path.display(), "knowledge base indexed");
+    Ok(Some(Arc::new(kb)))
 }
 
 /// The intent model in `data_dir`, if one was trained; a damaged file is
@@ -470,6 +499,15 @@ impl Pipeline {
             if let (Some(lookup), Some(from)) = (&self.config.customer_lookup, &msg.from) {
                 msg.customer = crate::transports::lookup::customer(lookup, &from.email);
             }
+            msg.articles = self
+                .articles(&msg, &origin.mailbox)
+                .into_iter()
+                .filter(|(_, pass)| *pass)
+                .map(|(s, _)| crate::core::model::Suggested {
+                    slug: s.slug,
+                    title: s.title,
+                })
+                .collect();
         }
         let existing = match decision.outcome {
             Outcome::Existing(id) | Outcome::NewLinked(id) => self.store.ticket(id)?,
@@ -559,7 +597,7 @@ impl Pipeline {
         let served = applied
             .events
             .iter()
-            .any(|e| e.kind == "csat" || e.kind == "status_request");
+            .any(|e| e.kind == "csat" || e.kind == "status_request" || e.kind == "deflected");
         let customer_wrote = applied.message.kind == MessageKind::Customer && !served;
         let agent_replied = applied.mails.iter().any(|m| m.purpose == "relay");
         let sla_events =
@@ -1101,6 +1139,7 @@ impl Pipeline {
                     sentiment: None,
                     intents: Vec::new(),
                     customer: Default::default(),
+                    articles: Vec::new(),
                 });
             }
         };
@@ -1118,12 +1157,23 @@ impl Pipeline {
             }
             _ => Vec::new(),
         };
+        let mut articles = Vec::new();
         if matches!(class.sender, Sender::Customer) && !matches!(decision.outcome, Outcome::Existing(_)) {
             msg.intent = self.read_intent(&msg, &class);
             // The CRM's record too, so the rules below see `customer.FIELD` as they would.
             if let (Some(lookup), Some(from)) = (&self.config.customer_lookup, &msg.from) {
                 msg.customer = crate::transports::lookup::customer(lookup, &from.email);
             }
+            articles = self
+                .articles(&msg, mailbox)
+                .into_iter()
+                .map(|(s, suggested)| ExplainedArticle {
+                    slug: s.slug,
+                    title: s.title,
+                    score: s.score,
+                    suggested,
+                })
+                .collect();
         }
         let agent_check = agent_name.map(|_| match (&agent_proof, &forged) {
             (Some((_, proof)), _) => format!("verified: {proof}"),
@@ -1187,6 +1237,7 @@ impl Pipeline {
             sentiment: Some(crate::core::sentiment::score(&msg.text)),
             intents,
             customer: msg.customer.clone(),
+            articles,
         })
     }
 
@@ -1245,6 +1296,29 @@ impl Pipeline {
         self.commit(w)?;
         self.store.flush()?;
         Ok(Ok(ticket))
+    }
+
+    /// The knowledge base's best articles for a customer's first mail, in
+    /// the queue the rules would give it, each with whether it scores
+    /// `min_score`.
+    fn articles(&self, msg: &InboundMessage, mailbox: &str) -> Vec<(crate::adapters::knowledge::Suggestion, bool)> {
+        let (Some(kb), Some(k)) = (&self.knowledge, &self.config.knowledge) else {
+            return Vec::new();
+        };
+        let queue = crate::core::route::route(msg, mailbox, &self.config.rules)
+            .actions
+            .queue
+            .or_else(|| self.config.address(mailbox).map(|a| a.queue.clone()))
+            .unwrap_or_else(|| "general".into());
+        let text: String = crate::core::reply::strip_quotes(&msg.text).chars().take(4000).collect();
+        let asked = format!("{}\n{text}", crate::core::subject::normalize(&msg.subject));
+        kb.rank(&asked, &queue, k.suggestions)
+            .into_iter()
+            .map(|s| {
+                let pass = s.score >= k.min_score;
+                (s, pass)
+            })
+            .collect()
     }
 
     /// Records a mailbox position (UIDVALIDITY change, empty batches).

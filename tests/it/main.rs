@@ -11,6 +11,7 @@ mod golden;
 mod hooks;
 mod imap;
 mod intent;
+mod knowledge;
 mod mail;
 mod merge;
 mod oauth2;

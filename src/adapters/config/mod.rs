@@ -50,6 +50,8 @@ pub struct Config {
     pub customer_lookup: Option<CustomerLookup>,
     /// `[[oauth2]]` providers.
     pub oauth2: Vec<OAuth2Provider>,
+    /// `[knowledge]`: the articles suggested in acknowledgements.
+    pub knowledge: Option<KnowledgeConfig>,
     /// `[web] trusted_proxies`: reverse proxies (address, prefix length)
     /// whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
@@ -106,6 +108,17 @@ pub struct CustomerLookup {
     pub cache: Duration,
     /// The fields taken from the answer (dotted paths: `company.name`).
     pub fields: Vec<String>,
+}
+
+/// `[knowledge]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnowledgeConfig {
+    /// The folder of Markdown articles.
+    pub path: PathBuf,
+    /// The least BM25 score an article needs to be suggested.
+    pub min_score: f32,
+    /// Most articles suggested in one acknowledgement.
+    pub suggestions: usize,
 }
 
 /// `[[oauth2]]`: a provider that issues the access tokens mailboxes log in with.

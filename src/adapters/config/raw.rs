@@ -45,6 +45,16 @@ pub(super) struct RawConfig {
     pub(super) integrations: Option<RawIntegrations>,
     #[serde(default)]
     pub(super) oauth2: Vec<Spanned<RawOAuth2>>,
+    #[serde(default)]
+    pub(super) knowledge: Option<Spanned<RawKnowledge>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKnowledge {
+    pub(super) path: Spanned<String>,
+    pub(super) min_score: Option<Spanned<f64>>,
+    pub(super) suggestions: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +344,7 @@ pub(super) struct RawTemplates {
     pub(super) closed: Option<Spanned<RawTemplate>>,
     pub(super) survey: Option<Spanned<RawTemplate>>,
     pub(super) status_reply: Option<Spanned<RawTemplate>>,
+    pub(super) suggestions: Option<Spanned<RawTemplate>>,
     #[serde(default)]
     pub(super) canned: std::collections::BTreeMap<String, String>,
 }

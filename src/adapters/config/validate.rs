@@ -58,6 +58,14 @@ Reply with a single number from 1 (poor) to 5 (excellent), and a comment if you 
 {{instance.name}}
 ";
 /// The default answer to a `status` mail.
+const DEFAULT_SUGGESTIONS_BODY: &str = "These articles may answer your question:
+
+{{articles}}
+
+If one of them does, reply to this mail with the word \"solved\" and we
+will close your request. If not, there is nothing to do: we answer as usual.
+";
+
 const DEFAULT_STATUS_BODY: &str = "Hello {{requester.name}},
 
 ticket #{{ticket.id}} (\"{{ticket.subject}}\") is {{ticket.status}}.
@@ -312,6 +320,7 @@ impl Validator<'_> {
         };
 
         let oauth2 = self.oauth2_providers(&raw.oauth2, Path::new(&ri.data_dir));
+        let knowledge = raw.knowledge.as_ref().map(|k| self.knowledge(k));
 
         // Each mailbox with its address and queue (the core's part of it).
         let mut mailboxes: Vec<(MailboxConfig, String, String)> = Vec::new();
@@ -489,6 +498,7 @@ impl Validator<'_> {
             closed: None,
             survey: None,
             status_reply: None,
+            suggestions: None,
             canned: Default::default(),
         });
         let canned = std::mem::take(&mut rt.canned);
@@ -498,6 +508,7 @@ impl Validator<'_> {
         let closed = self.template(rt.closed, "{{ticket.subject}}", DEFAULT_CLOSED_BODY);
         let survey = self.template(rt.survey, "How did we do? {{ticket.subject}}", DEFAULT_SURVEY_BODY);
         let status_reply = self.template(rt.status_reply, "Status: {{ticket.subject}}", DEFAULT_STATUS_BODY);
+        let suggestions = self.template(rt.suggestions, "", DEFAULT_SUGGESTIONS_BODY);
 
         let rl = raw.limits.unwrap_or(RawLimits {
             max_message_bytes: None,
@@ -970,6 +981,7 @@ impl Validator<'_> {
             api_tokens,
             customer_lookup,
             oauth2,
+            knowledge,
             trusted_proxies,
             instance: Instance {
                 data_dir: PathBuf::from(ri.data_dir),
@@ -997,6 +1009,7 @@ impl Validator<'_> {
                     closed,
                     survey,
                     status_reply,
+                    suggestions,
                     canned,
                 },
                 security: Security {
@@ -1123,6 +1136,37 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `[knowledge]`: a folder that is there, a score, a count.
+    fn knowledge(&mut self, raw: &toml::Spanned<super::raw::RawKnowledge>) -> super::KnowledgeConfig {
+        let k = raw.get_ref();
+        let path = PathBuf::from(k.path.get_ref());
+        if !path.is_dir() {
+            self.problem(
+                k.path.span().start,
+                format!("[knowledge] path {}: not a folder of .md articles", path.display()),
+            );
+        }
+        let min_score = k.min_score.as_ref().map_or(2.0, |s| *s.get_ref());
+        if !(min_score.is_finite() && min_score >= 0.0) {
+            self.problem(
+                k.min_score.as_ref().map_or(raw.span().start, |s| s.span().start),
+                "[knowledge] min_score: a number 0 or more (BM25; explain shows the scores)".into(),
+            );
+        }
+        let suggestions = k.suggestions.as_ref().map_or(3, |s| *s.get_ref());
+        if !(1..=10).contains(&suggestions) {
+            self.problem(
+                k.suggestions.as_ref().map_or(raw.span().start, |s| s.span().start),
+                "[knowledge] suggestions: 1 to 10 articles".into(),
+            );
+        }
+        super::KnowledgeConfig {
+            path,
+            min_score: min_score as f32,
+            suggestions: suggestions.clamp(1, 10) as usize,
+        }
+    }
+
     /// `[[oauth2]]`: unique names, http(s) endpoints (plain http to loopback only), a known flow.
     fn oauth2_providers(
         &mut self,

@@ -1,11 +1,12 @@
 //! The HTTP server's router (axum): the customer portal's pages
 //! (`portal`: `/new`, `/t/…`), the team's pages (`team`: `/login`,
-//! `/dashboard`…), the embedded static files, and the API of
+//! `/dashboard`…), the knowledge base's (`help`: `/help/…`), the embedded static files, and the API of
 //! [`crate::transports::http`] behind them. Every request first passes the
 //! Host and Origin checks; pages get a strict Content-Security-Policy (no
 //! script at all), `no-store` and frame denial, and are compressed.
 
 mod chart;
+mod help;
 pub(crate) mod portal;
 pub(crate) mod team;
 
@@ -65,6 +66,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/dashboard/tickets", get(team::tickets))
         .route("/dashboard/t/{id}", get(team::ticket).post(team::act))
         .route("/dashboard/t/{id}/a/{message}/{file}", get(team::attachment))
+        .route("/help", get(help::index))
+        .route("/help/{slug}", get(help::article))
         .route("/static/site.css", get(site_css))
         .route("/static/pow.js", get(pow_js))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PAGE_BODY))

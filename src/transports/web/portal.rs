@@ -81,7 +81,7 @@ struct StatusPage<'a> {
     action: String,
 }
 
-fn pipeline(web: &Web) -> Pipeline {
+pub(super) fn pipeline(web: &Web) -> Pipeline {
     web.api.current.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
