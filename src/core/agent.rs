@@ -226,8 +226,16 @@ pub fn notify_targets<'a>(ticket: &Ticket, config: &'a Settings) -> Vec<&'a Agen
     }
 }
 
-/// The notification of a customer's mail, to each target agent.
-pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &MailContext<'_>) -> Vec<OutgoingMail> {
+/// The agents' notifications of a customer's mail. A reply on a ticket with
+/// [`crate::core::summary::SUMMARY_FROM`] messages or more (`history`, the
+/// conversation before it, and this one) opens with the summary.
+pub fn notifications(
+    ticket: &Ticket,
+    msg: &InboundMessage,
+    created: bool,
+    history: &[crate::core::summary::Turn],
+    cx: &MailContext<'_>,
+) -> Vec<OutgoingMail> {
     let from = msg
         .from
         .clone()
@@ -287,8 +295,21 @@ pub fn notifications(ticket: &Ticket, msg: &InboundMessage, created: bool, cx: &
     if !msg.attachments.is_empty() {
         facts.push_str(&format!("Attachments: {}\n", msg.attachments.join(", ")));
     }
+    let mut summary = String::new();
+    if !created && history.len() + 1 >= crate::core::summary::SUMMARY_FROM {
+        let mut conversation = history.to_vec();
+        conversation.push(crate::core::summary::Turn {
+            who: crate::core::summary::Who::Customer,
+            at: cx.now,
+            text: msg.text.clone(),
+        });
+        summary = crate::core::summary::summary(ticket, &conversation, cx.now);
+        if !summary.is_empty() {
+            summary.push('\n');
+        }
+    }
     let body = format!(
-        "{facts}\n{}\n\n{}",
+        "{summary}{facts}\n{}\n\n{}",
         msg.text.trim_end(),
         crate::core::reply::agent_footer()
     );

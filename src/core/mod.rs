@@ -19,6 +19,7 @@ pub mod sentiment;
 pub mod settings;
 pub mod sla;
 pub mod subject;
+pub mod summary;
 pub mod thread;
 pub mod ticket;
 pub mod token;

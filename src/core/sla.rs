@@ -417,8 +417,9 @@ pub fn fire(
                     m.text.lines().take(15).collect::<Vec<_>>().join("\n")
                 ));
             }
+            let summary = crate::core::summary::summary(ticket, &crate::core::summary::turns(recent), now);
             let body = format!(
-                "Ticket #{} missed its {} target by {}.\nDue {} (UTC), policy {}. Now priority {}, queue {}, assignee {}.\n\nLatest messages:\n\n{latest}",
+                "Ticket #{} missed its {} target by {}.\nDue {} (UTC), policy {}. Now priority {}, queue {}, assignee {}.\n\n{summary}{}Latest messages:\n\n{latest}",
                 ticket.id,
                 target.replace('_', " "),
                 human(overdue),
@@ -427,6 +428,7 @@ pub fn fire(
                 ticket.priority.as_str(),
                 ticket.queue,
                 ticket.assignee.as_deref().unwrap_or("nobody"),
+                if summary.is_empty() { "" } else { "\n" },
             );
             let subject = format!("SLA breach: {}", ticket.subject);
             let mut told: Vec<String> = Vec::new();

@@ -48,6 +48,8 @@ pub struct ApplyContext<'a> {
     /// Mails of each purpose sent to each agent within the last hour of real
     /// time, keyed `purpose:address` (`notification:alice@example.com`): rate limits.
     pub agent_mail_last_hour: std::collections::HashMap<String, u32>,
+    /// The conversation so far (an existing ticket's messages), for summaries.
+    pub history: Vec<crate::core::summary::Turn>,
 }
 
 /// The result of applying a mail.
@@ -351,7 +353,7 @@ pub fn apply_inbound(
     // Mail under an agent's address without proof is no customer's news: the
     // agent hears of it in a (rate-limited) security warning instead.
     if customer_mail && cx.forged_agent.is_none() {
-        for n in notifications(&ticket, msg, created, &mail_cx) {
+        for n in notifications(&ticket, msg, created, &cx.history, &mail_cx) {
             let limit = cx.config.automation.notification_limit_per_hour;
             let agent = n.to.first().map(|m| m.email.clone()).unwrap_or_default();
             if cx.sent_to_agent("notification", &agent) >= limit {
@@ -484,8 +486,24 @@ pub fn apply_agent_reply(
     events.extend(command_events);
     // `#assign` hands the ticket to someone else: they hear of it now, with a
     // reply address of their own, not only when the customer writes again.
-    if let Some((notice, event)) = assignment_notice(&ticket, assignee_before.as_deref(), &agent.name, config, &mail_cx)
-    {
+    let mut conversation = cx.history.clone();
+    conversation.push(crate::core::summary::Turn {
+        who: if public {
+            crate::core::summary::Who::Agent
+        } else {
+            crate::core::summary::Who::Note
+        },
+        at: now,
+        text: parsed.body.clone(),
+    });
+    if let Some((notice, event)) = assignment_notice(
+        &ticket,
+        assignee_before.as_deref(),
+        &agent.name,
+        config,
+        &conversation,
+        &mail_cx,
+    ) {
         events.push(event);
         mails.push(notice);
     }
@@ -1149,6 +1167,7 @@ pub fn assignment_notice(
     assignee_before: Option<&str>,
     by: &str,
     config: &Settings,
+    conversation: &[crate::core::summary::Turn],
     mail_cx: &MailContext,
 ) -> Option<(OutgoingMail, Event)> {
     if ticket.assignee.as_deref() == assignee_before {
@@ -1159,14 +1178,16 @@ pub fn assignment_notice(
         .as_deref()
         .and_then(|a| config.agent_by_name_or_email(a))
         .filter(|new| new.name != by)?;
+    let summary = crate::core::summary::summary(ticket, conversation, mail_cx.now);
     let body = format!(
-        "{by} assigned ticket #{} to you.\n\nQueue {} · priority {} · status {}\nFrom: {}\nSubject: {}\n\n{}",
+        "{by} assigned ticket #{} to you.\n\nQueue {} · priority {} · status {}\nFrom: {}\nSubject: {}\n\n{summary}{}{}",
         ticket.id,
         ticket.queue,
         ticket.priority.as_str(),
         ticket.status.as_str(),
         crate::core::outgoing::format_mailbox(&ticket.requester),
         ticket.subject,
+        if summary.is_empty() { "" } else { "\n" },
         crate::core::reply::agent_footer(),
     );
     let notice = agent_mail(

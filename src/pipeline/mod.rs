@@ -550,19 +550,32 @@ impl Pipeline {
                 existing.as_ref().map(|t| t.merged.as_slice()).unwrap_or_default(),
             ),
             agent_mail_last_hour,
+            history: Vec::new(),
         };
         let before = existing.clone();
-        let latest_update = match &existing {
-            Some(t) if crate::core::sla::is_status_request(&msg.text) => self
-                .store
-                .messages(t.id)?
-                .into_iter()
+        // The conversation so far: for `status` requests and the agents'
+        // summaries of mail a person writes now (a backfill goes without).
+        let status_request = crate::core::sla::is_status_request(&msg.text);
+        let history = match &existing {
+            Some(t) if status_request || (!origin.bulk && class.auto.is_none() && !class.bounce) => {
+                self.store.messages(t.id)?
+            }
+            _ => Vec::new(),
+        };
+        let latest_update = if status_request {
+            history
+                .iter()
                 .rev()
                 .find(|m| m.direction == Direction::Outbound && m.kind == MessageKind::Agent)
-                .map(|m| m.text),
-            _ => None,
+                .map(|m| m.text.clone())
+        } else {
+            None
         };
-        let cx = ApplyContext { latest_update, ..cx };
+        let cx = ApplyContext {
+            latest_update,
+            history: crate::core::summary::turns(&history),
+            ..cx
+        };
         let self_served = match (&agent_proof, decision.outcome, &existing) {
             (None, Outcome::Existing(_), Some(t)) => crate::core::ticket::self_service(t, &msg, &class, raw_key, &cx),
             _ => None,
@@ -1282,9 +1295,14 @@ impl Pipeline {
             now,
             nonce: &nonce,
         };
-        if let Some((notice, event)) =
-            crate::core::ticket::assignment_notice(&ticket, before.assignee.as_deref(), actor, &self.config, &cx)
-        {
+        if let Some((notice, event)) = crate::core::ticket::assignment_notice(
+            &ticket,
+            before.assignee.as_deref(),
+            actor,
+            &self.config,
+            &crate::core::summary::turns(&self.store.messages(ticket.id)?),
+            &cx,
+        ) {
             events.push(event);
             self.queue_mail(&mut w, &notice, now, Lane::Live);
         }

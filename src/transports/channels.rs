@@ -319,8 +319,14 @@ pub async fn create(api: Arc<Api>, req: Request<Body>, posted: Posted) -> Respon
     };
     let raw = crate::transports::smtp::wire::render_submission(&mail);
     let a = api.clone();
+    let keyed = key.is_some();
     let work = tokio::task::spawn_blocking(move || {
         let _guard = a.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // A retry with the same key is the request already taken, whatever its
+        // time stamp: the stored Message-ID answers, nothing is taken twice.
+        if keyed && let Some(t) = crate::adapters::store::ticket_of_stored(&*pipeline.store, &message_id)? {
+            return Ok((Processed::Duplicate, Some(t)));
+        }
         let done = pipeline.process(&raw, &origin, now)?;
         pipeline.store.flush()?;
         let replayed = match &done {

@@ -652,3 +652,85 @@ fn assign_tells_the_new_assignee_who_can_answer_at_once() {
     assert!(body_text(&relay).contains("the second charge is refunded"));
     assert_eq!(desk.show(1)["assignee"], "Bob Stone");
 }
+
+#[test]
+fn a_long_thread_s_notifications_and_a_reassignment_open_with_a_summary() {
+    use crate::support::{DeskConfig, agent_reply, body_text, mail, notification_of, wait_until};
+    let smtp = crate::servers::Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(
+            "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\nqueues = [\"general\"]\n\n[[agent]]\nname = \"Bert Brown\"\nemail = \"bert@example.com\"\nqueues = [\"general\"]\n\n[[queue]]\nname = \"general\"\nassign = \"none\"\n",
+        )
+        .build();
+    let customer = |id: &str, text: &str| {
+        desk.deliver(&mail(
+            "Bob <bob@customer.test>",
+            "support@example.com",
+            "Re: [Support #1] Export fails",
+            id,
+            "",
+            text,
+        ));
+    };
+    desk.deliver(&mail(
+        "Bob <bob@customer.test>",
+        "support@example.com",
+        "Export fails",
+        "e1@customer.test",
+        "",
+        "Our nightly export fails since Monday with permission denied. Is this a known problem?\r\nI already restarted the export service.",
+    ));
+    let first = notification_of(&smtp, "alice@example.com", 1);
+    assert!(
+        !body_text(&first).contains("Summary of #1"),
+        "a new ticket's notification has its one message"
+    );
+    desk.deliver(&agent_reply(
+        "Alice Jones <alice@example.com>",
+        &first,
+        "Mon, 23 Nov 2026 10:00:00 +0000",
+        "a1",
+        "We changed the folder permissions on Sunday. Please give the export user write access again.",
+    ));
+    customer("e2@customer.test", "That did not help.");
+    customer("e3@customer.test", "Any news? Can you send someone today?");
+    let count = |who: &str| smtp.received_by(who).len();
+    wait_until(20, "Alice's notifications", || count("alice@example.com") >= 3);
+    let latest = smtp.received_by("alice@example.com").pop().unwrap();
+    let text = body_text(&latest);
+    // Above the notification's facts, right under the reply marker.
+    let summary_at = text.find("Summary of #1 (4 messages: 3 from the customer, 1 reply from us):");
+    let facts_at = text.find("Customer reply on ticket #1");
+    assert!(summary_at.is_some() && summary_at < facts_at, "{text}");
+    for line in [
+        "- Asked: Our nightly export fails since Monday with permission denied. Is this a known problem?",
+        "- Answered: We changed the folder permissions on Sunday.",
+        "- Tried: I already restarted the export service.",
+        "- Open: Can you send someone today?",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    // Alice hands it to Bert: his notice carries the summary too.
+    desk.deliver(&agent_reply(
+        "Alice Jones <alice@example.com>",
+        &latest,
+        "Mon, 23 Nov 2026 12:00:00 +0000",
+        "a2",
+        "#assign Bert Brown\n#note\nHe knows the export server.",
+    ));
+    let notice_of = || {
+        smtp.received_by("bert@example.com")
+            .into_iter()
+            .map(|m| body_text(&m))
+            .find(|t| t.contains("Alice Jones assigned ticket #1 to you."))
+    };
+    wait_until(20, "Bert's notice", || notice_of().is_some());
+    let notice = notice_of().unwrap();
+    assert!(notice.contains("Alice Jones assigned ticket #1 to you."), "{notice}");
+    assert!(notice.contains("Summary of #1 (5 messages"), "{notice}");
+    assert!(
+        notice.contains("- Latest note: He knows the export server."),
+        "{notice}"
+    );
+}

@@ -322,7 +322,8 @@ fn agents_reply_and_note_through_the_api_and_an_assignee_set_by_patch_is_told() 
         crate::support::header(&relay, "From").unwrap().contains("Alice Jones"),
         "{relay}"
     );
-    // The same key again: nothing sent twice.
+    // The same key again, a second later (another Date on the mail it makes): nothing sent twice.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let (status, v) = send(
         "POST",
         "/api/tickets/1/messages",

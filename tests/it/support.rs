@@ -208,6 +208,28 @@ impl Desk {
         self.ingest_args(mails, &[])
     }
 
+    /// Pipes one mail to `ingest -`, as an MTA delivers it: it arrives now (no backfill).
+    pub fn deliver(&self, mail: &str) -> Value {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(["ingest", "--json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(mail.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "ingest - failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    }
+
     /// `ingest` with extra arguments.
     pub fn ingest_args(&self, mails: &[&str], extra: &[&str]) -> Value {
         let dir = self.dir.join(format!("in-{}", rand_u64()));

@@ -67,6 +67,7 @@ fn the_core_names_no_io_crate_no_outer_layer_and_never_reads_the_clock() {
             "settings",
             "sla",
             "subject",
+            "summary",
             "thread",
             "ticket",
             "token"
