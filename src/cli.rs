@@ -110,9 +110,10 @@ enum Command {
         /// or FILE:TEXT,LABEL to name other columns.
         #[arg(long)]
         csv: Option<String>,
-        /// The ticket field that labels each ticket's first customer mail: type or queue.
-        #[arg(long, default_value = "type", value_parser = ["type", "queue"])]
-        label: String,
+        /// The ticket field that labels each ticket's first customer mail: type or
+        /// queue (default: `[intent] label`, else type).
+        #[arg(long, value_parser = ["type", "queue"])]
+        label: Option<String>,
         /// JSON summary.
         #[arg(long)]
         json: bool,
@@ -790,6 +791,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Train { csv, label, json } => {
             let config = load_config(cli.config)?;
+            let label = label.unwrap_or_else(|| config.intent.label.clone());
             let (examples, source) = match &csv {
                 Some(spec) => {
                     let (file, cols) = match spec.rsplit_once(':') {
@@ -803,28 +805,24 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
                 None => (ticket_examples(&config, &label)?, format!("tickets:{label}")),
             };
-            let pairs: Vec<(&str, &str)> = examples.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
             let started = std::time::Instant::now();
-            let model = crate::core::intent::train(&pairs, Default::default()).ok_or_else(|| {
+            let path = crate::adapters::intent::path(&config.instance.data_dir);
+            let (model, _) = crate::pipeline::train_intent(
+                &config.instance.data_dir,
+                &examples,
+                &source,
+                Timestamp::now(),
+            )
+            .map_err(|e| Failure::new(EXIT_SOFTWARE, e))?
+            .ok_or_else(|| {
                 Failure::new(
                     1,
                     format!(
                         "train: {} labelled examples with fewer than two labels ({source}); label more tickets first",
-                        pairs.len()
+                        examples.len()
                     ),
                 )
             })?;
-            let header = crate::adapters::intent::Header {
-                labels: model.labels.clone(),
-                buckets: model.buckets.len(),
-                examples: model.examples,
-                source: source.clone(),
-                trained_at: Timestamp::now().to_string(),
-            };
-            let path = crate::adapters::intent::path(&config.instance.data_dir);
-            std::fs::create_dir_all(&config.instance.data_dir)
-                .and_then(|_| crate::adapters::intent::save(&model, &header, &path))
-                .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("{}: {e}", path.display())))?;
             let secs = started.elapsed().as_secs_f64();
             if json {
                 say_json!(
@@ -1347,25 +1345,7 @@ fn print_ticket_table(list: &[Ticket]) {
 /// Through the daemon's export while it holds the store.
 fn ticket_examples(config: &Config, label: &str) -> Result<Vec<(String, String)>, Failure> {
     let mut out = Vec::new();
-    let mut take = |v: TicketView| {
-        let l = match label {
-            "queue" => Some(v.ticket.queue.clone()),
-            _ => v.ticket.kind.clone(),
-        };
-        let first = v.messages.iter().find(|m| {
-            m.direction == crate::core::model::Direction::Inbound
-                && m.kind == crate::core::model::MessageKind::Customer
-                && m.merged_from.is_none()
-        });
-        if let (Some(l), Some(m)) = (l.filter(|l| !l.is_empty()), first) {
-            let msg = crate::core::model::InboundMessage {
-                subject: m.subject.clone(),
-                text: m.text.clone(),
-                ..Default::default()
-            };
-            out.push((crate::pipeline::intent_text(&msg), l));
-        }
-    };
+    let mut take = |v: TicketView| out.extend(crate::pipeline::intent_example(&v, label));
     match open_store(config) {
         Ok(store) => crate::view::each_ticket(&*store, |v| -> Result<(), Failure> {
             take(v);

@@ -142,6 +142,8 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
     if let Some(search) = search {
         tasks.spawn(indexer(sink.clone(), search, stop_rx.clone()));
     }
+    let retrain_now = Arc::new(Notify::new());
+    tasks.spawn(retrainer(sink.clone(), retrain_now.clone(), stop_rx.clone()));
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -152,6 +154,9 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
                 match reload(&config_path, &sink) {
                     Ok(new) => {
                         mailboxes.start(&mut tasks, &sink, &new);
+                        if new.intent.retrain.is_some() {
+                            retrain_now.notify_one();
+                        }
                         tracing::info!(config = %config_path.display(), rules = new.rules.len(), mailboxes = new.mailboxes.len(), "config reloaded");
                         notify("READY=1\nSTATUS=config reloaded");
                     }
@@ -262,6 +267,51 @@ async fn indexer(sink: Sink, search: Arc<crate::adapters::search::SearchIndex>, 
         }
         if *stop.borrow() {
             return;
+        }
+    }
+}
+
+/// `[intent] retrain`: learns the intent model again from the tickets every
+/// interval and after each reload, off the async workers, and puts it in
+/// force at once; too few labelled tickets keep the model there is.
+async fn retrainer(sink: Sink, now: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let mut last = std::time::Instant::now();
+    loop {
+        let every = sink.pipeline().config.intent.retrain;
+        let wait = every.map_or(Duration::from_secs(60), |e| {
+            e.saturating_sub(last.elapsed()).min(Duration::from_secs(60))
+        });
+        let asked = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = now.notified() => true,
+            _ = stop.changed() => false,
+        };
+        if *stop.borrow() {
+            return;
+        }
+        let Some(every) = sink.pipeline().config.intent.retrain else {
+            continue;
+        };
+        if !asked && last.elapsed() < every {
+            continue;
+        }
+        last = std::time::Instant::now();
+        let pipeline = sink.pipeline();
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || pipeline.retrain_intent(Timestamp::now())).await {
+            Ok(Ok(Some(model))) => {
+                tracing::info!(
+                    examples = model.examples,
+                    labels = model.labels.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "intent model retrained"
+                );
+                let model = Arc::new(model);
+                sink.current.write().unwrap_or_else(|p| p.into_inner()).intent = Some(model);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "intent retraining failed; the model in force stays"),
+            Err(e) => tracing::error!(error = %e, "intent retraining panicked"),
         }
     }
 }

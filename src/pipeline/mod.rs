@@ -218,6 +218,82 @@ pub struct Pipeline {
     pub knowledge: Option<Arc<crate::adapters::knowledge::Knowledge>>,
 }
 
+/// A ticket as a training example: its first customer mail (subject and
+/// text, as [`intent_text`] reads mail) and its label (`type` or `queue`).
+pub fn intent_example(v: &crate::view::TicketView, label: &str) -> Option<(String, String)> {
+    let l = match label {
+        "queue" => Some(v.ticket.queue.clone()),
+        _ => v.ticket.kind.clone(),
+    }
+    .filter(|l| !l.is_empty())?;
+    let first = v
+        .messages
+        .iter()
+        .find(|m| m.direction == Direction::Inbound && m.kind == MessageKind::Customer && m.merged_from.is_none())?;
+    let msg = InboundMessage {
+        subject: first.subject.clone(),
+        text: first.text.clone(),
+        ..Default::default()
+    };
+    Some((intent_text(&msg), l))
+}
+
+/// Trains the intent model on `examples` and writes it to `data_dir`
+/// (atomically); `None` with fewer than two labels.
+pub fn train_intent(
+    data_dir: &std::path::Path,
+    examples: &[(String, String)],
+    source: &str,
+    now: Timestamp,
+) -> Result<Option<(crate::core::intent::Model, crate::adapters::intent::Header)>, String> {
+    let pairs: Vec<(&str, &str)> = examples.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
+    let Some(model) = crate::core::intent::train(&pairs, Default::default()) else {
+        return Ok(None);
+    };
+    let header = crate::adapters::intent::Header {
+        labels: model.labels.clone(),
+        buckets: model.buckets.len(),
+        examples: model.examples,
+        source: source.to_string(),
+        trained_at: now.to_string(),
+    };
+    let path = crate::adapters::intent::path(data_dir);
+    std::fs::create_dir_all(data_dir)
+        .and_then(|_| crate::adapters::intent::save(&model, &header, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some((model, header)))
+}
+
+impl Pipeline {
+    /// The daemon's retraining (`[intent] retrain`): the tickets' labelled
+    /// first mails, a new model when there are `min_examples` of two labels
+    /// or more, written to `data_dir`. `Ok(None)`: too few to learn from.
+    pub fn retrain_intent(&self, now: Timestamp) -> Result<Option<crate::core::intent::Model>, String> {
+        let label = &self.config.intent.label;
+        let mut examples = Vec::new();
+        crate::view::each_ticket(&*self.store, |v| -> Result<(), StoreError> {
+            examples.extend(intent_example(&v, label));
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        if examples.len() < self.config.intent.min_examples {
+            tracing::info!(
+                examples = examples.len(),
+                min_examples = self.config.intent.min_examples,
+                "intent model not retrained: too few labelled tickets"
+            );
+            return Ok(None);
+        }
+        let trained = train_intent(
+            &self.config.instance.data_dir,
+            &examples,
+            &format!("tickets:{label}"),
+            now,
+        )?;
+        Ok(trained.map(|(m, _)| m))
+    }
+}
+
 /// The `[knowledge]` articles, read and indexed; an unreadable folder is an error.
 pub fn load_knowledge(config: &Config) -> Result<Option<Arc<crate::adapters::knowledge::Knowledge>>, String> {
     let Some(k) = &config.knowledge else {

@@ -153,3 +153,59 @@ fn train_from_csv_names_bad_columns_and_bad_keys_are_refused_by_check() {
     );
     assert!(err.contains("needs when.intent in the same rule"), "{err}");
 }
+
+#[test]
+fn the_daemon_retrains_on_its_schedule_and_the_new_model_reads_the_next_mail() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(SETUP)
+        .extra("[intent]\nlabel = \"type\"\nretrain = \"2s\"\nmin_examples = 8\n")
+        .build();
+    let daemon = desk.start();
+    let mut n = 0;
+    for (label, texts) in [("card", CARD), ("refund", REFUND)] {
+        for text in texts {
+            n += 1;
+            desk.ingest(&[&mail(
+                &format!("c{n}@customer.test"),
+                "support@example.com",
+                "Question",
+                &format!("m{n}@customer.test"),
+                "",
+                text,
+            )]);
+            crate::support::wait_until(20, "the notification", || {
+                smtp.received_by("alice@example.com").len() >= n
+            });
+            if n == 1 {
+                daemon.wait(20, "a pass with too few labels", || {
+                    daemon.log().contains("too few labelled tickets")
+                });
+            }
+            desk.ingest(&[&agent_reply(
+                "alice@example.com",
+                &notification_of(&smtp, "alice@example.com", n as u64),
+                "Mon, 23 Nov 2026 10:00:00 +0000",
+                &format!("r{n}"),
+                &format!("#type {label}"),
+            )]);
+        }
+    }
+    daemon.wait(30, "the retrained model", || {
+        daemon.log().contains("intent model retrained")
+    });
+    assert!(desk.dir.join("data/intent.model").exists());
+    desk.ingest(&[&mail(
+        "d@customer.test",
+        "support@example.com",
+        "Card?",
+        "new@customer.test",
+        "",
+        "My card still has not arrived, where is it?",
+    )]);
+    let t = desk.tickets().into_iter().find(|t| t["subject"] == "Card?").unwrap();
+    assert_eq!(t["intent"]["label"], "card", "{t:#}");
+    assert_eq!(t["priority"], "high", "the intent rule matched: {t:#}");
+    daemon.stop();
+}

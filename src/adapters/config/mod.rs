@@ -52,6 +52,8 @@ pub struct Config {
     pub oauth2: Vec<OAuth2Provider>,
     /// `[knowledge]`: the articles suggested in acknowledgements.
     pub knowledge: Option<KnowledgeConfig>,
+    /// `[intent]`: what labels the intent model and when the daemon retrains it.
+    pub intent: IntentConfig,
     /// `[web] trusted_proxies`: reverse proxies (address, prefix length)
     /// whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
@@ -108,6 +110,17 @@ pub struct CustomerLookup {
     pub cache: Duration,
     /// The fields taken from the answer (dotted paths: `company.name`).
     pub fields: Vec<String>,
+}
+
+/// `[intent]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntentConfig {
+    /// The ticket field that labels examples: `type` or `queue`.
+    pub label: String,
+    /// How often the daemon retrains on the tickets (and on each reload); never when unset.
+    pub retrain: Option<Duration>,
+    /// Fewest labelled tickets the daemon trains on.
+    pub min_examples: usize,
 }
 
 /// `[knowledge]`.

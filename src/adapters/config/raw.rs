@@ -47,6 +47,16 @@ pub(super) struct RawConfig {
     pub(super) oauth2: Vec<Spanned<RawOAuth2>>,
     #[serde(default)]
     pub(super) knowledge: Option<Spanned<RawKnowledge>>,
+    #[serde(default)]
+    pub(super) intent: Option<Spanned<RawIntent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntent {
+    pub(super) label: Option<Spanned<String>>,
+    pub(super) retrain: Option<Spanned<String>>,
+    pub(super) min_examples: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -321,6 +321,7 @@ impl Validator<'_> {
 
         let oauth2 = self.oauth2_providers(&raw.oauth2, Path::new(&ri.data_dir));
         let knowledge = raw.knowledge.as_ref().map(|k| self.knowledge(k));
+        let intent = self.intent(raw.intent.as_ref());
 
         // Each mailbox with its address and queue (the core's part of it).
         let mut mailboxes: Vec<(MailboxConfig, String, String)> = Vec::new();
@@ -982,6 +983,7 @@ impl Validator<'_> {
             customer_lookup,
             oauth2,
             knowledge,
+            intent,
             trusted_proxies,
             instance: Instance {
                 data_dir: PathBuf::from(ri.data_dir),
@@ -1136,6 +1138,43 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `[intent]`: a label field, a retraining interval, a floor of examples.
+    fn intent(&mut self, raw: Option<&toml::Spanned<super::raw::RawIntent>>) -> super::IntentConfig {
+        let mut out = super::IntentConfig {
+            label: "type".into(),
+            retrain: None,
+            min_examples: 20,
+        };
+        let Some(raw) = raw else { return out };
+        let i = raw.get_ref();
+        if let Some(l) = &i.label {
+            match l.get_ref().as_str() {
+                "type" | "queue" => out.label = l.get_ref().clone(),
+                other => self.problem(
+                    l.span().start,
+                    format!("[intent] label {other:?}: expected \"type\" or \"queue\""),
+                ),
+            }
+        }
+        if i.retrain.is_some() {
+            let every = self.duration(&i.retrain, Duration::from_secs(86_400));
+            if every < Duration::from_secs(1) {
+                self.problem(
+                    i.retrain.as_ref().map_or(raw.span().start, |r| r.span().start),
+                    "[intent] retrain: at least \"1s\" (\"24h\" is usual)".into(),
+                );
+            }
+            out.retrain = Some(every.max(Duration::from_secs(1)));
+        }
+        if let Some(n) = &i.min_examples {
+            if !(2..=1_000_000).contains(n.get_ref()) {
+                self.problem(n.span().start, "[intent] min_examples: 2 or more".into());
+            }
+            out.min_examples = (*n.get_ref()).clamp(2, 1_000_000) as usize;
+        }
+        out
+    }
+
     /// `[knowledge]`: a folder that is there, a score, a count.
     fn knowledge(&mut self, raw: &toml::Spanned<super::raw::RawKnowledge>) -> super::KnowledgeConfig {
         let k = raw.get_ref();
