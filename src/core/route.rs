@@ -37,9 +37,18 @@ impl Routing {
 
 /// Runs the rules in order over a mail that arrived through `mailbox`.
 pub fn route(msg: &InboundMessage, mailbox: &str, rules: &[Rule]) -> Routing {
+    route_on(msg, mailbox, rules, false)
+}
+
+/// The rules `on = "reply"` for a customer's follow-up to an existing ticket.
+pub fn route_reply(msg: &InboundMessage, mailbox: &str, rules: &[Rule]) -> Routing {
+    route_on(msg, mailbox, rules, true)
+}
+
+fn route_on(msg: &InboundMessage, mailbox: &str, rules: &[Rule], on_reply: bool) -> Routing {
     let mut out = Routing::default();
     let mut stopped_by: Option<String> = None;
-    for rule in rules {
+    for rule in rules.iter().filter(|r| r.on_reply == on_reply) {
         if let Some(by) = &stopped_by {
             out.trace.push(RuleTrace {
                 name: rule.name.clone(),
@@ -90,6 +99,11 @@ fn merge(into: &mut RuleActions, from: &RuleActions) {
     for t in &from.tags {
         if !into.tags.contains(t) {
             into.tags.push(t.clone());
+        }
+    }
+    for n in &from.notify {
+        if !into.notify.contains(n) {
+            into.notify.push(n.clone());
         }
     }
 }

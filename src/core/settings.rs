@@ -157,6 +157,9 @@ pub struct Rule {
     pub set: RuleActions,
     /// Let later rules add more.
     pub cont: bool,
+    /// Evaluated on a customer's follow-up to an existing ticket (`on =
+    /// "reply"`) instead of on a new ticket.
+    pub on_reply: bool,
 }
 
 /// What a condition looks at.
@@ -235,6 +238,8 @@ pub struct RuleActions {
     pub tags: Vec<String>,
     /// Assignee (agent name).
     pub assignee: Option<String>,
+    /// Who hears of the match by mail: addresses, or `lead` (the queue's lead).
+    pub notify: Vec<String>,
 }
 
 /// `[automation]`.

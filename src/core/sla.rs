@@ -557,7 +557,7 @@ pub fn customer_mail_with(
     }
 }
 
-fn plain_mail(
+pub(crate) fn plain_mail(
     ticket: &Ticket,
     to: &str,
     subject: &str,

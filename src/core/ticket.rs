@@ -214,9 +214,14 @@ pub fn apply_inbound(
         }
     };
 
+    // Who hears of a rule's match: (the rules, the `notify` targets).
+    let mut rule_notify: Option<(Vec<String>, Vec<String>)> = None;
     if created {
         let routing = crate::core::route::route(msg, cx.mailbox, &cx.config.rules);
         let matched = routing.matched();
+        if !matched.is_empty() && !routing.actions.notify.is_empty() {
+            rule_notify = Some((matched.clone(), routing.actions.notify.clone()));
+        }
         if !matched.is_empty() {
             let a = &routing.actions;
             if let Some(q) = &a.queue {
@@ -259,6 +264,51 @@ pub fn apply_inbound(
     if !created {
         // A customer answer brings the ticket back to work.
         let sender_is_customer = matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce;
+        // Rules `on = "reply"`: an angry follow-up can raise the priority,
+        // tag it, hand it on or tell the queue's lead. Priority only rises.
+        if sender_is_customer && cx.forged_agent.is_none() {
+            let routing = crate::core::route::route_reply(msg, cx.mailbox, &cx.config.rules);
+            let matched = routing.matched();
+            if !matched.is_empty() {
+                let a = &routing.actions;
+                let before = ticket.priority;
+                if let Some(p) = a.priority.filter(|p| *p > ticket.priority) {
+                    ticket.priority = p;
+                    events.push(Event::new(
+                        now,
+                        "priority",
+                        "system",
+                        &[
+                            ("from", json!(before.as_str())),
+                            ("to", json!(p.as_str())),
+                            ("reason", json!(format!("rule {}", matched.join(", ")))),
+                        ],
+                    ));
+                }
+                for t in &a.tags {
+                    if !ticket.tags.contains(t) {
+                        ticket.tags.push(t.clone());
+                    }
+                }
+                events.push(Event::new(
+                    now,
+                    "routed",
+                    "system",
+                    &[
+                        ("rules", json!(matched)),
+                        ("on", json!("reply")),
+                        ("priority", json!(ticket.priority.as_str())),
+                        ("tags", json!(ticket.tags)),
+                    ],
+                ));
+                if let Some(agent) = a.assignee.as_ref().filter(|x| ticket.assignee.as_ref() != Some(*x)) {
+                    assign(&mut ticket, agent, "system", "rule", now, &mut events);
+                }
+                if !a.notify.is_empty() {
+                    rule_notify = Some((matched.clone(), a.notify.clone()));
+                }
+            }
+        }
         if sender_is_customer && matches!(ticket.status, Status::Resolved | Status::Pending) {
             let from_status = ticket.status;
             ticket.status = Status::Open;
@@ -326,6 +376,54 @@ pub fn apply_inbound(
     }
 
     let mail_cx = cx.mail();
+    if let Some((matched, targets)) = &rule_notify {
+        let lead = cx.config.queue(&ticket.queue).and_then(|q| q.lead.clone());
+        let mut told: Vec<String> = Vec::new();
+        let body = format!(
+            "Rule {} matched {} on ticket #{}.\nQueue {} · priority {} · status {} · assignee {}\nFrom: {}\nReads as: sentiment {:+.2}\n\n{}\n",
+            matched.join(", "),
+            if created { "a new ticket" } else { "a customer's reply" },
+            ticket.id,
+            ticket.queue,
+            ticket.priority.as_str(),
+            ticket.status.as_str(),
+            ticket.assignee.as_deref().unwrap_or("nobody"),
+            crate::core::outgoing::format_mailbox(&from),
+            msg.sentiment.value(),
+            msg.text.trim_end(),
+        );
+        for target in targets {
+            let address = match target.as_str() {
+                "lead" => lead.clone(),
+                a => Some(a.to_string()),
+            };
+            let Some(address) = address.filter(|a| !told.contains(a)) else {
+                continue;
+            };
+            let mail = crate::core::sla::plain_mail(
+                &ticket,
+                &address,
+                &format!("Rule {}: {}", matched.join(", "), ticket.subject),
+                &body,
+                "rule_notice",
+                300 + told.len(),
+                &mail_cx,
+            );
+            told.push(address);
+            mails.push(mail);
+        }
+        if !told.is_empty() {
+            events.push(Event::new(
+                now,
+                "notified",
+                "system",
+                &[
+                    ("to", json!(told)),
+                    ("reason", json!(format!("rule {}", matched.join(", ")))),
+                ],
+            ));
+        }
+    }
     let mut round_robin = None;
     if created && ticket.assignee.is_none() && cx.forged_agent.is_none() {
         if let Some(agent) = choose_assignee(&ticket.queue, cx.config, &cx.loads, cx.last_round_robin.as_deref()) {

@@ -268,3 +268,76 @@ fn an_angry_mail_is_read_as_such_and_a_rule_raises_its_priority() {
         "{err}"
     );
 }
+
+#[test]
+fn an_angry_follow_up_raises_priority_and_tells_the_queue_lead_by_a_reply_rule() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(
+            "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\nqueues = [\"general\"]\n\n[[queue]]\nname = \"general\"\nassign = \"round_robin\"\nlead = \"lead@example.com\"\n",
+        )
+        .extra("[[rule]]\nname = \"upset follow-up\"\non = \"reply\"\nwhen = { sentiment_below = -0.5 }\nset = { priority = \"urgent\", tags = [\"upset\"], notify = [\"lead\"] }\n")
+        .build();
+    let first = |n: u32, from: &str| {
+        mail(
+            from,
+            "support@example.com",
+            "Order 1234",
+            &format!("o{n}@customer.test"),
+            "",
+            "Where is my order 1234?\n",
+        )
+    };
+    desk.ingest(&[
+        &first(1, "Dan <dan@customer.test>"),
+        &first(2, "Eve <eve@customer.test>"),
+    ]);
+    assert_eq!(
+        desk.show(1)["priority"],
+        "normal",
+        "a reply rule leaves new tickets alone"
+    );
+    let reply = |n: u32, from: &str, ticket: u64, text: &str| {
+        mail(
+            from,
+            "support@example.com",
+            &format!("Re: [Support #{ticket}] Order 1234"),
+            &format!("r{n}@customer.test"),
+            "",
+            text,
+        )
+    };
+    desk.ingest(&[
+        &reply(
+            1,
+            "dan@customer.test",
+            1,
+            "This is UNACCEPTABLE. Three weeks and nothing, I am furious!!!\n",
+        ),
+        &reply(2, "eve@customer.test", 2, "Thanks, any news on the delivery date?\n"),
+    ]);
+    let (d, e) = (desk.show(1), desk.show(2));
+    assert_eq!(d["priority"], "urgent", "{d:#}");
+    assert_eq!(d["tags"], serde_json::json!(["upset"]));
+    assert_eq!(e["priority"], "normal", "a calm follow-up changes nothing");
+    crate::support::wait_until(20, "the lead's notice", || {
+        !smtp.received_by("lead@example.com").is_empty()
+    });
+    let notice = crate::support::body_text(&smtp.received_by("lead@example.com")[0]);
+    assert!(
+        notice.contains("Rule upset follow-up matched a customer's reply on ticket #1."),
+        "{notice}"
+    );
+    assert!(notice.contains("I am furious"), "{notice}");
+    assert_eq!(smtp.received_by("lead@example.com").len(), 1, "only Dan's reply");
+    let err = crate::support::check_refuses(
+        "[[rule]]\nname = \"x\"\non = \"later\"\nset = { priority = \"high\" }\n\n[[rule]]\nname = \"y\"\non = \"reply\"\nset = { queue = \"billing\", notify = [\"not an address\"] }\n",
+        &[
+            "rule on \"later\": expected \"new\" or \"reply\"",
+            "queue and type are a new ticket's",
+            "set.notify",
+        ],
+    );
+    assert!(err.contains("postdesk.toml:23:6: rule on"), "the key's line and column: {err}");
+}

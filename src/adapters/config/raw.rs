@@ -191,6 +191,7 @@ pub(super) struct RawRule {
     pub(super) set: Option<Spanned<RawRuleSet>>,
     #[serde(default, rename = "continue")]
     pub(super) cont: bool,
+    pub(super) on: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +204,8 @@ pub(super) struct RawRuleSet {
     #[serde(default)]
     pub(super) tags: Vec<String>,
     pub(super) assignee: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) notify: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -779,6 +779,15 @@ impl Validator<'_> {
                 }
                 set.kind = rs.kind;
                 set.tags = rs.tags;
+                for n in rs.notify {
+                    let v = n.get_ref().trim().to_ascii_lowercase();
+                    if v == "lead" {
+                        set.notify.push(v);
+                    } else {
+                        let a = self.address(&n, "set.notify");
+                        set.notify.push(a);
+                    }
+                }
                 if let Some(a) = rs.assignee {
                     match agents.iter().find(|x| {
                         x.name.eq_ignore_ascii_case(a.get_ref()) || x.emails.contains(&a.get_ref().to_ascii_lowercase())
@@ -806,11 +815,29 @@ impl Validator<'_> {
                     );
                 }
             }
+            let on_reply = match r.on.as_ref().map(|o| o.get_ref().as_str()) {
+                None | Some("new") => false,
+                Some("reply") => true,
+                Some(other) => {
+                    let at = r.on.as_ref().map_or(0, |o| o.span().start);
+                    self.problem(at, format!("rule on {other:?}: expected \"new\" or \"reply\""));
+                    false
+                }
+            };
+            if on_reply && (set.queue.is_some() || set.kind.is_some()) {
+                let at = r.on.as_ref().map_or(0, |o| o.span().start);
+                self.problem(
+                    at,
+                    "a rule on = \"reply\" sets priority, tags, assignee and notify; queue and type are a new ticket's"
+                        .into(),
+                );
+            }
             rules.push(Rule {
                 name: r.name.into_inner(),
                 when,
                 set,
                 cont: r.cont,
+                on_reply,
             });
         }
 
