@@ -69,6 +69,10 @@ pub struct Stats {
     pub deflected: usize,
     /// Deflected per suggested.
     pub deflection_rate: Option<f64>,
+    /// Average sentiment (−1 … 1) of the customer messages received in the period.
+    pub sentiment_average: Option<f64>,
+    /// Customer messages in the period that read upset (sentiment −0.5 or below).
+    pub upset_messages: usize,
 }
 
 /// One agent's load and output.
@@ -203,6 +207,7 @@ struct Contribution {
     hours_in_status: Vec<(Status, f64)>,
     suggested: bool,
     deflected: bool,
+    sentiments: Vec<f64>,
 }
 
 fn contribution(h: &History, config: &Settings, since: Option<Timestamp>, until: Timestamp) -> Contribution {
@@ -287,6 +292,12 @@ fn contribution(h: &History, config: &Settings, since: Option<Timestamp>, until:
         }
         c.suggested |= e.kind == "suggested";
         c.deflected |= e.kind == "deflected";
+        if e.kind == "message"
+            && e.detail.get("message_kind").and_then(|v| v.as_str()) == Some("customer")
+            && let Some(v) = e.detail.get("sentiment").and_then(|v| v.as_f64())
+        {
+            c.sentiments.push(v);
+        }
         if e.kind == "csat"
             && let Some(n) = e.detail.get("rating").and_then(|v| v.as_u64())
         {
@@ -326,6 +337,9 @@ struct Acc {
     in_status: BTreeMap<&'static str, f64>,
     suggested: usize,
     deflected: usize,
+    sentiment_sum: f64,
+    sentiment_count: usize,
+    upset: usize,
 }
 
 impl Acc {
@@ -354,6 +368,9 @@ impl Acc {
         self.rating_sum += c.rating_sum;
         self.suggested += usize::from(c.suggested);
         self.deflected += usize::from(c.deflected);
+        self.sentiment_sum += c.sentiments.iter().sum::<f64>();
+        self.sentiment_count += c.sentiments.len();
+        self.upset += c.sentiments.iter().filter(|v| **v <= -0.5).count();
         for (status, hours) in &c.hours_in_status {
             *self.in_status.entry(status.as_str()).or_insert(0.0) += hours;
         }
@@ -384,6 +401,9 @@ impl Acc {
             suggested: self.suggested,
             deflected: self.deflected,
             deflection_rate: ratio(self.deflected, self.suggested),
+            sentiment_average: (self.sentiment_count > 0)
+                .then(|| (self.sentiment_sum / self.sentiment_count as f64 * 100.0).round() / 100.0),
+            upset_messages: self.upset,
         }
     }
 }

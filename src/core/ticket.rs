@@ -105,7 +105,7 @@ fn inbound_record(
 
 /// The `message` event of an inbound message record.
 fn message_event(message: &MessageRecord, actor: &str) -> Event {
-    Event::new(
+    let mut e = Event::new(
         message.date,
         "message",
         actor,
@@ -114,7 +114,12 @@ fn message_event(message: &MessageRecord, actor: &str) -> Event {
             ("message_id", json!(message.message_id)),
             ("message_kind", json!(message.kind)),
         ],
-    )
+    );
+    // How it read, for the reports' sentiment figures.
+    if let Some(s) = message.sentiment {
+        e.detail.insert("sentiment".into(), json!(s.value()));
+    }
+    e
 }
 
 impl ApplyContext<'_> {

@@ -331,6 +331,12 @@ fn an_angry_follow_up_raises_priority_and_tells_the_queue_lead_by_a_reply_rule()
     );
     assert!(notice.contains("I am furious"), "{notice}");
     assert_eq!(smtp.received_by("lead@example.com").len(), 1, "only Dan's reply");
+    // The report reads how the customers' messages sounded.
+    let r: serde_json::Value = serde_json::from_str(&desk.ok(&["report", "--json"])).unwrap();
+    assert_eq!(r["overall"]["upset_messages"], 1, "{}", r["overall"]);
+    let avg = r["overall"]["sentiment_average"].as_f64().unwrap();
+    assert!(avg < 0.0 && avg > -1.0, "{avg}");
+    assert_eq!(r["by_tag"]["upset"]["upset_messages"], 1);
     let err = crate::support::check_refuses(
         "[[rule]]\nname = \"x\"\non = \"later\"\nset = { priority = \"high\" }\n\n[[rule]]\nname = \"y\"\non = \"reply\"\nset = { queue = \"billing\", notify = [\"not an address\"] }\n",
         &[
@@ -339,5 +345,8 @@ fn an_angry_follow_up_raises_priority_and_tells_the_queue_lead_by_a_reply_rule()
             "set.notify",
         ],
     );
-    assert!(err.contains("postdesk.toml:23:6: rule on"), "the key's line and column: {err}");
+    assert!(
+        err.contains("postdesk.toml:23:6: rule on"),
+        "the key's line and column: {err}"
+    );
 }
