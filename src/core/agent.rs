@@ -297,12 +297,7 @@ pub fn notifications(
     }
     let mut summary = String::new();
     if !created && history.len() + 1 >= crate::core::summary::SUMMARY_FROM {
-        let mut conversation = history.to_vec();
-        conversation.push(crate::core::summary::Turn {
-            who: crate::core::summary::Who::Customer,
-            at: cx.now,
-            text: msg.text.clone(),
-        });
+        let conversation = crate::core::summary::followed_by(history, crate::core::summary::Who::Customer, &msg.text);
         summary = crate::core::summary::summary(ticket, &conversation, cx.now);
         if !summary.is_empty() {
             summary.push('\n');
@@ -395,8 +390,7 @@ pub fn apply_commands(
             }
             Command::Tag(tags) => {
                 for t in tags {
-                    if !ticket.tags.contains(t) {
-                        ticket.tags.push(t.clone());
+                    if ticket.tag(t) {
                         events.push(Event::new(now, "tag", actor, &[("tag", json!(t))]));
                     }
                 }

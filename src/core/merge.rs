@@ -150,9 +150,7 @@ pub fn merge(
         }
     }
     for t in &from.tags {
-        if !into.tags.contains(t) {
-            into.tags.push(t.clone());
-        }
+        into.tag(t);
     }
     if into.language.is_none() {
         into.language = from.language.clone();

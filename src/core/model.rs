@@ -246,6 +246,15 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Adds a tag it does not have yet; true when it was added.
+    pub fn tag(&mut self, tag: &str) -> bool {
+        let new = !self.tags.iter().any(|t| t == tag);
+        if new {
+            self.tags.push(tag.to_string());
+        }
+        new
+    }
+
     /// A new email ticket: status new, priority normal, nothing else set yet.
     pub fn new(id: TicketId, subject: &str, requester: Mailbox, mailbox: &str, queue: &str, now: Timestamp) -> Ticket {
         Ticket {

@@ -286,16 +286,6 @@ pub struct Fired {
     pub mails: Vec<OutgoingMail>,
 }
 
-fn human(secs: i64) -> String {
-    let secs = secs.max(0);
-    let (h, m) = (secs / 3600, (secs % 3600) / 60);
-    if h > 0 {
-        format!("{h} h {m} min")
-    } else {
-        format!("{m} min")
-    }
-}
-
 fn raise(p: Priority) -> Priority {
     match p {
         Priority::Low => Priority::Normal,
@@ -422,7 +412,7 @@ pub fn fire(
                 "Ticket #{} missed its {} target by {}.\nDue {} (UTC), policy {}. Now priority {}, queue {}, assignee {}.\n\n{summary}{}Latest messages:\n\n{latest}",
                 ticket.id,
                 target.replace('_', " "),
-                human(overdue),
+                crate::core::summary::span(overdue),
                 due,
                 ticket.sla.policy.as_deref().unwrap_or("-"),
                 ticket.priority.as_str(),

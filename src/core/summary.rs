@@ -29,8 +29,6 @@ pub enum Who {
 pub struct Turn {
     /// Who wrote it.
     pub who: Who,
-    /// When.
-    pub at: Timestamp,
     /// Its text.
     pub text: String,
 }
@@ -49,11 +47,20 @@ pub fn turns(history: &[MessageRecord]) -> Vec<Turn> {
             };
             Some(Turn {
                 who,
-                at: m.date,
                 text: m.text.clone(),
             })
         })
         .collect()
+}
+
+/// The conversation so far followed by the turn being written now.
+pub fn followed_by(history: &[Turn], who: Who, text: &str) -> Vec<Turn> {
+    let mut all = history.to_vec();
+    all.push(Turn {
+        who,
+        text: text.to_string(),
+    });
+    all
 }
 
 /// Lines that end a message's own text: signatures and sign-offs.
@@ -215,8 +222,9 @@ fn mentions_trying(sentence: &str) -> bool {
     })
 }
 
-/// `2 h 05 min`, `45 min`, `3 d 4 h`.
-fn span(seconds: i64) -> String {
+/// A stretch of time as people read it: `45 min`, `2 h 05 min`, `3 d 4 h`
+/// (summaries and SLA escalations).
+pub(crate) fn span(seconds: i64) -> String {
     let m = seconds.max(0) / 60;
     let (d, h, m) = (m / 1440, (m % 1440) / 60, m % 60);
     match (d, h) {

@@ -239,9 +239,7 @@ pub fn apply_inbound(
                 ticket.kind = a.kind.clone();
             }
             for t in &a.tags {
-                if !ticket.tags.contains(t) {
-                    ticket.tags.push(t.clone());
-                }
+                ticket.tag(t);
             }
             events.push(Event::new(
                 now,
@@ -291,9 +289,7 @@ pub fn apply_inbound(
                     ));
                 }
                 for t in &a.tags {
-                    if !ticket.tags.contains(t) {
-                        ticket.tags.push(t.clone());
-                    }
+                    ticket.tag(t);
                 }
                 events.push(Event::new(
                     now,
@@ -589,16 +585,15 @@ pub fn apply_agent_reply(
     events.extend(command_events);
     // `#assign` hands the ticket to someone else: they hear of it now, with a
     // reply address of their own, not only when the customer writes again.
-    let mut conversation = cx.history.clone();
-    conversation.push(crate::core::summary::Turn {
-        who: if public {
+    let conversation = crate::core::summary::followed_by(
+        &cx.history,
+        if public {
             crate::core::summary::Who::Agent
         } else {
             crate::core::summary::Who::Note
         },
-        at: now,
-        text: parsed.body.clone(),
-    });
+        &parsed.body,
+    );
     if let Some((notice, event)) = assignment_notice(
         &ticket,
         assignee_before.as_deref(),

@@ -2,7 +2,7 @@
 //! `#type`, `postdesk train` learns, a new mail is read and routed by it.
 
 use crate::servers::Smtp;
-use crate::support::{DeskConfig, agent_reply, mail, notification_of};
+use crate::support::{Desk, DeskConfig, agent_reply, mail, notification_of};
 use serde_json::Value;
 
 const SETUP: &str = r#"
@@ -32,6 +32,29 @@ const REFUND: [&str; 4] = [
     "The shop cancelled my order, when do I get the refund?",
 ];
 
+/// Customer `n` asks `text` in a new ticket.
+fn ask(desk: &Desk, n: impl std::fmt::Display, text: &str) {
+    desk.ingest(&[&mail(
+        &format!("c{n}@customer.test"),
+        "support@example.com",
+        "Question",
+        &format!("m{n}@customer.test"),
+        "",
+        text,
+    )]);
+}
+
+/// Alice answers ticket `n`'s notification with `#type label`.
+fn file_as(desk: &Desk, smtp: &Smtp, n: u64, label: &str) {
+    desk.ingest(&[&agent_reply(
+        "alice@example.com",
+        &notification_of(smtp, "alice@example.com", n),
+        "Mon, 23 Nov 2026 10:00:00 +0000",
+        &format!("r{n}"),
+        &format!("#type {label}"),
+    )]);
+}
+
 #[test]
 fn agents_labels_train_a_model_that_routes_new_mail_by_intent() {
     let smtp = Smtp::start();
@@ -55,22 +78,9 @@ fn agents_labels_train_a_model_that_routes_new_mail_by_intent() {
     for (label, texts) in [("card", CARD), ("refund", REFUND)] {
         for text in texts {
             n += 1;
-            desk.ingest(&[&mail(
-                &format!("c{n}@customer.test"),
-                "support@example.com",
-                "Question",
-                &format!("m{n}@customer.test"),
-                "",
-                text,
-            )]);
+            ask(&desk, n, text);
             // The agent files it, as agents do.
-            desk.ingest(&[&agent_reply(
-                "alice@example.com",
-                &notification_of(&smtp, "alice@example.com", n),
-                "Mon, 23 Nov 2026 10:00:00 +0000",
-                &format!("r{n}"),
-                &format!("#type {label}"),
-            )]);
+            file_as(&desk, &smtp, n, label);
         }
     }
     assert!(desk.show(2)["intent"].is_null(), "no model yet");
@@ -167,14 +177,7 @@ fn the_daemon_retrains_on_its_schedule_and_the_new_model_reads_the_next_mail() {
     for (label, texts) in [("card", CARD), ("refund", REFUND)] {
         for text in texts {
             n += 1;
-            desk.ingest(&[&mail(
-                &format!("c{n}@customer.test"),
-                "support@example.com",
-                "Question",
-                &format!("m{n}@customer.test"),
-                "",
-                text,
-            )]);
+            ask(&desk, n, text);
             crate::support::wait_until(20, "the notification", || {
                 smtp.received_by("alice@example.com").len() >= n
             });
@@ -183,13 +186,7 @@ fn the_daemon_retrains_on_its_schedule_and_the_new_model_reads_the_next_mail() {
                     daemon.log().contains("too few labelled tickets")
                 });
             }
-            desk.ingest(&[&agent_reply(
-                "alice@example.com",
-                &notification_of(&smtp, "alice@example.com", n as u64),
-                "Mon, 23 Nov 2026 10:00:00 +0000",
-                &format!("r{n}"),
-                &format!("#type {label}"),
-            )]);
+            file_as(&desk, &smtp, n as u64, label);
         }
     }
     daemon.wait(30, "the retrained model", || {
