@@ -550,6 +550,30 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
         assert_eq!(browser.texts("#tickets td:first-child").len(), rows, "{query}");
     }
 
+    // The dashboard follows the desk: a new ticket shows without a reload.
+    browser.goto(&format!("{base}/dashboard"));
+    browser.wait_for("html[data-live=on]");
+    browser.eval("window.sameDocument = true; return 1");
+    let unassigned = browser.text("#unassigned-count");
+    desk.ingest(&[&crate::support::mail(
+        "Carol <carol@customer.test>",
+        "support@example.com",
+        "Printer on fire",
+        "carol-1@customer.test",
+        "",
+        "It is on fire.",
+    )]);
+    wait_until(20, "the dashboard to show the new ticket", || {
+        browser.text("#unassigned").contains("Printer on fire")
+    });
+    assert_eq!(
+        browser.eval("return window.sameDocument === true"),
+        true,
+        "not reloaded"
+    );
+    assert_ne!(browser.text("#unassigned-count"), unassigned);
+    browser.screenshot("7-live");
+
     // Signing out ends the session; the spent link does not sign in again.
     browser.goto(&format!("{base}/dashboard"));
     browser.click_to("#logout", "#email");
@@ -592,6 +616,10 @@ fn the_team_pages_refuse_without_a_session_a_csrf_token_or_a_good_link() {
         b"text=hi&status=closed",
     );
     assert_eq!(status, 303);
+    for cookie in ["", "\nCookie: pd_session=alicejones.9999999999.00.forged"] {
+        let (status, body) = req(&format!("GET /dashboard/live HTTP/1.1{cookie}"), b"");
+        assert_eq!((status, body.as_str()), (401, "sign in first: /login\n"), "{cookie}");
+    }
 
     // A sign-in for an address that is no agent's: the same answer, no mail.
     let token = form_token_of(port, "/login");
@@ -667,12 +695,16 @@ fn the_team_pages_refuse_without_a_session_a_csrf_token_or_a_good_link() {
     );
     assert_eq!(status, 403, "a foreign origin");
     assert_eq!(desk.show(1)["status"], before, "nothing refused changed the ticket");
+    // The live stream says when the desk changed, and ends when the session does.
+    let live = LiveStream::open(port, &cookie);
+    live.wait_for("event: ready");
     let (status, _) = req(
         &format!("POST /dashboard/t/1 HTTP/1.1\nCookie: {cookie}\n{form}"),
         format!("csrf={csrf}&status=closed").as_bytes(),
     );
     assert_eq!(status, 303);
     assert_eq!(desk.show(1)["status"], "closed");
+    live.wait_for("event: changed");
     // Signed out, the same cookie is refused.
     let (status, _) = req(
         &format!("POST /logout HTTP/1.1\nCookie: {cookie}\n{form}"),
@@ -681,7 +713,55 @@ fn the_team_pages_refuse_without_a_session_a_csrf_token_or_a_good_link() {
     assert_eq!(status, 303);
     let (status, _) = req(&format!("GET /dashboard HTTP/1.1\nCookie: {cookie}"), b"");
     assert_eq!(status, 303, "an ended session is refused");
+    let said = live.end();
+    assert!(said.contains("event: signed-out"), "{said}");
+    let (status, _) = req(&format!("GET /dashboard/live HTTP/1.1\nCookie: {cookie}"), b"");
+    assert_eq!(status, 401, "an ended session gets no live stream");
     daemon.stop();
+}
+
+/// `GET /dashboard/live` read on a thread of its own as it streams.
+struct LiveStream {
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl LiveStream {
+    fn open(port: u16, cookie: &str) -> LiveStream {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET /dashboard/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let to = said.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                to.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        LiveStream { said, reader }
+    }
+
+    fn wait_for(&self, what: &str) {
+        wait_until(20, what, || self.said.lock().unwrap().contains(what));
+    }
+
+    /// Waits for the server to end the stream; all it said.
+    fn end(self) -> String {
+        self.reader.join().unwrap();
+        let said = self.said.lock().unwrap().clone();
+        assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+        assert!(
+            said.to_ascii_lowercase().contains("content-type: text/event-stream"),
+            "{said}"
+        );
+        said
+    }
 }
 
 /// A form token from the page at `path`, old enough to be taken.

@@ -3,10 +3,13 @@
 //! `/dashboard`…), the knowledge base's (`help`: `/help/…`), the embedded static files, and the API of
 //! [`crate::transports::http`] behind them. Every request first passes the
 //! Host and Origin checks; pages get a strict Content-Security-Policy (no
-//! script at all), `no-store` and frame denial, and are compressed.
+//! script but our own two files, on the pages that use them: `/new`'s proof
+//! of work and the dashboard's live updates), `no-store` and frame denial,
+//! and are compressed.
 
 mod chart;
 mod help;
+mod live;
 pub(crate) mod portal;
 pub(crate) mod team;
 
@@ -35,6 +38,8 @@ pub struct Web {
     trends: Mutex<Option<(std::time::Instant, crate::view::Trends)>>,
     /// Whether a read of the charts is under way.
     trends_reading: std::sync::atomic::AtomicBool,
+    /// Live dashboards streaming now (at most [`live::MAX_STREAMS`]).
+    live: std::sync::atomic::AtomicUsize,
 }
 
 /// How long the dashboard's charts are kept before they are read again.
@@ -54,6 +59,7 @@ pub fn router(api: Arc<Api>) -> Router {
         limiter: Mutex::new(Limiter::default()),
         trends: Mutex::new(None),
         trends_reading: std::sync::atomic::AtomicBool::new(false),
+        live: std::sync::atomic::AtomicUsize::new(0),
     });
     let pages = Router::new()
         .route("/new", get(portal::new_form).post(portal::new_submit))
@@ -63,6 +69,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/login/{token}", get(team::login_link).post(team::login_confirm))
         .route("/logout", axum::routing::post(team::logout))
         .route("/dashboard", get(team::dashboard))
+        .route("/dashboard/live", get(live::live))
         .route("/dashboard/tickets", get(team::tickets))
         .route("/dashboard/t/{id}", get(team::ticket).post(team::act))
         .route("/dashboard/t/{id}/a/{message}/{file}", get(team::attachment))
@@ -70,6 +77,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/help/{slug}", get(help::article))
         .route("/static/site.css", get(site_css))
         .route("/static/pow.js", get(pow_js))
+        .route("/static/live.js", get(live_js))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PAGE_BODY))
         .layer(middleware::map_response(page_headers))
         .layer(tower_http::compression::CompressionLayer::new())
@@ -158,8 +166,12 @@ const CSP: &str =
 /// The `/new` page's when it asks for a proof of work: its own script file, no inline script.
 pub(super) const SCRIPT_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Headers on every page: no script (but `/static/pow.js` where the page
-/// sets its own policy), no framing, no caching, no sniffing.
+/// The dashboard's: its own script file, which may fetch the page again and
+/// listen to `/dashboard/live`.
+pub(super) const LIVE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers on every page: no script (but `/static/pow.js` and
+/// `/static/live.js` where the page sets its own policy), no framing, no caching, no sniffing.
 async fn page_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     let is_html = h
@@ -193,12 +205,20 @@ async fn site_css() -> Response {
 }
 
 async fn pow_js() -> Response {
+    script(include_str!("static/pow.js"))
+}
+
+async fn live_js() -> Response {
+    script(include_str!("static/live.js"))
+}
+
+fn script(text: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("static/pow.js"),
+        text,
     )
         .into_response()
 }

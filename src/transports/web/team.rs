@@ -125,7 +125,7 @@ struct TicketPage<'a> {
     events: Vec<(String, String, String)>,
 }
 
-fn pipeline(web: &Web) -> Pipeline {
+pub(super) fn pipeline(web: &Web) -> Pipeline {
     web.api.current.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
@@ -154,7 +154,7 @@ fn spoken(secs: i64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-fn off(pipeline: &Pipeline) -> Option<Response> {
+pub(super) fn off(pipeline: &Pipeline) -> Option<Response> {
     (!pipeline.config.web.dashboard)
         .then(|| (StatusCode::NOT_FOUND, "the dashboard is off ([web] dashboard)\n").into_response())
 }
@@ -180,12 +180,12 @@ fn verify<'a>(pipeline: &'a Pipeline, purpose: &str, value: &str, now: i64) -> O
 }
 
 /// The signed-in agent of a request, with the session's nonce.
-struct Session {
+pub(super) struct Session {
     agent: Agent,
     nonce: String,
 }
 
-fn session(pipeline: &Pipeline, headers: &HeaderMap) -> Option<Session> {
+pub(super) fn session(pipeline: &Pipeline, headers: &HeaderMap) -> Option<Session> {
     let now = jiff::Timestamp::now().as_second();
     let value = headers
         .get_all(header::COOKIE)
@@ -595,7 +595,12 @@ pub async fn dashboard(State(web): State<Arc<Web>>, headers: HeaderMap) -> Respo
                 .collect(),
             charts,
         };
-        html(StatusCode::OK, page.render())
+        let mut r = html(StatusCode::OK, page.render());
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            axum::http::HeaderValue::from_static(super::LIVE_CSP),
+        );
+        r
     })
     .await
     .unwrap_or_else(failed)
