@@ -324,7 +324,7 @@ pub fn dashboard(
     Ok(d)
 }
 
-/// One day of [`Trends`]: the day (`MM-DD`), the median wall-clock seconds
+/// One day of [`Trends`]: the day (`MM-DD`), the median business seconds
 /// to first response and to resolution of the tickets that got them that
 /// day, and the mean rating of that day's surveys.
 pub type TrendDay = (String, Option<f64>, Option<f64>, Option<f64>);
@@ -335,8 +335,8 @@ type DayValues = (Vec<f64>, Vec<f64>, Vec<f64>);
 /// The dashboard's charts over the last 30 days, by the desk's days.
 #[derive(Clone, Debug, Default)]
 pub struct Trends {
-    /// One entry a day, oldest first: the day, the median wall-clock
-    /// seconds to first response and to resolution of the tickets that got
+    /// One entry a day, oldest first: the day, the median business seconds
+    /// (each ticket's SLA calendar, 24x7 without one) to first response and to resolution of the tickets that got
     /// them that day, and the mean rating of that day's surveys.
     pub days: Vec<TrendDay>,
     /// Open tickets by age: `< 1 day`, `1-3 days`, `3-7 days`, `7-30 days`, `> 30 days`.
@@ -370,15 +370,18 @@ pub fn trends(
         ..Default::default()
     };
     out.partial |= each_listed(store, &filter, TRENDS_READ, |t| {
+        // Business time, as the reports count it: the ticket's SLA calendar.
+        let calendar = config.policy_calendar(t.sla.policy.as_deref());
+        let business = |at: Timestamp| calendar.between(t.created_at, at).as_secs() as f64;
         if let Some(at) = t.first_response_at
             && let Some(day) = per_day.get_mut(&day_of(at))
         {
-            day.0.push((at.as_second() - t.created_at.as_second()) as f64);
+            day.0.push(business(at));
         }
         if let Some(at) = t.resolved_at
             && let Some(day) = per_day.get_mut(&day_of(at))
         {
-            day.1.push((at.as_second() - t.created_at.as_second()) as f64);
+            day.1.push(business(at));
             if let Some(r) = t.csat {
                 day.2.push(f64::from(r));
             }
@@ -419,4 +422,73 @@ pub fn trends(
         .zip(buckets)
         .collect();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::store::Change;
+    use crate::core::model::{Mailbox, Ticket, TicketId};
+
+    #[test]
+    fn chart_medians_count_business_time_by_the_ticket_s_calendar() {
+        let config = crate::adapters::config::parse(
+            r#"
+[instance]
+name = "Example Support"
+data_dir = "var"
+secret_env = "X"
+timezone = "UTC"
+[[mailbox]]
+name = "support"
+address = "support@example.com"
+maildir = { path = "x" }
+[outgoing]
+file = { path = "y" }
+[calendar.office]
+timezone = "UTC"
+hours = { mon = "09:00-17:00", tue = "09:00-17:00", wed = "09:00-17:00", thu = "09:00-17:00", fri = "09:00-17:00" }
+[sla.office]
+priority = "normal"
+calendar = "office"
+first_response = "4h"
+"#,
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("postdesk-view-{}", std::process::id()));
+        let store = crate::adapters::store::open(&dir, &config.store).unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        // Friday 16:00 to Monday 10:00: 66 hours on the clock, 2 office hours.
+        let mut change = Change::default();
+        for (id, policy) in [(1, Some("office")), (2, None)] {
+            let mut t = Ticket::new(
+                TicketId(id),
+                "Question",
+                Mailbox::new(None, "bob@customer.test"),
+                "support",
+                "general",
+                at("2026-11-27T16:00:00Z"),
+            );
+            t.sla.policy = policy.map(str::to_string);
+            t.first_response_at = Some(at("2026-11-30T10:00:00Z"));
+            t.updated_at = at("2026-11-30T10:00:00Z");
+            change.ticket(&t);
+        }
+        store.commit(change).unwrap();
+        let read = trends(&*store, &config.settings, at("2026-12-01T12:00:00Z")).unwrap();
+        let monday = read.days.iter().find(|d| d.0 == "11-30").unwrap();
+        // The two tickets' medians: 2 h (office) and 66 h (24x7); the upper one of two.
+        assert_eq!(monday.1, Some(66.0 * 3600.0));
+        let mut one = Change::default();
+        let mut t = store.ticket(TicketId(2)).unwrap().unwrap();
+        t.sla.policy = Some("office".into());
+        one.ticket(&t);
+        store.commit(one).unwrap();
+        let read = trends(&*store, &config.settings, at("2026-12-01T12:00:00Z")).unwrap();
+        let monday = read.days.iter().find(|d| d.0 == "11-30").unwrap();
+        assert_eq!(monday.1, Some(2.0 * 3600.0));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -216,12 +216,7 @@ fn contribution(h: &History, config: &Settings, since: Option<Timestamp>, until:
     // Business time with the calendar in force in each part of the interval:
     // the SLA policy changes (`sla_policy` events) split it.
     let business = |a: Timestamp, b: Timestamp| {
-        let calendar_of = |policy: Option<&str>| {
-            policy
-                .and_then(|p| config.sla.iter().find(|x| x.name == p))
-                .map(|p| config.calendar(&p.calendar))
-                .unwrap_or(&crate::core::calendar::Calendar::TwentyFourSeven)
-        };
+        let calendar_of = |policy: Option<&str>| config.policy_calendar(policy);
         let changes: Vec<(Timestamp, Option<&str>)> = h
             .events
             .iter()

@@ -144,6 +144,16 @@ impl Settings {
             .get(name)
             .unwrap_or(&crate::core::calendar::Calendar::TwentyFourSeven)
     }
+
+    /// The calendar of an SLA policy by name (`24x7` without one, or for a
+    /// policy no longer configured).
+    pub fn policy_calendar(&self, policy: Option<&str>) -> &crate::core::calendar::Calendar {
+        policy
+            .and_then(|p| self.sla.iter().find(|x| x.name == p))
+            .map_or(&crate::core::calendar::Calendar::TwentyFourSeven, |p| {
+                self.calendar(&p.calendar)
+            })
+    }
 }
 
 /// One routing rule: every condition must hold; then its actions apply.
