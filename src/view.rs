@@ -129,18 +129,65 @@ pub fn report(
     since: Option<Timestamp>,
     until: Timestamp,
 ) -> Result<crate::core::report::Report, StoreError> {
+    use crate::core::report::History;
     let mut b = crate::core::report::ReportBuilder::new(config, since, until);
-    for id in store.report_tickets(since)? {
-        let Some(ticket) = store.ticket(id)? else { continue };
-        // A merged ticket counts once: as the ticket it was merged into.
-        if ticket.merged_into.is_some() || !b.wants(ticket.created_at) {
-            continue;
+    let ids = store.report_tickets(since, until)?;
+    // Reading and decoding is most of the time: workers read batches of
+    // tickets and their events, and the builder folds them in in number
+    // order (so the figures do not depend on which worker was first).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, REPORT_WORKERS);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let wanted = |created: Timestamp| created < until;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Vec<History>, StoreError>)>(workers * 2);
+        for _ in 0..workers {
+            let (tx, ids, next) = (tx.clone(), &ids, &next);
+            scope.spawn(move || {
+                loop {
+                    let start = next.fetch_add(REPORT_BATCH, std::sync::atomic::Ordering::Relaxed);
+                    if start >= ids.len() {
+                        return;
+                    }
+                    let read = || -> Result<Vec<History>, StoreError> {
+                        let mut out = Vec::new();
+                        for &id in &ids[start..(start + REPORT_BATCH).min(ids.len())] {
+                            let Some(ticket) = store.ticket(id)? else { continue };
+                            // A merged ticket counts once: as the ticket it was merged into.
+                            if ticket.merged_into.is_some() || !wanted(ticket.created_at) {
+                                continue;
+                            }
+                            let events = store.events(ticket.id)?;
+                            out.push(History { ticket, events });
+                        }
+                        Ok(out)
+                    };
+                    if tx.send((start / REPORT_BATCH, read())).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        let events = store.events(ticket.id)?;
-        b.add(&crate::core::report::History { ticket, events });
-    }
-    Ok(b.finish())
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut turn = 0;
+        for (n, batch) in rx {
+            waiting.insert(n, batch?);
+            while let Some(batch) = waiting.remove(&turn) {
+                for h in &batch {
+                    b.add(h);
+                }
+                turn += 1;
+            }
+        }
+        Ok(b.finish())
+    })
 }
+
+/// Most threads a report reads with.
+const REPORT_WORKERS: usize = 4;
+
+/// Tickets a report's worker reads at a time.
+const REPORT_BATCH: usize = 128;
 
 /// Every ticket in number order, a page at a time (`export`).
 pub fn each_ticket<E: From<StoreError>>(

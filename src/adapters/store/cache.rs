@@ -187,8 +187,8 @@ impl Store for BatchCache {
     fn counts(&self) -> Result<Vec<Count>, StoreError> {
         self.inner.counts()
     }
-    fn report_tickets(&self, since: Option<Timestamp>) -> Result<Vec<TicketId>, StoreError> {
-        self.inner.report_tickets(since)
+    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<TicketId>, StoreError> {
+        self.inner.report_tickets(since, until)
     }
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {
         self.inner.messages(id)

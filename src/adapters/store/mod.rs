@@ -332,9 +332,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn list(&self, filter: &TicketFilter, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError>;
     /// Tickets by (status, queue), kept as counters on commit.
     fn counts(&self) -> Result<Vec<Count>, StoreError>;
-    /// Tickets that may matter to a report from `since` on: every ticket with
-    /// an event on or after `since`'s day, and every active ticket. By number.
-    fn report_tickets(&self, since: Option<Timestamp>) -> Result<Vec<TicketId>, StoreError>;
+    /// Tickets that may matter to a report of `since..until`: every ticket
+    /// with an event on or after `since`'s day, and every active ticket,
+    /// leaving out (where the backend knows it cheaply) tickets with no event
+    /// before `until`'s day ends, which were created after the period. By
+    /// number; the caller still checks each ticket's creation.
+    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<TicketId>, StoreError>;
     /// A ticket's messages in order.
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError>;
     /// A ticket's events in order.

@@ -618,7 +618,7 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn report_tickets(&self, since: Option<Timestamp>) -> Result<Vec<TicketId>, StoreError> {
+    fn report_tickets(&self, since: Option<Timestamp>, _until: Timestamp) -> Result<Vec<TicketId>, StoreError> {
         let ids: Vec<i64> = match since {
             Some(s) => self.column(
                 "SELECT ticket FROM events WHERE at >= $1 UNION SELECT id FROM tickets WHERE active ORDER BY 1",

@@ -851,7 +851,7 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn report_tickets(&self, since: Option<Timestamp>) -> Result<Vec<TicketId>, StoreError> {
+    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<TicketId>, StoreError> {
         let mut ids = BTreeSet::new();
         match since {
             Some(s) => {
@@ -874,7 +874,18 @@ impl Store for SledStore {
                 ids.insert(read_u64(&k[k.len() - 8..]));
             }
         }
-        Ok(ids.into_iter().map(TicketId).collect())
+        // A ticket created by the period's end has an event (its creation)
+        // on or before that day: the activity keys up to it are far cheaper
+        // to walk than the tickets created later are to read.
+        let end = day_key(until.saturating_add(jiff::SignedDuration::from_hours(24)).unwrap_or(until));
+        let mut created = BTreeSet::new();
+        for r in self.tree(T::Activity).range(..end).keys() {
+            let k = r?;
+            if k.len() == 16 {
+                created.insert(read_u64(&k[8..]));
+            }
+        }
+        Ok(ids.intersection(&created).copied().map(TicketId).collect())
     }
 
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {
