@@ -19,6 +19,8 @@
 //! keeps `target/scale-bench` for a look; `POSTDESK_SCALE_MAILS` and
 //! `POSTDESK_SCALE_QUEUED` change the backfill's and the queue's sizes. Without `--bench`
 //! (under `cargo test`) every section runs at a small size as a smoke pass.
+//! Daemons run with the `Environment=` of `systemd/postdesk.service`, as
+//! installed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -299,8 +301,19 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon as systemd runs it: with the unit's `Environment=` lines.
     fn start(cfg: &Path, port: u16) -> Daemon {
-        let child = postdesk(cfg).arg("run").stderr(Stdio::null()).spawn().unwrap();
+        let unit =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/postdesk.service")).unwrap();
+        let mut cmd = postdesk(cfg);
+        for (k, v) in unit
+            .lines()
+            .filter_map(|l| l.strip_prefix("Environment="))
+            .filter_map(|kv| kv.split_once('='))
+        {
+            cmd.env(k, v);
+        }
+        let child = cmd.arg("run").stderr(Stdio::null()).spawn().unwrap();
         let start = Instant::now();
         while !try_get(port, "/healthz").is_ok_and(|(status, _)| status == 200) {
             assert!(

@@ -249,7 +249,8 @@ async fn indexer(sink: Sink, search: Arc<crate::adapters::search::SearchIndex>, 
         let store = sink.pipeline().store.clone();
         let search = search.clone();
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || search.catch_up(&*store)).await {
+        let halt = stop.clone();
+        match tokio::task::spawn_blocking(move || search.catch_up(&*store, &|| *halt.borrow())).await {
             Ok(Ok(c)) if c.indexed > 100 => {
                 tracing::info!(
                     tickets = c.indexed,

@@ -135,7 +135,9 @@ pub fn report(
     // Reading and decoding is most of the time: workers read batches of
     // tickets and their events, and the builder folds them in in number
     // order (so the figures do not depend on which worker was first).
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, REPORT_WORKERS);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, REPORT_WORKERS);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let wanted = |created: Timestamp| created < until;
     std::thread::scope(|scope| {

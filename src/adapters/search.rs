@@ -92,6 +92,15 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Commits what is pending and lets the writer's merges end.
+    fn finish(mut self, progress: &Progress) -> Result<CatchUp, SearchError> {
+        self.commit(progress)?;
+        if let Some(w) = self.writer {
+            w.wait_merging_threads()?;
+        }
+        Ok(self.done)
+    }
+
     /// Commits what is pending, with `progress`.
     fn commit(&mut self, progress: &Progress) -> Result<(), SearchError> {
         if let Some(w) = &mut self.writer
@@ -194,8 +203,11 @@ impl SearchIndex {
     /// numbered past the last indexed, then tickets updated since the last
     /// update time indexed (less a minute; those whose indexed
     /// update time is theirs are skipped). Commits every 1,000
-    /// tickets and at the end, with its progress.
-    pub fn catch_up(&self, store: &dyn Store) -> Result<CatchUp, SearchError> {
+    /// tickets and at the end, with its progress. Between pages it asks
+    /// `stopping`, and when that says yes, commits what it has and returns
+    /// (the next catch-up goes on from there), so a shutdown never waits for
+    /// a large desk's index to be built.
+    pub fn catch_up(&self, store: &dyn Store, stopping: &dyn Fn() -> bool) -> Result<CatchUp, SearchError> {
         let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let mut progress = self.progress()?;
         let mut batch = Batch {
@@ -215,7 +227,8 @@ impl SearchIndex {
                 batch.put(store, t, &progress)?;
             }
             match page.next {
-                Some(n) => cursor = Some(n),
+                Some(n) if !stopping() => cursor = Some(n),
+                Some(_) => return batch.finish(&progress),
                 None => break,
             }
         }
@@ -239,7 +252,9 @@ impl SearchIndex {
                 }
             }
             match page.next {
-                Some(n) => cursor = Some(n),
+                Some(n) if !stopping() => cursor = Some(n),
+                // The update time is not moved on: the next catch-up reads these again.
+                Some(_) => return batch.finish(&progress),
                 None => break,
             }
         }
@@ -249,11 +264,7 @@ impl SearchIndex {
             batch.writer = Some(self.index.writer_with_num_threads(1, WRITER_BYTES)?);
         }
         batch.pending += usize::from(moved);
-        batch.commit(&progress)?;
-        if let Some(w) = batch.writer {
-            w.wait_merging_threads()?;
-        }
-        Ok(batch.done)
+        batch.finish(&progress)
     }
 
     fn commit(&self, w: &mut IndexWriter, progress: &Progress) -> Result<(), SearchError> {
@@ -323,5 +334,42 @@ impl SearchIndex {
                 .order_by_fast_field::<u64>("ticket", Order::Desc),
         )?;
         Ok(top.into_iter().filter_map(|(id, _)| id.map(TicketId)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::store::{Change, StoreSettings};
+    use crate::core::model::Mailbox;
+
+    #[test]
+    fn a_stopped_catch_up_keeps_what_it_did_and_the_next_goes_on() {
+        let dir = std::env::temp_dir().join(format!("postdesk-search-{}", std::process::id()));
+        let store = crate::adapters::store::open(&dir.join("data"), &StoreSettings::default()).unwrap();
+        let mut change = Change::default();
+        for id in 1..=1200 {
+            let subject = if id == 1200 { "the last one" } else { "a question" };
+            let t = Ticket::new(
+                TicketId(id),
+                subject,
+                Mailbox::new(None, "bob@customer.test"),
+                "support",
+                "general",
+                Timestamp::from_second(1_788_220_800 + id as i64).unwrap(),
+            );
+            change.ticket(&t);
+        }
+        store.commit(change).unwrap();
+        let index = SearchIndex::open(&dir.join("search")).unwrap();
+        // Stopping at once: one page (500 tickets) is kept.
+        assert_eq!(index.catch_up(&*store, &|| true).unwrap().indexed, 500);
+        assert!(index.search("last", 0, 10).unwrap().is_empty());
+        // The next goes on after it, and finds the rest.
+        assert_eq!(index.catch_up(&*store, &|| false).unwrap().indexed, 700);
+        assert_eq!(index.search("last", 0, 10).unwrap(), [TicketId(1200)]);
+        assert_eq!(index.catch_up(&*store, &|| false).unwrap().indexed, 0);
+        drop((index, store));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

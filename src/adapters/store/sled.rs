@@ -877,7 +877,11 @@ impl Store for SledStore {
         // A ticket created by the period's end has an event (its creation)
         // on or before that day: the activity keys up to it are far cheaper
         // to walk than the tickets created later are to read.
-        let end = day_key(until.saturating_add(jiff::SignedDuration::from_hours(24)).unwrap_or(until));
+        let end = day_key(
+            until
+                .saturating_add(jiff::SignedDuration::from_hours(24))
+                .unwrap_or(until),
+        );
         let mut created = BTreeSet::new();
         for r in self.tree(T::Activity).range(..end).keys() {
             let k = r?;
