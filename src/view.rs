@@ -540,4 +540,54 @@ first_response = "4h"
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn report_tickets_leave_out_those_created_after_the_period_and_only_those() {
+        let dir = std::env::temp_dir().join(format!("postdesk-view-report-{}", std::process::id()));
+        let store = crate::adapters::store::open(&dir, &Default::default()).unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let mut change = Change::default();
+        // 1 and 2 in September (2 resolved then), 3 in October, 4 in November; all but 2 open.
+        for (id, created, resolved) in [
+            (1, "2026-09-10T10:00:00Z", None),
+            (2, "2026-09-11T10:00:00Z", Some("2026-09-12T10:00:00Z")),
+            (3, "2026-10-10T10:00:00Z", None),
+            (4, "2026-11-10T10:00:00Z", None),
+        ] {
+            let mut t = Ticket::new(
+                TicketId(id),
+                "Question",
+                Mailbox::new(None, "bob@customer.test"),
+                "support",
+                "general",
+                at(created),
+            );
+            change.event(
+                t.id,
+                &crate::core::model::Event::new(at(created), "created", "system", &[]),
+            );
+            if let Some(r) = resolved {
+                t.status = crate::core::model::Status::Closed;
+                change.event(t.id, &crate::core::model::Event::new(at(r), "status", "system", &[]));
+            }
+            change.ticket(&t);
+        }
+        store.commit(change).unwrap();
+        let ids = |since: &str, until: &str| -> Vec<u64> {
+            store
+                .report_tickets(Some(at(since)), at(until))
+                .unwrap()
+                .into_iter()
+                .map(|t| t.0)
+                .collect()
+        };
+        // October: the open September ticket and October's; not November's, not the closed one.
+        assert_eq!(ids("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"), [1, 3]);
+        // September: both of September's.
+        assert_eq!(ids("2026-09-01T00:00:00Z", "2026-10-01T00:00:00Z"), [1, 2]);
+        // A period past the last activity: every candidate.
+        assert_eq!(ids("2026-10-01T00:00:00Z", "2026-12-01T00:00:00Z"), [1, 3, 4]);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -882,8 +882,14 @@ impl Store for SledStore {
                 .saturating_add(jiff::SignedDuration::from_hours(24))
                 .unwrap_or(until),
         );
+        // A period that ends after the last activity (this month's report)
+        // has every ticket created by then: nothing to walk.
+        let activity = self.tree(T::Activity);
+        if activity.last()?.is_none_or(|(k, _)| k.as_ref() < &end[..]) {
+            return Ok(ids.into_iter().map(TicketId).collect());
+        }
         let mut created = BTreeSet::new();
-        for r in self.tree(T::Activity).range(..end).keys() {
+        for r in activity.range(..end).keys() {
             let k = r?;
             if k.len() == 16 {
                 created.insert(read_u64(&k[8..]));
