@@ -96,24 +96,42 @@ impl Browser {
         self.rt.block_on(self.c().source()).unwrap()
     }
 
+    /// Runs a read of the page again when the element it found was replaced
+    /// before it was read (the dashboard swaps its content on live updates).
+    fn fresh<T>(
+        &self,
+        read: impl Fn() -> Result<T, fantoccini::error::CmdError>,
+    ) -> Result<T, fantoccini::error::CmdError> {
+        let mut tries = 0;
+        loop {
+            match read() {
+                Err(e) if tries < 5 && e.to_string().contains("stale element") => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
     /// The visible text of the first element matching `css`.
     pub fn text(&self, css: &str) -> String {
-        self.rt
-            .block_on(async { self.c().find(Locator::Css(css)).await?.text().await })
-            .unwrap_or_else(|e| panic!("no {css} on the page: {e}\n{}", self.source()))
+        self.fresh(|| {
+            self.rt
+                .block_on(async { self.c().find(Locator::Css(css)).await?.text().await })
+        })
+        .unwrap_or_else(|e| panic!("no {css} on the page: {e}\n{}", self.source()))
     }
 
     /// The visible texts of every element matching `css`.
     pub fn texts(&self, css: &str) -> Vec<String> {
-        self.rt
-            .block_on(async {
+        self.fresh(|| {
+            self.rt.block_on(async {
                 let mut out = Vec::new();
                 for e in self.c().find_all(Locator::Css(css)).await? {
                     out.push(e.text().await?);
                 }
                 Ok::<_, fantoccini::error::CmdError>(out)
             })
-            .unwrap()
+        })
+        .unwrap()
     }
 
     /// Types into the field labelled by `id` (or chooses a file, for a file input).

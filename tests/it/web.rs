@@ -554,7 +554,10 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
     browser.goto(&format!("{base}/dashboard"));
     browser.wait_for("html[data-live=on]");
     browser.eval("window.sameDocument = true; return 1");
-    let unassigned = browser.text("#unassigned-count");
+    // Read in one script call: the live update may swap the page between
+    // finding an element and reading it.
+    let read = |css: &str| browser.eval(&format!("return document.querySelector('{css}').textContent"));
+    let unassigned = read("#unassigned-count");
     desk.ingest(&[&crate::support::mail(
         "Carol <carol@customer.test>",
         "support@example.com",
@@ -564,14 +567,16 @@ fn an_agent_signs_in_by_mailed_link_and_works_a_ticket_in_a_real_browser() {
         "It is on fire.",
     )]);
     wait_until(20, "the dashboard to show the new ticket", || {
-        browser.text("#unassigned").contains("Printer on fire")
+        read("#unassigned")
+            .as_str()
+            .is_some_and(|t| t.contains("Printer on fire"))
     });
     assert_eq!(
         browser.eval("return window.sameDocument === true"),
         true,
         "not reloaded"
     );
-    assert_ne!(browser.text("#unassigned-count"), unassigned);
+    assert_ne!(read("#unassigned-count"), unassigned);
     browser.screenshot("7-live");
 
     // Signing out ends the session; the spent link does not sign in again.
