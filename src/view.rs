@@ -129,7 +129,6 @@ pub fn report(
     since: Option<Timestamp>,
     until: Timestamp,
 ) -> Result<crate::core::report::Report, StoreError> {
-    use crate::core::report::History;
     let mut b = crate::core::report::ReportBuilder::new(config, since, until);
     let ids = store.report_tickets(since, until)?;
     // Reading and decoding is most of the time: workers read batches of
@@ -138,32 +137,17 @@ pub fn report(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, REPORT_WORKERS);
+    let batches: Vec<&[TicketId]> = ids.chunks(REPORT_BATCH).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let wanted = |created: Timestamp| created < until;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Vec<History>, StoreError>)>(workers * 2);
+        let (tx, rx) = std::sync::mpsc::sync_channel(workers * 2);
         for _ in 0..workers {
-            let (tx, ids, next) = (tx.clone(), &ids, &next);
+            let (tx, batches, next) = (tx.clone(), &batches, &next);
             scope.spawn(move || {
                 loop {
-                    let start = next.fetch_add(REPORT_BATCH, std::sync::atomic::Ordering::Relaxed);
-                    if start >= ids.len() {
-                        return;
-                    }
-                    let read = || -> Result<Vec<History>, StoreError> {
-                        let mut out = Vec::new();
-                        for &id in &ids[start..(start + REPORT_BATCH).min(ids.len())] {
-                            let Some(ticket) = store.ticket(id)? else { continue };
-                            // A merged ticket counts once: as the ticket it was merged into.
-                            if ticket.merged_into.is_some() || !wanted(ticket.created_at) {
-                                continue;
-                            }
-                            let events = store.events(ticket.id)?;
-                            out.push(History { ticket, events });
-                        }
-                        Ok(out)
-                    };
-                    if tx.send((start / REPORT_BATCH, read())).is_err() {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(batch) = batches.get(n) else { return };
+                    if tx.send((n, histories(store, batch, until))).is_err() {
                         return;
                     }
                 }
@@ -172,17 +156,35 @@ pub fn report(
         drop(tx);
         let mut waiting = std::collections::BTreeMap::new();
         let mut turn = 0;
-        for (n, batch) in rx {
-            waiting.insert(n, batch?);
-            while let Some(batch) = waiting.remove(&turn) {
-                for h in &batch {
-                    b.add(h);
-                }
+        for (n, read) in rx {
+            waiting.insert(n, read?);
+            while let Some(histories) = waiting.remove(&turn) {
+                histories.iter().for_each(|h| b.add(h));
                 turn += 1;
             }
         }
         Ok(b.finish())
     })
+}
+
+/// The histories a report counts among `ids`: each ticket with its events,
+/// but those merged into another (they count as that one) and those created
+/// after the period.
+fn histories(
+    store: &dyn Store,
+    ids: &[TicketId],
+    until: Timestamp,
+) -> Result<Vec<crate::core::report::History>, StoreError> {
+    let mut out = Vec::new();
+    for &id in ids {
+        let Some(ticket) = store.ticket(id)? else { continue };
+        if ticket.merged_into.is_some() || !crate::core::report::counts_at_all(ticket.created_at, until) {
+            continue;
+        }
+        let events = store.events(ticket.id)?;
+        out.push(crate::core::report::History { ticket, events });
+    }
+    Ok(out)
 }
 
 /// Most threads a report reads with.
@@ -477,48 +479,42 @@ pub fn trends(
 mod tests {
     use super::*;
     use crate::adapters::store::Change;
-    use crate::core::model::{Mailbox, Ticket, TicketId};
+    use crate::core::model::{Event, Mailbox, Status, Ticket, TicketId};
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// Ticket `id`, opened at `created`.
+    fn ticket(id: u64, created: &str) -> Ticket {
+        Ticket::new(
+            TicketId(id),
+            "Question",
+            Mailbox::new(None, "bob@customer.test"),
+            "support",
+            "general",
+            at(created),
+        )
+    }
 
     #[test]
     fn chart_medians_count_business_time_by_the_ticket_s_calendar() {
-        let config = crate::adapters::config::parse(
+        let config = crate::adapters::config::test_config(
             r#"
-[instance]
-name = "Example Support"
-data_dir = "var"
-secret_env = "X"
-timezone = "UTC"
-[[mailbox]]
-name = "support"
-address = "support@example.com"
-maildir = { path = "x" }
-[outgoing]
-file = { path = "y" }
 [calendar.office]
-timezone = "UTC"
 hours = { mon = "09:00-17:00", tue = "09:00-17:00", wed = "09:00-17:00", thu = "09:00-17:00", fri = "09:00-17:00" }
 [sla.office]
 priority = "normal"
 calendar = "office"
 first_response = "4h"
 "#,
-            std::path::Path::new("t"),
-        )
-        .unwrap();
+        );
         let dir = std::env::temp_dir().join(format!("postdesk-view-{}", std::process::id()));
         let store = crate::adapters::store::open(&dir, &config.store).unwrap();
-        let at = |s: &str| s.parse::<Timestamp>().unwrap();
         // Friday 16:00 to Monday 10:00: 66 hours on the clock, 2 office hours.
         let mut change = Change::default();
         for (id, policy) in [(1, Some("office")), (2, None)] {
-            let mut t = Ticket::new(
-                TicketId(id),
-                "Question",
-                Mailbox::new(None, "bob@customer.test"),
-                "support",
-                "general",
-                at("2026-11-27T16:00:00Z"),
-            );
+            let mut t = ticket(id, "2026-11-27T16:00:00Z");
             t.sla.policy = policy.map(str::to_string);
             t.first_response_at = Some(at("2026-11-30T10:00:00Z"));
             t.updated_at = at("2026-11-30T10:00:00Z");
@@ -545,7 +541,6 @@ first_response = "4h"
     fn report_tickets_leave_out_those_created_after_the_period_and_only_those() {
         let dir = std::env::temp_dir().join(format!("postdesk-view-report-{}", std::process::id()));
         let store = crate::adapters::store::open(&dir, &Default::default()).unwrap();
-        let at = |s: &str| s.parse::<Timestamp>().unwrap();
         let mut change = Change::default();
         // 1 and 2 in September (2 resolved then), 3 in October, 4 in November; all but 2 open.
         for (id, created, resolved) in [
@@ -554,21 +549,11 @@ first_response = "4h"
             (3, "2026-10-10T10:00:00Z", None),
             (4, "2026-11-10T10:00:00Z", None),
         ] {
-            let mut t = Ticket::new(
-                TicketId(id),
-                "Question",
-                Mailbox::new(None, "bob@customer.test"),
-                "support",
-                "general",
-                at(created),
-            );
-            change.event(
-                t.id,
-                &crate::core::model::Event::new(at(created), "created", "system", &[]),
-            );
+            let mut t = ticket(id, created);
+            change.event(t.id, &Event::new(at(created), "created", "system", &[]));
             if let Some(r) = resolved {
-                t.status = crate::core::model::Status::Closed;
-                change.event(t.id, &crate::core::model::Event::new(at(r), "status", "system", &[]));
+                t.status = Status::Closed;
+                change.event(t.id, &Event::new(at(r), "status", "system", &[]));
             }
             change.ticket(&t);
         }

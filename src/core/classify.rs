@@ -123,29 +123,10 @@ fn auto_reason(msg: &InboundMessage, from: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{adapters::config::parse, core::settings::Limits};
-    use std::path::Path;
+    use crate::core::settings::Limits;
 
     fn config() -> crate::adapters::config::Config {
-        parse(
-            r#"
-[instance]
-name = "Example Support"
-data_dir = "var"
-secret_env = "X"
-[[mailbox]]
-name = "support"
-address = "support@example.com"
-maildir = { path = "x" }
-[outgoing]
-file = { path = "y" }
-[[agent]]
-name = "Alice"
-email = "alice@example.com"
-"#,
-            Path::new("t"),
-        )
-        .unwrap()
+        crate::adapters::config::test_config("[[agent]]\nname = \"Alice\"\nemail = \"alice@example.com\"\n")
     }
 
     fn check(headers: &str, expected: &str) {

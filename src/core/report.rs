@@ -467,6 +467,12 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
     f
 }
 
+/// Whether a ticket created at `created` can count at all in a report
+/// ending at `until`: it was created before the period's end.
+pub fn counts_at_all(created: Timestamp, until: Timestamp) -> bool {
+    created < until
+}
+
 /// A report over `[since, until)` built one ticket at a time: each history is
 /// folded into the running figures and dropped, so memory holds numbers,
 /// never the period's tickets.
@@ -507,15 +513,10 @@ impl<'a> ReportBuilder<'a> {
         }
     }
 
-    /// Whether a ticket created at `created` can count at all (created before the period's end).
-    pub fn wants(&self, created: Timestamp) -> bool {
-        created < self.until
-    }
-
     /// Folds one ticket's history in (each ticket once).
     pub fn add(&mut self, h: &History) {
         let (config, since, until) = (self.config, self.since, self.until);
-        if !self.wants(h.ticket.created_at) {
+        if !counts_at_all(h.ticket.created_at, until) {
             return;
         }
         // The ticket's fields at the period's end, replayed from its log.

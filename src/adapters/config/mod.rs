@@ -476,6 +476,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 // ---------------------------------------------------------------------------
 // Raw serde shapes.
 
+/// A minimal valid config followed by `extra` (TOML), for the library's
+/// unit tests.
+#[cfg(test)]
+pub(crate) fn test_config(extra: &str) -> Config {
+    let text = format!(
+        "[instance]\nname = \"Example Support\"\ndata_dir = \"var\"\nsecret_env = \"X\"\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"x\" }}\n[outgoing]\nfile = {{ path = \"y\" }}\n{extra}"
+    );
+    parse(&text, Path::new("t")).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,8 @@
 //! is turned off, and holds one of at most [`MAX_STREAMS`] places.
 
 use super::Web;
-use super::team::{off, pipeline, session};
+use super::portal::pipeline;
+use super::team::{off, session};
 use crate::adapters::store::{Count, Store, StoreError, TicketFilter};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -76,8 +77,6 @@ struct Live {
     headers: HeaderMap,
     seen: Seen,
     said: Instant,
-    started: bool,
-    ended: bool,
 }
 
 /// `GET /dashboard/live`.
@@ -119,57 +118,51 @@ pub async fn live(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
         headers,
         seen,
         said: Instant::now(),
-        started: false,
-        ended: false,
     };
-    let events = futures::stream::unfold(state, |mut st| async move {
-        if st.ended {
-            return None;
-        }
-        if !st.started {
-            st.started = true;
-            let hello = Event::default()
-                .event("ready")
-                .data("on")
-                .retry(Duration::from_secs(10));
-            return Some((Ok::<_, std::convert::Infallible>(hello), st));
-        }
-        loop {
-            tokio::time::sleep(POLL).await;
-            let p = pipeline(&st.place.0);
-            let (headers, since) = (st.headers.clone(), st.seen.updated);
-            let looked = tokio::task::spawn_blocking(move || {
-                if off(&p).is_some() || session(&p, &headers).is_none() {
-                    return None;
-                }
-                Some(look(&*p.store, since))
-            })
-            .await
-            .unwrap_or(None);
-            let seen = match looked {
-                None => {
-                    st.ended = true;
-                    return Some((Ok(Event::default().event("signed-out").data("/login")), st));
-                }
-                // The store is busy or away: say nothing, look again.
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "live dashboard: the store did not answer");
-                    continue;
-                }
-                Some(Ok(seen)) => seen,
-            };
-            let moved = seen != st.seen;
-            st.seen = seen;
-            if moved || st.said.elapsed() >= CLOCKS {
-                st.said = Instant::now();
-                return Some((
-                    Ok(Event::default().event("changed").data(Timestamp::now().to_string())),
-                    st,
-                ));
-            }
-        }
-    });
+    let hello = Event::default()
+        .event("ready")
+        .data("on")
+        .retry(Duration::from_secs(10));
+    use futures::StreamExt;
+    let events =
+        futures::stream::once(futures::future::ready(Ok(hello))).chain(futures::stream::unfold(Some(state), next));
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// The stream's next event: `changed` when the desk moved (or a minute
+/// passed), `signed-out` once the session or the dashboard ended, and then
+/// nothing (the state is gone).
+async fn next(state: Option<Live>) -> Option<(Result<Event, std::convert::Infallible>, Option<Live>)> {
+    let mut st = state?;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let p = pipeline(&st.place.0);
+        let (headers, since) = (st.headers.clone(), st.seen.updated);
+        let looked = tokio::task::spawn_blocking(move || {
+            if off(&p).is_some() || session(&p, &headers).is_none() {
+                return None;
+            }
+            Some(look(&*p.store, since))
+        })
+        .await
+        .unwrap_or(None);
+        let seen = match looked {
+            None => return Some((Ok(Event::default().event("signed-out").data("/login")), None)),
+            // The store is busy or away: say nothing, look again.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "live dashboard: the store did not answer");
+                continue;
+            }
+            Some(Ok(seen)) => seen,
+        };
+        let moved = seen != st.seen;
+        st.seen = seen;
+        if moved || st.said.elapsed() >= CLOCKS {
+            st.said = Instant::now();
+            let changed = Event::default().event("changed").data(Timestamp::now().to_string());
+            return Some((Ok(changed), Some(st)));
+        }
+    }
 }

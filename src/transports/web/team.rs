@@ -13,7 +13,7 @@
 //! that agent and ticket, taken in by the pipeline: the same code, the same
 //! events with the agent as actor, the same relay to the customer.
 
-use super::portal::{check_form_token, form_token, nonce, take_in};
+use super::portal::{check_form_token, form_token, nonce, pipeline, take_in};
 use super::{ClientAddr, Web, html, spend, used};
 use crate::adapters::store::{Change, Lane, Op, OutboxEntry, TicketFilter};
 use crate::core::model::{Direction, Mailbox, MessageKind, Status, Ticket, TicketId};
@@ -123,10 +123,6 @@ struct TicketPage<'a> {
     agents: Vec<String>,
     messages: Vec<Shown>,
     events: Vec<(String, String, String)>,
-}
-
-pub(super) fn pipeline(web: &Web) -> Pipeline {
-    web.api.current.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 fn login_page(pipeline: &Pipeline, status: StatusCode, notice: Option<&str>, error: Option<&str>) -> Response {
