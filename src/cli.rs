@@ -217,6 +217,13 @@ enum Command {
         #[command(subcommand)]
         action: OAuth2Action,
     },
+    /// A stored mail exactly as it arrived, to standard output: a message's or
+    /// a quarantined mail's `raw_key` (`postdesk raw KEY > mail.eml`).
+    Raw {
+        /// The raw_key: 64 lowercase hex digits.
+        #[arg(value_parser = raw_key_arg)]
+        key: String,
+    },
     /// Mails kept raw because they could not be processed.
     Quarantine {
         /// JSON.
@@ -971,6 +978,42 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Raw { key } => {
+            let config = load_config(cli.config)?;
+            let bytes = match open_store(&config) {
+                Ok(store) => store.blob(&key)?,
+                Err(StoreError::Locked(_)) => {
+                    let token = api_token(&config)?;
+                    let path = format!("/api/raw/{key}");
+                    match crate::transports::http::get_bytes(
+                        config.http.listen,
+                        &path,
+                        token.as_ref().map(|t| t.expose()),
+                    )
+                    .map_err(daemon_unreachable)?
+                    {
+                        (200, bytes) => Some(bytes),
+                        (404, _) => None,
+                        (status, body) => {
+                            return Err(Failure::new(
+                                EXIT_SOFTWARE,
+                                format!(
+                                    "the daemon's API answered {status}: {}",
+                                    String::from_utf8_lossy(&body).trim()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(bytes) = bytes else {
+                return Err(Failure::new(EXIT_NOINPUT, format!("no stored mail under {key}")));
+            };
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes)
+                .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("standard output: {e}")))?;
+            Ok(())
+        }
         Command::Quarantine { json } => {
             let config = load_config(cli.config)?;
             let entries: Vec<crate::adapters::store::QuarantineEntry> = match open_store(&config) {
@@ -990,7 +1033,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                         e.at,
                         e.mailbox,
                         e.size,
-                        &e.raw_key[..16],
+                        e.raw_key,
                         e.reason
                     );
                 }
@@ -1265,6 +1308,15 @@ fn api_get_status(config: &Config, path: &str) -> Result<(u16, String), Failure>
     let token = api_token(config)?;
     crate::transports::http::get(config.http.listen, path, token.as_ref().map(|t| t.expose()))
         .map_err(daemon_unreachable)
+}
+
+/// A `raw` argument: a blob key, 64 lowercase hex digits.
+fn raw_key_arg(key: &str) -> Result<String, String> {
+    if key.len() == 64 && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(key.to_string())
+    } else {
+        Err("expected a raw_key: 64 lowercase hex digits (see show --json or quarantine --json)".into())
+    }
 }
 
 /// POST a raw mail to the running daemon's API.

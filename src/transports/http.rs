@@ -1,5 +1,5 @@
 //! The small HTTP API (hyper, HTTP/1.1): `GET /healthz`, `/readyz`,
-//! `/api/tickets`, `/api/tickets/{id}`, `/api/export`, `/api/quarantine`,
+//! `/api/tickets`, `/api/tickets/{id}`, `/api/export`, `/api/quarantine`, `/api/raw/{key}`,
 //! `/api/report`, `/metrics`, the signed survey links `/csat/…`, and
 //! `POST /api/ingest` and `/api/explain` for one raw mail. It works on the
 //! store the daemon holds, so the CLI works while the daemon runs ([`get`]
@@ -595,6 +595,23 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                     (Err(e), _) | (_, Err(e)) => error(StatusCode::BAD_REQUEST, &e),
                 }
             }
+            p if p.starts_with("/api/raw/") => {
+                let key = &p["/api/raw/".len()..];
+                if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    error(StatusCode::BAD_REQUEST, "expected a raw_key: 64 lowercase hex digits")
+                } else {
+                    match store.blob(key)? {
+                        Some(bytes) => Response::builder()
+                            .status(StatusCode::OK)
+                            .header("content-type", "message/rfc822")
+                            .header("content-disposition", format!("attachment; filename=\"{key}.eml\""))
+                            .header("x-content-type-options", "nosniff")
+                            .body(Full::new(Bytes::from(bytes)))
+                            .expect("static response parts"),
+                        None => error(StatusCode::NOT_FOUND, "no stored mail under that key"),
+                    }
+                }
+            }
             p if p.starts_with("/api/tickets/") => match p["/api/tickets/".len()..].parse::<u64>() {
                 Ok(id) => match ticket_view(store, TicketId(id))? {
                     Some(v) => json(StatusCode::OK, &v),
@@ -941,6 +958,23 @@ fn request(
     body: Option<(&str, &[u8])>,
     timeout_secs: u64,
 ) -> Result<(u16, Option<String>, String), String> {
+    request_bytes(addr, method, path, token, body, timeout_secs)
+        .map(|(status, next, bytes)| (status, next, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A blocking GET whose answer is kept as bytes (a raw mail): `(status, body)`.
+pub fn get_bytes(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, Vec<u8>), String> {
+    request_bytes(addr, "GET", path, token, None, 60).map(|(status, _, body)| (status, body))
+}
+
+fn request_bytes(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    timeout_secs: u64,
+) -> Result<(u16, Option<String>, Vec<u8>), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(5)))
         .timeout_global(Some(std::time::Duration::from_secs(timeout_secs)))
@@ -978,7 +1012,7 @@ fn request(
         .body_mut()
         .with_config()
         .limit(1 << 30)
-        .read_to_string()
+        .read_to_vec()
         .map_err(|e| format!("the daemon's answer could not be read: {e}"))?;
     Ok((status, next, text))
 }

@@ -1,6 +1,6 @@
-//! The store: raw mail in blob files, paged and indexed ticket lists, the
-//! sweep of unreferenced blobs, and the in-place upgrade of a store written
-//! by the previous layout.
+//! The store: raw mail in blob packs, paged and indexed ticket lists, the
+//! sweep of unreferenced blobs, and the in-place upgrades of stores written
+//! by the previous layouts.
 
 use crate::servers::temp_dir;
 use crate::support::*;
@@ -9,12 +9,24 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-fn blob_path(data: &Path, key: &str) -> std::path::PathBuf {
+/// Where a blob file of the previous layout (one file per blob) lay.
+fn legacy_blob_path(data: &Path, key: &str) -> std::path::PathBuf {
     data.join("blobs").join(&key[..2]).join(key)
 }
 
+/// Every pack file's bytes, joined.
+fn packs(data: &Path) -> Vec<u8> {
+    let mut names: Vec<_> = fs::read_dir(data.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pack-"))
+        .collect();
+    names.sort();
+    names.iter().flat_map(|p| fs::read(p).unwrap()).collect()
+}
+
 #[test]
-fn raw_mail_lives_in_blob_files_named_by_their_hash() {
+fn raw_mail_is_packed_and_read_back_by_its_hash() {
     let desk = DeskConfig::new().sled().build();
     let m = mail(
         "bob@customer.test",
@@ -27,12 +39,36 @@ fn raw_mail_lives_in_blob_files_named_by_their_hash() {
     desk.ingest(&[&m]);
     let t = desk.show(1);
     let key = t["messages"][0]["raw_key"].as_str().expect("a raw key").to_string();
-    let file = blob_path(&desk.dir.join("data"), &key);
-    let bytes = fs::read(&file).unwrap_or_else(|e| panic!("blob {}: {e}", file.display()));
-    assert_eq!(bytes, m.as_bytes(), "the blob holds the mail exactly");
-    // The key is the SHA-256 of the bytes.
+    let data = desk.dir.join("data");
+    // Appended to a pack, not a file of its own.
+    let packed = packs(&data);
+    assert!(
+        packed.windows(m.len()).any(|w| w == m.as_bytes()),
+        "the pack holds the mail exactly"
+    );
+    assert!(!legacy_blob_path(&data, &key).exists());
+    // `raw` gives it back exactly, and its SHA-256 is the key.
+    let out = desk.run(&["raw", &key]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, m.as_bytes());
+    let file = desk.dir.join("back.eml");
+    fs::write(&file, &out.stdout).unwrap();
     let sum = Command::new("sha256sum").arg(&file).output().unwrap();
     assert!(String::from_utf8_lossy(&sum.stdout).starts_with(&key));
+    // A key nothing names, and what is no key.
+    let out = desk.run(&["raw", &"0".repeat(64)]);
+    assert_eq!(out.status.code(), Some(66));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no stored mail"));
+    let out = desk.run(&["raw", "../../etc/passwd"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 lowercase hex digits"));
+    // While the daemon holds the store, through its API.
+    let daemon = desk.start();
+    let out = desk.run(&["raw", &key]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, m.as_bytes());
+    assert_eq!(desk.run(&["raw", &"0".repeat(64)]).status.code(), Some(66));
+    daemon.stop();
 }
 
 #[test]
@@ -166,43 +202,55 @@ fn export_through_the_daemon_follows_its_pages_and_matches_the_offline_export() 
 }
 
 #[test]
-fn unreferenced_blobs_are_swept_and_referenced_ones_kept() {
+fn blob_files_of_the_previous_layout_are_packed_and_unreferenced_ones_swept() {
     let desk = DeskConfig::new().sled().build();
-    desk.ingest(&[&mail(
+    let kept_mail = mail(
         "bob@customer.test",
         "support@example.com",
         "Keep me",
         "keep@customer.test",
         "",
         "x",
-    )]);
+    );
+    desk.ingest(&[&kept_mail]);
     let key = desk.show(1)["messages"][0]["raw_key"].as_str().unwrap().to_string();
     let data = desk.dir.join("data");
-    let kept = blob_path(&data, &key);
+    // Files as the previous layout wrote them: one nobody names, two hours
+    // old (past the grace period), and one as unnamed but young.
     let stray_key = "ab".repeat(32);
-    let stray = blob_path(&data, &stray_key);
+    let stray = legacy_blob_path(&data, &stray_key);
     let young_key = "cd".repeat(32);
-    let young = blob_path(&data, &young_key);
-    for p in [&stray, &young] {
+    let young = legacy_blob_path(&data, &young_key);
+    for (p, bytes) in [(&stray, &b"nobody names me"[..]), (&young, &b"nor me, yet"[..])] {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, b"nobody names me").unwrap();
+        fs::write(p, bytes).unwrap();
     }
-    // Two hours old: past the grace period; the referenced blob is as old.
-    for p in [&stray, &kept] {
-        assert!(
-            Command::new("touch")
-                .args(["-d", "2 hours ago"])
-                .arg(p)
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
+    assert!(
+        Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&stray)
+            .status()
+            .unwrap()
+            .success()
+    );
     let daemon = desk.start();
-    wait_until(20, "the sweep", || !stray.exists());
+    // Taken into packs on open, the files gone; then the sweep.
+    wait_until(20, "the sweep", || {
+        desk.run(&["raw", &stray_key]).status.code() == Some(66)
+    });
+    assert!(!stray.exists() && !young.exists(), "the old files are gone");
+    let young_back = desk.run(&["raw", &young_key]);
+    assert_eq!(
+        young_back.stdout, b"nor me, yet",
+        "a blob younger than the grace period stays"
+    );
+    assert_eq!(
+        desk.run(&["raw", &key]).stdout,
+        kept_mail.as_bytes(),
+        "a blob a message names stays"
+    );
     daemon.stop();
-    assert!(kept.exists(), "a blob a message names stays");
-    assert!(young.exists(), "a blob younger than the grace period stays");
+    assert_eq!(desk.run(&["raw", &stray_key]).status.code(), Some(66));
 }
 
 #[test]
@@ -252,7 +300,17 @@ fn a_store_of_the_previous_layout_is_upgraded_in_place() {
     keys.push(q[0]["raw_key"].as_str().unwrap().to_string());
     assert_eq!(keys.len(), 4, "three stored mails and one quarantined");
     for k in &keys {
-        assert!(blob_path(&dir.join("data"), k).is_file(), "blob {k}");
+        let out = Command::new(BIN)
+            .current_dir(&dir)
+            .args(["-c", "postdesk.toml", "raw", k])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "blob {k}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "blob {k} has its bytes");
     }
     // Indexes were built: filters find the old tickets; the queued mail still goes.
     let carol: Vec<Value> =

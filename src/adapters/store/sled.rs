@@ -1,4 +1,5 @@
-//! The embedded backend: sled trees behind [`Store`], blobs in files.
+//! The embedded backend: sled trees behind [`Store`], blobs in pack files
+//! (their index in the tree `blobs`, kept by [`Blobs`]).
 //!
 //! Trees: `meta` (counters, schema version, round robin), `tickets`,
 //! `messages`, `events` (ticket + seq), `msgids`, `hashes`, `sources`,
@@ -10,7 +11,8 @@
 //! `blobrefs` (blob keys named by a record). Records are a version byte
 //! followed by JSON; numbers in keys are big-endian so ranges sort by number.
 //!
-//! Schema 1 (raw mail inside sled, no indexes) is upgraded in place on open.
+//! Schema 1 (raw mail inside sled, no indexes) is upgraded in place on open;
+//! schema 2 (a file per blob) by [`Blobs::open`] taking the files into packs.
 
 use super::blobs::Blobs;
 use super::{
@@ -32,7 +34,7 @@ use std::path::Path;
 const RECORD_VERSION: u8 = 1;
 
 /// The layout this code writes; older layouts are upgraded on open.
-pub const SCHEMA: u64 = 2;
+pub const SCHEMA: u64 = 3;
 
 /// Blobs younger than this are never swept (mail being processed names them soon).
 const SWEEP_GRACE_SECS: u64 = 3600;
@@ -340,9 +342,9 @@ impl SledStore {
         };
         let trees = TREES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
         let store = SledStore {
-            db,
             trees,
-            blobs: Blobs::open(&data_dir.join("blobs"))?,
+            blobs: Blobs::open(&data_dir.join("blobs"), db.open_tree("blobs")?)?,
+            db,
         };
         store.upgrade()?;
         Ok(store)
@@ -606,17 +608,10 @@ impl SledStore {
 
     /// Every blob's key and bytes.
     pub fn each_blob(&self, mut f: impl FnMut(String, Vec<u8>) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        let mut keys = Vec::new();
-        self.blobs.each(|key, _| {
-            keys.push(key.to_string());
-            Ok(())
-        })?;
-        for key in keys {
-            if let Some(bytes) = self.blobs.get(&key)? {
-                f(key, bytes)?;
-            }
-        }
-        Ok(())
+        self.blobs.each(|key| match self.blobs.get(key)? {
+            Some(bytes) => f(key.to_string(), bytes),
+            None => Ok(()),
+        })
     }
 
     fn children<V: DeserializeOwned>(&self, tree: T, name: &'static str, id: TicketId) -> Result<Vec<V>, StoreError> {
@@ -1051,15 +1046,8 @@ impl Store for SledStore {
 
     fn sweep_blobs(&self) -> Result<u64, StoreError> {
         let refs = self.tree(T::BlobRefs);
-        let mut gone = 0;
-        self.blobs.each(|key, age| {
-            if age >= SWEEP_GRACE_SECS && !refs.contains_key(key.as_bytes())? {
-                self.blobs.remove(key)?;
-                gone += 1;
-            }
-            Ok(())
-        })?;
-        Ok(gone)
+        self.blobs
+            .sweep(SWEEP_GRACE_SECS, |key| Ok(refs.contains_key(key.as_bytes())?))
     }
 
     fn next_seq(&self) -> Result<u64, StoreError> {
@@ -1098,5 +1086,41 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::store::QuarantineEntry;
+
+    #[test]
+    fn the_sweep_keeps_blobs_a_record_names() {
+        let dir = std::env::temp_dir().join(format!("postdesk-sled-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SledStore::open(&dir, &StoreSettings::default()).unwrap();
+        let old = jiff::Timestamp::now().as_second() as u64 - 7200;
+        let named: [u8; 32] = [1; 32];
+        let unnamed: [u8; 32] = [2; 32];
+        store
+            .blobs
+            .put_raw(&[(named, b"named", old), (unnamed, b"unnamed", old)], false)
+            .unwrap();
+        let key = crate::adapters::inbound::hex(&named);
+        let mut change = Change::default();
+        change.push(Op::Quarantine(Box::new(QuarantineEntry {
+            at: jiff::Timestamp::now(),
+            mailbox: "support".into(),
+            source: None,
+            reason: "test".into(),
+            raw_key: key.clone(),
+            size: 5,
+        })));
+        store.commit(change).unwrap();
+        assert_eq!(store.sweep_blobs().unwrap(), 1);
+        assert_eq!(store.blob(&key).unwrap().as_deref(), Some(&b"named"[..]));
+        assert_eq!(store.blob(&crate::adapters::inbound::hex(&unnamed)).unwrap(), None);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
