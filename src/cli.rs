@@ -1193,19 +1193,20 @@ fn check_secrets(config: &Config) -> Vec<String> {
 }
 
 /// Mails per batch of `ingest` (one blob sync each), and bytes at most.
-const INGEST_BATCH: usize = 128;
+const INGEST_BATCH: usize = 64;
 const INGEST_BATCH_BYTES: u64 = 32 << 20;
 /// Mails between two flushes of `ingest`.
 const INGEST_FLUSH: usize = 2048;
 
 /// `ingest` with the store: mails are read one batch at a time in Date order
 /// and processed in order; a backfill arrives at its Date, mail piped in by an
-/// MTA arrives now.
+/// MTA arrives now. The next batch is read from disk, its blobs stored and
+/// its mails parsed on other threads while this one goes into the store (two
+/// batches in memory at most).
 fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -> Result<Summary, Failure> {
     let max = pipeline.config.limits.max_message_bytes;
     let now = Timestamp::now();
-    let mut summary = Summary::default();
-    let mut since_flush = 0;
+    let mut batches: Vec<&[ingest::Entry]> = Vec::new();
     let mut rest = entries;
     while !rest.is_empty() {
         let mut n = 0;
@@ -1215,43 +1216,68 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
             n += 1;
         }
         let (batch, tail) = rest.split_at(n);
+        batches.push(batch);
         rest = tail;
+    }
+    let read = |batch: &[ingest::Entry]| -> Result<(Vec<ingest::FileMail>, crate::pipeline::ReadAheads), Failure> {
         let mails: Vec<ingest::FileMail> = batch
             .iter()
             .map(|e| e.read(max))
             .collect::<Result<_, _>>()
             .map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
-        let origins: Vec<Origin> = mails
+        let whole: Vec<&[u8]> = mails
             .iter()
-            .map(|m| Origin {
-                bulk: !m.live,
-                ..Origin::live(mailbox)
-            })
+            .filter(|m| m.oversized.is_none())
+            .map(|m| m.raw.as_slice())
             .collect();
-        let mut whole: Vec<(&[u8], &Origin, Timestamp)> = Vec::new();
-        for (m, origin) in mails.iter().zip(&origins) {
-            let processed = match m.oversized {
-                Some(size) => Some(pipeline.process_oversized(&m.raw, size, &m.label, origin, now)?),
-                None => {
-                    let at = m.date.filter(|d| *d < now && !m.live).unwrap_or(now);
-                    whole.push((&m.raw, origin, at));
-                    None
+        let ahead = pipeline.prepare(&whole)?;
+        Ok((mails, ahead))
+    };
+    let mut summary = Summary::default();
+    let mut since_flush = 0;
+    std::thread::scope(|scope| -> Result<(), Failure> {
+        let (batches, read) = (&batches, &read);
+        let spawn = |i: usize| scope.spawn(move || read(batches[i]));
+        let mut next = (!batches.is_empty()).then(|| spawn(0));
+        for i in 0..batches.len() {
+            let (mails, ahead) = next
+                .take()
+                .expect("each batch is read before its turn")
+                .join()
+                .map_err(|_| Failure::new(EXIT_SOFTWARE, "reading the mail panicked"))??;
+            next = (i + 1 < batches.len()).then(|| spawn(i + 1));
+            let origins: Vec<Origin> = mails
+                .iter()
+                .map(|m| Origin {
+                    bulk: !m.live,
+                    ..Origin::live(mailbox)
+                })
+                .collect();
+            let mut whole: Vec<(&[u8], &Origin, Timestamp)> = Vec::new();
+            for (m, origin) in mails.iter().zip(&origins) {
+                match m.oversized {
+                    Some(size) => {
+                        let p = pipeline.process_oversized(&m.raw, size, &m.label, origin, now)?;
+                        tracing::debug!(file = %m.label, ?p, "ingested");
+                        summary.add(&p);
+                    }
+                    None => {
+                        let at = m.date.filter(|d| *d < now && !m.live).unwrap_or(now);
+                        whole.push((&m.raw, origin, at));
+                    }
                 }
-            };
-            if let Some(p) = processed {
-                tracing::debug!(file = %m.label, ?p, "ingested");
+            }
+            for p in pipeline.process_batch_ahead(&whole, Some(ahead))? {
                 summary.add(&p);
             }
+            since_flush += mails.len();
+            if since_flush >= INGEST_FLUSH {
+                pipeline.store.flush()?;
+                since_flush = 0;
+            }
         }
-        for p in pipeline.process_batch(&whole)? {
-            summary.add(&p);
-        }
-        since_flush += n;
-        if since_flush >= INGEST_FLUSH {
-            pipeline.store.flush()?;
-            since_flush = 0;
-        }
-    }
+        Ok(())
+    })?;
     pipeline.store.flush()?;
     Ok(summary)
 }

@@ -247,6 +247,12 @@ fn sorted_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Undoes mbox `>From ` quoting (mboxo and mboxrd) line by line.
 fn unquote(data: &[u8]) -> Vec<u8> {
+    static QUOTED: std::sync::LazyLock<regex::bytes::Regex> =
+        std::sync::LazyLock::new(|| regex::bytes::Regex::new(r"(?m)^>+From ").expect("a valid pattern"));
+    // Most mails have no quoted line: one search, one copy.
+    if !QUOTED.is_match(data) {
+        return data.to_vec();
+    }
     let mut out = Vec::with_capacity(data.len());
     for line in data.split_inclusive(|&b| b == b'\n') {
         let gts = line.iter().take_while(|&&b| b == b'>').count();

@@ -339,15 +339,45 @@ impl Pipeline {
         Ok(out.pop().expect("one result per mail"))
     }
 
-    /// Processes a batch of mails in order, each in its own transaction. The
-    /// raw mails go to the blob store first, made durable together (one sync
-    /// for the batch), so every record committed after names a durable blob.
+    /// Processes a batch of mails in order, all in one transaction (group
+    /// commit). The raw mails go to the blob store first, made durable
+    /// together (one sync for the batch), so every record committed after
+    /// names a durable blob.
     /// The caller flushes the store once for the batch before the source
     /// marks the mails processed.
     pub fn process_batch(&self, mails: &[(&[u8], &Origin, Timestamp)]) -> Result<Vec<Processed>, StoreError> {
-        // A remote store is read through a cache for the batch: its source
-        // keys in one query, each mail's Message-IDs in one.
-        if self.store.remote() && !mails.is_empty() {
+        self.process_batch_ahead(mails, None)
+    }
+
+    /// Stores the mails' blobs (durable on return) and parses them and reads
+    /// their text (language, sentiment) on every core, ahead of
+    /// [`Pipeline::process_batch_ahead`]: what a backfill does for its next
+    /// batch while this one goes into the store.
+    pub fn prepare(&self, raws: &[&[u8]]) -> Result<ReadAheads, StoreError> {
+        // Storing waits on the disk, reading on the processor: both at once.
+        let (keys, reads) = std::thread::scope(|scope| {
+            let stored = scope.spawn(|| self.store.put_blobs(raws));
+            let reads = read_ahead(raws, &self.config.limits);
+            (stored.join(), reads)
+        });
+        let keys = keys.map_err(|_| StoreError::Corrupt {
+            tree: "blobs",
+            message: "storing the blobs panicked".into(),
+        })??;
+        Ok(ReadAheads { keys, reads })
+    }
+
+    /// [`Pipeline::process_batch`] of mails [`Pipeline::prepare`]d (the same
+    /// mails in the same order; else they are prepared here).
+    pub fn process_batch_ahead(
+        &self,
+        mails: &[(&[u8], &Origin, Timestamp)],
+        ahead: Option<ReadAheads>,
+    ) -> Result<Vec<Processed>, StoreError> {
+        let ahead = ahead.filter(|a| a.keys.len() == mails.len() && a.reads.len() == mails.len());
+        // A batch is read through a cache (for a remote store, even a batch of
+        // one): its source keys in one query, each mail's Message-IDs in one.
+        if (self.store.remote() || mails.len() > 1) && !mails.is_empty() {
             let keys: Vec<String> = mails.iter().filter_map(|(_, o, _)| o.source_key.clone()).collect();
             // Group commit: the batch's changes go in as one transaction at
             // its end. Another instance's write first keeps nothing of it:
@@ -358,7 +388,7 @@ impl Pipeline {
                 store: cache.clone(),
                 ..self.clone()
             };
-            let out = cached.process_batch_direct(mails)?;
+            let out = cached.process_batch_direct(mails, ahead)?;
             return match cache.finish() {
                 Ok(()) => Ok(out),
                 Err(StoreError::Conflict(why)) => {
@@ -368,15 +398,19 @@ impl Pipeline {
                         store: cache,
                         ..self.clone()
                     }
-                    .process_batch_direct(mails)
+                    .process_batch_direct(mails, None)
                 }
                 Err(e) => Err(e),
             };
         }
-        self.process_batch_direct(mails)
+        self.process_batch_direct(mails, ahead)
     }
 
-    fn process_batch_direct(&self, mails: &[(&[u8], &Origin, Timestamp)]) -> Result<Vec<Processed>, StoreError> {
+    fn process_batch_direct(
+        &self,
+        mails: &[(&[u8], &Origin, Timestamp)],
+        ahead: Option<ReadAheads>,
+    ) -> Result<Vec<Processed>, StoreError> {
         let mut fresh: Vec<&[u8]> = Vec::with_capacity(mails.len());
         let mut known = Vec::with_capacity(mails.len());
         for (raw, origin, _) in mails {
@@ -389,20 +423,36 @@ impl Pipeline {
             }
             known.push(seen);
         }
-        // The blob keys (SHA-256) are the mails' keys: hashed once, here.
-        let mut keys = self.store.put_blobs(&fresh)?.into_iter();
+        // The blob keys (SHA-256) are the mails' keys: hashed once, when the
+        // blobs are stored. Parsing and reading the text depend on the bytes
+        // alone: done for the whole batch on every core, before the mails go
+        // in order. A caller that prepared the batch did both, one per mail
+        // (those already seen are passed over).
+        let per_mail = ahead.is_some();
+        let (mut keys, mut read) = match ahead {
+            Some(a) => (a.keys.into_iter(), a.reads.into_iter()),
+            None => (
+                self.store.put_blobs(&fresh)?.into_iter(),
+                read_ahead(&fresh, &self.config.limits).into_iter(),
+            ),
+        };
         let mut out = Vec::with_capacity(mails.len());
         for ((raw, origin, now), seen) in mails.iter().zip(known) {
+            if seen && per_mail {
+                keys.next();
+                read.next();
+            }
             out.push(if seen {
                 self.count(&Processed::Duplicate, std::time::Instant::now());
                 Processed::Duplicate
             } else {
                 let key = keys.next().expect("one key per fresh mail");
+                let mut ahead = read.next().flatten();
                 // Another instance sharing the store got there first: nothing
                 // of this attempt was kept, so process the mail again.
                 let mut attempt = 1;
                 loop {
-                    match self.process_stored(raw, &key, origin, *now) {
+                    match self.process_stored(raw, &key, origin, *now, ahead.take()) {
                         Err(StoreError::Conflict(why)) if attempt < 5 => {
                             tracing::info!(mailbox = %origin.mailbox, attempt, reason = %why, "conflict with another instance; processing the mail again");
                             attempt += 1;
@@ -422,12 +472,13 @@ impl Pipeline {
         raw_key: &str,
         origin: &Origin,
         now: Timestamp,
+        ahead: Option<ReadAhead>,
     ) -> Result<Processed, StoreError> {
         let started = std::time::Instant::now();
         // One mail must never take the mailbox down: a bug that panics on it
         // quarantines the mail (nothing of it was committed) and the loop goes on.
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.process_inner(raw, raw_key, origin, now)
+            self.process_inner(raw, raw_key, origin, now, ahead)
         })) {
             Ok(r) => r?,
             Err(panic) => {
@@ -509,11 +560,16 @@ impl Pipeline {
         raw_key: &str,
         origin: &Origin,
         now: Timestamp,
+        ahead: Option<ReadAhead>,
     ) -> Result<Processed, StoreError> {
         let mut w = Change::default();
         mark_source(&mut w, origin, raw_key);
 
-        let mut msg = match inbound::parse(raw, &self.config.limits) {
+        let (parsed, reading) = match ahead {
+            Some(a) => (a.parsed, Some(a.reading)),
+            None => (inbound::parse(raw, &self.config.limits), None),
+        };
+        let mut msg = match parsed {
             Ok(m) => {
                 // A failpoint for the tests of the panic guard above; not in release builds.
                 #[cfg(debug_assertions)]
@@ -541,7 +597,7 @@ impl Pipeline {
             return Ok(Processed::Duplicate);
         }
         let class = classify(&msg, &self.config, &self.signer);
-        read_text(&mut msg, &class);
+        read_text(&mut msg, &class, reading);
         if let Sender::Own(why) = &class.sender {
             // Dropped, but kept: raw, in the quarantine list with the reason.
             let reason = format!("dropped: our own mail ({why})");
@@ -1233,7 +1289,7 @@ impl Pipeline {
             }
         };
         let class = classify(&msg, &self.config, &self.signer);
-        read_text(&mut msg, &class);
+        read_text(&mut msg, &class, None);
         let agent_name = match &class.sender {
             Sender::Agent(name) => Some(name.clone()),
             _ => None,
@@ -1444,11 +1500,72 @@ pub fn intent_text(msg: &InboundMessage) -> String {
     format!("{}\n{text}", crate::core::subject::normalize(&msg.subject))
 }
 
-fn read_text(msg: &mut InboundMessage, class: &crate::core::classify::Classification) {
+fn read_text(
+    msg: &mut InboundMessage,
+    class: &crate::core::classify::Classification,
+    reading: Option<(Option<String>, crate::core::sentiment::Score)>,
+) {
     if class.auto.is_none() && !class.bounce {
-        msg.language = crate::core::language::detect(&msg.text);
-        msg.sentiment = crate::core::sentiment::Score::of(crate::core::sentiment::score(&msg.text).score);
+        (msg.language, msg.sentiment) = reading.unwrap_or_else(|| reading_of(&msg.text));
     }
+}
+
+/// The language and sentiment of a mail's text.
+fn reading_of(text: &str) -> (Option<String>, crate::core::sentiment::Score) {
+    (
+        crate::core::language::detect(text),
+        crate::core::sentiment::Score::of(crate::core::sentiment::score(text).score),
+    )
+}
+
+/// Mails stored as blobs, parsed and their text read ahead of their turn ([`Pipeline::prepare`]).
+pub struct ReadAheads {
+    keys: Vec<String>,
+    reads: Vec<Option<ReadAhead>>,
+}
+
+/// A mail parsed and its text read ahead of its turn.
+struct ReadAhead {
+    parsed: Result<InboundMessage, inbound::ParseError>,
+    /// Language and sentiment, used when the mail is one a person wrote.
+    reading: (Option<String>, crate::core::sentiment::Score),
+}
+
+/// Parses `mails` and reads their text on up to four threads, in order.
+/// `None` where that panicked: the mail is parsed again in its turn, under
+/// the guard that quarantines it. A batch of one is left to its turn.
+fn read_ahead(mails: &[&[u8]], limits: &crate::core::settings::Limits) -> Vec<Option<ReadAhead>> {
+    if mails.len() < 2 {
+        return mails.iter().map(|_| None).collect();
+    }
+    let one = |raw: &[u8]| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let parsed = inbound::parse(raw, limits);
+            let reading = match &parsed {
+                Ok(m) => reading_of(&m.text),
+                Err(_) => (None, crate::core::sentiment::Score::default()),
+            };
+            ReadAhead { parsed, reading }
+        }))
+        .ok()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let chunk = mails.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = mails
+            .chunks(chunk)
+            .map(|part| {
+                (
+                    part.len(),
+                    scope.spawn(move || part.iter().map(|raw| one(raw)).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|(n, w)| w.join().unwrap_or_else(|_| (0..n).map(|_| None).collect()))
+            .collect()
+    })
 }
 
 fn mark_source(w: &mut Change, origin: &Origin, raw_key: &str) {
