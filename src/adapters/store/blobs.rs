@@ -492,7 +492,12 @@ mod tests {
         let pack = std::fs::read(dir.join("blobs/pack-00000001")).unwrap();
         assert_eq!(pack.len(), 2 * HEADER + 6);
         let mut n = 0;
-        blobs.each(|_| Ok(n += 1)).unwrap();
+        blobs
+            .each(|_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(n, 2);
         // A damaged record is an error, not other bytes.
         let mut bad = pack.clone();
