@@ -1338,7 +1338,7 @@ fn api_get_status(config: &Config, path: &str) -> Result<(u16, String), Failure>
 
 /// A `raw` argument: a blob key, 64 lowercase hex digits.
 fn raw_key_arg(key: &str) -> Result<String, String> {
-    if key.len() == 64 && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if crate::adapters::store::blobs::is_key(key) {
         Ok(key.to_string())
     } else {
         Err("expected a raw_key: 64 lowercase hex digits (see show --json or quarantine --json)".into())

@@ -597,7 +597,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
             }
             p if p.starts_with("/api/raw/") => {
                 let key = &p["/api/raw/".len()..];
-                if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                if !crate::adapters::store::blobs::is_key(key) {
                     error(StatusCode::BAD_REQUEST, "expected a raw_key: 64 lowercase hex digits")
                 } else {
                     match store.blob(key)? {

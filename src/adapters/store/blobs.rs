@@ -105,6 +105,11 @@ pub fn key_of(bytes: &[u8]) -> String {
     crate::adapters::inbound::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
+/// Whether `key` has a blob key's shape: 64 lowercase hex digits.
+pub fn is_key(key: &str) -> bool {
+    raw_key(key).is_some()
+}
+
 /// The 32 bytes a key names; `None` for anything but 64 lowercase hex digits.
 fn raw_key(key: &str) -> Option<[u8; 32]> {
     let b = key.as_bytes();
