@@ -982,29 +982,19 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = load_config(cli.config)?;
             let bytes = match open_store(&config) {
                 Ok(store) => store.blob(&key)?,
-                Err(StoreError::Locked(_)) => {
-                    let token = api_token(&config)?;
-                    let path = format!("/api/raw/{key}");
-                    match crate::transports::http::get_bytes(
-                        config.http.listen,
-                        &path,
-                        token.as_ref().map(|t| t.expose()),
-                    )
-                    .map_err(daemon_unreachable)?
-                    {
-                        (200, bytes) => Some(bytes),
-                        (404, _) => None,
-                        (status, body) => {
-                            return Err(Failure::new(
-                                EXIT_SOFTWARE,
-                                format!(
-                                    "the daemon's API answered {status}: {}",
-                                    String::from_utf8_lossy(&body).trim()
-                                ),
-                            ));
-                        }
+                Err(StoreError::Locked(_)) => match api_get_bytes(&config, &format!("/api/raw/{key}"))? {
+                    (200, bytes) => Some(bytes),
+                    (404, _) => None,
+                    (status, body) => {
+                        return Err(Failure::new(
+                            EXIT_SOFTWARE,
+                            format!(
+                                "the daemon's API answered {status}: {}",
+                                String::from_utf8_lossy(&body).trim()
+                            ),
+                        ));
                     }
-                }
+                },
                 Err(e) => return Err(e.into()),
             };
             let Some(bytes) = bytes else {
@@ -1333,6 +1323,13 @@ fn api_get_page(config: &Config, path: &str) -> Result<(String, Option<String>),
 fn api_get_status(config: &Config, path: &str) -> Result<(u16, String), Failure> {
     let token = api_token(config)?;
     crate::transports::http::get(config.http.listen, path, token.as_ref().map(|t| t.expose()))
+        .map_err(daemon_unreachable)
+}
+
+/// A GET of the running daemon's API whose answer is bytes (a raw mail): `(status, body)`.
+fn api_get_bytes(config: &Config, path: &str) -> Result<(u16, Vec<u8>), Failure> {
+    let token = api_token(config)?;
+    crate::transports::http::get_bytes(config.http.listen, path, token.as_ref().map(|t| t.expose()))
         .map_err(daemon_unreachable)
 }
 

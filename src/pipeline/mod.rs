@@ -426,28 +426,30 @@ impl Pipeline {
         // The blob keys (SHA-256) are the mails' keys: hashed once, when the
         // blobs are stored. Parsing and reading the text depend on the bytes
         // alone: done for the whole batch on every core, before the mails go
-        // in order. A caller that prepared the batch did both, one per mail
-        // (those already seen are passed over).
-        let per_mail = ahead.is_some();
-        let (mut keys, mut read) = match ahead {
-            Some(a) => (a.keys.into_iter(), a.reads.into_iter()),
-            None => (
-                self.store.put_blobs(&fresh)?.into_iter(),
-                read_ahead(&fresh, &self.config.limits).into_iter(),
-            ),
+        // in order. One of each per fresh mail: prepared here, or taken from
+        // the caller's preparation of every mail.
+        let prepared: Vec<(String, Option<ReadAhead>)> = match ahead {
+            Some(a) => a
+                .keys
+                .into_iter()
+                .zip(a.reads)
+                .zip(&known)
+                .filter(|(_, seen)| !**seen)
+                .map(|(p, _)| p)
+                .collect(),
+            None => {
+                let a = self.prepare(&fresh)?;
+                a.keys.into_iter().zip(a.reads).collect()
+            }
         };
+        let mut prepared = prepared.into_iter();
         let mut out = Vec::with_capacity(mails.len());
         for ((raw, origin, now), seen) in mails.iter().zip(known) {
-            if seen && per_mail {
-                keys.next();
-                read.next();
-            }
             out.push(if seen {
                 self.count(&Processed::Duplicate, std::time::Instant::now());
                 Processed::Duplicate
             } else {
-                let key = keys.next().expect("one key per fresh mail");
-                let mut ahead = read.next().flatten();
+                let (key, mut ahead) = prepared.next().expect("one key per fresh mail");
                 // Another instance sharing the store got there first: nothing
                 // of this attempt was kept, so process the mail again.
                 let mut attempt = 1;

@@ -102,7 +102,15 @@ impl Loc {
 
 /// SHA-256 of `bytes`, lowercase hex: a blob's key.
 pub fn key_of(bytes: &[u8]) -> String {
-    crate::adapters::inbound::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    crate::adapters::inbound::hex(&digest(bytes))
+}
+
+/// SHA-256 of `bytes`: the 32 bytes a key names.
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 /// Whether `key` has a blob key's shape: 64 lowercase hex digits.
@@ -198,13 +206,7 @@ impl Blobs {
     /// index entries. Keys in order.
     pub fn put_all(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError> {
         let stored = now_secs();
-        let items: Vec<([u8; 32], &[u8], u64)> = blobs
-            .iter()
-            .map(|b| {
-                let digest = ring::digest::digest(&ring::digest::SHA256, b);
-                (digest.as_ref().try_into().expect("SHA-256 is 32 bytes"), *b, stored)
-            })
-            .collect();
+        let items: Vec<([u8; 32], &[u8], u64)> = blobs.iter().map(|b| (digest(b), *b, stored)).collect();
         self.put_raw(&items, false)?;
         Ok(items.iter().map(|(k, ..)| crate::adapters::inbound::hex(k)).collect())
     }
@@ -580,10 +582,7 @@ mod tests {
     fn storing_again_renews_a_blob_against_the_sweep() {
         let (dir, db) = temp("renew");
         let blobs = Blobs::open(&dir.join("blobs"), db.open_tree("blobs").unwrap()).unwrap();
-        let key: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, b"again")
-            .as_ref()
-            .try_into()
-            .unwrap();
+        let key = digest(b"again");
         blobs.put_raw(&[(key, b"again", now_secs() - 7200)], false).unwrap();
         blobs.put_all(&[b"again"]).unwrap();
         assert_eq!(blobs.sweep(3600, |_| Ok(false)).unwrap(), 0);
