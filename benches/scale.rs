@@ -16,7 +16,7 @@
 //!    acknowledgement takes, and how long SIGTERM takes to exit.
 //!
 //! `POSTDESK_SCALE=backfill,tickets,queue` picks sections; `POSTDESK_SCALE_KEEP=1`
-//! keeps `target/scale-bench` for a look; `POSTDESK_SCALE_MAILS` and
+//! keeps `target/scale-bench` for a look; `POSTDESK_SCALE_MAILS`, `POSTDESK_SCALE_TICKETS` and
 //! `POSTDESK_SCALE_QUEUED` change the backfill's and the queue's sizes. Without `--bench`
 //! (under `cargo test`) every section runs at a small size as a smoke pass.
 //! Daemons run with the `Environment=` of `systemd/postdesk.service`, as
@@ -55,6 +55,12 @@ fn main() {
     let mut sizes = sizes;
     if let Some(n) = std::env::var("POSTDESK_SCALE_QUEUED").ok().and_then(|v| v.parse().ok()) {
         sizes.queued = n;
+    }
+    if let Some(n) = std::env::var("POSTDESK_SCALE_TICKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        sizes.tickets = n;
     }
     if let Some(n) = std::env::var("POSTDESK_SCALE_MAILS").ok().and_then(|v| v.parse().ok()) {
         sizes.backfill_mails = n;

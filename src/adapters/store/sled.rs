@@ -30,11 +30,23 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 
-/// Current on-disk record version.
+/// A record that is a version byte then JSON.
 const RECORD_VERSION: u8 = 1;
+/// A record that is a version byte then its JSON as an LZ4 block (its size
+/// prepended) compressed against [`DICT`].
+const RECORD_LZ4: u8 = 2;
+/// Records shorter than this are kept as JSON.
+const COMPRESS_FROM: usize = 64;
+/// What compressed records refer to: the shapes of tickets, messages, events
+/// and outbox entries, and words mail is full of. Frozen: records written
+/// against it must stay readable (a test pins its digest); a new dictionary
+/// takes a new record version.
+const DICT: &[u8] = include_bytes!("records.dict");
 
-/// The layout this code writes; older layouts are upgraded on open.
-pub const SCHEMA: u64 = 3;
+/// The layout this code writes; older layouts are upgraded on open. Layout 4
+/// adds compressed records and blobs, which an older postdesk cannot read;
+/// from 3 nothing is rewritten (both kinds stay readable).
+pub const SCHEMA: u64 = 4;
 
 /// Blobs younger than this are never swept (mail being processed names them soon).
 const SWEEP_GRACE_SECS: u64 = 3600;
@@ -208,15 +220,36 @@ fn counted_agent(t: &Ticket) -> Option<&str> {
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![RECORD_VERSION];
     serde_json::to_writer(&mut out, value).expect("records serialise");
+    if out.len() > COMPRESS_FROM {
+        let packed = lz4_flex::block::compress_prepend_size_with_dict(&out[1..], DICT);
+        if packed.len() + 1 < out.len() {
+            out.clear();
+            out.push(RECORD_LZ4);
+            out.extend_from_slice(&packed);
+        }
+    }
     out
 }
 
 fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt { tree, message };
     match bytes.split_first() {
-        Some((&RECORD_VERSION, rest)) => serde_json::from_slice(rest).map_err(|e| StoreError::Corrupt {
-            tree,
-            message: e.to_string(),
-        }),
+        Some((&RECORD_VERSION, rest)) => serde_json::from_slice(rest).map_err(|e| corrupt(e.to_string())),
+        Some((&RECORD_LZ4, rest)) => {
+            // LZ4 expands at most 255-fold: a larger size is damage, not a size to allocate.
+            let size = rest.get(..4).map_or(u64::MAX, |s| {
+                u64::from(u32::from_le_bytes(s.try_into().expect("four bytes")))
+            });
+            if size > rest.len() as u64 * 255 {
+                return Err(corrupt(format!(
+                    "a compressed record of {} bytes claims {size}",
+                    rest.len()
+                )));
+            }
+            let json = lz4_flex::block::decompress_size_prepended_with_dict(rest, DICT)
+                .map_err(|e| corrupt(format!("a compressed record: {e}")))?;
+            serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
+        }
         Some((v, _)) => Err(StoreError::Corrupt {
             tree,
             message: format!("unknown record version {v}"),
@@ -1093,6 +1126,59 @@ impl Store for SledStore {
 mod tests {
     use super::*;
     use crate::adapters::store::QuarantineEntry;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn records_are_compressed_against_the_frozen_dictionary_and_old_ones_still_read() {
+        // Records on disk name this dictionary: changing it needs a new record version.
+        assert_eq!(
+            crate::adapters::inbound::hex(ring::digest::digest(&ring::digest::SHA256, DICT).as_ref()),
+            "90b9d9eb3763080d77fb87487da874bd7f835d75388821907c292885fab68f6d"
+        );
+        let message = json!({
+            "message_id": "m7@customer.test",
+            "from": {"name": "Customer 7", "email": "c7@customer.test"},
+            "to": [{"email": "support@example.com"}],
+            "date": "2026-09-01T00:07:00Z",
+            "direction": "inbound",
+            "kind": "customer",
+            "subject": "Order 7 question",
+            "text": "Hello,\r\nmy order arrived damaged. Could you please send a new one?\r\n\r\nThanks,\r\nKim\r\n",
+            "language": "en",
+            "sentiment": -0.4
+        });
+        let plain = serde_json::to_vec(&message).unwrap();
+        let stored = encode(&message);
+        assert_eq!(stored[0], RECORD_LZ4);
+        assert!(
+            stored.len() * 3 < plain.len() * 2,
+            "{} bytes for {}",
+            stored.len(),
+            plain.len()
+        );
+        assert_eq!(decode::<Value>("messages", &stored).unwrap(), message);
+        // Short records stay JSON; records of layout 3 (version 1) still read.
+        assert_eq!(encode(&json!({"a": 1}))[0], RECORD_VERSION);
+        let mut old = vec![RECORD_VERSION];
+        old.extend_from_slice(&plain);
+        assert_eq!(decode::<Value>("messages", &old).unwrap(), message);
+        // Damage anywhere is an error or other JSON: never a panic, nor a huge allocation.
+        for at in 1..stored.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = stored.clone();
+                bad[at] ^= flip;
+                let _ = decode::<Value>("messages", &bad);
+            }
+        }
+        assert!(matches!(
+            decode::<Value>("messages", &[RECORD_LZ4, 0xff, 0xff, 0xff, 0x7f, 0]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode::<Value>("messages", &[9, b'{', b'}']),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
 
     #[test]
     fn the_sweep_keeps_blobs_a_record_names() {
