@@ -103,6 +103,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite the sled store compactly (the daemon must be stopped); `ingest`
+    /// does it itself after a backfill that at least doubled the store.
+    Compact {
+        /// Print the sizes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Trains the intent model (`data_dir/intent.model`) on the tickets'
     /// labels, or on a CSV file; the daemon loads it on start and on reload.
     Train {
@@ -432,6 +439,19 @@ fn create_secret(path: &Path) -> Result<(), String> {
     .map_err(|e| format!("cannot write secret file {}: {e}", path.display()))
 }
 
+/// How many mails an `ingest` stores before it may compact the sled store.
+const AUTO_COMPACT_MAILS: u64 = 100;
+
+/// The sled store's size, when the store is sled (0 before it exists).
+fn sled_store_bytes(config: &Config) -> Option<u64> {
+    matches!(config.store.backend, crate::adapters::store::Backend::Sled)
+        .then(|| crate::adapters::store::sled::store_bytes(&config.instance.data_dir))
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
 /// Opens the configured store for a command. sled is locked by the
 /// running daemon, and a shared database is the daemon's to write while it
 /// runs: when its API answers, commands go through it on both backends.
@@ -590,13 +610,30 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
                 return Ok(());
             }
+            let sled_before = sled_store_bytes(&config);
+            let (data_dir, settings) = (config.instance.data_dir.clone(), config.store.clone());
             let pipeline = pipeline_with(config, store.expect("checked above"))?;
             let summary = ingest_files(&pipeline, &mailbox, &mails)?;
             let sent = if no_send { None } else { Some(send_all(&pipeline)?) };
+            drop(pipeline);
+            // A backfill leaves sled's log several times what it holds: rewrite
+            // it when this ingest stored many mails and at least doubled it.
+            let compacted = match sled_before {
+                Some(before)
+                    if summary.new_tickets + summary.appended + summary.auto >= AUTO_COMPACT_MAILS
+                        && crate::adapters::store::sled::store_bytes(&data_dir) >= 2 * before =>
+                {
+                    Some(crate::adapters::store::sled::SledStore::compact(&data_dir, &settings)?)
+                }
+                _ => None,
+            };
             if json {
                 let mut v = serde_json::to_value(&summary).expect("summary serialises");
                 if let Some(s) = sent {
                     v["sent"] = serde_json::to_value(s).expect("serialises");
+                }
+                if let Some((before, after)) = compacted {
+                    v["compacted"] = serde_json::json!({"before": before, "after": after});
                 }
                 say_json!("{v}");
             } else {
@@ -604,6 +641,34 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(s) = sent {
                     say!("sent {}, failed {}, deferred {}", s.sent, s.failed, s.deferred);
                 }
+                if let Some((before, after)) = compacted {
+                    say!("store compacted: {} to {}", megabytes(before), megabytes(after));
+                }
+            }
+            Ok(())
+        }
+        Command::Compact { json } => {
+            let config = load_config(cli.config)?;
+            if !matches!(config.store.backend, crate::adapters::store::Backend::Sled) {
+                return Err(Failure::new(
+                    EXIT_CONFIG,
+                    "compact rewrites the sled store; PostgreSQL reclaims space itself (autovacuum)".to_string(),
+                ));
+            }
+            let (before, after) =
+                crate::adapters::store::sled::SledStore::compact(&config.instance.data_dir, &config.store).map_err(
+                    |e| match e {
+                        StoreError::Locked(what) => Failure::new(
+                            EXIT_TEMPFAIL,
+                            format!("{what} is held by the running daemon: stop it to compact the store"),
+                        ),
+                        e => e.into(),
+                    },
+                )?;
+            if json {
+                say_json!("{}", serde_json::json!({"before": before, "after": after}));
+            } else {
+                say!("store compacted: {} to {}", megabytes(before), megabytes(after));
             }
             Ok(())
         }

@@ -103,6 +103,8 @@ pub struct SledStore {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     blobs: Blobs,
+    /// Added to sled's id generator (which a compacted store starts again at 0).
+    seq_base: u64,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -356,10 +358,72 @@ impl Prepared {
     }
 }
 
+/// Where [`SledStore::compact`] writes the new store, and where the old one goes meanwhile.
+const COMPACT_COPY: &str = "store.compact";
+const COMPACT_OLD: &str = "store.old";
+/// The cache of each store while [`SledStore::compact`] copies.
+const COMPACT_CACHE: u64 = 4 << 20;
+/// How many records [`SledStore::compact`] copies between flushes.
+const COMPACT_FLUSH_EVERY: usize = 4 * 1024;
+/// The `meta` key of [`SledStore::next_id`]'s base.
+const SEQ_BASE: &[u8] = b"seq_base";
+
+fn fs_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |e| {
+        StoreError::Sled(sled::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        )))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(fs_error(dir))
+}
+
+/// The bytes of the sled store under `data_dir` (its files; 0 before it exists).
+pub fn store_bytes(data_dir: &Path) -> u64 {
+    std::fs::read_dir(data_dir.join("store")).map_or(0, |dir| {
+        dir.filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    })
+}
+
+/// Finishes or drops a compaction a crash interrupted. The new store is
+/// renamed into place only after it is complete, and the old one moved
+/// aside only then: a copy beside the store is unfinished (dropped); a
+/// copy beside the old store without a store is complete (swapped in).
+fn finish_compaction(data_dir: &Path) -> Result<(), StoreError> {
+    let (path, copy, old) = (
+        data_dir.join("store"),
+        data_dir.join(COMPACT_COPY),
+        data_dir.join(COMPACT_OLD),
+    );
+    if copy.exists() {
+        if !path.exists() && old.exists() {
+            tracing::info!("finishing an interrupted compaction of the store");
+            std::fs::rename(&copy, &path).map_err(fs_error(&copy))?;
+            sync_dir(data_dir)?;
+        } else {
+            tracing::info!("dropping an unfinished compaction of the store");
+            std::fs::remove_dir_all(&copy).map_err(fs_error(&copy))?;
+        }
+    }
+    if old.exists() && path.exists() {
+        std::fs::remove_dir_all(&old).map_err(fs_error(&old))?;
+    }
+    Ok(())
+}
+
 impl SledStore {
     /// Opens (or creates) the store under `data_dir`, upgrading an older layout.
     pub fn open(data_dir: &Path, settings: &StoreSettings) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        finish_compaction(data_dir)?;
         let path = data_dir.join("store");
         let db = match sled::Config::new()
             .path(&path)
@@ -374,10 +438,12 @@ impl SledStore {
             Err(e) => return Err(e.into()),
         };
         let trees = TREES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
+        let seq_base = trees[T::Meta as usize].get(SEQ_BASE)?.map_or(0, |v| read_u64(&v));
         let store = SledStore {
             trees,
             blobs: Blobs::open(&data_dir.join("blobs"), db.open_tree("blobs")?)?,
             db,
+            seq_base,
         };
         store.upgrade()?;
         Ok(store)
@@ -385,6 +451,70 @@ impl SledStore {
 
     fn tree(&self, name: T) -> &sled::Tree {
         &self.trees[name as usize]
+    }
+
+    /// The next number of the store's sequence (message, event and outbox
+    /// order), above every number given before, compactions included.
+    fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.seq_base + self.db.generate_id()?)
+    }
+
+    /// Rewrites the sled store under `data_dir` into a fresh one, every tree
+    /// in key order, and swaps it in. sled's log keeps old versions of pages
+    /// that updates scattered over many nodes (hash-keyed indexes) leave
+    /// behind; a backfill leaves it three to five times what it holds, the
+    /// rewrite about twice. The store must not be open elsewhere
+    /// ([`StoreError::Locked`] otherwise). A crash at any point leaves the old
+    /// store or the new one whole; [`SledStore::open`] finishes or drops an
+    /// interrupted rewrite. Returns the store's bytes before and after.
+    pub fn compact(data_dir: &Path, settings: &StoreSettings) -> Result<(u64, u64), StoreError> {
+        let path = data_dir.join("store");
+        let copy = data_dir.join(COMPACT_COPY);
+        let old = data_dir.join(COMPACT_OLD);
+        let before = store_bytes(data_dir);
+        // Each record is read and written once: a small cache does.
+        let settings = &StoreSettings {
+            cache_bytes: settings.cache_bytes.min(COMPACT_CACHE),
+            ..settings.clone()
+        };
+        {
+            let store = SledStore::open(data_dir, settings)?;
+            if copy.exists() {
+                std::fs::remove_dir_all(&copy).map_err(fs_error(&copy))?;
+            }
+            let new = sled::Config::new()
+                .path(&copy)
+                .flush_every_ms(None)
+                .cache_capacity(settings.cache_bytes)
+                .open()?;
+            for name in store.db.tree_names() {
+                let (from, to) = (store.db.open_tree(&name)?, new.open_tree(&name)?);
+                let mut batch = sled::Batch::default();
+                let mut n = 0;
+                for r in from.iter() {
+                    let (k, v) = r?;
+                    batch.insert(k, v);
+                    n += 1;
+                    if n % 1024 == 0 {
+                        to.apply_batch(std::mem::take(&mut batch))?;
+                    }
+                    // Written pages leave the cache once on disk: memory stays bounded.
+                    if n % COMPACT_FLUSH_EVERY == 0 {
+                        new.flush()?;
+                    }
+                }
+                to.apply_batch(batch)?;
+            }
+            // The new generator starts at 0: numbers go on from the old one's.
+            new.open_tree("meta")?.insert(SEQ_BASE, &be(store.next_id()? + 1))?;
+            new.flush()?;
+        }
+        sync_dir(&copy)?;
+        std::fs::rename(&path, &old).map_err(fs_error(&path))?;
+        std::fs::rename(&copy, &path).map_err(fs_error(&copy))?;
+        sync_dir(data_dir)?;
+        std::fs::remove_dir_all(&old).map_err(fs_error(&old))?;
+        Ok((before, store_bytes(data_dir)))
     }
 
     /// The layout version on disk: 1 when unmarked but not empty.
@@ -661,9 +791,9 @@ impl SledStore {
                 Op::Ticket(t) => Prepared::Ticket(t),
                 Op::Message(id, m) => {
                     let blob = m.raw_key.clone();
-                    Prepared::Message(child_key(id, self.db.generate_id()?), encode(&*m), blob)
+                    Prepared::Message(child_key(id, self.next_id()?), encode(&*m), blob)
                 }
-                Op::Event(id, e) => Prepared::Event(id, e.at, child_key(id, self.db.generate_id()?), encode(&*e)),
+                Op::Event(id, e) => Prepared::Event(id, e.at, child_key(id, self.next_id()?), encode(&*e)),
                 Op::MessageId(mid, entry) => Prepared::Put(T::MsgIds, mid.into_bytes(), encode_id_entry(&entry)),
                 Op::Hash(h) => Prepared::Put(T::Hashes, h.into_bytes(), Vec::new()),
                 Op::Source(key, raw) => Prepared::Put(T::Sources, key.into_bytes(), raw.into_bytes()),
@@ -671,7 +801,7 @@ impl SledStore {
                 Op::Enqueue(lane, e) => Prepared::Enqueue(
                     outbox_key(OutboxKey {
                         lane,
-                        seq: self.db.generate_id()?,
+                        seq: self.next_id()?,
                     }),
                     encode(&*e),
                 ),
@@ -679,11 +809,9 @@ impl SledStore {
                 Op::Dequeue(k) => Prepared::Dequeue(outbox_key(k)),
                 Op::Quarantine(q) => {
                     let blob = q.raw_key.clone();
-                    Prepared::Quarantine(be(self.db.generate_id()?).to_vec(), encode(&*q), blob)
+                    Prepared::Quarantine(be(self.next_id()?).to_vec(), encode(&*q), blob)
                 }
-                Op::Ack(address, at) => {
-                    Prepared::Put(T::Acks, ack_key(&address, at, self.db.generate_id()?), Vec::new())
-                }
+                Op::Ack(address, at) => Prepared::Put(T::Acks, ack_key(&address, at, self.next_id()?), Vec::new()),
                 Op::Suppress(address, until) => Prepared::Put(T::Suppress, address.into_bytes(), encode(&until)),
                 Op::NextTicket(id) => Prepared::Put(T::Meta, b"next_ticket".to_vec(), be(id.0).to_vec()),
                 Op::RoundRobin(queue, agent) => {
@@ -691,7 +819,7 @@ impl SledStore {
                 }
                 Op::AddTimer(t) => Prepared::Put(T::Due, due_key(&t), Vec::new()),
                 Op::RemoveTimer(t) => Prepared::Remove(T::Due, due_key(&t)),
-                Op::Hook(h) => Prepared::Put(T::Hooks, be(self.db.generate_id()?).to_vec(), encode(&*h)),
+                Op::Hook(h) => Prepared::Put(T::Hooks, be(self.next_id()?).to_vec(), encode(&*h)),
                 Op::HookUpdate(seq, h) => Prepared::Put(T::Hooks, be(seq).to_vec(), encode(&*h)),
                 Op::HookDone(seq) => Prepared::Remove(T::Hooks, be(seq).to_vec()),
             });
@@ -1084,7 +1212,7 @@ impl Store for SledStore {
     }
 
     fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        self.next_id()
     }
 
     fn commit(&self, change: Change) -> Result<(), StoreError> {
