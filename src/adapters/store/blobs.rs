@@ -42,6 +42,9 @@ const HEADER: usize = 4 + 32 + 8;
 const MAGIC: &[u8; 4] = b"PDB1";
 /// A record whose body is the blob as an LZ4 block, its size prepended.
 const MAGIC_LZ4: &[u8; 4] = b"PDB2";
+/// Blobs from this size on are compressed only if a sample of this size from their middle compresses.
+const PROBE_FROM: usize = 16 << 10;
+const PROBE: usize = 4 << 10;
 /// Blobs smaller than this are kept as they are.
 const COMPRESS_FROM: usize = 128;
 
@@ -115,6 +118,12 @@ type Body<'a> = (&'static [u8; 4], Cow<'a, [u8]>);
 
 /// A record's magic and body for a blob: compressed when that saves at least an eighth.
 fn body(bytes: &[u8]) -> Body<'_> {
+    // A large blob is tried on a sample from its middle first: a mail that
+    // is mostly a base64 attachment saves 4% for the time of a whole pass.
+    let worth = |b: &[u8]| lz4_flex::block::compress(b).len() <= b.len() - b.len() / 8;
+    if bytes.len() >= PROBE_FROM && !worth(&bytes[bytes.len() / 2 - PROBE / 2..][..PROBE]) {
+        return (MAGIC, Cow::Borrowed(bytes));
+    }
     if bytes.len() >= COMPRESS_FROM {
         let packed = lz4_flex::block::compress_prepend_size(bytes);
         if packed.len() <= bytes.len() - bytes.len() / 8 {
@@ -595,6 +604,14 @@ mod tests {
             "noise is kept as it is"
         );
         assert_eq!(pack.len(), 2 * HEADER + first + noise.len());
+        // A large mail that is mostly an attachment is not compressed: its middle does not compress.
+        let mut attached = mail.as_bytes()[..2000].to_vec();
+        attached.extend_from_slice(&self::noise(30_000));
+        attached.extend_from_slice(&mail.as_bytes()[..2000]);
+        let key = blobs.put_all(&[&attached]).unwrap().remove(0);
+        assert_eq!(blobs.get(&key).unwrap().as_deref(), Some(&attached[..]));
+        let pack = std::fs::read(dir.join("blobs/pack-00000001")).unwrap();
+        assert_eq!(&pack[pack.len() - attached.len() - HEADER..][..4], MAGIC);
         // A damaged body or size is an error, never other bytes nor a huge allocation.
         for at in [HEADER + 2, HEADER + 3, HEADER + 20] {
             let mut bad = pack.clone();

@@ -385,7 +385,17 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// The bytes of the sled store under `data_dir` (its files; 0 before it exists).
 pub fn store_bytes(data_dir: &Path) -> u64 {
-    std::fs::read_dir(data_dir.join("store")).map_or(0, |dir| {
+    files_bytes(&data_dir.join("store"))
+}
+
+/// The bytes of the blob packs under `data_dir`.
+pub fn blob_bytes(data_dir: &Path) -> u64 {
+    files_bytes(&data_dir.join("blobs"))
+}
+
+/// The bytes of the files at the top of a folder (0 when there is none).
+fn files_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |dir| {
         dir.filter_map(|e| e.ok()?.metadata().ok())
             .filter(|m| m.is_file())
             .map(|m| m.len())
