@@ -626,7 +626,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                         && crate::adapters::store::sled::store_bytes(&data_dir)
                             >= (2 * before).max(crate::adapters::store::sled::blob_bytes(&data_dir)) =>
                 {
-                    Some(crate::adapters::store::sled::SledStore::compact(&data_dir, &settings)?)
+                    // The mail is in: a compaction that cannot run now is left for later.
+                    crate::adapters::store::sled::SledStore::compact(&data_dir, &settings)
+                        .inspect_err(|e| tracing::warn!(error = %e, "the store was not compacted"))
+                        .ok()
                 }
                 _ => None,
             };

@@ -363,6 +363,8 @@ const COMPACT_COPY: &str = "store.compact";
 const COMPACT_OLD: &str = "store.old";
 /// The cache of each store while [`SledStore::compact`] copies.
 const COMPACT_CACHE: u64 = 4 << 20;
+/// How many times [`SledStore::compact`] looks again, 50 ms apart, for a store another holds.
+const COMPACT_LOCK_TRIES: u32 = 40;
 /// How many records [`SledStore::compact`] copies between flushes.
 const COMPACT_FLUSH_EVERY: usize = 4 * 1024;
 /// The `meta` key of [`SledStore::next_id`]'s base.
@@ -474,7 +476,7 @@ impl SledStore {
     /// that updates scattered over many nodes (hash-keyed indexes) leave
     /// behind; a backfill leaves it three to five times what it holds, the
     /// rewrite about twice. The store must not be open elsewhere
-    /// ([`StoreError::Locked`] otherwise). A crash at any point leaves the old
+    /// ([`StoreError::Locked`] after two seconds of looking again). A crash at any point leaves the old
     /// store or the new one whole; [`SledStore::open`] finishes or drops an
     /// interrupted rewrite. Returns the store's bytes before and after.
     pub fn compact(data_dir: &Path, settings: &StoreSettings) -> Result<(u64, u64), StoreError> {
@@ -488,7 +490,18 @@ impl SledStore {
             ..settings.clone()
         };
         {
-            let store = SledStore::open(data_dir, settings)?;
+            // sled's writer threads may hold the file a moment after the
+            // store that ran them was dropped (as right after an ingest).
+            let mut tries = 0;
+            let store = loop {
+                match SledStore::open(data_dir, settings) {
+                    Err(StoreError::Locked(_)) if tries < COMPACT_LOCK_TRIES => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    other => break other?,
+                }
+            };
             if copy.exists() {
                 std::fs::remove_dir_all(&copy).map_err(fs_error(&copy))?;
             }
@@ -518,12 +531,18 @@ impl SledStore {
             // The new generator starts at 0: numbers go on from the old one's.
             new.open_tree("meta")?.insert(SEQ_BASE, &be(store.next_id()? + 1))?;
             new.flush()?;
+            drop(new);
+            sync_dir(&copy)?;
+            // Still holding the old store, so nothing writes to it past the copy.
+            std::fs::rename(&path, &old).map_err(fs_error(&path))?;
+            std::fs::rename(&copy, &path).map_err(fs_error(&copy))?;
+            sync_dir(data_dir)?;
         }
-        sync_dir(&copy)?;
-        std::fs::rename(&path, &old).map_err(fs_error(&path))?;
-        std::fs::rename(&copy, &path).map_err(fs_error(&copy))?;
-        sync_dir(data_dir)?;
-        std::fs::remove_dir_all(&old).map_err(fs_error(&old))?;
+        match std::fs::remove_dir_all(&old) {
+            // Another process's open may have removed it meanwhile.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fs_error(&old)(e)),
+            _ => {}
+        }
         Ok((before, store_bytes(data_dir)))
     }
 
