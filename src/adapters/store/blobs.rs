@@ -133,6 +133,19 @@ fn body(bytes: &[u8]) -> Body<'_> {
     (MAGIC, Cow::Borrowed(bytes))
 }
 
+/// An LZ4 block with its size prepended, decompressed against `dict` (empty
+/// for none): the packs' and the sled records' one way back. A size past
+/// LZ4's 255-fold bound is damage, refused before anything is allocated.
+pub(super) fn unpack(packed: &[u8], dict: &[u8]) -> Result<Vec<u8>, String> {
+    let size = packed.get(..4).map_or(u64::MAX, |s| {
+        u64::from(u32::from_le_bytes(s.try_into().expect("four bytes")))
+    });
+    if size > packed.len() as u64 * 255 {
+        return Err(format!("{} compressed bytes claim {size}", packed.len()));
+    }
+    lz4_flex::block::decompress_size_prepended_with_dict(packed, dict).map_err(|e| e.to_string())
+}
+
 /// SHA-256 of `bytes`, lowercase hex: a blob's key.
 pub fn key_of(bytes: &[u8]) -> String {
     crate::adapters::inbound::hex(&digest(bytes))
@@ -376,17 +389,7 @@ impl Blobs {
                 buf.drain(..HEADER);
                 Ok(buf)
             }
-            m if m == MAGIC_LZ4 => {
-                let packed = &buf[HEADER..];
-                // LZ4 expands at most 255-fold: a larger size is damage, not a size to allocate.
-                let size = packed.get(..4).map_or(u64::MAX, |s| {
-                    u64::from(u32::from_le_bytes(s.try_into().expect("four bytes")))
-                });
-                if size > packed.len() as u64 * 255 {
-                    return Err(corrupt(": a damaged size"));
-                }
-                lz4_flex::block::decompress_size_prepended(packed).map_err(|e| corrupt(&format!(": {e}")))
-            }
+            m if m == MAGIC_LZ4 => unpack(&buf[HEADER..], b"").map_err(|e| corrupt(&format!(": {e}"))),
             _ => Err(corrupt("")),
         }
     }

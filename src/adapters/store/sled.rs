@@ -238,18 +238,7 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, St
     match bytes.split_first() {
         Some((&RECORD_VERSION, rest)) => serde_json::from_slice(rest).map_err(|e| corrupt(e.to_string())),
         Some((&RECORD_LZ4, rest)) => {
-            // LZ4 expands at most 255-fold: a larger size is damage, not a size to allocate.
-            let size = rest.get(..4).map_or(u64::MAX, |s| {
-                u64::from(u32::from_le_bytes(s.try_into().expect("four bytes")))
-            });
-            if size > rest.len() as u64 * 255 {
-                return Err(corrupt(format!(
-                    "a compressed record of {} bytes claims {size}",
-                    rest.len()
-                )));
-            }
-            let json = lz4_flex::block::decompress_size_prepended_with_dict(rest, DICT)
-                .map_err(|e| corrupt(format!("a compressed record: {e}")))?;
+            let json = super::blobs::unpack(rest, DICT).map_err(|e| corrupt(format!("a compressed record: {e}")))?;
             serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
         }
         Some((v, _)) => Err(StoreError::Corrupt {
