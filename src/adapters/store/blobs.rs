@@ -414,15 +414,13 @@ impl Blobs {
         let active = self.writer.lock().unwrap_or_else(|e| e.into_inner()).pack;
         let now = now_secs();
         let mut gone = 0;
-        // Live bytes and keys per pack, after the drops.
-        let mut live: BTreeMap<u32, (u64, Vec<[u8; 32]>)> = BTreeMap::new();
+        // Live bytes per pack, after the drops (not the keys: a large desk has
+        // hundreds of thousands, and few packs are rewritten).
+        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
         for r in self.index.iter() {
             let (k, v) = r?;
             let loc = Loc::decode(&v)?;
-            let key: [u8; 32] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                tree: "blobs",
-                message: format!("an index key of {} bytes", k.len()),
-            })?;
+            let key = Self::index_key(&k)?;
             if now.saturating_sub(loc.stored) >= grace_secs && !referenced(&crate::adapters::inbound::hex(&key))? {
                 // Unless stored again meanwhile (then the value differs).
                 if self.index.compare_and_swap(k, Some(v), None::<&[u8]>)?.is_ok() {
@@ -430,28 +428,48 @@ impl Blobs {
                     continue;
                 }
             }
-            let entry = live.entry(loc.pack).or_default();
-            entry.0 += loc.size();
-            entry.1.push(key);
+            *live.entry(loc.pack).or_default() += loc.size();
         }
         if gone > 0 {
             self.index.flush()?;
         }
+        let mut thin = Vec::new();
         for pack in Self::packs_in(&self.root)? {
             if pack >= active {
                 continue;
             }
             let path = self.pack_path(pack);
             let size = std::fs::metadata(&path).map_err(io(&path))?.len();
-            let (alive, keys) = live.remove(&pack).unwrap_or_default();
-            if alive * 2 >= size {
-                continue;
+            let alive = live.get(&pack).copied().unwrap_or_default();
+            if alive * 2 < size {
+                thin.push((pack, path, size, alive));
             }
-            self.rewrite(pack, &keys)?;
+        }
+        if thin.is_empty() {
+            return Ok(gone);
+        }
+        // The keys of the packs to rewrite, from a second pass.
+        let mut keys: BTreeMap<u32, Vec<[u8; 32]>> = thin.iter().map(|(p, ..)| (*p, Vec::new())).collect();
+        for r in self.index.iter() {
+            let (k, v) = r?;
+            if let Some(list) = keys.get_mut(&Loc::decode(&v)?.pack) {
+                list.push(Self::index_key(&k)?);
+            }
+        }
+        for (pack, path, size, alive) in thin {
+            self.rewrite(pack, keys.get(&pack).map_or(&[][..], Vec::as_slice))?;
             std::fs::remove_file(&path).map_err(io(&path))?;
             tracing::info!(pack, bytes = size, kept = alive, "blob pack rewritten");
         }
         Ok(gone)
+    }
+
+    /// A key of the index as the 32 bytes it must be.
+    fn index_key(k: &[u8]) -> Result<[u8; 32], StoreError> {
+        k.try_into().map_err(|_| StoreError::Corrupt {
+            tree: "blobs",
+            message: format!("an index key of {} bytes", k.len()),
+        })
     }
 
     /// Copies a pack's live blobs to the pack being written, keeping their times.
