@@ -356,6 +356,56 @@ const COMPACT_CACHE: u64 = 4 << 20;
 const COMPACT_LOCK_TRIES: u32 = 40;
 /// How many records [`SledStore::compact`] copies between flushes.
 const COMPACT_FLUSH_EVERY: usize = 4 * 1024;
+/// sled splits a leaf of more than 16 entries into its first 9 and the rest.
+const LEAF_MAX: usize = 16;
+const LEAF_LEFT: usize = 9;
+
+/// Hands records given in key order on in an order that leaves sled's leaves
+/// full. In key order each split leaves 9 entries behind for good, so leaves
+/// hold 9 of their 16; here each run of 16 goes in as 9, then 8 of the next
+/// run (the leaf splits: the 9 stay on the left), then the 7 held back (the
+/// left leaf is full), then the next run's ninth. Fewer pages: a smaller
+/// store, and less of sled's page table in memory.
+#[derive(Default)]
+struct FillOrder {
+    /// The run being read.
+    run: Vec<(sled::IVec, sled::IVec)>,
+    /// The last 7 of the previous run, for its leaf once it has split.
+    held: Vec<(sled::IVec, sled::IVec)>,
+    started: bool,
+}
+
+impl FillOrder {
+    /// Takes the next record; returns those to write now.
+    fn push(&mut self, k: sled::IVec, v: sled::IVec, out: &mut Vec<(sled::IVec, sled::IVec)>) {
+        self.run.push((k, v));
+        if self.run.len() == LEAF_MAX {
+            self.flush(out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<(sled::IVec, sled::IVec)>) {
+        let mut run = std::mem::take(&mut self.run).into_iter();
+        if self.started {
+            out.extend(run.by_ref().take(LEAF_LEFT - 1));
+            out.append(&mut self.held);
+            out.extend(run.next());
+        } else {
+            out.extend(run.by_ref().take(LEAF_LEFT));
+            self.started = true;
+        }
+        self.held.extend(run);
+    }
+
+    /// The rest, at the end of the tree.
+    fn finish(mut self, out: &mut Vec<(sled::IVec, sled::IVec)>) {
+        if !self.run.is_empty() {
+            self.flush(out);
+        }
+        out.append(&mut self.held);
+    }
+}
+
 /// The `meta` key of [`SledStore::next_id`]'s base.
 const SEQ_BASE: &[u8] = b"seq_base";
 
@@ -501,21 +551,27 @@ impl SledStore {
                 .open()?;
             for name in store.db.tree_names() {
                 let (from, to) = (store.db.open_tree(&name)?, new.open_tree(&name)?);
-                let mut batch = sled::Batch::default();
+                let mut order = FillOrder::default();
+                let mut ready = Vec::new();
                 let mut n = 0;
+                let mut write = |ready: &mut Vec<(sled::IVec, sled::IVec)>| -> Result<(), StoreError> {
+                    for (k, v) in ready.drain(..) {
+                        to.insert(k, v)?;
+                        n += 1;
+                        // Written pages leave the cache once on disk: memory stays bounded.
+                        if n % COMPACT_FLUSH_EVERY == 0 {
+                            new.flush()?;
+                        }
+                    }
+                    Ok(())
+                };
                 for r in from.iter() {
                     let (k, v) = r?;
-                    batch.insert(k, v);
-                    n += 1;
-                    if n % 1024 == 0 {
-                        to.apply_batch(std::mem::take(&mut batch))?;
-                    }
-                    // Written pages leave the cache once on disk: memory stays bounded.
-                    if n % COMPACT_FLUSH_EVERY == 0 {
-                        new.flush()?;
-                    }
+                    order.push(k, v, &mut ready);
+                    write(&mut ready)?;
                 }
-                to.apply_batch(batch)?;
+                order.finish(&mut ready);
+                write(&mut ready)?;
             }
             // The new generator starts at 0: numbers go on from the old one's.
             new.open_tree("meta")?.insert(SEQ_BASE, &be(store.next_id()? + 1))?;
@@ -1273,6 +1329,43 @@ mod tests {
     use super::*;
     use crate::adapters::store::QuarantineEntry;
     use serde_json::{Value, json};
+
+    /// The order of `n` records in key order through [`FillOrder`].
+    fn fill_order(n: u32) -> Vec<u32> {
+        let mut order = FillOrder::default();
+        let mut out = Vec::new();
+        for i in 0..n {
+            order.push(sled::IVec::from(&i.to_be_bytes()), sled::IVec::from(&[][..]), &mut out);
+        }
+        order.finish(&mut out);
+        out.iter()
+            .map(|(k, _)| u32::from_be_bytes(k.as_ref().try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_compaction_order_fills_each_leaf_before_the_next_and_writes_every_record_once() {
+        // 9 of the first run; 8 of the second (the leaf splits 9 | 8); the
+        // first run's last 7; the second's ninth; and so on.
+        let order = fill_order(40);
+        assert_eq!(
+            order,
+            [
+                (0..9).collect::<Vec<_>>(),
+                (16..24).collect(),
+                (9..16).collect(),
+                vec![24],
+                (32..40).collect(),
+                (25..32).collect(),
+            ]
+            .concat()
+        );
+        for n in [0, 1, 9, 16, 17, 100, 1000] {
+            let mut got = fill_order(n);
+            got.sort_unstable();
+            assert_eq!(got, (0..n).collect::<Vec<_>>(), "{n} records");
+        }
+    }
 
     #[test]
     fn records_are_compressed_against_the_frozen_dictionary_and_old_ones_still_read() {
