@@ -317,8 +317,19 @@ async fn retrainer(sink: Sink, now: Arc<Notify>, mut stop: watch::Receiver<bool>
     }
 }
 
-/// Deletes blobs no record names, at start and then daily.
+/// Deletes blobs no record names: every `[store] sweep_every` (a day by
+/// default), the first time at most ten minutes after the start.
 async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
+    let first = sink
+        .pipeline()
+        .config
+        .store
+        .sweep_every
+        .min(crate::adapters::store::FIRST_SWEEP_AFTER);
+    tokio::select! {
+        _ = tokio::time::sleep(first) => {}
+        _ = stop.changed() => return,
+    }
     loop {
         let store = sink.pipeline().store.clone();
         match tokio::task::spawn_blocking(move || store.sweep_blobs()).await {
@@ -328,7 +339,7 @@ async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::error!(error = %e, "blob sweep panicked"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(86_400)) => {}
+            _ = tokio::time::sleep(sink.pipeline().config.store.sweep_every) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {

@@ -213,7 +213,10 @@ fn export_through_the_daemon_follows_its_pages_and_matches_the_offline_export() 
 
 #[test]
 fn blob_files_of_the_previous_layout_are_packed_and_unreferenced_ones_swept() {
-    let desk = DeskConfig::new().sled().build();
+    // A day by default, the first ten minutes after the start: here each second.
+    let desk = DeskConfig::new()
+        .store("[store]\nsweep_every = \"1s\"\n".into())
+        .build();
     let kept_mail = mail(
         "bob@customer.test",
         "support@example.com",
@@ -261,6 +264,26 @@ fn blob_files_of_the_previous_layout_are_packed_and_unreferenced_ones_swept() {
     );
     daemon.stop();
     assert_eq!(desk.run(&["raw", &stray_key]).status.code(), Some(66));
+}
+
+#[test]
+fn check_names_a_bad_sweep_interval_with_line_and_column() {
+    for (value, expected) in [
+        ("0s", "sweep_every: at least \"1s\""),
+        ("soon", "bad duration \"soon\""),
+    ] {
+        let desk = DeskConfig::new()
+            .store(format!("[store]\nsweep_every = \"{value}\"\n"))
+            .build();
+        let out = desk.run(&["check"]);
+        assert!(!out.status.success(), "{value} is refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{value}: {err}");
+        assert!(
+            err.contains("postdesk.toml:"),
+            "{value}: names the file and line: {err}"
+        );
+    }
 }
 
 #[test]

@@ -537,6 +537,17 @@ impl Validator<'_> {
                     n => self.problem(mb.span().start, format!("cache_mb = {n}: expected 4 to 65536 (MiB)")),
                 }
             }
+            if let Some(raw) = &rs.sweep_every {
+                let every = self.duration(&rs.sweep_every, store.sweep_every);
+                if every < Duration::from_secs(1) {
+                    self.problem(
+                        raw.span().start,
+                        "[store] sweep_every: at least \"1s\" (\"24h\" by default)".into(),
+                    );
+                } else {
+                    store.sweep_every = every;
+                }
+            }
             let postgres_keys = rs.url.is_some()
                 || rs.host.is_some()
                 || rs.port.is_some()

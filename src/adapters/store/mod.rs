@@ -483,13 +483,21 @@ pub struct StoreSettings {
     pub cache_bytes: u64,
     /// Which backend.
     pub backend: Backend,
+    /// How often the daemon sweeps unreferenced blobs (its first sweep waits
+    /// this or [`FIRST_SWEEP_AFTER`], whichever is shorter).
+    pub sweep_every: std::time::Duration,
 }
+
+/// The daemon's first blob sweep waits at most this long after its start,
+/// which is busy enough (recovery, queued mail, the search index).
+pub const FIRST_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             cache_bytes: 8 * 1024 * 1024,
             backend: Backend::Sled,
+            sweep_every: std::time::Duration::from_secs(86_400),
         }
     }
 }
