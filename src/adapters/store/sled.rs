@@ -511,7 +511,7 @@ impl SledStore {
     }
 
     /// Rewrites the sled store under `data_dir` into a fresh one, every tree
-    /// with full leaves ([`FillOrder`]), and swaps it in. sled's log keeps old versions of pages
+    /// with full leaves (in the order of `FillOrder`), and swaps it in. sled's log keeps old versions of pages
     /// that updates scattered over many nodes (hash-keyed indexes) leave
     /// behind; a backfill leaves it three to five times what it holds, the
     /// rewrite about twice. The store must not be open elsewhere
