@@ -317,8 +317,9 @@ async fn retrainer(sink: Sink, now: Arc<Notify>, mut stop: watch::Receiver<bool>
     }
 }
 
-/// Deletes blobs no record names: every `[store] sweep_every` (a day by
-/// default), the first time at most ten minutes after the start.
+/// Deletes blobs no record names and forgets `Ack` records older than
+/// [`crate::adapters::store::ACKS_KEPT`]: every `[store] sweep_every` (a day
+/// by default), the first time at most ten minutes after the start.
 async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
     let first = sink
         .pipeline()
@@ -337,6 +338,18 @@ async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "blob sweep failed"),
             Err(e) => tracing::error!(error = %e, "blob sweep panicked"),
+        }
+        let store = sink.pipeline().store.clone();
+        let before = Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_secs(
+                crate::adapters::store::ACKS_KEPT.as_secs() as i64,
+            ))
+            .unwrap_or(Timestamp::MIN);
+        match tokio::task::spawn_blocking(move || store.prune_acks(before)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "old rate-limit and one-time records pruned"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "pruning old rate-limit records failed"),
+            Err(e) => tracing::error!(error = %e, "pruning old rate-limit records panicked"),
         }
         tokio::select! {
             _ = tokio::time::sleep(sink.pipeline().config.store.sweep_every) => {}

@@ -267,6 +267,38 @@ fn blob_files_of_the_previous_layout_are_packed_and_unreferenced_ones_swept() {
 }
 
 #[test]
+fn old_rate_limit_and_one_time_records_are_pruned_and_recent_ones_kept() {
+    use postdesk::adapters::store::{Change, Op};
+    let desk = DeskConfig::new().build();
+    let config = postdesk::adapters::config::load(&desk.config).unwrap();
+    let store = postdesk::adapters::store::open(&config.instance.data_dir, &config.store).unwrap();
+    let now = jiff::Timestamp::now();
+    let ago = |days: i64| now.checked_sub(jiff::SignedDuration::from_hours(24 * days)).unwrap();
+    let mut change = Change::default();
+    change.push(Op::Ack("bob@customer.test".into(), ago(40)));
+    change.push(Op::Ack("bob@customer.test".into(), ago(31)));
+    change.push(Op::Ack("bob@customer.test".into(), now));
+    change.push(Op::Ack("login-used:n1".into(), ago(35)));
+    change.push(Op::Ack("login-used:n2".into(), ago(2)));
+    store.commit(change).unwrap();
+    let epoch = jiff::Timestamp::UNIX_EPOCH;
+    assert_eq!(store.acks_since("bob@customer.test", epoch).unwrap(), 3);
+    assert_eq!(store.prune_acks(ago(30)).unwrap(), 3);
+    assert_eq!(
+        store.acks_since("bob@customer.test", epoch).unwrap(),
+        1,
+        "the recent one stays"
+    );
+    assert_eq!(store.acks_since("login-used:n1", epoch).unwrap(), 0);
+    assert_eq!(
+        store.acks_since("login-used:n2", epoch).unwrap(),
+        1,
+        "a value spent two days ago stays spent"
+    );
+    assert_eq!(store.prune_acks(ago(30)).unwrap(), 0, "nothing more to prune");
+}
+
+#[test]
 fn check_names_a_bad_sweep_interval_with_line_and_column() {
     for (value, expected) in [
         ("0s", "sweep_every: at least \"1s\""),

@@ -314,6 +314,9 @@ impl Store for BatchCache {
     fn sweep_blobs(&self) -> Result<u64, StoreError> {
         self.inner.sweep_blobs()
     }
+    fn prune_acks(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.inner.prune_acks(before)
+    }
     fn next_seq(&self) -> Result<u64, StoreError> {
         self.inner.next_seq()
     }

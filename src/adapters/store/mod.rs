@@ -402,6 +402,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes blobs no record names (older than a grace period, so mail
     /// being processed now is safe); returns how many.
     fn sweep_blobs(&self) -> Result<u64, StoreError>;
+    /// Forgets the `Ack` records (rate limits' sent mail, spent one-time
+    /// values) from before `before`; returns how many. The daemon keeps
+    /// [`ACKS_KEPT`].
+    fn prune_acks(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// A unique, increasing number (for nonces).
     fn next_seq(&self) -> Result<u64, StoreError>;
@@ -487,6 +491,12 @@ pub struct StoreSettings {
     /// this or [`FIRST_SWEEP_AFTER`], whichever is shorter).
     pub sweep_every: std::time::Duration,
 }
+
+/// How long the daemon keeps `Ack` records: a rate limit counts the last
+/// hour, and a sign-in link lives a day at most, a form two hours, a session
+/// twelve hours; their spent values need keeping no longer than that. Without
+/// pruning, every acknowledgement ever sent stayed a key in the store.
+pub const ACKS_KEPT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 /// The daemon's first blob sweep waits at most this long after its start,
 /// which is busy enough (recovery, queued mail, the search index).

@@ -906,6 +906,15 @@ impl Store for PgStore {
         })
     }
 
+    fn prune_acks(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.run(|pool| async move {
+            let c = pool.get().await.map_err(db)?;
+            c.execute("DELETE FROM acks WHERE at < $1", &[&secs(before)])
+                .await
+                .map_err(pg)
+        })
+    }
+
     fn next_seq(&self) -> Result<u64, StoreError> {
         // Numbers drawn 64 at a time: unique across instances, one round trip per 64.
         let mut spare = self.spare_seqs.lock().unwrap_or_else(|p| p.into_inner());

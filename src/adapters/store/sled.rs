@@ -1285,6 +1285,23 @@ impl Store for SledStore {
             .sweep(SWEEP_GRACE_SECS, |key| Ok(refs.contains_key(key.as_bytes())?))
     }
 
+    fn prune_acks(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let acks = self.tree(T::Acks);
+        let mut gone = 0;
+        for r in acks.iter().keys() {
+            let k = r?;
+            // address, NUL, seconds (8), sequence (8)
+            if k.len() > 17 {
+                let at = i64::from_be_bytes(k[k.len() - 16..k.len() - 8].try_into().unwrap_or([0; 8]));
+                if at < before.as_second() {
+                    acks.remove(&k)?;
+                    gone += 1;
+                }
+            }
+        }
+        Ok(gone)
+    }
+
     fn next_seq(&self) -> Result<u64, StoreError> {
         self.next_id()
     }
