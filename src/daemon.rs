@@ -317,16 +317,15 @@ async fn retrainer(sink: Sink, now: Arc<Notify>, mut stop: watch::Receiver<bool>
     }
 }
 
+/// The first blob sweep waits at most this long after the start, which is
+/// busy enough (recovery, queued mail, the search index).
+const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(600);
+
 /// Deletes blobs no record names and forgets `Ack` records older than
 /// [`crate::adapters::store::ACKS_KEPT`]: every `[store] sweep_every` (a day
 /// by default), the first time at most ten minutes after the start.
 async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
-    let first = sink
-        .pipeline()
-        .config
-        .store
-        .sweep_every
-        .min(crate::adapters::store::FIRST_SWEEP_AFTER);
+    let first = sink.pipeline().config.store.sweep_every.min(FIRST_SWEEP_AFTER);
     tokio::select! {
         _ = tokio::time::sleep(first) => {}
         _ = stop.changed() => return,
@@ -341,9 +340,7 @@ async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
         }
         let store = sink.pipeline().store.clone();
         let before = Timestamp::now()
-            .checked_sub(jiff::SignedDuration::from_secs(
-                crate::adapters::store::ACKS_KEPT.as_secs() as i64,
-            ))
+            .checked_sub(crate::adapters::store::ACKS_KEPT)
             .unwrap_or(Timestamp::MIN);
         match tokio::task::spawn_blocking(move || store.prune_acks(before)).await {
             Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "old rate-limit and one-time records pruned"),

@@ -170,6 +170,16 @@ impl Validator<'_> {
         }
     }
 
+    /// An interval of at least a second; `message` when shorter.
+    fn interval(&mut self, raw: &Option<Spanned<String>>, default: Duration, message: &str) -> Duration {
+        let every = self.duration(raw, default);
+        if every < Duration::from_secs(1) {
+            let at = raw.as_ref().map_or(0, |r| r.span().start);
+            self.problem(at, message.into());
+        }
+        every.max(Duration::from_secs(1))
+    }
+
     /// `[store]` with `backend = "postgres"`: a URL or host/port/database/user, a password source, TLS, pool and lease.
     fn postgres(&mut self, rs: &super::raw::RawStore, at: usize) -> Option<crate::adapters::store::PgSettings> {
         use crate::adapters::store::PgSettings;
@@ -537,17 +547,11 @@ impl Validator<'_> {
                     n => self.problem(mb.span().start, format!("cache_mb = {n}: expected 4 to 65536 (MiB)")),
                 }
             }
-            if let Some(raw) = &rs.sweep_every {
-                let every = self.duration(&rs.sweep_every, store.sweep_every);
-                if every < Duration::from_secs(1) {
-                    self.problem(
-                        raw.span().start,
-                        "[store] sweep_every: at least \"1s\" (\"24h\" by default)".into(),
-                    );
-                } else {
-                    store.sweep_every = every;
-                }
-            }
+            store.sweep_every = self.interval(
+                &rs.sweep_every,
+                store.sweep_every,
+                "[store] sweep_every: at least \"1s\" (\"24h\" by default)",
+            );
             let postgres_keys = rs.url.is_some()
                 || rs.host.is_some()
                 || rs.port.is_some()
@@ -1195,14 +1199,11 @@ impl Validator<'_> {
             }
         }
         if i.retrain.is_some() {
-            let every = self.duration(&i.retrain, Duration::from_secs(86_400));
-            if every < Duration::from_secs(1) {
-                self.problem(
-                    i.retrain.as_ref().map_or(raw.span().start, |r| r.span().start),
-                    "[intent] retrain: at least \"1s\" (\"24h\" is usual)".into(),
-                );
-            }
-            out.retrain = Some(every.max(Duration::from_secs(1)));
+            out.retrain = Some(self.interval(
+                &i.retrain,
+                Duration::from_secs(86_400),
+                "[intent] retrain: at least \"1s\" (\"24h\" is usual)",
+            ));
         }
         if let Some(n) = &i.min_examples {
             if !(2..=1_000_000).contains(n.get_ref()) {

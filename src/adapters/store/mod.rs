@@ -488,7 +488,7 @@ pub struct StoreSettings {
     /// Which backend.
     pub backend: Backend,
     /// How often the daemon sweeps unreferenced blobs (its first sweep waits
-    /// this or [`FIRST_SWEEP_AFTER`], whichever is shorter).
+    /// this or ten minutes, whichever is shorter).
     pub sweep_every: std::time::Duration,
 }
 
@@ -496,11 +496,7 @@ pub struct StoreSettings {
 /// hour, and a sign-in link lives a day at most, a form two hours, a session
 /// twelve hours; their spent values need keeping no longer than that. Without
 /// pruning, every acknowledgement ever sent stayed a key in the store.
-pub const ACKS_KEPT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
-
-/// The daemon's first blob sweep waits at most this long after its start,
-/// which is busy enough (recovery, queued mail, the search index).
-pub const FIRST_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+pub const ACKS_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(30 * 24);
 
 impl Default for StoreSettings {
     fn default() -> Self {

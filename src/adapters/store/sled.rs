@@ -269,6 +269,12 @@ fn ack_key(address: &str, at: Timestamp, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The address and seconds of an [`ack_key`]: address, NUL, seconds (8), sequence (8).
+fn ack_of_key(k: &[u8]) -> Option<(&[u8], i64)> {
+    let (address, rest) = k.split_at(k.len().checked_sub(17).filter(|&n| n > 0)?);
+    Some((address, i64::from_be_bytes(rest[1..9].try_into().ok()?)))
+}
+
 /// Adds `delta` to a big-endian counter inside a transaction; zero removes it.
 fn bump<E>(tree: &TransactionalTree, key: &[u8], delta: i64) -> Result<(), ConflictableTransactionError<E>> {
     let old = tree.get(key)?.map_or(0, |v| read_u64(&v));
@@ -370,9 +376,9 @@ const LEAF_LEFT: usize = 9;
 struct FillOrder {
     /// The run being read.
     run: Vec<(sled::IVec, sled::IVec)>,
-    /// The last 7 of the previous run, for its leaf once it has split.
+    /// The last 7 of the previous run, for its leaf once it has split
+    /// (none before the first run).
     held: Vec<(sled::IVec, sled::IVec)>,
-    started: bool,
 }
 
 impl FillOrder {
@@ -386,13 +392,12 @@ impl FillOrder {
 
     fn flush(&mut self, out: &mut Vec<(sled::IVec, sled::IVec)>) {
         let mut run = std::mem::take(&mut self.run).into_iter();
-        if self.started {
+        if self.held.is_empty() {
+            out.extend(run.by_ref().take(LEAF_LEFT));
+        } else {
             out.extend(run.by_ref().take(LEAF_LEFT - 1));
             out.append(&mut self.held);
             out.extend(run.next());
-        } else {
-            out.extend(run.by_ref().take(LEAF_LEFT));
-            self.started = true;
         }
         self.held.extend(run);
     }
@@ -797,13 +802,10 @@ impl SledStore {
         counts.push(("webhooks", n));
         for r in self.tree(T::Acks).iter().keys() {
             let k = r?;
-            // address, NUL, seconds (8), sequence (8)
-            if k.len() > 17 {
-                let (address, rest) = k.split_at(k.len() - 17);
-                let at = i64::from_be_bytes(rest[1..9].try_into().unwrap_or([0; 8]));
-                if let Ok(at) = Timestamp::from_second(at) {
-                    emit(Op::Ack(String::from_utf8_lossy(address).into_owned(), at), &mut change)?;
-                }
+            if let Some((address, at)) = ack_of_key(&k)
+                && let Ok(at) = Timestamp::from_second(at)
+            {
+                emit(Op::Ack(String::from_utf8_lossy(address).into_owned(), at), &mut change)?;
             }
         }
         for r in self.tree(T::Suppress).iter() {
@@ -1290,13 +1292,9 @@ impl Store for SledStore {
         let mut gone = 0;
         for r in acks.iter().keys() {
             let k = r?;
-            // address, NUL, seconds (8), sequence (8)
-            if k.len() > 17 {
-                let at = i64::from_be_bytes(k[k.len() - 16..k.len() - 8].try_into().unwrap_or([0; 8]));
-                if at < before.as_second() {
-                    acks.remove(&k)?;
-                    gone += 1;
-                }
+            if ack_of_key(&k).is_some_and(|(_, at)| at < before.as_second()) {
+                acks.remove(&k)?;
+                gone += 1;
             }
         }
         Ok(gone)
