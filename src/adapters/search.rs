@@ -13,7 +13,7 @@ use crate::core::model::{Ticket, TicketId};
 use jiff::Timestamp;
 use std::path::Path;
 use std::sync::Mutex;
-use tantivy::collector::TopDocs;
+use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::{QueryParser, TermQuery};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term, doc};
@@ -82,12 +82,14 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    fn put(&mut self, store: &dyn Store, t: &Ticket, progress: &Progress) -> Result<(), SearchError> {
+    /// Indexes `t`; `fresh` when the index cannot hold it yet (numbered past
+    /// the last committed), so no deletion of an older document is queued.
+    fn put(&mut self, store: &dyn Store, t: &Ticket, fresh: bool, progress: &Progress) -> Result<(), SearchError> {
         let w = match &mut self.writer {
             Some(w) => w,
             None => self.writer.insert(self.index.writer()?),
         };
-        self.index.put(w, store, t)?;
+        self.index.put(w, store, t, fresh)?;
         self.done.indexed += 1;
         self.pending += 1;
         if self.pending >= COMMIT_EVERY {
@@ -204,9 +206,10 @@ impl SearchIndex {
     /// The update time (milliseconds) the index holds for a ticket.
     fn indexed_update(&self, searcher: &tantivy::Searcher, id: u64) -> Result<Option<i64>, SearchError> {
         let q = TermQuery::new(Term::from_field_u64(self.ticket, id), IndexRecordOption::Basic);
-        let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
-        match top.first() {
-            Some((_, addr)) => {
+        // A collector that does not score: no BM25 weight built for each look-up.
+        let found = searcher.search(&q, &DocSetCollector)?;
+        match found.iter().next() {
+            Some(addr) => {
                 let d: TantivyDocument = searcher.doc(*addr)?;
                 Ok(d.get_first(self.updated).and_then(|v| v.as_i64()))
             }
@@ -233,13 +236,16 @@ impl SearchIndex {
         };
         // New tickets, by number.
         let mut cursor = (progress.last_id > 0).then(|| progress.last_id.to_string());
+        // Tickets past the last committed number have no document yet (what a
+        // stopped catch-up had not committed is gone with its writer).
+        let committed = progress.last_id;
         let mut newest_update = progress.updated_ms;
         loop {
             let page = store.list(&TicketFilter::default(), cursor.as_deref(), 500)?;
             for t in &page.tickets {
                 progress.last_id = progress.last_id.max(t.id.0);
                 newest_update = newest_update.max(t.updated_at.as_millisecond());
-                batch.put(store, t, &progress)?;
+                batch.put(store, t, t.id.0 > committed, &progress)?;
             }
             match page.next {
                 Some(n) if !stopping() => cursor = Some(n),
@@ -263,7 +269,7 @@ impl SearchIndex {
                 newest_update = newest_update.max(ms);
                 // One made after the first pass read is taken by number next time.
                 if t.id.0 <= progress.last_id && self.indexed_update(&searcher, t.id.0)? != Some(ms) {
-                    batch.put(store, t, &progress)?;
+                    batch.put(store, t, false, &progress)?;
                 }
             }
             match page.next {
@@ -290,8 +296,8 @@ impl SearchIndex {
         Ok(())
     }
 
-    /// Replaces a ticket's document.
-    fn put(&self, w: &IndexWriter, store: &dyn Store, t: &Ticket) -> Result<(), SearchError> {
+    /// Replaces a ticket's document (adds it, when `fresh`).
+    fn put(&self, w: &IndexWriter, store: &dyn Store, t: &Ticket, fresh: bool) -> Result<(), SearchError> {
         let mut text = String::new();
         text.push_str(&t.subject);
         text.push('\n');
@@ -325,7 +331,10 @@ impl SearchIndex {
             }
             text.truncate(end);
         }
-        w.delete_term(Term::from_field_u64(self.ticket, t.id.0));
+        // Each deletion is a query the writer runs at its next commit.
+        if !fresh {
+            w.delete_term(Term::from_field_u64(self.ticket, t.id.0));
+        }
         w.add_document(doc!(
             self.ticket => t.id.0,
             self.updated => t.updated_at.as_millisecond(),
@@ -384,6 +393,17 @@ mod tests {
         assert_eq!(index.catch_up(&*store, &|| false).unwrap().indexed, 700);
         assert_eq!(index.search("last", 0, 10).unwrap(), [TicketId(1200)]);
         assert_eq!(index.catch_up(&*store, &|| false).unwrap().indexed, 0);
+        // One document a ticket, also for one changed after it was indexed.
+        assert_eq!(index.search("question", 0, 5000).unwrap().len(), 1199);
+        let mut t = store.ticket(TicketId(5)).unwrap().unwrap();
+        t.subject = "a changed question".into();
+        t.updated_at = Timestamp::from_second(1_788_230_000).unwrap();
+        let mut change = Change::default();
+        change.ticket(&t);
+        store.commit(change).unwrap();
+        assert_eq!(index.catch_up(&*store, &|| false).unwrap().indexed, 1);
+        assert_eq!(index.search("changed", 0, 10).unwrap(), [TicketId(5)]);
+        assert_eq!(index.search("question", 0, 5000).unwrap().len(), 1199);
         drop((index, store));
         std::fs::remove_dir_all(&dir).unwrap();
     }
