@@ -40,6 +40,29 @@ fn unit_file_passes_systemd_analyze_verify() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// jemalloc ignores a setting it does not know, saying so only on stderr:
+/// the unit's must all be taken.
+#[test]
+fn the_units_allocator_settings_are_all_taken() {
+    let unit =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/postdesk.service"))
+            .unwrap();
+    let conf = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment=_RJEM_MALLOC_CONF="))
+        .expect("the unit sets the allocator's settings");
+    for (conf, taken) in [(conf, true), ("tcache_maximum:1024", false)] {
+        let out = std::process::Command::new(BIN)
+            .arg("--version")
+            .env("_RJEM_MALLOC_CONF", conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(!stderr.contains("Invalid conf"), taken, "{conf}: {stderr}");
+    }
+}
+
 struct Listener {
     socket: UnixDatagram,
     seen: Vec<String>,
