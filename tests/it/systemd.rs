@@ -4,12 +4,15 @@ use crate::support::{BIN, DeskConfig, mail, wait_until};
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+/// The unit as the repository ships it.
+fn unit_file() -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/postdesk.service")).unwrap()
+}
+
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     let dir = crate::servers::temp_dir("unit");
-    let unit =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/postdesk.service"))
-            .unwrap();
+    let unit = unit_file();
     for want in [
         "Type=notify",
         "WatchdogSec=",
@@ -44,9 +47,7 @@ fn unit_file_passes_systemd_analyze_verify() {
 /// the unit's must all be taken.
 #[test]
 fn the_units_allocator_settings_are_all_taken() {
-    let unit =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/postdesk.service"))
-            .unwrap();
+    let unit = unit_file();
     let conf = unit
         .lines()
         .find_map(|l| l.strip_prefix("Environment=_RJEM_MALLOC_CONF="))
