@@ -311,6 +311,9 @@ fn malformed_and_oversized_mail_is_quarantined_and_the_rest_goes_on() {
     );
     let daemon = desk.start();
     wait_until(20, "all processed", || imap.count("INBOX") == 0);
+    // The acknowledgement goes out after its mail is processed: stopping
+    // earlier could leave it queued (seen once on PostgreSQL).
+    wait_until(20, "the good mail's acknowledgement", || !smtp.received().is_empty());
     daemon.stop();
     let q: serde_json::Value = serde_json::from_str(&desk.ok(&["quarantine", "--json"])).unwrap();
     let reasons: Vec<&str> = q
