@@ -318,10 +318,11 @@ fn check_names_a_bad_sweep_interval_with_line_and_column() {
     }
 }
 
-#[test]
-fn a_store_of_the_previous_layout_is_upgraded_in_place() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
-    let dir = temp_dir("upgrade");
+/// A desk unpacked from `tests/fixtures/NAME` (its data, secret and
+/// config) into a folder of its own; the fixture's folder and the desk's.
+fn unpack(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = temp_dir(name);
     assert!(
         Command::new("tar")
             .arg("xzf")
@@ -333,20 +334,92 @@ fn a_store_of_the_previous_layout_is_upgraded_in_place() {
             .success()
     );
     fs::copy(fixture.join("postdesk.toml"), dir.join("postdesk.toml")).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .current_dir(&dir)
-            .args(["-c", "postdesk.toml"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    (fixture, dir)
+}
+
+/// Runs the binary in `dir` on its `postdesk.toml`; its output, which must be a success.
+fn run_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(["-c", "postdesk.toml"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_store_of_layout_4_has_its_messages_and_events_folded_into_chunks_in_place() {
+    // Written by the postdesk of 2026-12-06 (layout 4): three tickets, one of
+    // 42 messages and 50 events (more than a chunk holds), acknowledgements queued.
+    let (fixture, dir) = unpack("store-v4");
+    let run = |args: &[&str]| run_in(&dir, args);
+    let parse = |s: &str| -> Vec<Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let before = parse(&fs::read_to_string(fixture.join("export.ndjson")).unwrap());
+    assert_eq!(before[0]["messages"].as_array().unwrap().len(), 42);
+    // Every ticket, message and event reads back as it was written, in order.
+    assert_eq!(parse(&run(&["export"])), before);
+    // Carol writes again: her message and its event come after the old ones.
+    let reply = mail(
+        "Carol <carol@other.example>",
+        "support@example.com",
+        "Re: Invoice question",
+        "carol-1@other.example",
+        "In-Reply-To: <carol-0@other.example>\nReferences: <carol-0@other.example>",
+        "Any news about the double charge?",
+    );
+    fs::write(dir.join("reply.eml"), reply).unwrap();
+    run(&["ingest", "--no-send", "reply.eml"]);
+    let after = parse(&run(&["export"]));
+    assert_eq!(after[..2], before[..2], "the other tickets are untouched");
+    let (old, new) = (&before[2], &after[2]);
+    let messages = new["messages"].as_array().unwrap();
+    let old_messages = old["messages"].as_array().unwrap();
+    assert_eq!(messages[..old_messages.len()], old_messages[..]);
+    // Hers, then the agent's notification of it.
+    assert_eq!(messages.len(), old_messages.len() + 2);
+    assert_eq!(messages[old_messages.len()]["message_id"], "carol-1@other.example");
+    let events = new["events"].as_array().unwrap();
+    let old_events = old["events"].as_array().unwrap();
+    assert!(events.len() > old_events.len());
+    assert_eq!(events[..old_events.len()], old_events[..]);
+    // Bob's long ticket takes a message past its full chunks.
+    // (Dated after his ticket's last mail: an older date would start a ticket of its own.)
+    let bob = "From: Bob Example <bob@customer.test>\r\nTo: support@example.com\r\n\
+               Subject: Re: My order arrived damaged\r\nMessage-ID: <bob-20@customer.test>\r\n\
+               In-Reply-To: <bob-19@customer.test>\r\nReferences: <bob-19@customer.test>\r\n\
+               Date: Tue, 01 Dec 2026 09:00:00 +0000\r\n\r\nStill nothing.\r\n";
+    fs::write(dir.join("bob.eml"), bob).unwrap();
+    run(&["ingest", "--no-send", "bob.eml"]);
+    let last = parse(&run(&["export"]));
+    let threads: Vec<usize> = last.iter().map(|t| t["messages"].as_array().unwrap().len()).collect();
+    assert_eq!(threads.iter().sum::<usize>(), 42 + 7 + 3 + 2 + 2, "{threads:?}");
+    let bobs = last
+        .iter()
+        .find(|t| {
+            t["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["message_id"] == "bob-20@customer.test")
+        })
+        .expect("bob's mail is stored");
+    assert_eq!(bobs["id"], 1);
+    let had = before[0]["messages"].as_array().unwrap();
+    assert_eq!(bobs["messages"].as_array().unwrap()[..had.len()], had[..]);
+    assert_eq!(bobs["messages"][had.len()]["message_id"], "bob-20@customer.test");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_store_of_the_previous_layout_is_upgraded_in_place() {
+    let (fixture, dir) = unpack("store-v1");
+    let run = |args: &[&str]| run_in(&dir, args);
     assert!(!dir.join("data/blobs").exists(), "the old layout has no blob folder");
     // Every ticket, message and event reads back as it was written.
     let export = run(&["export"]);
