@@ -682,8 +682,30 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = load_config(cli.config)?;
             let counts = match to {
                 None => {
-                    open_store(&config)?;
-                    say!("the store is at the current layout");
+                    use crate::adapters::store::{Backend, sled};
+                    let (backend, from) = match &config.store.backend {
+                        Backend::Sled => (
+                            "sled",
+                            sled::SledStore::open(&config.instance.data_dir, &config.store)?.upgraded_from(),
+                        ),
+                        Backend::Postgres(_) => {
+                            // Its migrations are applied (and say so in the log) on open.
+                            open_store(&config)?;
+                            ("postgres", None)
+                        }
+                    };
+                    if json {
+                        say_json!(
+                            "{}",
+                            serde_json::json!({"backend": backend, "layout": (backend == "sled").then_some(sled::SCHEMA), "upgraded_from": from})
+                        );
+                    } else {
+                        match from {
+                            Some(from) => say!("upgraded the store from layout {from} to {}", sled::SCHEMA),
+                            None if backend == "sled" => say!("the store is at the current layout ({})", sled::SCHEMA),
+                            None => say!("the database's schema is current"),
+                        }
+                    }
                     return Ok(());
                 }
                 Some(_) => migrate_to_postgres(&config)?,

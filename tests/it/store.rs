@@ -362,6 +362,15 @@ fn a_store_of_layout_4_has_its_messages_and_events_folded_into_chunks_in_place()
     let parse = |s: &str| -> Vec<Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
     let before = parse(&fs::read_to_string(fixture.join("export.ndjson")).unwrap());
     assert_eq!(before[0]["messages"].as_array().unwrap().len(), 42);
+    // `migrate` says what it did, once.
+    let migrated: Value = serde_json::from_str(&run(&["migrate", "--json"])).unwrap();
+    assert_eq!(
+        migrated,
+        serde_json::json!({"backend": "sled", "layout": 5, "upgraded_from": 4})
+    );
+    let again: Value = serde_json::from_str(&run(&["migrate", "--json"])).unwrap();
+    assert_eq!(again["upgraded_from"], Value::Null);
+    assert!(run(&["migrate"]).contains("at the current layout (5)"));
     // Every ticket, message and event reads back as it was written, in order.
     assert_eq!(parse(&run(&["export"])), before);
     // Carol writes again: her message and its event come after the old ones.

@@ -112,6 +112,8 @@ pub struct SledStore {
     blobs: Blobs,
     /// Added to sled's id generator (which a compacted store starts again at 0).
     seq_base: u64,
+    /// The layout this open upgraded the store from (none when it was current or new).
+    upgraded_from: Option<u64>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -589,9 +591,13 @@ impl SledStore {
             blobs: Blobs::open(&data_dir.join("blobs"), db.open_tree("blobs")?)?,
             db,
             seq_base,
+            upgraded_from: None,
         };
-        store.upgrade()?;
-        Ok(store)
+        let from = store.upgrade()?;
+        Ok(SledStore {
+            upgraded_from: from,
+            ..store
+        })
     }
 
     fn tree(&self, name: T) -> &sled::Tree {
@@ -698,10 +704,11 @@ impl SledStore {
     /// to blob files, the indexes, counters and loads built from the tickets,
     /// the activity index from the events, outbox keys given a lane. Each step
     /// can run again after a crash; the version is written last.
-    fn upgrade(&self) -> Result<(), StoreError> {
+    /// Returns the layout it upgraded from, if it did.
+    fn upgrade(&self) -> Result<Option<u64>, StoreError> {
         let from = self.schema()?;
         if from == SCHEMA {
-            return Ok(());
+            return Ok(None);
         }
         if from > SCHEMA {
             return Err(StoreError::Corrupt {
@@ -721,7 +728,12 @@ impl SledStore {
         }
         self.tree(T::Meta).insert(b"schema", &be(SCHEMA))?;
         self.db.flush()?;
-        Ok(())
+        Ok((from > 0).then_some(from))
+    }
+
+    /// The layout this open upgraded the store from, when it was older.
+    pub fn upgraded_from(&self) -> Option<u64> {
+        self.upgraded_from
     }
 
     /// Layout 4 and older kept each message and event under its own key
