@@ -1744,6 +1744,18 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Opens the store at `dir` again: sled's threads may hold its lock a
+    /// moment after the last handle was dropped.
+    fn reopen(dir: &std::path::Path) -> SledStore {
+        for _ in 0..200 {
+            match SledStore::open(dir, &StoreSettings::default()) {
+                Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                other => return other.unwrap(),
+            }
+        }
+        panic!("{} still locked after 2 s", dir.display());
+    }
+
     #[test]
     fn records_of_layout_4_are_folded_into_chunks_on_open_and_an_interrupted_fold_finishes() {
         let dir = std::env::temp_dir().join(format!("postdesk-sled-fold-{}", std::process::id()));
@@ -1764,7 +1776,7 @@ mod tests {
         store.tree(T::Tickets).insert(be(1), &b"placeholder"[..]).unwrap();
         store.tree(T::Meta).insert(b"schema", &be(4)).unwrap();
         drop(store);
-        let store = SledStore::open(&dir, &StoreSettings::default()).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.schema().unwrap(), SCHEMA);
         assert_eq!(
             numbers(&store.events(TicketId(1)).unwrap()),
@@ -1793,7 +1805,7 @@ mod tests {
         }
         store.tree(T::Meta).insert(b"schema", &be(4)).unwrap();
         drop(store);
-        let store = SledStore::open(&dir, &StoreSettings::default()).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.upgraded_from(), Some(4));
         let now = keys(&store, T::Events);
         assert_eq!(now[..after.len()], after[..], "tickets 1 and 2 are as they were");
