@@ -156,6 +156,16 @@ fn sealed_key(ticket: TicketId, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The length of a key of layout 4 and older under `messages` and `events`:
+/// the ticket, then the record's sequence number.
+const LEGACY_KEY: usize = 16;
+
+/// Whether a chunk of `records` records and `bytes` bytes is closed before
+/// a record of `next` bytes is added (the appends and the fold share it).
+fn chunk_full(records: usize, bytes: usize, next: usize) -> bool {
+    records > 0 && (records >= CHUNK_RECORDS || bytes + 4 + next > CHUNK_BYTES)
+}
+
 /// Adds one record to a chunk: its length (4 bytes, big-endian), then its bytes.
 fn chunk_push(chunk: &mut Vec<u8>, record: &[u8]) {
     chunk.extend_from_slice(&(record.len() as u32).to_be_bytes());
@@ -166,7 +176,7 @@ fn chunk_push(chunk: &mut Vec<u8>, record: &[u8]) {
 /// one bare record of a key of layout 4 and older (ticket, then sequence
 /// number: 16 bytes).
 fn chunk_records<'a>(tree: &'static str, key: &[u8], value: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
-    if key.len() == 16 {
+    if key.len() == LEGACY_KEY {
         return Ok(vec![value]);
     }
     let mut out = Vec::new();
@@ -204,12 +214,10 @@ fn chunk_append<E>(
 ) -> Result<(), ConflictableTransactionError<E>> {
     let tail = tail_key(ticket);
     let mut chunk = tree.get(tail)?.map(|v| v.to_vec()).unwrap_or_default();
-    if !chunk.is_empty() {
-        // A chunk this code cannot read counts as full: it is kept as it is.
-        let records = chunk_records("", &tail, &chunk).map_or(CHUNK_RECORDS, |r| r.len());
-        if records >= CHUNK_RECORDS || chunk.len() + 4 + record.len() > CHUNK_BYTES {
-            tree.insert(sealed_key(ticket, seq), std::mem::take(&mut chunk))?;
-        }
+    // A chunk this code cannot read counts as full: it is kept as it is.
+    let records = chunk_records("", &tail, &chunk).map_or(CHUNK_RECORDS, |r| r.len());
+    if chunk_full(records, chunk.len(), record.len()) {
+        tree.insert(sealed_key(ticket, seq), std::mem::take(&mut chunk))?;
     }
     chunk_push(&mut chunk, record);
     tree.insert(&tail[..], chunk)?;
@@ -743,20 +751,19 @@ impl SledStore {
     /// ticket in one layout or the other and a second run finishes the rest.
     fn fold_children(&self, tree: T, name: &'static str) -> Result<(), StoreError> {
         const TICKETS_PER_BATCH: usize = 1024;
-        type Group = (TicketId, Vec<sled::IVec>, bool, Vec<(u64, Vec<u8>)>);
+        type Group = (TicketId, Vec<sled::IVec>, Vec<(u64, Vec<u8>)>);
         let records = self.tree(tree);
         let mut from: Vec<u8> = Vec::new();
         let mut folded = 0usize;
         loop {
             let mut batch = sled::Batch::default();
-            // Each ticket's keys (and whether any is of the old layout), and
-            // its records in order with their sequence numbers.
+            // Each ticket's keys, and its records in order with their sequence numbers.
             let mut group: Option<Group> = None;
             let mut groups = 0;
             let mut next = None;
             let flush = |g: Group, batch: &mut sled::Batch| {
-                let (id, keys, old, recs) = g;
-                if !old {
+                let (id, keys, recs) = g;
+                if !keys.iter().any(|k| k.len() == LEGACY_KEY) {
                     return 0;
                 }
                 for k in keys {
@@ -766,7 +773,7 @@ impl SledStore {
                 let mut chunk = Vec::new();
                 let mut count = 0;
                 for (seq, r) in &recs {
-                    if count > 0 && (count >= CHUNK_RECORDS || chunk.len() + 4 + r.len() > CHUNK_BYTES) {
+                    if chunk_full(count, chunk.len(), r.len()) {
                         batch.insert(sealed_key(id, *seq), std::mem::take(&mut chunk));
                         count = 0;
                     }
@@ -790,16 +797,15 @@ impl SledStore {
                 }
                 let g = group.get_or_insert_with(|| {
                     groups += 1;
-                    (id, Vec::new(), false, Vec::new())
+                    (id, Vec::new(), Vec::new())
                 });
-                g.2 |= k.len() == 16;
                 for r in chunk_records(name, &k, &v)? {
                     // A record of the old layout has its own number; one already in a chunk follows the last.
                     let seq = match k.len() {
-                        16 => read_u64(&k[8..]),
-                        _ => g.3.last().map_or(0, |(s, _)| s + 1),
+                        LEGACY_KEY => read_u64(&k[8..]),
+                        _ => g.2.last().map_or(0, |(s, _)| s + 1),
                     };
-                    g.3.push((seq, r.to_vec()));
+                    g.2.push((seq, r.to_vec()));
                 }
                 g.1.push(k);
             }
