@@ -7,9 +7,16 @@
 //! folds' means) and the size of the model file trained on everything.
 //! Without the dataset, and under `cargo test`, a generated set of intents
 //! goes through the same steps.
+//!
+//! With pre-trained token embeddings in `target/embeddings` (fetched by
+//! `tests/fetch-embeddings`; `POSTDESK_BENCH_EMBEDDINGS=DIR` elsewhere) the
+//! folds run twice, without and with them, and the gain is printed.
+//! `POSTDESK_BENCH_FOLDS=10` scores 10 folds instead of 5.
 
-use postdesk::core::intent::{Model, TrainOptions, train};
+use postdesk::core::embed::Embeddings;
+use postdesk::core::intent::{Model, TrainOptions, train_with};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
@@ -19,7 +26,10 @@ fn main() {
         Some(Ok(rows)) => ("banking77".to_string(), rows),
         _ => ("generated".to_string(), generated()),
     };
-    let folds = 5;
+    let folds: usize = match std::env::var("POSTDESK_BENCH_FOLDS") {
+        Ok(v) => v.parse().expect("POSTDESK_BENCH_FOLDS: a number of folds, 2 or more"),
+        Err(_) => 5,
+    };
     // A fixed shuffle, so every run scores the same folds.
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -32,6 +42,52 @@ fn main() {
     }
     let labels: std::collections::HashSet<&str> = rows.iter().map(|(_, l)| l.as_str()).collect();
     println!("{name}: {} examples, {} labels, {folds}-fold", rows.len(), labels.len());
+    // Pre-trained token embeddings, where tests/fetch-embeddings put them.
+    let dir = std::env::var_os("POSTDESK_BENCH_EMBEDDINGS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/embeddings"));
+    let (weights, vocabulary) = (dir.join("l2_supercat_256.safetensors"), dir.join("vocabulary.txt"));
+    let embeddings = (full && weights.is_file())
+        .then(|| Arc::new(postdesk::adapters::intent::load_embeddings(&weights, &vocabulary).expect("embeddings")));
+    let mut runs = vec![("n-grams", None)];
+    if let Some(e) = &embeddings {
+        runs.push(("n-grams and token embeddings", Some(e.clone())));
+    } else if full {
+        println!(
+            "(no token embeddings in {}: tests/fetch-embeddings fetches them)",
+            dir.display()
+        );
+    }
+    let mut means = Vec::new();
+    for (what, e) in runs {
+        println!("-- {what}");
+        let mean = cross_validate(&rows, &order, folds, e.clone());
+        assert!(mean > 0.5, "accuracy {mean} is no better than chance on {name}");
+        means.push(mean);
+        let all: Vec<(&str, &str)> = rows.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
+        let started = Instant::now();
+        let model = train_with(&all, TrainOptions::default(), e).expect("two labels at least");
+        let secs = started.elapsed().as_secs_f64();
+        let size = file_size(&model);
+        println!(
+            "on all {} examples:  training {secs:.2} s, model file {:.1} MB (target ≤ 50 MB)",
+            rows.len(),
+            size as f64 / 1e6
+        );
+    }
+    if let [without, with] = means[..] {
+        println!(
+            "embeddings: {:+.2} points ({:.2}% → {:.2}%)",
+            (with - without) * 100.0,
+            without * 100.0,
+            with * 100.0
+        );
+    }
+}
+
+/// Trains on all folds but one and tests on that one, for each fold; prints
+/// the figures and returns the mean accuracy.
+fn cross_validate(rows: &[(String, String)], order: &[usize], folds: usize, e: Option<Arc<Embeddings>>) -> f64 {
     let mut accuracies = Vec::new();
     let mut train_secs = Vec::new();
     let mut predict_us = Vec::new();
@@ -42,7 +98,7 @@ fn main() {
             .map(|&i| (rows[i].0.as_str(), rows[i].1.as_str()))
             .collect();
         let started = Instant::now();
-        let model = train(&examples, TrainOptions::default()).expect("two labels at least");
+        let model = train_with(&examples, TrainOptions::default(), e.clone()).expect("two labels at least");
         train_secs.push(started.elapsed().as_secs_f64());
         let started = Instant::now();
         let right = test
@@ -69,17 +125,7 @@ fn main() {
         "prediction per query:    {:.1} µs (median of the folds' means; target ≤ 1 ms)",
         median(&mut predict_us)
     );
-    let all: Vec<(&str, &str)> = rows.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
-    let started = Instant::now();
-    let model = train(&all, TrainOptions::default()).expect("two labels at least");
-    let secs = started.elapsed().as_secs_f64();
-    let size = file_size(&model);
-    println!(
-        "on all {} examples:  training {secs:.2} s, model file {:.1} MB (target ≤ 50 MB)",
-        rows.len(),
-        size as f64 / 1e6
-    );
-    assert!(mean > 0.5, "accuracy {mean} is no better than chance on {name}");
+    mean
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -97,6 +143,10 @@ fn file_size(model: &Model) -> u64 {
         examples: model.examples,
         source: "bench".into(),
         trained_at: String::new(),
+        embeddings: model
+            .embeddings
+            .as_ref()
+            .map(|e| postdesk::adapters::intent::EmbeddingsHeader::of(e, Path::new("bench"))),
     };
     postdesk::adapters::intent::save(model, &header, &path).unwrap();
     let size = std::fs::metadata(&path).unwrap().len();

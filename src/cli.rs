@@ -907,8 +907,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             let started = std::time::Instant::now();
             let path = crate::adapters::intent::path(&config.instance.data_dir);
-            let (model, _) = crate::pipeline::train_intent(
-                &config.instance.data_dir,
+            let (model, header) = crate::pipeline::train_intent(
+                &config,
                 &examples,
                 &source,
                 Timestamp::now(),
@@ -933,11 +933,18 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                         "source": source,
                         "model": path.display().to_string(),
                         "seconds": (secs * 100.0).round() / 100.0,
+                        "embeddings": header.embeddings,
                     })
                 );
             } else {
+                let with = header.embeddings.as_ref().map_or(String::new(), |e| {
+                    format!(
+                        " with the token embeddings of {} ({} tokens × {})",
+                        e.source, e.tokens, e.dims
+                    )
+                });
                 say!(
-                    "trained on {} examples of {} labels ({source}) in {secs:.1} s: {} (reload the daemon to use it)",
+                    "trained on {} examples of {} labels ({source}){with} in {secs:.1} s: {} (reload the daemon to use it)",
                     model.examples,
                     model.labels.len(),
                     path.display()

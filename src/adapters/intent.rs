@@ -4,16 +4,25 @@
 //! The file: the magic `PDINTENT`, a format byte, a little-endian u32 length
 //! and a JSON header (labels, counts, when and from what it was trained),
 //! then the arrays: buckets (u32), idf (f32), scale and bias per label (f32),
-//! weights (i16). It is written to a temporary file, synced and renamed, so
-//! a reader sees the old model or the new one, never half of one.
+//! weights (i16; the buckets' rows, then the pooled embeddings' rows). With
+//! embeddings (format 2), then their vocabulary (u32 length, the pieces
+//! joined by line breaks) and vectors (half floats). It is written to a
+//! temporary file, synced and renamed, so a reader sees the old model or the
+//! new one, never half of one. Format 1 (no embeddings) is still read.
+//!
+//! Also read here: the token embeddings an admin supplies, a safetensors
+//! file of one matrix (a row per token: F16, BF16 or F32) and the
+//! vocabulary, a text file of one piece per line (line n is token n).
 
+use crate::core::embed::{Embeddings, f32_to_f16};
 use crate::core::intent::Model;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PDINTENT";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// The model file's name in `data_dir`.
 pub fn path(data_dir: &Path) -> PathBuf {
@@ -33,6 +42,31 @@ pub struct Header {
     pub source: String,
     /// When it was trained (RFC 3339).
     pub trained_at: String,
+    /// The token embeddings it was trained with and keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<EmbeddingsHeader>,
+}
+
+/// The embeddings a model file keeps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingsHeader {
+    /// Tokens of the vocabulary.
+    pub tokens: usize,
+    /// Dimensions of a token's vector.
+    pub dims: usize,
+    /// The file they were read from.
+    pub source: String,
+}
+
+impl EmbeddingsHeader {
+    /// What a header says of `e`, read from `source`.
+    pub fn of(e: &Embeddings, source: &Path) -> Self {
+        EmbeddingsHeader {
+            tokens: e.vocab().len(),
+            dims: e.dims(),
+            source: source.display().to_string(),
+        }
+    }
 }
 
 /// Writes the model atomically.
@@ -51,6 +85,14 @@ pub fn save(model: &Model, header: &Header, path: &Path) -> std::io::Result<()> 
     }
     for w in &model.weights {
         out.extend_from_slice(&w.to_le_bytes());
+    }
+    if let Some(e) = &model.embeddings {
+        let vocab = e.vocab().join("\n");
+        out.extend_from_slice(&(vocab.len() as u32).to_le_bytes());
+        out.extend_from_slice(vocab.as_bytes());
+        for v in e.table() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
     let tmp = path.with_extension("model.tmp");
     {
@@ -75,9 +117,9 @@ fn parse(bytes: &[u8]) -> Result<(Model, Header), String> {
     if bytes.len() < 13 || &bytes[..8] != MAGIC {
         return Err("not a postdesk intent model".into());
     }
-    if bytes[8] != FORMAT {
+    if !(1..=FORMAT).contains(&bytes[8]) {
         return Err(format!(
-            "model format {} (this postdesk reads {FORMAT}): run `postdesk train` again",
+            "model format {} (this postdesk reads 1 to {FORMAT}): run `postdesk train` again",
             bytes[8]
         ));
     }
@@ -85,17 +127,23 @@ fn parse(bytes: &[u8]) -> Result<(Model, Header), String> {
     let head = bytes.get(13..13 + len).ok_or("truncated header")?;
     let header: Header = serde_json::from_slice(head).map_err(|e| format!("bad header: {e}"))?;
     let (n, l) = (header.buckets, header.labels.len());
+    let dense = header
+        .embeddings
+        .as_ref()
+        .map_or(Some(0), |e| e.dims.checked_mul(3))
+        .ok_or("impossible sizes")?;
     let mut rest = &bytes[13 + len..];
     let want = n
         .checked_mul(8)
         .and_then(|a| a.checked_add(l * 8))
         .and_then(|a| {
-            n.checked_mul(l)
+            n.checked_add(dense)
+                .and_then(|r| r.checked_mul(l))
                 .and_then(|w| w.checked_mul(2))
                 .and_then(|w| a.checked_add(w))
         })
         .ok_or("impossible sizes")?;
-    if rest.len() != want || l < 2 {
+    if rest.len() < want || (header.embeddings.is_none() && rest.len() != want) || l < 2 {
         return Err(format!("{} bytes of arrays, expected {want}", rest.len()));
     }
     let mut take = |k: usize| {
@@ -120,10 +168,35 @@ fn parse(bytes: &[u8]) -> Result<(Model, Header), String> {
     let idf = f32s(take(n * 4));
     let scale = f32s(take(l * 4));
     let bias = f32s(take(l * 4));
-    let weights = take(n * l * 2)
+    let weights = take((n + dense) * l * 2)
         .chunks_exact(2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
         .collect();
+    let embeddings = match &header.embeddings {
+        None => None,
+        Some(h) => {
+            let size = rest.get(..4).ok_or("truncated vocabulary")?;
+            let size = u32::from_le_bytes(size.try_into().expect("4")) as usize;
+            let vocab = rest.get(4..4 + size).ok_or("truncated vocabulary")?;
+            let vocab = std::str::from_utf8(vocab).map_err(|_| "vocabulary is not UTF-8")?;
+            let vocab: Vec<String> = vocab.split('\n').map(str::to_string).collect();
+            let table = &rest[4 + size..];
+            if vocab.len() != h.tokens || Some(table.len()) != h.tokens.checked_mul(h.dims * 2) {
+                return Err(format!(
+                    "embeddings of {} bytes for {} pieces, expected {} × {}",
+                    table.len(),
+                    vocab.len(),
+                    h.tokens,
+                    h.dims
+                ));
+            }
+            let table = table
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            Some(Arc::new(Embeddings::new(vocab, h.dims, table)?))
+        }
+    };
     Ok((
         Model {
             labels: header.labels.clone(),
@@ -133,9 +206,64 @@ fn parse(bytes: &[u8]) -> Result<(Model, Header), String> {
             scale,
             bias,
             examples: header.examples,
+            embeddings,
         },
         header,
     ))
+}
+
+/// Reads token embeddings: `weights`, a safetensors file whose one matrix
+/// has a row per token (F16, BF16 or F32), and `vocabulary`, one piece per
+/// line. `Err` names the file and what is wrong.
+pub fn load_embeddings(weights: &Path, vocabulary: &Path) -> Result<Embeddings, String> {
+    let text = std::fs::read_to_string(vocabulary).map_err(|e| format!("{}: {e}", vocabulary.display()))?;
+    let mut vocab: Vec<String> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect();
+    if vocab.last().is_some_and(String::is_empty) {
+        vocab.pop();
+    }
+    let bytes = std::fs::read(weights).map_err(|e| format!("{}: {e}", weights.display()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{}: not a safetensors file: {e}", weights.display()))?;
+    let matrices: Vec<_> = file.iter().filter(|(_, t)| t.shape().len() == 2).collect();
+    let [(name, tensor)] = matrices.as_slice() else {
+        return Err(format!(
+            "{}: {} matrices ({}), expected one with a row per token",
+            weights.display(),
+            matrices.len(),
+            matrices.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ));
+    };
+    let (rows, dims) = (tensor.shape()[0], tensor.shape()[1]);
+    if rows != vocab.len() {
+        return Err(format!(
+            "{}: matrix {name} has {rows} rows, but {} has {} pieces: the two files do not belong together",
+            weights.display(),
+            vocabulary.display(),
+            vocab.len()
+        ));
+    }
+    let data = tensor.data();
+    let table: Vec<u16> = match tensor.dtype() {
+        safetensors::Dtype::F16 => data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(),
+        safetensors::Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| f32_to_f16(f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)))
+            .collect(),
+        safetensors::Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32_to_f16(f32::from_le_bytes(c.try_into().expect("4"))))
+            .collect(),
+        other => {
+            return Err(format!(
+                "{}: matrix {name} is {other:?}, expected F16, BF16 or F32",
+                weights.display()
+            ));
+        }
+    };
+    Embeddings::new(vocab, dims, table).map_err(|e| format!("{}: {e}", weights.display()))
 }
 
 /// `(text, label)` rows of a CSV file whose header names the two columns
@@ -192,6 +320,7 @@ mod tests {
             examples: 4,
             source: "test".into(),
             trained_at: "2026-12-03T00:00:00Z".into(),
+            embeddings: None,
         };
         let dir = std::env::temp_dir().join(format!("postdesk-intent-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -9,11 +9,29 @@
 //! `LinearSVC` runs). Weights are kept as 16-bit integers with a scale per
 //! label, only for the feature buckets seen in training. Everything here is
 //! computation: reading and writing the model file is the adapter's.
+//!
+//! With pre-trained token embeddings (`[intent] embeddings`, see
+//! [`crate::core::embed`]) two more blocks join each text's features: its
+//! tokens and adjacent token pairs (hashed, tf-idf, unit length, times
+//! `TOKEN_WEIGHT`) and its pooled token vectors (times `EMBED_WEIGHT`), which
+//! carry what the desk's own examples cannot: that words never seen in
+//! training mean what seen ones do. The model then keeps the embeddings, so
+//! it predicts from its file alone.
 
+use crate::core::embed::Embeddings;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Hash buckets for features (collisions are rare at a desk's vocabulary).
 pub const BUCKETS: u32 = 1 << 20;
+
+/// The token block's weight beside the n-grams' (unit length each); chosen
+/// on the bench's folds (0.7 and 1.0 scored alike).
+const TOKEN_WEIGHT: f32 = 0.7;
+
+/// The pooled vectors' weight beside the n-grams' (1.5 to 2.2 scored alike
+/// on the bench's folds).
+const EMBED_WEIGHT: f32 = 2.2;
 
 /// A prediction: the label and a confidence in 0–1 (the softmax of the
 /// labels' margins: a ranking score, highest for clear cases).
@@ -65,6 +83,9 @@ pub struct Model {
     pub bias: Vec<f32>,
     /// How many examples it learned from.
     pub examples: usize,
+    /// The token embeddings it was trained with: their pooled vectors are
+    /// the last [`Embeddings::pooled_dims`] rows of `weights`, after the buckets'.
+    pub embeddings: Option<Arc<Embeddings>>,
 }
 
 /// The score of each label for a text, best first.
@@ -136,6 +157,87 @@ pub fn raw_features(text: &str) -> Vec<(u32, f32)> {
     out
 }
 
+fn fnv_ids(kind: u8, ids: &[u32]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(kind);
+    for b in ids.iter().flat_map(|i| i.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32 % BUCKETS
+}
+
+/// The hashed tokens and adjacent token pairs of a text with their counts,
+/// sorted by bucket.
+fn token_features(ids: &[u32]) -> Vec<(u32, f32)> {
+    let mut f: Vec<u32> = Vec::with_capacity(ids.len() * 2);
+    for (i, t) in ids.iter().enumerate() {
+        f.push(fnv_ids(b't', &[*t]));
+        if let Some(next) = ids.get(i + 1) {
+            f.push(fnv_ids(b'u', &[*t, *next]));
+        }
+    }
+    f.sort_unstable();
+    let mut out: Vec<(u32, f32)> = Vec::new();
+    for b in f {
+        match out.last_mut() {
+            Some((last, n)) if *last == b => *n += 1.0,
+            _ => out.push((b, 1.0)),
+        }
+    }
+    out
+}
+
+/// A text's raw blocks: n-grams, and with embeddings its tokens' buckets and pooled vectors.
+struct Raw {
+    grams: Vec<(u32, f32)>,
+    tokens: Vec<(u32, f32)>,
+    pooled: Vec<f32>,
+}
+
+fn raw(text: &str, embeddings: Option<&Embeddings>) -> Raw {
+    let grams = raw_features(text);
+    match embeddings {
+        Some(e) => {
+            let ids = e.tokens(text);
+            Raw {
+                grams,
+                tokens: token_features(&ids),
+                pooled: e.pooled(&ids),
+            }
+        }
+        None => Raw {
+            grams,
+            tokens: Vec::new(),
+            pooled: Vec::new(),
+        },
+    }
+}
+
+impl Raw {
+    /// The feature vector over a model's rows: the known buckets of each
+    /// block weighed by `idf` to unit length (the tokens' then scaled), the
+    /// pooled vectors from row `dense_at`.
+    fn vector(self, index: impl Fn(u32) -> Option<u32>, idf: &[f32], dense_at: usize) -> Vec<(u32, f32)> {
+        let known = |block: Vec<(u32, f32)>| -> Vec<(u32, f32)> {
+            let mut x: Vec<(u32, f32)> = block
+                .into_iter()
+                .filter_map(|(b, n)| index(b).map(|i| (i, n)))
+                .collect();
+            weigh(&mut x, |i| idf[i]);
+            x
+        };
+        let mut x = known(self.grams);
+        x.extend(known(self.tokens).into_iter().map(|(i, v)| (i, v * TOKEN_WEIGHT)));
+        x.extend(
+            self.pooled
+                .into_iter()
+                .enumerate()
+                .map(|(j, v)| ((dense_at + j) as u32, v * EMBED_WEIGHT)),
+        );
+        x
+    }
+}
+
 /// Sublinear tf × idf, L2-normalised, over `(index, count)` pairs.
 fn weigh(raw: &mut [(u32, f32)], idf: impl Fn(usize) -> f32) {
     let mut norm = 0.0f32;
@@ -151,40 +253,45 @@ fn weigh(raw: &mut [(u32, f32)], idf: impl Fn(usize) -> f32) {
 /// kept (they are predicted only for near copies). `None` without at least
 /// two labels.
 pub fn train(examples: &[(&str, &str)], options: TrainOptions) -> Option<Model> {
+    train_with(examples, options, None)
+}
+
+/// Trains a model as [`train`] does, with pre-trained token embeddings
+/// when there are some; the model keeps them.
+pub fn train_with(
+    examples: &[(&str, &str)],
+    options: TrainOptions,
+    embeddings: Option<Arc<Embeddings>>,
+) -> Option<Model> {
     let mut labels: Vec<String> = examples.iter().map(|(_, l)| l.to_string()).collect();
     labels.sort();
     labels.dedup();
     if labels.len() < 2 {
         return None;
     }
-    let raw: Vec<Vec<(u32, f32)>> = examples.iter().map(|(t, _)| raw_features(t)).collect();
-    let mut buckets: Vec<u32> = raw.iter().flatten().map(|(b, _)| *b).collect();
+    let e = embeddings.as_deref();
+    let raws: Vec<Raw> = examples.iter().map(|(t, _)| raw(t, e)).collect();
+    let mut buckets: Vec<u32> = raws
+        .iter()
+        .flat_map(|r| r.grams.iter().chain(&r.tokens))
+        .map(|(b, _)| *b)
+        .collect();
     buckets.sort_unstable();
     buckets.dedup();
+    let index = |b: u32| buckets.binary_search(&b).ok().map(|i| i as u32);
     let mut df = vec![0u32; buckets.len()];
-    let index = |b: u32| buckets.binary_search(&b).expect("seen bucket");
-    let mut xs: Vec<Vec<(u32, f32)>> = raw
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|(b, n)| {
-                    let i = index(b);
-                    df[i] += 1;
-                    (i as u32, n)
-                })
-                .collect()
-        })
-        .collect();
+    for (b, _) in raws.iter().flat_map(|r| r.grams.iter().chain(&r.tokens)) {
+        df[index(*b).expect("seen bucket") as usize] += 1;
+    }
     let n = examples.len() as f32;
     let idf: Vec<f32> = df.iter().map(|d| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0).collect();
-    for x in &mut xs {
-        weigh(x, |i| idf[i]);
-    }
+    let dense = e.map_or(0, Embeddings::pooled_dims);
+    let xs: Vec<Vec<(u32, f32)>> = raws.into_iter().map(|r| r.vector(index, &idf, buckets.len())).collect();
     let y: Vec<usize> = examples
         .iter()
         .map(|(_, l)| labels.binary_search(&l.to_string()).expect("known label"))
         .collect();
-    let dims = buckets.len();
+    let dims = buckets.len() + dense;
     let classes: Vec<usize> = (0..labels.len()).collect();
     let threads = options.threads.max(1);
     let chunk = classes.len().div_ceil(threads);
@@ -228,6 +335,7 @@ pub fn train(examples: &[(&str, &str)], options: TrainOptions) -> Option<Model> 
         scale,
         bias,
         examples: examples.len(),
+        embeddings,
     })
 }
 
@@ -289,11 +397,12 @@ fn binary_svm(xs: &[Vec<(u32, f32)>], y: &[usize], class: usize, dims: usize, o:
 impl Model {
     /// Every label's margin for a text, best first.
     pub fn scores(&self, text: &str) -> Vec<(usize, f32)> {
-        let mut x: Vec<(u32, f32)> = raw_features(text)
-            .into_iter()
-            .filter_map(|(b, n)| self.buckets.binary_search(&b).ok().map(|i| (i as u32, n)))
-            .collect();
-        weigh(&mut x, |i| self.idf[i]);
+        self.scores_of(raw(text, self.embeddings.as_deref()))
+    }
+
+    fn scores_of(&self, raw: Raw) -> Vec<(usize, f32)> {
+        let index = |b: u32| self.buckets.binary_search(&b).ok().map(|i| i as u32);
+        let x = raw.vector(index, &self.idf, self.buckets.len());
         let l = self.labels.len();
         let mut acc = vec![0f32; l];
         for (i, v) in &x {
@@ -313,7 +422,11 @@ impl Model {
 
     /// The labels with their confidences (softmax over the margins), best first.
     pub fn rank(&self, text: &str) -> Ranking {
-        let scores = self.scores(text);
+        self.rank_of(raw(text, self.embeddings.as_deref()))
+    }
+
+    fn rank_of(&self, raw: Raw) -> Ranking {
+        let scores = self.scores_of(raw);
         let top = scores.first().map(|s| s.1).unwrap_or(0.0);
         let exp: Vec<f32> = scores.iter().map(|(_, s)| ((s - top) * SHARPNESS).exp()).collect();
         let sum: f32 = exp.iter().sum();
@@ -327,13 +440,16 @@ impl Model {
     /// The best label for a text, with its confidence; `None` for a text
     /// with no word the model knows.
     pub fn predict(&self, text: &str) -> Option<Intent> {
-        if !raw_features(text)
+        let raw = raw(text, self.embeddings.as_deref());
+        if !raw
+            .grams
             .iter()
+            .chain(&raw.tokens)
             .any(|(b, _)| self.buckets.binary_search(b).is_ok())
         {
             return None;
         }
-        self.rank(text)
+        self.rank_of(raw)
             .into_iter()
             .next()
             .map(|(label, confidence)| Intent { label, confidence })

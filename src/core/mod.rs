@@ -6,6 +6,7 @@ pub mod agent;
 pub mod authres;
 pub mod calendar;
 pub mod classify;
+pub mod embed;
 pub mod intent;
 pub mod language;
 pub mod merge;

@@ -241,13 +241,22 @@ pub fn intent_example(v: &crate::view::TicketView, label: &str) -> Option<(Strin
 /// Trains the intent model on `examples` and writes it to `data_dir`
 /// (atomically); `None` with fewer than two labels.
 pub fn train_intent(
-    data_dir: &std::path::Path,
+    config: &Config,
     examples: &[(String, String)],
     source: &str,
     now: Timestamp,
 ) -> Result<Option<(crate::core::intent::Model, crate::adapters::intent::Header)>, String> {
+    let data_dir = &config.instance.data_dir;
     let pairs: Vec<(&str, &str)> = examples.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
-    let Some(model) = crate::core::intent::train(&pairs, Default::default()) else {
+    let (embeddings, about) = match &config.intent.embeddings {
+        Some((weights, vocabulary)) => {
+            let e = crate::adapters::intent::load_embeddings(weights, vocabulary)?;
+            let about = crate::adapters::intent::EmbeddingsHeader::of(&e, weights);
+            (Some(Arc::new(e)), Some(about))
+        }
+        None => (None, None),
+    };
+    let Some(model) = crate::core::intent::train_with(&pairs, Default::default(), embeddings) else {
         return Ok(None);
     };
     let header = crate::adapters::intent::Header {
@@ -256,6 +265,7 @@ pub fn train_intent(
         examples: model.examples,
         source: source.to_string(),
         trained_at: now.to_string(),
+        embeddings: about,
     };
     let path = crate::adapters::intent::path(data_dir);
     std::fs::create_dir_all(data_dir)
@@ -284,12 +294,7 @@ impl Pipeline {
             );
             return Ok(None);
         }
-        let trained = train_intent(
-            &self.config.instance.data_dir,
-            &examples,
-            &format!("tickets:{label}"),
-            now,
-        )?;
+        let trained = train_intent(&self.config, &examples, &format!("tickets:{label}"), now)?;
         Ok(trained.map(|(m, _)| m))
     }
 }

@@ -121,6 +121,9 @@ pub struct IntentConfig {
     pub retrain: Option<Duration>,
     /// Fewest labelled tickets the daemon trains on.
     pub min_examples: usize,
+    /// Pre-trained token vectors to train with (`embeddings`, a safetensors
+    /// file) and their tokenizer's vocabulary (`vocabulary`, a piece a line).
+    pub embeddings: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[knowledge]`.

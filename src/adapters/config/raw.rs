@@ -57,6 +57,8 @@ pub(super) struct RawIntent {
     pub(super) label: Option<Spanned<String>>,
     pub(super) retrain: Option<Spanned<String>>,
     pub(super) min_examples: Option<Spanned<i64>>,
+    pub(super) embeddings: Option<Spanned<String>>,
+    pub(super) vocabulary: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -1186,6 +1186,7 @@ impl Validator<'_> {
             label: "type".into(),
             retrain: None,
             min_examples: 20,
+            embeddings: None,
         };
         let Some(raw) = raw else { return out };
         let i = raw.get_ref();
@@ -1210,6 +1211,21 @@ impl Validator<'_> {
                 self.problem(n.span().start, "[intent] min_examples: 2 or more".into());
             }
             out.min_examples = (*n.get_ref()).clamp(2, 1_000_000) as usize;
+        }
+        match (&i.embeddings, &i.vocabulary) {
+            (Some(e), Some(v)) => {
+                for (key, f) in [("embeddings", e), ("vocabulary", v)] {
+                    if !Path::new(f.get_ref()).is_file() {
+                        self.problem(f.span().start, format!("[intent] {key} {}: no such file", f.get_ref()));
+                    }
+                }
+                out.embeddings = Some((PathBuf::from(e.get_ref()), PathBuf::from(v.get_ref())));
+            }
+            (Some(one), None) | (None, Some(one)) => self.problem(
+                one.span().start,
+                "[intent] embeddings and vocabulary go together: the token vectors (a .safetensors file) and their tokenizer's pieces (one a line)".into(),
+            ),
+            (None, None) => {}
         }
         out
     }
