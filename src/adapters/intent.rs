@@ -227,7 +227,8 @@ pub fn load_embeddings(weights: &Path, vocabulary: &Path) -> Result<Embeddings, 
     let bytes = std::fs::read(weights).map_err(|e| format!("{}: {e}", weights.display()))?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: not a safetensors file: {e}", weights.display()))?;
-    let matrices: Vec<_> = file.iter().filter(|(_, t)| t.shape().len() == 2).collect();
+    let mut matrices: Vec<_> = file.iter().filter(|(_, t)| t.shape().len() == 2).collect();
+    matrices.sort_by_key(|(name, _)| *name);
     let [(name, tensor)] = matrices.as_slice() else {
         return Err(format!(
             "{}: {} matrices ({}), expected one with a row per token",
@@ -336,6 +337,108 @@ mod tests {
                 .unwrap_err()
                 .contains("not a postdesk")
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A safetensors file of `matrices` (name, rows, dims; F32 values i/10).
+    fn safetensors_file(p: &Path, matrices: &[(&str, usize, usize)]) {
+        let data: Vec<Vec<u8>> = matrices
+            .iter()
+            .map(|(_, r, d)| (0..r * d).flat_map(|i| (i as f32 / 10.0).to_le_bytes()).collect())
+            .collect();
+        let views = matrices.iter().zip(&data).map(|((name, r, d), bytes)| {
+            (
+                name.to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![*r, *d], bytes).unwrap(),
+            )
+        });
+        std::fs::write(p, safetensors::serialize(views, None).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn embeddings_are_read_checked_and_kept_in_the_model_file() {
+        let dir = std::env::temp_dir().join(format!("postdesk-embeddings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (w, v) = (dir.join("e.safetensors"), dir.join("vocab.txt"));
+        std::fs::write(&v, "<unk>\r\n▁card\n▁refund\n▁money\n").unwrap();
+        safetensors_file(&w, &[("embed", 4, 3)]);
+        let e = load_embeddings(&w, &v).unwrap();
+        assert_eq!((e.vocab().len(), e.dims()), (4, 3));
+        assert_eq!(e.vocab()[0], "<unk>", "a CRLF line is the piece without CR");
+        // F32 became half floats: 0.5 (row 1, column 2) exactly.
+        assert_eq!(crate::core::embed::f16_to_f32(e.table()[5]), 0.5);
+        assert_eq!(e.tokens("card refund"), [1, 2]);
+
+        // A model trained with them keeps them: same predictions from the file.
+        let examples = [
+            ("card late", "card"),
+            ("card missing", "card"),
+            ("refund me", "refund"),
+            ("money back", "refund"),
+        ];
+        let model =
+            crate::core::intent::train_with(&examples, TrainOptions::default(), Some(Arc::new(e.clone()))).unwrap();
+        let header = Header {
+            labels: model.labels.clone(),
+            buckets: model.buckets.len(),
+            examples: 4,
+            source: "test".into(),
+            trained_at: "2026-12-06T00:00:00Z".into(),
+            embeddings: Some(EmbeddingsHeader::of(&e, &w)),
+        };
+        let p = path(&dir);
+        save(&model, &header, &p).unwrap();
+        let (back, h) = load(&p).unwrap();
+        assert_eq!(back.embeddings.as_deref(), Some(&e));
+        assert_eq!((&back, &h), (&model, &header));
+        assert_eq!(back.rank("my card"), model.rank("my card"));
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.truncate(bytes.len() - 2);
+        assert!(parse(&bytes).unwrap_err().contains("expected 4 × 3"), "a cut table");
+
+        // The files must belong together, and hold one matrix.
+        std::fs::write(&v, "<unk>\n▁card\n").unwrap();
+        let err = load_embeddings(&w, &v).unwrap_err();
+        assert!(
+            err.contains("has 4 rows") && err.contains("2 pieces") && err.contains("do not belong together"),
+            "{err}"
+        );
+        safetensors_file(&w, &[("a", 2, 3), ("b", 2, 3)]);
+        let err = load_embeddings(&w, &v).unwrap_err();
+        assert!(err.contains("2 matrices (a, b)"), "{err}");
+        std::fs::write(&w, b"not safetensors at all").unwrap();
+        let err = load_embeddings(&w, &v).unwrap_err();
+        assert!(err.contains("e.safetensors: not a safetensors file"), "{err}");
+        let err = load_embeddings(&dir.join("missing"), &v).unwrap_err();
+        assert!(err.contains("missing"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_model_file_of_format_1_is_still_read() {
+        let model = train(
+            &[("card late", "card"), ("refund me", "refund")],
+            TrainOptions::default(),
+        )
+        .unwrap();
+        let header = Header {
+            labels: model.labels.clone(),
+            buckets: model.buckets.len(),
+            examples: 2,
+            source: "test".into(),
+            trained_at: "2026-12-03T00:00:00Z".into(),
+            embeddings: None,
+        };
+        let dir = std::env::temp_dir().join(format!("postdesk-intent-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        save(&model, &header, &path(&dir)).unwrap();
+        let mut bytes = std::fs::read(path(&dir)).unwrap();
+        // Format 1 is format 2 without embeddings, and its header had no such key.
+        assert!(!String::from_utf8_lossy(&bytes).contains("embeddings"));
+        bytes[8] = 1;
+        assert_eq!(parse(&bytes).unwrap(), (model, header));
+        bytes[8] = 3;
+        assert!(parse(&bytes).unwrap_err().contains("model format 3"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -5,8 +5,9 @@
 //! adapter reads the files, this module only computes. A text becomes its
 //! tokens (spaces as `▁`, a `▁` before the first word, the adjacent pair
 //! whose joined piece has the lowest id merged first, as SentencePiece's BPE
-//! does with pieces in score order; a character the vocabulary lacks falls
-//! back to its UTF-8 bytes `<0xNN>`), then three pooled vectors: the mean of
+//! does with pieces in score order, a word that is a piece itself taken
+//! whole; a character the vocabulary lacks falls back to its UTF-8 bytes
+//! `<0xNN>`), then three pooled vectors: the mean of
 //! its tokens' vectors, their maximum per dimension, and the maximum over
 //! adjacent pairs of their sums (a little of the word order), each
 //! L2-normalised. Vectors are kept as IEEE half floats to halve memory.
@@ -110,6 +111,16 @@ impl Embeddings {
     /// Byte-pair merges over one segment's symbols, lowest id first; the
     /// result's ids go to `out` and the segment is emptied.
     fn merge(&self, symbols: &mut Vec<String>, out: &mut Vec<u32>) {
+        // A segment that is a piece itself is that piece (what the merges
+        // reach for nearly every word, at a lookup's cost; and a vocabulary
+        // of whole words works too).
+        if symbols.len() > 1
+            && let Some(id) = self.ids.get(&symbols.concat())
+        {
+            out.push(*id);
+            symbols.clear();
+            return;
+        }
         loop {
             let best = symbols
                 .windows(2)

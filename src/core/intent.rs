@@ -438,7 +438,7 @@ impl Model {
     }
 
     /// The best label for a text, with its confidence; `None` for a text
-    /// with no word the model knows.
+    /// with no word the model knows (nor, with embeddings, any token).
     pub fn predict(&self, text: &str) -> Option<Intent> {
         let raw = raw(text, self.embeddings.as_deref());
         if !raw
@@ -446,6 +446,7 @@ impl Model {
             .iter()
             .chain(&raw.tokens)
             .any(|(b, _)| self.buckets.binary_search(b).is_ok())
+            && raw.pooled.iter().all(|v| *v == 0.0)
         {
             return None;
         }
@@ -498,6 +499,55 @@ mod tests {
         assert_eq!(ranking.len(), 3);
         assert!(ranking[0].1 >= ranking[1].1 && ranking[1].1 >= ranking[2].1);
         assert_eq!(model.predict("zzzz qqqq"), None, "no known feature");
+    }
+
+    #[test]
+    fn token_embeddings_carry_words_no_example_used() {
+        // Three topics, each a direction; the test's words are never in the examples.
+        let words: [(&str, usize); 12] = [
+            ("▁card", 0),
+            ("▁arrived", 0),
+            ("▁post", 0),
+            ("▁courier", 0),
+            ("▁refund", 1),
+            ("▁money", 1),
+            ("▁back", 1),
+            ("▁chargeback", 1),
+            ("▁password", 2),
+            ("▁login", 2),
+            ("▁reset", 2),
+            ("▁passphrase", 2),
+        ];
+        let mut vocab = vec!["<unk>".to_string(), "▁".to_string()];
+        let mut table = vec![0u16; 2 * 4];
+        for (w, topic) in words {
+            vocab.push(w.to_string());
+            for d in 0..4 {
+                let v = if d == topic { 1.0 } else { 0.1 * (w.len() % 3) as f32 };
+                table.push(crate::core::embed::f32_to_f16(v));
+            }
+        }
+        let e = Arc::new(Embeddings::new(vocab, 4, table).unwrap());
+        let with = train_with(&examples(), TrainOptions::default(), Some(e)).unwrap();
+        let without = train(&examples(), TrainOptions::default()).unwrap();
+        let unseen = [
+            ("courier", "card_arrival"),
+            ("chargeback", "refund"),
+            ("passphrase", "login"),
+        ];
+        for (text, want) in unseen {
+            assert_eq!(with.predict(text).unwrap().label, want, "{text}");
+        }
+        let right = |m: &Model| {
+            unseen
+                .iter()
+                .filter(|(t, want)| m.predict(t).is_some_and(|p| p.label == *want))
+                .count()
+        };
+        assert!(right(&without) < 3, "without embeddings these words are unknown");
+        // What the examples taught still holds with them.
+        assert_eq!(with.predict("reset my password").unwrap().label, "login");
+        assert_eq!(with.weights.len(), (with.buckets.len() + 12) * 3);
     }
 
     #[test]

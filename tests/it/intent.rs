@@ -206,3 +206,111 @@ fn the_daemon_retrains_on_its_schedule_and_the_new_model_reads_the_next_mail() {
     assert_eq!(t["priority"], "high", "the intent rule matched: {t:#}");
     daemon.stop();
 }
+
+/// Token vectors for a desk: card words along one axis, refund words along
+/// another (the safetensors file F16, as wordllama's), their vocabulary a piece a line.
+fn embeddings(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let words = [
+        ("▁card", 0),
+        ("▁arrived", 0),
+        ("▁delivery", 0),
+        ("▁post", 0),
+        ("▁courier", 0),
+        ("▁parcel", 0),
+        ("▁refund", 1),
+        ("▁money", 1),
+        ("▁payment", 1),
+        ("▁charged", 1),
+        ("▁chargeback", 1),
+        ("▁reimbursement", 1),
+    ];
+    let mut vocab = vec!["<unk>", "<s>", "</s>", "▁"];
+    let mut table: Vec<u8> = vec![0; 4 * 3 * 2];
+    for (w, axis) in words {
+        vocab.push(w);
+        for d in 0..3 {
+            // 1.0 and 0.0 as half floats.
+            let half: u16 = if d == axis { 0x3c00 } else { 0 };
+            table.extend(half.to_le_bytes());
+        }
+    }
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![vocab.len(), 3], &table).unwrap();
+    let (w, v) = (dir.join("vectors.safetensors"), dir.join("vocabulary.txt"));
+    std::fs::write(&w, safetensors::serialize([("embedding", view)], None).unwrap()).unwrap();
+    std::fs::write(&v, vocab.join("\n") + "\n").unwrap();
+    (w, v)
+}
+
+#[test]
+fn with_token_embeddings_a_mail_in_words_no_example_used_is_routed_by_intent() {
+    let smtp = Smtp::start();
+    let dir = std::env::temp_dir().join(format!("postdesk-it-embeddings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (w, v) = embeddings(&dir);
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(SETUP)
+        .extra(&format!(
+            "[intent]\nembeddings = \"{}\"\nvocabulary = \"{}\"\n",
+            w.display(),
+            v.display()
+        ))
+        .build();
+    let csv = desk.dir.join("export.csv");
+    let rows: Vec<String> = CARD
+        .iter()
+        .map(|t| format!("\"{t}\",card"))
+        .chain(REFUND.iter().map(|t| format!("\"{t}\",refund")))
+        .collect();
+    std::fs::write(&csv, format!("text,label\n{}\n", rows.join("\n"))).unwrap();
+    let summary: Value = serde_json::from_str(&desk.ok(&["train", "--json", "--csv", csv.to_str().unwrap()])).unwrap();
+    assert_eq!(summary["examples"], 8);
+    assert_eq!(summary["embeddings"]["tokens"], 16, "{summary:#}");
+    assert_eq!(summary["embeddings"]["dims"], 3, "{summary:#}");
+    ask(&desk, 1, "courier parcel");
+    ask(&desk, 2, "chargeback reimbursement");
+    let tickets = desk.tickets();
+    let of = |id: &str| {
+        tickets
+            .iter()
+            .find(|t| t["last_public_message_id"] == id)
+            .unwrap_or_else(|| panic!("ticket of {id}: {tickets:#?}"))
+            .clone()
+    };
+    let (t1, t2) = (of("m1@customer.test"), of("m2@customer.test"));
+    assert_eq!(t1["intent"]["label"], "card", "{t1:#}");
+    assert_eq!(t1["priority"], "high", "the card rule matched: {t1:#}");
+    assert_eq!(t2["intent"]["label"], "refund", "{t2:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The control: the same examples without the vectors do not read both.
+    let plain = DeskConfig::new().build();
+    plain.ok(&["train", "--csv", csv.to_str().unwrap()]);
+    ask(&plain, 1, "courier parcel");
+    ask(&plain, 2, "chargeback reimbursement");
+    let right = plain
+        .tickets()
+        .iter()
+        .filter(|t| {
+            (t["last_public_message_id"] == "m1@customer.test" && t["intent"]["label"] == "card")
+                || (t["last_public_message_id"] == "m2@customer.test" && t["intent"]["label"] == "refund")
+        })
+        .count();
+    assert!(right < 2, "without embeddings these words are unknown");
+
+    // Half a pair, or a file that is not there, is refused by check.
+    let desk = DeskConfig::new()
+        .extra("[intent]\nembeddings = \"/nonexistent/v.safetensors\"\n")
+        .build();
+    let out = desk.run(&["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[intent] embeddings and vocabulary go together"), "{err}");
+    let desk = DeskConfig::new()
+        .extra("[intent]\nembeddings = \"/nonexistent/v.safetensors\"\nvocabulary = \"/nonexistent/v.txt\"\n")
+        .build();
+    let err = String::from_utf8_lossy(&desk.run(&["check"]).stderr).to_string();
+    assert!(
+        err.contains("[intent] embeddings /nonexistent/v.safetensors: no such file"),
+        "{err}"
+    );
+}
