@@ -130,7 +130,7 @@ fn parse(bytes: &[u8]) -> Result<(Model, Header), String> {
     let dense = header
         .embeddings
         .as_ref()
-        .map_or(Some(0), |e| e.dims.checked_mul(3))
+        .map_or(Some(0), |e| crate::core::intent::dense_rows(e.dims))
         .ok_or("impossible sizes")?;
     let mut rest = &bytes[13 + len..];
     let want = n
