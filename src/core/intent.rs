@@ -204,6 +204,11 @@ pub fn raw_features(text: &str) -> Vec<(u32, f32)> {
             }
         }
     }
+    counted(f)
+}
+
+/// Buckets with their counts, sorted.
+fn counted(mut f: Vec<u32>) -> Vec<(u32, f32)> {
     f.sort_unstable();
     let mut out: Vec<(u32, f32)> = Vec::new();
     for b in f {
@@ -234,15 +239,7 @@ fn token_features(ids: &[u32]) -> Vec<(u32, f32)> {
             f.push(fnv_ids(b'u', &[*t, *next]));
         }
     }
-    f.sort_unstable();
-    let mut out: Vec<(u32, f32)> = Vec::new();
-    for b in f {
-        match out.last_mut() {
-            Some((last, n)) if *last == b => *n += 1.0,
-            _ => out.push((b, 1.0)),
-        }
-    }
-    out
+    counted(f)
 }
 
 /// A text's raw blocks: n-grams, and with embeddings its tokens' buckets and pooled vectors.

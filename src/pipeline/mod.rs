@@ -318,7 +318,13 @@ pub fn load_intent(data_dir: &std::path::Path) -> Option<Arc<crate::core::intent
     }
     match crate::adapters::intent::load(&path) {
         Ok((model, header)) => {
-            tracing::info!(labels = header.labels.len(), examples = header.examples, source = %header.source, "intent model loaded");
+            tracing::info!(
+                labels = header.labels.len(),
+                examples = header.examples,
+                source = %header.source,
+                embeddings = header.embeddings.as_ref().map(|e| e.source.as_str()),
+                "intent model loaded"
+            );
             Some(Arc::new(model))
         }
         Err(e) => {
