@@ -140,8 +140,8 @@ pub struct Model {
     pub bias: Vec<f32>,
     /// How many examples it learned from.
     pub examples: usize,
-    /// The token embeddings it was trained with: their pooled vectors are
-    /// (and their random features) are the last [`dense_rows`] rows of
+    /// The token embeddings it was trained with: their pooled vectors and
+    /// those vectors' random features are the last [`dense_rows`] rows of
     /// `weights`, after the buckets'.
     pub embeddings: Option<Arc<Embeddings>>,
 }

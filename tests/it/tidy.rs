@@ -53,6 +53,7 @@ fn the_core_names_no_io_crate_no_outer_layer_and_never_reads_the_clock() {
             "authres",
             "calendar",
             "classify",
+            "embed",
             "intent",
             "language",
             "merge",
