@@ -12,8 +12,9 @@
 //! `tests/fetch-embeddings`; `POSTDESK_BENCH_EMBEDDINGS=DIR` elsewhere) the
 //! folds run twice, without and with them, and the gain is printed.
 //! `POSTDESK_BENCH_FOLDS=10` scores 10 folds instead of 5;
-//! `POSTDESK_BENCH_SHUFFLE=N` deals the folds by another shuffle (the
-//! model's weights were chosen on the default one).
+//! `POSTDESK_BENCH_SHUFFLE=N` deals the rows into folds by a shuffle (seed
+//! N) instead of by their index: other splits than the default ones, on
+//! which the model's weights were chosen.
 
 use postdesk::core::embed::Embeddings;
 use postdesk::core::intent::{Model, TrainOptions, train_with};
@@ -32,12 +33,15 @@ fn main() {
         Ok(v) => v.parse().expect("POSTDESK_BENCH_FOLDS: a number of folds, 2 or more"),
         Err(_) => 5,
     };
-    // A fixed shuffle, so every run scores the same folds.
+    // Fold k holds the rows whose index is k modulo the folds (the CSV is
+    // grouped by intent, so each fold has its share of every intent), in a
+    // fixed shuffled order; with POSTDESK_BENCH_SHUFFLE=N the rows are dealt
+    // into folds by their place in the shuffle instead: other splits.
     let mut order: Vec<usize> = (0..rows.len()).collect();
-    let mut rng = match std::env::var("POSTDESK_BENCH_SHUFFLE") {
-        Ok(v) => v.parse::<u64>().expect("POSTDESK_BENCH_SHUFFLE: a number") | 1,
-        Err(_) => 0x2545_f491_4f6c_dd1du64,
-    };
+    let shuffle = std::env::var("POSTDESK_BENCH_SHUFFLE")
+        .ok()
+        .map(|v| v.parse::<u64>().expect("POSTDESK_BENCH_SHUFFLE: a number"));
+    let mut rng = shuffle.map_or(0x2545_f491_4f6c_dd1du64, |n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     for i in (1..order.len()).rev() {
         rng ^= rng >> 12;
         rng ^= rng << 25;
@@ -45,6 +49,16 @@ fn main() {
         let j = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
+    let fold_of: Vec<usize> = match shuffle {
+        None => (0..rows.len()).map(|i| i % folds).collect(),
+        Some(_) => {
+            let mut f = vec![0; rows.len()];
+            for (place, &i) in order.iter().enumerate() {
+                f[i] = place % folds;
+            }
+            f
+        }
+    };
     let labels: std::collections::HashSet<&str> = rows.iter().map(|(_, l)| l.as_str()).collect();
     println!("{name}: {} examples, {} labels, {folds}-fold", rows.len(), labels.len());
     // Pre-trained token embeddings, where tests/fetch-embeddings put them.
@@ -66,7 +80,7 @@ fn main() {
     let mut means = Vec::new();
     for (what, e) in runs {
         println!("-- {what}");
-        let mean = cross_validate(&rows, &order, folds, e.clone());
+        let mean = cross_validate(&rows, &order, &fold_of, folds, e.clone());
         assert!(mean > 0.5, "accuracy {mean} is no better than chance on {name}");
         means.push(mean);
         let all: Vec<(&str, &str)> = rows.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
@@ -92,12 +106,18 @@ fn main() {
 
 /// Trains on all folds but one and tests on that one, for each fold; prints
 /// the figures and returns the mean accuracy.
-fn cross_validate(rows: &[(String, String)], order: &[usize], folds: usize, e: Option<Arc<Embeddings>>) -> f64 {
+fn cross_validate(
+    rows: &[(String, String)],
+    order: &[usize],
+    fold_of: &[usize],
+    folds: usize,
+    e: Option<Arc<Embeddings>>,
+) -> f64 {
     let mut accuracies = Vec::new();
     let mut train_secs = Vec::new();
     let mut predict_us = Vec::new();
     for k in 0..folds {
-        let (test, learn): (Vec<usize>, Vec<usize>) = order.iter().partition(|i| *i % folds == k);
+        let (test, learn): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| fold_of[i] == k);
         let examples: Vec<(&str, &str)> = learn
             .iter()
             .map(|&i| (rows[i].0.as_str(), rows[i].1.as_str()))
