@@ -18,6 +18,12 @@ use std::collections::HashMap;
 /// are made from its start, as its features are).
 const MAX_CHARS: usize = 10_000;
 
+/// Most characters merged as one segment: a longer "word" (a hostile mail's
+/// 4,000 letters without a space, a pasted key) is merged in pieces of this
+/// many, as merging costs the square of a segment's length (a 4,000-letter
+/// word took 558 ms whole; LLaMA's longest piece is 16 characters).
+const MAX_SEGMENT: usize = 64;
+
 /// A vocabulary and its token vectors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Embeddings {
@@ -100,6 +106,8 @@ impl Embeddings {
                 if segment.last().is_some_and(|s| s == "▁") {
                     continue;
                 }
+                self.merge(&mut segment, &mut out);
+            } else if segment.len() >= MAX_SEGMENT {
                 self.merge(&mut segment, &mut out);
             }
             segment.push(c.to_string());
@@ -287,6 +295,15 @@ mod tests {
         // A line break is a character the vocabulary lacks (bytes), not a space.
         assert_eq!(name(e.tokens("d\nd")), ["▁", "d", "<0x0A>", "d"]);
         assert!(e.tokens("").iter().all(|t| pieces[*t as usize] == "▁"));
+        // A word longer than a segment is merged a segment at a time: a
+        // segment is ▁ and 63 characters, so "und" ending a word of 63 is
+        // whole, and ending a word of 64 is cut after its "n".
+        let tail = |n: usize| {
+            let t = name(e.tokens(&format!("{}und", "d".repeat(n))));
+            t[t.len() - 2..].to_vec()
+        };
+        assert_eq!(tail(60), ["d", "und"]);
+        assert_eq!(tail(61), ["un", "d"]);
     }
 
     #[test]
