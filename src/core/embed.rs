@@ -24,6 +24,10 @@ const MAX_CHARS: usize = 10_000;
 /// word took 558 ms whole; LLaMA's longest piece is 16 characters).
 const MAX_SEGMENT: usize = 64;
 
+/// The pooled vectors of a text: mean, maximum, maximum of adjacent pairs
+/// (so `pooled` returns this many times the token vectors' dimensions).
+pub const POOLS: usize = 3;
+
 /// A vocabulary and its token vectors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Embeddings {
@@ -86,11 +90,6 @@ impl Embeddings {
     /// The vectors as stored: half floats, row by row.
     pub fn table(&self) -> &[u16] {
         &self.table
-    }
-
-    /// Dimensions of the pooled vector `pooled` returns.
-    pub fn pooled_dims(&self) -> usize {
-        3 * self.dims
     }
 
     /// The token ids of a text (its first 10,000 characters).
@@ -162,7 +161,7 @@ impl Embeddings {
     /// (all zero for no tokens).
     pub fn pooled(&self, ids: &[u32]) -> Vec<f32> {
         let d = self.dims;
-        let mut out = vec![0f32; 3 * d];
+        let mut out = vec![0f32; POOLS * d];
         let ids: Vec<u32> = ids
             .iter()
             .copied()
@@ -190,7 +189,7 @@ impl Embeddings {
         if ids.len() < 2 {
             pair.fill(0.0);
         }
-        let scale = 1.0 / 3f32.sqrt();
+        let scale = 1.0 / (POOLS as f32).sqrt();
         for part in out.chunks_mut(d) {
             let norm = part.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-9);
             part.iter_mut().for_each(|v| *v *= scale / norm);

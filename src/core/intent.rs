@@ -52,7 +52,8 @@ const RANDOM_SEED: u64 = 0x1234_5678_9abc_def1;
 /// The rows after the buckets' for token vectors of `dims`: the pooled
 /// vectors, then the random features.
 pub fn dense_rows(dims: usize) -> Option<usize> {
-    dims.checked_mul(3)?.checked_add(RANDOM_FEATURES)
+    dims.checked_mul(crate::core::embed::POOLS)?
+        .checked_add(RANDOM_FEATURES)
 }
 
 /// The random projections for pooled vectors of `d` dimensions, `d + 1`
