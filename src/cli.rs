@@ -1284,15 +1284,18 @@ fn check_secrets(config: &Config) -> Vec<String> {
 
 /// Mails per batch of `ingest` (one blob sync each), and bytes at most.
 const INGEST_BATCH: usize = 64;
-const INGEST_BATCH_BYTES: u64 = 32 << 20;
+const INGEST_BATCH_BYTES: u64 = 16 << 20;
+/// Batches read, stored and parsed ahead of the one going into the store:
+/// two keep both cores busy while one batch waits on its blob sync.
+const INGEST_AHEAD: usize = 2;
 /// Mails between two flushes of `ingest`.
 const INGEST_FLUSH: usize = 2048;
 
 /// `ingest` with the store: mails are read one batch at a time in Date order
 /// and processed in order; a backfill arrives at its Date, mail piped in by an
-/// MTA arrives now. The next batch is read from disk, its blobs stored and
-/// its mails parsed on other threads while this one goes into the store (two
-/// batches in memory at most).
+/// MTA arrives now. The next batches are read from disk, their blobs stored
+/// and their mails parsed on other threads while this one goes into the store
+/// (`INGEST_AHEAD` + 1 batches in memory at most).
 fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -> Result<Summary, Failure> {
     let max = pipeline.config.limits.max_message_bytes;
     let now = Timestamp::now();
@@ -1328,14 +1331,16 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
     std::thread::scope(|scope| -> Result<(), Failure> {
         let (batches, read) = (&batches, &read);
         let spawn = |i: usize| scope.spawn(move || read(batches[i]));
-        let mut next = (!batches.is_empty()).then(|| spawn(0));
+        let mut next: std::collections::VecDeque<_> = (0..INGEST_AHEAD.min(batches.len())).map(spawn).collect();
         for i in 0..batches.len() {
             let (mails, ahead) = next
-                .take()
+                .pop_front()
                 .expect("each batch is read before its turn")
                 .join()
                 .map_err(|_| Failure::new(EXIT_SOFTWARE, "reading the mail panicked"))??;
-            next = (i + 1 < batches.len()).then(|| spawn(i + 1));
+            if i + INGEST_AHEAD < batches.len() {
+                next.push_back(spawn(i + INGEST_AHEAD));
+            }
             let origins: Vec<Origin> = mails
                 .iter()
                 .map(|m| Origin {

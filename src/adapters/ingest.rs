@@ -71,8 +71,12 @@ impl Entry {
             Location::Mbox(p, offset, len) => {
                 let mut f = std::fs::File::open(p).map_err(with_path(p))?;
                 f.seek(std::io::SeekFrom::Start(*offset)).map_err(with_path(p))?;
-                let (quoted, oversized) = read_bounded(f.take(*len), max).map_err(with_path(p))?;
-                let mut raw = unquote(&quoted);
+                let mut quoted = Vec::with_capacity((*len).min(max as u64 + 1) as usize);
+                let oversized = read_bounded_into(f.take(*len), max, &mut quoted).map_err(with_path(p))?;
+                let mut raw = match unquote(&quoted) {
+                    std::borrow::Cow::Borrowed(_) => quoted,
+                    std::borrow::Cow::Owned(unquoted) => unquoted,
+                };
                 if oversized.is_none() {
                     trim_separator(&mut raw);
                 }
@@ -127,16 +131,21 @@ fn read_entry(label: String, raw: Vec<u8>, oversized: Option<u64>, live: bool) -
 /// Reads at most `max` bytes; past that keeps only the header section and
 /// reads the rest away (so a pipe's writer is not cut off), returning the size.
 pub fn read_bounded(reader: impl Read, max: usize) -> std::io::Result<(Vec<u8>, Option<u64>)> {
-    let mut reader = reader;
     let mut raw = Vec::new();
-    (&mut reader).take(max as u64 + 1).read_to_end(&mut raw)?;
+    let oversized = read_bounded_into(reader, max, &mut raw)?;
+    Ok((raw, oversized))
+}
+
+/// [`read_bounded`] into `raw` (empty, sized by the caller when it knows the size).
+fn read_bounded_into(mut reader: impl Read, max: usize, raw: &mut Vec<u8>) -> std::io::Result<Option<u64>> {
+    (&mut reader).take(max as u64 + 1).read_to_end(raw)?;
     if raw.len() <= max {
-        return Ok((raw, None));
+        return Ok(None);
     }
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
     let size = raw.len() as u64 + rest;
-    raw.truncate(crate::adapters::inbound::header_section_len(&raw));
-    Ok((raw, Some(size)))
+    raw.truncate(crate::adapters::inbound::header_section_len(raw));
+    Ok(Some(size))
 }
 
 fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
@@ -145,7 +154,7 @@ fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
     let mut file = std::io::BufReader::new(std::fs::File::open(f)?);
     let head = file.fill_buf()?;
     if head.starts_with(b"From ") {
-        return scan_mbox(out, f, file);
+        return scan_mbox(out, f, file, SCAN_CHUNK);
     }
     let mut head = Vec::new();
     (&mut file).take(HEAD_MAX as u64).read_to_end(&mut head)?;
@@ -161,16 +170,15 @@ fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
 }
 
 /// One pass over an mbox: each mail's offset, length and header-section date.
-fn scan_mbox(out: &mut Vec<Entry>, path: &Path, mut file: impl BufRead) -> std::io::Result<()> {
+///
+/// A mail's header section is read line by line; its body is skipped by a
+/// search for the next `\nFrom ` (most of an mbox is bodies, and most bodies
+/// are attachments), so the pass costs little more than reading the file.
+fn scan_mbox(out: &mut Vec<Entry>, path: &Path, file: impl Read, chunk: usize) -> std::io::Result<()> {
     let label = path.display().to_string();
-    let mut offset = 0u64;
-    let mut line = Vec::new();
-    let mut prev_blank = true;
-    // The mail being read: its start, its header section so far, whether that ended.
-    let mut current: Option<(u64, Vec<u8>, bool)> = None;
     let mut n = 0;
-    let mut finish = |out: &mut Vec<Entry>, current: Option<(u64, Vec<u8>, bool)>, end: u64| {
-        if let Some((start, head, _)) = current {
+    let mut finish = |out: &mut Vec<Entry>, current: Option<(u64, Vec<u8>)>, end: u64| {
+        if let Some((start, head)) = current {
             n += 1;
             out.push(Entry {
                 label: format!("{label}#{n}"),
@@ -181,34 +189,246 @@ fn scan_mbox(out: &mut Vec<Entry>, path: &Path, mut file: impl BufRead) -> std::
             });
         }
     };
-    loop {
-        line.clear();
-        let read = file.read_until(b'\n', &mut line)? as u64;
-        if read == 0 {
-            break;
+    let mut scanner = MboxScanner::new(file, chunk);
+    let mut current = None;
+    while let Some(found) = scanner.next_mail()? {
+        finish(out, current.take(), found.separator);
+        current = Some((found.start, found.head));
+    }
+    finish(out, current, scanner.end());
+    Ok(())
+}
+
+/// How much of an mbox is read at a time by [`MboxScanner`].
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// A mail found by [`MboxScanner`].
+struct Found {
+    /// Where its `From ` line starts (the previous mail ends there).
+    separator: u64,
+    /// Where the mail starts, after its `From ` line.
+    start: u64,
+    /// Its header section, still quoted (at most [`HEAD_MAX`] bytes).
+    head: Vec<u8>,
+}
+
+/// Finds the mails of an mbox (mboxo or mboxrd): a `From ` line after a blank
+/// line (or first in the file) starts one. Reads the file once, a window at
+/// a time; memory is a window or two and one header section, whatever the
+/// lines' lengths.
+struct MboxScanner<R> {
+    file: R,
+    chunk: usize,
+    /// The window: `buf[..len]` holds the file from offset `base`.
+    buf: Vec<u8>,
+    len: usize,
+    base: u64,
+    /// Where scanning resumes in the window.
+    pos: usize,
+    /// Whether `pos` starts a line (false after a too long line was dropped).
+    line_start: bool,
+    /// Whether the line before `pos`'s line is blank (the file's start counts as one).
+    prev_blank: bool,
+    eof: bool,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+/// A line that ends at `buf[nl]` (a `\n`) and started at or before `pos`
+/// (at `pos` when `line_start`): whether it is blank, `\n` or `\r\n`.
+fn blank_line_ending(buf: &[u8], pos: usize, line_start: bool, nl: usize) -> bool {
+    match &buf[pos..nl] {
+        [] => line_start,
+        [.., b'\n'] | [.., b'\n', b'\r'] => true,
+        [b'\r'] => line_start,
+        _ => false,
+    }
+}
+
+impl<R: Read> MboxScanner<R> {
+    fn new(file: R, chunk: usize) -> Self {
+        MboxScanner {
+            file,
+            chunk: chunk.max(8),
+            buf: Vec::new(),
+            len: 0,
+            base: 0,
+            pos: 0,
+            line_start: true,
+            prev_blank: true,
+            eof: false,
+            finder: memchr::memmem::Finder::new(b"\nFrom "),
         }
-        if line.starts_with(b"From ") && prev_blank {
-            finish(out, current.take(), offset);
-            current = Some((offset + read, Vec::new(), false));
-            prev_blank = false;
-            offset += read;
-            continue;
+    }
+
+    /// The file's size, once [`MboxScanner::next_mail`] returned `None`.
+    fn end(&self) -> u64 {
+        self.base + self.len as u64
+    }
+
+    /// Drops what is before `pos` and reads a window more; false at the end of the file.
+    fn refill(&mut self) -> std::io::Result<bool> {
+        if self.eof {
+            return Ok(false);
         }
-        let blank = line == b"\n" || line == b"\r\n";
-        if let Some((_, head, done)) = current.as_mut()
-            && !*done
-        {
-            if blank || head.len() + line.len() > HEAD_MAX {
-                *done = true;
-            } else {
-                head.extend_from_slice(&line);
+        self.buf.copy_within(self.pos..self.len, 0);
+        self.len -= self.pos;
+        self.base += self.pos as u64;
+        self.pos = 0;
+        if self.buf.len() < self.len + self.chunk {
+            self.buf.resize(self.len + self.chunk, 0);
+        }
+        let old = self.len;
+        while self.len < old + self.chunk {
+            match self.file.read(&mut self.buf[self.len..old + self.chunk]) {
+                Ok(0) => break,
+                Ok(k) => self.len += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        prev_blank = blank;
-        offset += read;
+        self.eof = self.len == old;
+        Ok(!self.eof)
     }
-    finish(out, current.take(), offset);
-    Ok(())
+
+    /// The line at `pos` with its line end (the file's last line may have
+    /// none), reading on as needed; `None` at the end of the file. A line
+    /// over [`HEAD_MAX`] and a window long is dropped as it is read: then
+    /// `Some(None)`, and `pos` is past what was read of it.
+    fn line(&mut self) -> std::io::Result<Option<Option<std::ops::Range<usize>>>> {
+        // Bytes after `pos` already searched for a line end (kept by a refill).
+        let mut searched = 0;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.pos + searched..self.len]) {
+                return Ok(Some(Some(self.pos..self.pos + searched + i + 1)));
+            }
+            searched = self.len - self.pos;
+            if searched > HEAD_MAX + self.chunk {
+                self.pos = self.len;
+                self.line_start = false;
+                self.prev_blank = false;
+                return Ok(Some(None));
+            }
+            if !self.refill()? {
+                let rest = self.pos..self.len;
+                return Ok((!rest.is_empty()).then_some(Some(rest)));
+            }
+        }
+    }
+
+    /// Skips the rest of a line that was too long to hold, past its line end.
+    fn finish_long_line(&mut self) -> std::io::Result<()> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.pos..self.len]) {
+                self.pos += i + 1;
+                self.line_start = true;
+                self.prev_blank = false;
+                return Ok(());
+            }
+            self.pos = self.len;
+            if !self.refill()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether `pos` starts a line that begins with `From ` (reading on as needed).
+    fn at_from(&mut self) -> std::io::Result<bool> {
+        if !self.line_start {
+            return Ok(false);
+        }
+        while self.len - self.pos < 5 {
+            if !self.refill()? {
+                break;
+            }
+        }
+        Ok(self.buf[self.pos..self.len].starts_with(b"From "))
+    }
+
+    /// Moves `pos` to the next `From ` line after a blank line; false at the end of the file.
+    fn skip_to_separator(&mut self) -> std::io::Result<bool> {
+        loop {
+            if self.prev_blank && self.at_from()? {
+                return Ok(true);
+            }
+            // Each `\nFrom ` past `pos` is a candidate: a separator when the
+            // line ending at its `\n` is blank.
+            let mut from = self.pos;
+            while let Some(i) = self.finder.find(&self.buf[from..self.len]) {
+                let nl = from + i;
+                if blank_line_ending(&self.buf, self.pos, self.line_start, nl) {
+                    self.pos = nl + 1;
+                    self.line_start = true;
+                    self.prev_blank = true;
+                    return Ok(true);
+                }
+                from = nl + 1;
+            }
+            // None in the window: go on from its last line start, where a
+            // `From ` cut by the window's edge is then read whole.
+            match memchr::memrchr(b'\n', &self.buf[self.pos..self.len]) {
+                Some(i) => {
+                    let blank = blank_line_ending(&self.buf, self.pos, self.line_start, self.pos + i);
+                    self.pos += i + 1;
+                    self.line_start = true;
+                    self.prev_blank = blank;
+                }
+                None if self.len - self.pos > self.chunk => {
+                    // A line longer than a window: never blank, never a separator.
+                    self.pos = self.len;
+                    self.line_start = false;
+                    self.prev_blank = false;
+                }
+                None => {}
+            }
+            if !self.refill()? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The next mail: its separator, where it starts and its header section.
+    fn next_mail(&mut self) -> std::io::Result<Option<Found>> {
+        if !self.skip_to_separator()? {
+            return Ok(None);
+        }
+        let separator = self.base + self.pos as u64;
+        let start = match self.line()? {
+            None => return Ok(None),
+            Some(Some(r)) => {
+                self.pos = r.end;
+                self.line_start = true;
+                self.prev_blank = false;
+                self.base + r.end as u64
+            }
+            // A `From ` line too long to hold: the mail starts past its end.
+            Some(None) => {
+                self.finish_long_line()?;
+                self.base + self.pos as u64
+            }
+        };
+        // The header section: up to a blank line, or the line that would
+        // take it past `HEAD_MAX`. (A `From ` line in it follows no blank
+        // line, so it is a header line.)
+        let mut head = Vec::new();
+        while let Some(line) = self.line()? {
+            let Some(r) = line else {
+                self.finish_long_line()?;
+                break;
+            };
+            let text = &self.buf[r.clone()];
+            let blank = text == b"\n" || text == b"\r\n";
+            let full = head.len() + text.len() > HEAD_MAX;
+            if !blank && !full {
+                head.extend_from_slice(text);
+            }
+            self.pos = r.end;
+            self.prev_blank = blank;
+            if blank || full {
+                break;
+            }
+        }
+        Ok(Some(Found { separator, start, head }))
+    }
 }
 
 fn scan_path(out: &mut Vec<Entry>, path: &Path) -> std::io::Result<()> {
@@ -246,12 +466,12 @@ fn sorted_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Undoes mbox `>From ` quoting (mboxo and mboxrd) line by line.
-fn unquote(data: &[u8]) -> Vec<u8> {
+fn unquote(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     static QUOTED: std::sync::LazyLock<regex::bytes::Regex> =
         std::sync::LazyLock::new(|| regex::bytes::Regex::new(r"(?m)^>+From ").expect("a valid pattern"));
     // Most mails have no quoted line: one search, one copy.
     if !QUOTED.is_match(data) {
-        return data.to_vec();
+        return std::borrow::Cow::Borrowed(data);
     }
     let mut out = Vec::with_capacity(data.len());
     for line in data.split_inclusive(|&b| b == b'\n') {
@@ -262,18 +482,18 @@ fn unquote(data: &[u8]) -> Vec<u8> {
             out.extend_from_slice(line);
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// Splits an mbox (mboxo or mboxrd) held in memory into mails, undoing `>From ` quoting.
 pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
     let mut entries = Vec::new();
-    scan_mbox(&mut entries, Path::new("-"), data).expect("reading memory cannot fail");
+    scan_mbox(&mut entries, Path::new("-"), data, SCAN_CHUNK).expect("reading memory cannot fail");
     entries
         .iter()
         .map(|e| match &e.location {
             Location::Mbox(_, start, len) => {
-                let mut m = unquote(&data[*start as usize..(*start + *len) as usize]);
+                let mut m = unquote(&data[*start as usize..(*start + *len) as usize]).into_owned();
                 trim_separator(&mut m);
                 m
             }
@@ -293,6 +513,108 @@ fn trim_separator(m: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line-by-line reading `scan_mbox` had before it searched bodies:
+    /// (start, end, header section) per mail, the model the scanner must match.
+    fn scan_by_lines(data: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        let mut prev_blank = true;
+        let mut current: Option<(u64, Vec<u8>, bool)> = None;
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            let read = line.len() as u64;
+            if line.starts_with(b"From ") && prev_blank {
+                if let Some((start, head, _)) = current.take() {
+                    out.push((start, offset, head));
+                }
+                current = Some((offset + read, Vec::new(), false));
+                prev_blank = false;
+                offset += read;
+                continue;
+            }
+            let blank = line == b"\n" || line == b"\r\n";
+            if let Some((_, head, done)) = current.as_mut()
+                && !*done
+            {
+                if blank || head.len() + line.len() > HEAD_MAX {
+                    *done = true;
+                } else {
+                    head.extend_from_slice(line);
+                }
+            }
+            prev_blank = blank;
+            offset += read;
+        }
+        if let Some((start, head, _)) = current.take() {
+            out.push((start, offset, head));
+        }
+        out
+    }
+
+    fn scan_in_windows(data: &[u8], chunk: usize) -> Vec<(u64, u64, Vec<u8>)> {
+        let mut scanner = MboxScanner::new(data, chunk);
+        let mut out: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        while let Some(found) = scanner.next_mail().unwrap() {
+            if let Some(last) = out.last_mut() {
+                last.1 = found.separator;
+            }
+            out.push((found.start, 0, found.head));
+        }
+        if let Some(last) = out.last_mut() {
+            last.1 = scanner.end();
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Mboxes made of the pieces that matter (separators, blank lines of
+        /// both line ends, quoted and unquoted `From `, near misses) split
+        /// into the same mails with the same header sections, whatever the
+        /// window's size.
+        #[test]
+        fn the_scanner_finds_what_reading_line_by_line_finds(
+            pieces in proptest::collection::vec(0usize..12, 0..60),
+            chunk in 1usize..40,
+        ) {
+            const PIECES: [&[u8]; 12] = [
+                b"From a@x Mon Jan  1 00:00:00 2024\n",
+                b"\n",
+                b"\r\n",
+                b"From ",
+                b">From here\n",
+                b"Date: Tue, 02 Jan 2024 10:00:00 +0000\n",
+                b"Subject: s\r\n",
+                b"x",
+                b"\r",
+                b"Fro",
+                b"m \n",
+                b"body line\n",
+            ];
+            let data: Vec<u8> = pieces.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
+            proptest::prop_assert_eq!(scan_in_windows(&data, chunk), scan_by_lines(&data));
+        }
+    }
+
+    #[test]
+    fn lines_longer_than_a_window_are_read_past() {
+        let long = vec![b'a'; HEAD_MAX + 3000];
+        let mut data = Vec::new();
+        for (head_line, body_line) in [(&b"X: y\n"[..], &long[..]), (&long[..], &b"z\n"[..])] {
+            data.extend_from_slice(b"From a@x Mon Jan  1 00:00:00 2024\nSubject: s\n");
+            data.extend_from_slice(head_line);
+            data.extend_from_slice(b"\n\nbody\n");
+            data.extend_from_slice(body_line);
+            data.extend_from_slice(b"\n\n");
+        }
+        data.extend_from_slice(b"From b@x Mon Jan  1 00:00:00 2024\nSubject: last\n\n");
+        data.extend_from_slice(&long);
+        let model = scan_by_lines(&data);
+        assert_eq!(model.len(), 3);
+        for chunk in [64, 4096, SCAN_CHUNK] {
+            assert_eq!(scan_in_windows(&data, chunk), model, "windows of {chunk} bytes");
+        }
+    }
 
     #[test]
     fn mbox_split_and_unquote() {

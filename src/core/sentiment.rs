@@ -163,16 +163,20 @@ const EXCLAMATION: f64 = 0.29;
 /// Normalisation: score = sum / sqrt(sum² + ALPHA).
 const ALPHA: f64 = 15.0;
 
-/// Whole words by valence, and stems (the words ending in `*`).
-type Split = (std::collections::HashMap<&'static str, f64>, Vec<(&'static str, f64)>);
+/// Whole words by valence, and stems (the words ending in `*`) by their
+/// first byte, in the lexicon's order.
+type Split = (
+    std::collections::HashMap<&'static str, f64>,
+    Vec<Vec<(&'static str, f64)>>,
+);
 
-/// The lexicon split once: whole words in a map, stems in a short list.
+/// The lexicon split once: whole words in a map, stems in short lists.
 static WORDS: std::sync::LazyLock<Split> = std::sync::LazyLock::new(|| {
     let mut words = std::collections::HashMap::new();
-    let mut stems = Vec::new();
+    let mut stems = vec![Vec::new(); 256];
     for (w, v) in LEXICON {
         match w.strip_suffix('*') {
-            Some(stem) => stems.push((stem, *v)),
+            Some(stem) => stems[usize::from(stem.as_bytes()[0])].push((stem, *v)),
             None => {
                 words.insert(*w, *v);
             }
@@ -183,10 +187,20 @@ static WORDS: std::sync::LazyLock<Split> = std::sync::LazyLock::new(|| {
 
 fn valence(word: &str) -> Option<f64> {
     let (words, stems) = &*WORDS;
+    let first = usize::from(*word.as_bytes().first()?);
     words
         .get(word)
         .copied()
-        .or_else(|| stems.iter().find(|(s, _)| word.starts_with(s)).map(|(_, v)| *v))
+        .or_else(|| stems[first].iter().find(|(s, _)| word.starts_with(s)).map(|(_, v)| *v))
+}
+
+/// `word` in lower case, borrowed when it already is (most words).
+fn folded(word: &str) -> std::borrow::Cow<'_, str> {
+    if word.is_ascii() && !word.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(word)
+    } else {
+        std::borrow::Cow::Owned(word.to_lowercase())
+    }
 }
 
 /// A score kept to two decimals, so records holding it stay comparable
@@ -237,9 +251,9 @@ pub fn score(text: &str) -> Sentiment {
         if raw.len() > 40 || raw.len() < 2 {
             continue;
         }
-        let word = raw.to_lowercase();
+        let word = folded(raw);
         let Some(mut v) = valence(&word) else { continue };
-        if let Some(prev) = i.checked_sub(1).map(|p| words[p].to_lowercase())
+        if let Some(prev) = i.checked_sub(1).map(|p| folded(words[p]))
             && let Some((_, f)) = INTENSIFIERS.iter().find(|(w, _)| *w == prev)
         {
             v *= f;
@@ -247,12 +261,19 @@ pub fn score(text: &str) -> Sentiment {
         if mostly_lower && raw.chars().count() >= 3 && raw.chars().all(|c| !c.is_lowercase()) {
             v *= CAPS_FACTOR;
         }
-        let negated = (i.saturating_sub(NEGATION_REACH)..i).any(|j| is_negation(&words[j].to_lowercase()));
+        let negated = (i.saturating_sub(NEGATION_REACH)..i).any(|j| is_negation(&folded(words[j])));
         if negated {
             v *= NEGATION_FACTOR;
         }
         sum += v;
-        cues.push((if negated { format!("not {word}") } else { word }, v));
+        cues.push((
+            if negated {
+                format!("not {word}")
+            } else {
+                word.into_owned()
+            },
+            v,
+        ));
     }
     if sum != 0.0 {
         let bangs = own.matches('!').count().min(4) as f64;
