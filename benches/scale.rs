@@ -242,8 +242,27 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The processor time of this process's children that ended and were waited
+/// for, user and system, in seconds (`cutime` and `cstime` of
+/// `/proc/self/stat`, in Linux's fixed 100 ticks a second).
+fn children_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command's name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let ticks = |i: usize| fields[i].parse::<f64>().unwrap();
+    // cutime and cstime are the 16th and 17th fields; `state` (the 3rd) is fields[0].
+    (ticks(13) + ticks(14)) / 100.0
+}
+
 /// Runs a command to its end, sampling its peak RSS; returns (seconds, peak MiB).
-fn run_measured(mut cmd: Command) -> (f64, f64) {
+fn run_measured(cmd: Command) -> (f64, f64) {
+    let (secs, peak, _) = run_measured_cpu(cmd);
+    (secs, peak)
+}
+
+/// [`run_measured`], with the processor time the command took on every core (seconds).
+fn run_measured_cpu(mut cmd: Command) -> (f64, f64, f64) {
+    let cpu = children_cpu_secs();
     let start = Instant::now();
     let mut child = cmd.stdout(Stdio::null()).spawn().unwrap();
     let mut peak = 0;
@@ -255,7 +274,11 @@ fn run_measured(mut cmd: Command) -> (f64, f64) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    (start.elapsed().as_secs_f64(), peak as f64 / 1024.0)
+    (
+        start.elapsed().as_secs_f64(),
+        peak as f64 / 1024.0,
+        children_cpu_secs() - cpu,
+    )
 }
 
 fn du(path: &Path) -> u64 {
@@ -390,6 +413,7 @@ fn backfill(dir: &Path, sizes: &Sizes) {
         input as f64 / mails.len() as f64 / 1e3
     );
     let (mut parses, mut ingests, mut ratios, mut peaks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut cpus = Vec::new();
     let mut disk = 0;
     let parse_all = || {
         let (secs, n) = timed(|| {
@@ -408,8 +432,9 @@ fn backfill(dir: &Path, sizes: &Sizes) {
         let cfg = config(&run, 1, true);
         let mut cmd = postdesk(&cfg);
         cmd.arg("ingest").arg("--no-send").arg(&mbox);
-        let (secs, peak) = run_measured(cmd);
+        let (secs, peak, cpu) = run_measured_cpu(cmd);
         let parse = (before + parse_all()) / 2.0;
+        cpus.push(cpu / parse);
         parses.push(parse);
         ingests.push(secs);
         ratios.push(parse / secs);
@@ -436,6 +461,10 @@ fn backfill(dir: &Path, sizes: &Sizes) {
         "ratio ingest/parse:       {:>8.2}   (median of the rounds' {}; target >= 0.35)",
         median(ratios.clone()),
         each.join(", ")
+    );
+    println!(
+        "ingest processor time:    {:>8.2}x the bare parse's (median; all threads, user and system)",
+        median(cpus)
     );
     println!(
         "ingest peak RSS:          {:>8.1} MiB (largest of {}; target <= 150 for 500 MB)",
