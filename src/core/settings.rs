@@ -32,6 +32,8 @@ pub struct Settings {
     pub sla: Vec<SlaPolicy>,
     /// `[web]`: the customer portal and the team's pages.
     pub web: Web,
+    /// `[language] candidates`: the languages mail is told among.
+    pub languages: crate::core::language::Languages,
 }
 
 /// `[web]`: which pages the daemon serves, and their abuse limits.

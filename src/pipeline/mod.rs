@@ -368,7 +368,7 @@ impl Pipeline {
         // Storing waits on the disk, reading on the processor: both at once.
         let (keys, reads) = std::thread::scope(|scope| {
             let stored = scope.spawn(|| self.store.put_blobs(raws));
-            let reads = read_ahead(raws, &self.config.limits);
+            let reads = read_ahead(raws, &self.config);
             (stored.join(), reads)
         });
         let keys = keys.map_err(|_| StoreError::Corrupt {
@@ -610,7 +610,7 @@ impl Pipeline {
             return Ok(Processed::Duplicate);
         }
         let class = classify(&msg, &self.config, &self.signer);
-        read_text(&mut msg, &class, reading);
+        read_text(&mut msg, &class, reading, &self.config.languages);
         if let Sender::Own(why) = &class.sender {
             // Dropped, but kept: raw, in the quarantine list with the reason.
             let reason = format!("dropped: our own mail ({why})");
@@ -1302,7 +1302,7 @@ impl Pipeline {
             }
         };
         let class = classify(&msg, &self.config, &self.signer);
-        read_text(&mut msg, &class, None);
+        read_text(&mut msg, &class, None, &self.config.languages);
         let agent_name = match &class.sender {
             Sender::Agent(name) => Some(name.clone()),
             _ => None,
@@ -1517,16 +1517,20 @@ fn read_text(
     msg: &mut InboundMessage,
     class: &crate::core::classify::Classification,
     reading: Option<(Option<String>, crate::core::sentiment::Score)>,
+    languages: &crate::core::language::Languages,
 ) {
     if class.auto.is_none() && !class.bounce {
-        (msg.language, msg.sentiment) = reading.unwrap_or_else(|| reading_of(&msg.text));
+        (msg.language, msg.sentiment) = reading.unwrap_or_else(|| reading_of(&msg.text, languages));
     }
 }
 
-/// The language and sentiment of a mail's text.
-fn reading_of(text: &str) -> (Option<String>, crate::core::sentiment::Score) {
+/// The language (among the desk's) and sentiment of a mail's text.
+fn reading_of(
+    text: &str,
+    languages: &crate::core::language::Languages,
+) -> (Option<String>, crate::core::sentiment::Score) {
     (
-        crate::core::language::detect(text),
+        languages.detect(text),
         crate::core::sentiment::Score::of(crate::core::sentiment::score(text).score),
     )
 }
@@ -1547,15 +1551,15 @@ struct ReadAhead {
 /// Parses `mails` and reads their text on up to four threads, in order.
 /// `None` where that panicked: the mail is parsed again in its turn, under
 /// the guard that quarantines it. A batch of one is left to its turn.
-fn read_ahead(mails: &[&[u8]], limits: &crate::core::settings::Limits) -> Vec<Option<ReadAhead>> {
+fn read_ahead(mails: &[&[u8]], settings: &crate::core::settings::Settings) -> Vec<Option<ReadAhead>> {
     if mails.len() < 2 {
         return mails.iter().map(|_| None).collect();
     }
     let one = |raw: &[u8]| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let parsed = inbound::parse(raw, limits);
+            let parsed = inbound::parse(raw, &settings.limits);
             let reading = match &parsed {
-                Ok(m) => reading_of(&m.text),
+                Ok(m) => reading_of(&m.text, &settings.languages),
                 Err(_) => (None, crate::core::sentiment::Score::default()),
             };
             ReadAhead { parsed, reading }

@@ -192,6 +192,79 @@ fn the_customers_language_routes_and_picks_the_acknowledgement() {
 }
 
 #[test]
+fn a_desks_language_candidates_tell_short_mails_and_route_them() {
+    let desk = DeskConfig::new()
+        .agents(
+            "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\nqueues = [\"general\", \"dach\"]\n\n[[queue]]\nname = \"general\"\n\n[[queue]]\nname = \"dach\"\n",
+        )
+        .extra(
+            "[language]\ncandidates = [\"en\", \"de\"]\n\n\
+             [[rule]]\nname = \"german speakers\"\nwhen = { language = [\"de\"] }\nset = { queue = \"dach\" }\n\n\
+             [templates.acknowledgement.de]\nsubject = \"Eingegangen: {{ticket.subject}}\"\nbody = \"Hallo {{requester.name}}, vielen Dank.\"\n",
+        )
+        .build();
+    // Too short for the detector among all its languages (the unit test
+    // `core::language::tests::a_desks_candidates_decide…` shows it tells
+    // neither without the list).
+    let german = mail(
+        "Jörg <joerg@kunde.test>",
+        "support@example.com",
+        "Rechnung",
+        "de2@kunde.test",
+        "",
+        "Bitte Rechnung senden\n",
+    );
+    let english = mail(
+        "Carol <carol@customer.test>",
+        "support@example.com",
+        "Parcel",
+        "en2@customer.test",
+        "",
+        "My parcel never arrived\n",
+    );
+    let greek = mail(
+        "Eleni <eleni@customer.test>",
+        "support@example.com",
+        "Εκτυπωτής",
+        "el2@customer.test",
+        "",
+        "Καλημέρα, ο εκτυπωτής μου δεν λειτουργεί μετά την ενημέρωση.\n",
+    );
+    // One batch: read ahead on the parsing threads.
+    desk.ingest(&[&german, &english, &greek]);
+    let tickets: Vec<_> = (1..=3).map(|i| desk.show(i)).collect();
+    assert_eq!(tickets[0]["language"], "de", "{}", tickets[0]);
+    assert_eq!(tickets[0]["queue"], "dach", "the rule on language");
+    assert_eq!(tickets[1]["language"], "en", "{}", tickets[1]);
+    assert_eq!(tickets[1]["queue"], "general");
+    assert!(tickets[2].get("language").is_none(), "not a candidate: {}", tickets[2]);
+    let acks: Vec<String> = std::fs::read_dir(desk.dir.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|m| m.contains("Auto-Submitted: auto-replied") && m.contains("joerg@"))
+        .collect();
+    assert_eq!(acks.len(), 1);
+    assert!(header(&acks[0], "Subject").unwrap().contains("Eingegangen: Rechnung"));
+    // One mail alone (explain): read in its turn, by the same list.
+    let dir = desk.dir.join("explain");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("de.eml"), &german).unwrap();
+    let e = desk.ok(&["explain", dir.join("de.eml").to_str().unwrap()]);
+    assert!(e.contains("language:       de"), "{e}");
+
+    let bad = DeskConfig::new()
+        .extra("[language]\ncandidates = [\"en\", \"klingon\"]\n")
+        .build();
+    let out = bad.run(&["check"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[language] candidates: \"klingon\" is not a language code the detector knows"),
+        "{err}"
+    );
+}
+
+#[test]
 fn language_keys_are_checked() {
     let desk = DeskConfig::new()
         .extra("[[rule]]\nname = \"x\"\nwhen = { language = \"German\" }\n\n[templates.acknowledgement.deutsch]\nsubject = \"x\"\n")

@@ -560,6 +560,32 @@ file = { path = "var/outbox" }
     }
 
     #[test]
+    fn language_candidates_are_codes_the_detector_knows() {
+        let c = parse(
+            &format!("{GOOD}\n[language]\ncandidates = [\"en\", \"de\", \"tl\", \"en\"]\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.languages.codes(),
+            Some(vec!["en".to_string(), "de".to_string(), "tl".to_string()])
+        );
+        assert_eq!(parse(GOOD, Path::new("t.toml")).unwrap().languages.codes(), None);
+        check(
+            &format!("{GOOD}\n[language]\ncandidates = [\"en\", \"klingon\"]\n"),
+            &[
+                "t.toml:16:14: [language] candidates: \"klingon\" is not a language code the detector knows (ISO 639-1 such as \"en\", else ISO 639-3)",
+            ],
+        );
+        check(
+            &format!("{GOOD}\n[language]\ncandidates = []\n"),
+            &[
+                "t.toml:16:14: [language] candidates: an empty list: name at least one language, or leave the key out for all",
+            ],
+        );
+    }
+
+    #[test]
     fn bad_rules_are_reported_at_their_position() {
         let text = format!(
             "{GOOD}\n[[rule]]\nname = \"r\"\nwhen.subject = \"(unclosed\"\nwhen.colour = \"x\"\nset.priority = \"asap\"\n"

@@ -49,6 +49,14 @@ pub(super) struct RawConfig {
     pub(super) knowledge: Option<Spanned<RawKnowledge>>,
     #[serde(default)]
     pub(super) intent: Option<Spanned<RawIntent>>,
+    #[serde(default)]
+    pub(super) language: Option<RawLanguage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLanguage {
+    pub(super) candidates: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -332,6 +332,16 @@ impl Validator<'_> {
         let oauth2 = self.oauth2_providers(&raw.oauth2, Path::new(&ri.data_dir));
         let knowledge = raw.knowledge.as_ref().map(|k| self.knowledge(k));
         let intent = self.intent(raw.intent.as_ref());
+        let languages = match raw.language.as_ref().and_then(|l| l.candidates.as_ref()) {
+            None => crate::core::language::Languages::default(),
+            Some(list) => match crate::core::language::Languages::among(list.get_ref()) {
+                Ok(l) => l,
+                Err(why) => {
+                    self.problem(list.span().start, format!("[language] candidates: {why}"));
+                    crate::core::language::Languages::default()
+                }
+            },
+        };
 
         // Each mailbox with its address and queue (the core's part of it).
         let mut mailboxes: Vec<(MailboxConfig, String, String)> = Vec::new();
@@ -1074,6 +1084,7 @@ impl Validator<'_> {
                 calendars,
                 sla,
                 web,
+                languages,
             },
         })
     }
