@@ -544,7 +544,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Check => {
             let config = load_config(cli.config)?;
-            for warning in check_secrets(&config) {
+            for warning in check_secrets(&config).into_iter().chain(language_warnings(&config)) {
                 eprintln!("{}: warning: {warning}", config.path.display());
             }
             // The daemon refuses to start without its API token: so does check.
@@ -1239,6 +1239,47 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
 fn send_all(pipeline: &Pipeline) -> Result<crate::transports::smtp::SendSummary, Failure> {
     let mailer = Mailer::from_config(&pipeline.config.outgoing).map_err(|e| Failure::new(EXIT_CONFIG, e))?;
     Ok(runtime()?.block_on(drain(pipeline, &mailer, Timestamp::now()))?)
+}
+
+/// Rules and template translations naming a language mail is never told in
+/// under `[language] candidates`: a rule that can never match (or always,
+/// negated), a translation never sent.
+fn language_warnings(config: &Config) -> Vec<String> {
+    let Some(candidates) = config.languages.codes() else {
+        return Vec::new();
+    };
+    let outside = |code: &String| !candidates.contains(code);
+    let mut out = Vec::new();
+    for rule in &config.rules {
+        for c in &rule.when {
+            if let crate::core::settings::Condition::Language { codes, negate } = c {
+                for code in codes.iter().filter(|c| outside(c)) {
+                    let key = if *negate { "not_language" } else { "language" };
+                    out.push(format!(
+                        "rule {:?}: {key} {code:?} is not among [language] candidates {candidates:?}: mail is never told in it",
+                        rule.name
+                    ));
+                }
+            }
+        }
+    }
+    let t = &config.templates;
+    for (name, template) in [
+        ("acknowledgement", &t.acknowledgement),
+        ("pending_reminder", &t.pending_reminder),
+        ("pending_closed", &t.pending_closed),
+        ("closed", &t.closed),
+        ("survey", &t.survey),
+        ("status_reply", &t.status_reply),
+        ("suggestions", &t.suggestions),
+    ] {
+        for code in template.translations.keys().filter(|c| outside(c)) {
+            out.push(format!(
+                "[templates.{name}.{code}] is never sent: {code:?} is not among [language] candidates {candidates:?}"
+            ));
+        }
+    }
+    out
 }
 
 fn check_secrets(config: &Config) -> Vec<String> {

@@ -252,6 +252,32 @@ fn a_desks_language_candidates_tell_short_mails_and_route_them() {
     let e = desk.ok(&["explain", dir.join("de.eml").to_str().unwrap()]);
     assert!(e.contains("language:       de"), "{e}");
 
+    // The desk's own config passes; a rule and a translation for a language
+    // outside the list pass with a warning each.
+    let out = desk.run(&["check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let french = DeskConfig::new()
+        .extra(
+            "[language]\ncandidates = [\"en\", \"de\"]\n\n\
+             [[rule]]\nname = \"french speakers\"\nwhen = { language = [\"fr\"] }\nset = { priority = \"high\" }\n\n\
+             [templates.acknowledgement.fr]\nsubject = \"Reçu\"\nbody = \"Merci.\"\n",
+        )
+        .build();
+    let out = french.run(&["check"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: rule \"french speakers\": language \"fr\" is not among [language] candidates [\"en\", \"de\"]"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: [templates.acknowledgement.fr] is never sent"),
+        "{err}"
+    );
+
     let bad = DeskConfig::new()
         .extra("[language]\ncandidates = [\"en\", \"klingon\"]\n")
         .build();
