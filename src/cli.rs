@@ -448,6 +448,71 @@ fn sled_store_bytes(config: &Config) -> Option<u64> {
         .then(|| crate::adapters::store::sled::store_bytes(&config.instance.data_dir))
 }
 
+/// The daemon's start on sled: the store rewritten when it has doubled since
+/// its last compaction (`[store] compact_at_start`), systemd told that the
+/// start takes longer meanwhile. A compaction that fails is logged, and the
+/// daemon starts on the store as it is. Whether it opened (and closed) the store.
+fn compact_at_start(config: &Config) -> bool {
+    use crate::adapters::store::sled::{COMPACT_AT_START_FROM, SledStore, store_bytes};
+    let data_dir = &config.instance.data_dir;
+    let bytes = store_bytes(data_dir);
+    if !config.store.compact_at_start
+        || !matches!(config.store.backend, crate::adapters::store::Backend::Sled)
+        || bytes < COMPACT_AT_START_FROM
+    {
+        return false;
+    }
+    let (done, waiting) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        // Half a minute more of start (and a watchdog ping) every 15 s, however long it takes.
+        scope.spawn(move || {
+            loop {
+                crate::notify::notify(&format!(
+                    "EXTEND_TIMEOUT_USEC=30000000\nWATCHDOG=1\nSTATUS=looking at the store ({}) for a compaction",
+                    megabytes(bytes)
+                ));
+                if !matches!(
+                    waiting.recv_timeout(std::time::Duration::from_secs(15)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    break;
+                }
+            }
+        });
+        let result = SledStore::compact_if_grown(data_dir, &config.store);
+        drop(done);
+        match result {
+            Ok(Some((before, after))) => {
+                tracing::info!(
+                    before,
+                    after,
+                    "store compacted at start ({} to {}): twice its size after its last compaction, or never compacted",
+                    megabytes(before),
+                    megabytes(after)
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the store was not compacted at start"),
+        }
+        true
+    })
+}
+
+/// The store, opened just after [`compact_at_start`] may have closed it:
+/// sled's writer threads can hold its lock a moment longer.
+fn open_after_compaction(config: &Config, closed: bool) -> Result<Arc<dyn Store>, StoreError> {
+    let mut tries = 0;
+    loop {
+        match crate::adapters::store::open(&config.instance.data_dir, &config.store) {
+            Err(StoreError::Locked(_)) if closed && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -579,7 +644,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let path = config_path(cli.config);
-            let store = crate::adapters::store::open(&config.instance.data_dir, &config.store)?;
+            let closed = compact_at_start(&config);
+            let store = open_after_compaction(&config, closed)?;
             let pipeline = pipeline_with(config, store)?;
             runtime()?
                 .block_on(async { crate::daemon::run(pipeline, path, crate::daemon::shutdown_signal()).await })

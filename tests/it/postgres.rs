@@ -8,7 +8,7 @@ use crate::support::*;
 fn check_names_bad_postgres_keys_with_line_and_column() {
     let desk = DeskConfig::new()
         .sled()
-        .extra("[store]\nbackend = \"postgres\"\nurl = \"postgresql://u:pw@localhost/db\"\npool_size = 0\nlease_timeout = \"1s\"\n")
+        .extra("[store]\nbackend = \"postgres\"\nurl = \"postgresql://u:pw@localhost/db\"\npool_size = 0\nlease_timeout = \"1s\"\ncompact_at_start = false\n")
         .build();
     let out = desk.run(&["check"]);
     assert!(!out.status.success());
@@ -16,6 +16,7 @@ fn check_names_bad_postgres_keys_with_line_and_column() {
     assert!(err.contains("leave the password out of the URL"), "{err}");
     assert!(err.contains("pool_size = 0: expected 1 to 256"), "{err}");
     assert!(err.contains("lease_timeout: expected 3s to 1h"), "{err}");
+    assert!(err.contains("compact_at_start is for the sled store"), "{err}");
     assert!(err.contains("postdesk.toml:"), "names the file and line: {err}");
 
     let desk = DeskConfig::new()

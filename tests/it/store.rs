@@ -683,6 +683,83 @@ fn a_backfill_compacts_the_sled_store_and_order_goes_on_after_it() {
     assert!(data.join("store").exists() && !data.join("store.old").exists() && !data.join("store.compact").exists());
 }
 
+#[test]
+fn the_daemon_compacts_a_sled_store_that_has_doubled_at_its_start() {
+    let desk = DeskConfig::new()
+        .sled()
+        .extra("[store]\ncompact_at_start = false\n")
+        .build();
+    // Three ingests of 90 mails, each under the 100 after which `ingest`
+    // compacts: a store of more than 1 MiB, never compacted.
+    for round in 0..3 {
+        let mails: Vec<String> = (0..90)
+            .map(|i| {
+                mail(
+                    &format!("c{round}x{i}@customer.test"),
+                    "support@example.com",
+                    &format!("Order {round}-{i}"),
+                    &format!("o{round}x{i}@customer.test"),
+                    "",
+                    &"My order has not arrived and nobody answers the phone.\n".repeat(20),
+                )
+            })
+            .collect();
+        let v = desk.ingest(&mails.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(v["new_tickets"], 90, "{v}");
+        assert!(v.get("compacted").is_none(), "{v}");
+    }
+    let data = desk.dir.join("data");
+    let bytes = || -> u64 {
+        fs::read_dir(data.join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    };
+    assert!(bytes() >= 1 << 20, "{} bytes", bytes());
+    // Turned off, the daemon starts on the store as it is.
+    let log = desk.start().stop();
+    assert!(!log.contains("compacted at start"), "{log}");
+    // On (the default), it rewrites the store before it takes mail.
+    let text = fs::read_to_string(&desk.config).unwrap();
+    fs::write(&desk.config, text.replace("compact_at_start = false\n", "")).unwrap();
+    let daemon = desk.start();
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("store compacted at start"))
+        .unwrap_or_else(|| panic!("no compaction: {log}"));
+    let field = |name: &str| -> u64 {
+        line.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    assert!(field("after") < field("before"), "{line}");
+    assert!(
+        log.find("store compacted at start") < log.find("postdesk running"),
+        "before it runs: {log}"
+    );
+    // It takes mail on the rewritten store.
+    let late = mail(
+        "late@customer.test",
+        "support@example.com",
+        "Order late",
+        "late@customer.test",
+        "",
+        "Hello",
+    );
+    assert_eq!(desk.deliver(&late)["new_tickets"], 1);
+    daemon.stop();
+    assert!(!data.join("store.compact").exists() && !data.join("store.old").exists());
+    assert_eq!(count(&desk), 271);
+    // It has not doubled since: the next start leaves it.
+    let log = desk.start().stop();
+    assert!(!log.contains("compacted at start"), "{log}");
+}
+
 /// How many tickets the desk lists.
 fn count(desk: &Desk) -> usize {
     let list: Vec<Value> = serde_json::from_str(&desk.ok(&["tickets", "--json", "--limit", "500"])).unwrap();

@@ -405,6 +405,7 @@ pub(super) struct RawStore {
     pub(super) backend: Option<Spanned<String>>,
     pub(super) cache_mb: Option<Spanned<u64>>,
     pub(super) sweep_every: Option<Spanned<String>>,
+    pub(super) compact_at_start: Option<Spanned<bool>>,
     pub(super) url: Option<Spanned<String>>,
     pub(super) host: Option<String>,
     pub(super) port: Option<u16>,

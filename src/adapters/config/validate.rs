@@ -572,6 +572,17 @@ impl Validator<'_> {
                 || rs.ca_file.is_some()
                 || rs.pool_size.is_some()
                 || rs.lease_timeout.is_some();
+            if let Some(c) = &rs.compact_at_start {
+                store.compact_at_start = *c.get_ref();
+            }
+            match rs.backend.as_ref().map(|b| (b.get_ref().as_str(), b.span().start)) {
+                Some(("postgres", _)) if rs.compact_at_start.is_some() => self.problem(
+                    rs.compact_at_start.as_ref().map_or(sspan.start, |c| c.span().start),
+                    "[store] compact_at_start is for the sled store; PostgreSQL reclaims space itself (autovacuum)"
+                        .into(),
+                ),
+                _ => {}
+            }
             match rs.backend.as_ref().map(|b| (b.get_ref().as_str(), b.span().start)) {
                 None | Some(("sled", _)) => {
                     if postgres_keys {

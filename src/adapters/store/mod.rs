@@ -490,6 +490,9 @@ pub struct StoreSettings {
     /// How often the daemon sweeps unreferenced blobs (its first sweep waits
     /// this or ten minutes, whichever is shorter).
     pub sweep_every: std::time::Duration,
+    /// Whether the daemon compacts the sled store at its start when it has
+    /// doubled since its last compaction.
+    pub compact_at_start: bool,
 }
 
 /// How long the daemon keeps `Ack` records: a rate limit counts the last
@@ -504,6 +507,7 @@ impl Default for StoreSettings {
             cache_bytes: 8 * 1024 * 1024,
             backend: Backend::Sled,
             sweep_every: std::time::Duration::from_secs(86_400),
+            compact_at_start: true,
         }
     }
 }

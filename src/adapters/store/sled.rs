@@ -512,6 +512,11 @@ impl FillOrder {
 
 /// The `meta` key of [`SledStore::next_id`]'s base.
 const SEQ_BASE: &[u8] = b"seq_base";
+/// The store's bytes right after its last compaction (in `meta`).
+const COMPACTED_BYTES: &[u8] = b"compacted_bytes";
+/// The daemon compacts sled at its start only from this size: smaller
+/// stores cost too little disk to matter.
+pub const COMPACT_AT_START_FROM: u64 = 1 << 20;
 
 fn fs_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |e| {
@@ -627,6 +632,31 @@ impl SledStore {
     /// store or the new one whole; [`SledStore::open`] finishes or drops an
     /// interrupted rewrite. Returns the store's bytes before and after.
     pub fn compact(data_dir: &Path, settings: &StoreSettings) -> Result<(u64, u64), StoreError> {
+        Ok(Self::compact_when(data_dir, settings, |_, _| true)?.expect("compacts unconditionally"))
+    }
+
+    /// [`SledStore::compact`] at the daemon's start, when the store has grown
+    /// to twice its size after its last compaction (and to at least
+    /// [`COMPACT_AT_START_FROM`]; a store never compacted counts from 0): a
+    /// daemon's sled log grows by about three times what it adds. `None`
+    /// when it has not grown so much.
+    pub fn compact_if_grown(data_dir: &Path, settings: &StoreSettings) -> Result<Option<(u64, u64)>, StoreError> {
+        if store_bytes(data_dir) < COMPACT_AT_START_FROM {
+            return Ok(None);
+        }
+        Self::compact_when(data_dir, settings, |now, last| {
+            now >= COMPACT_AT_START_FROM.max(2 * last.unwrap_or(0))
+        })
+    }
+
+    /// [`SledStore::compact`] when `wanted(bytes now, bytes after the last
+    /// compaction)` says so, decided with the store open (so nothing else
+    /// writes to it meanwhile).
+    fn compact_when(
+        data_dir: &Path,
+        settings: &StoreSettings,
+        wanted: impl FnOnce(u64, Option<u64>) -> bool,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
         let path = data_dir.join("store");
         let copy = data_dir.join(COMPACT_COPY);
         let old = data_dir.join(COMPACT_OLD);
@@ -649,6 +679,10 @@ impl SledStore {
                     other => break other?,
                 }
             };
+            let last = store.tree(T::Meta).get(COMPACTED_BYTES)?.map(|v| read_u64(&v));
+            if !wanted(store_bytes(data_dir), last) {
+                return Ok(None);
+            }
             if copy.exists() {
                 std::fs::remove_dir_all(&copy).map_err(fs_error(&copy))?;
             }
@@ -682,9 +716,13 @@ impl SledStore {
                 write(&mut ready)?;
             }
             // The new generator starts at 0: numbers go on from the old one's.
-            new.open_tree("meta")?.insert(SEQ_BASE, &be(store.next_id()? + 1))?;
+            let meta = new.open_tree("meta")?;
+            meta.insert(SEQ_BASE, &be(store.next_id()? + 1))?;
             new.flush()?;
-            drop(new);
+            // What the next `compact_if_grown` measures growth against.
+            meta.insert(COMPACTED_BYTES, &be(files_bytes(&copy)))?;
+            new.flush()?;
+            drop((meta, new));
             sync_dir(&copy)?;
             // Still holding the old store, so nothing writes to it past the copy.
             std::fs::rename(&path, &old).map_err(fs_error(&path))?;
@@ -696,7 +734,7 @@ impl SledStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fs_error(&old)(e)),
             _ => {}
         }
-        Ok((before, store_bytes(data_dir)))
+        Ok(Some((before, store_bytes(data_dir))))
     }
 
     /// The layout version on disk: 1 when unmarked but not empty.
