@@ -533,6 +533,13 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(fs_error(dir))
 }
 
+/// Whether `free` bytes leave room to rewrite a store of `bytes` beside it:
+/// the copy is at most the store's size, and a tenth of it (64 MiB at
+/// least) stays free.
+fn room_to_compact(bytes: u64, free: u64) -> bool {
+    free >= bytes.saturating_add((bytes / 10).max(64 << 20))
+}
+
 /// The bytes of the sled store under `data_dir` (its files; 0 before it exists).
 pub fn store_bytes(data_dir: &Path) -> u64 {
     files_bytes(&data_dir.join("store"))
@@ -632,7 +639,7 @@ impl SledStore {
     /// store or the new one whole; [`SledStore::open`] finishes or drops an
     /// interrupted rewrite. Returns the store's bytes before and after.
     pub fn compact(data_dir: &Path, settings: &StoreSettings) -> Result<(u64, u64), StoreError> {
-        Ok(Self::compact_when(data_dir, settings, |_, _| true)?.expect("compacts unconditionally"))
+        Ok(Self::compact_when(data_dir, settings, |_, _| Ok(true))?.expect("compacts unconditionally"))
     }
 
     /// [`SledStore::compact`] at the daemon's start, when the store has grown
@@ -644,8 +651,26 @@ impl SledStore {
         if store_bytes(data_dir) < COMPACT_AT_START_FROM {
             return Ok(None);
         }
+        let store = data_dir.join("store");
         Self::compact_when(data_dir, settings, |now, last| {
-            now >= COMPACT_AT_START_FROM.max(2 * last.unwrap_or(0))
+            if now < COMPACT_AT_START_FROM.max(2 * last.unwrap_or(0)) {
+                return Ok(false);
+            }
+            // The copy needs room beside the store: filling the disk would
+            // fail other writers too (an MTA delivering to a Maildir).
+            let stat = rustix::fs::statvfs(&store).map_err(|e| fs_error(&store)(e.into()))?;
+            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+            if !room_to_compact(now, free) {
+                return Err(fs_error(&store)(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "{} MB free, too little to rewrite a store of {} MB beside it",
+                        free / 1_000_000,
+                        now / 1_000_000
+                    ),
+                )));
+            }
+            Ok(true)
         })
     }
 
@@ -655,7 +680,7 @@ impl SledStore {
     fn compact_when(
         data_dir: &Path,
         settings: &StoreSettings,
-        wanted: impl FnOnce(u64, Option<u64>) -> bool,
+        wanted: impl FnOnce(u64, Option<u64>) -> Result<bool, StoreError>,
     ) -> Result<Option<(u64, u64)>, StoreError> {
         let path = data_dir.join("store");
         let copy = data_dir.join(COMPACT_COPY);
@@ -680,7 +705,7 @@ impl SledStore {
                 }
             };
             let last = store.tree(T::Meta).get(COMPACTED_BYTES)?.map(|v| read_u64(&v));
-            if !wanted(store_bytes(data_dir), last) {
+            if !wanted(store_bytes(data_dir), last)? {
                 return Ok(None);
             }
             if copy.exists() {
@@ -1623,6 +1648,16 @@ mod tests {
             got.sort_unstable();
             assert_eq!(got, (0..n).collect::<Vec<_>>(), "{n} records");
         }
+    }
+
+    #[test]
+    fn a_compaction_at_start_needs_the_stores_size_and_a_tenth_free() {
+        const MB: u64 = 1 << 20;
+        assert!(room_to_compact(10 * MB, 74 * MB));
+        assert!(!room_to_compact(10 * MB, 73 * MB), "64 MiB stay free at least");
+        assert!(room_to_compact(1000 * MB, 1100 * MB));
+        assert!(!room_to_compact(1000 * MB, 1099 * MB), "a tenth stays free");
+        assert!(!room_to_compact(u64::MAX, u64::MAX - 1));
     }
 
     #[test]
