@@ -637,9 +637,11 @@ impl SledStore {
     /// rewrite about twice. The store must not be open elsewhere
     /// ([`StoreError::Locked`] after two seconds of looking again). A crash at any point leaves the old
     /// store or the new one whole; [`SledStore::open`] finishes or drops an
-    /// interrupted rewrite. Returns the store's bytes before and after.
+    /// interrupted rewrite. It is not tried without room for the copy beside
+    /// the store (an error naming what is free). Returns the store's bytes
+    /// before and after.
     pub fn compact(data_dir: &Path, settings: &StoreSettings) -> Result<(u64, u64), StoreError> {
-        Ok(Self::compact_when(data_dir, settings, |_, _| Ok(true))?.expect("compacts unconditionally"))
+        Ok(Self::compact_when(data_dir, settings, |_, _| true)?.expect("compacts unconditionally"))
     }
 
     /// [`SledStore::compact`] at the daemon's start, when the store has grown
@@ -651,26 +653,8 @@ impl SledStore {
         if store_bytes(data_dir) < COMPACT_AT_START_FROM {
             return Ok(None);
         }
-        let store = data_dir.join("store");
         Self::compact_when(data_dir, settings, |now, last| {
-            if now < COMPACT_AT_START_FROM.max(2 * last.unwrap_or(0)) {
-                return Ok(false);
-            }
-            // The copy needs room beside the store: filling the disk would
-            // fail other writers too (an MTA delivering to a Maildir).
-            let stat = rustix::fs::statvfs(&store).map_err(|e| fs_error(&store)(e.into()))?;
-            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-            if !room_to_compact(now, free) {
-                return Err(fs_error(&store)(std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    format!(
-                        "{} MB free, too little to rewrite a store of {} MB beside it",
-                        free / 1_000_000,
-                        now / 1_000_000
-                    ),
-                )));
-            }
-            Ok(true)
+            now >= COMPACT_AT_START_FROM.max(2 * last.unwrap_or(0))
         })
     }
 
@@ -680,7 +664,7 @@ impl SledStore {
     fn compact_when(
         data_dir: &Path,
         settings: &StoreSettings,
-        wanted: impl FnOnce(u64, Option<u64>) -> Result<bool, StoreError>,
+        wanted: impl FnOnce(u64, Option<u64>) -> bool,
     ) -> Result<Option<(u64, u64)>, StoreError> {
         let path = data_dir.join("store");
         let copy = data_dir.join(COMPACT_COPY);
@@ -705,8 +689,23 @@ impl SledStore {
                 }
             };
             let last = store.tree(T::Meta).get(COMPACTED_BYTES)?.map(|v| read_u64(&v));
-            if !wanted(store_bytes(data_dir), last)? {
+            let now = store_bytes(data_dir);
+            if !wanted(now, last) {
                 return Ok(None);
+            }
+            // The copy needs room beside the store: filling the disk would
+            // fail other writers too (an MTA delivering to a Maildir).
+            let stat = rustix::fs::statvfs(&path).map_err(|e| fs_error(&path)(e.into()))?;
+            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+            if !room_to_compact(now, free) {
+                return Err(fs_error(&path)(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "{} MB free, too little to rewrite a store of {} MB beside it",
+                        free / 1_000_000,
+                        now / 1_000_000
+                    ),
+                )));
             }
             if copy.exists() {
                 std::fs::remove_dir_all(&copy).map_err(fs_error(&copy))?;
