@@ -646,8 +646,8 @@ impl SledStore {
 
     /// [`SledStore::compact`] at the daemon's start, when the store has grown
     /// to twice its size after its last compaction (and to at least
-    /// [`COMPACT_AT_START_FROM`]; a store never compacted counts from 0): a
-    /// daemon's sled log grows by about three times what it adds. `None`
+    /// [`COMPACT_AT_START_FROM`]; a store never compacted counts from 0): the
+    /// pages a daemon updates leave their old versions in sled's log. `None`
     /// when it has not grown so much.
     pub fn compact_if_grown(data_dir: &Path, settings: &StoreSettings) -> Result<Option<(u64, u64)>, StoreError> {
         if store_bytes(data_dir) < COMPACT_AT_START_FROM {
