@@ -209,6 +209,19 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP postdesk_store_bytes The store's files on disk (sled: its index and the blob packs).\n# TYPE postdesk_store_bytes gauge"
+        );
+        for (part, n) in &gauges.store_bytes {
+            let _ = writeln!(out, "postdesk_store_bytes{{part=\"{}\"}} {n}", escape(part));
+        }
+        if let Some(n) = gauges.store_compacted_bytes {
+            let _ = writeln!(
+                out,
+                "# HELP postdesk_store_compacted_bytes The index's size right after its last compaction: at twice this the daemon's next start compacts it.\n# TYPE postdesk_store_compacted_bytes gauge\npostdesk_store_compacted_bytes {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP postdesk_mailbox_up Whether a mailbox is connected.\n# TYPE postdesk_mailbox_up gauge"
         );
         let boxes = self.mailboxes();
@@ -265,6 +278,10 @@ pub struct Gauges {
     pub outbox_depth: u64,
     /// Seconds since the oldest outbox entry was queued.
     pub outbox_oldest_age: i64,
+    /// The store's bytes on disk by part.
+    pub store_bytes: Vec<(&'static str, u64)>,
+    /// The index's bytes right after its last compaction.
+    pub store_compacted_bytes: Option<u64>,
 }
 
 fn escape(v: &str) -> String {

@@ -507,6 +507,8 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
                 g.outbox_depth = depth;
                 let now = jiff::Timestamp::now().as_second();
                 g.outbox_oldest_age = oldest.map_or(0, |o| (now - o.as_second()).max(0));
+                g.store_bytes = store.disk_bytes()?;
+                g.store_compacted_bytes = store.compacted_bytes()?;
                 respond(StatusCode::OK, "text/plain; version=0.0.4", pipeline.metrics.render(&g))
             }
             "/api/tickets" => {

@@ -173,6 +173,18 @@ fn api_metrics_and_cli_reads_while_the_daemon_runs() {
     assert_eq!(value("postdesk_mailbox_up{mailbox=\"support\"}"), Some(1.0));
     assert_eq!(value("postdesk_processing_seconds_count"), Some(2.0));
     assert!(value("postdesk_mailbox_last_fetch_timestamp_seconds{mailbox=\"support\"}").unwrap() > 1.7e9);
+    // sled's files and the blob packs are the daemon's to report; a
+    // database server's are not. A store never compacted has no baseline.
+    let (index, blobs) = (
+        value("postdesk_store_bytes{part=\"index\"}"),
+        value("postdesk_store_bytes{part=\"blobs\"}"),
+    );
+    if crate::pg::suite_on_postgres() {
+        assert_eq!((index, blobs), (None, None));
+    } else {
+        assert!(index.unwrap() > 0.0 && blobs.unwrap() > 0.0, "{metrics}");
+    }
+    assert_eq!(value("postdesk_store_compacted_bytes"), None);
     daemon.stop();
 }
 

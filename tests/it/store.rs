@@ -755,6 +755,15 @@ fn the_daemon_compacts_a_sled_store_that_has_doubled_at_its_start() {
         log.find("store compacted at start") < log.find("postdesk running"),
         "before it runs: {log}"
     );
+    // /metrics tells the size the next start measures growth against.
+    let (status, metrics) = http_raw(desk.http_port, "GET /metrics HTTP/1.1\nHost: 127.0.0.1\n", b"");
+    assert_eq!(status, 200, "{metrics}");
+    let baseline: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("postdesk_store_compacted_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no baseline: {metrics}"));
+    assert!(baseline > 0 && baseline < field("before"), "{baseline}: {line}");
     // It takes mail on the rewritten store.
     let late = mail(
         "late@customer.test",

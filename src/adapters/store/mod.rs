@@ -478,6 +478,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The store's bytes on disk by part (`/metrics`); none where the
+    /// backend's files are not the daemon's (PostgreSQL).
+    fn disk_bytes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The index's bytes right after its last compaction (`/metrics`); `None`
+    /// before the first, or where the backend does not compact.
+    fn compacted_bytes(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Settings of the store (`[store]`).

@@ -107,6 +107,8 @@ const TREES: [&str; 19] = [
 /// The sled store.
 #[derive(Clone)]
 pub struct SledStore {
+    /// The folder the store and the blob packs are in.
+    data_dir: std::path::PathBuf,
     db: sled::Db,
     trees: Vec<sled::Tree>,
     blobs: Blobs,
@@ -607,6 +609,7 @@ impl SledStore {
         let trees = TREES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
         let seq_base = trees[T::Meta as usize].get(SEQ_BASE)?.map_or(0, |v| read_u64(&v));
         let store = SledStore {
+            data_dir: data_dir.to_path_buf(),
             trees,
             blobs: Blobs::open(&data_dir.join("blobs"), db.open_tree("blobs")?)?,
             db,
@@ -1603,6 +1606,17 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn disk_bytes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        Ok(vec![
+            ("index", store_bytes(&self.data_dir)),
+            ("blobs", blob_bytes(&self.data_dir)),
+        ])
+    }
+
+    fn compacted_bytes(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.tree(T::Meta).get(COMPACTED_BYTES)?.map(|v| read_u64(&v)))
     }
 }
 
