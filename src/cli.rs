@@ -451,7 +451,8 @@ fn sled_store_bytes(config: &Config) -> Option<u64> {
 /// The daemon's start on sled: the store rewritten when it has doubled since
 /// its last compaction (`[store] compact_at_start`), systemd told that the
 /// start takes longer meanwhile. A compaction that fails is logged, and the
-/// daemon starts on the store as it is. Whether it opened (and closed) the store.
+/// daemon starts on the store as it is. Whether it opened (and closed) the
+/// store; not when another process holds it.
 fn compact_at_start(config: &Config) -> bool {
     use crate::adapters::store::sled::{COMPACT_AT_START_FROM, SledStore, store_bytes};
     let data_dir = &config.instance.data_dir;
@@ -492,6 +493,8 @@ fn compact_at_start(config: &Config) -> bool {
                 );
             }
             Ok(None) => {}
+            // Another process holds it: the open that follows says so.
+            Err(StoreError::Locked(_)) => return false,
             Err(e) => tracing::warn!(error = %e, "the store was not compacted at start"),
         }
         true

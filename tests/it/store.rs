@@ -774,6 +774,14 @@ fn the_daemon_compacts_a_sled_store_that_has_doubled_at_its_start() {
         "Hello",
     );
     assert_eq!(desk.deliver(&late)["new_tickets"], 1);
+    // A second daemon on the held store says so, and warns of no compaction.
+    let out = desk.run(&["run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains("in use by another postdesk process") && !err.contains("not compacted"),
+        "{err}"
+    );
     daemon.stop();
     assert!(!data.join("store.compact").exists() && !data.join("store.old").exists());
     assert_eq!(count(&desk), 271);
