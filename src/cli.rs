@@ -501,21 +501,6 @@ fn compact_at_start(config: &Config) -> bool {
     })
 }
 
-/// The store, opened just after [`compact_at_start`] may have closed it:
-/// sled's writer threads can hold its lock a moment longer.
-fn open_after_compaction(config: &Config, closed: bool) -> Result<Arc<dyn Store>, StoreError> {
-    let mut tries = 0;
-    loop {
-        match crate::adapters::store::open(&config.instance.data_dir, &config.store) {
-            Err(StoreError::Locked(_)) if closed && tries < 40 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
-}
-
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -647,8 +632,13 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let path = config_path(cli.config);
-            let closed = compact_at_start(&config);
-            let store = open_after_compaction(&config, closed)?;
+            // Just after `compact_at_start` closed it, sled's threads may hold its lock a moment.
+            let open = || crate::adapters::store::open(&config.instance.data_dir, &config.store);
+            let store = if compact_at_start(&config) {
+                crate::adapters::store::sled::after_lock(open)?
+            } else {
+                open()?
+            };
             let pipeline = pipeline_with(config, store)?;
             runtime()?
                 .block_on(async { crate::daemon::run(pipeline, path, crate::daemon::shutdown_signal()).await })

@@ -576,14 +576,6 @@ impl Validator<'_> {
                 store.compact_at_start = *c.get_ref();
             }
             match rs.backend.as_ref().map(|b| (b.get_ref().as_str(), b.span().start)) {
-                Some(("postgres", _)) if rs.compact_at_start.is_some() => self.problem(
-                    rs.compact_at_start.as_ref().map_or(sspan.start, |c| c.span().start),
-                    "[store] compact_at_start is for the sled store; PostgreSQL reclaims space itself (autovacuum)"
-                        .into(),
-                ),
-                _ => {}
-            }
-            match rs.backend.as_ref().map(|b| (b.get_ref().as_str(), b.span().start)) {
                 None | Some(("sled", _)) => {
                     if postgres_keys {
                         self.problem(
@@ -593,6 +585,13 @@ impl Validator<'_> {
                     }
                 }
                 Some(("postgres", at)) => {
+                    if let Some(c) = &rs.compact_at_start {
+                        self.problem(
+                            c.span().start,
+                            "[store] compact_at_start is for the sled store; PostgreSQL reclaims space itself (autovacuum)"
+                                .into(),
+                        );
+                    }
                     if let Some(pg) = self.postgres(&rs, at) {
                         store.backend = crate::adapters::store::Backend::Postgres(Box::new(pg));
                     }

@@ -459,7 +459,7 @@ const COMPACT_COPY: &str = "store.compact";
 const COMPACT_OLD: &str = "store.old";
 /// The cache of each store while [`SledStore::compact`] copies.
 const COMPACT_CACHE: u64 = 4 << 20;
-/// How many times [`SledStore::compact`] looks again, 50 ms apart, for a store another holds.
+/// How many times [`after_lock`] looks again, 50 ms apart, for a store another holds.
 const COMPACT_LOCK_TRIES: u32 = 40;
 /// How many records [`SledStore::compact`] copies between flushes.
 const COMPACT_FLUSH_EVERY: usize = 4 * 1024;
@@ -533,6 +533,24 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(fs_error(dir))
+}
+
+/// `open`, looked at again for two seconds while the store is locked: sled's
+/// writer threads may hold the file a moment after the store that ran them
+/// was dropped (right after an `ingest`, or the daemon's look at the store
+/// at its start). Another process holding it longer still gives
+/// [`StoreError::Locked`].
+pub fn after_lock<S>(mut open: impl FnMut() -> Result<S, StoreError>) -> Result<S, StoreError> {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(StoreError::Locked(_)) if tries < COMPACT_LOCK_TRIES => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Whether `free` bytes leave room to rewrite a store of `bytes` beside it:
@@ -679,19 +697,8 @@ impl SledStore {
             ..settings.clone()
         };
         {
-            // sled's writer threads may hold the file a moment after the
-            // store that ran them was dropped (as right after an ingest).
-            let mut tries = 0;
-            let store = loop {
-                match SledStore::open(data_dir, settings) {
-                    Err(StoreError::Locked(_)) if tries < COMPACT_LOCK_TRIES => {
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
-                    other => break other?,
-                }
-            };
-            let last = store.tree(T::Meta).get(COMPACTED_BYTES)?.map(|v| read_u64(&v));
+            let store = after_lock(|| SledStore::open(data_dir, settings))?;
+            let last = store.compacted_bytes()?;
             let now = store_bytes(data_dir);
             if !wanted(now, last) {
                 return Ok(None);
