@@ -35,9 +35,29 @@ pub fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), below the kernel's range of
+/// ephemeral ports: a port from that range, once released, can become the
+/// local port of any outgoing connection (a pooled PostgreSQL connection lives
+/// as long as its test), and a daemon restarted on it would find it taken.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = if low > 12_000 {
+        (low - 10_000, 10_000)
+    } else {
+        (1024, low.max(2048) - 1024)
+    };
+    let start = std::process::id() * 7919;
+    for _ in 0..span {
+        let port = first + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port between {first} and {}", first + span)
 }
 
 fn wait_for_greeting(port: u16, prefix: &str, what: &str, log: &Path) {

@@ -274,9 +274,20 @@ impl Desk {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let daemon = Daemon { child, log };
+        let mut daemon = Daemon { child, log };
         // Signals are handled from here on.
-        wait_until(20, "the daemon to start", || daemon.log().contains("postdesk running"));
+        let start = Instant::now();
+        while !daemon.log().contains("postdesk running") {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("the daemon exited with {status} before it ran:\n{}", daemon.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for the daemon to start:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         daemon
     }
 }
