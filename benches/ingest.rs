@@ -137,7 +137,7 @@ fn bare_parse(mails: &[Vec<u8>]) -> f64 {
 
 fn config_text(dir: &Path, mailbox: &str, outgoing: &str) -> String {
     format!(
-        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n{mailbox}\n{outgoing}\n",
+        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n{mailbox}\n{outgoing}\n\n[automation]\nbackfill_window = \"36500d\"\n",
         d = dir.display(),
         port = servers::free_port()
     )

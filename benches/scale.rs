@@ -214,12 +214,16 @@ fn write_mbox(path: &Path, n: usize, customers: usize, attachment: usize, mut ke
 
 // ---------------------------------------------------------------- processes
 
+/// A desk for the bench. Its mail is dated from 1 September 2026, which a
+/// desk's default `backfill_window` (1 day) would take as history, told to
+/// nobody: the bench keeps every mail arriving (acknowledged, its agent told),
+/// the heavier backfill and the queue's acknowledgements.
 fn config(dir: &Path, port: u16, acknowledge: bool) -> PathBuf {
     std::fs::create_dir_all(dir.join("in/new")).unwrap();
     std::fs::create_dir_all(dir.join("in/cur")).unwrap();
     std::fs::create_dir_all(dir.join("in/tmp")).unwrap();
     let text = format!(
-        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\ntimezone = \"UTC\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{d}/in\" }}\n\n[outgoing]\nfile = {{ path = \"{d}/out\" }}\n\n[automation]\nack_limit_per_hour = 1000000\nacknowledge = {acknowledge}\n",
+        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\ntimezone = \"UTC\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{d}/in\" }}\n\n[outgoing]\nfile = {{ path = \"{d}/out\" }}\n\n[automation]\nack_limit_per_hour = 1000000\nacknowledge = {acknowledge}\nbackfill_window = \"36500d\"\n",
         d = dir.display()
     );
     let path = dir.join("postdesk.toml");

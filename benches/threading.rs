@@ -157,7 +157,7 @@ impl Rng {
 fn run(mails: &[Mail], batches: usize, seed: u64) -> HashMap<String, u64> {
     let dir = temp_dir();
     let text = format!(
-        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{d}/in\" }}\n\n[outgoing]\nfile = {{ path = \"{d}/out\" }}\n",
+        "[instance]\nname = \"Bench\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n\n[[mailbox]]\nname = \"support\"\naddress = \"support@example.com\"\nmaildir = {{ path = \"{d}/in\" }}\n\n[outgoing]\nfile = {{ path = \"{d}/out\" }}\n\n[automation]\nbackfill_window = \"36500d\"\n",
         d = dir.display()
     );
     let config = postdesk::adapters::config::parse(&text, Path::new("bench.toml")).unwrap();

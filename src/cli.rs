@@ -1441,11 +1441,16 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
             if i + INGEST_AHEAD < batches.len() {
                 next.push_back(spawn(i + INGEST_AHEAD));
             }
+            let window = pipeline.config.automation.backfill_window;
             let origins: Vec<Origin> = mails
                 .iter()
-                .map(|m| Origin {
-                    bulk: !m.live,
-                    ..Origin::live(mailbox)
+                .map(|m| match m.date.filter(|_| !m.live) {
+                    Some(d) => Origin::backfill(mailbox, d.min(now), now, window),
+                    None if !m.live => Origin {
+                        bulk: true,
+                        ..Origin::live(mailbox)
+                    },
+                    None => Origin::live(mailbox),
                 })
                 .collect();
             let mut whole: Vec<(&[u8], &Origin, Timestamp)> = Vec::new();

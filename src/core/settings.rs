@@ -270,6 +270,11 @@ pub struct Automation {
     pub plus_addressing: bool,
     /// A second agent replying within this time of another is told a reply already went out.
     pub collision_window: Duration,
+    /// A backfilled mail (`ingest` of files, `POST /api/ingest?at=`) dated
+    /// within this of now is handled as if it arrived; an older one is
+    /// history: recorded, threaded and routed, but nobody is mailed about it
+    /// and no SLA clock starts.
+    pub backfill_window: Duration,
     /// Resolved tickets close after this long without customer mail.
     pub auto_close_resolved_after: Option<Duration>,
     /// Pending tickets get a reminder to the customer after this long.

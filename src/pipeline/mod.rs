@@ -33,6 +33,10 @@ pub struct Origin {
     /// A backfill (`ingest` of files), not mail arriving now: what it queues
     /// waits in the bulk lane of the outbox.
     pub bulk: bool,
+    /// Backfilled mail dated before `[automation] backfill_window` (see
+    /// [`Origin::backfill`]): history. It is recorded, threaded and routed,
+    /// but nobody is mailed about it and no SLA clock starts.
+    pub history: bool,
     /// Written on the web (the portal's form or status page), not mailed:
     /// channel `web`, and never an agent's, whatever address it names.
     pub web: bool,
@@ -49,8 +53,19 @@ impl Origin {
             source_key: None,
             position: None,
             bulk: false,
+            history: false,
             web: false,
             channel: None,
+        }
+    }
+
+    /// Backfilled mail in `mailbox` that arrived at `at` (its `Date`), read
+    /// at `now`: bulk, and history when older than `window`.
+    pub fn backfill(mailbox: &str, at: Timestamp, now: Timestamp, window: std::time::Duration) -> Origin {
+        Origin {
+            bulk: true,
+            history: now.as_second().saturating_sub(at.as_second()) > window.as_secs() as i64,
+            ..Origin::live(mailbox)
         }
     }
 }
@@ -758,9 +773,12 @@ impl Pipeline {
             .any(|e| e.kind == "csat" || e.kind == "status_request" || e.kind == "deflected");
         let customer_wrote = applied.message.kind == MessageKind::Customer && !served;
         let agent_replied = applied.mails.iter().any(|m| m.purpose == "relay");
-        let sla_events =
-            crate::core::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
-        applied.events.extend(sla_events);
+        // History starts no SLA clock: its deadlines passed long ago.
+        if !origin.history {
+            let sla_events =
+                crate::core::sla::refresh(&mut applied.ticket, &self.config, now, customer_wrote, agent_replied);
+            applied.events.extend(sla_events);
+        }
         let id = applied.ticket.id;
         let conflict = match seen {
             Seen::Conflict(first) => Some(first),
@@ -812,6 +830,9 @@ impl Pipeline {
             for e in &o.events {
                 w.event(o.after.id, e);
             }
+        }
+        if origin.history {
+            hush(&mut applied.events, &mut applied.mails, &self.config, now);
         }
         if applied.created {
             w.push(Op::NextTicket(TicketId(new_id.0 + 1)));
@@ -1522,6 +1543,48 @@ fn read_text(
     if class.auto.is_none() && !class.bounce {
         (msg.language, msg.sentiment) = reading.unwrap_or_else(|| reading_of(&msg.text, languages));
     }
+}
+
+/// History (backfilled mail older than `[automation] backfill_window`) is
+/// told to nobody: drops the mails its processing queued and the events that
+/// announce them (`notified`, and those naming a dropped mail's Message-ID),
+/// and records what was not sent in one `history` event.
+fn hush(
+    events: &mut Vec<Event>,
+    mails: &mut Vec<crate::core::outgoing::OutgoingMail>,
+    config: &Config,
+    now: Timestamp,
+) {
+    if mails.is_empty() {
+        return;
+    }
+    let dropped = std::mem::take(mails);
+    let ids: Vec<&str> = dropped.iter().map(|m| m.message_id.as_str()).collect();
+    events.retain(|e| {
+        e.kind != "notified"
+            && !e
+                .detail
+                .get("message_id")
+                .and_then(|v| v.as_str())
+                .is_some_and(|id| ids.contains(&id))
+    });
+    let mut purposes: Vec<&str> = dropped.iter().map(|m| m.purpose.as_str()).collect();
+    purposes.dedup();
+    events.push(Event::new(
+        now,
+        "history",
+        "system",
+        &[
+            (
+                "reason",
+                json!(format!(
+                    "backfilled mail older than backfill_window ({:#}): nobody was mailed",
+                    jiff::SignedDuration::try_from(config.automation.backfill_window).unwrap_or_default()
+                )),
+            ),
+            ("not_sent", json!(purposes)),
+        ],
+    ));
 }
 
 /// The language (among the desk's) and sentiment of a mail's text.

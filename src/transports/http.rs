@@ -429,9 +429,10 @@ async fn ingest(api: &Api, req: Request<Body>, explain: bool) -> Response<Full<B
         };
     }
     // A backfill names its mail's time; mail piped in by an MTA arrives now.
-    let origin = crate::pipeline::Origin {
-        bulk: query.contains_key("at"),
-        ..crate::pipeline::Origin::live(&mailbox)
+    let origin = if query.contains_key("at") {
+        crate::pipeline::Origin::backfill(&mailbox, at, now, pipeline.config.automation.backfill_window)
+    } else {
+        crate::pipeline::Origin::live(&mailbox)
     };
     // `ingest` sends only the header section of a mail over the limit, with its size.
     let oversized = query.get("oversized").and_then(|v| v.parse::<u64>().ok());

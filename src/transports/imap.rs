@@ -355,6 +355,7 @@ async fn session_loop(
                     last_uid: uid,
                 }),
                 bulk: false,
+                history: false,
                 web: false,
                 channel: None,
             };

@@ -374,3 +374,150 @@ fn status_request_gets_the_latest_update_without_touching_the_ticket() {
         "no notification"
     );
 }
+
+#[test]
+fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .smtp(smtp.port)
+        .agents(&SETUP.replace("[automation]\n", "[automation]\nbackfill_window = \"2d\"\n"))
+        .build();
+    // An archive: Carol's outage two weeks ago; Dave's an hour ago (within the window).
+    let recent = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let recent = jiff::fmt::rfc2822::to_string(&recent.to_zoned(jiff::tz::TimeZone::UTC)).unwrap();
+    let old = mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Shop is down",
+        "old1@customer.test",
+        "",
+        "Nothing loads.",
+    );
+    let new = dated(
+        "dave@customer.test",
+        "Site is down again",
+        "new1@customer.test",
+        "",
+        "Still nothing.",
+        &recent,
+    );
+    let summary = desk.ingest(&[&old, &new]);
+    assert_eq!(summary["new_tickets"], 2, "{summary}");
+
+    // History is recorded, routed and assigned, but nobody hears of it and no clock runs.
+    let t = desk.show(1);
+    assert_eq!(t["requester"]["email"], "carol@customer.test", "{t}");
+    assert_eq!(t["priority"], "high", "the rules still route it");
+    assert_eq!(t["assignee"], "Alice Jones", "the queue still assigns it");
+    assert!(t["sla"]["first_response_due"].is_null(), "no SLA clock: {}", t["sla"]);
+    let kinds = event_kinds(&t);
+    for k in ["ack_queued", "notified"] {
+        assert!(!kinds.contains(&k.to_string()), "{k}: {kinds:?}");
+    }
+    let history = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "history")
+        .unwrap_or_else(|| panic!("a history event: {kinds:?}"));
+    assert_eq!(
+        history["not_sent"],
+        serde_json::json!(["acknowledgement", "notification"]),
+        "{history}"
+    );
+    assert!(
+        history["reason"].as_str().unwrap().contains("backfill_window (48h)"),
+        "{history}"
+    );
+    assert!(
+        t["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["direction"] == "inbound")
+    );
+
+    // Mail within the window is handled as if it arrived.
+    let t = desk.show(2);
+    assert!(event_kinds(&t).contains(&"ack_queued".to_string()));
+    assert!(!t["sla"]["first_response_due"].is_null(), "{}", t["sla"]);
+    assert!(
+        smtp.received_by("carol@customer.test").is_empty(),
+        "no acknowledgement of history"
+    );
+    assert_eq!(
+        smtp.received_by("dave@customer.test").len(),
+        1,
+        "Dave's acknowledgement"
+    );
+    let told = smtp.received_by("alice@example.com");
+    assert_eq!(told.len(), 1, "one notification, of Dave's ticket");
+    assert!(header(&told[0], "Subject").unwrap().contains("#2"), "{}", told[0]);
+
+    // A month on, only Dave's ticket has deadlines to miss.
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30)).to_string();
+    assert!(tick(&desk, &later).contains("timers fired"), "tick runs");
+    let boss = smtp.received_by("boss@example.com");
+    assert!(!boss.is_empty(), "Dave's ticket breached");
+    assert!(
+        boss.iter().all(|m| header(m, "Subject").unwrap().contains("#2")),
+        "{boss:?}"
+    );
+    assert!(
+        !event_kinds(&desk.show(1)).iter().any(|k| k.starts_with("sla_")),
+        "history has no deadlines to miss"
+    );
+    assert!(smtp.received_by("carol@customer.test").is_empty());
+
+    // Carol writes again today: her old ticket comes back to life as any ticket would.
+    let alice_before = smtp.received_by("alice@example.com").len();
+    let reply = mail(
+        "carol@customer.test",
+        "support@example.com",
+        "Re: Shop is down",
+        "old2@customer.test",
+        "In-Reply-To: <old1@customer.test>",
+        "It is down again.",
+    );
+    desk.deliver(&reply);
+    let t = desk.show(1);
+    let inbound = t["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "inbound")
+        .count();
+    assert_eq!(inbound, 2, "threaded onto her ticket");
+    assert_eq!(
+        smtp.received_by("alice@example.com").len(),
+        alice_before + 1,
+        "Alice is told"
+    );
+
+    // Through the running daemon (`POST /api/ingest?at=`), old mail is history too.
+    let daemon = desk.start();
+    let older = mail(
+        "erin@customer.test",
+        "support@example.com",
+        "Invoice question",
+        "old3@customer.test",
+        "",
+        "Where is my invoice?",
+    );
+    let summary = desk.ingest(&[&older]);
+    assert_eq!(summary["new_tickets"], 1, "{summary}");
+    daemon.stop();
+    let t = desk.show(3);
+    assert!(
+        event_kinds(&t).contains(&"history".to_string()),
+        "{:?}",
+        event_kinds(&t)
+    );
+    assert!(smtp.received_by("erin@customer.test").is_empty());
+
+    // A bad value is named with its line and column.
+    crate::support::check_refuses(
+        "[automation]\nbackfill_window = \"soon\"\n",
+        &["postdesk.toml:", ":19: bad duration \"soon\""],
+    );
+}

@@ -381,6 +381,11 @@ fn a_store_of_layout_4_has_its_messages_and_events_folded_into_chunks_in_place()
         "carol-1@other.example",
         "In-Reply-To: <carol-0@other.example>\nReferences: <carol-0@other.example>",
         "Any news about the double charge?",
+    )
+    // Dated now: a backfilled mail older than `backfill_window` would be history, told to nobody.
+    .replace(
+        "Mon, 23 Nov 2026 09:00:00 +0000",
+        &jiff::fmt::rfc2822::to_string(&jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC)).unwrap(),
     );
     fs::write(dir.join("reply.eml"), reply).unwrap();
     run(&["ingest", "--no-send", "reply.eml"]);
@@ -398,11 +403,15 @@ fn a_store_of_layout_4_has_its_messages_and_events_folded_into_chunks_in_place()
     assert!(events.len() > old_events.len());
     assert_eq!(events[..old_events.len()], old_events[..]);
     // Bob's long ticket takes a message past its full chunks.
-    // (Dated after his ticket's last mail: an older date would start a ticket of its own.)
-    let bob = "From: Bob Example <bob@customer.test>\r\nTo: support@example.com\r\n\
-               Subject: Re: My order arrived damaged\r\nMessage-ID: <bob-20@customer.test>\r\n\
-               In-Reply-To: <bob-19@customer.test>\r\nReferences: <bob-19@customer.test>\r\n\
-               Date: Tue, 01 Dec 2026 09:00:00 +0000\r\n\r\nStill nothing.\r\n";
+    // (Dated now: after his ticket's last mail, as an older date would start
+    // a ticket of its own, and within `backfill_window`, so his agent is told.)
+    let bob = format!(
+        "From: Bob Example <bob@customer.test>\r\nTo: support@example.com\r\n\
+         Subject: Re: My order arrived damaged\r\nMessage-ID: <bob-20@customer.test>\r\n\
+         In-Reply-To: <bob-19@customer.test>\r\nReferences: <bob-19@customer.test>\r\n\
+         Date: {}\r\n\r\nStill nothing.\r\n",
+        jiff::fmt::rfc2822::to_string(&jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC)).unwrap()
+    );
     fs::write(dir.join("bob.eml"), bob).unwrap();
     run(&["ingest", "--no-send", "bob.eml"]);
     let last = parse(&run(&["export"]));

@@ -141,6 +141,19 @@ impl DeskConfig {
         } else {
             self.outgoing
         };
+        // The suite's mails carry fixed dates (`mail()`: 23 November 2026)
+        // that age with the calendar: its desks handle every backfilled mail
+        // as arriving, unless a test sets `backfill_window` itself.
+        let window = "[automation]\nbackfill_window = \"36500d\"\n";
+        let (mut agents, mut extra) = (self.agents, self.extra);
+        let set = agents.iter().chain([&extra]).any(|t| t.contains("backfill_window"));
+        if let Some(a) = agents.as_mut().filter(|a| !set && a.contains("[automation]\n")) {
+            *a = a.replacen("[automation]\n", window, 1);
+        } else if !set && extra.contains("[automation]\n") {
+            extra = extra.replacen("[automation]\n", window, 1);
+        } else if !set {
+            extra = format!("{extra}\n{window}");
+        }
         let text = format!(
             "[instance]\nname = \"Example Support\"\nsubject_tag = \"Support\"\ndata_dir = \"{d}/data\"\nsecret_file = \"{d}/secret\"\ngenerate_secret = true\n{timezone}\n{mailboxes}\n{outgoing}\n{agents}\n\n{extra}",
             d = dir.display(),
@@ -148,10 +161,8 @@ impl DeskConfig {
                 .timezone
                 .map(|tz| format!("timezone = \"{tz}\"\n"))
                 .unwrap_or_default(),
-            agents = self
-                .agents
-                .unwrap_or_else(|| "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n".into()),
-            extra = self.extra
+            agents =
+                agents.unwrap_or_else(|| "[[agent]]\nname = \"Alice Jones\"\nemail = \"alice@example.com\"\n".into()),
         );
         let store = match self.store {
             Some(s) => s,

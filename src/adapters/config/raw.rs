@@ -352,6 +352,7 @@ pub(super) struct RawAutomation {
     pub(super) notification_limit_per_hour: Option<u32>,
     pub(super) plus_addressing: Option<bool>,
     pub(super) collision_window: Option<Spanned<String>>,
+    pub(super) backfill_window: Option<Spanned<String>>,
     pub(super) auto_close_resolved_after: Option<Spanned<String>>,
     pub(super) pending_reminder_after: Option<Spanned<String>>,
     pub(super) pending_close_after: Option<Spanned<String>>,

@@ -485,6 +485,7 @@ impl Validator<'_> {
             notification_limit_per_hour: None,
             plus_addressing: None,
             collision_window: None,
+            backfill_window: None,
             auto_close_resolved_after: None,
             pending_reminder_after: None,
             pending_close_after: None,
@@ -497,6 +498,7 @@ impl Validator<'_> {
             notification_limit_per_hour: ra.notification_limit_per_hour.unwrap_or(100),
             plus_addressing: ra.plus_addressing.unwrap_or(true),
             collision_window: self.duration(&ra.collision_window, Duration::from_secs(10 * 60)),
+            backfill_window: self.duration(&ra.backfill_window, Duration::from_secs(86_400)),
             auto_close_resolved_after: ra
                 .auto_close_resolved_after
                 .as_ref()
