@@ -851,7 +851,12 @@ impl Pipeline {
         for mail in &applied.mails {
             self.queue_mail(&mut w, mail, now, lane);
         }
-        self.commit(w)?;
+        if origin.history {
+            // Nor do webhooks hear of history: an archive's import would post every old ticket.
+            self.store.commit(w)?;
+        } else {
+            self.commit(w)?;
+        }
         tracing::info!(
             ticket = id.0,
             mailbox = %origin.mailbox,
@@ -1568,8 +1573,12 @@ fn hush(
                 .and_then(|v| v.as_str())
                 .is_some_and(|id| ids.contains(&id))
     });
-    let mut purposes: Vec<&str> = dropped.iter().map(|m| m.purpose.as_str()).collect();
-    purposes.dedup();
+    let mut purposes: Vec<&str> = Vec::new();
+    for m in &dropped {
+        if !purposes.contains(&m.purpose.as_str()) {
+            purposes.push(&m.purpose);
+        }
+    }
     events.push(Event::new(
         now,
         "history",
@@ -1664,4 +1673,23 @@ pub fn mail_event(now: Timestamp, kind: &str, message_id: &str, to: &[String], e
         detail.push(("error", json!(e)));
     }
     Event::new(now, kind, "system", &detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backfilled_mail_is_history_only_past_the_window() {
+        let now: Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let history = |t: &str| Origin::backfill("support", at(t), now, day).history;
+        assert!(!history("2026-12-07T11:00:00Z"), "an hour ago");
+        assert!(!history("2026-12-06T12:00:00Z"), "exactly the window ago");
+        assert!(history("2026-12-06T11:59:59Z"), "a second past it");
+        assert!(history("1970-01-01T00:00:00Z"));
+        assert!(Origin::backfill("support", at("2026-12-07T11:00:00Z"), now, day).bulk);
+        assert!(!Origin::live("support").history);
+    }
 }

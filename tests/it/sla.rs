@@ -378,9 +378,18 @@ fn status_request_gets_the_latest_update_without_touching_the_ticket() {
 #[test]
 fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     let smtp = Smtp::start();
+    let hooks = crate::servers::HttpReceiver::start();
+    hooks.answer("/created", 200);
+    let secret = crate::servers::temp_dir("hook-secret").join("secret");
+    std::fs::write(&secret, "whsec-test-0123456789abcdef\n").unwrap();
     let desk = DeskConfig::new()
         .smtp(smtp.port)
         .agents(&SETUP.replace("[automation]\n", "[automation]\nbackfill_window = \"2d\"\n"))
+        .extra(&format!(
+            "[[webhook]]\nurl = \"{}\"\nevents = [\"ticket.created\"]\nsecret_file = \"{}\"\n",
+            hooks.url("/created"),
+            secret.display()
+        ))
         .build();
     // An archive: Carol's outage two weeks ago; Dave's an hour ago (within the window).
     let recent = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
@@ -504,9 +513,30 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
         "",
         "Where is my invoice?",
     );
-    let summary = desk.ingest(&[&older]);
-    assert_eq!(summary["new_tickets"], 1, "{summary}");
+    let newer = dated(
+        "frank@customer.test",
+        "Login question",
+        "new2@customer.test",
+        "",
+        "I cannot sign in.",
+        &recent,
+    );
+    let summary = desk.ingest(&[&older, &newer]);
+    assert_eq!(summary["new_tickets"], 2, "{summary}");
+    // Webhooks hear of the tickets that arrived (2 and 4), never of history (1 and 3).
+    let created = || -> Vec<u64> {
+        let mut ids: Vec<u64> = hooks
+            .received()
+            .iter()
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v["ticket"]["id"].as_u64())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    crate::support::wait_until(30, "the webhook deliveries", || created().len() >= 2);
     daemon.stop();
+    assert_eq!(created(), [2, 4], "{:?}", hooks.received());
     let t = desk.show(3);
     assert!(
         event_kinds(&t).contains(&"history".to_string()),
@@ -514,6 +544,11 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
         event_kinds(&t)
     );
     assert!(smtp.received_by("erin@customer.test").is_empty());
+    assert_eq!(
+        smtp.received_by("frank@customer.test").len(),
+        1,
+        "Frank's acknowledgement"
+    );
 
     // A bad value is named with its line and column.
     crate::support::check_refuses(
