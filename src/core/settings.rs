@@ -272,8 +272,8 @@ pub struct Automation {
     pub collision_window: Duration,
     /// A backfilled mail (`ingest` of files, `POST /api/ingest?at=`) dated
     /// within this of now is handled as if it arrived; an older one is
-    /// history: recorded, threaded and routed, but nobody is mailed about it
-    /// and no SLA clock starts.
+    /// history: recorded, threaded and routed, but assigned to nobody, told to
+    /// nobody (mail, webhooks), and no SLA clock starts.
     pub backfill_window: Duration,
     /// Resolved tickets close after this long without customer mail.
     pub auto_close_resolved_after: Option<Duration>,

@@ -50,6 +50,10 @@ pub struct ApplyContext<'a> {
     pub agent_mail_last_hour: std::collections::HashMap<String, u32>,
     /// The conversation so far (an existing ticket's messages), for summaries.
     pub history: Vec<crate::core::summary::Turn>,
+    /// The mail is history (backfilled, older than `backfill_window`): it is
+    /// nobody's work now, so no rule or queue assigns it (an archive's
+    /// tickets would fill every agent's `max_open`).
+    pub archived: bool,
 }
 
 /// The result of applying a mail.
@@ -255,6 +259,7 @@ pub fn apply_inbound(
             ));
             if let Some(agent) = &a.assignee
                 && cx.forged_agent.is_none()
+                && !cx.archived
             {
                 assign(&mut ticket, agent, "system", "rule", now, &mut events);
             }
@@ -302,7 +307,11 @@ pub fn apply_inbound(
                         ("tags", json!(ticket.tags)),
                     ],
                 ));
-                if let Some(agent) = a.assignee.as_ref().filter(|x| ticket.assignee.as_ref() != Some(*x)) {
+                if let Some(agent) = a
+                    .assignee
+                    .as_ref()
+                    .filter(|x| ticket.assignee.as_ref() != Some(*x) && !cx.archived)
+                {
                     assign(&mut ticket, agent, "system", "rule", now, &mut events);
                 }
                 if !a.notify.is_empty() {
@@ -426,7 +435,7 @@ pub fn apply_inbound(
         }
     }
     let mut round_robin = None;
-    if created && ticket.assignee.is_none() && cx.forged_agent.is_none() {
+    if created && ticket.assignee.is_none() && cx.forged_agent.is_none() && !cx.archived {
         if let Some(agent) = choose_assignee(&ticket.queue, cx.config, &cx.loads, cx.last_round_robin.as_deref()) {
             let how = match cx.config.queue(&ticket.queue).map(|q| q.assign) {
                 Some(AssignStrategy::RoundRobin) => {

@@ -35,7 +35,8 @@ pub struct Origin {
     pub bulk: bool,
     /// Backfilled mail dated before `[automation] backfill_window` (see
     /// [`Origin::backfill`]): history. It is recorded, threaded and routed,
-    /// but nobody is mailed about it and no SLA clock starts.
+    /// but assigned to nobody, told to nobody (mail, webhooks), and no SLA
+    /// clock starts.
     pub history: bool,
     /// Written on the web (the portal's form or status page), not mailed:
     /// channel `web`, and never an agent's, whatever address it names.
@@ -695,8 +696,9 @@ impl Pipeline {
             sender_suppressed: self.store.suppressed(&from, now)?,
             nonce: format!("{:x}", self.store.next_seq()?),
             loads: match decision.outcome {
-                // Only assignment of a new ticket reads the loads.
+                // Only assignment of a new ticket reads the loads; history is not assigned.
                 Outcome::Existing(_) => Default::default(),
+                _ if origin.history => Default::default(),
                 _ => self.store.loads()?,
             },
             last_round_robin: None,
@@ -711,6 +713,7 @@ impl Pipeline {
             ),
             agent_mail_last_hour,
             history: Vec::new(),
+            archived: origin.history,
         };
         let before = existing.clone();
         // The conversation so far: for `status` requests and the agents'
