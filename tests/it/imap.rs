@@ -132,13 +132,7 @@ fn same_mail_twice_and_in_two_mailboxes_is_stored_once() {
     daemon.stop();
     assert_eq!(desk.tickets().len(), 1);
     let t = desk.show(1);
-    let inbound = t["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["direction"] == "inbound")
-        .count();
-    assert_eq!(inbound, 1);
+    assert_eq!(crate::support::inbound_messages(&t), 1);
     assert_eq!(smtp.received().len(), 1);
     assert_eq!(support.count("Processed"), 2);
     assert_eq!(billing.count("Processed"), 1);

@@ -490,13 +490,7 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     );
     desk.deliver(&reply);
     let t = desk.show(1);
-    let inbound = t["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["direction"] == "inbound")
-        .count();
-    assert_eq!(inbound, 2, "threaded onto her ticket");
+    assert_eq!(crate::support::inbound_messages(&t), 2, "threaded onto her ticket");
     assert_eq!(
         smtp.received_by("alice@example.com").len(),
         alice_before + 1,

@@ -532,6 +532,16 @@ pub fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
         .map(|l| l[name.len() + 1..].trim())
 }
 
+/// How many of a ticket's messages (`show --json`) came in.
+pub fn inbound_messages(ticket: &Value) -> usize {
+    ticket["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "inbound")
+        .count()
+}
+
 /// Event kinds of a ticket's log.
 pub fn event_kinds(ticket: &Value) -> Vec<String> {
     ticket["events"]
