@@ -835,7 +835,13 @@ impl Pipeline {
             }
         }
         if origin.history {
-            hush(&mut applied.events, &mut applied.mails, &self.config, now);
+            hush(
+                &mut applied.events,
+                &mut applied.mails,
+                applied.created,
+                &self.config,
+                now,
+            );
         }
         if applied.created {
             w.push(Op::NextTicket(TicketId(new_id.0 + 1)));
@@ -1556,14 +1562,16 @@ fn read_text(
 /// History (backfilled mail older than `[automation] backfill_window`) is
 /// told to nobody: drops the mails its processing queued and the events that
 /// announce them (`notified`, and those naming a dropped mail's Message-ID),
-/// and records what was not sent in one `history` event.
+/// and records what was not sent in one `history` event (also on a ticket it
+/// opens, which says so why it has no SLA clock).
 fn hush(
     events: &mut Vec<Event>,
     mails: &mut Vec<crate::core::outgoing::OutgoingMail>,
+    created: bool,
     config: &Config,
     now: Timestamp,
 ) {
-    if mails.is_empty() {
+    if mails.is_empty() && !created {
         return;
     }
     let dropped = std::mem::take(mails);
@@ -1590,7 +1598,7 @@ fn hush(
             (
                 "reason",
                 json!(format!(
-                    "backfilled mail older than backfill_window ({:#}): nobody was mailed",
+                    "backfilled mail older than backfill_window ({:#}): nobody was told, no SLA clock started",
                     jiff::SignedDuration::try_from(config.automation.backfill_window).unwrap_or_default()
                 )),
             ),
