@@ -65,7 +65,8 @@ impl Origin {
     pub fn backfill(mailbox: &str, at: Timestamp, now: Timestamp, window: std::time::Duration) -> Origin {
         Origin {
             bulk: true,
-            history: now.as_second().saturating_sub(at.as_second()) > window.as_secs() as i64,
+            history: now.as_second().saturating_sub(at.as_second())
+                > i64::try_from(window.as_secs()).unwrap_or(i64::MAX),
             ..Origin::live(mailbox)
         }
     }
@@ -1563,7 +1564,7 @@ fn read_text(
 /// told to nobody: drops the mails its processing queued and the events that
 /// announce them (`notified`, and those naming a dropped mail's Message-ID),
 /// and records what was not sent in one `history` event (also on a ticket it
-/// opens, which says so why it has no SLA clock).
+/// opens, so that the ticket says why it has no SLA clock).
 fn hush(
     events: &mut Vec<Event>,
     mails: &mut Vec<crate::core::outgoing::OutgoingMail>,
@@ -1700,6 +1701,8 @@ mod tests {
         assert!(!history("2026-12-06T12:00:00Z"), "exactly the window ago");
         assert!(history("2026-12-06T11:59:59Z"), "a second past it");
         assert!(history("1970-01-01T00:00:00Z"));
+        let forever = std::time::Duration::from_secs(u64::MAX);
+        assert!(!Origin::backfill("support", at("1970-01-01T00:00:00Z"), now, forever).history);
         assert!(Origin::backfill("support", at("2026-12-07T11:00:00Z"), now, day).bulk);
         assert!(!Origin::live("support").history);
     }
