@@ -1459,7 +1459,7 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
                     Some(size) => {
                         let p = pipeline.process_oversized(&m.raw, size, &m.label, origin, now)?;
                         tracing::debug!(file = %m.label, ?p, "ingested");
-                        summary.add(&p);
+                        summary.add_from(&p, origin);
                     }
                     None => {
                         let at = m.date.filter(|d| *d < now && !m.live).unwrap_or(now);
@@ -1467,8 +1467,8 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
                     }
                 }
             }
-            for p in pipeline.process_batch_ahead(&whole, Some(ahead))? {
-                summary.add(&p);
+            for (p, (_, origin, _)) in pipeline.process_batch_ahead(&whole, Some(ahead))?.iter().zip(&whole) {
+                summary.add_from(p, origin);
             }
             since_flush += mails.len();
             if since_flush >= INGEST_FLUSH {
@@ -1486,6 +1486,7 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
 /// the daemon cannot take one (the MTA retries), like the store itself.
 fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -> Result<Summary, Failure> {
     let mut summary = Summary::default();
+    let now = Timestamp::now();
     for entry in mails {
         let m = entry
             .read(config.limits.max_message_bytes)
@@ -1506,7 +1507,12 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -
         }
         let processed: crate::pipeline::Processed = serde_json::from_str(&body)
             .map_err(|e| Failure::new(EXIT_TEMPFAIL, format!("bad answer from the daemon: {e}")))?;
-        summary.add(&processed);
+        // The daemon decides by the same rule, on its own clock.
+        let origin = match m.date.filter(|_| !m.live) {
+            Some(d) => Origin::backfill(mailbox, d.min(now), now, config.automation.backfill_window),
+            None => Origin::live(mailbox),
+        };
+        summary.add_from(&processed, &origin);
     }
     Ok(summary)
 }
@@ -1596,8 +1602,20 @@ fn chosen_mailbox(config: &Config, flag: Option<String>) -> Result<String, Failu
 /// The `ingest` summary for people.
 fn summary_line(s: &Summary) -> String {
     format!(
-        "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {}",
-        s.read, s.new_tickets, s.appended, s.duplicates, s.auto, s.bounces, s.quarantined, s.dropped
+        "read {}, new tickets {}, appended {}, duplicates {}, auto {}, bounces {}, quarantined {}, dropped {}{}",
+        s.read,
+        s.new_tickets,
+        s.appended,
+        s.duplicates,
+        s.auto,
+        s.bounces,
+        s.quarantined,
+        s.dropped,
+        if s.history > 0 {
+            format!(", history {} (older than backfill_window: told to nobody)", s.history)
+        } else {
+            String::new()
+        }
     )
 }
 

@@ -128,6 +128,9 @@ pub struct Summary {
     pub quarantined: u64,
     /// Our own mails, dropped.
     pub dropped: u64,
+    /// Backfilled mails older than `[automation] backfill_window`, taken in
+    /// as history (told to nobody, no SLA clock); duplicates not counted.
+    pub history: u64,
 }
 
 impl Summary {
@@ -148,6 +151,12 @@ impl Summary {
             Processed::Dropped { .. } => self.dropped += 1,
             Processed::Quarantined { .. } => self.quarantined += 1,
         }
+    }
+
+    /// Counts one result of a mail from `origin`.
+    pub fn add_from(&mut self, p: &Processed, origin: &Origin) {
+        self.add(p);
+        self.history += u64::from(origin.history && !matches!(p, Processed::Duplicate));
     }
 }
 

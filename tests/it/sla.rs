@@ -412,6 +412,9 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     );
     let summary = desk.ingest(&[&old, &new]);
     assert_eq!(summary["new_tickets"], 2, "{summary}");
+    assert_eq!(summary["history"], 1, "Carol's: {summary}");
+    // A duplicate of history is a duplicate, not history again.
+    assert_eq!(desk.ingest(&[&old])["history"], 0);
 
     // History is recorded and routed, but nobody hears of it, is handed it, or runs a clock on it.
     let t = desk.show(1);
@@ -517,6 +520,7 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     );
     let summary = desk.ingest(&[&older, &newer]);
     assert_eq!(summary["new_tickets"], 2, "{summary}");
+    assert_eq!(summary["history"], 1, "Erin's, through the daemon: {summary}");
     // Webhooks hear of the tickets that arrived (2 and 4), never of history (1 and 3).
     let created = || -> Vec<u64> {
         let mut ids: Vec<u64> = hooks
