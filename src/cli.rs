@@ -1442,17 +1442,7 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
                 next.push_back(spawn(i + INGEST_AHEAD));
             }
             let window = pipeline.config.automation.backfill_window;
-            let origins: Vec<Origin> = mails
-                .iter()
-                .map(|m| match m.date.filter(|_| !m.live) {
-                    Some(d) => Origin::backfill(mailbox, d.min(now), now, window),
-                    None if !m.live => Origin {
-                        bulk: true,
-                        ..Origin::live(mailbox)
-                    },
-                    None => Origin::live(mailbox),
-                })
-                .collect();
+            let origins: Vec<Origin> = mails.iter().map(|m| file_origin(m, mailbox, now, window)).collect();
             let mut whole: Vec<(&[u8], &Origin, Timestamp)> = Vec::new();
             for (m, origin) in mails.iter().zip(&origins) {
                 match m.oversized {
@@ -1482,6 +1472,19 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
     Ok(summary)
 }
 
+/// Where a mail `ingest` read comes from: arriving now from standard input;
+/// else a backfill, history when its `Date` is older than `window`.
+fn file_origin(m: &ingest::FileMail, mailbox: &str, now: Timestamp, window: std::time::Duration) -> Origin {
+    match (m.live, m.date) {
+        (true, _) => Origin::live(mailbox),
+        (false, Some(d)) => Origin::backfill(mailbox, d.min(now), now, window),
+        (false, None) => Origin {
+            bulk: true,
+            ..Origin::live(mailbox)
+        },
+    }
+}
+
 /// `ingest` while the daemon runs: each mail is POSTed to its API. Exit 75 when
 /// the daemon cannot take one (the MTA retries), like the store itself.
 fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -> Result<Summary, Failure> {
@@ -1508,11 +1511,10 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -
         let processed: crate::pipeline::Processed = serde_json::from_str(&body)
             .map_err(|e| Failure::new(EXIT_TEMPFAIL, format!("bad answer from the daemon: {e}")))?;
         // The daemon decides by the same rule, on its own clock.
-        let origin = match m.date.filter(|_| !m.live) {
-            Some(d) => Origin::backfill(mailbox, d.min(now), now, config.automation.backfill_window),
-            None => Origin::live(mailbox),
-        };
-        summary.add_from(&processed, &origin);
+        summary.add_from(
+            &processed,
+            &file_origin(&m, mailbox, now, config.automation.backfill_window),
+        );
     }
     Ok(summary)
 }
