@@ -9,7 +9,7 @@
 //!    bare parse just before and just after it; medians), once with every
 //!    language the detector knows, once with six `[language] candidates`, and
 //!    once with the default `backfill_window` (the archive, months old, is
-//!    history: nothing queued, no SLA clocks), with the processor time and the peak RSS of the
+//!    history: nothing queued, no SLA clocks, its tickets closed), with the processor time and the peak RSS of the
 //!    ingest process and the store's size on disk beside the input's;
 //! 2. **tickets**: a daemon holding 100,000 tickets: its RSS at rest and after
 //!    month reports, `postdesk tickets --status open --limit 50` (the CLI,
@@ -496,7 +496,7 @@ fn backfill(dir: &Path, sizes: &Sizes) {
         ("", &all),
         ("with [language] candidates of six languages:", &six),
         (
-            "with the default backfill_window (the archive is history: no acknowledgements, no SLA clocks):",
+            "with the default backfill_window (the archive is history: no acknowledgements, no SLA clocks, its tickets closed):",
             &history,
         ),
     ] {

@@ -1614,7 +1614,10 @@ fn summary_line(s: &Summary) -> String {
         s.quarantined,
         s.dropped,
         if s.history > 0 {
-            format!(", history {} (older than backfill_window: told to nobody)", s.history)
+            format!(
+                ", history {} (older than backfill_window: told to nobody, new tickets closed)",
+                s.history
+            )
         } else {
             String::new()
         }

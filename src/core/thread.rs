@@ -40,6 +40,10 @@ pub struct ThreadContext<'a> {
     /// Whether the sender is a verified agent: subject tags are accepted from
     /// agents, and an agent acts on a closed ticket instead of opening a linked one.
     pub from_agent: bool,
+    /// Whether the mail is history (backfilled, older than `backfill_window`):
+    /// an archive's conversation stays one ticket, so it is added to the
+    /// ticket it belongs to whatever that ticket's status.
+    pub archived: bool,
 }
 
 /// Where a mail goes.
@@ -150,7 +154,7 @@ pub fn thread(msg: &InboundMessage, index: &dyn ThreadIndex, cx: &ThreadContext<
 
 fn reopen_check(ticket: Ticket, cx: &ThreadContext<'_>, rule: u8, reason: String) -> Decision {
     let id = ticket.id;
-    if cx.from_agent {
+    if cx.from_agent || cx.archived {
         return Decision {
             outcome: Outcome::Existing(id),
             rule,
@@ -250,6 +254,10 @@ mod tests {
     }
 
     fn check(m: InboundMessage, from_agent: bool, outcome: Outcome, rule: u8) {
+        check_as(m, from_agent, false, outcome, rule)
+    }
+
+    fn check_as(m: InboundMessage, from_agent: bool, archived: bool, outcome: Outcome, rule: u8) {
         let signer = Signer::new(b"k");
         let cx = ThreadContext {
             signer: &signer,
@@ -257,6 +265,7 @@ mod tests {
             now: now(),
             reopen_window: Duration::from_secs(7 * 86400),
             from_agent,
+            archived,
         };
         let d = thread(&m, &index(), &cx);
         assert_eq!((d.outcome, d.rule), (outcome, rule), "{}", d.reason);
@@ -405,6 +414,29 @@ mod tests {
         );
         // 6
         check(msg(bob, "Printer", &[], &[], ""), false, Outcome::New, 6);
+    }
+
+    #[test]
+    fn history_stays_on_its_ticket_whatever_its_status() {
+        let bob = "bob@customer.test";
+        // What would open a linked ticket if it arrived now is added to its
+        // ticket as history: a closed one, one resolved before the reopen window.
+        check_as(
+            msg(bob, "x", &["closed@customer.test"], &[], ""),
+            false,
+            true,
+            Outcome::Existing(TicketId(2)),
+            2,
+        );
+        check_as(
+            msg(bob, "[Support #4] x", &[], &[], ""),
+            false,
+            true,
+            Outcome::Existing(TicketId(4)),
+            5,
+        );
+        // Nothing else changes: a mail naming no ticket still opens one.
+        check_as(msg(bob, "Printer", &[], &[], ""), false, true, Outcome::New, 6);
     }
 
     #[test]

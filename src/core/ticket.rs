@@ -319,7 +319,8 @@ pub fn apply_inbound(
                 }
             }
         }
-        if sender_is_customer && matches!(ticket.status, Status::Resolved | Status::Pending) {
+        // History reopens nothing: it was answered, or not, long ago.
+        if sender_is_customer && !cx.archived && matches!(ticket.status, Status::Resolved | Status::Pending) {
             let from_status = ticket.status;
             ticket.status = Status::Open;
             events.push(Event::new(
@@ -349,9 +350,15 @@ pub fn apply_inbound(
             take_participants(&mut ticket, new, &actor, cx, &mut events);
         }
     }
-    ticket.updated_at = now;
+    // Older mail (history found in a later import) moves neither the
+    // ticket's update time back nor what our next reply answers.
+    let latest = created || now >= ticket.updated_at;
+    ticket.updated_at = ticket.updated_at.max(now);
     let customer_mail = matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce;
-    if customer_mail && let Some(id) = &msg.message_id {
+    if customer_mail
+        && latest
+        && let Some(id) = &msg.message_id
+    {
         ticket.last_public_message_id = Some(id.clone());
     }
 

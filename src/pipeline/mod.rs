@@ -35,8 +35,8 @@ pub struct Origin {
     pub bulk: bool,
     /// Backfilled mail dated before `[automation] backfill_window` (see
     /// [`Origin::backfill`]): history. It is recorded, threaded and routed,
-    /// but assigned to nobody, told to nobody (mail, webhooks), and no SLA
-    /// clock starts.
+    /// but assigned to nobody, told to nobody (mail, webhooks), no SLA
+    /// clock starts, and a ticket it opens is closed.
     pub history: bool,
     /// Written on the web (the portal's form or status page), not mailed:
     /// channel `web`, and never an agent's, whatever address it names.
@@ -648,7 +648,7 @@ impl Pipeline {
         if class.bounce {
             return self.bounce(w, raw, raw_key, &msg, origin, now);
         }
-        let (class, mut decision, agent_proof, forged_agent) = self.sender_and_decision(&msg, class, now, origin.web);
+        let (class, mut decision, agent_proof, forged_agent) = self.sender_and_decision(&msg, class, now, origin);
         if let Some((agent, why)) = &forged_agent {
             tracing::warn!(agent = %agent, reason = %why, "mail from an agent address without proof");
         }
@@ -846,6 +846,7 @@ impl Pipeline {
         }
         if origin.history {
             hush(
+                &mut applied.ticket,
                 &mut applied.events,
                 &mut applied.mails,
                 applied.created,
@@ -1090,7 +1091,7 @@ impl Pipeline {
         msg: &InboundMessage,
         mut class: Classification,
         now: Timestamp,
-        web: bool,
+        origin: &Origin,
     ) -> (
         Classification,
         Decision,
@@ -1098,7 +1099,7 @@ impl Pipeline {
         Option<(String, String)>,
     ) {
         let Sender::Agent(name) = &class.sender else {
-            let decision = self.decide(msg, &class, now);
+            let decision = self.decide(msg, &class, now, origin.history);
             return (class, decision, None, None);
         };
         let agent = self
@@ -1106,14 +1107,14 @@ impl Pipeline {
             .agent_by_name_or_email(name)
             .cloned()
             .expect("classified agents exist");
-        if web {
+        if origin.web {
             // A web form proves no address: an agent's there is a customer's, and the agent is told.
             class.sender = Sender::Customer;
-            let decision = self.decide(msg, &class, now);
+            let decision = self.decide(msg, &class, now, origin.history);
             let why = "written on the web portal, which proves no address".to_string();
             return (class, decision, None, Some((agent.name.clone(), why)));
         }
-        let as_agent = self.decide(msg, &class, now);
+        let as_agent = self.decide(msg, &class, now, origin.history);
         // Tokens of the tickets merged into it prove the agent too.
         let merged = as_agent
             .ticket()
@@ -1124,14 +1125,15 @@ impl Pipeline {
             Ok(proof) => (class, as_agent, Some((agent, proof)), None),
             Err(why) => {
                 class.sender = Sender::Customer;
-                let decision = self.decide(msg, &class, now);
+                let decision = self.decide(msg, &class, now, origin.history);
                 (class, decision, None, Some((agent.name.clone(), why)))
             }
         }
     }
 
-    fn decide(&self, msg: &InboundMessage, class: &Classification, now: Timestamp) -> Decision {
+    fn decide(&self, msg: &InboundMessage, class: &Classification, now: Timestamp, history: bool) -> Decision {
         let cx = ThreadContext {
+            archived: history,
             signer: &self.signer,
             subject_tag: &self.config.desk.subject_tag,
             now,
@@ -1352,7 +1354,8 @@ impl Pipeline {
             Sender::Agent(name) => Some(name.clone()),
             _ => None,
         };
-        let (_, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now, false);
+        let (_, decision, agent_proof, forged) =
+            self.sender_and_decision(&msg, class.clone(), now, &Origin::live(mailbox));
         // Read as the mail would be, so the rules below see its intent.
         let intents: Vec<(String, f64)> = match &self.intent {
             Some(m) if class.auto.is_none() && !class.bounce => {
@@ -1573,8 +1576,13 @@ fn read_text(
 /// told to nobody: drops the mails its processing queued and the events that
 /// announce them (`notified`, and those naming a dropped mail's Message-ID),
 /// and records what was not sent in one `history` event (also on a ticket it
-/// opens, so that the ticket says why it has no SLA clock).
+/// opens, so that the ticket says why it has no SLA clock). A ticket history
+/// opens is closed at once, at the mail's time: an archive's conversations
+/// are nobody's work now, and stay out of the new and open lists (a reply
+/// from now on opens a new ticket linked to it; the archive's own later mail
+/// is added to it, [`crate::core::thread::ThreadContext::archived`]).
 fn hush(
+    ticket: &mut crate::core::model::Ticket,
     events: &mut Vec<Event>,
     mails: &mut Vec<crate::core::outgoing::OutgoingMail>,
     created: bool,
@@ -1615,6 +1623,25 @@ fn hush(
             ("not_sent", json!(purposes)),
         ],
     ));
+    if created && ticket.status != crate::core::model::Status::Closed {
+        let from = ticket.status;
+        ticket.status = crate::core::model::Status::Closed;
+        ticket.closed_at = Some(now);
+        events.push(Event::new(
+            now,
+            "status",
+            "system",
+            &[
+                ("from", json!(from.as_str())),
+                ("to", json!("closed")),
+                (
+                    "reason",
+                    json!("history: a conversation from before backfill_window is imported closed"),
+                ),
+                ("history", json!(true)),
+            ],
+        ));
+    }
 }
 
 /// The language (among the desk's) and sentiment of a mail's text.

@@ -410,15 +410,47 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
         "Still nothing.",
         &recent,
     );
-    let summary = desk.ingest(&[&old, &new]);
+    // Her follow-up, four days ago, is history too: past the window, and
+    // past the reopen window of a ticket closed when she first wrote.
+    let four_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(96);
+    let four_days_ago_rfc3339 = four_days_ago.to_string();
+    let four_days_ago = jiff::fmt::rfc2822::to_string(&four_days_ago.to_zoned(jiff::tz::TimeZone::UTC)).unwrap();
+    let follow_up = dated(
+        "carol@customer.test",
+        "Re: Shop is down",
+        "old1b@customer.test",
+        "In-Reply-To: <old1@customer.test>",
+        "Still down here.",
+        &four_days_ago,
+    );
+    let summary = desk.ingest(&[&old, &follow_up, &new]);
     assert_eq!(summary["new_tickets"], 2, "{summary}");
-    assert_eq!(summary["history"], 1, "Carol's: {summary}");
+    assert_eq!(summary["appended"], 1, "the follow-up: {summary}");
+    assert_eq!(summary["history"], 2, "Carol's two: {summary}");
     // A duplicate of history is a duplicate, not history again.
     assert_eq!(desk.ingest(&[&old])["history"], 0);
 
     // History is recorded and routed, but nobody hears of it, is handed it, or runs a clock on it.
     let t = desk.show(1);
     assert_eq!(t["requester"]["email"], "carol@customer.test", "{t}");
+    assert_eq!(crate::support::inbound_messages(&t), 2, "one conversation, one ticket");
+    // Closed when it arrived: out of the new and open lists, no one's work.
+    assert_eq!(t["status"], "closed", "{t}");
+    assert!(t["closed_at"].as_str().unwrap().starts_with("2026-11-23"), "{t}");
+    let closed = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "status" && e["to"] == "closed")
+        .unwrap_or_else(|| panic!("a status event: {t}"));
+    assert_eq!(closed["history"], true, "{closed}");
+    let waiting: Vec<u64> = desk
+        .tickets()
+        .iter()
+        .filter(|t| t["status"] == "new" || t["status"] == "open")
+        .filter_map(|t| t["id"].as_u64())
+        .collect();
+    assert_eq!(waiting, [2], "only Dave's waits on an agent");
     assert_eq!(t["priority"], "high", "the rules still route it");
     assert!(t["assignee"].is_null(), "no one's work now: {}", t["assignee"]);
     assert!(t["sla"]["first_response_due"].is_null(), "no SLA clock: {}", t["sla"]);
@@ -465,6 +497,7 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     let told = smtp.received_by("alice@example.com");
     assert_eq!(told.len(), 1, "one notification, of Dave's ticket");
     assert!(header(&told[0], "Subject").unwrap().contains("#2"), "{}", told[0]);
+    let dave_notice = told[0].clone();
 
     // A month on, only Dave's ticket has deadlines to miss.
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30)).to_string();
@@ -481,7 +514,7 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     );
     assert!(smtp.received_by("carol@customer.test").is_empty());
 
-    // Carol writes again today: her old ticket comes back to life as any ticket would.
+    // Carol writes again today: as on any closed ticket, a new one, linked to her history.
     let alice_before = smtp.received_by("alice@example.com").len();
     let reply = mail(
         "carol@customer.test",
@@ -492,8 +525,21 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
         "It is down again.",
     );
     desk.deliver(&reply);
-    let t = desk.show(1);
-    assert_eq!(crate::support::inbound_messages(&t), 2, "threaded onto her ticket");
+    assert_eq!(
+        crate::support::inbound_messages(&desk.show(1)),
+        2,
+        "history is kept as it was"
+    );
+    let t = desk.show(3);
+    assert_eq!(t["requester"]["email"], "carol@customer.test", "{t}");
+    assert_eq!(t["linked"], serde_json::json!([1]), "{t}");
+    assert_eq!(t["status"], "new", "{t}");
+    assert!(!t["sla"]["first_response_due"].is_null(), "{}", t["sla"]);
+    assert_eq!(
+        smtp.received_by("carol@customer.test").len(),
+        1,
+        "her acknowledgement, of today's mail only"
+    );
     assert_eq!(
         smtp.received_by("alice@example.com").len(),
         alice_before + 1,
@@ -521,7 +567,7 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     let summary = desk.ingest(&[&older, &newer]);
     assert_eq!(summary["new_tickets"], 2, "{summary}");
     assert_eq!(summary["history"], 1, "Erin's, through the daemon: {summary}");
-    // Webhooks hear of the tickets that arrived (2 and 4), never of history (1 and 3).
+    // Webhooks hear of the tickets that arrived (2, 3 and 5), never of history (1 and 4).
     let created = || -> Vec<u64> {
         let mut ids: Vec<u64> = hooks
             .received()
@@ -532,10 +578,11 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
         ids.sort_unstable();
         ids
     };
-    crate::support::wait_until(30, "the webhook deliveries", || created().len() >= 2);
+    crate::support::wait_until(30, "the webhook deliveries", || created().len() >= 3);
     daemon.stop();
-    assert_eq!(created(), [2, 4], "{:?}", hooks.received());
-    let t = desk.show(3);
+    assert_eq!(created(), [2, 3, 5], "{:?}", hooks.received());
+    let t = desk.show(4);
+    assert_eq!(t["status"], "closed", "{t}");
     assert!(
         event_kinds(&t).contains(&"history".to_string()),
         "{:?}",
@@ -547,6 +594,41 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
         1,
         "Frank's acknowledgement"
     );
+
+    // History reopens nothing: Dave's ticket, waiting on him, stays so when an
+    // older mail of his turns up in a later import.
+    let now = jiff::fmt::rfc2822::to_string(&jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC)).unwrap();
+    desk.ingest(&[&crate::support::agent_reply(
+        "alice@example.com",
+        &dave_notice,
+        &now,
+        "a1",
+        "#status pending\r\nWhich browser do you use?",
+    )]);
+    assert_eq!(desk.show(2)["status"], "pending");
+    let older = dated(
+        "dave@customer.test",
+        "Re: Site is down again",
+        "new0@customer.test",
+        "In-Reply-To: <new1@customer.test>",
+        "Also on my phone.",
+        &four_days_ago,
+    );
+    let summary = desk.ingest(&[&older]);
+    assert_eq!(
+        (&summary["appended"], &summary["history"]),
+        (&1.into(), &1.into()),
+        "{summary}"
+    );
+    let t = desk.show(2);
+    assert_eq!(crate::support::inbound_messages(&t), 3, "Dave's two and Alice's: {t}");
+    assert_eq!(t["status"], "pending", "{t}");
+    // Nor does it move the ticket's update time back, or what a reply answers.
+    assert!(
+        t["updated_at"].as_str().unwrap() > four_days_ago_rfc3339.as_str(),
+        "{t}"
+    );
+    assert_ne!(t["last_public_message_id"], "new0@customer.test", "{t}");
 
     // A bad value is named with its line and column.
     crate::support::check_refuses(
