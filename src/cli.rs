@@ -1194,7 +1194,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let mailbox = chosen_mailbox(&config, mailbox)?;
             let raw =
                 std::fs::read(&file).map_err(|e| Failure::new(EXIT_NOINPUT, format!("{}: {e}", file.display())))?;
-            let now = crate::adapters::inbound::date_of(&raw)
+            let now = crate::adapters::inbound::arrival_of(&raw)
                 .filter(|d| *d < Timestamp::now())
                 .unwrap_or_else(Timestamp::now);
             let e: crate::pipeline::Explanation = match open_store(&config) {
@@ -1473,7 +1473,8 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
 }
 
 /// Where a mail `ingest` read comes from: arriving now from standard input;
-/// else a backfill, history when its `Date` is older than `window`.
+/// else a backfill, history when its arrival (`Date`, else the topmost
+/// `Received`'s date) is older than `window`.
 fn file_origin(m: &ingest::FileMail, mailbox: &str, now: Timestamp, window: std::time::Duration) -> Origin {
     match (m.live, m.date) {
         (true, _) => Origin::live(mailbox),

@@ -382,16 +382,32 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The Date header of a raw mail: finds the field in the header section and
 /// parses only that line.
 pub fn date_of(raw: &[u8]) -> Option<Timestamp> {
-    let mut field: Option<Vec<u8>> = None;
+    parse_date(&first_field(raw, b"date:")?[5..])
+}
+
+/// When a mail arrived, for a backfill: its Date header, else the date of its
+/// topmost Received field (the last hop's, after its last `;`), which every
+/// mail delivered into a mailbox carries; `None` when neither parses.
+pub fn arrival_of(raw: &[u8]) -> Option<Timestamp> {
+    date_of(raw).or_else(|| {
+        let field = first_field(raw, b"received:")?;
+        let at = field.iter().rposition(|&b| b == b';')?;
+        parse_date(&field[at + 1..])
+    })
+}
+
+/// The first header field named `name` (lowercase, with its colon), folded
+/// lines included; the header section ends at the first empty line.
+fn first_field(raw: &[u8], name: &[u8]) -> Option<Vec<u8>> {
     let mut at_line_start = true;
     let mut i = 0;
     while i < raw.len() {
         if at_line_start {
             let rest = &raw[i..];
             if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
-                break;
+                return None;
             }
-            if rest.len() > 5 && rest[..5].eq_ignore_ascii_case(b"date:") {
+            if rest.len() > name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
                 let mut end = i;
                 // The field runs to the first line end not followed by folding white space.
                 while end < raw.len() {
@@ -400,14 +416,19 @@ pub fn date_of(raw: &[u8]) -> Option<Timestamp> {
                     }
                     end += 1;
                 }
-                field = Some(raw[i..end].to_vec());
-                break;
+                return Some(raw[i..end].to_vec());
             }
         }
         at_line_start = raw[i] == b'\n';
         i += 1;
     }
-    let mut line = field?;
+    None
+}
+
+/// An RFC 5322 date-time (a Date field's value), parsed as mail-parser reads a Date field.
+fn parse_date(value: &[u8]) -> Option<Timestamp> {
+    let mut line = b"Date:".to_vec();
+    line.extend_from_slice(value);
     line.extend_from_slice(b"\r\n\r\n");
     MessageParser::new()
         .parse_headers(&line)
@@ -504,6 +525,21 @@ mod tests {
             date_of(b"Subject: s\r\n\r\nDate: Tue, 2 Jan 2024 10:00:00 +0000\r\n"),
             None
         );
+    }
+
+    #[test]
+    fn arrival_is_the_date_else_the_topmost_received() {
+        let dated = b"Received: by y; Mon, 1 Jan 2024 00:00:00 +0000\r\nDate: Tue, 2 Jan 2024 10:00:00 +0000\r\n\r\n";
+        assert_eq!(arrival_of(dated), Some("2024-01-02T10:00:00Z".parse().unwrap()));
+        // No Date: the last hop's time (folded, a `;` in its comment), not an earlier hop's.
+        let undated = b"Received: from x (helo; see) by y;\r\n\tWed, 3 Jan 2024 08:00:00 -0500\r\nReceived: by z; Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: s\r\n\r\n";
+        assert_eq!(arrival_of(undated), Some("2024-01-03T13:00:00Z".parse().unwrap()));
+        // Nothing to go by, or only in the body: no arrival.
+        assert_eq!(
+            arrival_of(b"Subject: s\r\n\r\nReceived: by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n"),
+            None
+        );
+        assert_eq!(arrival_of(b"Received: by y; not a date\r\n\r\n"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use std::io::{BufRead, Read, Seek};
 use std::path::{Path, PathBuf};
 
-/// Most bytes of a header section read to find the Date (past it, no date).
+/// Most bytes of a header section read to find the Date or Received (past it, no date).
 const HEAD_MAX: usize = 256 * 1024;
 
 /// One mail read from a file.
@@ -22,7 +22,7 @@ pub struct FileMail {
     pub label: String,
     /// The raw bytes.
     pub raw: Vec<u8>,
-    /// Its Date header, if it parses.
+    /// When it arrived: its Date header, else its topmost Received's date ([`crate::adapters::inbound::arrival_of`]).
     pub date: Option<Timestamp>,
     /// Set when the mail is larger than the limit: its real size. `raw` then
     /// holds only its header section, never the whole mail.
@@ -48,7 +48,7 @@ enum Location {
 pub struct Entry {
     /// Where it came from (for logs and quarantine entries).
     pub label: String,
-    /// Its Date header, if it parses.
+    /// When it arrived: its Date header, else its topmost Received's date.
     pub date: Option<Timestamp>,
     /// Mail arriving now (standard input).
     pub live: bool,
@@ -93,8 +93,9 @@ impl Entry {
     }
 }
 
-/// Finds every mail under `paths` (`-` is standard input), sorted by Date
-/// (mail without a Date keeps its place at the end, in reading order). Reads
+/// Finds every mail under `paths` (`-` is standard input), sorted by arrival
+/// (Date, else the topmost Received; mail with neither keeps its place at the
+/// end, in reading order). Reads
 /// header sections only, except for standard input (one mail, at most
 /// `max_bytes` of it kept).
 pub fn scan(paths: &[PathBuf], max_bytes: usize) -> std::io::Result<Vec<Entry>> {
@@ -121,7 +122,7 @@ pub fn scan(paths: &[PathBuf], max_bytes: usize) -> std::io::Result<Vec<Entry>> 
 fn read_entry(label: String, raw: Vec<u8>, oversized: Option<u64>, live: bool) -> Entry {
     Entry {
         label,
-        date: crate::adapters::inbound::date_of(&raw),
+        date: crate::adapters::inbound::arrival_of(&raw),
         live,
         size: oversized.unwrap_or(raw.len() as u64),
         location: Location::Read(raw, oversized),
@@ -161,7 +162,7 @@ fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
     head.truncate(crate::adapters::inbound::header_section_len(&head));
     out.push(Entry {
         label,
-        date: crate::adapters::inbound::date_of(&head),
+        date: crate::adapters::inbound::arrival_of(&head),
         live: false,
         size,
         location: Location::File(f.to_path_buf()),
@@ -182,7 +183,7 @@ fn scan_mbox(out: &mut Vec<Entry>, path: &Path, file: impl Read, chunk: usize) -
             n += 1;
             out.push(Entry {
                 label: format!("{label}#{n}"),
-                date: crate::adapters::inbound::date_of(&unquote(&head)),
+                date: crate::adapters::inbound::arrival_of(&unquote(&head)),
                 live: false,
                 size: end - start,
                 location: Location::Mbox(path.to_path_buf(), start, end - start),

@@ -630,6 +630,42 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
     );
     assert_ne!(t["last_public_message_id"], "new0@customer.test", "{t}");
 
+    // A mail without a Date arrived when its topmost Received says: history
+    // too; one with neither arrives now.
+    let undated = mail(
+        "gina@customer.test",
+        "support@example.com",
+        "Refund?",
+        "old4@customer.test",
+        "Received: from mx.customer.test by mx.example.com;\n\tMon, 23 Nov 2026 08:00:00 +0000\nReceived: by mx.customer.test; Mon, 23 Nov 2026 07:59:00 +0000",
+        "Where is my refund?",
+    )
+    .replace("Date: Mon, 23 Nov 2026 09:00:00 +0000\r\n", "");
+    let timeless = undated
+        .replace("gina@", "hank@")
+        .replace("old4@", "new4@")
+        .lines()
+        .filter(|l| !l.starts_with("Received:") && !l.starts_with('\t'))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    assert!(!undated.contains("Date:") && !timeless.contains("Received:"));
+    let summary = desk.ingest(&[&undated, &timeless]);
+    assert_eq!(
+        (&summary["new_tickets"], &summary["history"]),
+        (&2.into(), &1.into()),
+        "{summary}"
+    );
+    let t = desk.show(6);
+    assert_eq!(t["requester"]["email"], "gina@customer.test", "{t}");
+    assert_eq!(t["created_at"], "2026-11-23T08:00:00Z", "{t}");
+    assert_eq!(t["status"], "closed", "{t}");
+    assert!(smtp.received_by("gina@customer.test").is_empty());
+    assert_eq!(
+        smtp.received_by("hank@customer.test").len(),
+        1,
+        "Hank's acknowledgement"
+    );
+
     // A bad value is named with its line and column.
     crate::support::check_refuses(
         "[automation]\nbackfill_window = \"soon\"\n",
