@@ -60,6 +60,25 @@ impl Origin {
         }
     }
 
+    /// Mail a daemon's source finds in `mailbox`, delivered there at
+    /// `delivered` (the IMAP server's INTERNALDATE, a Maildir file's time):
+    /// history, arriving when it was delivered, when that is older than
+    /// `window` (a mailbox postdesk takes over, full of old mail); else live,
+    /// arriving `now`. Returns the origin and the arrival time.
+    pub fn delivered(
+        mailbox: &str,
+        delivered: Option<Timestamp>,
+        now: Timestamp,
+        window: std::time::Duration,
+    ) -> (Origin, Timestamp) {
+        match delivered.filter(|d| *d < now) {
+            Some(d) if Origin::backfill(mailbox, d, now, window).history => {
+                (Origin::backfill(mailbox, d, now, window), d)
+            }
+            _ => (Origin::live(mailbox), now),
+        }
+    }
+
     /// Backfilled mail in `mailbox` that arrived at `at` (its `Date`), read
     /// at `now`: bulk, and history when older than `window`.
     pub fn backfill(mailbox: &str, at: Timestamp, now: Timestamp, window: std::time::Duration) -> Origin {
@@ -882,6 +901,7 @@ impl Pipeline {
             mailbox = %origin.mailbox,
             rule = decision.rule,
             created = applied.created,
+            history = origin.history,
             "mail stored"
         );
         let auto = class.auto.is_some();
@@ -1741,5 +1761,21 @@ mod tests {
         assert!(!Origin::backfill("support", at("1970-01-01T00:00:00Z"), now, forever).history);
         assert!(Origin::backfill("support", at("2026-12-07T11:00:00Z"), now, day).bulk);
         assert!(!Origin::live("support").history);
+    }
+
+    #[test]
+    fn mail_a_source_finds_is_history_when_delivered_past_the_window() {
+        let now: Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let at = |s: &str| Some(s.parse::<Timestamp>().unwrap());
+        let (o, t) = Origin::delivered("support", at("2026-11-23T09:00:00Z"), now, day);
+        assert!(o.history && o.bulk);
+        assert_eq!(Some(t), at("2026-11-23T09:00:00Z"), "arrives when delivered");
+        // Within the window, in the future (a wrong clock), or unknown: live, arriving now.
+        for delivered in [at("2026-12-07T11:00:00Z"), at("2027-01-01T00:00:00Z"), None] {
+            let (o, t) = Origin::delivered("support", delivered, now, day);
+            assert!(!o.history && !o.bulk, "{delivered:?}");
+            assert_eq!(t, now);
+        }
     }
 }

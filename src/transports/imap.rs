@@ -328,8 +328,14 @@ async fn session_loop(
             }
             let whole: Vec<u32> = uids.iter().copied().filter(|u| !oversized.contains_key(u)).collect();
             let big: Vec<u32> = uids.iter().copied().filter(|u| oversized.contains_key(u)).collect();
-            let mut fetched: Vec<(u32, Vec<u8>)> = Vec::with_capacity(uids.len());
-            for (part, items) in [(&whole, "(UID BODY.PEEK[])"), (&big, "(UID BODY.PEEK[HEADER])")] {
+            // With the server's time of delivery (INTERNALDATE): mail that
+            // waited in the folder past `backfill_window` (a mailbox postdesk
+            // takes over, full of old mail) is history, told to nobody.
+            let mut fetched: Vec<(u32, Vec<u8>, Option<i64>)> = Vec::with_capacity(uids.len());
+            for (part, items) in [
+                (&whole, "(UID INTERNALDATE BODY.PEEK[])"),
+                (&big, "(UID INTERNALDATE BODY.PEEK[HEADER])"),
+            ] {
                 if part.is_empty() {
                     continue;
                 }
@@ -342,26 +348,32 @@ async fn session_loop(
                         f.header()
                     };
                     if let (Some(uid), Some(bytes)) = (f.uid, bytes) {
-                        fetched.push((uid, bytes.to_vec()));
+                        fetched.push((uid, bytes.to_vec(), f.internal_date().map(|d| d.timestamp())));
                     }
                 }
             }
-            fetched.sort_by_key(|(u, _)| *u);
-            let origin_of = |uid: u32| Origin {
-                mailbox: mailbox.to_string(),
-                source_key: Some(format!("imap:{mailbox}:{uid_validity}:{uid}")),
-                position: Some(Position {
-                    uid_validity,
-                    last_uid: uid,
-                }),
-                bulk: false,
-                history: false,
-                web: false,
-                channel: None,
+            fetched.sort_by_key(|(u, _, _)| *u);
+            let now = jiff::Timestamp::now();
+            let window = sink.pipeline().config.automation.backfill_window;
+            let origin_of = |uid: u32, delivered: Option<i64>| {
+                let delivered = delivered.and_then(|s| jiff::Timestamp::from_second(s).ok());
+                let (origin, at) = Origin::delivered(mailbox, delivered, now, window);
+                let origin = Origin {
+                    source_key: Some(format!("imap:{mailbox}:{uid_validity}:{uid}")),
+                    position: Some(Position {
+                        uid_validity,
+                        last_uid: uid,
+                    }),
+                    ..origin
+                };
+                (origin, at)
             };
-            let origins: Vec<Origin> = fetched.iter().map(|(uid, _)| origin_of(*uid)).collect();
-            let mut whole: Vec<(&[u8], &Origin)> = Vec::new();
-            for ((uid, raw), origin) in fetched.iter().zip(&origins) {
+            let origins: Vec<(Origin, jiff::Timestamp)> = fetched
+                .iter()
+                .map(|(uid, _, delivered)| origin_of(*uid, *delivered))
+                .collect();
+            let mut whole: Vec<(&[u8], &Origin, jiff::Timestamp)> = Vec::new();
+            for ((uid, raw, _), (origin, at)) in fetched.iter().zip(&origins) {
                 match oversized.get(uid) {
                     Some(size) => {
                         let whereabouts = format!(
@@ -371,15 +383,15 @@ async fn session_loop(
                         let processed = sink.process_oversized(raw, *size, &whereabouts, origin)?;
                         tracing::debug!(mailbox, uid, ?processed, "imap mail processed");
                     }
-                    None => whole.push((raw, origin)),
+                    None => whole.push((raw, origin, *at)),
                 }
             }
-            for ((_, origin), processed) in whole.iter().zip(sink.process_batch(&whole)?) {
+            for ((_, origin, _), processed) in whole.iter().zip(sink.process_batch_at(&whole)?) {
                 tracing::debug!(mailbox, source = ?origin.source_key, ?processed, "imap mail processed");
             }
             // Durable first, then tell the server.
             sink.flush()?;
-            let done: Vec<u32> = fetched.iter().map(|(u, _)| *u).collect();
+            let done: Vec<u32> = fetched.iter().map(|(u, _, _)| *u).collect();
             if !done.is_empty() {
                 mark_processed(&mut session, config, &uid_set(&done), can_move, can_uidplus).await?;
             }

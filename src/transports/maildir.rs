@@ -61,10 +61,12 @@ pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, Strin
 }
 
 fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Result<usize, String> {
-    /// A file read: path, name, bytes (or head), real size when oversized, origin.
-    type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin);
+    /// A file read: path, name, bytes (or head), real size when oversized, origin, arrival.
+    type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin, jiff::Timestamp);
     let mut read: Vec<Read> = Vec::new();
     let max = sink.pipeline().config.limits.max_message_bytes;
+    let window = sink.pipeline().config.automation.backfill_window;
+    let now = jiff::Timestamp::now();
     for f in files {
         let name = f
             .file_name()
@@ -73,17 +75,24 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
         // Never more than the limit in memory: a larger file gives only its header section.
         match std::fs::File::open(f).and_then(|file| crate::adapters::ingest::read_bounded(file, max)) {
             Ok((raw, oversized)) => {
+                // Delivered when the file was written: a Maildir postdesk
+                // takes over, full of old mail, is history.
+                let delivered = std::fs::metadata(f)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| jiff::Timestamp::try_from(t).ok());
+                let (origin, at) = Origin::delivered(mailbox, delivered, now, window);
                 let origin = Origin {
                     source_key: Some(format!("maildir:{mailbox}:{name}")),
-                    ..Origin::live(mailbox)
+                    ..origin
                 };
-                read.push((f.clone(), name, raw, oversized, origin));
+                read.push((f.clone(), name, raw, oversized, origin, at));
             }
             Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot read maildir file"),
         }
     }
-    let mut whole: Vec<(&[u8], &Origin)> = Vec::new();
-    for (_, name, raw, oversized, origin) in &read {
+    let mut whole: Vec<(&[u8], &Origin, jiff::Timestamp)> = Vec::new();
+    for (_, name, raw, oversized, origin, at) in &read {
         match oversized {
             Some(size) => {
                 let whereabouts = format!(
@@ -97,12 +106,12 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
                     .map_err(|e| format!("store: {e}"))?;
                 tracing::debug!(file = %name, ?p, "maildir mail processed");
             }
-            None => whole.push((raw, origin)),
+            None => whole.push((raw, origin, *at)),
         }
     }
-    for ((_, origin), p) in whole
+    for ((_, origin, _), p) in whole
         .iter()
-        .zip(sink.process_batch(&whole).map_err(|e| format!("store: {e}"))?)
+        .zip(sink.process_batch_at(&whole).map_err(|e| format!("store: {e}"))?)
     {
         tracing::debug!(source = ?origin.source_key, ?p, "maildir mail processed");
     }

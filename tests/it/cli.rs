@@ -128,6 +128,65 @@ fn quickstart_daemon_turns_a_maildir_mail_into_a_ticket_and_an_eml_ack() {
 }
 
 #[test]
+fn a_maildir_taken_over_with_old_mail_in_it_makes_that_mail_history() {
+    let desk = DeskConfig::new()
+        .extra("[automation]\nbackfill_window = \"1d\"\n")
+        .build();
+    let inbox = desk.dir.join("inbox");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(inbox.join(sub)).unwrap();
+    }
+    // Carol's file was delivered two weeks before postdesk took the Maildir
+    // over, Dave's now; both say the same Date: the file's time decides.
+    let two_weeks_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(14 * 86_400);
+    for (name, from, id) in [
+        ("1.old", "carol@customer.test", "old@customer.test"),
+        ("2.new", "dave@customer.test", "new@customer.test"),
+    ] {
+        let path = inbox.join("new").join(name);
+        std::fs::write(&path, mail(from, "support@example.com", "Shop is down", id, "", "x")).unwrap();
+        if name.ends_with("old") {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(two_weeks_ago)
+                .unwrap();
+        }
+    }
+    let daemon = desk.start();
+    let outbox = desk.dir.join("outbox");
+    let sent = || -> Vec<String> {
+        std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    crate::support::wait_until(20, "both files moved to cur/", || {
+        std::fs::read_dir(inbox.join("cur")).unwrap().count() == 2
+    });
+    crate::support::wait_until(20, "Dave's acknowledgement", || !sent().is_empty());
+    daemon.stop();
+    let sent = sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(crate::support::header(&sent[0], "To"), Some("<dave@customer.test>"));
+    let old = desk.show(1);
+    assert_eq!(old["requester"]["email"], "carol@customer.test", "{old}");
+    assert_eq!(old["status"], "closed", "{old}");
+    let created: jiff::Timestamp = old["created_at"].as_str().unwrap().parse().unwrap();
+    let delivered = jiff::Timestamp::try_from(two_weeks_ago).unwrap();
+    assert!(
+        (created.as_second() - delivered.as_second()).abs() <= 1,
+        "arrived when delivered: {created} against {delivered}"
+    );
+    assert_eq!(desk.show(2)["status"], "new");
+}
+
+#[test]
 fn logs_for_journald_and_for_log_shippers() {
     let desk = DeskConfig::new().build();
     let path = desk.dir.join("m.eml");

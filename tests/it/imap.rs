@@ -521,3 +521,48 @@ fn a_mail_that_makes_postdesk_panic_is_quarantined_and_the_mailbox_goes_on() {
         "the bad mail is kept in quarantine and moved like the rest"
     );
 }
+
+#[test]
+fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .extra("[automation]\nbackfill_window = \"1d\"\n")
+        .build();
+    let mut imap = Imap::login(dovecot.port, "support");
+    // Carol's mail was delivered two weeks before postdesk took the mailbox
+    // over; Dave's now. Both carry the same Date: the server's time decides.
+    let written = |from: &str, id: &str| mail(from, "support@example.com", "Shop is down", id, "", "Nothing loads.");
+    imap.append_at(
+        "INBOX",
+        &written("carol@customer.test", "old@customer.test"),
+        Some("23-Nov-2026 09:00:00 +0000"),
+    );
+    imap.append("INBOX", &written("dave@customer.test", "new@customer.test"));
+    let daemon = desk.start();
+    wait_until(30, "both mails moved to Processed", || {
+        imap.count("INBOX") == 0 && imap.count("Processed") == 2
+    });
+    wait_until(20, "Dave's acknowledgement", || {
+        smtp.received_by("dave@customer.test").len() == 1
+    });
+    daemon.stop();
+    let old = desk.show(1);
+    assert_eq!(old["requester"]["email"], "carol@customer.test", "{old}");
+    assert_eq!(
+        old["created_at"], "2026-11-23T09:00:00Z",
+        "arrived when delivered: {old}"
+    );
+    assert_eq!(old["status"], "closed", "{old}");
+    assert!(event_kinds(&old).contains(&"history".to_string()), "{old}");
+    let new = desk.show(2);
+    assert_eq!(new["requester"]["email"], "dave@customer.test", "{new}");
+    assert_eq!(new["status"], "new", "{new}");
+    assert!(
+        smtp.received_by("carol@customer.test").is_empty(),
+        "no acknowledgement of history"
+    );
+    assert_eq!(smtp.received().len(), 1, "Dave's acknowledgement alone");
+}

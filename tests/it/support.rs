@@ -448,10 +448,17 @@ impl Imap {
     }
 
     pub fn append(&mut self, folder: &str, mail: &str) {
+        self.append_at(folder, mail, None)
+    }
+
+    /// Appends with the server's delivery time (INTERNALDATE) set, as
+    /// `"23-Nov-2026 09:00:00 +0000"`.
+    pub fn append_at(&mut self, folder: &str, mail: &str, delivered: Option<&str>) {
         self.tag += 1;
         let tag = format!("t{}", self.tag);
         let bytes = mail.replace("\r\n", "\n").replace('\n', "\r\n");
-        self.write(format!("{tag} APPEND {folder} {{{}}}\r\n", bytes.len()).as_bytes());
+        let date = delivered.map(|d| format!("\"{d}\" ")).unwrap_or_default();
+        self.write(format!("{tag} APPEND {folder} {date}{{{}}}\r\n", bytes.len()).as_bytes());
         let mut cont = String::new();
         self.reader.read_line(&mut cont).unwrap();
         assert!(cont.starts_with('+'), "no continuation: {cont}");
