@@ -61,10 +61,10 @@ impl Origin {
     }
 
     /// Mail a daemon's source finds in `mailbox`, delivered there at
-    /// `delivered` (the IMAP server's INTERNALDATE, a Maildir file's time):
-    /// history, arriving when it was delivered, when that is older than
-    /// `window` (a mailbox postdesk takes over, full of old mail); else live,
-    /// arriving `now`. Returns the origin and the arrival time.
+    /// `delivered` (the IMAP server's INTERNALDATE while postdesk takes the
+    /// mailbox over; `None` once it has read it): history, arriving when it
+    /// was delivered, when that is older than `window`; else live, arriving
+    /// `now`. Returns the origin and the arrival time.
     pub fn delivered(
         mailbox: &str,
         delivered: Option<Timestamp>,

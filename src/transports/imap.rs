@@ -92,13 +92,17 @@ const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
 pub async fn run(sink: Sink, mailbox: String, config: ImapConfig, mut shutdown: watch::Receiver<bool>) {
     let mut failures = 0u32;
     let mut lease = super::Lease::new(super::mailbox_lease(&mailbox));
+    // Whether this task is taking the mailbox over: decided at its first
+    // connection (no position stored: postdesk never read it), kept across
+    // reconnections until the folder has been read to its end once.
+    let mut taking_over: Option<bool> = None;
     loop {
         // Instances sharing a store read each mailbox one at a time.
         if !super::acquire(&sink, &mut lease, &mut shutdown).await {
             return;
         }
         let result = tokio::select! {
-            r = session_loop(&sink, &mailbox, &config, &mut shutdown, &mut failures) => r,
+            r = session_loop(&sink, &mailbox, &config, &mut shutdown, &mut failures, &mut taking_over) => r,
             _ = super::hold(&sink, &mut lease) => Err(ImapError::LeaseLost),
         };
         match result {
@@ -259,6 +263,7 @@ async fn session_loop(
     config: &ImapConfig,
     shutdown: &mut watch::Receiver<bool>,
     failures: &mut u32,
+    taking_over: &mut Option<bool>,
 ) -> Result<(), ImapError> {
     let mut session = connect(config).await?;
     let caps = session.capabilities().await?;
@@ -273,7 +278,9 @@ async fn session_loop(
     let uid_validity = selected
         .uid_validity
         .ok_or_else(|| ImapError::NoUidValidity(config.folder.clone()))?;
-    let mut last_uid = match sink.pipeline().store.position(mailbox)? {
+    let position = sink.pipeline().store.position(mailbox)?;
+    let taking_over = taking_over.get_or_insert(position.is_none());
+    let mut last_uid = match position {
         Some(p) if p.uid_validity == uid_validity => p.last_uid,
         Some(p) => {
             tracing::warn!(
@@ -307,6 +314,9 @@ async fn session_loop(
                 .filter(|u| *u > last_uid)
                 .collect();
             if uids.is_empty() {
+                // Read to its end: what comes now is new, however long it
+                // waited (a server down for days), never history.
+                *taking_over = false;
                 break;
             }
             uids.sort_unstable();
@@ -328,9 +338,11 @@ async fn session_loop(
             }
             let whole: Vec<u32> = uids.iter().copied().filter(|u| !oversized.contains_key(u)).collect();
             let big: Vec<u32> = uids.iter().copied().filter(|u| oversized.contains_key(u)).collect();
-            // With the server's time of delivery (INTERNALDATE): mail that
-            // waited in the folder past `backfill_window` (a mailbox postdesk
-            // takes over, full of old mail) is history, told to nobody.
+            // With the server's time of delivery (INTERNALDATE): when postdesk
+            // takes a mailbox over, the mail that waited in it past
+            // `backfill_window` is history, told to nobody. Once postdesk
+            // has read the mailbox, whatever it finds later is live, however
+            // long it waited (postdesk or the server down over a weekend).
             let mut fetched: Vec<(u32, Vec<u8>, Option<i64>)> = Vec::with_capacity(uids.len());
             for (part, items) in [
                 (&whole, "(UID INTERNALDATE BODY.PEEK[])"),
@@ -356,7 +368,9 @@ async fn session_loop(
             let now = jiff::Timestamp::now();
             let window = sink.pipeline().config.automation.backfill_window;
             let origin_of = |uid: u32, delivered: Option<i64>| {
-                let delivered = delivered.and_then(|s| jiff::Timestamp::from_second(s).ok());
+                let delivered = delivered
+                    .filter(|_| *taking_over)
+                    .and_then(|s| jiff::Timestamp::from_second(s).ok());
                 let (origin, at) = Origin::delivered(mailbox, delivered, now, window);
                 let origin = Origin {
                     source_key: Some(format!("imap:{mailbox}:{uid_validity}:{uid}")),

@@ -65,7 +65,6 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
     type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin, jiff::Timestamp);
     let mut read: Vec<Read> = Vec::new();
     let max = sink.pipeline().config.limits.max_message_bytes;
-    let window = sink.pipeline().config.automation.backfill_window;
     let now = jiff::Timestamp::now();
     for f in files {
         let name = f
@@ -75,18 +74,14 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
         // Never more than the limit in memory: a larger file gives only its header section.
         match std::fs::File::open(f).and_then(|file| crate::adapters::ingest::read_bounded(file, max)) {
             Ok((raw, oversized)) => {
-                // Delivered when the file was written: a Maildir postdesk
-                // takes over, full of old mail, is history.
-                let delivered = std::fs::metadata(f)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| jiff::Timestamp::try_from(t).ok());
-                let (origin, at) = Origin::delivered(mailbox, delivered, now, window);
+                // Arriving now, however long the file waited (postdesk down
+                // over a weekend): a Maildir full of old mail is imported
+                // with `postdesk ingest` first, which makes it history.
                 let origin = Origin {
                     source_key: Some(format!("maildir:{mailbox}:{name}")),
-                    ..origin
+                    ..Origin::live(mailbox)
                 };
-                read.push((f.clone(), name, raw, oversized, origin, at));
+                read.push((f.clone(), name, raw, oversized, origin, now));
             }
             Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot read maildir file"),
         }

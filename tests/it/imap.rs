@@ -565,4 +565,25 @@ fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
         "no acknowledgement of history"
     );
     assert_eq!(smtp.received().len(), 1, "Dave's acknowledgement alone");
+
+    // Once postdesk has read the mailbox, mail that waited out a downtime is
+    // live, however old: Erin's, delivered three days before the restart.
+    let three_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
+    let three_days_ago = three_days_ago
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%d-%b-%Y %H:%M:%S +0000")
+        .to_string();
+    imap.append_at(
+        "INBOX",
+        &written("erin@customer.test", "later@customer.test"),
+        Some(&three_days_ago),
+    );
+    let daemon = desk.start();
+    wait_until(20, "Erin's acknowledgement", || {
+        smtp.received_by("erin@customer.test").len() == 1
+    });
+    daemon.stop();
+    let erin = desk.show(3);
+    assert_eq!(erin["requester"]["email"], "erin@customer.test", "{erin}");
+    assert_eq!(erin["status"], "new", "{erin}");
 }
