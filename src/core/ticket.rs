@@ -350,10 +350,10 @@ pub fn apply_inbound(
             take_participants(&mut ticket, new, &actor, cx, &mut events);
         }
     }
-    // Older mail (history found in a later import) moves neither the
-    // ticket's update time back nor what our next reply answers.
-    let latest = created || now >= ticket.updated_at;
-    ticket.updated_at = ticket.updated_at.max(now);
+    // History older than the ticket's last change (found in a later import)
+    // moves neither its update time back nor what our next reply answers.
+    let latest = created || !cx.archived || now >= ticket.updated_at;
+    ticket.updated_at = if latest { now } else { ticket.updated_at };
     let customer_mail = matches!(class.sender, Sender::Customer) && class.auto.is_none() && !class.bounce;
     if customer_mail
         && latest
