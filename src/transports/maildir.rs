@@ -61,11 +61,10 @@ pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, Strin
 }
 
 fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Result<usize, String> {
-    /// A file read: path, name, bytes (or head), real size when oversized, origin, arrival.
-    type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin, jiff::Timestamp);
+    /// A file read: path, name, bytes (or head), real size when oversized, origin.
+    type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin);
     let mut read: Vec<Read> = Vec::new();
     let max = sink.pipeline().config.limits.max_message_bytes;
-    let now = jiff::Timestamp::now();
     for f in files {
         let name = f
             .file_name()
@@ -81,13 +80,13 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
                     source_key: Some(format!("maildir:{mailbox}:{name}")),
                     ..Origin::live(mailbox)
                 };
-                read.push((f.clone(), name, raw, oversized, origin, now));
+                read.push((f.clone(), name, raw, oversized, origin));
             }
             Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot read maildir file"),
         }
     }
-    let mut whole: Vec<(&[u8], &Origin, jiff::Timestamp)> = Vec::new();
-    for (_, name, raw, oversized, origin, at) in &read {
+    let mut whole: Vec<(&[u8], &Origin)> = Vec::new();
+    for (_, name, raw, oversized, origin) in &read {
         match oversized {
             Some(size) => {
                 let whereabouts = format!(
@@ -101,12 +100,12 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
                     .map_err(|e| format!("store: {e}"))?;
                 tracing::debug!(file = %name, ?p, "maildir mail processed");
             }
-            None => whole.push((raw, origin, *at)),
+            None => whole.push((raw, origin)),
         }
     }
-    for ((_, origin, _), p) in whole
+    for ((_, origin), p) in whole
         .iter()
-        .zip(sink.process_batch_at(&whole).map_err(|e| format!("store: {e}"))?)
+        .zip(sink.process_batch(&whole).map_err(|e| format!("store: {e}"))?)
     {
         tracing::debug!(source = ?origin.source_key, ?p, "maildir mail processed");
     }

@@ -39,9 +39,19 @@ impl Sink {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Processes a batch of mails, each arriving at the time beside it, in
-    /// order under the writer lock, off the async workers: one blob sync for
-    /// the batch, one transaction per mail.
+    /// Processes a batch of mails arriving now, in order under the writer
+    /// lock, off the async workers: one blob sync for the batch, one
+    /// transaction per mail.
+    pub fn process_batch(&self, mails: &[(&[u8], &Origin)]) -> Result<Vec<Processed>, StoreError> {
+        blocking(|| {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Timestamp::now();
+            let batch: Vec<(&[u8], &Origin, Timestamp)> = mails.iter().map(|(r, o)| (*r, *o, now)).collect();
+            self.pipeline().process_batch(&batch)
+        })
+    }
+
+    /// [`Sink::process_batch`] of mails that each arrived at the time beside it.
     pub fn process_batch_at(&self, mails: &[(&[u8], &Origin, Timestamp)]) -> Result<Vec<Processed>, StoreError> {
         blocking(|| {
             let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
