@@ -1244,6 +1244,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some(d) = &e.duplicate {
                     say!("duplicate:      {d}");
                 }
+                if let Some(h) = &e.history {
+                    say!("history:        {h}");
+                }
                 say!("language:       {}", e.language.as_deref().unwrap_or("(not told)"));
                 if !e.customer.is_empty() {
                     let fields: Vec<String> = e.customer.iter().map(|(k, v)| format!("{k}: {v}")).collect();

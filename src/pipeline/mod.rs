@@ -221,6 +221,11 @@ pub struct Explanation {
     /// each reaches `min_score` (is suggested), for a mail that would open a ticket.
     #[serde(default)]
     pub articles: Vec<ExplainedArticle>,
+    /// Why the mail would be history (arriving longer ago than
+    /// `backfill_window`: told to nobody, no SLA clock, a ticket it opens
+    /// closed); `None` for mail handled as arriving.
+    #[serde(default)]
+    pub history: Option<String>,
 }
 
 /// An article as `explain` shows it.
@@ -1365,6 +1370,7 @@ impl Pipeline {
                     intents: Vec::new(),
                     customer: Default::default(),
                     articles: Vec::new(),
+                    history: None,
                 });
             }
         };
@@ -1374,8 +1380,11 @@ impl Pipeline {
             Sender::Agent(name) => Some(name.clone()),
             _ => None,
         };
-        let (_, decision, agent_proof, forged) =
-            self.sender_and_decision(&msg, class.clone(), now, &Origin::live(mailbox));
+        // Read as a backfill arriving at `now` would be: history when older than the window.
+        let window = self.config.automation.backfill_window;
+        let origin = Origin::backfill(mailbox, now, Timestamp::now(), window);
+        let origin = if origin.history { origin } else { Origin::live(mailbox) };
+        let (_, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now, &origin);
         // Read as the mail would be, so the rules below see its intent.
         let intents: Vec<(String, f64)> = match &self.intent {
             Some(m) if class.auto.is_none() && !class.bounce => {
@@ -1464,6 +1473,12 @@ impl Pipeline {
             intents,
             customer: msg.customer.clone(),
             articles,
+            history: origin.history.then(|| {
+                format!(
+                    "arrived {now}, longer ago than backfill_window ({:#}): nobody would be told, no SLA clock would start, a ticket it opens would be closed",
+                    jiff::SignedDuration::try_from(window).unwrap_or_default()
+                )
+            }),
         })
     }
 

@@ -444,6 +444,19 @@ fn a_backfill_of_old_mail_mails_nobody_and_starts_no_sla_clock() {
         .find(|e| e["kind"] == "status" && e["to"] == "closed")
         .unwrap_or_else(|| panic!("a status event: {t}"));
     assert_eq!(closed["history"], true, "{closed}");
+    // `explain` reads old mail as history too, threaded as an import would.
+    let explain = |text: &str| -> serde_json::Value {
+        let path = desk.dir.join("explain.eml");
+        std::fs::write(&path, text).unwrap();
+        serde_json::from_str(&desk.ok(&["explain", path.to_str().unwrap(), "--json"])).unwrap()
+    };
+    let e = explain(&follow_up.replace("old1b@", "old1c@"));
+    assert!(e["history"].as_str().unwrap().contains("backfill_window (48h)"), "{e}");
+    assert!(
+        e["threading"].as_str().unwrap().contains("appended to ticket 1"),
+        "not linked: {e}"
+    );
+    assert!(explain(&new.replace("new1@", "new1b@"))["history"].is_null());
     let waiting: Vec<u64> = desk
         .tickets()
         .iter()
