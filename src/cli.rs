@@ -1445,19 +1445,17 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
                 next.push_back(spawn(i + INGEST_AHEAD));
             }
             let window = pipeline.config.automation.backfill_window;
-            let origins: Vec<Origin> = mails.iter().map(|m| file_origin(m, mailbox, now, window)).collect();
+            let origins: Vec<(Origin, Timestamp)> =
+                mails.iter().map(|m| file_origin(m, mailbox, now, window)).collect();
             let mut whole: Vec<(&[u8], &Origin, Timestamp)> = Vec::new();
-            for (m, origin) in mails.iter().zip(&origins) {
+            for (m, (origin, at)) in mails.iter().zip(&origins) {
                 match m.oversized {
                     Some(size) => {
                         let p = pipeline.process_oversized(&m.raw, size, &m.label, origin, now)?;
                         tracing::debug!(file = %m.label, ?p, "ingested");
                         summary.add_from(&p, origin);
                     }
-                    None => {
-                        let at = m.date.filter(|d| *d < now && !m.live).unwrap_or(now);
-                        whole.push((&m.raw, origin, at));
-                    }
+                    None => whole.push((&m.raw, origin, *at)),
                 }
             }
             for (p, (_, origin, _)) in pipeline.process_batch_ahead(&whole, Some(ahead))?.iter().zip(&whole) {
@@ -1475,17 +1473,26 @@ fn ingest_files(pipeline: &Pipeline, mailbox: &str, entries: &[ingest::Entry]) -
     Ok(summary)
 }
 
-/// Where a mail `ingest` read comes from: arriving now from standard input;
-/// else a backfill, history when its arrival (`Date`, else the topmost
-/// `Received`'s date) is older than `window`.
-fn file_origin(m: &ingest::FileMail, mailbox: &str, now: Timestamp, window: std::time::Duration) -> Origin {
+/// Where a mail `ingest` read comes from, and when it arrived: now from
+/// standard input; else a backfill arriving at its `Date` (else the topmost
+/// `Received`'s date; never later than now), history when that is older
+/// than `window`; a backfilled mail with neither arrives now.
+fn file_origin(
+    m: &ingest::FileMail,
+    mailbox: &str,
+    now: Timestamp,
+    window: std::time::Duration,
+) -> (Origin, Timestamp) {
     match (m.live, m.date) {
-        (true, _) => Origin::live(mailbox),
-        (false, Some(d)) => Origin::backfill(mailbox, d.min(now), now, window),
-        (false, None) => Origin {
-            bulk: true,
-            ..Origin::live(mailbox)
-        },
+        (true, _) => (Origin::live(mailbox), now),
+        (false, Some(d)) => (Origin::backfill(mailbox, d.min(now), now, window), d.min(now)),
+        (false, None) => (
+            Origin {
+                bulk: true,
+                ..Origin::live(mailbox)
+            },
+            now,
+        ),
     }
 }
 
@@ -1517,7 +1524,7 @@ fn ingest_through_api(config: &Config, mailbox: &str, mails: &[ingest::Entry]) -
         // The daemon decides by the same rule, on its own clock.
         summary.add_from(
             &processed,
-            &file_origin(&m, mailbox, now, config.automation.backfill_window),
+            &file_origin(&m, mailbox, now, config.automation.backfill_window).0,
         );
     }
     Ok(summary)

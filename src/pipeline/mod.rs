@@ -60,9 +60,9 @@ impl Origin {
         }
     }
 
-    /// Mail a daemon's source finds in `mailbox`, delivered there at
-    /// `delivered` (the IMAP server's INTERNALDATE while postdesk takes the
-    /// mailbox over; `None` once it has read it): history, arriving when it
+    /// Mail found in `mailbox`, delivered there at `delivered` (the IMAP
+    /// server's INTERNALDATE while postdesk takes the mailbox over, `None`
+    /// once it has read it; the arrival of a mail `explain` reads): history, arriving when it
     /// was delivered, when that is older than `window`; else live, arriving
     /// `now`. Returns the origin and the arrival time.
     pub fn delivered(
@@ -71,10 +71,11 @@ impl Origin {
         now: Timestamp,
         window: std::time::Duration,
     ) -> (Origin, Timestamp) {
-        match delivered.filter(|d| *d < now) {
-            Some(d) if Origin::backfill(mailbox, d, now, window).history => {
-                (Origin::backfill(mailbox, d, now, window), d)
-            }
+        match delivered
+            .filter(|d| *d < now)
+            .map(|d| (Origin::backfill(mailbox, d, now, window), d))
+        {
+            Some((origin, d)) if origin.history => (origin, d),
             _ => (Origin::live(mailbox), now),
         }
     }
@@ -1382,8 +1383,7 @@ impl Pipeline {
         };
         // Read as a backfill arriving at `now` would be: history when older than the window.
         let window = self.config.automation.backfill_window;
-        let origin = Origin::backfill(mailbox, now, Timestamp::now(), window);
-        let origin = if origin.history { origin } else { Origin::live(mailbox) };
+        let (origin, _) = Origin::delivered(mailbox, Some(now), Timestamp::now(), window);
         let (_, decision, agent_proof, forged) = self.sender_and_decision(&msg, class.clone(), now, &origin);
         // Read as the mail would be, so the rules below see its intent.
         let intents: Vec<(String, f64)> = match &self.intent {
