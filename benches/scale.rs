@@ -621,18 +621,28 @@ fn tickets(dir: &Path, sizes: &Sizes) {
             .0
         })
         .collect();
-    let report: Vec<f64> = (0..3)
-        .map(|m| {
-            timed(|| {
-                let (since, until) = [
-                    ("2026-09-01", "2026-10-01"),
-                    ("2026-10-01", "2026-11-01"),
-                    ("2026-09-15", "2026-10-15"),
-                ][m];
-                let (status, body) = get(port, &format!("/api/report?since={since}&until={until}"));
-                assert_eq!(status, 200, "{body}");
-            })
-            .0
+    // Three months, three times each: September (the tickets created in it),
+    // October (those and the month's; every ticket is still open, so a
+    // report reads all those created by its end) and one across the two.
+    let months = [
+        ("2026-09-01", "2026-10-01"),
+        ("2026-10-01", "2026-11-01"),
+        ("2026-09-15", "2026-10-15"),
+    ];
+    let report: Vec<f64> = months
+        .iter()
+        .map(|(since, until)| {
+            median(
+                (0..3)
+                    .map(|_| {
+                        timed(|| {
+                            let (status, body) = get(port, &format!("/api/report?since={since}&until={until}"));
+                            assert_eq!(status, 200, "{body}");
+                        })
+                        .0
+                    })
+                    .collect(),
+            )
         })
         .collect();
     // The dashboard and a filtered list, signed in as the agent.
@@ -688,8 +698,14 @@ fn tickets(dir: &Path, sizes: &Sizes) {
         median(metrics) * 1e3
     );
     println!(
-        "GET /api/report (a month): {:>7.1} ms median of 3 (target <= 1000)",
-        median(report) * 1e3
+        "GET /api/report (a month): {:>7.1} ms for the slowest month (target <= 1000); medians of 3: {}",
+        report.iter().cloned().fold(0.0, f64::max) * 1e3,
+        months
+            .iter()
+            .zip(&report)
+            .map(|((since, until), t)| format!("{since}..{until} {:.1} ms", t * 1e3))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "store on disk:            {:>8.1} MB for {:.1} MB of mail ({:.2}x; target <= 3)",
