@@ -673,6 +673,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let (data_dir, settings) = (config.instance.data_dir.clone(), config.store.clone());
             let pipeline = pipeline_with(config, store.expect("checked above"))?;
             let summary = ingest_files(&pipeline, &mailbox, &mails)?;
+            // The first pass's entries are not needed past here (a compaction follows).
+            drop(mails);
             let sent = if no_send { None } else { Some(send_all(&pipeline)?) };
             drop(pipeline);
             // A backfill leaves sled's log several times what it holds: rewrite

@@ -32,22 +32,28 @@ pub struct FileMail {
     pub live: bool,
 }
 
-/// Where a mail is.
+/// Where a mail is. An mbox's mails share its path: an entry holds no
+/// memory of its own, so a backfill of a million mails keeps tens of
+/// megabytes of entries, not hundreds.
 #[derive(Clone, Debug)]
 enum Location {
-    /// Already read (standard input): one mail, bounded by the limit.
-    Read(Vec<u8>, Option<u64>),
+    /// Already read (standard input): one mail, bounded by the limit, its
+    /// real size when over it, and its label.
+    Read(Box<(Vec<u8>, Option<u64>, String)>),
     /// A whole file.
-    File(PathBuf),
-    /// Part of an mbox: the bytes after the `From ` line, quoted.
-    Mbox(PathBuf, u64, u64),
+    File(Box<Path>),
+    /// The `n`th mail of an mbox (from 1): the bytes after its `From ` line, quoted.
+    Mbox {
+        path: std::sync::Arc<Path>,
+        offset: u64,
+        len: u64,
+        n: u32,
+    },
 }
 
 /// One mail found by [`scan`]: its date and where to read it.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// Where it came from (for logs and quarantine entries).
-    pub label: String,
     /// When it arrived: its Date header, else its topmost Received's date.
     pub date: Option<Timestamp>,
     /// Mail arriving now (standard input).
@@ -58,17 +64,29 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Where it came from, for logs and quarantine entries: a file's path, an
+    /// mbox's path and `#` the mail's number in it, or `stdin`.
+    pub fn label(&self) -> String {
+        match &self.location {
+            Location::Read(read) => read.2.clone(),
+            Location::File(p) => p.display().to_string(),
+            Location::Mbox { path, n, .. } => format!("{}#{n}", path.display()),
+        }
+    }
+
     /// Reads the mail: whole when within `max` bytes, else only its header section.
     pub fn read(&self, max: usize) -> std::io::Result<FileMail> {
         fn with_path(p: &Path) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
             move |e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
         }
         let (raw, oversized) = match &self.location {
-            Location::Read(raw, oversized) => (raw.clone(), *oversized),
+            Location::Read(read) => (read.0.clone(), read.1),
             Location::File(p) => {
                 read_bounded(std::fs::File::open(p).map_err(with_path(p))?, max).map_err(with_path(p))?
             }
-            Location::Mbox(p, offset, len) => {
+            Location::Mbox {
+                path: p, offset, len, ..
+            } => {
                 let mut f = std::fs::File::open(p).map_err(with_path(p))?;
                 f.seek(std::io::SeekFrom::Start(*offset)).map_err(with_path(p))?;
                 let mut quoted = Vec::with_capacity((*len).min(max as u64 + 1) as usize);
@@ -84,7 +102,7 @@ impl Entry {
             }
         };
         Ok(FileMail {
-            label: self.label.clone(),
+            label: self.label(),
             raw,
             date: self.date,
             oversized,
@@ -121,11 +139,10 @@ pub fn scan(paths: &[PathBuf], max_bytes: usize) -> std::io::Result<Vec<Entry>> 
 
 fn read_entry(label: String, raw: Vec<u8>, oversized: Option<u64>, live: bool) -> Entry {
     Entry {
-        label,
         date: crate::adapters::inbound::arrival_of(&raw),
         live,
         size: oversized.unwrap_or(raw.len() as u64),
-        location: Location::Read(raw, oversized),
+        location: Location::Read(Box::new((raw, oversized, label))),
     }
 }
 
@@ -150,7 +167,6 @@ fn read_bounded_into(mut reader: impl Read, max: usize, raw: &mut Vec<u8>) -> st
 }
 
 fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
-    let label = f.display().to_string();
     let size = std::fs::metadata(f)?.len();
     let mut file = std::io::BufReader::new(std::fs::File::open(f)?);
     let head = file.fill_buf()?;
@@ -161,11 +177,10 @@ fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
     (&mut file).take(HEAD_MAX as u64).read_to_end(&mut head)?;
     head.truncate(crate::adapters::inbound::header_section_len(&head));
     out.push(Entry {
-        label,
         date: crate::adapters::inbound::arrival_of(&head),
         live: false,
         size,
-        location: Location::File(f.to_path_buf()),
+        location: Location::File(f.into()),
     });
     Ok(())
 }
@@ -176,17 +191,21 @@ fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
 /// search for the next `\nFrom ` (most of an mbox is bodies, and most bodies
 /// are attachments), so the pass costs little more than reading the file.
 fn scan_mbox(out: &mut Vec<Entry>, path: &Path, file: impl Read, chunk: usize) -> std::io::Result<()> {
-    let label = path.display().to_string();
+    let path: std::sync::Arc<Path> = path.into();
     let mut n = 0;
     let mut finish = |out: &mut Vec<Entry>, current: Option<(u64, Vec<u8>)>, end: u64| {
         if let Some((start, head)) = current {
             n += 1;
             out.push(Entry {
-                label: format!("{label}#{n}"),
                 date: crate::adapters::inbound::arrival_of(&unquote(&head)),
                 live: false,
                 size: end - start,
-                location: Location::Mbox(path.to_path_buf(), start, end - start),
+                location: Location::Mbox {
+                    path: path.clone(),
+                    offset: start,
+                    len: end - start,
+                    n,
+                },
             });
         }
     };
@@ -493,8 +512,8 @@ pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
     entries
         .iter()
         .map(|e| match &e.location {
-            Location::Mbox(_, start, len) => {
-                let mut m = unquote(&data[*start as usize..(*start + *len) as usize]).into_owned();
+            Location::Mbox { offset, len, .. } => {
+                let mut m = unquote(&data[*offset as usize..(*offset + *len) as usize]).into_owned();
                 trim_separator(&mut m);
                 m
             }
@@ -669,6 +688,18 @@ mod tests {
         let small = entries[1].read(60).unwrap();
         assert_eq!(small.oversized, Some(entries[1].size));
         assert!(small.raw.ends_with(b"Subject: later\n\n"));
+        // Labels name the mail's place in its mbox (in the file's order, not the date's).
+        let label = |n: u32| format!("{}#{n}", path.display());
+        assert_eq!((entries[0].label(), first.label), (label(2), label(2)));
+        assert_eq!(entries[1].label(), label(1));
+        // A file on its own is labelled by its path.
+        let eml = dir.join("one.eml");
+        std::fs::write(&eml, b"Subject: alone\n\nbody\n").unwrap();
+        let one = scan(std::slice::from_ref(&eml), 1 << 20).unwrap();
+        assert_eq!(one[0].label(), eml.display().to_string());
+        // The first pass keeps a few dozen bytes a mail and nothing on the
+        // heap for an mbox's mails (they share its path), whatever the input.
+        assert!(std::mem::size_of::<Entry>() <= 80, "{}", std::mem::size_of::<Entry>());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
