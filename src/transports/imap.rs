@@ -279,7 +279,12 @@ async fn session_loop(
         .uid_validity
         .ok_or_else(|| ImapError::NoUidValidity(config.folder.clone()))?;
     let position = sink.pipeline().store.position(mailbox)?;
-    let taking_over = taking_over.get_or_insert(position.is_none());
+    // A takeover goes on until the folder has been read to its end once,
+    // across reconnections and restarts (the position keeps it).
+    let taking_over = taking_over.get_or_insert(position.is_none_or(|p| p.taking_over));
+    let stored_uid = position
+        .filter(|p| p.uid_validity == uid_validity)
+        .map_or(0, |p| p.last_uid);
     let mut last_uid = match position {
         Some(p) if p.uid_validity == uid_validity => p.last_uid,
         Some(p) => {
@@ -315,8 +320,20 @@ async fn session_loop(
                 .collect();
             if uids.is_empty() {
                 // Read to its end: what comes now is new, however long it
-                // waited (a server down for days), never history.
-                *taking_over = false;
+                // waited (a server down for days), never history. Kept, so
+                // that a restart does not take an emptied mailbox over again.
+                if *taking_over {
+                    *taking_over = false;
+                    tracing::info!(mailbox, folder = %config.folder, "mailbox taken over: read to its end; what arrives from now on is live");
+                    sink.pipeline().set_position(
+                        mailbox,
+                        Position {
+                            uid_validity,
+                            last_uid: last_uid.max(stored_uid),
+                            taking_over: false,
+                        },
+                    )?;
+                }
                 break;
             }
             uids.sort_unstable();
@@ -377,6 +394,7 @@ async fn session_loop(
                     position: Some(Position {
                         uid_validity,
                         last_uid: uid,
+                        taking_over: *taking_over,
                     }),
                     ..origin
                 };
@@ -412,8 +430,14 @@ async fn session_loop(
             let max = uids.iter().copied().max().unwrap_or(last_uid);
             if max > last_uid {
                 last_uid = max;
-                sink.pipeline()
-                    .set_position(mailbox, Position { uid_validity, last_uid })?;
+                sink.pipeline().set_position(
+                    mailbox,
+                    Position {
+                        uid_validity,
+                        last_uid,
+                        taking_over: *taking_over,
+                    },
+                )?;
             }
             if *shutdown.borrow() {
                 break;

@@ -587,3 +587,145 @@ fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
     assert_eq!(erin["requester"]["email"], "erin@customer.test", "{erin}");
     assert_eq!(erin["status"], "new", "{erin}");
 }
+
+/// A takeover stopped half way goes on as one after the restart: the old
+/// mail still waiting is history, told to nobody; once the folder has been
+/// read to its end, mail that waited out a downtime is live.
+#[test]
+fn a_restart_in_the_middle_of_a_takeover_keeps_the_rest_of_the_old_mail_history() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    // One mail a batch: the daemon stops between two of them.
+    let desk = DeskConfig::new()
+        .imap(
+            "support",
+            "support@example.com",
+            dovecot.port,
+            "support",
+            ", batch_size = 1",
+        )
+        .smtp(smtp.port)
+        .extra("[automation]\nbackfill_window = \"1d\"\n")
+        .build();
+    let mut imap = Imap::login(dovecot.port, "support");
+    const OLD: u32 = 30;
+    for i in 0..OLD {
+        imap.append_at(
+            "INBOX",
+            &mail(
+                &format!("c{i}@customer.test"),
+                "support@example.com",
+                &format!("Order {i}"),
+                &format!("old{i}@customer.test"),
+                "",
+                "Where is my parcel?",
+            ),
+            Some("23-Nov-2026 09:00:00 +0000"),
+        );
+    }
+    let daemon = desk.start();
+    wait_until(30, "the first old mail processed", || imap.count("Processed") >= 1);
+    daemon.stop();
+    let left = imap.count("INBOX");
+    assert!(
+        left > 0,
+        "the daemon read all {OLD} mails before it stopped: the test needs the takeover cut short"
+    );
+    // A customer writes while postdesk is down: delivered now, live.
+    imap.append(
+        "INBOX",
+        &mail(
+            "dave@customer.test",
+            "support@example.com",
+            "Shop is down",
+            "new@customer.test",
+            "",
+            "Nothing loads.",
+        ),
+    );
+    let daemon = desk.start();
+    wait_until(60, "every mail moved to Processed", || {
+        imap.count("INBOX") == 0 && imap.count("Processed") == OLD + 1
+    });
+    wait_until(20, "Dave's acknowledgement", || {
+        smtp.received_by("dave@customer.test").len() == 1
+    });
+    daemon.stop();
+    let tickets = desk.tickets();
+    assert_eq!(tickets.len(), OLD as usize + 1);
+    let closed = tickets.iter().filter(|t| t["status"] == "closed").count();
+    assert_eq!(
+        closed, OLD as usize,
+        "every old mail history, before and after the restart"
+    );
+    assert_eq!(
+        smtp.received().len(),
+        1,
+        "Dave's acknowledgement alone; {left} old mails were read after the restart"
+    );
+
+    // The folder was read to its end: mail delivered three days before the
+    // next start waited out a downtime, and is live.
+    let three_days_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%d-%b-%Y %H:%M:%S +0000")
+        .to_string();
+    imap.append_at(
+        "INBOX",
+        &mail(
+            "erin@customer.test",
+            "support@example.com",
+            "Still down",
+            "later@customer.test",
+            "",
+            "Help.",
+        ),
+        Some(&three_days_ago),
+    );
+    let daemon = desk.start();
+    wait_until(20, "Erin's acknowledgement", || {
+        smtp.received_by("erin@customer.test").len() == 1
+    });
+    daemon.stop();
+}
+
+/// An empty mailbox postdesk starts on is taken over at once: mail delivered
+/// while postdesk was down afterwards is live, however long it waited.
+#[test]
+fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
+    let dovecot = Dovecot::start(&["support"]);
+    let smtp = Smtp::start();
+    let desk = DeskConfig::new()
+        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .smtp(smtp.port)
+        .extra("[automation]\nbackfill_window = \"1d\"\n")
+        .build();
+    let mut imap = Imap::login(dovecot.port, "support");
+    let daemon = desk.start();
+    daemon.wait(20, "the empty folder read to its end", || {
+        daemon.log().contains("mailbox taken over")
+    });
+    daemon.stop();
+    let three_days_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%d-%b-%Y %H:%M:%S +0000")
+        .to_string();
+    imap.append_at(
+        "INBOX",
+        &mail(
+            "erin@customer.test",
+            "support@example.com",
+            "Down",
+            "late@customer.test",
+            "",
+            "Help.",
+        ),
+        Some(&three_days_ago),
+    );
+    let daemon = desk.start();
+    wait_until(20, "Erin's acknowledgement", || {
+        smtp.received_by("erin@customer.test").len() == 1
+    });
+    daemon.stop();
+    assert_eq!(desk.show(1)["status"], "new");
+}

@@ -144,6 +144,11 @@ pub struct Position {
     pub uid_validity: u32,
     /// Highest UID processed.
     pub last_uid: u32,
+    /// postdesk is taking the mailbox over: it has not yet read the folder
+    /// to its end once, so old mail still waiting there is history (kept
+    /// across a restart; absent in positions written before it: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub taking_over: bool,
 }
 
 /// One `Message-ID → ticket` index entry.

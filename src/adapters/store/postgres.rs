@@ -392,9 +392,15 @@ fn statement(op: Op, written: &mut HashMap<i64, i64>) -> Statement {
         ),
         Op::Source(key, blob) => st("INSERT INTO sources (key, blob) VALUES ($1, $2)", p![key, blob]),
         Op::Position(mailbox, pos) => st(
-            "INSERT INTO positions (mailbox, uid_validity, last_uid) VALUES ($1, $2, $3) \
-             ON CONFLICT (mailbox) DO UPDATE SET uid_validity = EXCLUDED.uid_validity, last_uid = EXCLUDED.last_uid",
-            p![mailbox, i64::from(pos.uid_validity), i64::from(pos.last_uid)],
+            "INSERT INTO positions (mailbox, uid_validity, last_uid, taking_over) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (mailbox) DO UPDATE SET uid_validity = EXCLUDED.uid_validity, last_uid = EXCLUDED.last_uid, \
+             taking_over = EXCLUDED.taking_over",
+            p![
+                mailbox,
+                i64::from(pos.uid_validity),
+                i64::from(pos.last_uid),
+                pos.taking_over
+            ],
         ),
         Op::Enqueue(lane, e) => st(
             "INSERT INTO outbox (lane, entry) VALUES ($1, $2)",
@@ -719,12 +725,13 @@ impl Store for PgStore {
     fn position(&self, mailbox: &str) -> Result<Option<Position>, StoreError> {
         Ok(self
             .rows(
-                "SELECT uid_validity, last_uid FROM positions WHERE mailbox = $1".into(),
+                "SELECT uid_validity, last_uid, taking_over FROM positions WHERE mailbox = $1".into(),
                 vec![Box::new(mailbox.to_string())],
                 |r| {
                     Ok(Position {
                         uid_validity: r.try_get::<_, i64>(0)? as u32,
                         last_uid: r.try_get::<_, i64>(1)? as u32,
+                        taking_over: r.try_get(2)?,
                     })
                 },
             )?
