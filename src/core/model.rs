@@ -381,9 +381,8 @@ pub struct MessageRecord {
     pub merged_from: Option<TicketId>,
 }
 
-/// One entry of a ticket's append-only event log. In JSON, one object: `at`,
-/// `kind`, `actor` and the details beside them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One entry of a ticket's append-only event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// When it happened.
     pub at: Timestamp,
@@ -394,74 +393,6 @@ pub struct Event {
     /// Details, varying by kind.
     #[serde(flatten)]
     pub detail: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Read as serde's `flatten` would read it, without its detour: `flatten`
-/// buffers every field of every event before sorting them out, and reading
-/// events was the larger part of a report's time.
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
-        use serde::de::{Error, MapAccess, Visitor};
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Event;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an event: an object with at, kind, actor and its details")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
-                let (mut at, mut kind, mut actor) = (None, None, None);
-                let mut detail = serde_json::Map::new();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::At if at.is_some() => return Err(A::Error::duplicate_field("at")),
-                        Key::At => at = Some(map.next_value()?),
-                        Key::Kind if kind.is_some() => return Err(A::Error::duplicate_field("kind")),
-                        Key::Kind => kind = Some(map.next_value()?),
-                        Key::Actor if actor.is_some() => return Err(A::Error::duplicate_field("actor")),
-                        Key::Actor => actor = Some(map.next_value()?),
-                        Key::Detail(name) => {
-                            let value = map.next_value()?;
-                            detail.insert(name, value);
-                        }
-                    }
-                }
-                Ok(Event {
-                    at: at.ok_or_else(|| A::Error::missing_field("at"))?,
-                    kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
-                    actor: actor.ok_or_else(|| A::Error::missing_field("actor"))?,
-                    detail,
-                })
-            }
-        }
-        /// A field's name: one of the three, or a detail's (only those are allocated).
-        enum Key {
-            At,
-            Kind,
-            Actor,
-            Detail(String),
-        }
-        impl<'de> Deserialize<'de> for Key {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-                struct Name;
-                impl Visitor<'_> for Name {
-                    type Value = Key;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str("a field name")
-                    }
-                    fn visit_str<E: Error>(self, name: &str) -> Result<Key, E> {
-                        Ok(match name {
-                            "at" => Key::At,
-                            "kind" => Key::Kind,
-                            "actor" => Key::Actor,
-                            _ => Key::Detail(name.to_string()),
-                        })
-                    }
-                }
-                d.deserialize_str(Name)
-            }
-        }
-        d.deserialize_map(Fields)
-    }
 }
 
 impl Event {
@@ -563,107 +494,5 @@ impl InboundMessage {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::strategy::Strategy as _;
-    use serde_json::{Value, json};
-
-    /// The event as serde's `flatten` read it before [`Event`] read itself.
-    #[derive(Debug, PartialEq, Deserialize)]
-    struct Flattened {
-        at: Timestamp,
-        kind: String,
-        actor: String,
-        #[serde(flatten)]
-        detail: serde_json::Map<String, Value>,
-    }
-
-    fn both(json: &str) -> (Result<Event, String>, Result<Flattened, String>) {
-        (
-            serde_json::from_str::<Event>(json).map_err(|e| e.to_string()),
-            serde_json::from_str::<Flattened>(json).map_err(|e| e.to_string()),
-        )
-    }
-
-    #[test]
-    fn an_event_reads_as_flatten_read_it_and_writes_back_the_same() {
-        let e = Event::new(
-            Timestamp::from_second(1_788_220_800).unwrap(),
-            "status",
-            "alice",
-            &[
-                ("from", json!("new")),
-                ("to", json!("open")),
-                ("history", json!(true)),
-                ("n", json!([1, {"x": null}])),
-                ("k\u{e9}y \"q\"", json!(-2.5)),
-            ],
-        );
-        let text = serde_json::to_string(&e).unwrap();
-        let (ours, flat) = both(&text);
-        let (ours, flat) = (ours.unwrap(), flat.unwrap());
-        assert_eq!(ours, e);
-        assert_eq!(
-            (&ours.kind, &ours.actor, &ours.detail),
-            (&flat.kind, &flat.actor, &flat.detail)
-        );
-        assert_eq!(serde_json::to_string(&ours).unwrap(), text);
-        // From a JSON value too (the PostgreSQL store's jsonb), field order aside.
-        let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
-        // Escaped names: a known field spelled with an escape is still that field.
-        let escaped = r#"{"\u0061t":"2026-09-01T00:00:00Z","kind":"created","actor":"system","\u0078":1}"#;
-        let ours = serde_json::from_str::<Event>(escaped).unwrap();
-        assert_eq!(ours.at, Timestamp::from_second(1_788_220_800).unwrap());
-        assert_eq!(ours.detail.get("x"), Some(&json!(1)));
-    }
-
-    #[test]
-    fn an_event_missing_a_field_or_naming_one_twice_is_refused_as_before() {
-        for bad in [
-            r#"{"kind":"created","actor":"system"}"#,
-            r#"{"at":"2026-09-01T00:00:00Z","actor":"system"}"#,
-            r#"{"at":"2026-09-01T00:00:00Z","kind":"created"}"#,
-            r#"{"at":"2026-09-01T00:00:00Z","kind":"a","kind":"b","actor":"system"}"#,
-            r#"{"at":"not a time","kind":"created","actor":"system"}"#,
-            r#"{"at":"2026-09-01T00:00:00Z","kind":7,"actor":"system"}"#,
-            r#"["2026-09-01T00:00:00Z","created","system"]"#,
-            r#"{"at":"2026-09-01T00:00:00Z","kind":"created","actor":"system""#,
-        ] {
-            let (ours, flat) = both(bad);
-            assert!(ours.is_err() && flat.is_err(), "{bad}: {ours:?} / {flat:?}");
-        }
-        let (ours, _) = both(r#"{"at":"2026-09-01T00:00:00Z","actor":"system"}"#);
-        assert!(ours.unwrap_err().contains("missing field `kind`"));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_event_reads_as_flatten_read_it(
-            kind in "[a-z_]{1,12}",
-            actor in "\\PC{0,20}",
-            detail in proptest::collection::btree_map("\\PC{1,8}", proptest::prop_oneof![
-                proptest::num::i64::ANY.prop_map(Value::from),
-                "\\PC{0,20}".prop_map(Value::from),
-                proptest::bool::ANY.prop_map(Value::from),
-                proptest::strategy::Just(Value::Null),
-            ], 0..6),
-            seconds in 0i64..4_000_000_000,
-        ) {
-            let mut map = serde_json::Map::new();
-            for (k, v) in detail.into_iter().filter(|(k, _)| !["at", "kind", "actor"].contains(&k.as_str())) {
-                map.insert(k, v);
-            }
-            let e = Event { at: Timestamp::from_second(seconds).unwrap(), kind, actor, detail: map };
-            let text = serde_json::to_string(&e).unwrap();
-            let (ours, flat) = both(&text);
-            let (ours, flat) = (ours.unwrap(), flat.unwrap());
-            proptest::prop_assert_eq!(&ours, &e);
-            proptest::prop_assert_eq!((ours.at, &ours.kind, &ours.actor, &ours.detail), (flat.at, &flat.kind, &flat.actor, &flat.detail));
-        }
     }
 }
