@@ -568,11 +568,7 @@ fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
 
     // Once postdesk has read the mailbox, mail that waited out a downtime is
     // live, however old: Erin's, delivered three days before the restart.
-    let three_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
-    let three_days_ago = three_days_ago
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .strftime("%d-%b-%Y %H:%M:%S +0000")
-        .to_string();
+    let three_days_ago = delivered_hours_ago(72);
     imap.append_at(
         "INBOX",
         &written("erin@customer.test", "later@customer.test"),
@@ -666,10 +662,7 @@ fn a_restart_in_the_middle_of_a_takeover_keeps_the_rest_of_the_old_mail_history(
 
     // The folder was read to its end: mail delivered three days before the
     // next start waited out a downtime, and is live.
-    let three_days_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72))
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .strftime("%d-%b-%Y %H:%M:%S +0000")
-        .to_string();
+    let three_days_ago = delivered_hours_ago(72);
     imap.append_at(
         "INBOX",
         &mail(
@@ -706,10 +699,7 @@ fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
         daemon.log().contains("mailbox taken over")
     });
     daemon.stop();
-    let three_days_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72))
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .strftime("%d-%b-%Y %H:%M:%S +0000")
-        .to_string();
+    let three_days_ago = delivered_hours_ago(72);
     imap.append_at(
         "INBOX",
         &mail(
@@ -728,4 +718,12 @@ fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
     });
     daemon.stop();
     assert_eq!(desk.show(1)["status"], "new");
+}
+
+/// A time `hours` before now as IMAP's APPEND takes a delivery date.
+fn delivered_hours_ago(hours: i64) -> String {
+    (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(hours))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%d-%b-%Y %H:%M:%S +0000")
+        .to_string()
 }
