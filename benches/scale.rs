@@ -13,7 +13,8 @@
 //!    ingest process and the store's size on disk beside the input's;
 //! 2. **tickets**: a daemon holding 100,000 tickets: its RSS at rest and after
 //!    month reports, `postdesk tickets --status open --limit 50` (the CLI,
-//!    through the daemon), `/metrics`, a month's `/api/report`, and the
+//!    through the daemon), `/metrics`, `/api/report` for each of three months
+//!    (the slowest held to the target), and the
 //!    team's `/dashboard` and a filtered `/dashboard/tickets`, signed in;
 //! 3. **queue**: a daemon starting with 170,000 acknowledgements queued in the
 //!    bulk lane: how long a new customer's acknowledgement takes, its peak
