@@ -1487,7 +1487,10 @@ fn file_origin(
 ) -> (Origin, Timestamp) {
     match (m.live, m.date) {
         (true, _) => (Origin::live(mailbox), now),
-        (false, Some(d)) => (Origin::backfill(mailbox, d.min(now), now, window), d.min(now)),
+        (false, Some(d)) => {
+            let at = d.min(now);
+            (Origin::backfill(mailbox, at, now, window), at)
+        }
         (false, None) => (
             Origin {
                 bulk: true,

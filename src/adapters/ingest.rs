@@ -37,9 +37,8 @@ pub struct FileMail {
 /// megabytes of entries, not hundreds.
 #[derive(Clone, Debug)]
 enum Location {
-    /// Already read (standard input): one mail, bounded by the limit, its
-    /// real size when over it, and its label.
-    Read(Box<(Vec<u8>, Option<u64>, String)>),
+    /// Already read (standard input).
+    Read(Box<Held>),
     /// A whole file.
     File(Box<Path>),
     /// The `n`th mail of an mbox (from 1): the bytes after its `From ` line, quoted.
@@ -49,6 +48,15 @@ enum Location {
         len: u64,
         n: u32,
     },
+}
+
+/// A mail read already (standard input): bounded by the limit.
+#[derive(Clone, Debug)]
+struct Held {
+    raw: Vec<u8>,
+    /// Its real size when over the limit (`raw` then holds its header section).
+    oversized: Option<u64>,
+    label: String,
 }
 
 /// One mail found by [`scan`]: its date and where to read it.
@@ -68,7 +76,7 @@ impl Entry {
     /// mbox's path and `#` the mail's number in it, or `stdin`.
     pub fn label(&self) -> String {
         match &self.location {
-            Location::Read(read) => read.2.clone(),
+            Location::Read(held) => held.label.clone(),
             Location::File(p) => p.display().to_string(),
             Location::Mbox { path, n, .. } => format!("{}#{n}", path.display()),
         }
@@ -80,7 +88,7 @@ impl Entry {
             move |e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
         }
         let (raw, oversized) = match &self.location {
-            Location::Read(read) => (read.0.clone(), read.1),
+            Location::Read(held) => (held.raw.clone(), held.oversized),
             Location::File(p) => {
                 read_bounded(std::fs::File::open(p).map_err(with_path(p))?, max).map_err(with_path(p))?
             }
@@ -142,7 +150,7 @@ fn read_entry(label: String, raw: Vec<u8>, oversized: Option<u64>, live: bool) -
         date: crate::adapters::inbound::arrival_of(&raw),
         live,
         size: oversized.unwrap_or(raw.len() as u64),
-        location: Location::Read(Box::new((raw, oversized, label))),
+        location: Location::Read(Box::new(Held { raw, oversized, label })),
     }
 }
 

@@ -282,21 +282,23 @@ async fn session_loop(
     // A takeover goes on until the folder has been read to its end once,
     // across reconnections and restarts (the position keeps it).
     let taking_over = taking_over.get_or_insert(position.is_none_or(|p| p.taking_over));
+    if let Some(p) = position.filter(|p| p.uid_validity != uid_validity) {
+        tracing::warn!(
+            mailbox,
+            old = p.uid_validity,
+            new = uid_validity,
+            "UIDVALIDITY changed: re-reading the folder, duplicates are skipped"
+        );
+    }
     let stored_uid = position
         .filter(|p| p.uid_validity == uid_validity)
         .map_or(0, |p| p.last_uid);
-    let mut last_uid = match position {
-        Some(p) if p.uid_validity == uid_validity => p.last_uid,
-        Some(p) => {
-            tracing::warn!(
-                mailbox,
-                old = p.uid_validity,
-                new = uid_validity,
-                "UIDVALIDITY changed: re-reading the folder, duplicates are skipped"
-            );
-            0
-        }
-        None => 0,
+    let mut last_uid = stored_uid;
+    // The position of this folder after `last_uid`, as stored with a mail or a batch.
+    let position_after = |last_uid: u32, taking_over: bool| Position {
+        uid_validity,
+        last_uid,
+        taking_over,
     };
     // With a processed folder, whatever is still in the folder is unprocessed or
     // processed-but-not-moved (a crash between flush and MOVE): read it all once;
@@ -325,14 +327,8 @@ async fn session_loop(
                 if *taking_over {
                     *taking_over = false;
                     tracing::info!(mailbox, folder = %config.folder, "mailbox taken over: read to its end; what arrives from now on is live");
-                    sink.pipeline().set_position(
-                        mailbox,
-                        Position {
-                            uid_validity,
-                            last_uid: last_uid.max(stored_uid),
-                            taking_over: false,
-                        },
-                    )?;
+                    sink.pipeline()
+                        .set_position(mailbox, position_after(last_uid.max(stored_uid), false))?;
                 }
                 break;
             }
@@ -391,11 +387,7 @@ async fn session_loop(
                 let (origin, at) = Origin::delivered(mailbox, delivered, now, window);
                 let origin = Origin {
                     source_key: Some(format!("imap:{mailbox}:{uid_validity}:{uid}")),
-                    position: Some(Position {
-                        uid_validity,
-                        last_uid: uid,
-                        taking_over: *taking_over,
-                    }),
+                    position: Some(position_after(uid, *taking_over)),
                     ..origin
                 };
                 (origin, at)
@@ -430,14 +422,8 @@ async fn session_loop(
             let max = uids.iter().copied().max().unwrap_or(last_uid);
             if max > last_uid {
                 last_uid = max;
-                sink.pipeline().set_position(
-                    mailbox,
-                    Position {
-                        uid_validity,
-                        last_uid,
-                        taking_over: *taking_over,
-                    },
-                )?;
+                sink.pipeline()
+                    .set_position(mailbox, position_after(last_uid, *taking_over))?;
             }
             if *shutdown.borrow() {
                 break;
