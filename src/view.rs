@@ -2,7 +2,7 @@
 //! events (redacted of agent-bound tokens), report bounds, the histories a
 //! report reads, the paged walk over every ticket, and the team's dashboard.
 
-use crate::adapters::store::{Store, StoreError, TicketFilter};
+use crate::adapters::store::{ReportTicket, Store, StoreError, TicketFilter};
 use crate::core::model::{MessageRecord, Ticket, TicketId};
 use jiff::Timestamp;
 
@@ -121,8 +121,9 @@ fn redact_json(v: &mut serde_json::Value) {
 /// The report over `[since, until)`, read one ticket at a time: the tickets
 /// with events from `since`'s day on and the active ones (through the
 /// activity and status indexes, not every ticket); a ticket created after the
-/// period is skipped before its events are read, and each history is folded
-/// into the report and dropped.
+/// period is skipped before its events are read, an active one with no event
+/// since the period began counts by its record alone (its events unread), and
+/// each history is folded into the report and dropped.
 pub fn report(
     store: &dyn Store,
     config: &crate::adapters::config::Config,
@@ -137,7 +138,7 @@ pub fn report(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, REPORT_WORKERS);
-    let batches: Vec<&[TicketId]> = ids.chunks(REPORT_BATCH).collect();
+    let batches: Vec<&[ReportTicket]> = ids.chunks(REPORT_BATCH).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(workers * 2);
@@ -158,8 +159,13 @@ pub fn report(
         let mut turn = 0;
         for (n, read) in rx {
             waiting.insert(n, read?);
-            while let Some(histories) = waiting.remove(&turn) {
-                histories.iter().for_each(|h| b.add(h));
+            while let Some(read) = waiting.remove(&turn) {
+                for r in &read {
+                    match r {
+                        Read::History(h) => b.add(h),
+                        Read::Quiet(t) => b.add_quiet(t),
+                    }
+                }
                 turn += 1;
             }
         }
@@ -167,22 +173,28 @@ pub fn report(
     })
 }
 
-/// The histories a report counts among `ids`: each ticket with its events,
-/// but those merged into another (they count as that one) and those created
-/// after the period.
-fn histories(
-    store: &dyn Store,
-    ids: &[TicketId],
-    until: Timestamp,
-) -> Result<Vec<crate::core::report::History>, StoreError> {
+/// A ticket as a report reads it: with its events, or quiet by its record.
+enum Read {
+    History(crate::core::report::History),
+    Quiet(Ticket),
+}
+
+/// What a report counts among `ids`: each ticket with its events (a quiet
+/// one without), but those merged into another (they count as that one) and
+/// those created after the period.
+fn histories(store: &dyn Store, ids: &[ReportTicket], until: Timestamp) -> Result<Vec<Read>, StoreError> {
     let mut out = Vec::new();
-    for &id in ids {
-        let Some(ticket) = store.ticket(id)? else { continue };
+    for r in ids {
+        let Some(ticket) = store.ticket(r.id)? else { continue };
         if ticket.merged_into.is_some() || !crate::core::report::counts_at_all(ticket.created_at, until) {
             continue;
         }
-        let events = store.events(ticket.id)?;
-        out.push(crate::core::report::History { ticket, events });
+        out.push(if r.quiet {
+            Read::Quiet(ticket)
+        } else {
+            let events = store.events(ticket.id)?;
+            Read::History(crate::core::report::History { ticket, events })
+        });
     }
     Ok(out)
 }
@@ -558,20 +570,43 @@ first_response = "4h"
             change.ticket(&t);
         }
         store.commit(change).unwrap();
-        let ids = |since: &str, until: &str| -> Vec<u64> {
+        let ids = |since: &str, until: &str| -> Vec<(u64, bool)> {
             store
                 .report_tickets(Some(at(since)), at(until))
                 .unwrap()
                 .into_iter()
-                .map(|t| t.0)
+                .map(|t| (t.id.0, t.quiet))
                 .collect()
         };
-        // October: the open September ticket and October's; not November's, not the closed one.
-        assert_eq!(ids("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"), [1, 3]);
+        // October: the open September ticket (quiet: nothing happened to it
+        // since) and October's; not November's, not the closed one.
+        assert_eq!(
+            ids("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"),
+            [(1, true), (3, false)]
+        );
         // September: both of September's.
-        assert_eq!(ids("2026-09-01T00:00:00Z", "2026-10-01T00:00:00Z"), [1, 2]);
+        assert_eq!(
+            ids("2026-09-01T00:00:00Z", "2026-10-01T00:00:00Z"),
+            [(1, false), (2, false)]
+        );
         // A period past the last activity: every candidate.
-        assert_eq!(ids("2026-10-01T00:00:00Z", "2026-12-01T00:00:00Z"), [1, 3, 4]);
+        assert_eq!(
+            ids("2026-10-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+            [(1, true), (3, false), (4, false)]
+        );
+        // From the day of ticket 3's creation (the day counts): 3 is not quiet.
+        assert_eq!(
+            ids("2026-10-10T12:00:00Z", "2026-12-01T00:00:00Z"),
+            [(1, true), (3, false), (4, false)]
+        );
+        // Without a start, every ticket, none quiet.
+        let all: Vec<(u64, bool)> = store
+            .report_tickets(None, at("2026-12-01T00:00:00Z"))
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id.0, t.quiet))
+            .collect();
+        assert_eq!(all, [(1, false), (2, false), (3, false), (4, false)]);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

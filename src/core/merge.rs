@@ -149,9 +149,9 @@ pub fn merge(
             into.merged.push(t);
         }
     }
-    for t in &from.tags {
-        into.tag(t);
-    }
+    // Tags `into` gets from `from`, logged on the merge event so that a
+    // replay of the log (reports) sees them.
+    let tags_added: Vec<String> = from.tags.iter().filter(|t| into.tag(t)).cloned().collect();
     if into.language.is_none() {
         into.language = from.language.clone();
     }
@@ -186,6 +186,9 @@ pub fn merge(
         ("participants_added", json!(added)),
         ("participants_held", json!(held)),
     ];
+    if !tags_added.is_empty() {
+        detail.push(("tags_added", json!(tags_added)));
+    }
     if let Some(sla) = &sla_before {
         detail.push(("sla_before", json!(sla)));
     }
@@ -314,6 +317,8 @@ mod tests {
         assert!(!a.is_participant("carol@customer.test"), "held, not a participant");
         assert_eq!(a.held_participants[0].email, "carol@customer.test");
         assert_eq!((a.tags.clone(), a.linked.clone()), (vec!["vip".to_string()], vec![]));
+        // The merge event lists the tags it added, for a replay of the log.
+        assert_eq!(ea.detail.get("tags_added"), Some(&serde_json::json!(["vip"])));
         let (sa, sb) = split(&mut a, &mut b, Some(&ea), Some(&eb), "alice", now);
         assert_eq!((b.merged_into, b.status, a.merged.len()), (None, Status::Open, 0));
         assert!(a.held_participants.is_empty());

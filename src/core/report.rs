@@ -452,6 +452,17 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
                 f.tags.retain(|x| Some(x) != t.as_ref());
             }
             "assigned" => f.assignee = text(e, "to"),
+            // A merge brings the other ticket's tags (merges logged before
+            // 2026-12-07 did not list them).
+            "merged" => {
+                for t in e.detail.get("tags_added").and_then(|v| v.as_array()).into_iter().flatten() {
+                    if let Some(t) = t.as_str()
+                        && !f.tags.iter().any(|x| x == t)
+                    {
+                        f.tags.push(t.to_string());
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -522,28 +533,7 @@ impl<'a> ReportBuilder<'a> {
         // The ticket's fields at the period's end, replayed from its log.
         let f = fields_at(h, until);
         let c = contribution(h, config, since, until);
-        self.overall.add(&c);
-        self.by_queue.entry(f.queue.clone()).or_default().add(&c);
-        self.by_type
-            .entry(f.kind.clone().unwrap_or_else(|| "-".into()))
-            .or_default()
-            .add(&c);
-        for tag in &f.tags {
-            self.by_tag.entry(tag.clone()).or_default().add(&c);
-        }
-        self.by_channel.entry(h.ticket.channel.clone()).or_default().add(&c);
-        if let Some(i) = &h.ticket.intent {
-            self.by_intent.entry(i.label.clone()).or_default().add(&c);
-        }
-        self.by_assignee
-            .entry(f.assignee.clone().unwrap_or_else(|| "-".into()))
-            .or_default()
-            .add(&c);
-        if let Some(a) = &f.assignee
-            && c.backlog_age_hours.is_some()
-        {
-            self.agents.entry(a.clone()).or_default().open_assigned += 1;
-        }
+        self.fold(&h.ticket, &f, &c);
         for e in h.events.iter().filter(|e| in_period(e.at, since, until)) {
             if e.kind == "relayed" {
                 self.agents.entry(e.actor.clone()).or_default().replies += 1;
@@ -554,6 +544,65 @@ impl<'a> ReportBuilder<'a> {
             {
                 self.agents.entry(e.actor.clone()).or_default().resolved += 1;
             }
+        }
+    }
+
+    /// Folds in a ticket with no event from the period's start on, by its
+    /// record alone (each ticket once): as nothing happened to it since, its
+    /// status and fields through the period are those it has now (the record
+    /// is what its events made it). The same figures as [`add`](Self::add)
+    /// with its history, without reading that history.
+    pub fn add_quiet(&mut self, t: &Ticket) {
+        let (since, until) = (self.since, self.until);
+        if !counts_at_all(t.created_at, until) {
+            return;
+        }
+        let f = Fields {
+            queue: t.queue.clone(),
+            kind: t.kind.clone(),
+            tags: t.tags.clone(),
+            assignee: t.assignee.clone(),
+        };
+        let mut c = Contribution {
+            volume: in_period(t.created_at, since, until),
+            ..Contribution::default()
+        };
+        if matches!(t.status, Status::New | Status::Open | Status::Pending) {
+            c.backlog_age_hours = Some((until.as_second() - t.created_at.as_second()) as f64 / 3600.0);
+        }
+        // One status through the period (from its creation, if later).
+        let from = since.map_or(t.created_at, |s| s.max(t.created_at));
+        if until > from {
+            c.hours_in_status
+                .push((t.status, (until.as_second() - from.as_second()) as f64 / 3600.0));
+        }
+        self.fold(t, &f, &c);
+    }
+
+    /// Adds a ticket's contribution to every group it belongs to by `f`, its
+    /// fields at the period's end.
+    fn fold(&mut self, t: &Ticket, f: &Fields, c: &Contribution) {
+        self.overall.add(c);
+        self.by_queue.entry(f.queue.clone()).or_default().add(c);
+        self.by_type
+            .entry(f.kind.clone().unwrap_or_else(|| "-".into()))
+            .or_default()
+            .add(c);
+        for tag in &f.tags {
+            self.by_tag.entry(tag.clone()).or_default().add(c);
+        }
+        self.by_channel.entry(t.channel.clone()).or_default().add(c);
+        if let Some(i) = &t.intent {
+            self.by_intent.entry(i.label.clone()).or_default().add(c);
+        }
+        self.by_assignee
+            .entry(f.assignee.clone().unwrap_or_else(|| "-".into()))
+            .or_default()
+            .add(c);
+        if let Some(a) = &f.assignee
+            && c.backlog_age_hours.is_some()
+        {
+            self.agents.entry(a.clone()).or_default().open_assigned += 1;
         }
     }
 
@@ -695,6 +744,119 @@ mod percentile_tests {
         ];
         for (values, m, p90) in table {
             assert_eq!((median(values), nearest_rank(values, 0.9)), (m, p90), "{values:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::{History, ReportBuilder};
+    use crate::core::model::{Event, Mailbox, Status, Ticket, TicketId};
+    use jiff::{SignedDuration, Timestamp};
+    use serde_json::json;
+
+    /// A ticket whose record is what its events made it, as the pipeline
+    /// keeps them: each op (code, argument) changes the record and logs the
+    /// event that says so, an hour after the one before.
+    fn history(ops: &[(u8, u8)]) -> History {
+        let start: Timestamp = "2026-09-01T08:00:00Z".parse().unwrap();
+        let mut t = Ticket::new(
+            TicketId(7),
+            "Question",
+            Mailbox::new(None, "c@customer.test"),
+            "support",
+            "general",
+            start,
+        );
+        let mut events = vec![Event::new(
+            start,
+            "created",
+            "c@customer.test",
+            &[("queue", json!("general"))],
+        )];
+        let names = ["billing", "vip", "alice"];
+        for (i, &(op, arg)) in ops.iter().enumerate() {
+            let at = start + SignedDuration::from_hours(i as i64 + 1);
+            let name = names[arg as usize % names.len()];
+            let e = match op % 9 {
+                0 => {
+                    let to = [Status::Open, Status::Pending, Status::Resolved, Status::Closed][arg as usize % 4];
+                    let e = Event::new(
+                        at,
+                        "status",
+                        "alice",
+                        &[("from", json!(t.status.as_str())), ("to", json!(to.as_str()))],
+                    );
+                    t.status = to;
+                    e
+                }
+                1 if t.tag(name) => Event::new(at, "tag", "alice", &[("tag", json!(name))]),
+                1 => continue,
+                2 => {
+                    t.tags.retain(|x| x != name);
+                    Event::new(at, "untag", "alice", &[("tag", json!(name))])
+                }
+                3 => {
+                    let e = Event::new(at, "queue", "alice", &[("from", json!(t.queue)), ("to", json!(name))]);
+                    t.queue = name.to_string();
+                    e
+                }
+                4 => {
+                    t.kind = Some(name.to_string());
+                    Event::new(at, "type", "alice", &[("to", json!(name))])
+                }
+                5 => {
+                    t.assignee = Some(name.to_string());
+                    Event::new(at, "assigned", "system", &[("to", json!(name))])
+                }
+                6 => {
+                    t.queue = name.to_string();
+                    t.kind = Some(name.to_string());
+                    t.tag(name);
+                    Event::new(
+                        at,
+                        "routed",
+                        "system",
+                        &[
+                            ("queue", json!(t.queue)),
+                            ("type", json!(t.kind)),
+                            ("tags", json!(t.tags)),
+                        ],
+                    )
+                }
+                7 => {
+                    // A merge: the other ticket's tags, those new listed.
+                    let added: Vec<&str> = [name, "vip"].into_iter().filter(|x| t.tag(x)).collect();
+                    Event::new(at, "merged", "alice", &[("tags_added", json!(added))])
+                }
+                _ => Event::new(at, "relayed", "alice", &[]),
+            };
+            events.push(e);
+        }
+        History { ticket: t, events }
+    }
+
+    proptest::proptest! {
+        /// A ticket with no event from the period's start on counts the
+        /// same by its record alone as by its whole history.
+        #[test]
+        fn a_quiet_ticket_counts_by_its_record_as_by_its_history(
+            ops in proptest::collection::vec((0u8..9, 0u8..3), 0..12),
+            gap in 0i64..48,
+            hours in 1i64..800,
+        ) {
+            let config = crate::adapters::config::test_config("");
+            let h = history(&ops);
+            let last = h.events.last().unwrap().at;
+            let since = last + SignedDuration::from_hours(gap) + SignedDuration::from_secs(1);
+            let until = since + SignedDuration::from_hours(hours);
+            let (mut full, mut quiet) = (
+                ReportBuilder::new(&config, Some(since), until),
+                ReportBuilder::new(&config, Some(since), until),
+            );
+            full.add(&h);
+            quiet.add_quiet(&h.ticket);
+            proptest::prop_assert_eq!(quiet.finish(), full.finish());
         }
     }
 }

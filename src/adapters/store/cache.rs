@@ -14,8 +14,8 @@
 //! of the batch; the caller processes it again.
 
 use super::{
-    Change, Count, HookEntry, IdEntry, Lane, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, Store,
-    StoreError, TicketFilter, Timer,
+    Change, Count, HookEntry, IdEntry, Lane, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry, ReportTicket,
+    Store, StoreError, TicketFilter, Timer,
 };
 use crate::core::model::{Event, MessageRecord, Ticket, TicketId};
 use jiff::Timestamp;
@@ -187,7 +187,7 @@ impl Store for BatchCache {
     fn counts(&self) -> Result<Vec<Count>, StoreError> {
         self.inner.counts()
     }
-    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<TicketId>, StoreError> {
+    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<ReportTicket>, StoreError> {
         self.inner.report_tickets(since, until)
     }
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {

@@ -325,6 +325,45 @@ fn status_of_number(b: u8) -> Option<Status> {
 /// The most tickets one page may hold.
 pub const MAX_PAGE: usize = 1000;
 
+/// A ticket a report reads ([`Store::report_tickets`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportTicket {
+    /// Its number.
+    pub id: TicketId,
+    /// No event on or after the period's first day: nothing happened to it
+    /// in the period, so what it was through the period is what its record
+    /// says now, and its events need not be read.
+    pub quiet: bool,
+}
+
+/// The tickets of a report from the numbers of those with events on or after
+/// the period's first day (`touched`) and of the active ones, in number
+/// order: an active ticket not touched is quiet.
+pub fn report_set(mut touched: Vec<u64>, mut active: Vec<u64>) -> Vec<ReportTicket> {
+    touched.sort_unstable();
+    touched.dedup();
+    active.sort_unstable();
+    active.dedup();
+    let mut out = Vec::with_capacity(touched.len() + active.len());
+    let (mut t, mut a) = (touched.into_iter().peekable(), active.into_iter().peekable());
+    loop {
+        let (id, quiet) = match (t.peek(), a.peek()) {
+            (Some(x), Some(y)) if x == y => {
+                a.next();
+                (t.next().expect("peeked"), false)
+            }
+            (Some(x), Some(y)) if x < y => (t.next().expect("peeked"), false),
+            (Some(_), None) => (t.next().expect("peeked"), false),
+            (_, Some(_)) => (a.next().expect("peeked"), true),
+            (None, None) => return out,
+        };
+        out.push(ReportTicket {
+            id: TicketId(id),
+            quiet,
+        });
+    }
+}
+
 /// What the store can do; the sled backend is the embedded default.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// A ticket.
@@ -338,11 +377,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Tickets by (status, queue), kept as counters on commit.
     fn counts(&self) -> Result<Vec<Count>, StoreError>;
     /// Tickets that may matter to a report of `since..until`: every ticket
-    /// with an event on or after `since`'s day, and every active ticket,
-    /// leaving out (where the backend knows it cheaply) tickets with no event
-    /// before `until`'s day ends, which were created after the period. By
-    /// number; the caller still checks each ticket's creation.
-    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<TicketId>, StoreError>;
+    /// with an event on or after `since`'s day, and every active ticket (those
+    /// without such an event quiet), leaving out (where the backend knows it
+    /// cheaply) tickets with no event before `until`'s day ends, which were
+    /// created after the period. By number; the caller still checks each
+    /// ticket's creation. Without `since`, every ticket, none quiet.
+    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<ReportTicket>, StoreError>;
     /// A ticket's messages in order.
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError>;
     /// A ticket's events in order.

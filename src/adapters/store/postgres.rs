@@ -30,7 +30,7 @@
 use super::blobs::key_of;
 use super::{
     Change, Count, HookEntry, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, PgSettings, Position,
-    QuarantineEntry, Store, StoreError, TicketFilter, Timer,
+    QuarantineEntry, ReportTicket, Store, StoreError, TicketFilter, Timer,
 };
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -624,15 +624,18 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn report_tickets(&self, since: Option<Timestamp>, _until: Timestamp) -> Result<Vec<TicketId>, StoreError> {
-        let ids: Vec<i64> = match since {
-            Some(s) => self.column(
-                "SELECT ticket FROM events WHERE at >= $1 UNION SELECT id FROM tickets WHERE active ORDER BY 1",
-                vec![Box::new(s.as_second().div_euclid(86_400) * 86_400)],
-            )?,
-            None => self.column("SELECT id FROM tickets ORDER BY id", vec![])?,
-        };
-        Ok(ids.into_iter().map(|i| TicketId(i as u64)).collect())
+    fn report_tickets(&self, since: Option<Timestamp>, _until: Timestamp) -> Result<Vec<ReportTicket>, StoreError> {
+        let ids = |rows: Vec<i64>| rows.into_iter().map(|i| i as u64).collect::<Vec<u64>>();
+        Ok(match since {
+            Some(s) => super::report_set(
+                ids(self.column(
+                    "SELECT DISTINCT ticket FROM events WHERE at >= $1",
+                    vec![Box::new(s.as_second().div_euclid(86_400) * 86_400)],
+                )?),
+                ids(self.column("SELECT id FROM tickets WHERE active", vec![])?),
+            ),
+            None => super::report_set(ids(self.column("SELECT id FROM tickets", vec![])?), Vec::new()),
+        })
     }
 
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {

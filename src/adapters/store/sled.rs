@@ -22,7 +22,7 @@
 use super::blobs::Blobs;
 use super::{
     Change, Count, HookEntry, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry,
-    Store, StoreError, StoreSettings, TicketFilter, Timer,
+    ReportTicket, Store, StoreError, StoreSettings, TicketFilter, Timer,
 };
 use super::{status_number as status_byte, status_of_number as status_of_byte};
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
@@ -1360,33 +1360,32 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<TicketId>, StoreError> {
+    fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<ReportTicket>, StoreError> {
         // Numbers gathered in vectors, sorted and deduplicated once: a month
         // of a large desk is a hundred thousand of them.
-        let mut ids = Vec::new();
+        let (mut touched, mut active) = (Vec::new(), Vec::new());
         match since {
             Some(s) => {
                 for r in self.tree(T::Activity).range(day_key(s)..).keys() {
                     let k = r?;
                     if k.len() == 16 {
-                        ids.push(read_u64(&k[8..]));
+                        touched.push(read_u64(&k[8..]));
+                    }
+                }
+                for s in [Status::New, Status::Open, Status::Pending] {
+                    for r in self.tree(T::Ix).scan_prefix(status_prefix(s)).keys() {
+                        let k = r?;
+                        active.push(read_u64(&k[k.len() - 8..]));
                     }
                 }
             }
             None => {
                 for r in self.tree(T::Tickets).iter().keys() {
-                    ids.push(read_u64(&r?));
+                    touched.push(read_u64(&r?));
                 }
             }
         }
-        for s in [Status::New, Status::Open, Status::Pending] {
-            for r in self.tree(T::Ix).scan_prefix(status_prefix(s)).keys() {
-                let k = r?;
-                ids.push(read_u64(&k[k.len() - 8..]));
-            }
-        }
-        ids.sort_unstable();
-        ids.dedup();
+        let mut ids = super::report_set(touched, active);
         // A ticket created by the period's end has an event (its creation)
         // on or before that day: the activity keys up to it are far cheaper
         // to walk than the tickets created later are to read.
@@ -1399,7 +1398,7 @@ impl Store for SledStore {
         // has every ticket created by then: nothing to walk.
         let activity = self.tree(T::Activity);
         if activity.last()?.is_none_or(|(k, _)| k.as_ref() < &end[..]) {
-            return Ok(ids.into_iter().map(TicketId).collect());
+            return Ok(ids);
         }
         let mut created = Vec::new();
         for r in activity.range(..end).keys() {
@@ -1410,8 +1409,8 @@ impl Store for SledStore {
         }
         created.sort_unstable();
         created.dedup();
-        ids.retain(|id| created.binary_search(id).is_ok());
-        Ok(ids.into_iter().map(TicketId).collect())
+        ids.retain(|t| created.binary_search(&t.id.0).is_ok());
+        Ok(ids)
     }
 
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {
