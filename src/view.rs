@@ -176,7 +176,7 @@ pub fn report(
 /// A ticket as a report reads it: with its events, or quiet by its record.
 enum Read {
     History(crate::core::report::History),
-    Quiet(Ticket),
+    Quiet(crate::core::report::Facts),
 }
 
 /// What a report counts among `ids`: each ticket with its events (a quiet
@@ -185,7 +185,9 @@ enum Read {
 fn histories(store: &dyn Store, ids: &[ReportTicket], until: Timestamp) -> Result<Vec<Read>, StoreError> {
     let mut out = Vec::new();
     for r in ids {
-        let Some(ticket) = store.ticket(r.id)? else { continue };
+        let Some(ticket) = store.ticket_facts(r.id)? else {
+            continue;
+        };
         if ticket.merged_into.is_some() || !crate::core::report::counts_at_all(ticket.created_at, until) {
             continue;
         }

@@ -1,19 +1,91 @@
 //! `postdesk report`: helpdesk metrics over a period, computed from each
 //! ticket's event log (so a metric added later covers old tickets too). Pure.
 
-use crate::core::model::{Event, Status, Ticket};
+use crate::core::model::{Event, Status, Ticket, TicketId};
 use crate::core::settings::Settings;
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A ticket with its event log.
 #[derive(Clone, Debug)]
 pub struct History {
-    /// The ticket as it is now.
-    pub ticket: Ticket,
+    /// The ticket as it is now (what a report reads of it).
+    pub ticket: Facts,
     /// Its events, in order.
     pub events: Vec<Event>,
+}
+
+/// What a report reads of a ticket's record: the fields its figures and
+/// groups use. Read from a stored [`Ticket`]'s own serialization (the other
+/// fields skipped, so a report decodes less), or made from a ticket.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Facts {
+    /// The ticket number.
+    pub id: TicketId,
+    /// Its status now.
+    pub status: Status,
+    /// Its queue now.
+    pub queue: String,
+    /// Its type now.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Its tags now.
+    pub tags: Vec<String>,
+    /// Its assignee now.
+    pub assignee: Option<String>,
+    /// How it came in.
+    pub channel: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// The policy and deadlines in force now.
+    pub sla: FactsSla,
+    /// The intent the model read in its first mail.
+    #[serde(default)]
+    pub intent: Option<FactsIntent>,
+    /// The ticket it was merged into.
+    #[serde(default)]
+    pub merged_into: Option<TicketId>,
+}
+
+/// What a report reads of a ticket's SLA.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct FactsSla {
+    /// The policy in force.
+    pub policy: Option<String>,
+    /// The first-response deadline.
+    pub first_response_due: Option<Timestamp>,
+    /// The resolution deadline.
+    pub resolution_due: Option<Timestamp>,
+}
+
+/// What a report reads of a ticket's intent: its label.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct FactsIntent {
+    /// The predicted label.
+    pub label: String,
+}
+
+impl From<&Ticket> for Facts {
+    fn from(t: &Ticket) -> Facts {
+        Facts {
+            id: t.id,
+            status: t.status,
+            queue: t.queue.clone(),
+            kind: t.kind.clone(),
+            tags: t.tags.clone(),
+            assignee: t.assignee.clone(),
+            channel: t.channel.clone(),
+            created_at: t.created_at,
+            sla: FactsSla {
+                policy: t.sla.policy.clone(),
+                first_response_due: t.sla.first_response_due,
+                resolution_due: t.sla.resolution_due,
+            },
+            intent: t.intent.as_ref().map(|i| FactsIntent { label: i.label.clone() }),
+            merged_into: t.merged_into,
+        }
+    }
 }
 
 /// Median and 90th percentile of durations, elapsed and in business time.
@@ -455,7 +527,13 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
             // A merge brings the other ticket's tags (merges logged before
             // 2026-12-07 did not list them).
             "merged" => {
-                for t in e.detail.get("tags_added").and_then(|v| v.as_array()).into_iter().flatten() {
+                for t in e
+                    .detail
+                    .get("tags_added")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(t) = t.as_str()
                         && !f.tags.iter().any(|x| x == t)
                     {
@@ -552,7 +630,7 @@ impl<'a> ReportBuilder<'a> {
     /// status and fields through the period are those it has now (the record
     /// is what its events made it). The same figures as [`add`](Self::add)
     /// with its history, without reading that history.
-    pub fn add_quiet(&mut self, t: &Ticket) {
+    pub fn add_quiet(&mut self, t: &Facts) {
         let (since, until) = (self.since, self.until);
         if !counts_at_all(t.created_at, until) {
             return;
@@ -581,7 +659,7 @@ impl<'a> ReportBuilder<'a> {
 
     /// Adds a ticket's contribution to every group it belongs to by `f`, its
     /// fields at the period's end.
-    fn fold(&mut self, t: &Ticket, f: &Fields, c: &Contribution) {
+    fn fold(&mut self, t: &Facts, f: &Fields, c: &Contribution) {
         self.overall.add(c);
         self.by_queue.entry(f.queue.clone()).or_default().add(c);
         self.by_type
@@ -750,7 +828,7 @@ mod percentile_tests {
 
 #[cfg(test)]
 mod quiet_tests {
-    use super::{History, ReportBuilder};
+    use super::{Facts, History, ReportBuilder};
     use crate::core::model::{Event, Mailbox, Status, Ticket, TicketId};
     use jiff::{SignedDuration, Timestamp};
     use serde_json::json;
@@ -759,6 +837,15 @@ mod quiet_tests {
     /// keeps them: each op (code, argument) changes the record and logs the
     /// event that says so, an hour after the one before.
     fn history(ops: &[(u8, u8)]) -> History {
+        let (t, events) = logged(ops);
+        History {
+            ticket: Facts::from(&t),
+            events,
+        }
+    }
+
+    /// The ticket and its log after `ops`.
+    fn logged(ops: &[(u8, u8)]) -> (Ticket, Vec<Event>) {
         let start: Timestamp = "2026-09-01T08:00:00Z".parse().unwrap();
         let mut t = Ticket::new(
             TicketId(7),
@@ -833,7 +920,36 @@ mod quiet_tests {
             };
             events.push(e);
         }
-        History { ticket: t, events }
+        (t, events)
+    }
+
+    #[test]
+    fn facts_read_from_a_ticket_s_serialization_are_those_made_from_it() {
+        let mut t = logged(&[(0, 0), (1, 1), (3, 0), (4, 2), (5, 2)]).0;
+        t.sla.policy = Some("office".into());
+        t.sla.first_response_due = Some("2026-09-02T08:00:00Z".parse().unwrap());
+        t.sla.resolution_due = Some("2026-09-05T08:00:00Z".parse().unwrap());
+        t.intent = Some(crate::core::intent::Intent {
+            label: "refund".into(),
+            confidence: 0.8,
+        });
+        t.merged_into = Some(TicketId(3));
+        t.channel = "web".into();
+        let read: super::Facts = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(read, super::Facts::from(&t));
+        assert_eq!(
+            (
+                read.status,
+                read.queue.as_str(),
+                read.kind.as_deref(),
+                read.assignee.as_deref()
+            ),
+            (Status::Open, "billing", Some("alice"), Some("alice"))
+        );
+        assert_eq!(read.intent.map(|i| i.label), Some("refund".to_string()));
+        // A ticket without the optional fields reads as none of them.
+        let plain: super::Facts = serde_json::from_value(serde_json::to_value(logged(&[]).0).unwrap()).unwrap();
+        assert_eq!((plain.intent, plain.merged_into, plain.sla.policy), (None, None, None));
     }
 
     proptest::proptest! {

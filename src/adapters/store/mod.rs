@@ -368,6 +368,10 @@ pub fn report_set(mut touched: Vec<u64>, mut active: Vec<u64>) -> Vec<ReportTick
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// A ticket.
     fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
+    /// What a report reads of a ticket (a backend may decode only that).
+    fn ticket_facts(&self, id: TicketId) -> Result<Option<crate::core::report::Facts>, StoreError> {
+        Ok(self.ticket(id)?.as_ref().map(crate::core::report::Facts::from))
+    }
     /// The number the next new ticket gets.
     fn next_ticket_id(&self) -> Result<TicketId, StoreError>;
     /// One page of the tickets matching `filter`, after `cursor` (from a

@@ -1243,6 +1243,13 @@ impl Store for SledStore {
             .transpose()
     }
 
+    fn ticket_facts(&self, id: TicketId) -> Result<Option<crate::core::report::Facts>, StoreError> {
+        self.tree(T::Tickets)
+            .get(be(id.0))?
+            .map(|v| decode("tickets", &v))
+            .transpose()
+    }
+
     fn next_ticket_id(&self) -> Result<TicketId, StoreError> {
         Ok(TicketId(
             self.tree(T::Meta)
