@@ -1,5 +1,8 @@
 //! Maildir source: each file in `new/` goes through the pipeline, the store
-//! is flushed, then the file moves to `cur/` with the seen flag.
+//! is flushed, then the file moves to `cur/` with the seen flag. When
+//! postdesk takes a Maildir over (it never read mail from it), the mail that
+//! waited in `new/` longer than `[automation] backfill_window` (by the
+//! file's time of delivery) is history, as for an IMAP mailbox.
 
 use super::Sink;
 use crate::pipeline::Origin;
@@ -17,11 +20,15 @@ pub async fn run(sink: Sink, mailbox: String, path: PathBuf, mut shutdown: watch
     tracing::info!(mailbox = %mailbox, path = %path.display(), "watching maildir");
     // Instances sharing a store scan the folder one at a time.
     let mut lease = super::Lease::new(super::mailbox_lease(&mailbox));
+    // Whether postdesk is taking the Maildir over: asked of the store once
+    // the lease is held, then kept here.
+    let mut taking_over: Option<bool> = None;
     loop {
         if !lease.held(&sink) {
             sink.pipeline().metrics.mailbox_standby(&mailbox, true);
+            taking_over = None;
         } else {
-            match scan_once(&sink, &mailbox, &path) {
+            match scan(&sink, &mailbox, &path, &mut taking_over) {
                 Ok(_) => sink
                     .pipeline()
                     .metrics
@@ -43,8 +50,72 @@ pub async fn run(sink: Sink, mailbox: String, path: PathBuf, mut shutdown: watch
     }
 }
 
-/// Processes every file in `new/` once. Returns how many were processed.
-pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, String> {
+/// Whether postdesk takes the Maildir of `mailbox` over, from its stored
+/// position: one that says so, or none where no mail from this Maildir was
+/// ever processed (a desk that read it before this was stored goes on
+/// live). A takeover is stored before any of its mail, so that a restart in
+/// its middle goes on with it.
+fn takeover(sink: &Sink, mailbox: &str) -> Result<bool, String> {
+    let store = |e: crate::adapters::store::StoreError| format!("store: {e}");
+    let pipeline = sink.pipeline();
+    if let Some(p) = pipeline.store.position(mailbox).map_err(store)? {
+        return Ok(p.taking_over);
+    }
+    let taking_over = !pipeline
+        .store
+        .has_source_prefix(&source_prefix(mailbox))
+        .map_err(store)?;
+    pipeline
+        .set_position(mailbox, maildir_position(taking_over))
+        .map_err(store)?;
+    if taking_over {
+        tracing::info!(
+            mailbox,
+            "taking the maildir over: mail that waited in new/ past backfill_window is history"
+        );
+    }
+    Ok(taking_over)
+}
+
+/// A Maildir's stored position: only whether it is being taken over (no
+/// UIDs).
+fn maildir_position(taking_over: bool) -> crate::adapters::store::Position {
+    crate::adapters::store::Position {
+        uid_validity: 0,
+        last_uid: 0,
+        taking_over,
+    }
+}
+
+/// The start of the source keys of a Maildir's mail.
+fn source_prefix(mailbox: &str) -> String {
+    format!("maildir:{mailbox}:")
+}
+
+/// One scan of `new/`, taking the Maildir over when postdesk never read
+/// it: once `new/` has been read to its end, what it finds is live.
+fn scan(sink: &Sink, mailbox: &str, path: &Path, taking_over: &mut Option<bool>) -> Result<usize, String> {
+    let over = match *taking_over {
+        Some(t) => t,
+        None => *taking_over.insert(takeover(sink, mailbox)?),
+    };
+    let n = scan_once(sink, mailbox, path, over)?;
+    if over {
+        sink.pipeline()
+            .set_position(mailbox, maildir_position(false))
+            .map_err(|e| format!("store: {e}"))?;
+        *taking_over = Some(false);
+        tracing::info!(
+            mailbox,
+            "maildir taken over: read to its end; what arrives from now on is live"
+        );
+    }
+    Ok(n)
+}
+
+/// Processes every file in `new/` once (while `taking_over`, what waited
+/// past the backfill window as history). Returns how many were processed.
+pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path, taking_over: bool) -> Result<usize, String> {
     let new = path.join("new");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
         .map_err(|e| format!("{}: {e}", new.display()))?
@@ -55,38 +126,47 @@ pub fn scan_once(sink: &Sink, mailbox: &str, path: &Path) -> Result<usize, Strin
     let mut total = 0;
     // A batch at a time: one blob sync and one flush each, memory bounded by the batch.
     for chunk in files.chunks(64) {
-        total += scan_batch(sink, mailbox, path, chunk)?;
+        total += scan_batch(sink, mailbox, path, chunk, taking_over)?;
     }
     Ok(total)
 }
 
-fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Result<usize, String> {
-    /// A file read: path, name, bytes (or head), real size when oversized, origin.
-    type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin);
+fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf], taking_over: bool) -> Result<usize, String> {
+    /// A file read: path, name, bytes (or head), real size when oversized, origin, arrival.
+    type Read = (PathBuf, String, Vec<u8>, Option<u64>, Origin, jiff::Timestamp);
     let mut read: Vec<Read> = Vec::new();
     let max = sink.pipeline().config.limits.max_message_bytes;
+    let window = sink.pipeline().config.automation.backfill_window;
+    let now = jiff::Timestamp::now();
     for f in files {
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         // Never more than the limit in memory: a larger file gives only its header section.
-        match std::fs::File::open(f).and_then(|file| crate::adapters::ingest::read_bounded(file, max)) {
-            Ok((raw, oversized)) => {
+        match std::fs::File::open(f).and_then(|file| {
+            // Delivered when the file was written (its modification time).
+            let delivered = file.metadata().and_then(|m| m.modified()).ok();
+            crate::adapters::ingest::read_bounded(file, max).map(|r| (r, delivered))
+        }) {
+            Ok(((raw, oversized), delivered)) => {
                 // Arriving now, however long the file waited (postdesk down
-                // over a weekend): a Maildir full of old mail is imported
-                // with `postdesk ingest` first, which makes it history.
+                // over a weekend), but while postdesk takes the Maildir over.
+                let delivered = delivered
+                    .filter(|_| taking_over)
+                    .and_then(|t| jiff::Timestamp::try_from(t).ok());
+                let (origin, at) = Origin::delivered(mailbox, delivered, now, window);
                 let origin = Origin {
-                    source_key: Some(format!("maildir:{mailbox}:{name}")),
-                    ..Origin::live(mailbox)
+                    source_key: Some(format!("{}{name}", source_prefix(mailbox))),
+                    ..origin
                 };
-                read.push((f.clone(), name, raw, oversized, origin));
+                read.push((f.clone(), name, raw, oversized, origin, at));
             }
             Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot read maildir file"),
         }
     }
-    let mut whole: Vec<(&[u8], &Origin)> = Vec::new();
-    for (_, name, raw, oversized, origin) in &read {
+    let mut whole: Vec<(&[u8], &Origin, jiff::Timestamp)> = Vec::new();
+    for (_, name, raw, oversized, origin, at) in &read {
         match oversized {
             Some(size) => {
                 let whereabouts = format!(
@@ -100,12 +180,12 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf]) -> Res
                     .map_err(|e| format!("store: {e}"))?;
                 tracing::debug!(file = %name, ?p, "maildir mail processed");
             }
-            None => whole.push((raw, origin)),
+            None => whole.push((raw, origin, *at)),
         }
     }
-    for ((_, origin), p) in whole
+    for ((_, origin, _), p) in whole
         .iter()
-        .zip(sink.process_batch(&whole).map_err(|e| format!("store: {e}"))?)
+        .zip(sink.process_batch_at(&whole).map_err(|e| format!("store: {e}"))?)
     {
         tracing::debug!(source = ?origin.source_key, ?p, "maildir mail processed");
     }

@@ -128,7 +128,7 @@ fn quickstart_daemon_turns_a_maildir_mail_into_a_ticket_and_an_eml_ack() {
 }
 
 #[test]
-fn a_maildir_s_old_mail_is_history_through_ingest_and_mail_that_waited_out_a_downtime_is_not() {
+fn a_maildir_taken_over_makes_its_old_mail_history_and_mail_that_waited_out_a_downtime_is_not() {
     let desk = DeskConfig::new()
         .extra("[automation]\nbackfill_window = \"1d\"\n")
         .build();
@@ -136,7 +136,7 @@ fn a_maildir_s_old_mail_is_history_through_ingest_and_mail_that_waited_out_a_dow
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(inbox.join(sub)).unwrap();
     }
-    let days_ago = |d: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(d * 86_400);
+    let hours_ago = |h: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600);
     let deliver = |name: &str, from: &str, id: &str, delivered: std::time::SystemTime| {
         let date = jiff::fmt::rfc2822::to_string(
             &jiff::Timestamp::try_from(delivered)
@@ -155,19 +155,6 @@ fn a_maildir_s_old_mail_is_history_through_ingest_and_mail_that_waited_out_a_dow
             .set_modified(delivered)
             .unwrap();
     };
-    // A Maildir full of old mail is imported first: Carol's, two weeks old, is history.
-    deliver("1.carol", "carol@customer.test", "old@customer.test", days_ago(14));
-    let out = desk
-        .command()
-        .args(["ingest", "--no-send", "--json", inbox.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(summary["history"], 1, "{summary}");
-    // Dave's waited three days in new/ while postdesk was down: it is live.
-    deliver("2.dave", "dave@customer.test", "new@customer.test", days_ago(3));
-    let daemon = desk.start();
     let outbox = desk.dir.join("outbox");
     let sent = || -> Vec<String> {
         std::fs::read_dir(&outbox)
@@ -179,19 +166,45 @@ fn a_maildir_s_old_mail_is_history_through_ingest_and_mail_that_waited_out_a_dow
             })
             .unwrap_or_default()
     };
-    crate::support::wait_until(20, "both files moved to cur/", || {
-        std::fs::read_dir(inbox.join("cur")).unwrap().count() == 2
-    });
-    crate::support::wait_until(20, "Dave's acknowledgement", || !sent().is_empty());
+    let in_cur = || std::fs::read_dir(inbox.join("cur")).unwrap().count();
+    // postdesk takes over a Maildir it never read: Carol's mail waited two
+    // weeks in new/ (history), Erin's two hours (live).
+    deliver(
+        "1.carol",
+        "carol@customer.test",
+        "old@customer.test",
+        hours_ago(14 * 24),
+    );
+    deliver("2.erin", "erin@customer.test", "recent@customer.test", hours_ago(2));
+    let daemon = desk.start();
+    crate::support::wait_until(20, "both files moved to cur/", || in_cur() == 2);
+    crate::support::wait_until(20, "Erin's acknowledgement", || !sent().is_empty());
     daemon.stop();
-    let sent = sent();
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(crate::support::header(&sent[0], "To"), Some("<dave@customer.test>"));
-    assert_eq!(desk.tickets().len(), 2, "Carol's file, read again, is a duplicate");
-    assert_eq!(desk.show(1)["status"], "closed");
-    let dave = desk.show(2);
-    assert_eq!(dave["requester"]["email"], "dave@customer.test", "{dave}");
-    assert_eq!(dave["status"], "new", "{dave}");
+    // Dave's waited three days in new/ while postdesk was down: it is live.
+    deliver("3.dave", "dave@customer.test", "new@customer.test", hours_ago(3 * 24));
+    let daemon = desk.start();
+    crate::support::wait_until(20, "Dave's file moved to cur/", || in_cur() == 3);
+    crate::support::wait_until(20, "Dave's acknowledgement", || sent().len() == 2);
+    daemon.stop();
+    let mut to: Vec<String> = sent()
+        .iter()
+        .map(|m| crate::support::header(m, "To").unwrap().to_string())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["<dave@customer.test>", "<erin@customer.test>"]);
+    let requester = |n: u64| desk.show(n)["requester"]["email"].as_str().unwrap().to_string();
+    assert_eq!(
+        (requester(1), desk.show(1)["status"].clone()),
+        ("carol@customer.test".to_string(), serde_json::json!("closed"))
+    );
+    assert_eq!(
+        (requester(2), desk.show(2)["status"].clone()),
+        ("erin@customer.test".to_string(), serde_json::json!("new"))
+    );
+    assert_eq!(
+        (requester(3), desk.show(3)["status"].clone()),
+        ("dave@customer.test".to_string(), serde_json::json!("new"))
+    );
 }
 
 #[test]

@@ -233,6 +233,12 @@ impl Store for BatchCache {
         }
         self.inner.has_hash(hash)
     }
+    fn has_source_prefix(&self, prefix: &str) -> Result<bool, StoreError> {
+        if self.state().sources.iter().any(|k| k.starts_with(prefix)) {
+            return Ok(true);
+        }
+        self.inner.has_source_prefix(prefix)
+    }
     fn has_source(&self, key: &str) -> Result<bool, StoreError> {
         {
             let s = self.state();

@@ -140,9 +140,10 @@ pub struct QuarantineEntry {
 /// A mailbox position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
-    /// IMAP UIDVALIDITY.
+    /// IMAP UIDVALIDITY (0 for a Maildir, whose position is only whether it
+    /// is being taken over).
     pub uid_validity: u32,
-    /// Highest UID processed.
+    /// Highest UID processed (0 for a Maildir).
     pub last_uid: u32,
     /// postdesk is taking the mailbox over: it has not yet read the folder
     /// to its end once, so old mail still waiting there is history (kept
@@ -398,6 +399,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn has_hash(&self, hash: &str) -> Result<bool, StoreError>;
     /// Whether a source key was processed.
     fn has_source(&self, key: &str) -> Result<bool, StoreError>;
+    /// Whether any source key starting with `prefix` was processed (a
+    /// source that has delivered mail before).
+    fn has_source_prefix(&self, prefix: &str) -> Result<bool, StoreError>;
     /// A mailbox's position.
     fn position(&self, mailbox: &str) -> Result<Option<Position>, StoreError>;
 

@@ -725,6 +725,16 @@ impl Store for PgStore {
             .is_some())
     }
 
+    fn has_source_prefix(&self, prefix: &str) -> Result<bool, StoreError> {
+        // Asked once per source at a start: a scan is fine.
+        Ok(self
+            .one::<i32>(
+                "SELECT 1 FROM sources WHERE starts_with(key, $1) LIMIT 1",
+                vec![Box::new(prefix.to_string())],
+            )?
+            .is_some())
+    }
+
     fn position(&self, mailbox: &str) -> Result<Option<Position>, StoreError> {
         Ok(self
             .rows(

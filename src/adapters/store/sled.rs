@@ -1446,6 +1446,16 @@ impl Store for SledStore {
         Ok(self.tree(T::Sources).contains_key(key.as_bytes())?)
     }
 
+    fn has_source_prefix(&self, prefix: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .tree(T::Sources)
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     fn position(&self, mailbox: &str) -> Result<Option<Position>, StoreError> {
         self.tree(T::Positions)
             .get(mailbox.as_bytes())?
@@ -1743,6 +1753,22 @@ mod tests {
             decode::<Value>("messages", &[9, b'{', b'}']),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_source_prefix_is_known_once_a_key_under_it_is() {
+        let dir = std::env::temp_dir().join(format!("postdesk-sled-prefix-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SledStore::open(&dir, &StoreSettings::default()).unwrap();
+        assert!(!store.has_source_prefix("maildir:support:").unwrap());
+        let mut change = Change::default();
+        change.push(Op::Source("maildir:support:1.eml".into(), "k".into()));
+        store.commit(change).unwrap();
+        assert!(store.has_source_prefix("maildir:support:").unwrap());
+        assert!(!store.has_source_prefix("maildir:sales:").unwrap());
+        assert!(!store.has_source_prefix("maildir:support:2").unwrap());
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
