@@ -127,8 +127,45 @@ fn quickstart_daemon_turns_a_maildir_mail_into_a_ticket_and_an_eml_ack() {
     assert_eq!(desk.tickets().len(), 1);
 }
 
-#[test]
-fn a_maildir_taken_over_makes_its_old_mail_history_and_mail_that_waited_out_a_downtime_is_not() {
+/// Writes a mail from `from` into the Maildir `inbox`'s `new/` as if
+/// delivered at `delivered` (its Date and the file's modification time).
+fn deliver(inbox: &std::path::Path, name: &str, from: &str, id: &str, delivered: std::time::SystemTime) {
+    let date = jiff::fmt::rfc2822::to_string(
+        &jiff::Timestamp::try_from(delivered)
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC),
+    )
+    .unwrap();
+    let path = inbox.join("new").join(name);
+    let text = mail(from, "support@example.com", "Shop is down", id, "", "x")
+        .replace("Mon, 23 Nov 2026 09:00:00 +0000", &date);
+    std::fs::write(&path, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(delivered)
+        .unwrap();
+}
+
+fn hours_ago(h: u64) -> std::time::SystemTime {
+    std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600)
+}
+
+/// The `.eml` files the desk's file outbox holds.
+fn sent(desk: &crate::support::Desk) -> Vec<String> {
+    std::fs::read_dir(desk.dir.join("outbox"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A desk with a one-day backfill window and its Maildir's folders.
+fn maildir_desk() -> (crate::support::Desk, std::path::PathBuf) {
     let desk = DeskConfig::new()
         .extra("[automation]\nbackfill_window = \"1d\"\n")
         .build();
@@ -136,57 +173,46 @@ fn a_maildir_taken_over_makes_its_old_mail_history_and_mail_that_waited_out_a_do
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(inbox.join(sub)).unwrap();
     }
-    let hours_ago = |h: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600);
-    let deliver = |name: &str, from: &str, id: &str, delivered: std::time::SystemTime| {
-        let date = jiff::fmt::rfc2822::to_string(
-            &jiff::Timestamp::try_from(delivered)
-                .unwrap()
-                .to_zoned(jiff::tz::TimeZone::UTC),
-        )
-        .unwrap();
-        let path = inbox.join("new").join(name);
-        let text = mail(from, "support@example.com", "Shop is down", id, "", "x")
-            .replace("Mon, 23 Nov 2026 09:00:00 +0000", &date);
-        std::fs::write(&path, text).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(delivered)
-            .unwrap();
-    };
-    let outbox = desk.dir.join("outbox");
-    let sent = || -> Vec<String> {
-        std::fs::read_dir(&outbox)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    (desk, inbox)
+}
+
+#[test]
+fn a_maildir_taken_over_makes_its_old_mail_history_and_mail_that_waited_out_a_downtime_is_not() {
+    let (desk, inbox) = maildir_desk();
     let in_cur = || std::fs::read_dir(inbox.join("cur")).unwrap().count();
     // postdesk takes over a Maildir it never read: Carol's mail waited two
     // weeks in new/ (history), Erin's two hours (live).
     deliver(
+        &inbox,
         "1.carol",
         "carol@customer.test",
         "old@customer.test",
         hours_ago(14 * 24),
     );
-    deliver("2.erin", "erin@customer.test", "recent@customer.test", hours_ago(2));
+    deliver(
+        &inbox,
+        "2.erin",
+        "erin@customer.test",
+        "recent@customer.test",
+        hours_ago(2),
+    );
     let daemon = desk.start();
     crate::support::wait_until(20, "both files moved to cur/", || in_cur() == 2);
-    crate::support::wait_until(20, "Erin's acknowledgement", || !sent().is_empty());
+    crate::support::wait_until(20, "Erin's acknowledgement", || !sent(&desk).is_empty());
     daemon.stop();
     // Dave's waited three days in new/ while postdesk was down: it is live.
-    deliver("3.dave", "dave@customer.test", "new@customer.test", hours_ago(3 * 24));
+    deliver(
+        &inbox,
+        "3.dave",
+        "dave@customer.test",
+        "new@customer.test",
+        hours_ago(3 * 24),
+    );
     let daemon = desk.start();
     crate::support::wait_until(20, "Dave's file moved to cur/", || in_cur() == 3);
-    crate::support::wait_until(20, "Dave's acknowledgement", || sent().len() == 2);
+    crate::support::wait_until(20, "Dave's acknowledgement", || sent(&desk).len() == 2);
     daemon.stop();
-    let mut to: Vec<String> = sent()
+    let mut to: Vec<String> = sent(&desk)
         .iter()
         .map(|m| crate::support::header(m, "To").unwrap().to_string())
         .collect();
@@ -205,6 +231,36 @@ fn a_maildir_taken_over_makes_its_old_mail_history_and_mail_that_waited_out_a_do
         (requester(3), desk.show(3)["status"].clone()),
         ("dave@customer.test".to_string(), serde_json::json!("new"))
     );
+}
+
+/// A desk whose daemon read its Maildir before takeovers were stored (a
+/// source key of the Maildir in the store, no position) is not taken over:
+/// mail that waited out the downtime of the upgrade is live.
+#[test]
+fn a_maildir_read_before_takeovers_were_stored_is_not_taken_over() {
+    let (desk, inbox) = maildir_desk();
+    {
+        let config = postdesk::adapters::config::load(&desk.config).unwrap();
+        let store = postdesk::adapters::store::open(&config.instance.data_dir, &config.store).unwrap();
+        let mut change = postdesk::adapters::store::Change::default();
+        change.push(postdesk::adapters::store::Op::Source(
+            "maildir:support:0.earlier:2,S".into(),
+            "0".repeat(64),
+        ));
+        store.commit(change).unwrap();
+        store.flush().unwrap();
+    }
+    deliver(
+        &inbox,
+        "1.dave",
+        "dave@customer.test",
+        "waited@customer.test",
+        hours_ago(3 * 24),
+    );
+    let daemon = desk.start();
+    crate::support::wait_until(20, "Dave's acknowledgement", || !sent(&desk).is_empty());
+    daemon.stop();
+    assert_eq!(desk.show(1)["status"], "new");
 }
 
 #[test]
