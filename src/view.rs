@@ -2,7 +2,7 @@
 //! events (redacted of agent-bound tokens), report bounds, the histories a
 //! report reads, the paged walk over every ticket, and the team's dashboard.
 
-use crate::adapters::store::{ReportTicket, Store, StoreError, TicketFilter};
+use crate::adapters::store::{ReportRead, ReportTicket, Store, StoreError, TicketFilter};
 use crate::core::model::{MessageRecord, Ticket, TicketId};
 use jiff::Timestamp;
 
@@ -160,10 +160,13 @@ pub fn report(
         for (n, read) in rx {
             waiting.insert(n, read?);
             while let Some(read) = waiting.remove(&turn) {
-                for r in &read {
-                    match r {
-                        Read::History(h) => b.add(h),
-                        Read::Quiet(t) => b.add_quiet(t),
+                for r in read {
+                    match r.events {
+                        Some(events) => b.add(&crate::core::report::History {
+                            ticket: r.facts,
+                            events,
+                        }),
+                        None => b.add_quiet(&r.facts),
                     }
                 }
                 turn += 1;
@@ -173,32 +176,13 @@ pub fn report(
     })
 }
 
-/// A ticket as a report reads it: with its events, or quiet by its record.
-enum Read {
-    History(crate::core::report::History),
-    Quiet(crate::core::report::Facts),
-}
-
 /// What a report counts among `ids`: each ticket with its events (a quiet
 /// one without), but those merged into another (they count as that one) and
 /// those created after the period.
-fn histories(store: &dyn Store, ids: &[ReportTicket], until: Timestamp) -> Result<Vec<Read>, StoreError> {
-    let mut out = Vec::new();
-    for r in ids {
-        let Some(ticket) = store.ticket_facts(r.id)? else {
-            continue;
-        };
-        if ticket.merged_into.is_some() || !crate::core::report::counts_at_all(ticket.created_at, until) {
-            continue;
-        }
-        out.push(if r.quiet {
-            Read::Quiet(ticket)
-        } else {
-            let events = store.events(ticket.id)?;
-            Read::History(crate::core::report::History { ticket, events })
-        });
-    }
-    Ok(out)
+fn histories(store: &dyn Store, ids: &[ReportTicket], until: Timestamp) -> Result<Vec<ReportRead>, StoreError> {
+    store.report_reads(ids, &|t| {
+        t.merged_into.is_none() && crate::core::report::counts_at_all(t.created_at, until)
+    })
 }
 
 /// Most threads a report reads with.

@@ -337,6 +337,15 @@ pub struct ReportTicket {
     pub quiet: bool,
 }
 
+/// One ticket as a report reads it ([`Store::report_reads`]).
+#[derive(Clone, Debug)]
+pub struct ReportRead {
+    /// What the report reads of its record.
+    pub facts: crate::core::report::Facts,
+    /// Its events in order; none read for a quiet ticket.
+    pub events: Option<Vec<Event>>,
+}
+
 /// The tickets of a report from the numbers of those with events on or after
 /// the period's first day (`touched`) and of the active ones, in number
 /// order: an active ticket not touched is quiet.
@@ -388,6 +397,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// created after the period. By number; the caller still checks each
     /// ticket's creation. Without `since`, every ticket, none quiet.
     fn report_tickets(&self, since: Option<Timestamp>, until: Timestamp) -> Result<Vec<ReportTicket>, StoreError>;
+    /// What a report reads of `tickets` (from [`report_tickets`](Self::report_tickets)),
+    /// in their order: the facts of each one found that `wanted` keeps, with
+    /// its events unless it is quiet. One ticket after the other here; a
+    /// remote backend reads a batch in a few queries.
+    fn report_reads(
+        &self,
+        tickets: &[ReportTicket],
+        wanted: &dyn Fn(&crate::core::report::Facts) -> bool,
+    ) -> Result<Vec<ReportRead>, StoreError> {
+        let mut out = Vec::with_capacity(tickets.len());
+        for r in tickets {
+            let Some(facts) = self.ticket_facts(r.id)? else {
+                continue;
+            };
+            if !wanted(&facts) {
+                continue;
+            }
+            let events = if r.quiet { None } else { Some(self.events(r.id)?) };
+            out.push(ReportRead { facts, events });
+        }
+        Ok(out)
+    }
     /// A ticket's messages in order.
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError>;
     /// A ticket's events in order.

@@ -30,7 +30,7 @@
 use super::blobs::key_of;
 use super::{
     Change, Count, HookEntry, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, PgSettings, Position,
-    QuarantineEntry, ReportTicket, Store, StoreError, TicketFilter, Timer,
+    QuarantineEntry, ReportRead, ReportTicket, Store, StoreError, TicketFilter, Timer,
 };
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -636,6 +636,51 @@ impl Store for PgStore {
             ),
             None => super::report_set(ids(self.column("SELECT id FROM tickets", vec![])?), Vec::new()),
         })
+    }
+
+    fn report_reads(
+        &self,
+        tickets: &[ReportTicket],
+        wanted: &dyn Fn(&crate::core::report::Facts) -> bool,
+    ) -> Result<Vec<ReportRead>, StoreError> {
+        // Two queries a batch, not two a ticket: a report reads tens of
+        // thousands of them.
+        let ids: Vec<i64> = tickets.iter().map(|t| t.id.0 as i64).collect();
+        let mut facts: HashMap<i64, crate::core::report::Facts> = self
+            .rows(
+                "SELECT id, data FROM tickets WHERE id = ANY($1)".into(),
+                vec![Box::new(ids)],
+                |r| Ok((r.try_get(0)?, r.try_get::<_, Json<crate::core::report::Facts>>(1)?.0)),
+            )?
+            .into_iter()
+            .collect();
+        let kept: Vec<(&ReportTicket, crate::core::report::Facts)> = tickets
+            .iter()
+            .filter_map(|t| facts.remove(&(t.id.0 as i64)).map(|f| (t, f)))
+            .filter(|(_, f)| wanted(f))
+            .collect();
+        let replayed: Vec<i64> = kept
+            .iter()
+            .filter(|(t, _)| !t.quiet)
+            .map(|(t, _)| t.id.0 as i64)
+            .collect();
+        let mut events: HashMap<i64, Vec<Event>> = HashMap::new();
+        if !replayed.is_empty() {
+            for (ticket, e) in self.rows(
+                "SELECT ticket, data FROM events WHERE ticket = ANY($1) ORDER BY ticket, seq".into(),
+                vec![Box::new(replayed)],
+                |r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, Json<Event>>(1)?.0)),
+            )? {
+                events.entry(ticket).or_default().push(e);
+            }
+        }
+        Ok(kept
+            .into_iter()
+            .map(|(t, facts)| ReportRead {
+                events: (!t.quiet).then(|| events.remove(&(t.id.0 as i64)).unwrap_or_default()),
+                facts,
+            })
+            .collect())
     }
 
     fn messages(&self, id: TicketId) -> Result<Vec<MessageRecord>, StoreError> {
