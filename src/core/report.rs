@@ -484,6 +484,25 @@ struct Fields {
     assignee: Option<String>,
 }
 
+impl Fields {
+    /// The fields a ticket's record has now.
+    fn now(t: &Facts) -> Fields {
+        Fields {
+            queue: t.queue.clone(),
+            kind: t.kind.clone(),
+            tags: t.tags.clone(),
+            assignee: t.assignee.clone(),
+        }
+    }
+
+    /// Adds a tag it does not have yet.
+    fn tag(&mut self, tag: &str) {
+        if !self.tags.iter().any(|t| t == tag) {
+            self.tags.push(tag.to_string());
+        }
+    }
+}
+
 /// The fields at `at`, replayed from the event log, so that a change after a
 /// period's end (a reassignment, a queue move) never changes its report.
 fn fields_at(h: &History, at: Timestamp) -> Fields {
@@ -513,10 +532,8 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
             "queue" => f.queue = text(e, "to").unwrap_or(f.queue),
             "type" => f.kind = text(e, "to"),
             "tag" => {
-                if let Some(t) = text(e, "tag")
-                    && !f.tags.contains(&t)
-                {
-                    f.tags.push(t);
+                if let Some(t) = e.detail.get("tag").and_then(|v| v.as_str()) {
+                    f.tag(t);
                 }
             }
             "untag" => {
@@ -527,31 +544,19 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
             // A merge brings the other ticket's tags (merges logged before
             // 2026-12-07 did not list them).
             "merged" => {
-                for t in e
-                    .detail
-                    .get("tags_added")
-                    .and_then(|v| v.as_array())
+                let added = e.detail.get("tags_added").and_then(|v| v.as_array());
+                added
                     .into_iter()
                     .flatten()
-                {
-                    if let Some(t) = t.as_str()
-                        && !f.tags.iter().any(|x| x == t)
-                    {
-                        f.tags.push(t.to_string());
-                    }
-                }
+                    .filter_map(|t| t.as_str())
+                    .for_each(|t| f.tag(t));
             }
             _ => {}
         }
     }
     if !seen_created {
         // A history without its creation event: the fields as they are now.
-        return Fields {
-            queue: h.ticket.queue.clone(),
-            kind: h.ticket.kind.clone(),
-            tags: h.ticket.tags.clone(),
-            assignee: h.ticket.assignee.clone(),
-        };
+        return Fields::now(&h.ticket);
     }
     f
 }
@@ -635,12 +640,7 @@ impl<'a> ReportBuilder<'a> {
         if !counts_at_all(t.created_at, until) {
             return;
         }
-        let f = Fields {
-            queue: t.queue.clone(),
-            kind: t.kind.clone(),
-            tags: t.tags.clone(),
-            assignee: t.assignee.clone(),
-        };
+        let f = Fields::now(t);
         let mut c = Contribution {
             volume: in_period(t.created_at, since, until),
             ..Contribution::default()
@@ -935,8 +935,8 @@ mod quiet_tests {
         });
         t.merged_into = Some(TicketId(3));
         t.channel = "web".into();
-        let read: super::Facts = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
-        assert_eq!(read, super::Facts::from(&t));
+        let read: Facts = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(read, Facts::from(&t));
         assert_eq!(
             (
                 read.status,
@@ -948,7 +948,7 @@ mod quiet_tests {
         );
         assert_eq!(read.intent.map(|i| i.label), Some("refund".to_string()));
         // A ticket without the optional fields reads as none of them.
-        let plain: super::Facts = serde_json::from_value(serde_json::to_value(logged(&[]).0).unwrap()).unwrap();
+        let plain: Facts = serde_json::from_value(serde_json::to_value(logged(&[]).0).unwrap()).unwrap();
         assert_eq!((plain.intent, plain.merged_into, plain.sla.policy), (None, None, None));
     }
 

@@ -534,7 +534,6 @@ fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
     let mut imap = Imap::login(dovecot.port, "support");
     // Carol's mail was delivered two weeks before postdesk took the mailbox
     // over; Dave's now. Both carry the same Date: the server's time decides.
-    let written = |from: &str, id: &str| mail(from, "support@example.com", "Shop is down", id, "", "Nothing loads.");
     imap.append_at(
         "INBOX",
         &written("carol@customer.test", "old@customer.test"),
@@ -628,17 +627,7 @@ fn a_restart_in_the_middle_of_a_takeover_keeps_the_rest_of_the_old_mail_history(
         "the daemon read all {OLD} mails before it stopped: the test needs the takeover cut short"
     );
     // A customer writes while postdesk is down: delivered now, live.
-    imap.append(
-        "INBOX",
-        &mail(
-            "dave@customer.test",
-            "support@example.com",
-            "Shop is down",
-            "new@customer.test",
-            "",
-            "Nothing loads.",
-        ),
-    );
+    imap.append("INBOX", &written("dave@customer.test", "new@customer.test"));
     let daemon = desk.start();
     wait_until(60, "every mail moved to Processed", || {
         imap.count("INBOX") == 0 && imap.count("Processed") == OLD + 1
@@ -665,14 +654,7 @@ fn a_restart_in_the_middle_of_a_takeover_keeps_the_rest_of_the_old_mail_history(
     let three_days_ago = delivered_hours_ago(72);
     imap.append_at(
         "INBOX",
-        &mail(
-            "erin@customer.test",
-            "support@example.com",
-            "Still down",
-            "later@customer.test",
-            "",
-            "Help.",
-        ),
+        &written("erin@customer.test", "later@customer.test"),
         Some(&three_days_ago),
     );
     let daemon = desk.start();
@@ -702,14 +684,7 @@ fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
     let three_days_ago = delivered_hours_ago(72);
     imap.append_at(
         "INBOX",
-        &mail(
-            "erin@customer.test",
-            "support@example.com",
-            "Down",
-            "late@customer.test",
-            "",
-            "Help.",
-        ),
+        &written("erin@customer.test", "late@customer.test"),
         Some(&three_days_ago),
     );
     let daemon = desk.start();
@@ -718,6 +693,11 @@ fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
     });
     daemon.stop();
     assert_eq!(desk.show(1)["status"], "new");
+}
+
+/// A customer's mail to the support address.
+fn written(from: &str, id: &str) -> String {
+    mail(from, "support@example.com", "Shop is down", id, "", "Nothing loads.")
 }
 
 /// A time `hours` before now as IMAP's APPEND takes a delivery date.

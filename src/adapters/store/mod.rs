@@ -349,29 +349,27 @@ pub struct ReportRead {
 /// The tickets of a report from the numbers of those with events on or after
 /// the period's first day (`touched`) and of the active ones, in number
 /// order: an active ticket not touched is quiet.
-pub fn report_set(mut touched: Vec<u64>, mut active: Vec<u64>) -> Vec<ReportTicket> {
+pub fn report_set(mut touched: Vec<u64>, active: Vec<u64>) -> Vec<ReportTicket> {
     touched.sort_unstable();
     touched.dedup();
-    active.sort_unstable();
-    active.dedup();
-    let mut out = Vec::with_capacity(touched.len() + active.len());
-    let (mut t, mut a) = (touched.into_iter().peekable(), active.into_iter().peekable());
-    loop {
-        let (id, quiet) = match (t.peek(), a.peek()) {
-            (Some(x), Some(y)) if x == y => {
-                a.next();
-                (t.next().expect("peeked"), false)
-            }
-            (Some(x), Some(y)) if x < y => (t.next().expect("peeked"), false),
-            (Some(_), None) => (t.next().expect("peeked"), false),
-            (_, Some(_)) => (a.next().expect("peeked"), true),
-            (None, None) => return out,
-        };
-        out.push(ReportTicket {
+    let quiet: Vec<u64> = active
+        .into_iter()
+        .filter(|id| touched.binary_search(id).is_err())
+        .collect();
+    let ticket = |quiet: bool| {
+        move |id: u64| ReportTicket {
             id: TicketId(id),
             quiet,
-        });
-    }
+        }
+    };
+    let mut out: Vec<ReportTicket> = touched
+        .into_iter()
+        .map(ticket(false))
+        .chain(quiet.into_iter().map(ticket(true)))
+        .collect();
+    out.sort_unstable_by_key(|t| t.id);
+    out.dedup_by_key(|t| t.id);
+    out
 }
 
 /// What the store can do; the sled backend is the embedded default.
