@@ -1126,6 +1126,14 @@ impl SledStore {
         })
     }
 
+    /// A ticket's record, decoded as `V` (the whole ticket, or part of it).
+    fn ticket_record<V: DeserializeOwned>(&self, id: TicketId) -> Result<Option<V>, StoreError> {
+        self.tree(T::Tickets)
+            .get(be(id.0))?
+            .map(|v| decode("tickets", &v))
+            .transpose()
+    }
+
     fn children<V: DeserializeOwned>(&self, tree: T, name: &'static str, id: TicketId) -> Result<Vec<V>, StoreError> {
         let mut out = Vec::new();
         for r in self.tree(tree).scan_prefix(be(id.0)) {
@@ -1237,17 +1245,12 @@ struct StoreErrorBox(&'static str, String);
 
 impl Store for SledStore {
     fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
-        self.tree(T::Tickets)
-            .get(be(id.0))?
-            .map(|v| decode("tickets", &v))
-            .transpose()
+        self.ticket_record(id)
     }
 
     fn ticket_facts(&self, id: TicketId) -> Result<Option<crate::core::report::Facts>, StoreError> {
-        self.tree(T::Tickets)
-            .get(be(id.0))?
-            .map(|v| decode("tickets", &v))
-            .transpose()
+        // The same record, only the fields a report reads decoded.
+        self.ticket_record(id)
     }
 
     fn next_ticket_id(&self) -> Result<TicketId, StoreError> {
