@@ -1,7 +1,7 @@
 //! The daemon against a real Dovecot and a real SMTP server.
 
 use crate::servers::{Dovecot, Smtp};
-use crate::support::{DeskConfig, Imap, event_kinds, header, imap_desk, mail, wait_until};
+use crate::support::{DeskConfig, Imap, event_kinds, header, imap_desk, imap_desk_with, mail, wait_until};
 use std::time::Instant;
 
 #[test]
@@ -524,13 +524,7 @@ fn a_mail_that_makes_postdesk_panic_is_quarantined_and_the_mailbox_goes_on() {
 
 #[test]
 fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .extra("[automation]\nbackfill_window = \"1d\"\n")
-        .build();
+    let (dovecot, smtp, desk) = imap_desk_with("", ONE_DAY_WINDOW);
     let mut imap = Imap::login(dovecot.port, "support");
     // Carol's mail was delivered two weeks before postdesk took the mailbox
     // over; Dave's now. Both carry the same Date: the server's time decides.
@@ -588,20 +582,8 @@ fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
 /// read to its end, mail that waited out a downtime is live.
 #[test]
 fn a_restart_in_the_middle_of_a_takeover_keeps_the_rest_of_the_old_mail_history() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
     // One mail a batch: the daemon stops between two of them.
-    let desk = DeskConfig::new()
-        .imap(
-            "support",
-            "support@example.com",
-            dovecot.port,
-            "support",
-            ", batch_size = 1",
-        )
-        .smtp(smtp.port)
-        .extra("[automation]\nbackfill_window = \"1d\"\n")
-        .build();
+    let (dovecot, smtp, desk) = imap_desk_with(", batch_size = 1", ONE_DAY_WINDOW);
     let mut imap = Imap::login(dovecot.port, "support");
     const OLD: u32 = 30;
     for i in 0..OLD {
@@ -668,13 +650,7 @@ fn a_restart_in_the_middle_of_a_takeover_keeps_the_rest_of_the_old_mail_history(
 /// while postdesk was down afterwards is live, however long it waited.
 #[test]
 fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
-    let dovecot = Dovecot::start(&["support"]);
-    let smtp = Smtp::start();
-    let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
-        .smtp(smtp.port)
-        .extra("[automation]\nbackfill_window = \"1d\"\n")
-        .build();
+    let (dovecot, smtp, desk) = imap_desk_with("", ONE_DAY_WINDOW);
     let mut imap = Imap::login(dovecot.port, "support");
     let daemon = desk.start();
     daemon.wait(20, "the empty folder read to its end", || {
@@ -694,6 +670,9 @@ fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
     daemon.stop();
     assert_eq!(desk.show(1)["status"], "new");
 }
+
+/// Mail delivered more than a day before a takeover is history.
+const ONE_DAY_WINDOW: &str = "[automation]\nbackfill_window = \"1d\"\n";
 
 /// A customer's mail to the support address.
 fn written(from: &str, id: &str) -> String {

@@ -392,11 +392,18 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 /// The usual setup: a Dovecot with user `support`, an SMTP sink, and a desk
 /// reading that user's INBOX (processed mail moved to `Processed`).
 pub fn imap_desk() -> (crate::servers::Dovecot, crate::servers::Smtp, Desk) {
+    imap_desk_with("", "")
+}
+
+/// [`imap_desk`] with more of the mailbox's options (`", batch_size = 1"`)
+/// and more config (`extra`).
+pub fn imap_desk_with(options: &str, extra: &str) -> (crate::servers::Dovecot, crate::servers::Smtp, Desk) {
     let dovecot = crate::servers::Dovecot::start(&["support"]);
     let smtp = crate::servers::Smtp::start();
     let desk = DeskConfig::new()
-        .imap("support", "support@example.com", dovecot.port, "support", "")
+        .imap("support", "support@example.com", dovecot.port, "support", options)
         .smtp(smtp.port)
+        .extra(extra)
         .build();
     (dovecot, smtp, desk)
 }
