@@ -561,17 +561,7 @@ fn old_mail_waiting_in_a_mailbox_postdesk_takes_over_is_history() {
 
     // Once postdesk has read the mailbox, mail that waited out a downtime is
     // live, however old: Erin's, delivered three days before the restart.
-    let three_days_ago = delivered_hours_ago(72);
-    imap.append_at(
-        "INBOX",
-        &written("erin@customer.test", "later@customer.test"),
-        Some(&three_days_ago),
-    );
-    let daemon = desk.start();
-    wait_until(20, "Erin's acknowledgement", || {
-        smtp.received_by("erin@customer.test").len() == 1
-    });
-    daemon.stop();
+    erin_waits_out_a_downtime(&desk, &mut imap, &smtp);
     let erin = desk.show(3);
     assert_eq!(erin["requester"]["email"], "erin@customer.test", "{erin}");
     assert_eq!(erin["status"], "new", "{erin}");
@@ -633,17 +623,7 @@ fn a_restart_in_the_middle_of_a_takeover_keeps_the_rest_of_the_old_mail_history(
 
     // The folder was read to its end: mail delivered three days before the
     // next start waited out a downtime, and is live.
-    let three_days_ago = delivered_hours_ago(72);
-    imap.append_at(
-        "INBOX",
-        &written("erin@customer.test", "later@customer.test"),
-        Some(&three_days_ago),
-    );
-    let daemon = desk.start();
-    wait_until(20, "Erin's acknowledgement", || {
-        smtp.received_by("erin@customer.test").len() == 1
-    });
-    daemon.stop();
+    erin_waits_out_a_downtime(&desk, &mut imap, &smtp);
 }
 
 /// An empty mailbox postdesk starts on is taken over at once: mail delivered
@@ -657,18 +637,23 @@ fn mail_that_waited_out_a_downtime_in_a_mailbox_read_empty_is_live() {
         daemon.log().contains("mailbox taken over")
     });
     daemon.stop();
-    let three_days_ago = delivered_hours_ago(72);
+    erin_waits_out_a_downtime(&desk, &mut imap, &smtp);
+    assert_eq!(desk.show(1)["status"], "new");
+}
+
+/// Erin's mail, delivered three days before the daemon starts (again), is
+/// acknowledged: she waited out a downtime of a mailbox already taken over.
+fn erin_waits_out_a_downtime(desk: &crate::support::Desk, imap: &mut Imap, smtp: &Smtp) {
     imap.append_at(
         "INBOX",
-        &written("erin@customer.test", "late@customer.test"),
-        Some(&three_days_ago),
+        &written("erin@customer.test", "later@customer.test"),
+        Some(&delivered_hours_ago(72)),
     );
     let daemon = desk.start();
     wait_until(20, "Erin's acknowledgement", || {
         smtp.received_by("erin@customer.test").len() == 1
     });
     daemon.stop();
-    assert_eq!(desk.show(1)["status"], "new");
 }
 
 /// Mail delivered more than a day before a takeover is history.
