@@ -56,7 +56,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
             max: limits.max_headers,
         });
     }
-    let message = MessageParser::default()
+    let mut message = MessageParser::default()
         .parse(raw)
         .ok_or_else(|| ParseError::Malformed("no header section".into()))?;
     if message.parts.len() > limits.max_parts {
@@ -136,7 +136,8 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
             })
         })
         .collect();
-    let attachment_parts = message
+    // Their bytes are taken from the parsed message at the end, not copied.
+    let mut attachment_parts: Vec<crate::core::outgoing::Attachment> = message
         .attachments()
         .map(|p| crate::core::outgoing::Attachment {
             name: p.attachment_name().unwrap_or("attachment").to_string(),
@@ -145,7 +146,7 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
                 .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("octet-stream")))
                 .unwrap_or_else(|| "application/octet-stream".into())
                 .to_ascii_lowercase(),
-            data: p.contents().to_vec(),
+            data: Vec::new(),
         })
         .collect();
     let (content_type, report_type) = match message.root_part().content_type() {
@@ -173,6 +174,9 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         }
         hex(ctx.finish().as_ref())
     };
+    for (a, data) in attachment_parts.iter_mut().zip(attachment_bytes(&mut message)) {
+        a.data = data;
+    }
     Ok(InboundMessage {
         // Read by the pipeline for mail a person wrote.
         language: None,
@@ -199,6 +203,24 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         content_hash,
         size: raw.len(),
     })
+}
+
+/// The attachments' bytes, in [`mail_parser::Message::attachments`] order,
+/// moved out of the message where it decoded them (a decoded attachment is
+/// most of a mail's size; copying each was a tenth of the parse's cost).
+fn attachment_bytes(message: &mut mail_parser::Message<'_>) -> Vec<Vec<u8>> {
+    let ids = message.attachments.clone();
+    ids.into_iter()
+        .map_while(|id| {
+            let part = message.parts.get_mut(id as usize)?;
+            Some(match &mut part.body {
+                PartType::Binary(b) | PartType::InlineBinary(b) => std::mem::take(b).into_owned(),
+                PartType::Text(t) | PartType::Html(t) => std::mem::take(t).into_owned().into_bytes(),
+                PartType::Message(m) => m.raw_message().to_vec(),
+                PartType::Multipart(_) => Vec::new(),
+            })
+        })
+        .collect()
 }
 
 fn delivery_report(message: &mail_parser::Message<'_>) -> DeliveryReport {
@@ -447,6 +469,46 @@ mod tests {
             max_headers: 100,
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn each_attachment_keeps_its_bytes_in_order_whatever_its_kind() {
+        let raw = b"From: a@x.test\r\nTo: s@x.test\r\nSubject: files\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nSee the files.\r\n\
+--b\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQgc3RlcHM=\r\n\
+--b\r\nContent-Type: text/plain; name=log.txt\r\nContent-Disposition: attachment; filename=log.txt\r\n\r\n\
+line one\r\n\
+--b\r\nContent-Type: image/png; name=raw.png\r\nContent-Disposition: attachment; filename=raw.png\r\n\r\n\
+PNGDATA\r\n\
+--b\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=fwd.eml\r\n\r\n\
+From: c@x.test\r\nSubject: inner\r\n\r\ninner body\r\n\
+--b--\r\n";
+        let m = parse(raw, &limits()).unwrap();
+        let got: Vec<(&str, &[u8])> = m
+            .attachment_parts
+            .iter()
+            .map(|a| (a.name.as_str(), a.data.as_slice()))
+            .collect();
+        // What mail-parser gives each part, read from its own parse.
+        let whole = MessageParser::default().parse(&raw[..]).unwrap();
+        let expected: Vec<(&str, &[u8])> = whole
+            .attachments()
+            .map(|p| (p.attachment_name().unwrap_or("attachment"), p.contents()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], ("a.pdf", &b"%PDF-1.4 steps"[..]));
+        assert_eq!(got[1].1, b"line one");
+        assert_eq!(got[2].1, b"PNGDATA");
+        assert!(
+            got[3].1.ends_with(b"inner body"),
+            "{:?}",
+            String::from_utf8_lossy(got[3].1)
+        );
+        assert_eq!(m.attachments, ["a.pdf", "log.txt", "raw.png", "fwd.eml"]);
+        assert_eq!(m.text.trim_end(), "See the files.");
     }
 
     #[test]
