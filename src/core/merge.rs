@@ -186,9 +186,8 @@ pub fn merge(
         ("participants_added", json!(added)),
         ("participants_held", json!(held)),
     ];
-    if !tags_added.is_empty() {
-        detail.push(("tags_added", json!(tags_added)));
-    }
+    // Listed even when empty: a merge without the list was logged before 2026-12-07.
+    detail.push(("tags_added", json!(tags_added)));
     if let Some(sla) = &sla_before {
         detail.push(("sla_before", json!(sla)));
     }

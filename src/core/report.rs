@@ -505,13 +505,32 @@ impl Fields {
 
 /// The fields at `at`, replayed from the event log, so that a change after a
 /// period's end (a reassignment, a queue move) never changes its report.
+///
+/// A merge logged before 2026-12-07 did not list the tags it brought. Such a
+/// ticket's record has tags its log never adds: they count from that merge on.
 fn fields_at(h: &History, at: Timestamp) -> Fields {
+    let Some((mut f, unlisted)) = replay(h, at) else {
+        // A history without its creation event: the fields as they are now.
+        return Fields::now(&h.ticket);
+    };
+    if unlisted && let Some((all, _)) = replay(h, Timestamp::MAX) {
+        for t in h.ticket.tags.iter().filter(|t| !all.tags.contains(t)) {
+            f.tag(t);
+        }
+    }
+    f
+}
+
+/// The fields the events before `at` make, and whether a merge among them
+/// did not list its tags; `None` without the creation event.
+fn replay(h: &History, at: Timestamp) -> Option<(Fields, bool)> {
     let text = |e: &Event, k: &str| e.detail.get(k).and_then(|v| v.as_str()).map(String::from);
     let mut f = Fields {
         queue: h.ticket.queue.clone(),
         ..Fields::default()
     };
     let mut seen_created = false;
+    let mut unlisted = false;
     for e in h.events.iter().filter(|e| e.at < at) {
         match e.kind.as_str() {
             "created" => {
@@ -541,24 +560,20 @@ fn fields_at(h: &History, at: Timestamp) -> Fields {
                 f.tags.retain(|x| Some(x) != t.as_ref());
             }
             "assigned" => f.assignee = text(e, "to"),
-            // A merge brings the other ticket's tags (merges logged before
-            // 2026-12-07 did not list them).
-            "merged" => {
-                let added = e.detail.get("tags_added").and_then(|v| v.as_array());
-                added
+            // A merge brings the other ticket's tags.
+            "merged" => match e.detail.get("tags_added") {
+                Some(added) => added
+                    .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|t| t.as_str())
-                    .for_each(|t| f.tag(t));
-            }
+                    .for_each(|t| f.tag(t)),
+                None => unlisted = true,
+            },
             _ => {}
         }
     }
-    if !seen_created {
-        // A history without its creation event: the fields as they are now.
-        return Fields::now(&h.ticket);
-    }
-    f
+    seen_created.then_some((f, unlisted))
 }
 
 /// Whether a ticket created at `created` can count at all in a report
@@ -865,7 +880,7 @@ mod quiet_tests {
         for (i, &(op, arg)) in ops.iter().enumerate() {
             let at = start + SignedDuration::from_hours(i as i64 + 1);
             let name = names[arg as usize % names.len()];
-            let e = match op % 9 {
+            let e = match op % 10 {
                 0 => {
                     let to = [Status::Open, Status::Pending, Status::Resolved, Status::Closed][arg as usize % 4];
                     let e = Event::new(
@@ -916,6 +931,11 @@ mod quiet_tests {
                     let added: Vec<&str> = [name, "vip"].into_iter().filter(|x| t.tag(x)).collect();
                     Event::new(at, "merged", "alice", &[("tags_added", json!(added))])
                 }
+                8 => {
+                    // A merge logged before 2026-12-07: tags brought, not listed.
+                    t.tag(name);
+                    Event::new(at, "merged", "alice", &[("ticket", json!(9))])
+                }
                 _ => Event::new(at, "relayed", "alice", &[]),
             };
             events.push(e);
@@ -952,12 +972,28 @@ mod quiet_tests {
         assert_eq!((plain.intent, plain.merged_into, plain.sla.policy), (None, None, None));
     }
 
+    #[test]
+    fn tags_a_merge_brought_without_listing_them_count_from_that_merge_on() {
+        let config = crate::adapters::config::test_config("");
+        // A merge logged before the list (vip, an hour in), then billing tagged (two hours in).
+        let h = history(&[(8, 1), (1, 0)]);
+        let start = h.ticket.created_at;
+        let tags = |mins: i64| {
+            let mut b = ReportBuilder::new(&config, Some(start), start + SignedDuration::from_mins(mins));
+            b.add(&h);
+            b.finish().by_tag.into_keys().collect::<Vec<_>>()
+        };
+        assert_eq!(tags(30), Vec::<String>::new());
+        assert_eq!(tags(90), ["vip"]);
+        assert_eq!(tags(180), ["billing", "vip"]);
+    }
+
     proptest::proptest! {
         /// A ticket with no event from the period's start on counts the
         /// same by its record alone as by its whole history.
         #[test]
         fn a_quiet_ticket_counts_by_its_record_as_by_its_history(
-            ops in proptest::collection::vec((0u8..9, 0u8..3), 0..12),
+            ops in proptest::collection::vec((0u8..10, 0u8..3), 0..12),
             gap in 0i64..48,
             hours in 1i64..800,
         ) {
