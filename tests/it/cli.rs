@@ -113,15 +113,7 @@ fn quickstart_daemon_turns_a_maildir_mail_into_a_ticket_and_an_eml_ack() {
         ),
     )
     .unwrap();
-    let outbox = desk.dir.join("outbox");
-    crate::support::wait_until(20, "the .eml acknowledgement", || {
-        std::fs::read_dir(&outbox)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .any(|e| e.path().extension().is_some_and(|x| x == "eml"))
-            })
-            .unwrap_or(false)
-    });
+    crate::support::wait_until(20, "the .eml acknowledgement", || !desk.sent().is_empty());
     daemon.stop();
     assert!(std::fs::read_dir(desk.dir.join("inbox/cur")).unwrap().count() == 1);
     assert_eq!(desk.tickets().len(), 1);
@@ -150,18 +142,6 @@ fn deliver(inbox: &std::path::Path, name: &str, from: &str, id: &str, delivered:
 
 fn hours_ago(h: u64) -> std::time::SystemTime {
     std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600)
-}
-
-/// The `.eml` files the desk's file outbox holds.
-fn sent(desk: &crate::support::Desk) -> Vec<String> {
-    std::fs::read_dir(desk.dir.join("outbox"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-                .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A desk with a one-day backfill window and its Maildir's folders.
@@ -198,7 +178,7 @@ fn a_maildir_taken_over_makes_its_old_mail_history_and_mail_that_waited_out_a_do
     );
     let daemon = desk.start();
     crate::support::wait_until(20, "both files moved to cur/", || in_cur() == 2);
-    crate::support::wait_until(20, "Erin's acknowledgement", || !sent(&desk).is_empty());
+    crate::support::wait_until(20, "Erin's acknowledgement", || !desk.sent().is_empty());
     daemon.stop();
     // Dave's waited three days in new/ while postdesk was down: it is live.
     deliver(
@@ -210,9 +190,10 @@ fn a_maildir_taken_over_makes_its_old_mail_history_and_mail_that_waited_out_a_do
     );
     let daemon = desk.start();
     crate::support::wait_until(20, "Dave's file moved to cur/", || in_cur() == 3);
-    crate::support::wait_until(20, "Dave's acknowledgement", || sent(&desk).len() == 2);
+    crate::support::wait_until(20, "Dave's acknowledgement", || desk.sent().len() == 2);
     daemon.stop();
-    let mut to: Vec<String> = sent(&desk)
+    let mut to: Vec<String> = desk
+        .sent()
         .iter()
         .map(|m| crate::support::header(m, "To").unwrap().to_string())
         .collect();
@@ -258,7 +239,7 @@ fn a_maildir_read_before_takeovers_were_stored_is_not_taken_over() {
         hours_ago(3 * 24),
     );
     let daemon = desk.start();
-    crate::support::wait_until(20, "Dave's acknowledgement", || !sent(&desk).is_empty());
+    crate::support::wait_until(20, "Dave's acknowledgement", || !desk.sent().is_empty());
     daemon.stop();
     assert_eq!(desk.show(1)["status"], "new");
 }

@@ -163,9 +163,9 @@ fn the_customers_language_routes_and_picks_the_acknowledgement() {
         tickets[2]
     );
     // Acknowledgements in the customer's language, the plain template otherwise.
-    let acks: Vec<String> = std::fs::read_dir(desk.dir.join("outbox"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+    let acks: Vec<String> = desk
+        .sent()
+        .into_iter()
         .filter(|m| m.contains("Auto-Submitted: auto-replied"))
         .collect();
     let to = |who: &str| {
@@ -238,9 +238,9 @@ fn a_desks_language_candidates_tell_short_mails_and_route_them() {
     assert_eq!(tickets[1]["language"], "en", "{}", tickets[1]);
     assert_eq!(tickets[1]["queue"], "general");
     assert!(tickets[2].get("language").is_none(), "not a candidate: {}", tickets[2]);
-    let acks: Vec<String> = std::fs::read_dir(desk.dir.join("outbox"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+    let acks: Vec<String> = desk
+        .sent()
+        .into_iter()
         .filter(|m| m.contains("Auto-Submitted: auto-replied") && m.contains("joerg@"))
         .collect();
     assert_eq!(acks.len(), 1);

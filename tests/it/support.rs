@@ -265,6 +265,18 @@ impl Desk {
         serde_json::from_str(&self.ok(&["show", &id.to_string(), "--json"])).unwrap()
     }
 
+    /// The mails the desk's file outbox holds (its `.eml` files; none before the first).
+    pub fn sent(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("outbox"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn tickets(&self) -> Vec<Value> {
         serde_json::from_str(&self.ok(&["tickets", "--json"])).unwrap()
     }
