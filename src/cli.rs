@@ -642,7 +642,15 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let pipeline = pipeline_with(config, store)?;
             runtime()?
                 .block_on(async { crate::daemon::run(pipeline, path, crate::daemon::shutdown_signal()).await })
-                .map_err(|e| Failure::new(EXIT_SOFTWARE, format!("{e:#}")))
+                .map_err(|e| {
+                    // A failed store is worth a restart (systemd's `Restart=on-failure`); the rest is a bug.
+                    let code = if e.is::<crate::daemon::StoreFailed>() {
+                        EXIT_TEMPFAIL
+                    } else {
+                        EXIT_SOFTWARE
+                    };
+                    Failure::new(code, format!("{e:#}"))
+                })
         }
         Command::Ingest {
             paths,

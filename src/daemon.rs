@@ -146,9 +146,18 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
     tasks.spawn(retrainer(sink.clone(), retrain_now.clone(), stop_rx.clone()));
 
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut store_check = tokio::time::interval(STORE_CHECK);
+    let mut failed = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = store_check.tick() => {
+                if let Some(e) = sink.pipeline().store.failed() {
+                    tracing::error!(error = %e, "a write to the store failed and it writes no more (a full disk?): stopping, so that a restart opens it again from what is on disk");
+                    failed = Some(e);
+                    break;
+                }
+            }
             _ = hangup.recv() => {
                 notify("RELOADING=1\nSTATUS=reloading the config");
                 match reload(&config_path, &sink) {
@@ -183,10 +192,27 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
             }
         }
     }
+    if let Some(e) = failed {
+        // What the store still holds in memory cannot reach the disk: the
+        // sources keep every mail not made durable, and the restart reads them again.
+        notify("STATUS=stopped: the store failed");
+        return Err(StoreFailed(e).into());
+    }
     sink.pipeline().store.flush()?;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How often the daemon looks whether its store failed ([`crate::adapters::store::Store::failed`]).
+const STORE_CHECK: Duration = Duration::from_millis(500);
+
+/// The daemon stopped because a write to its store failed for good (until
+/// the store is opened again); the exit status says "try again later".
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a write to the store failed ({0}); it writes no more until it is opened again: exiting so that a restart does"
+)]
+pub struct StoreFailed(pub String);
 
 /// Parses and validates the config file, then swaps it in. The store, the
 /// signer (the instance secret is not reloaded) and the counters stay.

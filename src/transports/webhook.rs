@@ -82,6 +82,8 @@ pub fn pass(pipeline: &Pipeline, writer: &std::sync::Mutex<()>, now: Timestamp) 
     let mut held: HashSet<(String, u64)> = HashSet::new();
     let mut after = None;
     let mut seen = 0;
+    // No delivery tells of an event a crash or a failed write could still undo.
+    let mut durable = false;
     loop {
         let page = pipeline.store.hooks(after, 500)?;
         let last = page.len() < 500;
@@ -98,6 +100,14 @@ pub fn pass(pipeline: &Pipeline, writer: &std::sync::Mutex<()>, now: Timestamp) 
             if entry.next_attempt > now {
                 held.insert(key);
                 continue;
+            }
+            // A store that can record nothing more would deliver this again and again.
+            if pipeline.store.failed().is_some() {
+                return Ok(done);
+            }
+            if !durable {
+                pipeline.store.flush()?;
+                durable = true;
             }
             let outcome = match pipeline.config.webhooks.iter().find(|h| h.name == entry.hook) {
                 Some(hook) => attempt(hook, &entry).map_err(|e| (e, hook.attempts, hook.backoff)),

@@ -804,3 +804,102 @@ fn count(desk: &Desk) -> usize {
     let list: Vec<Value> = serde_json::from_str(&desk.ok(&["tickets", "--json", "--limit", "500"])).unwrap();
     list.len()
 }
+
+/// A store that can write no more stops the daemon (exit 75, so that
+/// systemd's `Restart=on-failure` starts it again) before it mails anything
+/// it could not record; started again with room, it takes every waiting mail
+/// once. The full disk here: the daemon may not grow a file past 1 MiB
+/// (`ulimit -f`, with SIGXFSZ ignored, so that the write fails as on a full
+/// disk); sled's log reaches that after some 60 of these mails, and from its
+/// first failed write sled fails every write until it is opened again.
+#[test]
+fn a_daemon_whose_store_cannot_write_stops_and_its_restart_takes_every_mail_once() {
+    const MAILS: usize = 300;
+    let desk = DeskConfig::new().sled().build();
+    let inbox = desk.dir.join("inbox");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(inbox.join(sub)).unwrap();
+    }
+    let log = desk.dir.join("limited.log");
+    let mut limited = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 2048 && trap '' XFSZ && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .arg("-c")
+        .arg(&desk.config)
+        .arg("run")
+        .env("POSTDESK_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    for i in 0..MAILS {
+        let text = mail(
+            &format!("c{i}@customer.test"),
+            "support@example.com",
+            &format!("Order {i} is late"),
+            &format!("order{i}@customer.test"),
+            "",
+            "Hello, my order has not arrived yet. Could you look into it, please?",
+        );
+        let tmp = inbox.join("tmp").join(format!("{i}.mail"));
+        fs::write(&tmp, text).unwrap();
+        fs::rename(&tmp, inbox.join("new").join(format!("{i}.mail"))).unwrap();
+        if i % 20 == 19 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = limited.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the daemon did not stop when its store could not write:\n{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(75), "{text}");
+    assert!(text.contains("a write to the store failed"), "{text}");
+    let waiting = || fs::read_dir(inbox.join("new")).unwrap().count();
+    assert!(waiting() > 0, "the limit came after every mail: {text}");
+    let acknowledgements = || -> Vec<String> {
+        desk.sent()
+            .iter()
+            .map(|m| header(m, "To").unwrap().to_string())
+            .filter(|to| to.contains("@customer.test"))
+            .collect()
+    };
+    let before = acknowledgements().len();
+    // Room again: the restart opens the store from its log and goes on.
+    let daemon = desk.start();
+    daemon.wait(90, "every mail taken and acknowledged", || {
+        waiting() == 0 && acknowledgements().len() >= MAILS
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let restarted = daemon.stop();
+    // Each acknowledgement went out once: a file per Message-ID would hide
+    // the same one sent again, the logs do not.
+    let sends = [&text, &restarted]
+        .iter()
+        .map(|l| l.matches("purpose=acknowledgement").count())
+        .sum::<usize>();
+    assert_eq!(sends, MAILS, "{text}\n{restarted}");
+    let mut to = acknowledgements();
+    to.sort();
+    let mut once = to.clone();
+    once.dedup();
+    assert_eq!(
+        to.len(),
+        once.len(),
+        "{} acknowledgements sent twice",
+        to.len() - once.len()
+    );
+    assert_eq!(once.len(), MAILS, "{before} acknowledged before the store failed");
+    let tickets: Vec<Value> = serde_json::from_str(&desk.ok(&["tickets", "--json", "--limit", "1000"])).unwrap();
+    assert_eq!(tickets.len(), MAILS);
+}

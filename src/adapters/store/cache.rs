@@ -400,4 +400,7 @@ impl Store for BatchCache {
     fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping()
     }
+    fn failed(&self) -> Option<String> {
+        self.inner.failed()
+    }
 }

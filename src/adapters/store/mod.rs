@@ -495,6 +495,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn commit(&self, change: Change) -> Result<(), StoreError>;
     /// Makes every committed change durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Why the store can write no more until it is opened again, once a
+    /// write met an I/O error it keeps (the embedded store after a full
+    /// disk); `None` while it can. The daemon stops then, and its restart
+    /// opens the store again from what is on disk.
+    fn failed(&self) -> Option<String> {
+        None
+    }
 
     /// Takes or renews this instance's lease on `name` (a mailbox, the
     /// timers); `true` while held. Instances sharing a store split the work

@@ -116,6 +116,8 @@ pub struct SledStore {
     seq_base: u64,
     /// The layout this open upgraded the store from (none when it was current or new).
     upgraded_from: Option<u64>,
+    /// The first I/O error a write met ([`Store::failed`]).
+    failed: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -580,6 +582,52 @@ fn files_bytes(dir: &Path) -> u64 {
     })
 }
 
+/// Removes the snapshots sled left unfinished beside the store
+/// (`snap.*.generating`), holding the store's lock.
+///
+/// sled 0.34 writes a snapshot of its page table as it opens a store (and
+/// now and then), to a `.generating` file renamed into place once whole and
+/// synced. But on open it reads the newest `snap.` file, finished or not: a
+/// snapshot that a full disk cut short (an empty file, seen on a store whose
+/// last write had failed for want of space) or a crash interrupted fails
+/// every later open with "Read corrupted data", space or no space. A snapshot
+/// only saves replaying the log, which holds everything; and the previous
+/// whole snapshot is removed only after the next one is in place. So the
+/// store opens without the unfinished one as it was before it was begun.
+/// The lock is sled's own (an exclusive `flock` on `db`, held while a
+/// process has the store open): taken, no one is writing a snapshot; not
+/// taken, nothing is removed and sled's open says the store is in use.
+fn drop_unfinished_snapshots(store: &Path) -> Result<(), StoreError> {
+    let db = match std::fs::File::open(store.join("db")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fs_error(&store.join("db"))(e)),
+    };
+    if rustix::fs::flock(&db, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Ok(());
+    }
+    let mut dropped = false;
+    for entry in std::fs::read_dir(store).map_err(fs_error(store))? {
+        let path = entry.map_err(fs_error(store))?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"));
+        if unfinished {
+            tracing::warn!(
+                file = %path.display(),
+                "removing a snapshot of the store that sled left unfinished (a full disk or a crash cut it short); the store opens from its log"
+            );
+            std::fs::remove_file(&path).map_err(fs_error(&path))?;
+            dropped = true;
+        }
+    }
+    if dropped {
+        sync_dir(store)?;
+    }
+    Ok(())
+}
+
 /// Finishes or drops a compaction a crash interrupted. The new store is
 /// renamed into place only after it is complete, and the old one moved
 /// aside only then: a copy beside the store is unfinished (dropped); a
@@ -612,6 +660,7 @@ impl SledStore {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         finish_compaction(data_dir)?;
         let path = data_dir.join("store");
+        drop_unfinished_snapshots(&path)?;
         let db = match sled::Config::new()
             .path(&path)
             .flush_every_ms(None)
@@ -633,6 +682,7 @@ impl SledStore {
             db,
             seq_base,
             upgraded_from: None,
+            failed: std::sync::OnceLock::new(),
         };
         let from = store.upgrade()?;
         Ok(SledStore {
@@ -643,6 +693,43 @@ impl SledStore {
 
     fn tree(&self, name: T) -> &sled::Tree {
         &self.trees[name as usize]
+    }
+
+    /// [`Store::commit`] of a change that is not empty, in one transaction.
+    fn commit_now(&self, change: Change) -> Result<(), StoreError> {
+        let prepared = self.prepare(change)?;
+        // Only the trees this change touches take part in the transaction.
+        let mut used = Vec::new();
+        for p in &prepared {
+            p.trees(&mut used);
+        }
+        used.sort_unstable();
+        used.dedup();
+        let refs: Vec<&sled::Tree> = used.iter().map(|&t| self.tree(t)).collect();
+        let result: Result<(), TransactionError<StoreErrorBox>> = refs.as_slice().transaction(|trees| {
+            let tx = |t: T| -> &TransactionalTree {
+                &trees[used.binary_search(&t).expect("the tree is in the transaction")]
+            };
+            for p in &prepared {
+                apply(p, &tx)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(StoreErrorBox(tree, message))) => Err(StoreError::Corrupt { tree, message }),
+        }
+    }
+
+    /// Keeps a write's I/O error for [`Store::failed`]: sled 0.34 keeps the
+    /// first one for good, every later write failing with it (a full disk
+    /// made room again or not) until the store is opened again.
+    fn noting<R>(&self, result: Result<R, StoreError>) -> Result<R, StoreError> {
+        if let Err(StoreError::Sled(sled::Error::Io(e))) = &result {
+            let _ = self.failed.set(e.to_string());
+        }
+        result
     }
 
     /// The next number of the store's sequence (message, event and outbox
@@ -1577,7 +1664,7 @@ impl Store for SledStore {
     }
 
     fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError> {
-        self.blobs.put_all(blobs)
+        self.noting(self.blobs.put_all(blobs))
     }
 
     fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1611,34 +1698,24 @@ impl Store for SledStore {
         if change.is_empty() {
             return Ok(());
         }
-        let prepared = self.prepare(change)?;
-        // Only the trees this change touches take part in the transaction.
-        let mut used = Vec::new();
-        for p in &prepared {
-            p.trees(&mut used);
-        }
-        used.sort_unstable();
-        used.dedup();
-        let refs: Vec<&sled::Tree> = used.iter().map(|&t| self.tree(t)).collect();
-        let result: Result<(), TransactionError<StoreErrorBox>> = refs.as_slice().transaction(|trees| {
-            let tx = |t: T| -> &TransactionalTree {
-                &trees[used.binary_search(&t).expect("the tree is in the transaction")]
-            };
-            for p in &prepared {
-                apply(p, &tx)?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(StoreErrorBox(tree, message))) => Err(StoreError::Corrupt { tree, message }),
-        }
+        self.noting(self.commit_now(change))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.noting(self.db.flush().map(drop).map_err(StoreError::from))
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        match self.failed() {
+            None => Ok(()),
+            Some(e) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(format!(
+                "a write failed ({e}): the store writes no more until it is opened again"
+            ))))),
+        }
     }
 
     fn disk_bytes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
@@ -1895,6 +1972,41 @@ mod tests {
             }
         }
         panic!("{} still locked after 2 s", dir.display());
+    }
+
+    #[test]
+    fn a_snapshot_sled_left_unfinished_is_removed_and_the_store_opens_whole() {
+        let dir = std::env::temp_dir().join(format!("postdesk-sled-snapshot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SledStore::open(&dir, &StoreSettings::default()).unwrap();
+        for n in 0..30 {
+            let mut change = Change::default();
+            change.push(Op::Event(TicketId(1), Box::new(event(n, 10))));
+            store.commit(change).unwrap();
+        }
+        store.flush().unwrap();
+        drop(store);
+        // What a full disk left: the snapshot sled began as it opened the
+        // store, empty, its number past every finished one's; and one that
+        // a crash cut short.
+        let store_dir = dir.join("store");
+        let empty = store_dir.join("snap.7FFFFFFFFFFFFFFF.generating");
+        let cut = store_dir.join("snap.7FFFFFFFFFFFFFFE.generating");
+        std::fs::write(&empty, b"").unwrap();
+        std::fs::write(&cut, [7u8; 40]).unwrap();
+        let store = reopen(&dir);
+        assert_eq!(
+            numbers(&store.events(TicketId(1)).unwrap()),
+            (0..30).collect::<Vec<_>>()
+        );
+        assert!(!empty.exists() && !cut.exists());
+        // While a process has the store open (sled's lock held), such a
+        // file may be its snapshot in progress: it is left alone.
+        std::fs::write(&empty, b"").unwrap();
+        drop_unfinished_snapshots(&store_dir).unwrap();
+        assert!(empty.exists());
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

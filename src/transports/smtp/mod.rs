@@ -307,10 +307,18 @@ pub async fn drain_with(
             any = true;
             cursor[i] = Some(*last);
             let mut sent_any = false;
+            let mut durable = false;
             let mut page = page.into_iter();
             while let Some((key, entry)) = page.next() {
                 if stop() {
                     flush(pipeline, sent_any)?;
+                    return Ok(summary);
+                }
+                // A store that can record nothing more would send this
+                // mail again and again: nothing goes until it is opened again.
+                if let Some(e) = pipeline.store.failed() {
+                    summary.deferred += 1 + page.len() as u64;
+                    tracing::warn!(error = %e, "the store failed: sending nothing more");
                     return Ok(summary);
                 }
                 if claimed.elapsed() > hold / 2 {
@@ -321,7 +329,7 @@ pub async fn drain_with(
                     });
                     break;
                 }
-                match send_one(pipeline, mailer, now, retry_now, key, entry, &mut summary).await? {
+                match send_one(pipeline, mailer, now, retry_now, key, entry, &mut durable, &mut summary).await? {
                     Sent::Skipped => {}
                     Sent::Done => sent_any = true,
                     Sent::Blocked => {
@@ -356,6 +364,12 @@ enum Sent {
     Blocked,
 }
 
+/// Sends one entry when it is due and records what came of it. `durable`:
+/// whether the store was flushed since this page was read; the first mail
+/// sent flushes it, so no mail leaves for a ticket or a queued entry a
+/// crash or a failed write could still undo (the mail that opened the
+/// ticket would then be read again, and acknowledged twice).
+#[allow(clippy::too_many_arguments)]
 async fn send_one(
     pipeline: &Pipeline,
     mailer: &Mailer,
@@ -363,12 +377,17 @@ async fn send_one(
     retry_now: bool,
     key: OutboxKey,
     entry: OutboxEntry,
+    durable: &mut bool,
     summary: &mut SendSummary,
 ) -> Result<Sent, StoreError> {
     let outgoing = &pipeline.config.outgoing;
     if entry.next_attempt > now && !(retry_now && entry.attempts > 0) {
         summary.deferred += 1;
         return Ok(Sent::Skipped);
+    }
+    if !*durable {
+        crate::transports::blocking(|| pipeline.store.flush())?;
+        *durable = true;
     }
     let mail = &entry.mail;
     // The loop header is signed for this very mail.
