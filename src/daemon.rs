@@ -387,6 +387,7 @@ async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
 /// The outbox sender: after every store change and every second.
 async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
     let mut mailer: Option<(String, Mailer)> = None;
+    let unrecorded = crate::transports::smtp::Unrecorded::default();
     loop {
         let pipeline = sink.pipeline();
         // Rebuild the transport after every reload: a rotated password file
@@ -404,7 +405,7 @@ async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
         }
         if let Some((_, m)) = &mailer {
             let stopping = || *stop.borrow();
-            match drain_with(&pipeline, m, Timestamp::now(), fresh, &stopping).await {
+            match drain_with(&pipeline, m, Timestamp::now(), fresh, &stopping, &unrecorded).await {
                 Ok(s) if s.sent + s.failed > 0 => tracing::debug!(?s, "outbox pass"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "outbox pass failed"),

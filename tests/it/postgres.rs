@@ -505,3 +505,68 @@ fn a_group_committed_batch_reads_its_own_writes_and_keeps_nothing_after_a_confli
     assert!(matches!(batch.finish(), Err(StoreError::Conflict(_))));
     assert!(!one.has_hash("only-with-the-batch").unwrap());
 }
+
+/// A mail sent whose record the database refuses (here a trigger refuses
+/// its dequeue) goes out once: the sender holds the record and commits it
+/// before it sends anything more, instead of sending the still-queued mail
+/// again at every pass.
+#[test]
+fn a_mail_whose_record_the_database_refuses_goes_out_once() {
+    let pg = Postgres::start();
+    let desk = DeskConfig::new().postgres(&pg).build();
+    let db = desk_database(&desk);
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(desk.dir.join("inbox").join(sub)).unwrap();
+    }
+    let daemon = desk.start();
+    daemon.wait(30, "the schema", || {
+        pg.query(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 'outbox'") == "1"
+    });
+    pg.query(
+        &db,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE DELETE ON outbox FOR EACH ROW EXECUTE FUNCTION refuse()",
+    );
+    std::fs::write(
+        desk.dir.join("inbox/new/1.eml"),
+        mail(
+            "Carol <carol@example.net>",
+            "support@example.com",
+            "Printer on fire",
+            "p1@example.net",
+            "",
+            "It is burning.\n",
+        ),
+    )
+    .unwrap();
+    daemon.wait(30, "the acknowledgement sent and its record refused", || {
+        daemon.log().contains("the store refused its record")
+    });
+    // Three passes more, at a second each.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let acks = |log: &str| log.matches("purpose=acknowledgement").count();
+    assert_eq!(acks(&daemon.log()), 1, "{}", daemon.log());
+    assert_eq!(
+        pg.query(
+            &db,
+            "SELECT count(*) FROM outbox WHERE entry->'mail'->>'purpose' = 'acknowledgement'"
+        ),
+        "1",
+        "its dequeue refused, the acknowledgement is still queued"
+    );
+    pg.query(&db, "DROP TRIGGER refuse ON outbox");
+    daemon.wait(30, "the record taken and the notification sent", || {
+        pg.query(&db, "SELECT count(*) FROM outbox") == "0"
+    });
+    let log = daemon.stop();
+    assert_eq!(acks(&log), 1, "{log}");
+    let recorded = crate::support::event_kinds(&desk.show(1))
+        .iter()
+        .filter(|k| *k == "mail_sent")
+        .count();
+    assert_eq!(
+        recorded,
+        log.matches("mail sent ticket=1 ").count(),
+        "one mail_sent for each mail: {log}"
+    );
+}

@@ -253,11 +253,41 @@ impl Mailer {
 /// Mails read from a lane at a time; also the most sent between two flushes.
 const PAGE: usize = 32;
 
+/// Sent mail whose record (its dequeue and `mail_sent` event) the store
+/// refused: the sender keeps it and commits it again before its next pass,
+/// which waits until it is recorded. Else the mail, still queued, would go
+/// out again at every pass for as long as the store refuses (a database
+/// gone a moment, or refusing that write). An embedded store that refused
+/// a write has failed, and the daemon stops ([`crate::adapters::store::Store::failed`]).
+#[derive(Debug, Default)]
+pub struct Unrecorded(std::sync::Mutex<Vec<Change>>);
+
+impl Unrecorded {
+    fn hold(&self, change: Change) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+    }
+
+    /// Commits what is held, in order, and flushes; the first refusal keeps
+    /// it and the rest.
+    fn record(&self, pipeline: &Pipeline) -> Result<(), StoreError> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_empty() {
+            return Ok(());
+        }
+        while let Some(change) = held.first() {
+            pipeline.store.commit(change.clone())?;
+            held.remove(0);
+        }
+        tracing::info!("the store took the record of mail sent before it refused");
+        pipeline.store.flush()
+    }
+}
+
 /// Sends every outbox entry that is due at `now`. A server-wide refusal
 /// (authentication, connection) ends the pass: the rest waits, untouched,
 /// and nothing is dropped for it.
 pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Result<SendSummary, StoreError> {
-    drain_with(pipeline, mailer, now, false, &|| false).await
+    drain_with(pipeline, mailer, now, false, &|| false, &Unrecorded::default()).await
 }
 
 /// [`drain`]; with `retry_now`, mail waiting for a retry goes at once too (a
@@ -266,14 +296,17 @@ pub async fn drain(pipeline: &Pipeline, mailer: &Mailer, now: Timestamp) -> Resu
 /// of the bulk lane in turn, so an acknowledgement never waits behind a bulk
 /// backlog; each page is made durable in one flush (a crash resends at most
 /// that page). `stop` is asked between mails: a shutdown waits for one
-/// delivery at most.
+/// delivery at most. Mail sent whose record the store refused is held in
+/// `unrecorded` and recorded first: the pass waits for that.
 pub async fn drain_with(
     pipeline: &Pipeline,
     mailer: &Mailer,
     now: Timestamp,
     retry_now: bool,
     stop: &(dyn Fn() -> bool + Sync),
+    unrecorded: &Unrecorded,
 ) -> Result<SendSummary, StoreError> {
+    crate::transports::blocking(|| unrecorded.record(pipeline))?;
     let mut summary = SendSummary::default();
     let mut cursor: [Option<OutboxKey>; 2] = [None, None];
     let mut bulk_done = false;
@@ -329,7 +362,12 @@ pub async fn drain_with(
                     });
                     break;
                 }
-                match send_one(pipeline, mailer, now, retry_now, key, entry, &mut durable, &mut summary).await? {
+                let send = Send {
+                    retry_now,
+                    durable: &mut durable,
+                    unrecorded,
+                };
+                match send_one(pipeline, mailer, now, key, entry, send, &mut summary).await? {
                     Sent::Skipped => {}
                     Sent::Done => sent_any = true,
                     Sent::Blocked => {
@@ -364,30 +402,37 @@ enum Sent {
     Blocked,
 }
 
-/// Sends one entry when it is due and records what came of it. `durable`:
-/// whether the store was flushed since this page was read; the first mail
-/// sent flushes it, so no mail leaves for a ticket or a queued entry a
-/// crash or a failed write could still undo (the mail that opened the
-/// ticket would then be read again, and acknowledged twice).
-#[allow(clippy::too_many_arguments)]
+/// How one entry is sent, within a page of a pass.
+struct Send<'a> {
+    /// Mail waiting for a retry goes now.
+    retry_now: bool,
+    /// Whether the store was flushed since the page was read; the first
+    /// mail sent flushes it, so no mail leaves for a ticket or a queued
+    /// entry a crash or a failed write could still undo (the mail that
+    /// opened the ticket would then be read again, and acknowledged twice).
+    durable: &'a mut bool,
+    /// Where a sent mail's record goes when the store refuses it.
+    unrecorded: &'a Unrecorded,
+}
+
+/// Sends one entry when it is due and records what came of it.
 async fn send_one(
     pipeline: &Pipeline,
     mailer: &Mailer,
     now: Timestamp,
-    retry_now: bool,
     key: OutboxKey,
     entry: OutboxEntry,
-    durable: &mut bool,
+    send: Send<'_>,
     summary: &mut SendSummary,
 ) -> Result<Sent, StoreError> {
     let outgoing = &pipeline.config.outgoing;
-    if entry.next_attempt > now && !(retry_now && entry.attempts > 0) {
+    if entry.next_attempt > now && !(send.retry_now && entry.attempts > 0) {
         summary.deferred += 1;
         return Ok(Sent::Skipped);
     }
-    if !*durable {
+    if !*send.durable {
         crate::transports::blocking(|| pipeline.store.flush())?;
-        *durable = true;
+        *send.durable = true;
     }
     let mail = &entry.mail;
     // The loop header is signed for this very mail.
@@ -395,6 +440,7 @@ async fn send_one(
         crate::transports::smtp::wire::render(mail, &pipeline.signer.loop_value(&mail.message_id, &mail.loop_value));
     let rcpts = mail.recipients();
     let result = mailer.send(&mail.from.email, &rcpts, &bytes, &mail.message_id).await;
+    let sent = result.is_ok();
     let mut w = Change::default();
     let mut outcome = Sent::Done;
     match result {
@@ -469,8 +515,17 @@ async fn send_one(
             tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
         }
     }
-    crate::transports::blocking(|| pipeline.store.commit(w))?;
-    Ok(outcome)
+    let held = sent.then(|| w.clone());
+    match crate::transports::blocking(|| pipeline.store.commit(w)) {
+        Ok(()) => Ok(outcome),
+        Err(e) => {
+            if let Some(w) = held {
+                tracing::error!(ticket = mail.ticket.0, error = %e, "mail sent, but the store refused its record: it is recorded before anything more is sent");
+                send.unrecorded.hold(w);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// A mail to a customer failed for good: the ticket's assignee hears of it
