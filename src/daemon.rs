@@ -387,7 +387,7 @@ async fn sweeper(sink: Sink, mut stop: watch::Receiver<bool>) {
 /// The outbox sender: after every store change and every second.
 async fn sender(sink: Sink, mut stop: watch::Receiver<bool>) {
     let mut mailer: Option<(String, Mailer)> = None;
-    let unrecorded = crate::transports::smtp::Unrecorded::default();
+    let unrecorded = crate::transports::Unrecorded::default();
     loop {
         let pipeline = sink.pipeline();
         // Rebuild the transport after every reload: a rotated password file

@@ -22,6 +22,38 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// What went out (a mail sent, a webhook delivered) whose record the store
+/// refused: the sender keeps it and commits it again before its next pass,
+/// which waits until it is recorded. Else the mail or delivery, still
+/// queued, would go out again at every pass for as long as the store
+/// refuses (a database gone a moment, or refusing that write). An embedded
+/// store that refused a write has failed, and the daemon stops
+/// ([`crate::adapters::store::Store::failed`]).
+#[derive(Debug, Default)]
+pub struct Unrecorded(Mutex<Vec<crate::adapters::store::Change>>);
+
+impl Unrecorded {
+    /// Keeps a refused record.
+    pub fn hold(&self, change: crate::adapters::store::Change) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+    }
+
+    /// Commits what is held, in order, and flushes; the first refusal keeps
+    /// it and the rest.
+    pub fn record(&self, store: &dyn crate::adapters::store::Store) -> Result<(), StoreError> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_empty() {
+            return Ok(());
+        }
+        while let Some(change) = held.first() {
+            store.commit(change.clone())?;
+            held.remove(0);
+        }
+        tracing::info!("the store took the records it had refused");
+        store.flush()
+    }
+}
+
 /// The shared handle sources use to store mail: one writer at a time.
 #[derive(Clone, Debug)]
 pub struct Sink {

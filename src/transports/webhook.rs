@@ -12,7 +12,7 @@
 use crate::adapters::config::Webhook;
 use crate::adapters::store::{Change, HookEntry, Op, StoreError};
 use crate::pipeline::Pipeline;
-use crate::transports::{Lease, Sink, blocking};
+use crate::transports::{Lease, Sink, Unrecorded, blocking};
 use jiff::Timestamp;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -77,7 +77,16 @@ const PASS_LIMIT: usize = 5000;
 
 /// One pass over the queue: every due delivery not held back by an earlier
 /// one of its webhook and ticket, attempted once, its outcome committed.
-pub fn pass(pipeline: &Pipeline, writer: &std::sync::Mutex<()>, now: Timestamp) -> Result<Pass, StoreError> {
+pub fn pass(
+    pipeline: &Pipeline,
+    writer: &std::sync::Mutex<()>,
+    now: Timestamp,
+    unrecorded: &Unrecorded,
+) -> Result<Pass, StoreError> {
+    {
+        let _guard = writer.lock().unwrap_or_else(|p| p.into_inner());
+        unrecorded.record(&*pipeline.store)?;
+    }
     let mut done = Pass::default();
     let mut held: HashSet<(String, u64)> = HashSet::new();
     let mut after = None;
@@ -118,6 +127,7 @@ pub fn pass(pipeline: &Pipeline, writer: &std::sync::Mutex<()>, now: Timestamp) 
                 )),
             };
             let mut w = Change::default();
+            let delivered = outcome.is_ok().then(|| entry.id.clone());
             match outcome {
                 Ok(()) => {
                     done.delivered += 1;
@@ -142,7 +152,14 @@ pub fn pass(pipeline: &Pipeline, writer: &std::sync::Mutex<()>, now: Timestamp) 
                 }
             }
             let _guard = writer.lock().unwrap_or_else(|p| p.into_inner());
-            pipeline.store.commit(w)?;
+            let held = delivered.map(|id| (id, w.clone()));
+            if let Err(e) = pipeline.store.commit(w) {
+                if let Some((id, w)) = held {
+                    tracing::error!(delivery = %id, error = %e, "webhook delivered, but the store refused its record: it is recorded before anything more is delivered");
+                    unrecorded.hold(w);
+                }
+                return Err(e);
+            }
         }
         if last || seen >= PASS_LIMIT {
             return Ok(done);
@@ -199,11 +216,12 @@ pub fn failed(pipeline: &Pipeline) -> Result<Vec<HookEntry>, StoreError> {
 /// configured, under the `webhooks` lease when instances share a store.
 pub async fn run(sink: Sink, mut stop: watch::Receiver<bool>) {
     let mut lease = Lease::new("webhooks");
+    let unrecorded = Unrecorded::default();
     loop {
         let pipeline = sink.pipeline();
         if !pipeline.config.webhooks.is_empty() && lease.held(&sink) {
             let writer = sink.writer.clone();
-            match blocking(|| pass(&pipeline, &writer, Timestamp::now())) {
+            match blocking(|| pass(&pipeline, &writer, Timestamp::now(), &unrecorded)) {
                 Ok(p) if p.delivered + p.failed > 0 => {
                     tracing::debug!(delivered = p.delivered, failed = p.failed, "webhook pass")
                 }

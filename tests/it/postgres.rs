@@ -72,7 +72,10 @@ fn a_desk_on_postgres_keeps_tickets_across_restarts() {
 /// The database name in a desk's `[store] url`.
 fn desk_database(desk: &Desk) -> String {
     let text = std::fs::read_to_string(&desk.config).unwrap();
-    let url = text.lines().find(|l| l.starts_with("url = ")).expect("a url");
+    let url = text
+        .lines()
+        .find(|l| l.starts_with("url = \"postgresql://"))
+        .expect("a url");
     url.trim_end_matches('"').rsplit('/').next().unwrap().to_string()
 }
 
@@ -569,4 +572,61 @@ fn a_mail_whose_record_the_database_refuses_goes_out_once() {
         log.matches("mail sent ticket=1 ").count(),
         "one mail_sent for each mail: {log}"
     );
+}
+
+/// The same for a webhook delivery: the receiver gets it once, though the
+/// database refuses its removal from the queue for a while.
+#[test]
+fn a_webhook_delivery_whose_record_the_database_refuses_goes_out_once() {
+    let pg = Postgres::start();
+    let hooks = crate::servers::HttpReceiver::start();
+    let secret = crate::servers::temp_dir("hook-secret").join("secret");
+    std::fs::write(&secret, "whsec-test-0123456789abcdef\n").unwrap();
+    let desk = DeskConfig::new()
+        .postgres(&pg)
+        .extra(&format!(
+            "[[webhook]]\nname = \"chat\"\nurl = \"{}\"\nevents = [\"ticket.created\"]\nsecret_file = \"{}\"\n",
+            hooks.url("/chat"),
+            secret.display()
+        ))
+        .build();
+    let db = desk_database(&desk);
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(desk.dir.join("inbox").join(sub)).unwrap();
+    }
+    let daemon = desk.start();
+    daemon.wait(30, "the schema", || {
+        pg.query(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 'hooks'") == "1"
+    });
+    pg.query(
+        &db,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE DELETE ON hooks FOR EACH ROW EXECUTE FUNCTION refuse()",
+    );
+    std::fs::write(
+        desk.dir.join("inbox/new/1.eml"),
+        mail(
+            "Carol <carol@example.net>",
+            "support@example.com",
+            "Printer on fire",
+            "p1@example.net",
+            "",
+            "It is burning.\n",
+        ),
+    )
+    .unwrap();
+    daemon.wait(30, "the delivery made and its record refused", || {
+        daemon
+            .log()
+            .contains("webhook delivered, but the store refused its record")
+    });
+    // Three passes more, at a second each.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(hooks.received().len(), 1, "{}", daemon.log());
+    pg.query(&db, "DROP TRIGGER refuse ON hooks");
+    daemon.wait(30, "the record taken", || {
+        pg.query(&db, "SELECT count(*) FROM hooks") == "0"
+    });
+    daemon.stop();
+    assert_eq!(hooks.received().len(), 1);
 }

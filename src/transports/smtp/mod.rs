@@ -7,6 +7,7 @@ pub mod wire;
 use crate::adapters::config::{Outgoing, TlsMode, Transport};
 use crate::adapters::store::{Change, Lane, Op, OutboxEntry, OutboxKey, StoreError};
 use crate::pipeline::{Pipeline, mail_event};
+use crate::transports::Unrecorded;
 use jiff::Timestamp;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -253,36 +254,6 @@ impl Mailer {
 /// Mails read from a lane at a time; also the most sent between two flushes.
 const PAGE: usize = 32;
 
-/// Sent mail whose record (its dequeue and `mail_sent` event) the store
-/// refused: the sender keeps it and commits it again before its next pass,
-/// which waits until it is recorded. Else the mail, still queued, would go
-/// out again at every pass for as long as the store refuses (a database
-/// gone a moment, or refusing that write). An embedded store that refused
-/// a write has failed, and the daemon stops ([`crate::adapters::store::Store::failed`]).
-#[derive(Debug, Default)]
-pub struct Unrecorded(std::sync::Mutex<Vec<Change>>);
-
-impl Unrecorded {
-    fn hold(&self, change: Change) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(change);
-    }
-
-    /// Commits what is held, in order, and flushes; the first refusal keeps
-    /// it and the rest.
-    fn record(&self, pipeline: &Pipeline) -> Result<(), StoreError> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if held.is_empty() {
-            return Ok(());
-        }
-        while let Some(change) = held.first() {
-            pipeline.store.commit(change.clone())?;
-            held.remove(0);
-        }
-        tracing::info!("the store took the record of mail sent before it refused");
-        pipeline.store.flush()
-    }
-}
-
 /// Sends every outbox entry that is due at `now`. A server-wide refusal
 /// (authentication, connection) ends the pass: the rest waits, untouched,
 /// and nothing is dropped for it.
@@ -306,7 +277,7 @@ pub async fn drain_with(
     stop: &(dyn Fn() -> bool + Sync),
     unrecorded: &Unrecorded,
 ) -> Result<SendSummary, StoreError> {
-    crate::transports::blocking(|| unrecorded.record(pipeline))?;
+    crate::transports::blocking(|| unrecorded.record(&*pipeline.store))?;
     let mut summary = SendSummary::default();
     let mut cursor: [Option<OutboxKey>; 2] = [None, None];
     let mut bulk_done = false;
