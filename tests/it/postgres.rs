@@ -509,26 +509,28 @@ fn a_group_committed_batch_reads_its_own_writes_and_keeps_nothing_after_a_confli
     assert!(!one.has_hash("only-with-the-batch").unwrap());
 }
 
-/// A mail sent whose record the database refuses (here a trigger refuses
-/// its dequeue) goes out once: the sender holds the record and commits it
-/// before it sends anything more, instead of sending the still-queued mail
-/// again at every pass.
-#[test]
-fn a_mail_whose_record_the_database_refuses_goes_out_once() {
-    let pg = Postgres::start();
-    let desk = DeskConfig::new().postgres(&pg).build();
+/// A desk on `pg` (with `extra` config) whose daemon runs while a trigger
+/// makes the database refuse every DELETE from `table`, and Carol's mail
+/// in its Maildir; the daemon and the database's name.
+fn refusing_deletes_from(pg: &Postgres, extra: &str, table: &str) -> (Desk, String, Daemon) {
+    let desk = DeskConfig::new().postgres(pg).extra(extra).build();
     let db = desk_database(&desk);
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(desk.dir.join("inbox").join(sub)).unwrap();
     }
     let daemon = desk.start();
     daemon.wait(30, "the schema", || {
-        pg.query(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 'outbox'") == "1"
+        pg.query(
+            &db,
+            &format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'"),
+        ) == "1"
     });
     pg.query(
         &db,
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
-         CREATE TRIGGER refuse BEFORE DELETE ON outbox FOR EACH ROW EXECUTE FUNCTION refuse()",
+        &format!(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse BEFORE DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"
+        ),
     );
     std::fs::write(
         desk.dir.join("inbox/new/1.eml"),
@@ -542,6 +544,17 @@ fn a_mail_whose_record_the_database_refuses_goes_out_once() {
         ),
     )
     .unwrap();
+    (desk, db, daemon)
+}
+
+/// A mail sent whose record the database refuses (here a trigger refuses
+/// its dequeue) goes out once: the sender holds the record and commits it
+/// before it sends anything more, instead of sending the still-queued mail
+/// again at every pass.
+#[test]
+fn a_mail_whose_record_the_database_refuses_goes_out_once() {
+    let pg = Postgres::start();
+    let (desk, db, daemon) = refusing_deletes_from(&pg, "", "outbox");
     daemon.wait(30, "the acknowledgement sent and its record refused", || {
         daemon.log().contains("the store refused its record")
     });
@@ -582,39 +595,12 @@ fn a_webhook_delivery_whose_record_the_database_refuses_goes_out_once() {
     let hooks = crate::servers::HttpReceiver::start();
     let secret = crate::servers::temp_dir("hook-secret").join("secret");
     std::fs::write(&secret, "whsec-test-0123456789abcdef\n").unwrap();
-    let desk = DeskConfig::new()
-        .postgres(&pg)
-        .extra(&format!(
-            "[[webhook]]\nname = \"chat\"\nurl = \"{}\"\nevents = [\"ticket.created\"]\nsecret_file = \"{}\"\n",
-            hooks.url("/chat"),
-            secret.display()
-        ))
-        .build();
-    let db = desk_database(&desk);
-    for sub in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(desk.dir.join("inbox").join(sub)).unwrap();
-    }
-    let daemon = desk.start();
-    daemon.wait(30, "the schema", || {
-        pg.query(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 'hooks'") == "1"
-    });
-    pg.query(
-        &db,
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
-         CREATE TRIGGER refuse BEFORE DELETE ON hooks FOR EACH ROW EXECUTE FUNCTION refuse()",
+    let webhook = format!(
+        "[[webhook]]\nname = \"chat\"\nurl = \"{}\"\nevents = [\"ticket.created\"]\nsecret_file = \"{}\"\n",
+        hooks.url("/chat"),
+        secret.display()
     );
-    std::fs::write(
-        desk.dir.join("inbox/new/1.eml"),
-        mail(
-            "Carol <carol@example.net>",
-            "support@example.com",
-            "Printer on fire",
-            "p1@example.net",
-            "",
-            "It is burning.\n",
-        ),
-    )
-    .unwrap();
+    let (_desk, db, daemon) = refusing_deletes_from(&pg, &webhook, "hooks");
     daemon.wait(30, "the delivery made and its record refused", || {
         daemon
             .log()
