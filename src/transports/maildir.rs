@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The wait before the next scan after `failures` failed in a row: half a
+/// second, doubled per failure, half a minute at most.
+fn retry_wait(failures: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << failures.min(6))
+        .min(Duration::from_secs(30))
+}
+
 /// Watches one Maildir until shutdown.
 pub async fn run(sink: Sink, mailbox: String, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
     for sub in ["new", "cur", "tmp"] {
@@ -23,24 +31,35 @@ pub async fn run(sink: Sink, mailbox: String, path: PathBuf, mut shutdown: watch
     // Whether postdesk is taking the Maildir over: asked of the store once
     // the lease is held, then kept here.
     let mut taking_over: Option<bool> = None;
+    // Scans failed in a row (a full disk, say): the wait doubles from half a
+    // second to half a minute, and the log says so at the 1st, 2nd, 4th, 8th…
+    let mut failures: u32 = 0;
     loop {
         if !lease.held(&sink) {
             sink.pipeline().metrics.mailbox_standby(&mailbox, true);
             taking_over = None;
         } else {
             match scan(&sink, &mailbox, &path, &mut taking_over) {
-                Ok(_) => sink
-                    .pipeline()
-                    .metrics
-                    .mailbox_fetched(&mailbox, jiff::Timestamp::now().as_second()),
+                Ok(_) => {
+                    if failures > 0 {
+                        tracing::info!(mailbox = %mailbox, failures, "maildir scan works again");
+                        failures = 0;
+                    }
+                    sink.pipeline()
+                        .metrics
+                        .mailbox_fetched(&mailbox, jiff::Timestamp::now().as_second())
+                }
                 Err(e) => {
+                    failures = failures.saturating_add(1);
                     sink.pipeline().metrics.mailbox_up(&mailbox, false);
-                    tracing::error!(mailbox = %mailbox, error = %e, "maildir scan failed; will retry");
+                    if failures.is_power_of_two() {
+                        tracing::error!(mailbox = %mailbox, error = %e, failures, retry_in_ms = retry_wait(failures).as_millis() as u64, "maildir scan failed; will retry");
+                    }
                 }
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(retry_wait(failures)) => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
@@ -202,4 +221,31 @@ fn scan_batch(sink: &Sink, mailbox: &str, path: &Path, files: &[PathBuf], taking
         }
     }
     Ok(done.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_wait;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failing_scan_waits_twice_as_long_each_time_up_to_half_a_minute() {
+        let waits: Vec<Duration> = (0..9).map(retry_wait).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            waits,
+            [
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(16000),
+                ms(30000),
+                ms(30000),
+                ms(30000)
+            ]
+        );
+        assert_eq!(retry_wait(u32::MAX), ms(30000));
+    }
 }

@@ -903,3 +903,96 @@ fn a_daemon_whose_store_cannot_write_stops_and_its_restart_takes_every_mail_once
     let tickets: Vec<Value> = serde_json::from_str(&desk.ok(&["tickets", "--json", "--limit", "1000"])).unwrap();
     assert_eq!(tickets.len(), MAILS);
 }
+
+/// A mail of about 100 KB: a line of text and an attachment of base64 that
+/// does not compress (the blob store keeps it as it is).
+fn heavy_mail(i: usize) -> String {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64 + 1);
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut attachment = String::new();
+    for _ in 0..1300 {
+        for _ in 0..76 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            attachment.push(alphabet[(x % 64) as usize] as char);
+        }
+        attachment.push_str("\r\n");
+    }
+    format!(
+        "From: c{i}@customer.test\r\nTo: support@example.com\r\nSubject: Scan {i}\r\nMessage-ID: <scan{i}@customer.test>\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nThe scan you asked for is attached.\r\n--b\r\nContent-Type: application/octet-stream; name=\"scan{i}.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}--b--\r\n"
+    )
+}
+
+/// The blob packs cannot grow (a full disk: here a file-size limit of
+/// 1 MiB on the daemon, which mail of 100 KB reaches first in the packs):
+/// the mail waits in `new/`, the daemon runs on and tries again less and
+/// less often; once the packs can grow again it takes every mail, and each
+/// one's raw mail reads back whole, the record a write cut short left in a
+/// pack notwithstanding.
+#[test]
+fn mail_waits_while_the_blob_packs_cannot_grow_and_is_taken_whole_after() {
+    const MAILS: usize = 20;
+    let desk = DeskConfig::new().sled().build();
+    let inbox = desk.dir.join("inbox");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(inbox.join(sub)).unwrap();
+    }
+    let log = desk.dir.join("limited.log");
+    // The soft limit only: lifting it again needs no privilege.
+    let mut daemon = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -S -f 2048 && trap '' XFSZ && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .arg("-c")
+        .arg(&desk.config)
+        .arg("run")
+        .env("POSTDESK_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = || fs::read_to_string(&log).unwrap_or_default();
+    wait_until(20, "the daemon to run", || text().contains("postdesk running"));
+    for i in 0..MAILS {
+        let tmp = inbox.join("tmp").join(format!("{i}.mail"));
+        fs::write(&tmp, heavy_mail(i)).unwrap();
+        fs::rename(&tmp, inbox.join("new").join(format!("{i}.mail"))).unwrap();
+    }
+    wait_until(30, "a pack write to fail", || text().contains("blob store error"));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon runs on:\n{}", text());
+    let waiting = || fs::read_dir(inbox.join("new")).unwrap().count();
+    assert!(waiting() > 0, "{}", text());
+    // Failed scans back off (0.5, 1, 2, 4 s…) and are logged at the 1st, 2nd, 4th…:
+    // two or three lines in these 4 s, not one each half second.
+    let failed = text().matches("maildir scan failed").count();
+    assert!((1..=3).contains(&failed), "{failed} lines:\n{}", text());
+    let lifted = Command::new("prlimit")
+        .arg("--pid")
+        .arg(daemon.id().to_string())
+        .arg("--fsize=unlimited:")
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(lifted.success());
+    wait_until(60, "every mail taken", || waiting() == 0);
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{}", text());
+    assert!(text().contains("maildir scan works again"), "{}", text());
+    let tickets: Vec<Value> = serde_json::from_str(&desk.ok(&["tickets", "--json", "--limit", "100"])).unwrap();
+    assert_eq!(tickets.len(), MAILS);
+    for ticket in &tickets {
+        let t = desk.show(ticket["id"].as_u64().unwrap());
+        let key = t["messages"][0]["raw_key"].as_str().unwrap().to_string();
+        let out = desk.run(&["raw", &key]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let subject = t["subject"].as_str().unwrap().to_string();
+        let n: usize = subject.trim_start_matches("Scan ").parse().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), heavy_mail(n), "{subject}");
+    }
+}

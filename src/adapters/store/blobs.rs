@@ -314,8 +314,13 @@ impl Blobs {
             head[..4].copy_from_slice(magic);
             head[4..36].copy_from_slice(key);
             head[36..].copy_from_slice(&(body.len() as u64).to_be_bytes());
-            file.write_all(&head).map_err(io(&path))?;
-            file.write_all(&body).map_err(io(&path))?;
+            if let Err(e) = file.write_all(&head).and_then(|()| file.write_all(&body)) {
+                // A write cut short (a full disk) leaves part of a record at
+                // the pack's end: the pack is opened again for the next one,
+                // which goes after it, at the length the file has then.
+                w.file = None;
+                return Err(io(&path)(e));
+            }
             let loc = Loc {
                 pack: w.pack,
                 offset: w.len,
