@@ -805,10 +805,21 @@ fn count(desk: &Desk) -> usize {
     list.len()
 }
 
+/// A daemon [`run_limited`] started; killed when dropped (a test that
+/// fails leaves no process behind).
+struct Limited(std::process::Child);
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `postdesk run` on `desk` (its Maildir's folders made) under the shell's
 /// `ulimit` command `limit`, with SIGXFSZ ignored: a write past the limit
 /// then fails (EFBIG) as one on a full disk does. The process and its log.
-fn run_limited(desk: &Desk, limit: &str) -> (std::process::Child, std::path::PathBuf) {
+fn run_limited(desk: &Desk, limit: &str) -> (Limited, std::path::PathBuf) {
     for sub in ["new", "cur", "tmp"] {
         fs::create_dir_all(desk.dir.join("inbox").join(sub)).unwrap();
     }
@@ -826,7 +837,7 @@ fn run_limited(desk: &Desk, limit: &str) -> (std::process::Child, std::path::Pat
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    (child, log)
+    (Limited(child), log)
 }
 
 /// A store that can write no more stops the daemon (exit 75, so that
@@ -860,7 +871,7 @@ fn a_daemon_whose_store_cannot_write_stops_and_its_restart_takes_every_mail_once
     }
     let start = std::time::Instant::now();
     let status = loop {
-        if let Some(status) = limited.try_wait().unwrap() {
+        if let Some(status) = limited.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -967,7 +978,11 @@ fn mail_waits_while_the_blob_packs_cannot_grow_and_is_taken_whole_after() {
     }
     wait_until(30, "a pack write to fail", || text().contains("blob store error"));
     std::thread::sleep(std::time::Duration::from_secs(4));
-    assert!(daemon.try_wait().unwrap().is_none(), "the daemon runs on:\n{}", text());
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "the daemon runs on:\n{}",
+        text()
+    );
     let waiting = || fs::read_dir(inbox.join("new")).unwrap().count();
     assert!(waiting() > 0, "{}", text());
     // Failed scans back off (0.5, 1, 2, 4 s…) and are logged at the 1st, 2nd, 4th…:
@@ -976,17 +991,17 @@ fn mail_waits_while_the_blob_packs_cannot_grow_and_is_taken_whole_after() {
     assert!((1..=3).contains(&failed), "{failed} lines:\n{}", text());
     let lifted = Command::new("prlimit")
         .arg("--pid")
-        .arg(daemon.id().to_string())
+        .arg(daemon.0.id().to_string())
         .arg("--fsize=unlimited:")
         .status()
         .expect("prlimit (util-linux)");
     assert!(lifted.success());
     wait_until(60, "every mail taken", || waiting() == 0);
     Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
+        .args(["-TERM", &daemon.0.id().to_string()])
         .status()
         .unwrap();
-    let status = daemon.wait().unwrap();
+    let status = daemon.0.wait().unwrap();
     assert!(status.success(), "{}", text());
     assert!(text().contains("maildir scan works again"), "{}", text());
     let tickets: Vec<Value> = serde_json::from_str(&desk.ok(&["tickets", "--json", "--limit", "100"])).unwrap();
