@@ -33,9 +33,20 @@ use tokio::sync::watch;
 pub struct Unrecorded(Mutex<Vec<crate::adapters::store::Change>>);
 
 impl Unrecorded {
-    /// Keeps a refused record.
-    pub fn hold(&self, change: crate::adapters::store::Change) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+    /// Commits the record of an attempt; when what it records went out
+    /// (`went_out`) and the store refuses it, keeps it for [`Unrecorded::record`].
+    pub fn commit(
+        &self,
+        store: &dyn crate::adapters::store::Store,
+        change: crate::adapters::store::Change,
+        went_out: bool,
+    ) -> Result<(), StoreError> {
+        let held = went_out.then(|| change.clone());
+        store.commit(change).inspect_err(|_| {
+            if let Some(change) = held {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+            }
+        })
     }
 
     /// Commits what is held, in order, and flushes; the first refusal keeps

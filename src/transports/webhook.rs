@@ -152,14 +152,13 @@ pub fn pass(
                 }
             }
             let _guard = writer.lock().unwrap_or_else(|p| p.into_inner());
-            let held = delivered.map(|id| (id, w.clone()));
-            if let Err(e) = pipeline.store.commit(w) {
-                if let Some((id, w)) = held {
-                    tracing::error!(delivery = %id, error = %e, "webhook delivered, but the store refused its record: it is recorded before anything more is delivered");
-                    unrecorded.hold(w);
-                }
-                return Err(e);
-            }
+            unrecorded
+                .commit(&*pipeline.store, w, delivered.is_some())
+                .inspect_err(|e| {
+                    if let Some(id) = &delivered {
+                        tracing::error!(delivery = %id, error = %e, "webhook delivered, but the store refused its record: it is recorded before anything more is delivered");
+                    }
+                })?;
         }
         if last || seen >= PASS_LIMIT {
             return Ok(done);

@@ -805,6 +805,14 @@ fn count(desk: &Desk) -> usize {
     list.len()
 }
 
+/// Delivers `text` into the Maildir `inbox` as an MTA does: written in
+/// `tmp/`, then moved into `new/`.
+fn deliver_to(inbox: &Path, name: &str, text: &str) {
+    let tmp = inbox.join("tmp").join(name);
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, inbox.join("new").join(name)).unwrap();
+}
+
 /// A daemon [`run_limited`] started; killed when dropped (a test that
 /// fails leaves no process behind).
 struct Limited(std::process::Child);
@@ -862,9 +870,7 @@ fn a_daemon_whose_store_cannot_write_stops_and_its_restart_takes_every_mail_once
             "",
             "Hello, my order has not arrived yet. Could you look into it, please?",
         );
-        let tmp = inbox.join("tmp").join(format!("{i}.mail"));
-        fs::write(&tmp, text).unwrap();
-        fs::rename(&tmp, inbox.join("new").join(format!("{i}.mail"))).unwrap();
+        deliver_to(&inbox, &format!("{i}.mail"), &text);
         if i % 20 == 19 {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
@@ -972,9 +978,7 @@ fn mail_waits_while_the_blob_packs_cannot_grow_and_is_taken_whole_after() {
     let text = || fs::read_to_string(&log).unwrap_or_default();
     wait_until(20, "the daemon to run", || text().contains("postdesk running"));
     for i in 0..MAILS {
-        let tmp = inbox.join("tmp").join(format!("{i}.mail"));
-        fs::write(&tmp, heavy_mail(i)).unwrap();
-        fs::rename(&tmp, inbox.join("new").join(format!("{i}.mail"))).unwrap();
+        deliver_to(&inbox, &format!("{i}.mail"), &heavy_mail(i));
     }
     wait_until(30, "a pack write to fail", || text().contains("blob store error"));
     std::thread::sleep(std::time::Duration::from_secs(4));

@@ -486,17 +486,12 @@ async fn send_one(
             tell_assignee_of_failure(pipeline, &mut w, &entry, &e.message, now)?;
         }
     }
-    let held = sent.then(|| w.clone());
-    match crate::transports::blocking(|| pipeline.store.commit(w)) {
-        Ok(()) => Ok(outcome),
-        Err(e) => {
-            if let Some(w) = held {
-                tracing::error!(ticket = mail.ticket.0, error = %e, "mail sent, but the store refused its record: it is recorded before anything more is sent");
-                send.unrecorded.hold(w);
-            }
-            Err(e)
+    crate::transports::blocking(|| send.unrecorded.commit(&*pipeline.store, w, sent)).inspect_err(|e| {
+        if sent {
+            tracing::error!(ticket = mail.ticket.0, error = %e, "mail sent, but the store refused its record: it is recorded before anything more is sent");
         }
-    }
+    })?;
+    Ok(outcome)
 }
 
 /// A mail to a customer failed for good: the ticket's assignee hears of it
