@@ -40,6 +40,8 @@ pub const EXIT_TEMPFAIL: i32 = 75;
 pub const EXIT_NOINPUT: i32 = 66;
 /// Exit code for other failures (EX_SOFTWARE).
 pub const EXIT_SOFTWARE: i32 = 70;
+/// Exit code for a bad argument (as clap's own): one the store or the daemon refused.
+pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser, Debug)]
 #[command(name = "postdesk", version, about = "Email-first shared-inbox helpdesk")]
@@ -277,7 +279,12 @@ impl Failure {
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Failure {
-        Failure::new(EXIT_TEMPFAIL, e.to_string())
+        // A cursor no page gave out is a bad argument, not a store to retry.
+        let code = match e {
+            StoreError::BadCursor(_) => EXIT_USAGE,
+            _ => EXIT_TEMPFAIL,
+        };
+        Failure::new(code, e.to_string())
     }
 }
 
@@ -1555,6 +1562,9 @@ fn api_get_page(config: &Config, path: &str) -> Result<(String, Option<String>),
         .map_err(daemon_unreachable)?
     {
         (200, body, next) => Ok((body, next)),
+        // The daemon refused an argument (a cursor, a filter): its reason, as
+        // the command itself would say it.
+        (400, body, _) => Err(Failure::new(EXIT_USAGE, api_reason(body))),
         (status, body, _) => Err(Failure::new(
             EXIT_SOFTWARE,
             format!("the daemon's API answered {status}: {}", body.trim()),

@@ -134,9 +134,15 @@ fn ticket_lists_page_with_a_cursor_and_filter_through_indexes() {
     let out = desk.run(&["tickets", "--limit", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("1..=1000"), "{out:?}");
-    let out = desk.run(&["tickets", "--cursor", "nonsense"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad cursor"), "{out:?}");
+    // A bad cursor is a bad argument (2), not a store to retry (75).
+    let bad_cursor = || {
+        let out = desk.run(&["tickets", "--cursor", "nonsense"]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("bad cursor \"nonsense\": pass back"), "{err}");
+        assert!(!err.contains('{'), "the reason, not the API's JSON: {err}");
+    };
+    bad_cursor();
 
     // Through the running daemon: the same pages, the cursor in a header.
     let daemon = desk.start();
@@ -145,6 +151,7 @@ fn ticket_lists_page_with_a_cursor_and_filter_through_indexes() {
     assert!(first.contains("more: --cursor 4"), "{first}");
     let rest = desk.ok(&["tickets", "--limit", "4", "--status", "new", "--cursor", "4"]);
     assert_eq!(ids(&rest), [5, 6, 7], "{rest}");
+    bad_cursor();
     let (status, body) = http_raw(
         desk.http_port,
         &format!(
