@@ -119,7 +119,8 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<InboundMessage, ParseError> 
         .first()
         .and_then(|&i| message.parts.get(i as usize))
         .is_some_and(|p| matches!(p.body, PartType::Html(_)));
-    let (text, unquoted_html_text) = match message.body_html(0).filter(|_| html_only) {
+    // (Only then: a text body asked for as HTML is converted to it first.)
+    let (text, unquoted_html_text) = match html_only.then(|| message.body_html(0)).flatten() {
         Some(html) => {
             let (all, unquoted) = crate::adapters::html::texts(&html);
             (all, Some(unquoted))
