@@ -207,7 +207,15 @@ enum Command {
         json: bool,
     },
     /// Every ticket with its messages and events, one JSON object per line.
-    Export,
+    Export {
+        /// At most this many tickets; the cursor to go on from is printed
+        /// on standard error (`more: --cursor N`) when some are left.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Go on after a previous export's last ticket (the cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Webhook deliveries that failed for good: list them, or send them again.
     Webhooks {
         /// List the failed deliveries.
@@ -1028,38 +1036,46 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Export => {
+        Command::Export { limit, cursor } => {
             let config = load_config(cli.config)?;
+            let more = |next: Option<String>| {
+                if let Some(next) = next {
+                    eprintln!("more: --cursor {next}");
+                }
+                Ok(())
+            };
             let store = match open_store(&config) {
                 Ok(store) => store,
                 Err(StoreError::Locked(_)) => {
                     // Through the daemon, a page at a time, each written as it comes.
-                    let mut cursor: Option<String> = None;
+                    let mut cursor = cursor;
+                    let mut left = limit.unwrap_or(u64::MAX);
                     loop {
-                        let path = match &cursor {
-                            Some(c) => format!("/api/export?cursor={}", percent_encode(c)),
-                            None => "/api/export".to_string(),
-                        };
+                        let mut path = format!("/api/export?limit={}", left.min(200));
+                        if let Some(c) = &cursor {
+                            path.push_str(&format!("&cursor={}", percent_encode(c)));
+                        }
                         let (body, next) = api_get_page(&config, &path)?;
-                        // Each page is whole lines.
+                        // Each page is whole lines; one with a next cursor is full.
                         say_json_raw!("{body}");
+                        left -= left.min(200);
                         match next {
-                            Some(n) => cursor = Some(n),
-                            None => return Ok(()),
+                            Some(n) if left > 0 => cursor = Some(n),
+                            next => return more(next.filter(|_| left == 0)),
                         }
                     }
                 }
                 Err(e) => return Err(e.into()),
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            crate::view::each_ticket(&*store, |v| {
+            let next = crate::view::each_ticket_from(&*store, cursor.as_deref(), limit, |v| {
                 let line = json_safe(&serde_json::to_string(&v).expect("serialises"));
                 std::io::Write::write_all(&mut out, line.as_bytes())
                     .and_then(|_| std::io::Write::write_all(&mut out, b"\n"))
                     .map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))
             })?;
             std::io::Write::flush(&mut out).map_err(|e| Failure::new(EXIT_SOFTWARE, e.to_string()))?;
-            Ok(())
+            more(next)
         }
         Command::Oauth2 {
             action: OAuth2Action::Login { name },

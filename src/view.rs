@@ -194,19 +194,34 @@ const REPORT_BATCH: usize = 128;
 /// Every ticket in number order, a page at a time (`export`).
 pub fn each_ticket<E: From<StoreError>>(
     store: &dyn Store,
-    mut f: impl FnMut(TicketView) -> Result<(), E>,
+    f: impl FnMut(TicketView) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut cursor: Option<String> = None;
+    each_ticket_from(store, None, None, f).map(|_| ())
+}
+
+/// The tickets in number order after `cursor`, a page at a time, at most
+/// `limit` of them (all when `None`); the cursor to go on from when the
+/// limit left some (`export --limit --cursor`).
+pub fn each_ticket_from<E: From<StoreError>>(
+    store: &dyn Store,
+    cursor: Option<&str>,
+    limit: Option<u64>,
+    mut f: impl FnMut(TicketView) -> Result<(), E>,
+) -> Result<Option<String>, E> {
+    let mut cursor: Option<String> = cursor.map(String::from);
+    let mut left = limit.unwrap_or(u64::MAX);
     loop {
-        let page = store.list(&TicketFilter::default(), cursor.as_deref(), 200)?;
+        let page = store.list(&TicketFilter::default(), cursor.as_deref(), left.min(200) as usize)?;
+        left -= page.tickets.len() as u64;
         for t in &page.tickets {
             if let Some(v) = ticket_view(store, t.id)? {
                 f(v)?;
             }
         }
         match page.next {
+            Some(next) if left == 0 => return Ok(Some(next)),
             Some(next) => cursor = Some(next),
-            None => return Ok(()),
+            None => return Ok(None),
         }
     }
 }

@@ -202,14 +202,39 @@ fn export_through_the_daemon_follows_its_pages_and_matches_the_offline_export() 
     desk.ok(&["ingest", "--no-send", path.to_str().unwrap()]);
     let offline = desk.ok(&["export"]);
     assert_eq!(offline.lines().count(), 450);
-    let daemon = desk.start();
-    let through = desk.ok(&["export"]);
-    daemon.stop();
     let ids = |text: &str| -> Vec<u64> {
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_u64().unwrap())
             .collect()
     };
+    // An export in parts: `--limit`, then on from the cursor it printed.
+    let parts = |desk: &Desk| {
+        let run = |args: &[&str]| {
+            let out = desk.run(args);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let more = String::from_utf8_lossy(&out.stderr).into_owned();
+            (String::from_utf8(out.stdout).unwrap(), more)
+        };
+        let (first, more) = run(&["export", "--limit", "250"]);
+        assert_eq!(ids(&first), (1..=250).collect::<Vec<u64>>());
+        assert!(more.contains("more: --cursor 250"), "{more}");
+        let (rest, more) = run(&["export", "--cursor", "250", "--limit", "1000"]);
+        assert_eq!(ids(&rest), (251..=450).collect::<Vec<u64>>());
+        assert!(!more.contains("more:"), "nothing left: {more}");
+        // A limit that takes exactly what is left leaves no cursor either.
+        let (last, more) = run(&["export", "--cursor", "440", "--limit", "10"]);
+        assert_eq!(ids(&last), (441..=450).collect::<Vec<u64>>());
+        assert!(!more.contains("more:"), "nothing left: {more}");
+        assert_eq!(first + &rest, offline, "the parts make the whole");
+        let out = desk.run(&["export", "--cursor", "nonsense"]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_eq!(desk.run(&["export", "--limit", "0"]).status.code(), Some(2));
+    };
+    parts(&desk);
+    let daemon = desk.start();
+    let through = desk.ok(&["export"]);
+    parts(&desk);
+    daemon.stop();
     assert_eq!(
         ids(&through),
         (1..=450).collect::<Vec<u64>>(),
