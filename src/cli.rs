@@ -1626,7 +1626,11 @@ fn api_reason(body: String) -> String {
 }
 
 fn daemon_unreachable(e: String) -> Failure {
-    Failure::new(EXIT_TEMPFAIL, format!("the store is held by the daemon and {e}"))
+    // Held by the daemon, or by another command (an `ingest`, a `migrate`).
+    Failure::new(
+        EXIT_TEMPFAIL,
+        format!("the store is in use by another postdesk process (the daemon, or a command such as ingest), and {e}"),
+    )
 }
 
 /// The API's bearer token, when the config sets one.

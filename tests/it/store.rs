@@ -831,6 +831,39 @@ fn the_daemon_compacts_a_sled_store_that_has_doubled_at_its_start() {
     assert!(!log.contains("compacted at start"), "{log}");
 }
 
+#[test]
+fn a_command_on_a_store_another_command_holds_says_so_and_exits_75() {
+    // sled's lock is a flock on the store's `db` file; `flock` holds it as an
+    // `ingest` would, with no daemon to ask (`--no-fork`: killing it frees the lock).
+    let desk = DeskConfig::new().build();
+    desk.ingest(&[&mail(
+        "bob@customer.test",
+        "support@example.com",
+        "Hi",
+        "hi@customer.test",
+        "",
+        "x",
+    )]);
+    let db = desk.dir.join("data/store/db");
+    assert!(db.exists(), "{}", db.display());
+    let mut holder = Command::new("flock")
+        .args(["-x", "--no-fork", db.to_str().unwrap(), "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until(10, "the lock taken", || desk.run(&["tick"]).status.code() == Some(75));
+    let out = desk.run(&["tickets"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains("in use by another postdesk process (the daemon, or a command such as ingest)")
+            && err.contains("cannot reach the daemon's API"),
+        "{err}"
+    );
+    assert_eq!(count(&desk), 1, "the store is whole once free");
+}
+
 /// How many tickets the desk lists.
 fn count(desk: &Desk) -> usize {
     let list: Vec<Value> = serde_json::from_str(&desk.ok(&["tickets", "--json", "--limit", "500"])).unwrap();
