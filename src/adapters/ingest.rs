@@ -129,7 +129,9 @@ pub fn scan(paths: &[PathBuf], max_bytes: usize) -> std::io::Result<Vec<Entry>> 
     for p in paths {
         if p.as_os_str() == "-" {
             let (raw, oversized) = read_bounded(std::io::stdin().lock(), max_bytes)?;
-            if raw.starts_with(b"From ") && oversized.is_none() {
+            if raw.is_empty() {
+                tracing::warn!("empty standard input: no mail in it");
+            } else if raw.starts_with(b"From ") && oversized.is_none() {
                 // An mbox on standard input: small enough to be held, split here.
                 for (i, m) in split_mbox(&raw).into_iter().enumerate() {
                     out.push(read_entry(format!("stdin#{}", i + 1), m, None, true));
@@ -176,6 +178,12 @@ fn read_bounded_into(mut reader: impl Read, max: usize, raw: &mut Vec<u8>) -> st
 
 fn scan_file(out: &mut Vec<Entry>, f: &Path) -> std::io::Result<()> {
     let size = std::fs::metadata(f)?.len();
+    if size == 0 {
+        // An empty mbox (a folder with no mail) holds none; it is not a mail
+        // to quarantine.
+        tracing::warn!(file = %f.display(), "empty file: no mail in it");
+        return Ok(());
+    }
     let mut file = std::io::BufReader::new(std::fs::File::open(f)?);
     let head = file.fill_buf()?;
     if head.starts_with(b"From ") {
@@ -705,6 +713,10 @@ mod tests {
         std::fs::write(&eml, b"Subject: alone\n\nbody\n").unwrap();
         let one = scan(std::slice::from_ref(&eml), 1 << 20).unwrap();
         assert_eq!(one[0].label(), eml.display().to_string());
+        // An empty file (an mbox of a folder with no mail) holds none.
+        let empty = dir.join("empty.mbox");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(scan(&[empty, eml], 1 << 20).unwrap().len(), 1);
         // The first pass keeps a few dozen bytes a mail and nothing on the
         // heap for an mbox's mails (they share its path), whatever the input.
         assert!(std::mem::size_of::<Entry>() <= 80, "{}", std::mem::size_of::<Entry>());
