@@ -616,3 +616,213 @@ fn a_webhook_delivery_whose_record_the_database_refuses_goes_out_once() {
     daemon.stop();
     assert_eq!(hooks.received().len(), 1);
 }
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) % n
+    }
+}
+
+/// Every list filter, paged three at a time, and the counters and agent
+/// loads of `store` are what the tickets themselves say (`model`).
+fn agrees_with_a_recount(
+    store: &dyn postdesk::adapters::store::Store,
+    model: &std::collections::BTreeMap<u64, postdesk::core::model::Ticket>,
+    what: &str,
+) {
+    use postdesk::adapters::store::TicketFilter;
+    use postdesk::core::model::Status;
+    use std::collections::BTreeMap;
+    let listed = |filter: &TicketFilter| -> Vec<u64> {
+        let (mut out, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let page = store.list(filter, cursor.as_deref(), 3).unwrap();
+            out.extend(page.tickets.iter().map(|t| t.id.0));
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return out,
+            }
+        }
+    };
+    let mut filters = vec![TicketFilter::default()];
+    for s in [
+        Status::New,
+        Status::Open,
+        Status::Pending,
+        Status::Resolved,
+        Status::Closed,
+    ] {
+        filters.push(TicketFilter {
+            status: Some(s),
+            ..TicketFilter::default()
+        });
+    }
+    for q in QUEUES {
+        filters.push(TicketFilter {
+            queue: Some(q.into()),
+            status: Some(Status::Open),
+            ..TicketFilter::default()
+        });
+        filters.push(TicketFilter {
+            queue: Some(q.into()),
+            ..TicketFilter::default()
+        });
+    }
+    for a in AGENTS.iter().flatten() {
+        filters.push(TicketFilter {
+            assignee: Some(a.to_string()),
+            ..TicketFilter::default()
+        });
+    }
+    for r in REQUESTERS {
+        filters.push(TicketFilter {
+            requester: Some(r.to_uppercase()),
+            ..TicketFilter::default()
+        });
+    }
+    for f in &filters {
+        let want: Vec<u64> = model.values().filter(|t| f.matches(t)).map(|t| t.id.0).collect();
+        assert_eq!(listed(f), want, "{what}: {f:?}");
+    }
+    let since = jiff::Timestamp::from_second(1_700_000_050).unwrap();
+    let mut want: Vec<&postdesk::core::model::Ticket> = model.values().filter(|t| t.updated_at >= since).collect();
+    want.sort_by_key(|t| (t.updated_at.as_second(), t.id.0));
+    let f = TicketFilter {
+        updated_since: Some(since),
+        ..TicketFilter::default()
+    };
+    assert_eq!(
+        listed(&f),
+        want.iter().map(|t| t.id.0).collect::<Vec<_>>(),
+        "{what}: by update time"
+    );
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for t in model.values() {
+        *counts.entry((format!("{:?}", t.status), t.queue.clone())).or_default() += 1;
+    }
+    let stored: BTreeMap<(String, String), u64> = store
+        .counts()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.tickets > 0)
+        .map(|c| ((format!("{:?}", c.status), c.queue), c.tickets))
+        .collect();
+    assert_eq!(stored, counts, "{what}: counters");
+    let mut loads: BTreeMap<String, u32> = BTreeMap::new();
+    for t in model.values().filter(|t| t.is_active()) {
+        if let Some(a) = &t.assignee {
+            *loads.entry(a.clone()).or_default() += 1;
+        }
+    }
+    let stored: BTreeMap<String, u32> = store.loads().unwrap().into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(stored, loads, "{what}: agent loads");
+}
+
+/// Names where one is the start of another, as an index's prefix scan would confuse.
+const QUEUES: [&str; 3] = ["general", "bill", "billing"];
+const AGENTS: [Option<&str>; 4] = [None, Some("al"), Some("alice"), Some("bob")];
+const REQUESTERS: [&str; 3] = ["a@x.test", "ab@x.test", "b@x.test"];
+
+#[test]
+fn indexes_counters_and_loads_agree_with_a_recount_on_both_backends() {
+    use postdesk::adapters::store::cache::BatchCache;
+    use postdesk::adapters::store::postgres::PgStore;
+    use postdesk::adapters::store::sled::SledStore;
+    use postdesk::adapters::store::{Change, Op, PgSettings, Store, StoreSettings};
+    use postdesk::core::model::{Mailbox, Status, Ticket, TicketId};
+    use std::sync::Arc;
+    let pg = Postgres::start();
+    let on_pg = || -> Arc<dyn Store> {
+        let url = Some(pg.url(&pg.create_database()));
+        Arc::new(
+            PgStore::open(&PgSettings {
+                url,
+                ..PgSettings::default()
+            })
+            .unwrap(),
+        )
+    };
+    let dir = crate::servers::temp_dir("recount");
+    let on_sled = |name: &str| -> Arc<dyn Store> {
+        Arc::new(SledStore::open(&dir.join(name), &StoreSettings::default()).unwrap())
+    };
+    // Each backend committing each change, and group-committing five changes
+    // a transaction through the cache a batch of mail goes through.
+    let stores: Vec<(Arc<dyn Store>, &str, bool)> = vec![
+        (on_sled("one"), "sled", false),
+        (on_sled("grouped"), "sled, group-committed", true),
+        (on_pg(), "postgres", false),
+        (on_pg(), "postgres, group-committed", true),
+    ];
+    let mut caches: Vec<Option<Arc<BatchCache>>> = vec![None; stores.len()];
+    let statuses = [
+        Status::New,
+        Status::Open,
+        Status::Pending,
+        Status::Resolved,
+        Status::Closed,
+    ];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut model = std::collections::BTreeMap::new();
+    for step in 0..400 {
+        // A change of one to four puts, the same ticket at times twice; each
+        // store's put is made from the ticket as that store holds it (its revision).
+        let puts: Vec<[u64; 6]> = (0..=rng.below(4))
+            .map(|_| {
+                [
+                    1 + rng.below(24),
+                    rng.below(3),
+                    rng.below(5),
+                    rng.below(3),
+                    rng.below(4),
+                    rng.below(100),
+                ]
+            })
+            .collect();
+        for ((inner, _, grouped), cache) in stores.iter().zip(&mut caches) {
+            let store: Arc<dyn Store> = match grouped {
+                true => cache
+                    .get_or_insert_with(|| Arc::new(BatchCache::deferred(inner.clone(), &[]).unwrap()))
+                    .clone(),
+                false => inner.clone(),
+            };
+            let mut change = Change::default();
+            let mut written: std::collections::HashMap<u64, Ticket> = std::collections::HashMap::new();
+            for &[id, requester, status, queue, agent, at] in &puts {
+                let mut t = match written.remove(&id) {
+                    Some(t) => t,
+                    None => store.ticket(TicketId(id)).unwrap().unwrap_or_else(|| {
+                        let r = Mailbox::new(None, REQUESTERS[requester as usize]);
+                        let at = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+                        Ticket::new(TicketId(id), "Printer", r, "support", "general", at)
+                    }),
+                };
+                t.status = statuses[status as usize];
+                t.queue = QUEUES[queue as usize].into();
+                t.assignee = AGENTS[agent as usize].map(String::from);
+                // Forwards and backwards in time.
+                t.updated_at = jiff::Timestamp::from_second(1_700_000_000 + at as i64).unwrap();
+                change.push(Op::Ticket(Box::new(t.clone())));
+                model.insert(id, t.clone());
+                written.insert(id, t);
+            }
+            store.commit(change).unwrap();
+            if step % 5 == 4
+                && let Some(c) = cache.take()
+            {
+                c.finish().unwrap();
+            }
+        }
+        if step % 50 == 49 {
+            for (store, name, _) in &stores {
+                agrees_with_a_recount(&**store, &model, &format!("{name} after {} changes", step + 1));
+            }
+        }
+    }
+}
