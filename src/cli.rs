@@ -535,6 +535,9 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
 /// Copies the sled store under data_dir into the (empty) PostgreSQL
 /// database `[store]` names: blobs first (durable before records name
 /// them), then every record in changes of 500 writes.
+/// Bytes of raw mail `migrate --to postgres` sends the database in one statement at most (past one mail).
+const MIGRATE_BATCH_BYTES: usize = 16 << 20;
+
 fn migrate_to_postgres(config: &Config) -> Result<Vec<(&'static str, u64)>, Failure> {
     use crate::adapters::store::{Backend, Store, postgres::PgStore, sled::SledStore};
     let Backend::Postgres(pg) = &config.store.backend else {
@@ -557,23 +560,31 @@ fn migrate_to_postgres(config: &Config) -> Result<Vec<(&'static str, u64)>, Fail
     if to.next_ticket_id()?.0 > 1 || !to.list(&Default::default(), None, 1)?.tickets.is_empty() {
         return Err(Failure::new(
             EXIT_SOFTWARE,
-            "the PostgreSQL database already holds tickets; migrate into an empty one".to_string(),
+            "the PostgreSQL database already holds tickets; migrate into an empty one (a migrate cut short leaves part of a copy: drop that database and create it again)".to_string(),
         ));
     }
     let mut blobs = 0u64;
-    let mut batch: Vec<Vec<u8>> = Vec::new();
-    let put = |batch: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+    // 64 mails a statement, or fewer when they are large: a batch of the
+    // largest mails (25 MiB each by default) would hold 1.6 GB.
+    let (mut batch, mut bytes): (Vec<Vec<u8>>, usize) = (Vec::new(), 0);
+    let put = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize| -> Result<(), StoreError> {
         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         to.put_blobs(&refs)?;
         batch.clear();
+        *bytes = 0;
         Ok(())
     };
-    from.each_blob(|_, bytes| {
+    from.each_blob(|_, blob| {
         blobs += 1;
-        batch.push(bytes);
-        if batch.len() >= 64 { put(&mut batch) } else { Ok(()) }
+        bytes += blob.len();
+        batch.push(blob);
+        if batch.len() >= 64 || bytes >= MIGRATE_BATCH_BYTES {
+            put(&mut batch, &mut bytes)
+        } else {
+            Ok(())
+        }
     })?;
-    put(&mut batch)?;
+    put(&mut batch, &mut bytes)?;
     let mut counts = from.dump(500, &mut |change| to.commit(change))?;
     to.flush()?;
     counts.push(("blobs", blobs));

@@ -271,6 +271,20 @@ fn migrate_moves_a_sled_desk_into_postgres() {
     let mut mails: Vec<String> = (0..30).map(|i| conversation(i, false)).collect();
     mails.extend((0..10).map(|i| conversation(i, true)));
     mails.push("this is not a mail\r\n".into());
+    // Three large ones (6 MB each: more than a statement's 16 MiB together).
+    let large: Vec<String> = (0..3)
+        .map(|i| {
+            mail(
+                &format!("Customer {i} <c{i}@customer.test>"),
+                "support@example.com",
+                &format!("Re: Question {i}"),
+                &format!("large{i}@customer.test"),
+                &format!("In-Reply-To: <q{i}@customer.test>"),
+                &"All the logs you asked for, line after line.\n".repeat(140_000),
+            )
+        })
+        .collect();
+    mails.extend(large.iter().cloned());
     desk.ingest(&mails.iter().map(String::as_str).collect::<Vec<_>>());
     let before = desk.ok(&["export"]);
     // The admin points [store] at the database and moves the desk.
@@ -284,14 +298,30 @@ fn migrate_moves_a_sled_desk_into_postgres() {
     let counts: serde_json::Value = serde_json::from_str(&desk.ok(&["migrate", "--to", "postgres", "--json"])).unwrap();
     assert_eq!(counts["tickets"], 30, "{counts}");
     assert_eq!(counts["quarantine"], 1, "{counts}");
-    assert_eq!(counts["messages"], 70, "40 inbound and 30 acknowledgements: {counts}");
+    assert_eq!(counts["messages"], 73, "43 inbound and 30 acknowledgements: {counts}");
     assert_eq!(pg.query(&database, "SELECT count(*) FROM tickets"), "30");
     assert_eq!(
         pg.query(&database, "SELECT count(*) FROM blobs"),
         counts["blobs"].to_string()
     );
-    // The same desk, read from PostgreSQL.
+    // The same desk, read from PostgreSQL, the large mails byte for byte.
     assert_eq!(desk.ok(&["export"]), before);
+    for (i, sent) in large.iter().enumerate() {
+        let messages = desk.show(i as u64 + 1)["messages"].clone();
+        let m = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["message_id"] == format!("large{i}@customer.test"))
+            .unwrap_or_else(|| panic!("no large{i} on ticket {}", i + 1));
+        let out = desk.run(&["raw", m["raw_key"].as_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stdout == sent.as_bytes(),
+            "large mail {i}: {} bytes back",
+            out.stdout.len()
+        );
+    }
     let q = desk.ok(&["quarantine", "--json"]);
     assert!(q.contains("this is not a mail") || q.contains("raw_key"), "{q}");
     // It goes on from there: the next ticket is 31, threading still knows the old ids.
