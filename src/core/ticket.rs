@@ -76,6 +76,28 @@ pub struct Applied {
     pub merges: Vec<Command>,
 }
 
+/// Most bytes of a mail's text its stored record keeps: a record is read
+/// whole by every view of its ticket, and the raw mail keeps all of it.
+pub const MAX_STORED_TEXT: usize = 1 << 20;
+
+/// `text` as a record keeps it: past [`MAX_STORED_TEXT`] cut at a line (or a
+/// character) with a note of how much more the raw mail holds.
+pub fn stored_text(text: &str) -> String {
+    if text.len() <= MAX_STORED_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_STORED_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = text[..end].rfind('\n').map_or(end, |i| i + 1);
+    format!(
+        "{}\n[… {} more bytes of text: the whole mail is kept as it came (postdesk raw)]\n",
+        &text[..end],
+        text.len() - end
+    )
+}
+
 /// The stored record of an inbound mail.
 fn inbound_record(
     msg: &InboundMessage,
@@ -95,7 +117,7 @@ fn inbound_record(
         direction: Direction::Inbound,
         kind,
         subject: msg.subject.clone(),
-        text: msg.text.clone(),
+        text: stored_text(&msg.text),
         raw_key: Some(message_key.to_string()),
         auto_reason: None,
         attachments: msg.attachments.clone(),
@@ -1332,6 +1354,30 @@ pub fn assignment_notice(
 #[cfg(test)]
 mod tests {
     use super::says_solved;
+    use super::{MAX_STORED_TEXT, stored_text};
+
+    #[test]
+    fn a_records_text_is_cut_at_a_line_past_a_mebibyte_saying_how_much_more_there_is() {
+        let short = "Hello\nworld\n";
+        assert_eq!(stored_text(short), short);
+        let line = "Der Drucker druckt nicht, schon wieder nicht. Grüße\n";
+        let long = line.repeat(2 * MAX_STORED_TEXT / line.len());
+        let kept = stored_text(&long);
+        let (body, note) = kept.rsplit_once("\n[… ").unwrap();
+        assert!(
+            body.len() <= MAX_STORED_TEXT && body.len() > MAX_STORED_TEXT - line.len(),
+            "{}",
+            body.len()
+        );
+        assert!(long.starts_with(body), "the start of the text");
+        assert!(body.ends_with("Grüße\n"), "whole lines");
+        let more: usize = note.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(body.len() + more, long.len());
+        // One line longer than the limit is cut at a character.
+        let wide = "ü".repeat(MAX_STORED_TEXT);
+        let kept = stored_text(&wide);
+        assert!(kept.len() < MAX_STORED_TEXT + 100 && kept.starts_with("üü"));
+    }
 
     #[test]
     fn solved_is_the_word_alone_with_at_most_thanks() {

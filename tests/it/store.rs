@@ -26,6 +26,36 @@ fn packs(data: &Path) -> Vec<u8> {
 }
 
 #[test]
+fn a_mail_of_megabytes_of_text_is_shown_cut_and_kept_whole() {
+    // Logs pasted into a mail: 3 MB of text.
+    let desk = DeskConfig::new().build();
+    let line = "2026-12-07 10:00:01 ERROR spooler: printer offline, retrying\n";
+    let m = mail(
+        "bob@customer.test",
+        "support@example.com",
+        "Logs",
+        "logs@customer.test",
+        "",
+        &line.repeat(3_000_000 / line.len()),
+    );
+    desk.ingest(&[&m]);
+    let message = desk.show(1)["messages"][0].clone();
+    let text = message["text"].as_str().unwrap();
+    assert!(text.len() < 1_100_000, "{} bytes kept", text.len());
+    assert!(text.starts_with(line.trim_end()), "{}", &text[..100]);
+    let note = &text[text.len() - 120..];
+    assert!(note.contains("more bytes of text: the whole mail is kept"), "{note}");
+    let out = desk.run(&["raw", message["raw_key"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stdout == m.as_bytes(),
+        "{} bytes back of {}",
+        out.stdout.len(),
+        m.len()
+    );
+}
+
+#[test]
 fn raw_mail_is_packed_and_read_back_by_its_hash() {
     let desk = DeskConfig::new().sled().build();
     let m = mail(
