@@ -92,7 +92,7 @@ pub fn stored_text(text: &str) -> String {
     }
     let end = text[..end].rfind('\n').map_or(end, |i| i + 1);
     format!(
-        "{}\n[… {} more bytes of text: the whole mail is kept as it came (postdesk raw)]\n",
+        "{}\n[… {} more bytes of this mail's text are not shown here; the mail is kept whole]\n",
         &text[..end],
         text.len() - end
     )
