@@ -148,6 +148,15 @@ impl Postgres {
                 "max_connections=300",
                 "-c",
                 "shared_buffers=32MB",
+                // Memory kept in the cluster's folder, gone with it even
+                // after a kill (posix segments stay in /dev/shm), and the
+                // write-ahead log kept small (the folder is in memory).
+                "-c",
+                "dynamic_shared_memory_type=mmap",
+                "-c",
+                "max_wal_size=96MB",
+                "-c",
+                "min_wal_size=32MB",
             ])
             .args(self.options.iter().flat_map(|o| ["-c", o.as_str()]))
             .stdin(Stdio::null())

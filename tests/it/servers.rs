@@ -18,6 +18,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     } else {
         std::env::temp_dir()
     };
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| sweep_dead_runs(&base));
     let dir = base.join(format!(
         "postdesk-it-{}-{}-{}",
         std::process::id(),
@@ -28,6 +30,26 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     set_mode(&dir, 0o755);
     dir
+}
+
+/// Removes the directories of runs whose process is gone: a run killed
+/// before it tidied up left them, and in `/dev/shm` they hold memory (a
+/// PostgreSQL cluster of the suite's pass is about 2 GB).
+fn sweep_dead_runs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("postdesk-it-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 pub fn set_mode(path: &Path, mode: u32) {
