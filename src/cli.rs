@@ -532,12 +532,12 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     crate::adapters::store::open(&config.instance.data_dir, &config.store)
 }
 
-/// Copies the sled store under data_dir into the (empty) PostgreSQL
-/// database `[store]` names: blobs first (durable before records name
-/// them), then every record in changes of 500 writes.
 /// Bytes of raw mail `migrate --to postgres` sends the database in one statement at most (past one mail).
 const MIGRATE_BATCH_BYTES: usize = 16 << 20;
 
+/// Copies the sled store under data_dir into the (empty) PostgreSQL
+/// database `[store]` names: blobs first (durable before records name
+/// them), then every record in changes of 500 writes.
 fn migrate_to_postgres(config: &Config) -> Result<Vec<(&'static str, u64)>, Failure> {
     use crate::adapters::store::{Backend, Store, postgres::PgStore, sled::SledStore};
     let Backend::Postgres(pg) = &config.store.backend else {
@@ -566,25 +566,23 @@ fn migrate_to_postgres(config: &Config) -> Result<Vec<(&'static str, u64)>, Fail
     let mut blobs = 0u64;
     // 64 mails a statement, or fewer when they are large: a batch of the
     // largest mails (25 MiB each by default) would hold 1.6 GB.
-    let (mut batch, mut bytes): (Vec<Vec<u8>>, usize) = (Vec::new(), 0);
-    let put = |batch: &mut Vec<Vec<u8>>, bytes: &mut usize| -> Result<(), StoreError> {
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let put = |batch: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         to.put_blobs(&refs)?;
         batch.clear();
-        *bytes = 0;
         Ok(())
     };
     from.each_blob(|_, blob| {
         blobs += 1;
-        bytes += blob.len();
         batch.push(blob);
-        if batch.len() >= 64 || bytes >= MIGRATE_BATCH_BYTES {
-            put(&mut batch, &mut bytes)
+        if batch.len() >= 64 || batch.iter().map(Vec::len).sum::<usize>() >= MIGRATE_BATCH_BYTES {
+            put(&mut batch)
         } else {
             Ok(())
         }
     })?;
-    put(&mut batch, &mut bytes)?;
+    put(&mut batch)?;
     let mut counts = from.dump(500, &mut |change| to.commit(change))?;
     to.flush()?;
     counts.push(("blobs", blobs));
@@ -1061,15 +1059,16 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     // Through the daemon, a page at a time, each written as it comes.
                     let mut cursor = cursor;
                     let mut left = limit.unwrap_or(u64::MAX);
+                    let page = crate::view::EXPORT_PAGE as u64;
                     loop {
-                        let mut path = format!("/api/export?limit={}", left.min(200));
+                        let mut path = format!("/api/export?limit={}", left.min(page));
                         if let Some(c) = &cursor {
                             path.push_str(&format!("&cursor={}", percent_encode(c)));
                         }
                         let (body, next) = api_get_page(&config, &path)?;
                         // Each page is whole lines; one with a next cursor is full.
                         say_json_raw!("{body}");
-                        left -= left.min(200);
+                        left -= left.min(page);
                         match next {
                             Some(n) if left > 0 => cursor = Some(n),
                             next => return more(next.filter(|_| left == 0)),

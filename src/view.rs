@@ -191,6 +191,9 @@ const REPORT_WORKERS: usize = 4;
 /// Tickets a report's worker reads at a time.
 const REPORT_BATCH: usize = 128;
 
+/// Whole tickets an export reads (and `/api/export` answers) a page.
+pub const EXPORT_PAGE: usize = 200;
+
 /// Every ticket in number order, a page at a time (`export`).
 pub fn each_ticket<E: From<StoreError>>(
     store: &dyn Store,
@@ -211,7 +214,11 @@ pub fn each_ticket_from<E: From<StoreError>>(
     let mut cursor: Option<String> = cursor.map(String::from);
     let mut left = limit.unwrap_or(u64::MAX);
     loop {
-        let page = store.list(&TicketFilter::default(), cursor.as_deref(), left.min(200) as usize)?;
+        let page = store.list(
+            &TicketFilter::default(),
+            cursor.as_deref(),
+            left.min(EXPORT_PAGE as u64) as usize,
+        )?;
         left -= page.tickets.len() as u64;
         for t in &page.tickets {
             if let Some(v) = ticket_view(store, t.id)? {

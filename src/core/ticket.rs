@@ -86,10 +86,7 @@ pub fn stored_text(text: &str) -> String {
     if text.len() <= MAX_STORED_TEXT {
         return text.to_string();
     }
-    let mut end = MAX_STORED_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = text.floor_char_boundary(MAX_STORED_TEXT);
     let end = text[..end].rfind('\n').map_or(end, |i| i + 1);
     format!(
         "{}\n[… {} more bytes of this mail's text are not shown here; the mail is kept whole]\n",

@@ -554,7 +554,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
             "/api/export" => {
                 // A page of whole tickets (`limit`, default 200), the next page's
                 // cursor in the header: the answer never holds the whole store.
-                let limit = match page_limit(&query, 200) {
+                let limit = match page_limit(&query, crate::view::EXPORT_PAGE) {
                     Ok(n) => n,
                     Err(why) => return Ok(error(StatusCode::BAD_REQUEST, &why)),
                 };
