@@ -105,6 +105,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the sled store, as it is at one moment, into a new folder
+    /// `data_dir/backups/<UTC time>` (through the daemon while it runs: writes
+    /// wait meanwhile); on PostgreSQL, back the database up with its own tools.
+    Backup {
+        /// Print the folder and sizes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rewrite the sled store compactly (the daemon must be stopped); `ingest`
     /// does it itself after a backfill that at least doubled the store.
     Compact {
@@ -532,6 +540,9 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     crate::adapters::store::open(&config.instance.data_dir, &config.store)
 }
 
+/// How long `backup` waits for the daemon to make one.
+const BACKUP_TIMEOUT_SECS: u64 = 3600;
+
 /// Bytes of raw mail `migrate --to postgres` sends the database in one statement at most (past one mail).
 const MIGRATE_BATCH_BYTES: usize = 16 << 20;
 
@@ -743,6 +754,57 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 if let Some((before, after)) = compacted {
                     say!("store compacted: {} to {}", megabytes(before), megabytes(after));
                 }
+            }
+            Ok(())
+        }
+        Command::Backup { json } => {
+            let config = load_config(cli.config)?;
+            if !matches!(config.store.backend, crate::adapters::store::Backend::Sled) {
+                return Err(Failure::new(
+                    EXIT_CONFIG,
+                    "backup copies the sled store; the database is backed up with its own tools (pg_dump, or its continuous archiving), and it holds the raw mail too".to_string(),
+                ));
+            }
+            let backup: crate::adapters::store::Backup = match open_store(&config) {
+                Ok(store) => crate::adapters::store::backup_now(&*store, &config.instance.data_dir, Timestamp::now())?,
+                Err(StoreError::Locked(_)) => {
+                    let token = api_token(&config)?;
+                    let (status, body) = crate::transports::http::post_json_within(
+                        config.http.listen,
+                        "/api/backup",
+                        token.as_ref().map(|t| t.expose()),
+                        &serde_json::json!({}),
+                        BACKUP_TIMEOUT_SECS,
+                    )
+                    .map_err(daemon_unreachable)?;
+                    match status {
+                        200 => serde_json::from_str(&body).map_err(|e| {
+                            Failure::new(
+                                EXIT_SOFTWARE,
+                                format!("the daemon's answer to a backup is not one ({e})"),
+                            )
+                        })?,
+                        // A full disk, a folder of that name: try again later.
+                        409 | 507 => return Err(Failure::new(EXIT_TEMPFAIL, api_reason(body))),
+                        _ => {
+                            return Err(Failure::new(
+                                EXIT_SOFTWARE,
+                                format!("the daemon's API answered {status}: {}", api_reason(body)),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                say_json!("{}", serde_json::json!(backup));
+            } else {
+                say!(
+                    "backed up to {}: records {}, raw mail {}",
+                    backup.path.display(),
+                    megabytes(backup.store_bytes),
+                    megabytes(backup.blob_bytes)
+                );
             }
             Ok(())
         }

@@ -180,6 +180,9 @@ pub async fn route(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     if method == hyper::Method::POST && path == "/api/webhooks/retry" {
         return webhooks_retry(api, req).await;
     }
+    if method == hyper::Method::POST && path == "/api/backup" {
+        return backup(api, req).await;
+    }
     if path == "/healthz" && method == hyper::Method::GET {
         return respond(StatusCode::OK, "text/plain", "ok\n".into());
     }
@@ -460,7 +463,7 @@ fn handle(api: &Api, req: &hyper::http::request::Parts) -> Response<Full<Bytes>>
     if req.method != hyper::Method::GET {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /api/tickets, /api/tickets/{id}/messages, /api/tickets/{id}/notes, /api/webhooks/retry, /csat/…)",
+            "only GET here (POST: /api/ingest, /api/explain, /api/tickets/{id}/merge, /api/tickets/{id}/split, /api/tickets, /api/tickets/{id}/messages, /api/tickets/{id}/notes, /api/webhooks/retry, /api/backup, /csat/…)",
         );
     }
     if path == "/healthz" {
@@ -768,6 +771,56 @@ async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Byte
     }
 }
 
+/// `POST /api/backup` with `{}`: the store copied as it is at one moment
+/// into a new folder `data_dir/backups/<UTC time>` (writes wait meanwhile);
+/// `{"path", "store_bytes", "blob_bytes"}`. A JSON body only, so a web page
+/// cannot make a browser ask for one.
+async fn backup(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
+    if let Err(refused) = access(&api, req.headers(), Some("backup")) {
+        return refused;
+    }
+    let expected = "expected Content-Type: application/json with {}";
+    let body = match typed_body(req, "application/json", 4096, expected).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    if !matches!(serde_json::from_slice::<serde_json::Value>(&body), Ok(serde_json::Value::Object(o)) if o.is_empty()) {
+        return error(StatusCode::BAD_REQUEST, expected);
+    }
+    let work = tokio::task::spawn_blocking(move || {
+        let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        crate::adapters::store::backup_now(
+            &*pipeline.store,
+            &pipeline.config.instance.data_dir,
+            jiff::Timestamp::now(),
+        )
+    });
+    match work.await {
+        Ok(Ok(backup)) => {
+            tracing::info!(path = %backup.path.display(), store_bytes = backup.store_bytes, blob_bytes = backup.blob_bytes, "store backed up");
+            json(StatusCode::OK, &backup)
+        }
+        Ok(Err(e)) => {
+            use crate::adapters::store::StoreError;
+            let status = match &e {
+                StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+                StoreError::Sled(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
+                StoreError::Sled(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::AlreadyExists => {
+                    StatusCode::CONFLICT
+                }
+                e => store_status(e),
+            };
+            if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
+                tracing::error!(error = %e, "the store was not backed up");
+            }
+            error(status, &e.to_string())
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 /// `POST /api/tickets/{id}/merge` with `{"into": N}` (ticket `id` is merged
 /// into N, which is kept) and `POST /api/tickets/{id}/split` with
 /// `{"ticket": N}` (ticket N, merged into `id`, gets its own back), under
@@ -938,6 +991,17 @@ pub fn post_json(
     token: Option<&str>,
     value: &serde_json::Value,
 ) -> Result<(u16, String), String> {
+    post_json_within(addr, path, token, value, 120)
+}
+
+/// [`post_json`], the whole exchange bounded by `timeout_secs`.
+pub fn post_json_within(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    value: &serde_json::Value,
+    timeout_secs: u64,
+) -> Result<(u16, String), String> {
     let body = value.to_string();
     request(
         addr,
@@ -945,7 +1009,7 @@ pub fn post_json(
         path,
         token,
         Some(("application/json", body.as_bytes())),
-        120,
+        timeout_secs,
     )
     .map(|(status, _, body)| (status, body))
 }

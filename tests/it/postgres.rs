@@ -67,6 +67,11 @@ fn a_desk_on_postgres_keeps_tickets_across_restarts() {
         pg.query(&db, "SELECT data->>'subject' FROM tickets WHERE id = 1"),
         "Printer on fire"
     );
+    // A database is backed up with its own tools.
+    let out = desk.run(&["backup"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(said.contains("pg_dump"), "{said}");
 }
 
 /// The database name in a desk's `[store] url`.
@@ -648,10 +653,10 @@ fn a_webhook_delivery_whose_record_the_database_refuses_goes_out_once() {
 }
 
 /// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -661,7 +666,7 @@ impl Rng {
 
 /// Every list filter, paged three at a time, and the counters and agent
 /// loads of `store` are what the tickets themselves say (`model`).
-fn agrees_with_a_recount(
+pub(crate) fn agrees_with_a_recount(
     store: &dyn postdesk::adapters::store::Store,
     model: &std::collections::BTreeMap<u64, postdesk::core::model::Ticket>,
     what: &str,
@@ -754,6 +759,61 @@ fn agrees_with_a_recount(
     assert_eq!(stored, loads, "{what}: agent loads");
 }
 
+/// One to four ticket puts (number, requester, status, queue, agent, update time), a ticket at times twice.
+pub(crate) fn random_puts(rng: &mut Rng) -> Vec<[u64; 6]> {
+    (0..=rng.below(4))
+        .map(|_| {
+            [
+                1 + rng.below(24),
+                rng.below(3),
+                rng.below(5),
+                rng.below(3),
+                rng.below(4),
+                rng.below(100),
+            ]
+        })
+        .collect()
+}
+
+/// The change of `puts`, each made from the ticket as `store` holds it (its
+/// revision); `model` takes the tickets as they are after it.
+pub(crate) fn change_of(
+    puts: &[[u64; 6]],
+    store: &dyn postdesk::adapters::store::Store,
+    model: &mut std::collections::BTreeMap<u64, postdesk::core::model::Ticket>,
+) -> postdesk::adapters::store::Change {
+    use postdesk::adapters::store::{Change, Op};
+    use postdesk::core::model::{Mailbox, Status, Ticket, TicketId};
+    let statuses = [
+        Status::New,
+        Status::Open,
+        Status::Pending,
+        Status::Resolved,
+        Status::Closed,
+    ];
+    let mut change = Change::default();
+    let mut written: std::collections::HashMap<u64, Ticket> = std::collections::HashMap::new();
+    for &[id, requester, status, queue, agent, at] in puts {
+        let mut t = match written.remove(&id) {
+            Some(t) => t,
+            None => store.ticket(TicketId(id)).unwrap().unwrap_or_else(|| {
+                let r = Mailbox::new(None, REQUESTERS[requester as usize]);
+                let at = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+                Ticket::new(TicketId(id), "Printer", r, "support", "general", at)
+            }),
+        };
+        t.status = statuses[status as usize];
+        t.queue = QUEUES[queue as usize].into();
+        t.assignee = AGENTS[agent as usize].map(String::from);
+        // Forwards and backwards in time.
+        t.updated_at = jiff::Timestamp::from_second(1_700_000_000 + at as i64).unwrap();
+        change.push(Op::Ticket(Box::new(t.clone())));
+        model.insert(id, t.clone());
+        written.insert(id, t);
+    }
+    change
+}
+
 /// Names where one is the start of another, as an index's prefix scan would confuse.
 const QUEUES: [&str; 3] = ["general", "bill", "billing"];
 const AGENTS: [Option<&str>; 4] = [None, Some("al"), Some("alice"), Some("bob")];
@@ -764,8 +824,7 @@ fn indexes_counters_and_loads_agree_with_a_recount_on_both_backends() {
     use postdesk::adapters::store::cache::BatchCache;
     use postdesk::adapters::store::postgres::PgStore;
     use postdesk::adapters::store::sled::SledStore;
-    use postdesk::adapters::store::{Change, Op, PgSettings, Store, StoreSettings};
-    use postdesk::core::model::{Mailbox, Status, Ticket, TicketId};
+    use postdesk::adapters::store::{PgSettings, Store, StoreSettings};
     use std::sync::Arc;
     let pg = Postgres::start();
     let on_pg = || -> Arc<dyn Store> {
@@ -791,30 +850,12 @@ fn indexes_counters_and_loads_agree_with_a_recount_on_both_backends() {
         (on_pg(), "postgres, group-committed", true),
     ];
     let mut caches: Vec<Option<Arc<BatchCache>>> = vec![None; stores.len()];
-    let statuses = [
-        Status::New,
-        Status::Open,
-        Status::Pending,
-        Status::Resolved,
-        Status::Closed,
-    ];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut model = std::collections::BTreeMap::new();
     for step in 0..400 {
         // A change of one to four puts, the same ticket at times twice; each
         // store's put is made from the ticket as that store holds it (its revision).
-        let puts: Vec<[u64; 6]> = (0..=rng.below(4))
-            .map(|_| {
-                [
-                    1 + rng.below(24),
-                    rng.below(3),
-                    rng.below(5),
-                    rng.below(3),
-                    rng.below(4),
-                    rng.below(100),
-                ]
-            })
-            .collect();
+        let puts = random_puts(&mut rng);
         for ((inner, _, grouped), cache) in stores.iter().zip(&mut caches) {
             let store: Arc<dyn Store> = match grouped {
                 true => cache
@@ -822,27 +863,7 @@ fn indexes_counters_and_loads_agree_with_a_recount_on_both_backends() {
                     .clone(),
                 false => inner.clone(),
             };
-            let mut change = Change::default();
-            let mut written: std::collections::HashMap<u64, Ticket> = std::collections::HashMap::new();
-            for &[id, requester, status, queue, agent, at] in &puts {
-                let mut t = match written.remove(&id) {
-                    Some(t) => t,
-                    None => store.ticket(TicketId(id)).unwrap().unwrap_or_else(|| {
-                        let r = Mailbox::new(None, REQUESTERS[requester as usize]);
-                        let at = jiff::Timestamp::from_second(1_700_000_000).unwrap();
-                        Ticket::new(TicketId(id), "Printer", r, "support", "general", at)
-                    }),
-                };
-                t.status = statuses[status as usize];
-                t.queue = QUEUES[queue as usize].into();
-                t.assignee = AGENTS[agent as usize].map(String::from);
-                // Forwards and backwards in time.
-                t.updated_at = jiff::Timestamp::from_second(1_700_000_000 + at as i64).unwrap();
-                change.push(Op::Ticket(Box::new(t.clone())));
-                model.insert(id, t.clone());
-                written.insert(id, t);
-            }
-            store.commit(change).unwrap();
+            store.commit(change_of(&puts, &*store, &mut model)).unwrap();
             if step % 5 == 4
                 && let Some(c) = cache.take()
             {

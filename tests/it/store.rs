@@ -1118,3 +1118,268 @@ fn mail_waits_while_the_blob_packs_cannot_grow_and_is_taken_whole_after() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), heavy_mail(n), "{subject}");
     }
 }
+
+/// The tickets `export` writes, by number.
+fn exported(desk: &Desk) -> std::collections::BTreeMap<u64, Value> {
+    desk.ok(&["export"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|t| (t["id"].as_u64().unwrap(), t))
+        .collect()
+}
+
+/// The Message-IDs of a ticket's messages, in order.
+fn message_ids(ticket: &Value) -> Vec<String> {
+    ticket["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_backup_taken_while_mail_arrives_is_a_whole_desk_to_restore() {
+    const MAILS: usize = 150;
+    let desk = DeskConfig::new().sled().build();
+    let inbox = desk.dir.join("inbox");
+    for folder in ["tmp", "new", "cur"] {
+        fs::create_dir_all(inbox.join(folder)).unwrap();
+    }
+    let daemon = desk.start();
+    // Mail arrives while two backups are made; every third mail answers the one before it.
+    let delivering = std::thread::spawn({
+        let inbox = inbox.clone();
+        move || {
+            for i in 0..MAILS {
+                let reply = if i % 3 == 2 {
+                    format!("In-Reply-To: <b{}@customer.test>\r\n", i - 1)
+                } else {
+                    String::new()
+                };
+                let text = mail(
+                    &format!("c{}@customer.test", i - i % 3 / 2),
+                    "support@example.com",
+                    &format!("Order {i} is late"),
+                    &format!("b{i}@customer.test"),
+                    &reply,
+                    "Hello, my order has not arrived yet. Could you look into it, please?",
+                );
+                deliver_to(&inbox, &format!("{i}.mail"), &text);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    });
+    let mut backups: Vec<Value> = Vec::new();
+    daemon.wait(30, "the first mail stored", || {
+        fs::read_dir(desk.dir.join("data/blobs")).is_ok_and(|mut d| d.next().is_some())
+    });
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        backups.push(serde_json::from_str(&desk.ok(&["backup", "--json"])).unwrap());
+    }
+    delivering.join().unwrap();
+    let waiting = || fs::read_dir(inbox.join("new")).unwrap().count();
+    daemon.wait(60, "every mail taken", || waiting() == 0);
+    let log = daemon.stop();
+    assert!(log.contains("store backed up"), "{log}");
+    let whole = exported(&desk);
+    let inbound = whole
+        .values()
+        .flat_map(|t| t["messages"].as_array().unwrap())
+        .filter(|m| m["direction"] == "inbound")
+        .count();
+    assert_eq!(inbound, MAILS);
+
+    let mut before = 0;
+    for backup in &backups {
+        let path = Path::new(backup["path"].as_str().unwrap());
+        assert!(path.starts_with(desk.dir.join("data/backups")), "{backup}");
+        assert!(backup["store_bytes"].as_u64().unwrap() > 0 && backup["blob_bytes"].as_u64().unwrap() > 0);
+        // Restored: a new desk whose data_dir holds the backup's two folders.
+        let restored = DeskConfig::new().sled().build();
+        fs::create_dir_all(restored.dir.join("data")).unwrap();
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(path.join("store"))
+            .arg(path.join("blobs"))
+            .arg(restored.dir.join("data"))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let tickets = exported(&restored);
+        // The desk at one moment: each ticket's messages those the desk's
+        // ticket had then (the first ones of its messages now), the backups in order.
+        assert!(tickets.len() >= before, "{} tickets after {before}", tickets.len());
+        before = tickets.len();
+        assert_eq!(
+            tickets.keys().copied().collect::<Vec<_>>(),
+            (1..=tickets.len() as u64).collect::<Vec<_>>(),
+            "tickets 1 to N"
+        );
+        for (id, t) in &tickets {
+            let now = message_ids(&whole[id]);
+            let then = message_ids(t);
+            assert!(
+                !then.is_empty() && now.starts_with(&then),
+                "ticket {id}: {then:?} then, {now:?} now"
+            );
+            // Its raw mail is there, byte for byte.
+            for key in t["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|m| m["raw_key"].as_str())
+            {
+                let raw = restored.run(&["raw", key]);
+                assert!(
+                    raw.status.success(),
+                    "raw {key}: {}",
+                    String::from_utf8_lossy(&raw.stderr)
+                );
+                assert!(raw.stdout == desk.run(&["raw", key]).stdout, "raw {key} differs");
+            }
+        }
+        // Its indexes and counters agree with its tickets.
+        let new_ones = tickets.values().filter(|t| t["status"] == "new").count();
+        let listed: Vec<Value> =
+            serde_json::from_str(&restored.ok(&["tickets", "--status", "new", "--limit", "1000", "--json"])).unwrap();
+        assert_eq!(listed.len(), new_ones);
+        let daemon = restored.start();
+        let (status, metrics) = http_raw(restored.http_port, "GET /metrics HTTP/1.1\nHost: 127.0.0.1\n", b"");
+        assert_eq!(status, 200);
+        let gauged: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("postdesk_tickets{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(gauged, tickets.len() as u64, "postdesk_tickets gauges");
+        // And it goes on: the next mail opens the next number.
+        deliver_to(
+            &restored.dir.join("inbox"),
+            "next.mail",
+            &mail(
+                "new@customer.test",
+                "support@example.com",
+                "After the restore",
+                "after@customer.test",
+                "",
+                "Hello",
+            ),
+        );
+        let next = tickets.len() as u64 + 1;
+        daemon.wait(20, "the next mail taken", || {
+            restored.run(&["show", &next.to_string(), "--json"]).status.success()
+        });
+        daemon.stop();
+        assert_eq!(restored.show(next)["subject"], "After the restore");
+    }
+    assert!(before > 0);
+
+    // With the daemon stopped, the command makes the backup itself, and
+    // drops one a crash left unfinished.
+    let unfinished = desk.dir.join("data/backups/.20261101T000000Z.partial");
+    fs::create_dir_all(unfinished.join("store")).unwrap();
+    let said = desk.ok(&["backup"]);
+    let made = said
+        .strip_prefix("backed up to ")
+        .and_then(|s| s.split(": records ").next())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        Path::new(made).join("store/db").exists() && Path::new(made).join("blobs").is_dir(),
+        "{said}"
+    );
+    let partial = fs::read_dir(desk.dir.join("data/backups"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".partial"))
+        .count();
+    assert_eq!(partial, 0, "no unfinished copy left");
+}
+
+#[test]
+fn a_backup_is_asked_for_by_a_token_with_its_scope_in_json_only() {
+    let dir = temp_dir("backup-scope");
+    let (reader, admin) = (dir.join("reader"), dir.join("admin"));
+    fs::write(&reader, "reader-token-1\n").unwrap();
+    fs::write(&admin, "admin-token-1\n").unwrap();
+    let desk = DeskConfig::new()
+        .sled()
+        .extra(&format!(
+            "[[api_token]]\nname = \"reader\"\ntoken_file = \"{}\"\nscopes = [\"tickets:read\"]\n\n[[api_token]]\nname = \"ops\"\ntoken_file = \"{}\"\nscopes = [\"backup\"]\n",
+            reader.display(),
+            admin.display()
+        ))
+        .build();
+    let daemon = desk.start();
+    let ask = |token: &str, content_type: &str, body: &[u8]| {
+        http_raw(
+            desk.http_port,
+            &format!(
+                "POST /api/backup HTTP/1.1\nHost: 127.0.0.1\nAuthorization: Bearer {token}\nContent-Type: {content_type}"
+            ),
+            body,
+        )
+    };
+    let (status, text) = ask("reader-token-1", "application/json", b"{}");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("scope backup"), "{text}");
+    // A web page can make a browser post a form, never JSON.
+    let (status, text) = ask("admin-token-1", "application/x-www-form-urlencoded", b"a=b");
+    assert_eq!(status, 415, "{text}");
+    let (status, text) = ask("admin-token-1", "application/json", b"{\"to\": \"/etc\"}");
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = ask("admin-token-1", "application/json", b"{}");
+    assert_eq!(status, 200, "{text}");
+    let made: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        Path::new(made["path"].as_str().unwrap()).join("store").is_dir(),
+        "{text}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn each_backup_of_a_store_written_meanwhile_is_one_moment_of_it() {
+    use crate::postgres::{Rng, agrees_with_a_recount, change_of, random_puts};
+    use postdesk::adapters::store::sled::{SledStore, after_lock};
+    use postdesk::adapters::store::{Store, StoreSettings};
+    use postdesk::core::model::TicketId;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    /// Stops the writer however the backups end (a failed one too).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let dir = temp_dir("backup-moment");
+    let store = std::sync::Arc::new(SledStore::open(&dir.join("live"), &StoreSettings::default()).unwrap());
+    let (stop, changes) = (AtomicBool::new(false), AtomicU64::new(0));
+    std::thread::scope(|scope| {
+        // One writer commits changes of tickets, their indexes, counters and loads, without pause.
+        scope.spawn(|| {
+            let (mut rng, mut model) = (Rng(0x2545_F491_4F6C_DD1D), std::collections::BTreeMap::new());
+            while !stop.load(Ordering::Relaxed) {
+                let puts = random_puts(&mut rng);
+                store.commit(change_of(&puts, &*store, &mut model)).unwrap();
+                changes.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let _stop = Stop(&stop);
+        for i in 0..8 {
+            let seen = changes.load(Ordering::Relaxed);
+            while changes.load(Ordering::Relaxed) < seen + 50 {
+                std::thread::yield_now();
+            }
+            let backup = store.backup(&dir.join(format!("backup-{i}"))).unwrap();
+            // Its tickets are what its indexes, counters and loads say.
+            // (sled's threads may hold the copy's lock a moment after it was written.)
+            let copy = after_lock(|| SledStore::open(&backup.path, &StoreSettings::default())).unwrap();
+            let model = (1..=24)
+                .filter_map(|id| copy.ticket(TicketId(id)).unwrap().map(|t| (id, t)))
+                .collect();
+            agrees_with_a_recount(&copy, &model, &format!("backup {i}, after {seen} changes or more"));
+        }
+    });
+    assert!(changes.load(Ordering::Relaxed) >= 400);
+}

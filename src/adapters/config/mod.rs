@@ -189,7 +189,7 @@ pub struct OAuth2Login {
 }
 
 /// The scopes an `[[api_token]]` may hold.
-pub const API_SCOPES: [&str; 3] = ["tickets:read", "tickets:write", "ingest"];
+pub const API_SCOPES: [&str; 4] = ["tickets:read", "tickets:write", "ingest", "backup"];
 
 /// One `[[api_token]]`.
 #[derive(Clone, Debug)]

@@ -50,6 +50,9 @@ pub enum StoreError {
     /// A list cursor that no page gave out.
     #[error("bad cursor {0:?}: pass back the `next` of a previous page")]
     BadCursor(String),
+    /// What this backend does not do, and what to do instead.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A record could not be read.
     #[error("corrupt record in {tree}: {message}")]
     Corrupt {
@@ -58,6 +61,38 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// [`Store::backup`] into a new folder of `data_dir/backups`, named by the
+/// time `now` in UTC to the second (`20261207T214503Z`; `…Z-2`, `…Z-3`
+/// for the next ones of the same second).
+pub fn backup_now(store: &dyn Store, data_dir: &Path, now: Timestamp) -> Result<Backup, StoreError> {
+    let name = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let folder = data_dir.join("backups");
+    let mut n = 1;
+    loop {
+        let to = match n {
+            1 => folder.join(&name),
+            n => folder.join(format!("{name}-{n}")),
+        };
+        match store.backup(&to) {
+            Err(StoreError::Sled(::sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                n += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A copy of the store that [`Store::backup`] made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backup {
+    /// Its folder.
+    pub path: std::path::PathBuf,
+    /// Bytes of its records (`store/`).
+    pub store_bytes: u64,
+    /// Bytes of its raw mail (`blobs/`).
+    pub blob_bytes: u64,
 }
 
 /// An outgoing mail waiting in the outbox.
@@ -488,6 +523,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// values) from before `before`; returns how many. The daemon keeps
     /// [`ACKS_KEPT`].
     fn prune_acks(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Copies the whole store, as it is at one moment, into the new folder
+    /// `to` (`store/` and `blobs/`: the two folders of a `data_dir`); writes
+    /// wait meanwhile. Only the embedded store makes its own copy: a database
+    /// is backed up with its own tools.
+    fn backup(&self, to: &Path) -> Result<Backup, StoreError> {
+        let _ = to;
+        Err(StoreError::Unsupported(
+            "the database is backed up with its own tools (pg_dump, or its continuous archiving); it holds the raw mail too",
+        ))
+    }
 
     /// A unique, increasing number (for nonces).
     fn next_seq(&self) -> Result<u64, StoreError>;

@@ -21,8 +21,8 @@
 
 use super::blobs::Blobs;
 use super::{
-    Change, Count, HookEntry, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position, QuarantineEntry,
-    ReportTicket, Store, StoreError, StoreSettings, TicketFilter, Timer,
+    Backup, Change, Count, HookEntry, IdEntry, Lane, MAX_PAGE, Op, OutboxEntry, OutboxKey, Page, Position,
+    QuarantineEntry, ReportTicket, Store, StoreError, StoreSettings, TicketFilter, Timer,
 };
 use super::{status_number as status_byte, status_of_number as status_of_byte};
 use crate::core::model::{Event, MessageRecord, Status, Ticket, TicketId};
@@ -118,6 +118,9 @@ pub struct SledStore {
     upgraded_from: Option<u64>,
     /// The first I/O error a write met ([`Store::failed`]).
     failed: std::sync::OnceLock<String>,
+    /// Held to read by every write (commits, blobs, sweeps, pruning) and to
+    /// write by [`Store::backup`], which so copies the store at one moment.
+    quiet: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -683,6 +686,7 @@ impl SledStore {
             seq_base,
             upgraded_from: None,
             failed: std::sync::OnceLock::new(),
+            quiet: Default::default(),
         };
         let from = store.upgrade()?;
         Ok(SledStore {
@@ -693,6 +697,12 @@ impl SledStore {
 
     fn tree(&self, name: T) -> &sled::Tree {
         &self.trees[name as usize]
+    }
+
+    /// The read side of `quiet`, taken by every write: a backup waits for
+    /// the writes under way, and the writes after wait for the backup.
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.quiet.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// [`Store::commit`] of a change that is not empty, in one transaction.
@@ -807,44 +817,7 @@ impl SledStore {
             if copy.exists() {
                 std::fs::remove_dir_all(&copy).map_err(fs_error(&copy))?;
             }
-            let new = sled::Config::new()
-                .path(&copy)
-                .flush_every_ms(None)
-                .cache_capacity(settings.cache_bytes)
-                .open()?;
-            for name in store.db.tree_names() {
-                let (from, to) = (store.db.open_tree(&name)?, new.open_tree(&name)?);
-                let mut order = FillOrder::default();
-                let mut ready = Vec::new();
-                let mut n = 0;
-                let mut write = |ready: &mut Vec<(sled::IVec, sled::IVec)>| -> Result<(), StoreError> {
-                    for (k, v) in ready.drain(..) {
-                        to.insert(k, v)?;
-                        n += 1;
-                        // Written pages leave the cache once on disk: memory stays bounded.
-                        if n % COMPACT_FLUSH_EVERY == 0 {
-                            new.flush()?;
-                        }
-                    }
-                    Ok(())
-                };
-                for r in from.iter() {
-                    let (k, v) = r?;
-                    order.push(k, v, &mut ready);
-                    write(&mut ready)?;
-                }
-                order.finish(&mut ready);
-                write(&mut ready)?;
-            }
-            // The new generator starts at 0: numbers go on from the old one's.
-            let meta = new.open_tree("meta")?;
-            meta.insert(SEQ_BASE, &be(store.next_id()? + 1))?;
-            new.flush()?;
-            // What the next `compact_if_grown` measures growth against.
-            meta.insert(COMPACTED_BYTES, &be(files_bytes(&copy)))?;
-            new.flush()?;
-            drop((meta, new));
-            sync_dir(&copy)?;
+            store.write_copy(&copy, settings.cache_bytes)?;
             // Still holding the old store, so nothing writes to it past the copy.
             std::fs::rename(&path, &old).map_err(fs_error(&path))?;
             std::fs::rename(&copy, &path).map_err(fs_error(&copy))?;
@@ -856,6 +829,50 @@ impl SledStore {
             _ => {}
         }
         Ok(Some((before, store_bytes(data_dir))))
+    }
+
+    /// Writes every record of this store into a new sled store at `copy`
+    /// (which must not exist), every tree with full leaves in the order of
+    /// `FillOrder`, durable on return. Nothing may write to this store meanwhile.
+    fn write_copy(&self, copy: &Path, cache_bytes: u64) -> Result<(), StoreError> {
+        let new = sled::Config::new()
+            .path(copy)
+            .flush_every_ms(None)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        for name in self.db.tree_names() {
+            let (from, to) = (self.db.open_tree(&name)?, new.open_tree(&name)?);
+            let mut order = FillOrder::default();
+            let mut ready = Vec::new();
+            let mut n = 0;
+            let mut write = |ready: &mut Vec<(sled::IVec, sled::IVec)>| -> Result<(), StoreError> {
+                for (k, v) in ready.drain(..) {
+                    to.insert(k, v)?;
+                    n += 1;
+                    // Written pages leave the cache once on disk: memory stays bounded.
+                    if n % COMPACT_FLUSH_EVERY == 0 {
+                        new.flush()?;
+                    }
+                }
+                Ok(())
+            };
+            for r in from.iter() {
+                let (k, v) = r?;
+                order.push(k, v, &mut ready);
+                write(&mut ready)?;
+            }
+            order.finish(&mut ready);
+            write(&mut ready)?;
+        }
+        // The new generator starts at 0: numbers go on from the old one's.
+        let meta = new.open_tree("meta")?;
+        meta.insert(SEQ_BASE, &be(self.next_id()? + 1))?;
+        new.flush()?;
+        // What the next `compact_if_grown` measures growth against.
+        meta.insert(COMPACTED_BYTES, &be(files_bytes(copy)))?;
+        new.flush()?;
+        drop((meta, new));
+        sync_dir(copy)
     }
 
     /// The layout version on disk: 1 when unmarked but not empty.
@@ -1664,6 +1681,7 @@ impl Store for SledStore {
     }
 
     fn put_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, StoreError> {
+        let _writing = self.writing();
         self.noting(self.blobs.put_all(blobs))
     }
 
@@ -1672,12 +1690,14 @@ impl Store for SledStore {
     }
 
     fn sweep_blobs(&self) -> Result<u64, StoreError> {
+        let _writing = self.writing();
         let refs = self.tree(T::BlobRefs);
         self.blobs
             .sweep(SWEEP_GRACE_SECS, |key| Ok(refs.contains_key(key.as_bytes())?))
     }
 
     fn prune_acks(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let _writing = self.writing();
         let acks = self.tree(T::Acks);
         let mut gone = 0;
         for r in acks.iter().keys() {
@@ -1698,7 +1718,65 @@ impl Store for SledStore {
         if change.is_empty() {
             return Ok(());
         }
+        let _writing = self.writing();
         self.noting(self.commit_now(change))
+    }
+
+    fn backup(&self, to: &Path) -> Result<Backup, StoreError> {
+        // Held from the look at `to` on: two backups at once go one after the other.
+        let still = self.quiet.write().unwrap_or_else(|p| p.into_inner());
+        let exists = |why: &str| {
+            fs_error(to)(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{why}: a backup goes to a new folder"),
+            ))
+        };
+        if to.exists() {
+            return Err(exists("already exists"));
+        }
+        let name = to.file_name().ok_or_else(|| exists("names no folder"))?;
+        let parent = to.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(fs_error(parent))?;
+        // Room for a copy as large as the store and a tenth more, as for a
+        // compaction: filling the disk would fail the store's own writes.
+        let bytes = store_bytes(&self.data_dir) + blob_bytes(&self.data_dir);
+        let stat = rustix::fs::statvfs(parent).map_err(|e| fs_error(parent)(e.into()))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if !room_to_compact(bytes, free) {
+            return Err(fs_error(parent)(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{} MB free, too little for a backup of a store of {} MB",
+                    free / 1_000_000,
+                    bytes / 1_000_000
+                ),
+            )));
+        }
+        // Written beside, renamed into place whole: a folder of that name is
+        // a whole backup. One a crash or a stop cut short is dropped (this
+        // process holds the store: no other backup of it is being written).
+        for e in std::fs::read_dir(parent).map_err(fs_error(parent))? {
+            let e = e.map_err(fs_error(parent))?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with('.') && n.ends_with(".partial") {
+                tracing::info!(folder = %e.path().display(), "removing a backup left unfinished");
+                std::fs::remove_dir_all(e.path()).map_err(fs_error(&e.path()))?;
+            }
+        }
+        let partial = parent.join(format!(".{}.partial", name.to_string_lossy()));
+        std::fs::create_dir(&partial).map_err(fs_error(&partial))?;
+        self.noting(self.db.flush().map(drop).map_err(StoreError::from))?;
+        self.write_copy(&partial.join("store"), COMPACT_CACHE)?;
+        self.blobs.copy_packs(&partial.join("blobs"))?;
+        drop(still);
+        sync_dir(&partial)?;
+        std::fs::rename(&partial, to).map_err(fs_error(to))?;
+        sync_dir(parent)?;
+        Ok(Backup {
+            path: to.to_path_buf(),
+            store_bytes: files_bytes(&to.join("store")),
+            blob_bytes: files_bytes(&to.join("blobs")),
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
