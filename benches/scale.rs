@@ -676,6 +676,26 @@ fn tickets(dir: &Path, sizes: &Sizes) {
     std::thread::sleep(Duration::from_secs(2));
     let settled = daemon.rss_mib();
     let disk = du(&dir.join("data"));
+    // A backup while the daemon runs: how long it takes, what it holds, and
+    // how long a health check and a list wait meanwhile (reads do not wait for it).
+    let backing_up = std::thread::spawn(move || {
+        timed(|| request(port, "POST", "/api/backup", "Content-Type: application/json\r\n", "{}"))
+    });
+    let (mut health, mut lists) = (0f64, 0f64);
+    while !backing_up.is_finished() {
+        health = health.max(timed(|| request(port, "GET", "/healthz", "", "")).0);
+        lists = lists.max(timed(|| request(port, "GET", "/api/tickets?status=new&limit=50", "", "")).0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (backup_secs, (status, answer)) = backing_up.join().unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let field = |name: &str| -> f64 {
+        let at = answer.find(&format!("\"{name}\":")).expect("a field of the backup") + name.len() + 3;
+        answer[at..].split([',', '}']).next().unwrap().trim().parse().unwrap()
+    };
+    let backup_peak = daemon.peak_mib();
+    std::thread::sleep(Duration::from_secs(2));
+    let after_backup = daemon.rss_mib();
     let exit = daemon.stop();
     println!("daemon RSS at rest:       {:>8.1} MiB (target <= 128)", rest);
     println!(
@@ -745,6 +765,17 @@ fn tickets(dir: &Path, sizes: &Sizes) {
     println!(
         "GET /dashboard/tickets?status=new&queue=general: {:.1} ms median of 7 (target <= 100)",
         median(list) * 1e3
+    );
+    println!(
+        "POST /api/backup:         {:>8.1} s for {:.1} MB of records and {:.1} MB of raw mail (the store {:.1} MB on disk); meanwhile /healthz {:.1} ms and /api/tickets?status=new&limit=50 {:.1} ms at most; daemon peak RSS {:.1} MiB, {:.1} MiB 2 s after",
+        backup_secs,
+        field("store_bytes") / 1e6,
+        field("blob_bytes") / 1e6,
+        disk as f64 / 1e6,
+        health * 1e3,
+        lists * 1e3,
+        backup_peak,
+        after_backup
     );
     println!("SIGTERM to exit:          {:>8.2} s", exit);
 }

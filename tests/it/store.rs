@@ -1355,15 +1355,16 @@ fn each_backup_of_a_store_written_meanwhile_is_one_moment_of_it() {
     let dir = temp_dir("backup-moment");
     let store = std::sync::Arc::new(SledStore::open(&dir.join("live"), &StoreSettings::default()).unwrap());
     let (stop, changes) = (AtomicBool::new(false), AtomicU64::new(0));
-    std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| {
         // One writer commits changes of tickets, their indexes, counters and loads, without pause.
-        scope.spawn(|| {
+        let writer = scope.spawn(|| {
             let (mut rng, mut model) = (Rng(0x2545_F491_4F6C_DD1D), std::collections::BTreeMap::new());
             while !stop.load(Ordering::Relaxed) {
                 let puts = random_puts(&mut rng);
                 store.commit(change_of(&puts, &*store, &mut model)).unwrap();
                 changes.fetch_add(1, Ordering::Relaxed);
             }
+            model
         });
         let _stop = Stop(&stop);
         for i in 0..8 {
@@ -1380,6 +1381,20 @@ fn each_backup_of_a_store_written_meanwhile_is_one_moment_of_it() {
                 .collect();
             agrees_with_a_recount(&copy, &model, &format!("backup {i}, after {seen} changes or more"));
         }
+        drop(_stop);
+        writer.join().unwrap()
     });
     assert!(changes.load(Ordering::Relaxed) >= 400);
+    // Everything committed before a backup is in it, to the last change.
+    let backup = store.backup(&dir.join("backup-last")).unwrap();
+    let copy = after_lock(|| SledStore::open(&backup.path, &StoreSettings::default())).unwrap();
+    for (id, t) in &written {
+        let kept = copy.ticket(TicketId(*id)).unwrap().expect("the ticket");
+        assert_eq!(
+            serde_json::to_value(&kept).unwrap(),
+            serde_json::to_value(t).unwrap(),
+            "ticket {id}"
+        );
+    }
+    agrees_with_a_recount(&copy, &written, "the last backup");
 }

@@ -585,6 +585,31 @@ fn files_bytes(dir: &Path) -> u64 {
     })
 }
 
+/// Copies the files under `from` into the new folder `to`, durable on
+/// return. A file gone meanwhile is left out: only a snapshot of sled's page
+/// table, which its next snapshot replaced, can go (a snapshot saves
+/// replaying the log, which holds everything; one unfinished is dropped on open).
+fn copy_files(from: &Path, to: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir(to).map_err(fs_error(to))?;
+    for e in std::fs::read_dir(from).map_err(fs_error(from))? {
+        let e = e.map_err(fs_error(from))?;
+        let (path, copy) = (e.path(), to.join(e.file_name()));
+        let kind = e.file_type().map_err(fs_error(&path))?;
+        if kind.is_dir() {
+            copy_files(&path, &copy)?;
+        } else if kind.is_file() {
+            match std::fs::copy(&path, &copy) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                done => done.map_err(fs_error(&path))?,
+            };
+            std::fs::File::open(&copy)
+                .and_then(|f| f.sync_all())
+                .map_err(fs_error(&copy))?;
+        }
+    }
+    sync_dir(to)
+}
+
 /// Removes the snapshots sled left unfinished beside the store
 /// (`snap.*.generating`), holding the store's lock.
 ///
@@ -1765,8 +1790,13 @@ impl Store for SledStore {
         }
         let partial = parent.join(format!(".{}.partial", name.to_string_lossy()));
         std::fs::create_dir(&partial).map_err(fs_error(&partial))?;
+        // Flushed, with every write waiting (and sled's own background
+        // flusher off), sled's files hold the store as it is and change no
+        // more: a copy of them is the store at this moment, as a crash here
+        // would leave it. Copying the files, rather than reading every
+        // record through sled, keeps the daemon's memory as it was.
         self.noting(self.db.flush().map(drop).map_err(StoreError::from))?;
-        self.write_copy(&partial.join("store"), COMPACT_CACHE)?;
+        copy_files(&self.data_dir.join("store"), &partial.join("store"))?;
         self.blobs.copy_packs(&partial.join("blobs"))?;
         drop(still);
         sync_dir(&partial)?;
