@@ -109,6 +109,9 @@ enum Command {
     /// `data_dir/backups/<UTC time>` (through the daemon while it runs: writes
     /// wait meanwhile); on PostgreSQL, back the database up with its own tools.
     Backup {
+        /// Then remove the older backups in data_dir/backups but the newest N (this one included).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
         /// Print the folder and sizes as JSON.
         #[arg(long)]
         json: bool,
@@ -757,7 +760,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Backup { json } => {
+        Command::Backup { keep, json } => {
             let config = load_config(cli.config)?;
             if !matches!(config.store.backend, crate::adapters::store::Backend::Sled) {
                 return Err(Failure::new(
@@ -766,14 +769,25 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let backup: crate::adapters::store::Backup = match open_store(&config) {
-                Ok(store) => crate::adapters::store::backup_now(&*store, &config.instance.data_dir, Timestamp::now())?,
+                Ok(store) => {
+                    let mut backup =
+                        crate::adapters::store::backup_now(&*store, &config.instance.data_dir, Timestamp::now())?;
+                    if let Some(keep) = keep {
+                        backup.removed =
+                            crate::adapters::store::prune_backups(&config.instance.data_dir, keep as usize)?;
+                    }
+                    backup
+                }
                 Err(StoreError::Locked(_)) => {
                     let token = api_token(&config)?;
                     let (status, body) = crate::transports::http::post_json_within(
                         config.http.listen,
                         "/api/backup",
                         token.as_ref().map(|t| t.expose()),
-                        &serde_json::json!({}),
+                        &match keep {
+                            Some(keep) => serde_json::json!({ "keep": keep }),
+                            None => serde_json::json!({}),
+                        },
                         BACKUP_TIMEOUT_SECS,
                     )
                     .map_err(daemon_unreachable)?;
@@ -805,6 +819,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     megabytes(backup.store_bytes),
                     megabytes(backup.blob_bytes)
                 );
+                for old in &backup.removed {
+                    say!("removed the older backup {}", old.display());
+                }
             }
             Ok(())
         }

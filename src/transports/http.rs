@@ -771,29 +771,38 @@ async fn webhooks_retry(api: Arc<Api>, req: Request<Body>) -> Response<Full<Byte
     }
 }
 
-/// `POST /api/backup` with `{}`: the store copied as it is at one moment
-/// into a new folder `data_dir/backups/<UTC time>` (writes wait meanwhile);
-/// `{"path", "store_bytes", "blob_bytes"}`. A JSON body only, so a web page
+/// `POST /api/backup` with `{}` or `{"keep": N}`: the store copied as it is
+/// at one moment into a new folder `data_dir/backups/<UTC time>` (writes
+/// wait meanwhile), then with `keep` the older backups but the newest N
+/// removed; `{"path", "store_bytes", "blob_bytes", "removed"}`. A JSON body only, so a web page
 /// cannot make a browser ask for one.
 async fn backup(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     if let Err(refused) = access(&api, req.headers(), Some("backup")) {
         return refused;
     }
-    let expected = "expected Content-Type: application/json with {}";
+    let expected = "expected Content-Type: application/json with {} or {\"keep\": N} (N at least 1)";
     let body = match typed_body(req, "application/json", 4096, expected).await {
         Ok(b) => b,
         Err(refused) => return refused,
     };
-    if !matches!(serde_json::from_slice::<serde_json::Value>(&body), Ok(serde_json::Value::Object(o)) if o.is_empty()) {
-        return error(StatusCode::BAD_REQUEST, expected);
-    }
+    let keep = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(o)) if o.keys().all(|k| k == "keep") => match o.get("keep") {
+            None => None,
+            Some(n) => match n.as_u64().filter(|n| *n >= 1) {
+                Some(n) => Some(n as usize),
+                None => return error(StatusCode::BAD_REQUEST, expected),
+            },
+        },
+        _ => return error(StatusCode::BAD_REQUEST, expected),
+    };
     let work = tokio::task::spawn_blocking(move || {
         let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
-        crate::adapters::store::backup_now(
-            &*pipeline.store,
-            &pipeline.config.instance.data_dir,
-            jiff::Timestamp::now(),
-        )
+        let data_dir = &pipeline.config.instance.data_dir;
+        let mut backup = crate::adapters::store::backup_now(&*pipeline.store, data_dir, jiff::Timestamp::now())?;
+        if let Some(keep) = keep {
+            backup.removed = crate::adapters::store::prune_backups(data_dir, keep)?;
+        }
+        Ok::<_, crate::adapters::store::StoreError>(backup)
     });
     match work.await {
         Ok(Ok(backup)) => {

@@ -1280,11 +1280,16 @@ fn a_backup_taken_while_mail_arrives_is_a_whole_desk_to_restore() {
     // drops one a crash left unfinished.
     let unfinished = desk.dir.join("data/backups/.20261101T000000Z.partial");
     fs::create_dir_all(unfinished.join("store")).unwrap();
-    let said = desk.ok(&["backup"]);
+    let said = desk.ok(&["backup", "--keep", "1"]);
     let made = said
         .strip_prefix("backed up to ")
         .and_then(|s| s.split(": records ").next())
         .unwrap_or_else(|| panic!("{said}"));
+    // Keeping one: the two taken while the daemon ran are removed.
+    assert_eq!(said.matches("removed the older backup").count(), 2, "{said}");
+    let kept: Vec<_> = fs::read_dir(desk.dir.join("data/backups")).unwrap().collect();
+    assert_eq!(kept.len(), 1, "{said}");
+    assert_eq!(desk.run(&["backup", "--keep", "0"]).status.code(), Some(2));
     assert!(
         Path::new(made).join("store/db").exists() && Path::new(made).join("blobs").is_dir(),
         "{said}"
@@ -1328,13 +1333,39 @@ fn a_backup_is_asked_for_by_a_token_with_its_scope_in_json_only() {
     assert_eq!(status, 415, "{text}");
     let (status, text) = ask("admin-token-1", "application/json", b"{\"to\": \"/etc\"}");
     assert_eq!(status, 400, "{text}");
-    let (status, text) = ask("admin-token-1", "application/json", b"{}");
+    for bad in [&b"{\"keep\": 0}"[..], b"{\"keep\": \"x\"}", b"{\"keep\": -1}"] {
+        let (status, text) = ask("admin-token-1", "application/json", bad);
+        assert_eq!(status, 400, "{text}");
+    }
+    let made: Vec<Value> = (0..2)
+        .map(|_| {
+            let (status, text) = ask("admin-token-1", "application/json", b"{}");
+            assert_eq!(status, 200, "{text}");
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect();
+    let path = |v: &Value| v["path"].as_str().unwrap().to_string();
+    assert!(Path::new(&path(&made[0])).join("store").is_dir(), "{}", made[0]);
+    assert!(made[0].get("removed").is_none(), "{}", made[0]);
+    // Keeping two: the oldest goes, and nothing else in the folder.
+    let backups = desk.dir.join("data/backups");
+    fs::create_dir_all(backups.join("keep-me")).unwrap();
+    let (status, text) = ask("admin-token-1", "application/json", b"{\"keep\": 2}");
     assert_eq!(status, 200, "{text}");
-    let made: Value = serde_json::from_str(&text).unwrap();
-    assert!(
-        Path::new(made["path"].as_str().unwrap()).join("store").is_dir(),
-        "{text}"
-    );
+    let newest: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(newest["removed"], serde_json::json!([path(&made[0])]), "{text}");
+    let mut left: Vec<String> = fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    left.sort();
+    let mut want = vec![
+        path(&made[1]),
+        path(&newest),
+        backups.join("keep-me").display().to_string(),
+    ];
+    want.sort();
+    assert_eq!(left, want);
     daemon.stop();
 }
 

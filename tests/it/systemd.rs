@@ -43,6 +43,46 @@ fn unit_file_passes_systemd_analyze_verify() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn the_backup_timer_and_its_service_pass_systemd_analyze_verify() {
+    let dir = crate::servers::temp_dir("backup-unit");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let service = std::fs::read_to_string(root.join("postdesk-backup.service")).unwrap();
+    let timer = std::fs::read_to_string(root.join("postdesk-backup.timer")).unwrap();
+    for want in [
+        "Type=oneshot",
+        " backup --keep ",
+        "DynamicUser=yes",
+        "StateDirectory=postdesk",
+        "ProtectSystem=strict",
+        "IPAddressDeny=any",
+    ] {
+        assert!(service.contains(want), "the backup service lacks {want:?}");
+    }
+    for want in ["OnCalendar=", "Persistent=true", "WantedBy=timers.target"] {
+        assert!(timer.contains(want), "the backup timer lacks {want:?}");
+    }
+    std::fs::write(
+        dir.join("postdesk-backup.service"),
+        service.replace("/usr/bin/postdesk", BIN),
+    )
+    .unwrap();
+    std::fs::write(dir.join("postdesk-backup.timer"), &timer).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("postdesk-backup.timer"))
+        .arg(dir.join("postdesk-backup.service"))
+        .output()
+        .expect("systemd-analyze (tests/run installs systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("postdesk-backup."),
+        "warnings about the units: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// jemalloc ignores a setting it does not know, saying so only on stderr:
 /// the unit's must all be taken.
 #[test]

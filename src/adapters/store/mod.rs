@@ -93,6 +93,51 @@ pub struct Backup {
     pub store_bytes: u64,
     /// Bytes of its raw mail (`blobs/`).
     pub blob_bytes: u64,
+    /// The older backups removed after it (`--keep`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<std::path::PathBuf>,
+}
+
+/// Removes the backups in `data_dir/backups` but the newest `keep`: only
+/// folders named as [`backup_now`] names them, nothing else there. Returns
+/// what it removed, oldest first.
+pub fn prune_backups(data_dir: &Path, keep: usize) -> Result<Vec<std::path::PathBuf>, StoreError> {
+    let folder = data_dir.join("backups");
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |error| StoreError::Blob { path, error }
+    };
+    let mut found: Vec<((String, u32), std::path::PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(&folder).map_err(io(&folder))? {
+        let e = e.map_err(io(&folder))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let (stamp, n) = match name.split_once('-') {
+            Some((stamp, n)) => (stamp, n.parse::<u32>().ok().filter(|n| *n >= 2)),
+            None => (name.as_str(), Some(1)),
+        };
+        let b = stamp.as_bytes();
+        let stamped = b.len() == 16
+            && b[8] == b'T'
+            && b[15] == b'Z'
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| matches!(i, 8 | 15) || c.is_ascii_digit());
+        if let (true, Some(n)) = (stamped && e.path().is_dir(), n) {
+            found.push(((stamp.to_string(), n), e.path()));
+        }
+    }
+    found.sort();
+    let old = found.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for (_, path) in found.into_iter().take(old) {
+        match std::fs::remove_dir_all(&path) {
+            // Another backup's pruning took it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            done => done.map_err(io(&path))?,
+        }
+        removed.push(path);
+    }
+    Ok(removed)
 }
 
 /// An outgoing mail waiting in the outbox.

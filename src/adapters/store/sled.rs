@@ -1806,6 +1806,7 @@ impl Store for SledStore {
             path: to.to_path_buf(),
             store_bytes: files_bytes(&to.join("store")),
             blob_bytes: files_bytes(&to.join("blobs")),
+            removed: Vec::new(),
         })
     }
 
