@@ -55,7 +55,7 @@ fn the_backup_timer_and_its_service_pass_systemd_analyze_verify() {
         "DynamicUser=yes",
         "StateDirectory=postdesk",
         "ProtectSystem=strict",
-        "IPAddressDeny=any",
+        "SystemCallFilter=@system-service",
     ] {
         assert!(service.contains(want), "the backup service lacks {want:?}");
     }
