@@ -765,19 +765,19 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             if !matches!(config.store.backend, crate::adapters::store::Backend::Sled) {
                 return Err(Failure::new(
                     EXIT_CONFIG,
-                    "backup copies the sled store; the database is backed up with its own tools (pg_dump, or its continuous archiving), and it holds the raw mail too".to_string(),
+                    format!(
+                        "backup copies the sled store; {}",
+                        crate::adapters::store::BACKUP_ELSEWHERE
+                    ),
                 ));
             }
             let backup: crate::adapters::store::Backup = match open_store(&config) {
-                Ok(store) => {
-                    let mut backup =
-                        crate::adapters::store::backup_now(&*store, &config.instance.data_dir, Timestamp::now())?;
-                    if let Some(keep) = keep {
-                        backup.removed =
-                            crate::adapters::store::prune_backups(&config.instance.data_dir, keep as usize)?;
-                    }
-                    backup
-                }
+                Ok(store) => crate::adapters::store::backup_now(
+                    &*store,
+                    &config.instance.data_dir,
+                    Timestamp::now(),
+                    keep.map(|k| k as usize),
+                )?,
                 Err(StoreError::Locked(_)) => {
                     let token = api_token(&config)?;
                     let (status, body) = crate::transports::http::post_json_within(

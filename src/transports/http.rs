@@ -797,12 +797,12 @@ async fn backup(api: Arc<Api>, req: Request<Body>) -> Response<Full<Bytes>> {
     };
     let work = tokio::task::spawn_blocking(move || {
         let pipeline = api.current.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let data_dir = &pipeline.config.instance.data_dir;
-        let mut backup = crate::adapters::store::backup_now(&*pipeline.store, data_dir, jiff::Timestamp::now())?;
-        if let Some(keep) = keep {
-            backup.removed = crate::adapters::store::prune_backups(data_dir, keep)?;
-        }
-        Ok::<_, crate::adapters::store::StoreError>(backup)
+        crate::adapters::store::backup_now(
+            &*pipeline.store,
+            &pipeline.config.instance.data_dir,
+            jiff::Timestamp::now(),
+            keep,
+        )
     });
     match work.await {
         Ok(Ok(backup)) => {

@@ -402,21 +402,6 @@ impl Blobs {
         }
     }
 
-    /// Copies every pack into the new folder `to`, durable on return; no blob
-    /// is written meanwhile (the writer is held).
-    pub fn copy_packs(&self, to: &Path) -> Result<(), StoreError> {
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        std::fs::create_dir(to).map_err(io(to))?;
-        for pack in Self::packs_in(&self.root)? {
-            let (from, copy) = (self.pack_path(pack), Self::pack_path_in(to, pack));
-            std::fs::copy(&from, &copy).map_err(io(&from))?;
-            std::fs::File::open(&copy)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&copy))?;
-        }
-        std::fs::File::open(to).and_then(|d| d.sync_all()).map_err(io(to))
-    }
-
     /// Every stored key, in key order.
     pub fn each(&self, mut f: impl FnMut(&str) -> Result<(), StoreError>) -> Result<(), StoreError> {
         for r in self.index.iter() {

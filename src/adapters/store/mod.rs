@@ -63,10 +63,28 @@ pub enum StoreError {
     },
 }
 
+/// What a backend that makes no backup of its own says instead.
+pub const BACKUP_ELSEWHERE: &str =
+    "the database is backed up with its own tools (pg_dump, or its continuous archiving); it holds the raw mail too";
+
 /// [`Store::backup`] into a new folder of `data_dir/backups`, named by the
 /// time `now` in UTC to the second (`20261207T214503Z`; `…Z-2`, `…Z-3`
-/// for the next ones of the same second).
-pub fn backup_now(store: &dyn Store, data_dir: &Path, now: Timestamp) -> Result<Backup, StoreError> {
+/// for the next ones of the same second); then, with `keep`, the older
+/// backups but the newest `keep` removed ([`prune_backups`]).
+pub fn backup_now(
+    store: &dyn Store,
+    data_dir: &Path,
+    now: Timestamp,
+    keep: Option<usize>,
+) -> Result<Backup, StoreError> {
+    let mut backup = backup_named(store, data_dir, now)?;
+    if let Some(keep) = keep {
+        backup.removed = prune_backups(data_dir, keep)?;
+    }
+    Ok(backup)
+}
+
+fn backup_named(store: &dyn Store, data_dir: &Path, now: Timestamp) -> Result<Backup, StoreError> {
     let name = now.strftime("%Y%m%dT%H%M%SZ").to_string();
     let folder = data_dir.join("backups");
     let mut n = 1;
@@ -575,9 +593,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// is backed up with its own tools.
     fn backup(&self, to: &Path) -> Result<Backup, StoreError> {
         let _ = to;
-        Err(StoreError::Unsupported(
-            "the database is backed up with its own tools (pg_dump, or its continuous archiving); it holds the raw mail too",
-        ))
+        Err(StoreError::Unsupported(BACKUP_ELSEWHERE))
     }
 
     /// A unique, increasing number (for nonces).

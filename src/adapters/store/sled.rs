@@ -586,9 +586,10 @@ fn files_bytes(dir: &Path) -> u64 {
 }
 
 /// Copies the files under `from` into the new folder `to`, durable on
-/// return. A file gone meanwhile is left out: only a snapshot of sled's page
-/// table, which its next snapshot replaced, can go (a snapshot saves
-/// replaying the log, which holds everything; one unfinished is dropped on open).
+/// return. A file gone meanwhile is left out: under a backup's lock only a
+/// snapshot of sled's page table, which its next snapshot replaced, can go
+/// (a snapshot saves replaying the log, which holds everything; one
+/// unfinished is dropped on open).
 fn copy_files(from: &Path, to: &Path) -> Result<(), StoreError> {
     std::fs::create_dir(to).map_err(fs_error(to))?;
     for e in std::fs::read_dir(from).map_err(fs_error(from))? {
@@ -1796,8 +1797,9 @@ impl Store for SledStore {
         // would leave it. Copying the files, rather than reading every
         // record through sled, keeps the daemon's memory as it was.
         self.noting(self.db.flush().map(drop).map_err(StoreError::from))?;
+        // The blob packs change no more either: their writes and sweeps wait too.
         copy_files(&self.data_dir.join("store"), &partial.join("store"))?;
-        self.blobs.copy_packs(&partial.join("blobs"))?;
+        copy_files(&self.data_dir.join("blobs"), &partial.join("blobs"))?;
         drop(still);
         sync_dir(&partial)?;
         std::fs::rename(&partial, to).map_err(fs_error(to))?;
