@@ -475,10 +475,17 @@ fn backfill(dir: &Path, sizes: &Sizes) {
             if variant.is_empty() {
                 disk = du(&run.join("data"));
             }
+            // Each ingest's store is removed once measured, so the next one
+            // writes into memory the machine has used before. Kept, the
+            // rounds' stores (0.57 GB each) took the page cache into memory
+            // never touched since the machine started, and on this virtual
+            // machine a first touch is slow: from the third round on the
+            // kernel's copies into the page cache took ten times as long (system
+            // time 0.9-1.2 s became 2.5-2.8 s) and every later round measured
+            // the machine, not postdesk. (A store is 14 files: the blobs are
+            // packs, so removing one costs the next round nothing.)
+            std::fs::remove_dir_all(&run).unwrap();
         }
-        // Rounds are kept until the end: ext4 avoids reusing inodes freed in
-        // the last minutes and searches past them, so deleting one round's
-        // 12,500 blob files made the next round's file creation several times slower.
     }
     let n = mails.len() as f64;
     println!(
