@@ -699,7 +699,13 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = load_config(cli.config)?;
             let mailbox = chosen_mailbox(&config, mailbox)?;
             let max = config.limits.max_message_bytes;
+            let first_pass = std::time::Instant::now();
             let mails = ingest::scan(&paths, max).map_err(|e| Failure::new(EXIT_NOINPUT, e.to_string()))?;
+            tracing::debug!(
+                mails = mails.len(),
+                secs = first_pass.elapsed().as_secs_f64(),
+                "first pass"
+            );
             // The daemon holds the store: hand each mail to it over the API.
             let store = match open_store(&config) {
                 Ok(store) => Some(store),

@@ -575,13 +575,21 @@ pub fn blob_bytes(data_dir: &Path) -> u64 {
     files_bytes(&data_dir.join("blobs"))
 }
 
-/// The bytes of the files at the top of a folder (0 when there is none).
+/// The bytes of the files in a folder and the folders in it (0 when there is
+/// none): sled keeps a value too large for its log as a file of its own, in
+/// the store's `blobs/` (a message record with a long text).
 fn files_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |dir| {
-        dir.filter_map(|e| e.ok()?.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum()
+        dir.filter_map(|e| {
+            let e = e.ok()?;
+            let kind = e.file_type().ok()?;
+            if kind.is_dir() {
+                Some(files_bytes(&e.path()))
+            } else {
+                kind.is_file().then(|| e.metadata().ok().map(|m| m.len())).flatten()
+            }
+        })
+        .sum()
     })
 }
 
@@ -2009,6 +2017,28 @@ mod tests {
             "alice@example.com",
             &[("n", json!(n)), ("pad", json!(pad))],
         )
+    }
+
+    #[test]
+    fn a_stores_size_counts_the_values_sled_keeps_in_files_of_their_own() {
+        let dir = std::env::temp_dir().join(format!("postdesk-sled-bytes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SledStore::open(&dir, &StoreSettings::default()).unwrap();
+        let mut change = Change::default();
+        change.push(Op::Event(TicketId(1), Box::new(event(1, 4_000_000))));
+        store.commit(change).unwrap();
+        store.flush().unwrap();
+        // sled wrote the 4 MB record as a file in the store's `blobs/`.
+        let own: u64 = std::fs::read_dir(dir.join("store/blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(own > 1_000_000, "{own} bytes in sled's blobs/");
+        assert!(store_bytes(&dir) > own, "{} bytes counted", store_bytes(&dir));
+        let backup = store.backup(&dir.join("backups/b")).unwrap();
+        assert!(backup.store_bytes > own, "{} bytes in the backup", backup.store_bytes);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn numbers(events: &[Event]) -> Vec<u64> {
