@@ -85,6 +85,41 @@ fn the_backup_timer_and_its_service_pass_systemd_analyze_verify() {
 
 /// jemalloc ignores a setting it does not know, saying so only on stderr:
 /// the unit's must all be taken.
+/// `cargo deb` packages a unit only when a `[[package.metadata.deb.systemd-units]]`
+/// entry names it: every unit in `systemd/` is named by one, none enabled or
+/// started on install (the daemon needs its config first), so a new unit is
+/// not left out of the Debian package.
+#[test]
+fn the_debian_package_ships_every_unit_and_enables_none() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let entries = manifest["package"]["metadata"]["deb"]["systemd-units"]
+        .as_array()
+        .expect("systemd-units is a list of entries");
+    let mut named = Vec::new();
+    for e in entries {
+        assert_eq!(e["unit-scripts"].as_str(), Some("systemd/"), "{e}");
+        assert_eq!(e["enable"].as_bool(), Some(false), "{e}");
+        assert_eq!(e["start"].as_bool(), Some(false), "{e}");
+        named.push(e["unit-name"].as_str().expect("each entry names its unit").to_string());
+    }
+    let mut units: Vec<String> = std::fs::read_dir(root.join("systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    units.sort();
+    units.dedup();
+    assert_eq!(units, ["postdesk", "postdesk-backup"]);
+    for unit in &units {
+        assert!(
+            named.contains(unit),
+            "{unit} is in no [[package.metadata.deb.systemd-units]] entry"
+        );
+    }
+}
+
 #[test]
 fn the_units_allocator_settings_are_all_taken() {
     let unit = unit_file();
