@@ -804,8 +804,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                                 format!("the daemon's answer to a backup is not one ({e})"),
                             )
                         })?,
-                        // A full disk, a folder of that name: try again later.
-                        409 | 507 => return Err(Failure::new(EXIT_TEMPFAIL, api_reason(body))),
+                        // A full disk, a folder of that name, a daemon stopping: try again later.
+                        409 | 503 | 507 => return Err(Failure::new(EXIT_TEMPFAIL, api_reason(body))),
                         _ => {
                             return Err(Failure::new(
                                 EXIT_SOFTWARE,

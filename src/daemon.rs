@@ -178,6 +178,8 @@ pub async fn run(pipeline: Pipeline, config_path: PathBuf, shutdown: impl Future
         }
     }
     notify("STOPPING=1\nSTATUS=stopping");
+    // A backup being copied (writes wait on it) gives up, not the stop.
+    sink.pipeline().store.stop();
     let _ = stop_tx.send(true);
     mailboxes.stop_all();
     let deadline = tokio::time::sleep(Duration::from_secs(20));

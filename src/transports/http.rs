@@ -49,9 +49,25 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 /// bounded together and not only one by one.
 pub const MAX_BODIES: usize = 4;
 
-/// Serves until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
+/// How long a stopping daemon lets the requests it is answering finish.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves until `shutdown` turns true; then takes no more connections,
+/// closes the idle ones and gives the requests being answered
+/// [`STOP_GRACE`] to finish (a client told "503, the daemon is stopping"
+/// knows what to do; one cut off does not know what happened).
+pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    accept(listener, api, shutdown, slots.clone()).await;
+    let _ = tokio::time::timeout(STOP_GRACE, slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+}
+
+async fn accept(
+    listener: TcpListener,
+    api: Arc<Api>,
+    mut shutdown: watch::Receiver<bool>,
+    slots: Arc<tokio::sync::Semaphore>,
+) {
     let app = crate::transports::web::router(api.clone());
     let mut backoff = std::time::Duration::from_millis(10);
     let mut log_gate = LogGate::default();
@@ -90,6 +106,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
             continue;
         };
         let app = app.clone();
+        let mut stopping = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |mut req: Request<Incoming>| {
                 use tower::ServiceExt;
@@ -102,7 +119,16 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+                    // Idle: closed now; answering: closed once answered.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "http connection ended");
             }
             drop(permit);
@@ -637,7 +663,7 @@ fn store_status(e: &crate::adapters::store::StoreError) -> StatusCode {
     use crate::adapters::store::StoreError;
     match e {
         StoreError::Conflict(_) => StatusCode::CONFLICT,
-        StoreError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::Database(_) | StoreError::Stopping(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -1301,6 +1301,64 @@ fn a_backup_taken_while_mail_arrives_is_a_whole_desk_to_restore() {
     assert_eq!(partial, 0, "no unfinished copy left");
 }
 
+/// SIGTERM while a backup is being copied (mail waits on it) stops the daemon
+/// without waiting for the copy: the backup is given up and its partial
+/// copy removed, the command asking for it says so and exits 75 (try again),
+/// and the store is whole.
+#[test]
+fn a_stop_during_a_backup_gives_the_backup_up() {
+    let desk = DeskConfig::new().sled().build();
+    let daemon = desk.start();
+    desk.ingest(&[&mail(
+        "ann@customer.test",
+        "support@example.com",
+        "Where is my order?",
+        "stop1@customer.test",
+        "",
+        "It has not arrived.",
+    )]);
+    // A file of 2 GB (sparse: no room taken) that the backup copies whole,
+    // long enough a copy to stop the daemon in the middle of it.
+    let filler = fs::File::create(desk.dir.join("data/blobs/filler")).unwrap();
+    filler.set_len(2 << 30).unwrap();
+    drop(filler);
+    let backups = desk.dir.join("data/backups");
+    let out = std::thread::scope(|scope| {
+        let asking = scope.spawn(|| desk.run(&["backup"]));
+        wait_until(60, "the backup's copy begun", || {
+            fs::read_dir(&backups).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            })
+        });
+        let stopping = std::time::Instant::now();
+        let log = daemon.stop();
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            stopping.elapsed()
+        );
+        assert!(!log.contains("store backed up"), "{log}");
+        asking.join().unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("the daemon is stopping: the backup was given up"),
+        "{stderr}"
+    );
+    // Nothing of it is left, whole or partial.
+    let left: Vec<_> = fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    fs::remove_file(desk.dir.join("data/blobs/filler")).unwrap();
+    let tickets: Value = serde_json::from_str(&desk.ok(&["tickets", "--json"])).unwrap();
+    assert_eq!(tickets.as_array().map(Vec::len), Some(1), "{tickets}");
+}
+
 #[test]
 fn a_backup_is_asked_for_by_a_token_with_its_scope_in_json_only() {
     let dir = temp_dir("backup-scope");

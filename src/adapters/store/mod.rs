@@ -53,6 +53,9 @@ pub enum StoreError {
     /// What this backend does not do, and what to do instead.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// Long work given up because the process is stopping ([`Store::stop`]).
+    #[error("the daemon is stopping: {0}")]
+    Stopping(&'static str),
     /// A record could not be read.
     #[error("corrupt record in {tree}: {message}")]
     Corrupt {
@@ -609,6 +612,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn failed(&self) -> Option<String> {
         None
     }
+    /// The process is stopping: long work that holds writes back (a
+    /// backup's copy) gives up at its next step instead of making the stop
+    /// wait for it.
+    fn stop(&self) {}
 
     /// Takes or renews this instance's lease on `name` (a mailbox, the
     /// timers); `true` while held. Instances sharing a store split the work

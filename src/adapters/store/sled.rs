@@ -121,6 +121,8 @@ pub struct SledStore {
     /// Held to read by every write (commits, blobs, sweeps, pruning) and to
     /// write by [`Store::backup`], which so copies the store at one moment.
     quiet: std::sync::Arc<std::sync::RwLock<()>>,
+    /// Set by [`Store::stop`]: a backup's copy gives up.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -597,27 +599,48 @@ fn files_bytes(dir: &Path) -> u64 {
 /// return. A file gone meanwhile is left out: under a backup's lock only a
 /// snapshot of sled's page table, which its next snapshot replaced, can go
 /// (a snapshot saves replaying the log, which holds everything; one
-/// unfinished is dropped on open).
-fn copy_files(from: &Path, to: &Path) -> Result<(), StoreError> {
+/// unfinished is dropped on open). Gives up with [`StoreError::Stopping`]
+/// once `stopping` is set, looking at it every [`COPY_STEP`] bytes.
+fn copy_files(from: &Path, to: &Path, stopping: &std::sync::atomic::AtomicBool) -> Result<(), StoreError> {
+    let stopped = || {
+        stopping
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(StoreError::Stopping("the backup was given up"))
+    };
     std::fs::create_dir(to).map_err(fs_error(to))?;
     for e in std::fs::read_dir(from).map_err(fs_error(from))? {
         let e = e.map_err(fs_error(from))?;
         let (path, copy) = (e.path(), to.join(e.file_name()));
         let kind = e.file_type().map_err(fs_error(&path))?;
         if kind.is_dir() {
-            copy_files(&path, &copy)?;
+            copy_files(&path, &copy, stopping)?;
         } else if kind.is_file() {
-            match std::fs::copy(&path, &copy) {
+            let mut source = match std::fs::File::open(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                done => done.map_err(fs_error(&path))?,
+                opened => opened.map_err(fs_error(&path))?,
             };
-            std::fs::File::open(&copy)
-                .and_then(|f| f.sync_all())
-                .map_err(fs_error(&copy))?;
+            let mut target = std::fs::File::create_new(&copy).map_err(fs_error(&copy))?;
+            // In steps, each still the kernel's copy (std::io::copy of one
+            // file into another), so that a stop need not wait for a large file.
+            loop {
+                if let Some(e) = stopped() {
+                    return Err(e);
+                }
+                let n = std::io::copy(&mut std::io::Read::take(&mut source, COPY_STEP), &mut target)
+                    .map_err(fs_error(&path))?;
+                if n == 0 {
+                    break;
+                }
+            }
+            target.sync_all().map_err(fs_error(&copy))?;
         }
     }
     sync_dir(to)
 }
+
+/// How much of a file a backup copies between two looks at whether the
+/// process is stopping (a tenth of a second or less on a disk of today).
+const COPY_STEP: u64 = 32 << 20;
 
 /// Removes the snapshots sled left unfinished beside the store
 /// (`snap.*.generating`), holding the store's lock.
@@ -721,6 +744,7 @@ impl SledStore {
             upgraded_from: None,
             failed: std::sync::OnceLock::new(),
             quiet: Default::default(),
+            stopping: Default::default(),
         };
         let from = store.upgrade()?;
         Ok(SledStore {
@@ -1804,11 +1828,22 @@ impl Store for SledStore {
         // more: a copy of them is the store at this moment, as a crash here
         // would leave it. Copying the files, rather than reading every
         // record through sled, keeps the daemon's memory as it was.
-        self.noting(self.db.flush().map(drop).map_err(StoreError::from))?;
-        // The blob packs change no more either: their writes and sweeps wait too.
-        copy_files(&self.data_dir.join("store"), &partial.join("store"))?;
-        copy_files(&self.data_dir.join("blobs"), &partial.join("blobs"))?;
+        let copied = self
+            .noting(self.db.flush().map(drop).map_err(StoreError::from))
+            .and_then(|()| {
+                // The blob packs change no more either: their writes and sweeps wait too.
+                copy_files(&self.data_dir.join("store"), &partial.join("store"), &self.stopping)?;
+                copy_files(&self.data_dir.join("blobs"), &partial.join("blobs"), &self.stopping)
+            });
         drop(still);
+        if let Err(e) = copied {
+            // What was copied goes at once: its room is the disk's, and a
+            // full disk is one reason a copy fails.
+            if let Err(left) = std::fs::remove_dir_all(&partial) {
+                tracing::warn!(folder = %partial.display(), error = %left, "an unfinished backup is left for the next one to remove");
+            }
+            return Err(e);
+        }
         sync_dir(&partial)?;
         std::fs::rename(&partial, to).map_err(fs_error(to))?;
         sync_dir(parent)?;
@@ -1826,6 +1861,10 @@ impl Store for SledStore {
 
     fn failed(&self) -> Option<String> {
         self.failed.get().cloned()
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -2037,6 +2076,30 @@ mod tests {
         assert!(store_bytes(&dir) > own, "{} bytes counted", store_bytes(&dir));
         let backup = store.backup(&dir.join("backups/b")).unwrap();
         assert!(backup.store_bytes > own, "{} bytes in the backup", backup.store_bytes);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_backup_after_stop_gives_up_and_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("postdesk-sled-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SledStore::open(&dir, &StoreSettings::default()).unwrap();
+        let mut change = Change::default();
+        change.push(Op::Event(TicketId(1), Box::new(event(1, 100))));
+        store.commit(change).unwrap();
+        store.stop();
+        let to = dir.join("backups/b");
+        assert!(matches!(store.backup(&to), Err(StoreError::Stopping(_))));
+        let left: Vec<_> = std::fs::read_dir(dir.join("backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Writes go on (the stop waits for them, not for a backup).
+        let mut change = Change::default();
+        change.push(Op::Event(TicketId(1), Box::new(event(2, 100))));
+        store.commit(change).unwrap();
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
